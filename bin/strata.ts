@@ -1,0 +1,33 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+export function buildProgram(): Command {
+  const program = new Command('strata')
+    .description('Thin virtual disks, snapshots, clones and software RAID, exported over NBD')
+    .version(pkg.version, '-V, --version')
+    .option('--home <dir>', 'where pools are registered (env STRATA_HOME)', process.env.STRATA_HOME ?? './strata-data')
+    .option('--json', 'machine-readable output')
+    .showHelpAfterError()
+    .exitOverride();
+  return program;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version end through here too, with exit code 0.
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    process.stderr.write(`strata: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv);

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Makes sure the real NBD clients and tools the interop tests drive are present.
+# As root it installs what is missing with apt-get; otherwise it stops and names
+# the exact command to run. With CI=true every interop test needs these tools.
+set -euo pipefail
+
+packages=(qemu-utils libnbd-bin nbdkit fio qemu-system-x86 busybox-static e2fsprogs)
+declare -A probe=(
+  [qemu-utils]=qemu-img
+  [libnbd-bin]=nbdinfo
+  [nbdkit]=nbdkit
+  [fio]=fio
+  [qemu-system-x86]=qemu-system-x86_64
+  [busybox-static]=/bin/busybox
+  [e2fsprogs]=/sbin/mke2fs
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  tool=${probe[$p]}
+  if [[ $tool == /* ]]; then [[ -x $tool ]] || missing+=("$p")
+  else command -v "$tool" >/dev/null 2>&1 || missing+=("$p"); fi
+done
+
+# fio must have its nbd engine (Debian builds it in).
+if command -v fio >/dev/null 2>&1 && ! fio --enghelp 2>/dev/null | grep -qw nbd; then
+  echo "test-deps: this fio has no nbd engine; install Debian's fio package" >&2
+  exit 1
+fi
+
+if ((${#missing[@]} == 0)); then exit 0; fi
+
+line="apt-get install -y ${missing[*]}"
+if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "test-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  exit 0
+fi
+echo "test-deps: the tests need: ${missing[*]}" >&2
+echo "test-deps: run as root:  $line" >&2
+exit 1

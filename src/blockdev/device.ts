@@ -1,0 +1,63 @@
+import { BlockDeviceError, type BlockOp } from './errors.js';
+
+export interface WriteOptions {
+  /** Force unit access: the write is durable when the promise resolves. */
+  fua?: boolean;
+}
+
+export interface WriteZeroesOptions extends WriteOptions {
+  /**
+   * The device may deallocate the range instead of writing zeroes (NBD's
+   * WRITE_ZEROES without NO_HOLE). Reads return zeroes either way.
+   */
+  mayUnmap?: boolean;
+}
+
+/**
+ * The contract every layer from a file up to a RAID array keeps.
+ *
+ * - Offsets and lengths are byte counts within [0, size). An access outside
+ *   that range rejects with a BlockDeviceError of code 'ERANGE', never a short
+ *   read or write.
+ * - A write that resolved is visible to every read issued after it resolved.
+ *   It is durable only once a later flush() resolves, or at once with `fua`.
+ * - Requests that overlap while both are in flight have no defined order; the
+ *   caller orders them (a real disk gives no more).
+ * - discard() may drop data; `discardZeroes` says whether reads of a
+ *   discarded range then return zeroes (true) or unspecified old data (false).
+ * - writeZeroes() always reads back as zeroes.
+ * - `blockSize` is the atomic unit: after a power loss a write is torn at no
+ *   finer grain than this. Any byte offset is accepted; aligned I/O is faster.
+ * - Errors are BlockDeviceError with an errno-style code.
+ * - The buffer passed to write() may be reused by the caller once it resolves;
+ *   the buffer passed to read() is filled completely before it resolves.
+ */
+export interface BlockDevice {
+  /** Human name used in error messages: a path, "memory", "raid5:pool0". */
+  readonly name: string;
+  readonly size: number;
+  readonly blockSize: number;
+  readonly preferredBlockSize: number;
+  readonly discardZeroes: boolean;
+  readonly readOnly: boolean;
+  read(buf: Uint8Array, offset: number): Promise<void>;
+  write(buf: Uint8Array, offset: number, opts?: WriteOptions): Promise<void>;
+  flush(): Promise<void>;
+  discard(offset: number, length: number): Promise<void>;
+  writeZeroes(offset: number, length: number, opts?: WriteZeroesOptions): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Rejects out-of-range or malformed requests with the error the contract names. */
+export function checkRange(dev: Pick<BlockDevice, 'name' | 'size'>, op: BlockOp, offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+    throw new BlockDeviceError('EINVAL', dev.name, op, 'offset and length must be non-negative integers', offset, length);
+  }
+  if (offset + length > dev.size) {
+    throw new BlockDeviceError('ERANGE', dev.name, op, `beyond the end of the device (size ${dev.size})`, offset, length);
+  }
+}
+
+export function checkWritable(dev: Pick<BlockDevice, 'name' | 'readOnly'>, op: BlockOp, offset: number, length: number): void {
+  if (dev.readOnly) throw new BlockDeviceError('EROFS', dev.name, op, 'device is read-only', offset, length);
+}
