@@ -13,6 +13,31 @@ export interface WriteZeroesOptions extends WriteOptions {
   mayUnmap?: boolean;
 }
 
+/** One run of a block-status answer, as NBD's base:allocation reports it. */
+export interface Extent {
+  offset: number;
+  length: number;
+  /** Not allocated in this device (thin): reads come from a lower layer or are zero. */
+  hole: boolean;
+  /** Known to read as zeroes. */
+  zero: boolean;
+}
+
+/**
+ * Redundancy that a device below a checksumming layer can offer (RAID 1/5/6/10).
+ * When the layer above finds a checksum mismatch it reads the other copies of
+ * the range in turn, and hands the one that verifies back so every copy that
+ * differs is rewritten.
+ */
+export interface Redundancy {
+  /** How many distinct ways the range can be read: mirror copies or parity reconstructions. 1 = no redundancy. */
+  copies(offset: number, length: number): number;
+  /** Reads the range by way `copy` (0 is the normal path; 1 … copies-1 the alternatives). */
+  readCopy(buf: Uint8Array, offset: number, copy: number): Promise<void>;
+  /** `good` is verified correct for the range: rewrite every copy that differs. Resolves to how many members were repaired. */
+  repair(good: Uint8Array, offset: number): Promise<number>;
+}
+
 /**
  * The contract every layer from a file up to a RAID array keeps.
  *
@@ -46,6 +71,10 @@ export interface BlockDevice {
   discard(offset: number, length: number): Promise<void>;
   writeZeroes(offset: number, length: number, opts?: WriteZeroesOptions): Promise<void>;
   close(): Promise<void>;
+  /** Which parts of the range are allocated or known zero; devices that cannot tell omit it (all data). */
+  blockStatus?(offset: number, length: number): Promise<Extent[]>;
+  /** Present when the device can supply another copy of a range (see Redundancy). */
+  readonly redundancy?: Redundancy;
 }
 
 /** Rejects out-of-range or malformed requests with the error the contract names. */
