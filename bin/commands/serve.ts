@@ -1,0 +1,125 @@
+import path from 'node:path';
+import { Option } from 'commander';
+import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
+import { loadTls, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ListenAddress, type TlsMode } from '../../src/nbd/index.js';
+import { parseSize } from '../size.js';
+import type { CommandGroup } from './index.js';
+
+interface ServeOptions {
+  file?: string;
+  memory?: string;
+  listen?: string;
+  socket?: string;
+  export: string[];
+  readOnly?: boolean;
+  tls: TlsMode;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsPsk?: string;
+  maxConnections: string;
+}
+
+const DEFAULT_LISTEN = '127.0.0.1:10809';
+
+export const serveCommands: CommandGroup = (program) => {
+  program
+    .command('serve')
+    .description('export volumes, a raw file or a memory disk over NBD until SIGINT/SIGTERM')
+    .argument('[pools...]', 'pools whose volumes to serve')
+    .option('--file <path>', 'serve a raw image or plain file')
+    .option('--memory <size>', 'serve a throwaway in-memory disk of this size')
+    .option('--listen <host:port>', `TCP address to listen on (default ${DEFAULT_LISTEN}; port 0 picks a free one)`)
+    .option('--socket <path>', 'Unix socket to listen on')
+    .option('--export <name>', 'export name (repeatable); for --file the default is the file name without extension', collect, [])
+    .option('--read-only', 'refuse every write')
+    .addOption(new Option('--tls <mode>', 'off, on (clients may upgrade) or require (only STARTTLS before TLS)').choices(['off', 'on', 'require']).default('off'))
+    .option('--tls-cert <file>', 'X.509 server certificate (PEM)')
+    .option('--tls-key <file>', 'private key of --tls-cert (PEM)')
+    .option('--tls-psk <file>', 'pre-shared keys, one identity:hexkey per line (psktool format)')
+    .option('--max-connections <n>', 'connections served at once', '128')
+    .action(async (pools: string[], opts: ServeOptions) => serve(pools, opts));
+};
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+async function serve(pools: string[], opts: ServeOptions): Promise<void> {
+  if (pools.length > 0) throw new Error('serving pools is not available in this build; use --file or --memory');
+  if ((opts.file === undefined) === (opts.memory === undefined)) throw new Error('give exactly one of --file PATH or --memory SIZE');
+  if (opts.export.length > 1) throw new Error('--file and --memory serve one export: give --export once');
+  const maxConnections = Number(opts.maxConnections);
+  if (!Number.isSafeInteger(maxConnections) || maxConnections < 1) throw new Error(`invalid --max-connections '${opts.maxConnections}'`);
+  const tlsFiles: Parameters<typeof loadTls>[0] = { mode: opts.tls };
+  if (opts.tlsCert !== undefined) tlsFiles.cert = opts.tlsCert;
+  if (opts.tlsKey !== undefined) tlsFiles.key = opts.tlsKey;
+  if (opts.tlsPsk !== undefined) tlsFiles.psk = opts.tlsPsk;
+  const tls = loadTls(tlsFiles);
+  const addresses = listenAddresses(opts);
+
+  let device: BlockDevice;
+  let name: string;
+  if (opts.file !== undefined) {
+    device = FileDevice.open(opts.file, { readOnly: opts.readOnly ?? false });
+    name = opts.export[0] ?? path.basename(opts.file, path.extname(opts.file));
+  } else {
+    device = new SparseMemoryDevice(parseSize(opts.memory!));
+    name = opts.export[0] ?? 'memory';
+  }
+  // The device stays open for the server's lifetime (and keeps its file lock); connections come and go.
+  const source = new StaticExportSource([{ name, description: device.name, readOnly: opts.readOnly ?? false, open: async () => device, release: async () => undefined }]);
+  const server = new NbdServer({
+    source,
+    readOnly: opts.readOnly ?? false,
+    tls,
+    maxConnections,
+    log: (m) => process.stderr.write(`strata serve: ${m}\n`),
+  });
+  try {
+    const bound: ListenAddress[] = [];
+    for (const a of addresses) bound.push(await server.listen(a));
+    const secure = tls.mode !== 'off';
+    for (const b of bound) process.stdout.write(`${nbdUri(b, name)}\n`);
+    process.stdout.write(`${qemuLine(bound[0]!, name, secure)}\n`);
+    if (secure) for (const b of bound) process.stdout.write(`${nbdUri(b, name, true)}\n`);
+    await untilSignal();
+    await server.close();
+    await device.flush();
+  } finally {
+    await device.close();
+  }
+}
+
+function listenAddresses(opts: ServeOptions): ListenAddress[] {
+  const out: ListenAddress[] = [];
+  if (opts.listen !== undefined || opts.socket === undefined) out.push(parseHostPort(opts.listen ?? DEFAULT_LISTEN));
+  if (opts.socket !== undefined) out.push({ socket: path.resolve(opts.socket) });
+  return out;
+}
+
+function parseHostPort(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw new Error(`invalid --listen '${text}' (use HOST:PORT, [IPv6]:PORT)`);
+  return { host: m[1] ?? m[2]!, port };
+}
+
+function qemuLine(address: ListenAddress, name: string, secure: boolean): string {
+  if (!secure) return `qemu-system-x86_64 -drive file=${nbdUri(address, name).replace(/,/g, ',,')},format=raw,if=virtio`;
+  const where = 'socket' in address ? `server.type=unix,server.path=${address.socket}` : `server.type=inet,server.host=${address.host},server.port=${address.port}`;
+  return `qemu-system-x86_64 -object tls-creds-x509,id=tls0,endpoint=client,dir=CERTDIR -drive driver=nbd,${where},export=${name},tls-creds=tls0,format=raw,if=virtio`;
+}
+
+function untilSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      process.off('SIGINT', done);
+      process.off('SIGTERM', done);
+      resolve();
+    };
+    process.on('SIGINT', done);
+    process.on('SIGTERM', done);
+  });
+}
+
+
