@@ -25,7 +25,7 @@ export class RangeLock {
   /** Registers the hold; true when it may start now, otherwise its proceed() is called later. */
   acquire(hold: RangeHold): boolean {
     hold.waiting = false;
-    if (this.holds.size > 0 && hold.end > hold.start) {
+    if (this.holds.size > 0) {
       for (const h of this.holds) {
         if (conflicts(h, hold)) {
           hold.waiting = true;
@@ -64,6 +64,7 @@ export class RangeLock {
   }
 }
 
+/** Empty ranges touch no byte, so they conflict with nothing. */
 function conflicts(a: RangeHold, b: RangeHold): boolean {
-  return (a.exclusive || b.exclusive) && a.start < b.end && b.start < a.end;
+  return (a.exclusive || b.exclusive) && a.start < b.end && b.start < a.end && a.start < a.end && b.start < b.end;
 }
