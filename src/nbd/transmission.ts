@@ -139,10 +139,8 @@ export class Transmission implements ParserSink {
 
   full(): boolean {
     const busy =
-      this.inflight > 0 &&
-      (this.inflight >= this.opts.limits.maxRequests ||
-        this.inflightBytes >= this.opts.limits.maxBytes ||
-        this.socket.writableLength >= this.opts.limits.maxQueuedReplyBytes);
+      this.socket.writableLength >= this.opts.limits.maxQueuedReplyBytes ||
+      (this.inflight > 0 && (this.inflight >= this.opts.limits.maxRequests || this.inflightBytes >= this.opts.limits.maxBytes));
     if (busy && !this.stalled) {
       this.stalled = true;
       this.socket.pause();
