@@ -80,7 +80,7 @@ async function serve(pools: string[], opts: ServeOptions): Promise<void> {
     for (const a of addresses) bound.push(await server.listen(a));
     const secure = tls.mode !== 'off';
     for (const b of bound) process.stdout.write(`${nbdUri(b, name)}\n`);
-    process.stdout.write(`${qemuLine(bound[0]!, name, secure)}\n`);
+    process.stdout.write(`${qemuLine(bound[0]!, name, tls.mode === 'off' ? undefined : tls.psk ? { psk: [...tls.psk.keys()][0]! } : 'x509')}\n`);
     if (secure) for (const b of bound) process.stdout.write(`${nbdUri(b, name, true)}\n`);
     await untilSignal();
     await server.close();
@@ -104,10 +104,12 @@ function parseHostPort(text: string): { host: string; port: number } {
   return { host: m[1] ?? m[2]!, port };
 }
 
-function qemuLine(address: ListenAddress, name: string, secure: boolean): string {
-  if (!secure) return `qemu-system-x86_64 -drive file=${nbdUri(address, name).replace(/,/g, ',,')},format=raw,if=virtio`;
+/** A qemu command line that attaches the export; with TLS, CERTDIR / KEYDIR stand for the client's credentials directory. */
+function qemuLine(address: ListenAddress, name: string, tls: undefined | 'x509' | { psk: string }): string {
+  if (!tls) return `qemu-system-x86_64 -drive file=${nbdUri(address, name).replace(/,/g, ',,')},format=raw,if=virtio`;
   const where = 'socket' in address ? `server.type=unix,server.path=${address.socket}` : `server.type=inet,server.host=${address.host},server.port=${address.port}`;
-  return `qemu-system-x86_64 -object tls-creds-x509,id=tls0,endpoint=client,dir=CERTDIR -drive driver=nbd,${where},export=${name},tls-creds=tls0,format=raw,if=virtio`;
+  const creds = tls === 'x509' ? 'tls-creds-x509,id=tls0,endpoint=client,dir=CERTDIR' : `tls-creds-psk,id=tls0,endpoint=client,dir=KEYDIR,username=${tls.psk}`;
+  return `qemu-system-x86_64 -object ${creds} -drive driver=nbd,${where},export=${name},tls-creds=tls0,format=raw,if=virtio`;
 }
 
 function untilSignal(): Promise<void> {

@@ -117,6 +117,7 @@ export class NbdClient {
   private chunks: Buffer[] = [];
   private available = 0;
   private closedError: Error | undefined;
+  private idleWaiters: (() => void)[] = [];
 
   private constructor(
     private readonly socket: Socket,
@@ -221,7 +222,7 @@ export class NbdClient {
 
   /** Soft disconnect: NBD_CMD_DISC once every reply is in, then close. */
   async disconnect(): Promise<void> {
-    await Promise.allSettled([...this.pending.values()].map((p) => new Promise((resolve) => ((p.resolve = resolve), (p.reject = resolve)))));
+    if (this.pending.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     if (this.socket.destroyed) return;
     this.socket.write(requestHeader(CMD_DISC, 0, 0, 0, 0));
     await new Promise<void>((resolve) => {
@@ -333,12 +334,20 @@ export class NbdClient {
   private settle(cookie: number, p: Pending): void {
     this.pending.delete(cookie);
     p.resolve(p);
+    if (this.pending.size === 0) this.wakeIdle();
   }
 
   private failAll(err: Error): void {
     this.closedError ??= err;
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
+    this.wakeIdle();
+  }
+
+  private wakeIdle(): void {
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
   }
 
   private peek(n: number): Buffer {

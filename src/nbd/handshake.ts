@@ -45,7 +45,7 @@ import {
 } from './constants.js';
 import type { ExportTable, ServedExport } from './export-table.js';
 import type { ExportSource } from './exports.js';
-import { infoBlockSize, infoExport, infoString, metaContextEntry, OptionError, optionReply, parseGo, parseMetaContext, serverEntry } from './options.js';
+import { infoBlockSize, infoExport, infoString, metaContextEntry, OptionError, optionReply, parseGo, parseMetaContext, readString, serverEntry } from './options.js';
 import { upgradeToTls, type TlsSetup } from './tls.js';
 import { ConnectionClosed, WireReader } from './wire-reader.js';
 
@@ -215,8 +215,10 @@ export class Handshake {
 
   private async exportName(data: Buffer): Promise<Negotiated | undefined> {
     let exp: ServedExport | undefined;
+    let name = '';
     try {
-      exp = await this.ctx.exports.acquire(data.toString('utf8'));
+      name = readString(data, 0, data.length);
+      exp = await this.ctx.exports.acquire(name);
     } catch {
       exp = undefined;
     }
@@ -227,7 +229,7 @@ export class Handshake {
     b.writeUInt32BE(exp.device.size % 4294967296, 4);
     b.writeUInt16BE(transmissionFlags(exp, this.structured), 8);
     this.socket.write(b);
-    return this.enter(exp, data.toString('utf8'));
+    return this.enter(exp, name);
   }
 
   private enter(exp: ServedExport, requested: string): Negotiated {

@@ -276,6 +276,8 @@ describe('transmission against hostile or odd clients', () => {
     }
     await stillServes();
     await vi.waitFor(() => expect(served.server.connectionCount).toBe(0));
+    // Every connection gone, no export is held open.
+    expect(served.server.openExports).toBe(0);
   });
 
   it('stops reading from a client that never reads its replies: the work done stays bounded', async () => {
