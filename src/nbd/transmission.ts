@@ -60,6 +60,7 @@ const SPARSE_READ_MIN = 64 * 1024;
 /** The protocol asks for no more than 2^20 descriptors per block-status chunk. */
 const MAX_DESCRIPTORS = 1 << 20;
 const FUA = { fua: true } as const;
+const EMPTY = Buffer.alloc(0);
 
 const ALLOWED_FLAGS: Record<number, number> = {
   [CMD_READ]: CMD_FLAG_FUA | CMD_FLAG_DF,
@@ -117,6 +118,12 @@ export class Transmission implements ParserSink {
   /** Starts serving; `leftover` is whatever followed the handshake in the last chunk read. */
   start(leftover: Buffer): Promise<void> {
     const s = this.socket;
+    if (s.destroyed) {
+      // Closed while the handshake was finishing (server shutdown, client gone).
+      this.closed = true;
+      this.maybeFinish();
+      return this.whenFinished;
+    }
     s.on('data', (chunk: Buffer) => this.parser.push(chunk));
     s.on('drain', () => this.unstall());
     s.on('error', () => s.destroy());
@@ -207,7 +214,7 @@ export class Transmission implements ParserSink {
         case CMD_READ:
           return this.read(job);
         case CMD_WRITE:
-          p = dev.write(req.payload!, req.offset, req.flags & CMD_FLAG_FUA ? FUA : undefined);
+          p = dev.write(req.payload ?? EMPTY, req.offset, req.flags & CMD_FLAG_FUA ? FUA : undefined);
           break;
         case CMD_FLUSH:
           p = dev.flush();

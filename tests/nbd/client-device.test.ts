@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { MemoryDevice } from '../../src/blockdev/index.js';
 import { NbdClient, NbdClientError, NbdDevice, SparseMemoryDevice } from '../../src/nbd/index.js';
@@ -135,6 +136,26 @@ describe('NBD client and server end to end', () => {
     await w;
     expect((await r).subarray(4096, 12288).equals(pattern(8192, 9))).toBe(true);
     await c.disconnect();
+  });
+
+  it('closes with clients connected, mid-handshake and mid-request, and releases every export', async () => {
+    const dev = new MemoryDevice({ size: 1024 * 1024 });
+    const s = await serveDevices([{ name: 'd', device: dev }]);
+    const a = await NbdClient.connect({ port: s.port, export: 'd' });
+    const b = await NbdClient.connect({ port: s.port, export: 'd' });
+    expect(s.server.openExports).toBe(1);
+    const inflight = a.write(pattern(65536, 2), 0);
+    const lurker = net.connect(s.port, '127.0.0.1');
+    lurker.on('error', () => undefined);
+    await new Promise((r) => lurker.once('data', r));
+    await s.close();
+    expect(s.server.openExports).toBe(0);
+    await inflight;
+    const back = Buffer.alloc(65536);
+    await dev.read(back, 0);
+    expect(back.equals(pattern(65536, 2))).toBe(true);
+    await expect(b.read(0, 512)).rejects.toThrow();
+    lurker.destroy();
   });
 
   it('lists exports with descriptions and answers INFO with name and block sizes', async () => {

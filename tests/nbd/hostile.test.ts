@@ -205,6 +205,15 @@ describe('transmission against hostile or odd clients', () => {
     expect(await simpleReply(p)).toEqual({ error: 0, cookie: 0xfedcba9876543210n });
   });
 
+  it('answers zero-length reads, writes, trims and zeroes without error', async () => {
+    const p = await peer();
+    await go(p, 'rw');
+    p.send(request(K.CMD_WRITE, K.CMD_FLAG_FUA, 1n, 4096, 0), request(K.CMD_READ, 0, 2n, SIZE, 0), request(K.CMD_TRIM, 0, 3n, 0, 0), request(K.CMD_WRITE_ZEROES, 0, 4n, 0, 0));
+    const got = [];
+    for (let i = 0; i < 4; i++) got.push(await simpleReply(p));
+    expect(got.sort((a, b) => Number(a.cookie - b.cookie))).toEqual([1n, 2n, 3n, 4n].map((cookie) => ({ error: 0, cookie })));
+  });
+
   it('consumes a write payload over the 32 MiB maximum, refuses it, and stays in step', async () => {
     const p = await peer();
     await go(p, 'rw', { structured: true });
