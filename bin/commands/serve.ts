@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { Option } from 'commander';
 import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
-import { loadTls, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ListenAddress, type TlsMode } from '../../src/nbd/index.js';
+import { loadTls, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type TlsMode } from '../../src/nbd/index.js';
 import { parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
 
@@ -44,10 +44,14 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+/** What to serve: a source of exports, the name the printed URI uses, and how to close it all after the server. */
+interface Served {
+  source: ExportSource;
+  uriName: string;
+  close(): Promise<void>;
+}
+
 async function serve(pools: string[], opts: ServeOptions): Promise<void> {
-  if (pools.length > 0) throw new Error('serving pools is not available in this build; use --file or --memory');
-  if ((opts.file === undefined) === (opts.memory === undefined)) throw new Error('give exactly one of --file PATH or --memory SIZE');
-  if (opts.export.length > 1) throw new Error('--file and --memory serve one export: give --export once');
   const maxConnections = Number(opts.maxConnections);
   if (!Number.isSafeInteger(maxConnections) || maxConnections < 1) throw new Error(`invalid --max-connections '${opts.maxConnections}'`);
   const tlsFiles: Parameters<typeof loadTls>[0] = { mode: opts.tls };
@@ -56,7 +60,37 @@ async function serve(pools: string[], opts: ServeOptions): Promise<void> {
   if (opts.tlsPsk !== undefined) tlsFiles.psk = opts.tlsPsk;
   const tls = loadTls(tlsFiles);
   const addresses = listenAddresses(opts);
+  const served = pools.length > 0 ? await servePools(pools, opts) : serveDevice(opts);
+  const server = new NbdServer({
+    source: served.source,
+    readOnly: opts.readOnly ?? false,
+    tls,
+    maxConnections,
+    log: (m) => process.stderr.write(`strata serve: ${m}\n`),
+  });
+  try {
+    const bound: ListenAddress[] = [];
+    for (const a of addresses) bound.push(await server.listen(a));
+    const name = served.uriName;
+    for (const b of bound) process.stdout.write(`${nbdUri(b, name)}\n`);
+    process.stdout.write(`${qemuLine(bound[0]!, name, tls.mode === 'off' ? undefined : tls.psk ? { psk: [...tls.psk.keys()][0]! } : 'x509')}\n`);
+    if (tls.mode !== 'off') for (const b of bound) process.stdout.write(`${nbdUri(b, name, true)}\n`);
+    await untilSignal();
+    await server.close();
+  } finally {
+    await served.close();
+  }
+}
 
+/** The pool layer plugs in here: an ExportSource over the pools' volumes (`vm1`) and snapshots (`vm1@snap`, read-only). */
+async function servePools(pools: string[], _opts: ServeOptions): Promise<Served> {
+  throw new Error(`cannot serve pool${pools.length > 1 ? 's' : ''} ${pools.join(', ')}: pools are not available in this build; use --file or --memory`);
+}
+
+/** --file or --memory: one device, open for the server's lifetime (a file keeps its lock while connections come and go). */
+function serveDevice(opts: ServeOptions): Served {
+  if ((opts.file === undefined) === (opts.memory === undefined)) throw new Error('give exactly one of --file PATH or --memory SIZE');
+  if (opts.export.length > 1) throw new Error('--file and --memory serve one export: give --export once');
   let device: BlockDevice;
   let name: string;
   if (opts.file !== undefined) {
@@ -66,28 +100,18 @@ async function serve(pools: string[], opts: ServeOptions): Promise<void> {
     device = new SparseMemoryDevice(parseSize(opts.memory!));
     name = opts.export[0] ?? 'memory';
   }
-  // The device stays open for the server's lifetime (and keeps its file lock); connections come and go.
   const source = new StaticExportSource([{ name, description: device.name, readOnly: opts.readOnly ?? false, open: async () => device, release: async () => undefined }]);
-  const server = new NbdServer({
+  return {
     source,
-    readOnly: opts.readOnly ?? false,
-    tls,
-    maxConnections,
-    log: (m) => process.stderr.write(`strata serve: ${m}\n`),
-  });
-  try {
-    const bound: ListenAddress[] = [];
-    for (const a of addresses) bound.push(await server.listen(a));
-    const secure = tls.mode !== 'off';
-    for (const b of bound) process.stdout.write(`${nbdUri(b, name)}\n`);
-    process.stdout.write(`${qemuLine(bound[0]!, name, tls.mode === 'off' ? undefined : tls.psk ? { psk: [...tls.psk.keys()][0]! } : 'x509')}\n`);
-    if (secure) for (const b of bound) process.stdout.write(`${nbdUri(b, name, true)}\n`);
-    await untilSignal();
-    await server.close();
-    await device.flush();
-  } finally {
-    await device.close();
-  }
+    uriName: name,
+    close: async () => {
+      try {
+        await device.flush();
+      } finally {
+        await device.close();
+      }
+    },
+  };
 }
 
 function listenAddresses(opts: ServeOptions): ListenAddress[] {

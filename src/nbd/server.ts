@@ -33,7 +33,8 @@ export class NbdServer {
   private readonly exports: ExportTable;
   private readonly connections = new Set<net.Socket>();
   private readonly transmissions = new Set<Transmission>();
-  private readonly handshakes = new Set<Promise<unknown>>();
+  /** Every connection from accept to its export's release. */
+  private readonly sessions = new Set<Promise<unknown>>();
   private readonly limits: TransmissionLimits;
   private readonly log: (message: string) => void;
   private shuttingDown = false;
@@ -82,7 +83,7 @@ export class NbdServer {
     await Promise.race([Promise.all([...this.transmissions].map((t) => t.shutdown())), grace]);
     clearTimeout(timer);
     for (const s of this.connections) s.destroy();
-    await Promise.all(this.handshakes);
+    await Promise.all(this.sessions);
     await Promise.all(closing);
     await this.exports.idle();
   }
@@ -100,8 +101,8 @@ export class NbdServer {
       this.log(`connection from ${describe(socket)} failed: ${err instanceof Error ? err.message : String(err)}`);
       socket.destroy();
     });
-    this.handshakes.add(session);
-    void session.finally(() => this.handshakes.delete(session));
+    this.sessions.add(session);
+    void session.finally(() => this.sessions.delete(session));
   }
 
   private async serve(socket: net.Socket): Promise<void> {

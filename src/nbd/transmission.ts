@@ -65,7 +65,6 @@ const EMPTY = Buffer.alloc(0);
 const ALLOWED_FLAGS: Record<number, number> = {
   [CMD_READ]: CMD_FLAG_FUA | CMD_FLAG_DF,
   [CMD_WRITE]: CMD_FLAG_FUA,
-  [CMD_DISC]: CMD_FLAG_FUA,
   [CMD_FLUSH]: CMD_FLAG_FUA,
   [CMD_TRIM]: CMD_FLAG_FUA,
   [CMD_CACHE]: CMD_FLAG_FUA,

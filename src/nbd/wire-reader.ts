@@ -57,7 +57,7 @@ export class WireReader {
     const rest = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
     this.chunks = [];
     this.available = 0;
-    return rest ?? Buffer.alloc(0);
+    return rest;
   }
 
   private deliver(): void {
