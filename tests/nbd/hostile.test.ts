@@ -141,6 +141,18 @@ describe('handshake against hostile or odd clients', () => {
     expect(await simpleReply(bare)).toEqual({ error: 0, cookie: 1n });
   });
 
+  it('drops a client that does not finish the handshake in time', async () => {
+    const quick = await serveDevices([{ name: 'q', device: new MemoryDevice({ size: 4096 }) }], { handshakeTimeoutMs: 200 });
+    try {
+      const p = await RawPeer.connect(quick.port);
+      peers.push(p);
+      await greet(p);
+      await p.closedByServer(3000);
+    } finally {
+      await quick.close();
+    }
+  });
+
   it('survives random bytes at every point of the handshake', async () => {
     await fc.assert(
       fc.asyncProperty(fc.uint8Array({ maxLength: 200 }), fc.boolean(), async (bytes, afterGreeting) => {

@@ -67,6 +67,18 @@ describe('strata serve', () => {
     }
   });
 
+  it('listens on IPv6 loopback and prints the address in brackets', async () => {
+    const s = await startServe(['--memory', '8M', '--listen', '[::1]:0']);
+    try {
+      expect(s.uri).toMatch(/^nbd:\/\/\[::1\]:\d+\/memory$/);
+      const c = await NbdClient.connect({ host: '::1', port: Number(/:(\d+)\//.exec(s.uri)![1]), export: 'memory' });
+      expect(c.size).toBe(8 * 1024 * 1024);
+      await c.disconnect();
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
+  });
+
   it('--read-only refuses writes from a real client', async () => {
     const file = rawFile('ro.raw', 1024 * 1024);
     const s = await startServe(['--file', file, '--listen', '127.0.0.1:0', '--read-only']);
