@@ -47,6 +47,7 @@ import type { ExportTable, ServedExport } from './export-table.js';
 import type { ExportSource } from './exports.js';
 import { infoBlockSize, infoExport, infoString, metaContextEntry, OptionError, optionReply, parseGo, parseMetaContext, readString, serverEntry } from './options.js';
 import { upgradeToTls, type TlsSetup } from './tls.js';
+import { lingerThenDestroy } from './transmission.js';
 import { ConnectionClosed, WireReader } from './wire-reader.js';
 
 /** Option data longer than this is skipped unread and refused: no option needs more. */
@@ -151,6 +152,7 @@ export class Handshake {
     const forced = this.ctx.tls.mode === 'require' && !this.tlsUp;
     if (option === OPT_ABORT) {
       this.socket.end(optionReply(option, REP_ACK));
+      lingerThenDestroy(this.socket);
       this.reader.detach();
       return undefined;
     }

@@ -380,12 +380,22 @@ export class Transmission implements ParserSink {
         this.socket.uncork();
       }
       this.socket.end();
+      lingerThenDestroy(this.socket);
     }
     if (this.closed && !this.finished) {
       this.finished = true;
       this.resolveFinished();
     }
   }
+}
+
+/**
+ * After our side is closed, a peer that never closes its own would hold a
+ * connection slot forever: it gets a moment to read the last replies, then
+ * the socket goes.
+ */
+export function lingerThenDestroy(socket: Duplex): void {
+  socket.once('finish', () => setTimeout(() => socket.destroy(), 2000).unref());
 }
 
 interface Run {

@@ -15,8 +15,8 @@ const rw = new SparseMemoryDevice(SIZE);
 const ro = new MemoryDevice({ size: SIZE });
 const peers: RawPeer[] = [];
 
-async function peer(): Promise<RawPeer> {
-  const p = await RawPeer.connect(served.port);
+async function peer(halfOpen = false): Promise<RawPeer> {
+  const p = await RawPeer.connect(served.port, halfOpen);
   peers.push(p);
   return p;
 }
@@ -151,6 +151,18 @@ describe('handshake against hostile or odd clients', () => {
     } finally {
       await quick.close();
     }
+  });
+
+  it('closes a connection whose client never closes after ABORT or DISC', async () => {
+    const aborter = await peer(true);
+    await greet(aborter);
+    aborter.send(option(K.OPT_ABORT));
+    expect((await optReply(aborter)).type).toBe(K.REP_ACK);
+    const discer = await peer(true);
+    await go(discer, 'rw');
+    discer.send(request(K.CMD_DISC, 0, 1n, 0, 0));
+    // Neither peer closes its side; the server lets go of both shortly after.
+    await vi.waitFor(() => expect(served.server.connectionCount).toBe(0), { timeout: 4000, interval: 100 });
   });
 
   it('survives random bytes at every point of the handshake', async () => {

@@ -37,7 +37,7 @@ describe.skipIf(!haveFio)('fio with the nbd engine against strata serve --file',
   it('random 4K writes at queue depth 16 verify with crc32c', async () => {
     const out = await tool('fio', [
       '--name=randwrite-verify', '--ioengine=nbd', `--uri=${s.uri}`, '--rw=randwrite', '--bs=4k', '--iodepth=16',
-      '--size=32M', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--output-format=json',
+      '--size=32M', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--verify_state_save=0', '--output-format=json',
     ]);
     const [job] = parseFio(out);
     expect(job!.error).toBe(0);
@@ -48,7 +48,7 @@ describe.skipIf(!haveFio)('fio with the nbd engine against strata serve --file',
   it('two jobs on two connections write disjoint ranges with mixed sizes and both verify', async () => {
     const out = await tool('fio', [
       '--name=pair', '--ioengine=nbd', `--uri=${s.uri}`, '--rw=randwrite', '--bsrange=4k-256k', '--iodepth=8',
-      '--numjobs=2', '--size=16M', '--offset_increment=32M', '--offset=64M', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--output-format=json',
+      '--numjobs=2', '--size=16M', '--offset_increment=32M', '--offset=64M', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--verify_state_save=0', '--output-format=json',
     ]);
     const jobs = parseFio(out);
     expect(jobs.length).toBe(2);

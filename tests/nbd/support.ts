@@ -101,8 +101,9 @@ export class RawPeer {
     socket.on('error', () => undefined);
   }
 
-  static async connect(port: number): Promise<RawPeer> {
-    const s = net.connect(port, '127.0.0.1');
+  /** With `halfOpen` the peer keeps its side open when the server ends its own, as a stubborn client would. */
+  static async connect(port: number, halfOpen = false): Promise<RawPeer> {
+    const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: halfOpen });
     await new Promise<void>((resolve, reject) => {
       s.once('connect', resolve);
       s.once('error', reject);
