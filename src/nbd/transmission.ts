@@ -75,6 +75,7 @@ const ALLOWED_FLAGS: Record<number, number> = {
 /** One request admitted for execution; it is its own range-lock hold. */
 class Job implements RangeHold {
   waiting = false;
+  finished = false;
   constructor(
     readonly conn: Transmission,
     readonly req: Request,
@@ -237,7 +238,7 @@ export class Transmission implements ParserSink {
     p.then(
       () => this.complete(job, simpleReply(0, req.cookieHi, req.cookieLo)),
       (err: unknown) => this.fail(job, err),
-    );
+    ).catch((err: unknown) => this.broken(job, err));
   }
 
   private read(job: Job): void {
@@ -251,13 +252,15 @@ export class Transmission implements ParserSink {
     }
     const sparse = this.opts.structured && dev.blockStatus !== undefined && req.length >= SPARSE_READ_MIN && !(req.flags & CMD_FLAG_DF);
     const reading = sparse ? this.readSparse(job, view) : dev.read(view, req.offset).then(() => [this.dataHeader(req, req.offset, req.length, true), view]);
-    reading.then(
-      (parts) => this.complete(job, parts, pooled),
-      (err: unknown) => {
-        ioBuffers.give(pooled);
-        this.fail(job, err);
-      },
-    );
+    reading
+      .then(
+        (parts) => this.complete(job, parts, pooled),
+        (err: unknown) => {
+          ioBuffers.give(pooled);
+          this.fail(job, err);
+        },
+      )
+      .catch((err: unknown) => this.broken(job, err));
   }
 
   private dataHeader(req: Request, offset: number, length: number, last: boolean): Buffer {
@@ -292,7 +295,7 @@ export class Transmission implements ParserSink {
         this.complete(job, blockStatusChunk(this.opts.metaContextId!, descriptors, req.cookieHi, req.cookieLo));
       },
       (err: unknown) => this.fail(job, err),
-    );
+    ).catch((err: unknown) => this.broken(job, err));
   }
 
   private reject(req: Request, error: number, message: string): void {
@@ -325,12 +328,30 @@ export class Transmission implements ParserSink {
   }
 
   private complete(job: Job, reply: Buffer | Buffer[], pooled?: Buffer): void {
+    this.settle(job);
+    this.send(reply, pooled);
+    this.unstall();
+    this.maybeFinish();
+  }
+
+  private settle(job: Job): void {
+    if (job.finished) return;
+    job.finished = true;
     this.exp.lock.release(job);
     if (job.req.pooled) ioBuffers.give(job.req.pooled);
     this.inflight--;
     this.inflightBytes -= job.bytes;
-    this.send(reply, pooled);
-    this.unstall();
+  }
+
+  /**
+   * A reply could not even be built (a device answered nonsense, a bug): the
+   * reply stream can no longer be trusted, so this connection ends. The
+   * server, and every other connection, goes on.
+   */
+  private broken(job: Job, err: unknown): void {
+    this.opts.log(`export '${this.exp.name}': closing a connection after an internal error: ${messageOf(err)}`);
+    this.settle(job);
+    this.socket.destroy();
     this.maybeFinish();
   }
 
@@ -407,8 +428,8 @@ interface Run {
 
 /**
  * Turns a device's extents into consecutive runs covering exactly
- * [offset, offset+length): clipped to the range, gaps filled as data,
- * neighbours with the same state merged.
+ * [offset, offset+length): clipped to the range, gaps and malformed or
+ * out-of-order extents filled as data, neighbours with the same state merged.
  */
 function coalesce(extents: Extent[], offset: number, length: number, stateOf: (e: Extent) => number | boolean): Run[] {
   const end = offset + length;
@@ -422,6 +443,8 @@ function coalesce(extents: Extent[], offset: number, length: number, stateOf: (e
   };
   for (const e of extents) {
     if (pos >= end) break;
+    // A device's answer is not trusted to be well formed: what cannot be used is reported as data.
+    if (!Number.isSafeInteger(e.offset) || !Number.isSafeInteger(e.length) || e.length <= 0) continue;
     const eEnd = Math.min(e.offset + e.length, end);
     if (eEnd <= pos) continue;
     if (e.offset > pos) add(Math.min(e.offset, end) - pos, 0);

@@ -119,3 +119,39 @@ describe('ordering and durability through the server', () => {
     }
   });
 });
+
+describe('block status from a device that answers badly', () => {
+  it('always sends descriptors that cover the range with nonzero lengths, whatever extents the device returns', async () => {
+    const extent = fc.record({
+      offset: fc.oneof(fc.integer({ min: -10, max: SIZE + 10 }), fc.constant(Number.NaN)),
+      length: fc.oneof(fc.integer({ min: -10, max: SIZE }), fc.constant(Number.POSITIVE_INFINITY)),
+      hole: fc.boolean(),
+      zero: fc.boolean(),
+    });
+    const mem = new MemoryDevice({ size: SIZE });
+    let answer: { offset: number; length: number; hole: boolean; zero: boolean }[] = [];
+    const odd = Object.assign(Object.create(mem) as MemoryDevice, { blockStatus: async () => answer });
+    const s = await serveDevices([{ name: 'odd', device: odd }]);
+    const c = await NbdClient.connect({ port: s.port, export: 'odd' });
+    try {
+      await fc.assert(
+        fc.asyncProperty(fc.array(extent, { maxLength: 8 }), span, async (extents, range) => {
+          answer = extents;
+          const got = await c.blockStatus(range.offset, range.length);
+          expect(got.every((d) => d.length > 0)).toBe(true);
+          expect(got.reduce((n, d) => n + d.length, 0)).toBe(range.length);
+        }),
+        { numRuns: propertyRuns(300, 60) },
+      );
+      // A device that throws gets an error reply, and the connection goes on.
+      odd.blockStatus = async () => {
+        throw new Error('map unreadable');
+      };
+      await expect(c.blockStatus(0, 4096)).rejects.toThrow(/map unreadable/);
+      expect((await c.read(0, 512)).length).toBe(512);
+    } finally {
+      await c.disconnect();
+      await s.close();
+    }
+  });
+});
