@@ -56,7 +56,7 @@ describe('NBD client and server end to end', () => {
     expect(back.subarray(65536, 131072).equals(pattern(65536, 1))).toBe(true);
     expect(back.subarray(0, 65536).every((b) => b === 0)).toBe(true);
     await c.writeZeroes(1024 * 1024, 65536);
-    expect(await c.blockStatus(1024 * 1024, 65536)).toEqual([{ length: 3 * 1024 * 1024, flags: STATE_HOLE | STATE_ZERO }].map((e) => ({ ...e, length: 65536 })));
+    expect(await c.blockStatus(1024 * 1024, 65536)).toEqual([{ length: 65536, flags: STATE_HOLE | STATE_ZERO }]);
     await c.disconnect();
   });
 
