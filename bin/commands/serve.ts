@@ -15,6 +15,7 @@ interface ServeOptions {
   tls: TlsMode;
   tlsCert?: string;
   tlsKey?: string;
+  tlsCa?: string;
   tlsPsk?: string;
   maxConnections: string;
 }
@@ -35,6 +36,7 @@ export const serveCommands: CommandGroup = (program) => {
     .addOption(new Option('--tls <mode>', 'off, on (clients may upgrade) or require (only STARTTLS before TLS)').choices(['off', 'on', 'require']).default('off'))
     .option('--tls-cert <file>', 'X.509 server certificate (PEM)')
     .option('--tls-key <file>', 'private key of --tls-cert (PEM)')
+    .option('--tls-ca <file>', 'require client certificates signed by this CA (PEM)')
     .option('--tls-psk <file>', 'pre-shared keys, one identity:hexkey per line (psktool format)')
     .option('--max-connections <n>', 'connections served at once', '128')
     .action(async (pools: string[], opts: ServeOptions) => serve(pools, opts));
@@ -57,6 +59,7 @@ async function serve(pools: string[], opts: ServeOptions): Promise<void> {
   const tlsFiles: Parameters<typeof loadTls>[0] = { mode: opts.tls };
   if (opts.tlsCert !== undefined) tlsFiles.cert = opts.tlsCert;
   if (opts.tlsKey !== undefined) tlsFiles.key = opts.tlsKey;
+  if (opts.tlsCa !== undefined) tlsFiles.ca = opts.tlsCa;
   if (opts.tlsPsk !== undefined) tlsFiles.psk = opts.tlsPsk;
   const tls = loadTls(tlsFiles);
   const addresses = listenAddresses(opts);

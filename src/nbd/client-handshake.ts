@@ -37,6 +37,9 @@ export interface NbdClientOptions {
   structured?: boolean;
   tls?: {
     ca?: Buffer;
+    /** Client certificate and key, for servers that verify clients. */
+    cert?: Buffer;
+    key?: Buffer;
     servername?: string;
     psk?: { identity: string; key: Buffer };
   };
@@ -134,6 +137,8 @@ export class ClientHandshake {
       options.pskCallback = () => ({ identity: psk.identity, psk: psk.key });
     } else {
       if (t.ca) options.ca = t.ca;
+      if (t.cert) options.cert = t.cert;
+      if (t.key) options.key = t.key;
       options.servername = t.servername ?? 'localhost';
     }
     const secure = tls.connect(options);

@@ -15,12 +15,16 @@ export interface TlsSetup {
   context?: tls.SecureContext;
   /** Identities and keys when authenticating with pre-shared keys. */
   psk?: Map<string, Buffer>;
+  /** Clients must present a certificate signed by the CA given with --tls-ca. */
+  verifyClients?: boolean;
 }
 
 export interface TlsFiles {
   mode: TlsMode;
   cert?: string;
   key?: string;
+  /** CA that client certificates must chain to; without it clients are not asked for one. */
+  ca?: string;
   /** A psktool-style key file: one `identity:hexkey` per line. */
   psk?: string;
 }
@@ -28,10 +32,10 @@ export interface TlsFiles {
 /** Loads certificates or keys; errors name the file and what is wrong with it. */
 export function loadTls(files: TlsFiles): TlsSetup {
   if (files.mode === 'off') {
-    if (files.cert || files.key || files.psk) throw new Error('--tls-cert, --tls-key and --tls-psk need --tls on or --tls require');
+    if (files.cert || files.key || files.psk || files.ca) throw new Error('--tls-cert, --tls-key, --tls-ca and --tls-psk need --tls on or --tls require');
     return { mode: 'off' };
   }
-  if (files.psk && (files.cert || files.key)) throw new Error('give either --tls-psk or --tls-cert with --tls-key, not both');
+  if (files.psk && (files.cert || files.key || files.ca)) throw new Error('give either --tls-psk or --tls-cert with --tls-key (and --tls-ca), not both');
   if (files.psk) {
     const psk = readPskFile(files.psk);
     // PSK suites only exist up to TLS 1.2 in OpenSSL's server callback API.
@@ -41,13 +45,14 @@ export function loadTls(files: TlsFiles): TlsSetup {
   if (!files.cert || !files.key) throw new Error(`--tls ${files.mode} needs --tls-cert and --tls-key, or --tls-psk`);
   const cert = readFile(files.cert, 'certificate');
   const key = readFile(files.key, 'key');
+  const ca = files.ca === undefined ? undefined : readFile(files.ca, 'CA certificate');
   let context: tls.SecureContext;
   try {
-    context = tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2' });
+    context = tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2', ...(ca ? { ca } : {}) });
   } catch (err) {
-    throw new Error(`${files.cert} / ${files.key}: not a usable certificate and key (${err instanceof Error ? err.message : String(err)})`);
+    throw new Error(`${files.cert} / ${files.key}${files.ca ? ` / ${files.ca}` : ''}: not a usable certificate, key and CA (${err instanceof Error ? err.message : String(err)})`);
   }
-  return { mode: files.mode, context };
+  return { mode: files.mode, context, verifyClients: ca !== undefined };
 }
 
 function readFile(path: string, what: string): Buffer {
@@ -80,6 +85,10 @@ export function upgradeToTls(socket: net.Socket, setup: TlsSetup, timeoutMs: num
   // TLSSocket takes the server's pskCallback as tls.createServer does; @types/node omits it here.
   const options: tls.TLSSocketOptions & Pick<tls.TlsOptions, 'pskCallback'> = { isServer: true, secureContext: setup.context! };
   if (psk) options.pskCallback = (_sock: tls.TLSSocket, identity: string) => psk.get(identity) ?? null;
+  if (setup.verifyClients) {
+    options.requestCert = true;
+    options.rejectUnauthorized = true;
+  }
   const secure = new tls.TLSSocket(socket, options);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => fail(new Error('TLS handshake timed out')), timeoutMs);

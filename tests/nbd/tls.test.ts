@@ -13,6 +13,8 @@ const dir = scratch.dir;
 const haveTools = hasTool('openssl') && hasTool('qemu-img') && hasTool('nbdinfo');
 const pki = path.join(dir, 'pki');
 const clientDir = path.join(dir, 'client');
+/** Also holds a client certificate, for a server started with --tls-ca. */
+const certClientDir = path.join(dir, 'client-cert');
 const pskFile = path.join(dir, 'keys.psk');
 
 /** A throwaway CA and a server certificate for localhost / 127.0.0.1, as qemu's tls-creds-x509 wants them. */
@@ -25,6 +27,11 @@ async function makePki(): Promise<void> {
   fs.writeFileSync(at('ext.cnf'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n');
   await tool('openssl', ['x509', '-req', '-in', at('server.csr'), '-CA', at('ca-cert.pem'), '-CAkey', at('ca-key.pem'), '-CAcreateserial', '-out', at('server-cert.pem'), '-days', '2', '-extfile', at('ext.cnf')]);
   fs.copyFileSync(at('ca-cert.pem'), path.join(clientDir, 'ca-cert.pem'));
+  fs.mkdirSync(certClientDir);
+  await tool('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(certClientDir, 'client-key.pem'), '-out', at('client.csr'), '-subj', '/CN=qemu client']);
+  fs.writeFileSync(at('client-ext.cnf'), 'extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n');
+  await tool('openssl', ['x509', '-req', '-in', at('client.csr'), '-CA', at('ca-cert.pem'), '-CAkey', at('ca-key.pem'), '-CAcreateserial', '-out', path.join(certClientDir, 'client-cert.pem'), '-days', '2', '-extfile', at('client-ext.cnf')]);
+  fs.copyFileSync(at('ca-cert.pem'), path.join(certClientDir, 'ca-cert.pem'));
   fs.writeFileSync(pskFile, `alice:${crypto.randomBytes(32).toString('hex')}\n`);
 }
 
@@ -75,6 +82,29 @@ describe.skipIf(!haveTools)('TLS', () => {
     const wrong = path.join(dir, 'wrong.psk');
     fs.writeFileSync(wrong, `alice:${crypto.randomBytes(32).toString('hex')}\n`);
     await expect(tool('nbdinfo', [`nbds://alice@127.0.0.1:${port(psk)}/scratch?tls-psk-file=${wrong}`])).rejects.toThrow();
+  });
+
+  it('with --tls-ca, serves clients that present a certificate from that CA and refuses the others', async () => {
+    const s = await startServe([
+      '--memory', '4M', '--listen', '127.0.0.1:0', '--tls', 'require', '--tls-cert', path.join(pki, 'server-cert.pem'),
+      '--tls-key', path.join(pki, 'server-key.pem'), '--tls-ca', path.join(pki, 'ca-cert.pem'),
+    ]);
+    try {
+      const opts = `driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=${port(s)},export=memory,tls-creds=tls0`;
+      const info = (credsDir: string) => tool('qemu-img', ['info', '--object', `tls-creds-x509,id=tls0,endpoint=client,dir=${credsDir}`, '--image-opts', opts]);
+      expect(await info(certClientDir)).toMatch(/virtual size: 4 MiB/);
+      await expect(info(clientDir)).rejects.toThrow();
+      const ca = fs.readFileSync(path.join(pki, 'ca-cert.pem'));
+      const withCert = await NbdClient.connect({
+        port: port(s),
+        export: 'memory',
+        tls: { ca, cert: fs.readFileSync(path.join(certClientDir, 'client-cert.pem')), key: fs.readFileSync(path.join(certClientDir, 'client-key.pem')) },
+      });
+      await withCert.disconnect();
+      await expect(NbdClient.connect({ port: port(s), export: 'memory', tls: { ca } })).rejects.toThrow();
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
   });
 
   it('the Strata client speaks TLS with a CA or a PSK, and --tls on still serves plaintext clients', async () => {
