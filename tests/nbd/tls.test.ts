@@ -6,7 +6,9 @@ import { MemoryDevice } from '../../src/blockdev/index.js';
 import { loadTls, NbdClient } from '../../src/nbd/index.js';
 import { pattern } from '../support/blockdev-contract.js';
 import { scratchDir } from '../support/scratch.js';
-import { hasTool, serveDevices, startServe, tool, type ServeProcess } from './support.js';
+import * as K from '../../src/nbd/constants.js';
+import { hasTool, RawPeer, serveDevices, startServe, tool, type ServeProcess } from './support.js';
+import { greet, option, optReply } from './wire.js';
 
 const scratch = scratchDir('nbd-tls');
 const dir = scratch.dir;
@@ -76,6 +78,25 @@ describe.skipIf(!haveTools)('TLS', () => {
     await expect(tool('qemu-img', ['info', x509.uri])).rejects.toThrow(/TLS/);
     await expect(tool('nbdinfo', [psk.uri])).rejects.toThrow(/TLS|tls/);
     await expect(NbdClient.connect({ port: port(psk), export: 'scratch' })).rejects.toThrow(/TLS is required/);
+  });
+
+  it('drops a client that sends garbage instead of a TLS handshake, and goes on serving', async () => {
+    const p = await RawPeer.connect(port(psk));
+    try {
+      await greet(p);
+      p.send(option(K.OPT_STARTTLS, Buffer.from('x')));
+      expect((await optReply(p)).type).toBe(K.REP_ERR_INVALID);
+      p.send(option(K.OPT_LIST));
+      expect((await optReply(p)).type).toBe(K.REP_ERR_TLS_REQD);
+      p.send(option(K.OPT_STARTTLS));
+      expect((await optReply(p)).type).toBe(K.REP_ACK);
+      p.send(Buffer.from('GET / HTTP/1.0\r\n\r\n'));
+      await p.closedByServer();
+    } finally {
+      p.destroy();
+    }
+    const out = await tool('nbdinfo', ['--size', `nbds://alice@127.0.0.1:${port(psk)}/scratch?tls-psk-file=${pskFile}`]);
+    expect(out.trim()).toBe(String(8 * 1024 * 1024));
   });
 
   it('refuses a PSK client with the wrong key', async () => {
