@@ -96,14 +96,18 @@ function serveDevice(opts: ServeOptions): Served {
   if (opts.export.length > 1) throw new Error('--file and --memory serve one export: give --export once');
   let device: BlockDevice;
   let name: string;
+  // Clients see the description: a file's name, never the server's directory layout.
+  let description: string;
   if (opts.file !== undefined) {
     device = FileDevice.open(opts.file, { readOnly: opts.readOnly ?? false });
     name = opts.export[0] ?? path.basename(opts.file, path.extname(opts.file));
+    description = `raw image ${path.basename(opts.file)}`;
   } else {
     device = new SparseMemoryDevice(parseSize(opts.memory!));
     name = opts.export[0] ?? 'memory';
+    description = `memory disk of ${opts.memory}`;
   }
-  const source = new StaticExportSource([{ name, description: device.name, readOnly: opts.readOnly ?? false, open: async () => device, release: async () => undefined }]);
+  const source = new StaticExportSource([{ name, description, readOnly: opts.readOnly ?? false, open: async () => device, release: async () => undefined }]);
   return {
     source,
     uriName: name,

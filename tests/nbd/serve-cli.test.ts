@@ -39,6 +39,7 @@ describe('strata serve', () => {
     const byName = await NbdClient.connect({ port, export: 'vm-disk' });
     await byName.write(pattern(65536, 4), 65536, { fua: true });
     const byDefault = await NbdClient.connect({ port, export: '' });
+    expect(byDefault.details).toMatchObject({ name: 'vm-disk', description: 'raw image vm-disk.raw' });
     expect((await byDefault.read(65536, 65536)).equals(pattern(65536, 4))).toBe(true);
     // The file is locked while served.
     expect(() => FileDevice.open(file)).toThrow(/locked/);
