@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import type { Extent } from '../blockdev/index.js';
+import { BlockDeviceError, type Extent } from '../blockdev/index.js';
 import { ioBuffers } from './buffer-pool.js';
 import {
   CMD_BLOCK_STATUS,
@@ -62,6 +62,16 @@ const SPARSE_READ_MIN = 64 * 1024;
 const MAX_DESCRIPTORS = 1 << 20;
 const FUA = { fua: true } as const;
 const EMPTY = Buffer.alloc(0);
+
+const COMMAND_NAMES: Record<number, string> = {
+  [CMD_READ]: 'read',
+  [CMD_WRITE]: 'write',
+  [CMD_FLUSH]: 'flush',
+  [CMD_TRIM]: 'trim',
+  [CMD_CACHE]: 'cache',
+  [CMD_WRITE_ZEROES]: 'write zeroes',
+  [CMD_BLOCK_STATUS]: 'block status',
+};
 
 const ALLOWED_FLAGS: Record<number, number> = {
   [CMD_READ]: CMD_FLAG_FUA | CMD_FLAG_DF,
@@ -325,7 +335,9 @@ export class Transmission implements ParserSink {
     const { req } = job;
     const error = nbdErrorOf(err);
     this.opts.log(`export '${this.exp.name}': command ${req.type} at ${req.offset}+${req.length} failed: ${messageOf(err)}`);
-    this.complete(job, this.errorReply(req, error, messageOf(err)));
+    // The full message names server paths; the client learns what failed and where, the log the rest.
+    const code = err instanceof BlockDeviceError ? err.code : 'EIO';
+    this.complete(job, this.errorReply(req, error, `export '${this.exp.name}': ${COMMAND_NAMES[req.type] ?? 'command'} at offset ${req.offset} length ${req.length} failed (${code})`));
   }
 
   private complete(job: Job, reply: Buffer | Buffer[], pooled?: Buffer): void {
