@@ -1,0 +1,239 @@
+import fs from 'node:fs';
+import type { Command } from 'commander';
+import type { Volume } from '../../src/qcowlike/index.js';
+import { findVolume, withPool } from '../open-pool.js';
+import { globals, ProgressBar, report } from '../output.js';
+import { parseVolumeRef } from '../registry.js';
+import { formatSize, parseSize } from '../size.js';
+import type { CommandGroup } from './index.js';
+import { volumeRuns } from './map.js';
+
+/** Raw images move in chunks this large: few calls, and a bounded amount in memory. */
+const CHUNK = 4 * 1024 * 1024;
+/** The grain at which zero runs are found and left unwritten: the page size, the smallest unit a file can leave sparse. */
+const GRANULE = 4096;
+
+export const transferCommands: CommandGroup = (program) => {
+  program
+    .command('import <pool/vol> <file>')
+    .description('copy a raw image into a volume, creating it at the image size if it does not exist; zero runs are not written')
+    .option('--size <size>', 'size of the volume to create (default: the size of FILE)')
+    .action(importImage);
+  program
+    .command('export <pool/vol> <file>')
+    .description('copy a volume into a sparse raw image; holes and zero runs stay holes')
+    .option('--force', 'overwrite FILE if it exists')
+    .action(exportImage);
+};
+
+async function importImage(ref: string, file: string, opts: { size?: string }, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const { pool: poolName, volume: name } = parseVolumeRef(ref);
+  const wanted = opts.size === undefined ? undefined : parseSize(opts.size);
+  const fd = openSource(file);
+  try {
+    const fileSize = fs.fstatSync(fd).size;
+    const result = await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
+      const exists = pool.listVolumes().some((v) => v.name === name);
+      if (exists) {
+        const size = findVolume(pool, poolName, name).size;
+        if (wanted !== undefined && wanted !== size) throw new Error(`volume ${ref} exists with size ${formatSize(size)}; --size ${opts.size} only applies when import creates it`);
+        if (size < fileSize) throw new Error(`${file} (${formatSize(fileSize)}) does not fit in ${ref} (${formatSize(size)})`);
+      } else {
+        const size = wanted ?? fileSize;
+        if (size === 0) throw new Error(`${file} is empty: give --size to create ${ref}`);
+        if (size < fileSize) throw new Error(`--size ${opts.size} is smaller than ${file} (${formatSize(fileSize)})`);
+        await pool.createVolume(name, size);
+      }
+      const volume = await pool.openVolume(name);
+      let copied: { bytesWritten: number; zeroBytes: number };
+      try {
+        // A new volume reads zeroes everywhere already; an existing one must have its zero runs zeroed.
+        copied = await copyIntoVolume({ fd, file, size: fileSize }, volume, !exists, new ProgressBar(`import ${ref}`, fileSize));
+        await volume.flush();
+      } catch (err) {
+        await volume.close().catch(() => undefined);
+        // A volume this import created holds only part of the image: remove it so a retry starts clean.
+        if (!exists) await pool.deleteVolume(name).catch(() => undefined);
+        throw err;
+      }
+      const volumeSize = volume.size;
+      await volume.close();
+      return { ...copied, created: !exists, volumeSize };
+    });
+    const json = { pool: poolName, volume: name, file, fileSize, ...result };
+    report(g, json, `imported ${file} into ${ref}${result.created ? ` (created, ${formatSize(result.volumeSize)})` : ''}: ${formatSize(fileSize)} read, ${formatSize(result.bytesWritten)} written, ${formatSize(result.zeroBytes)} of zeroes not written`);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+interface Source {
+  fd: number;
+  file: string;
+  size: number;
+}
+
+async function copyIntoVolume(src: Source, volume: Volume, fresh: boolean, bar: ProgressBar): Promise<{ bytesWritten: number; zeroBytes: number }> {
+  let bytesWritten = 0;
+  let zeroBytes = 0;
+  // Two buffers: the next chunk is read from the file while the current one is written.
+  const buffers = [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)];
+  let reading = src.size > 0 ? readChunk(src, buffers[0]!, 0) : Promise.resolve(Buffer.alloc(0));
+  try {
+    for (let pos = 0, turn = 0; pos < src.size; pos += CHUNK, turn ^= 1) {
+      const chunk = await reading;
+      const next = pos + CHUNK;
+      if (next < src.size) reading = readChunk(src, buffers[turn ^ 1]!, next);
+      for (const run of runsOf(chunk)) {
+        if (run.zero) {
+          zeroBytes += run.length;
+          if (!fresh) await volume.writeZeroes(pos + run.offset, run.length, { mayUnmap: true });
+        } else {
+          await volume.write(chunk.subarray(run.offset, run.offset + run.length), pos + run.offset);
+          bytesWritten += run.length;
+        }
+      }
+      bar.update(Math.min(next, src.size));
+    }
+  } finally {
+    // A read still in flight when a write failed must not surface later as an unhandled rejection.
+    reading.catch(() => undefined);
+    bar.finish();
+  }
+  return { bytesWritten, zeroBytes };
+}
+
+async function exportImage(ref: string, file: string, opts: { force?: boolean }, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const { pool: poolName, volume: name } = parseVolumeRef(ref);
+  const result = await withPool(g.home, poolName, { readOnly: true }, async ({ pool }) => {
+    findVolume(pool, poolName, name);
+    const volume = await pool.openVolume(name, { readOnly: true });
+    try {
+      const fd = openTarget(file, opts.force === true);
+      try {
+        fs.ftruncateSync(fd, volume.size);
+        const copied = await copyFromVolume(volume, fd, new ProgressBar(`export ${ref}`, volume.size));
+        fs.fsyncSync(fd);
+        fs.closeSync(fd);
+        return { size: volume.size, ...copied };
+      } catch (err) {
+        // What is there is not the volume: leave no half-written image behind.
+        fs.closeSync(fd);
+        fs.rmSync(file, { force: true });
+        throw err;
+      }
+    } finally {
+      await volume.close();
+    }
+  });
+  const json = { pool: poolName, volume: name, file, ...result };
+  report(g, json, `exported ${ref} to ${file}: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} written, ${formatSize(result.size - result.bytesWritten)} left sparse`);
+}
+
+async function copyFromVolume(volume: Volume, fd: number, bar: ProgressBar): Promise<{ bytesWritten: number }> {
+  let bytesWritten = 0;
+  const buf = Buffer.allocUnsafe(CHUNK);
+  try {
+    for await (const run of volumeRuns(volume, (done) => bar.update(done))) {
+      if (run.zero) continue;
+      for (let pos = run.offset; pos < run.offset + run.length; pos += CHUNK) {
+        const chunk = buf.subarray(0, Math.min(CHUNK, run.offset + run.length - pos));
+        await volume.read(chunk, pos);
+        for (const piece of runsOf(chunk)) {
+          if (piece.zero) continue;
+          await writeAll(fd, chunk.subarray(piece.offset, piece.offset + piece.length), pos + piece.offset);
+          bytesWritten += piece.length;
+        }
+        bar.update(pos + chunk.length);
+      }
+    }
+  } finally {
+    bar.finish();
+  }
+  return { bytesWritten };
+}
+
+/** Splits a chunk into maximal runs of all-zero and not-all-zero granules. */
+export function* runsOf(chunk: Buffer): Generator<{ offset: number; length: number; zero: boolean }> {
+  let start = 0;
+  let zero = true;
+  for (let at = 0; at < chunk.length; at += GRANULE) {
+    const end = Math.min(at + GRANULE, chunk.length);
+    const z = isZero(chunk, at, end);
+    if (at === 0) zero = z;
+    else if (z !== zero) {
+      yield { offset: start, length: at - start, zero };
+      start = at;
+      zero = z;
+    }
+  }
+  if (chunk.length > start) yield { offset: start, length: chunk.length - start, zero };
+}
+
+const zeroes = Buffer.alloc(GRANULE);
+
+function isZero(buf: Buffer, start: number, end: number): boolean {
+  return buf.compare(zeroes, 0, end - start, start, end) === 0;
+}
+
+function openSource(file: string): number {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (err) {
+    throw new Error(`cannot read ${file}: ${systemReason(err)}`);
+  }
+  if (!fs.fstatSync(fd).isFile()) {
+    fs.closeSync(fd);
+    throw new Error(`${file} is not a regular file`);
+  }
+  return fd;
+}
+
+function openTarget(file: string, overwrite: boolean): number {
+  try {
+    return fs.openSync(file, overwrite ? 'w' : 'wx', 0o644);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new Error(`${file} already exists (use --force to overwrite it)`);
+    throw new Error(`cannot write ${file}: ${systemReason(err)}`);
+  }
+}
+
+/** Reads the chunk of the source at `position`, up to CHUNK bytes and never past the size taken at the start. */
+function readChunk(src: Source, buf: Buffer, position: number): Promise<Buffer> {
+  const length = Math.min(CHUNK, src.size - position);
+  return new Promise((resolve, reject) => {
+    const step = (done: number): void => {
+      fs.read(src.fd, buf, done, length - done, position + done, (err, n) => {
+        if (err) return reject(new Error(`cannot read ${src.file} at offset ${position + done}: ${systemReason(err)}`));
+        if (n === 0) return reject(new Error(`${src.file} shrank while it was being imported (ended at ${position + done})`));
+        if (done + n < length) return step(done + n);
+        resolve(buf.subarray(0, length));
+      });
+    };
+    step(0);
+  });
+}
+
+function writeAll(fd: number, buf: Buffer, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (done: number): void => {
+      fs.write(fd, buf, done, buf.length - done, position + done, (err, n) => {
+        if (err) return reject(err);
+        if (done + n < buf.length) return step(done + n);
+        resolve();
+      });
+    };
+    step(0);
+  });
+}
+
+function systemReason(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (e.code === 'ENOENT') return 'no such file';
+  if (e.code === 'EACCES' || e.code === 'EPERM') return 'permission denied';
+  if (e.code === 'EISDIR') return 'is a directory';
+  return e.message;
+}

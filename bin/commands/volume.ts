@@ -1,0 +1,111 @@
+import { Option, type Command } from 'commander';
+import type { Preallocation, VolumeInfo } from '../../src/qcowlike/index.js';
+import { findVolume, oneLine, withPool } from '../open-pool.js';
+import { formatFields, globals, printJson, printTable, report } from '../output.js';
+import { checkName, parseVolumeRef } from '../registry.js';
+import { formatSize, parseSize } from '../size.js';
+import type { CommandGroup } from './index.js';
+
+const PREALLOCATIONS: Preallocation[] = ['off', 'metadata', 'full'];
+
+export const volumeCommands: CommandGroup = (program) => {
+  const volume = program.command('volume').description('create, inspect, resize and delete volumes');
+
+  volume
+    .command('create <pool/vol> <size>')
+    .description('create a thin volume')
+    .addOption(new Option('--preallocation <mode>', 'allocate up front: off (thin), metadata, or full').choices(PREALLOCATIONS).default('off'))
+    .action(createVolume);
+  volume.command('list <pool>').description("list a pool's volumes").action(listVolumes);
+  volume.command('info <pool/vol>').description('show one volume').action(volumeInfo);
+  volume
+    .command('resize <pool/vol> <size>')
+    .description('grow or shrink a volume (SIZE, or +SIZE to grow by)')
+    .option('--force', 'shrink even if data lies beyond the new end (it is discarded)')
+    .action(resizeVolume);
+  volume.command('delete <pool/vol>').description('delete a volume and free its space').action(deleteVolume);
+};
+
+/** What `volume info --json` gives: the pool's record of the volume, and which pool it is in. */
+type VolumeSummary = VolumeInfo & { pool: string };
+
+async function createVolume(ref: string, sizeText: string, opts: { preallocation: Preallocation }, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const { pool: poolName, volume } = parseVolumeRef(ref);
+  const size = parseSize(sizeText);
+  if (size === 0) throw new Error('a volume needs a size above 0');
+  const info = await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
+    if (pool.listVolumes().some((v) => v.name === volume)) throw new Error(`volume '${ref}' already exists`);
+    return pool.createVolume(volume, size, { preallocation: opts.preallocation });
+  });
+  report(g, { pool: poolName, ...info }, `created volume ${ref}: ${formatSize(info.size)}${opts.preallocation === 'off' ? '' : `, preallocation ${opts.preallocation}`}`);
+}
+
+async function listVolumes(poolName: string, _opts: unknown, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const volumes = await withPool(g.home, checkName('pool', poolName), { readOnly: true }, async ({ pool }) => pool.listVolumes());
+  volumes.sort((a, b) => a.name.localeCompare(b.name));
+  if (g.json) return printJson(volumes.map((v): VolumeSummary => ({ pool: poolName, ...v })));
+  if (volumes.length === 0) {
+    process.stdout.write(`no volumes in pool '${poolName}'\n`);
+    return;
+  }
+  printTable(volumes, [
+    { header: 'NAME', value: (v) => v.name },
+    { header: 'SIZE', value: (v) => formatSize(v.size), align: 'right' },
+    { header: 'ALLOCATED', value: (v) => formatSize(v.allocatedBytes), align: 'right' },
+    { header: 'LAYERS', value: (v) => String(v.layers.length), align: 'right' },
+    { header: 'MODE', value: (v) => (v.readOnly ? 'ro' : 'rw') },
+    { header: 'CREATED', value: (v) => v.created },
+  ]);
+}
+
+async function volumeInfo(ref: string, _opts: unknown, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const { pool: poolName, volume } = parseVolumeRef(ref);
+  const info = await withPool(g.home, poolName, { readOnly: true }, async ({ pool }) => findVolume(pool, poolName, volume));
+  if (g.json) return printJson({ pool: poolName, ...info } satisfies VolumeSummary);
+  const bytes = (n: number): string => `${formatSize(n)} (${n} bytes)`;
+  const chain = info.layers.map((l) => `${l.id}${l.frozen ? ' (frozen)' : ''} ${formatSize(l.allocatedBytes)}`).join(' -> ');
+  process.stdout.write(
+    formatFields([
+      ['volume', ref],
+      ['size', bytes(info.size)],
+      ['allocated', `${bytes(info.allocatedBytes)}, ${info.size === 0 ? '0' : ((100 * info.allocatedBytes) / info.size).toFixed(1)}% of size`],
+      ['mode', info.readOnly ? 'read-only' : 'read-write'],
+      ['created', info.created],
+      ['layers', `${info.layers.length}, top first: ${chain}`],
+    ]),
+  );
+}
+
+async function resizeVolume(ref: string, sizeText: string, opts: { force?: boolean }, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const { pool: poolName, volume } = parseVolumeRef(ref);
+  const grow = sizeText.startsWith('+');
+  const amount = parseSize(grow ? sizeText.slice(1) : sizeText);
+  const force = opts.force === true;
+  const [before, after] = await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
+    const old = findVolume(pool, poolName, volume).size;
+    const size = grow ? old + amount : amount;
+    if (size === 0) throw new Error('a volume needs a size above 0');
+    try {
+      await pool.resizeVolume(volume, size, { force });
+    } catch (err) {
+      if (size < old && !force) throw new Error(`cannot shrink ${ref} from ${formatSize(old)} to ${formatSize(size)}: ${oneLine(err)} (--force discards the data beyond the new end)`);
+      throw err;
+    }
+    return [old, size];
+  });
+  report(g, { pool: poolName, volume, oldSize: before, size: after }, `resized ${ref}: ${formatSize(before)} -> ${formatSize(after)}`);
+}
+
+async function deleteVolume(ref: string, _opts: unknown, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const { pool: poolName, volume } = parseVolumeRef(ref);
+  await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
+    findVolume(pool, poolName, volume);
+    await pool.deleteVolume(volume);
+  });
+  report(g, { deleted: ref }, `deleted volume ${ref}`);
+}
