@@ -3,6 +3,9 @@ import type { PoolHeader } from './header.js';
 import { BlockType, TRAILER } from './metablock.js';
 import type { MetaStore } from './metastore.js';
 
+/** Freed bytes awaiting a checkpoint that make one worth running early. */
+const RELEASE_BYTES = 64 * 1024 * 1024;
+
 /**
  * Host clusters, one bit each (1 = in use), in bitmap blocks that stay in
  * memory for the pool's lifetime: 1 bit per cluster is 2 MiB of bitmap for a
@@ -39,6 +42,8 @@ export class Allocator {
         this.quarantine = new Set();
       },
       onCheckpoint: () => this.release(),
+      // Hand freed space back to the host once a fair amount has piled up, not only when the journal fills.
+      wantsCheckpoint: () => this.captured.size * this.C >= RELEASE_BYTES,
     });
   }
 

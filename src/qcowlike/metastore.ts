@@ -27,6 +27,8 @@ export interface EpochHooks {
   onCapture(): void;
   /** Called after a checkpoint reset the journal: frees captured before it may now be reused and punched. */
   onCheckpoint(): Promise<void>;
+  /** After a capture: true when this layer wants a checkpoint now (for example, to hand freed space back). */
+  wantsCheckpoint?(): boolean;
 }
 
 export interface MetaStoreOptions {
@@ -292,6 +294,7 @@ export class MetaStore {
       for (const h of this.hooks) h.onCapture();
       const needCheckpoint =
         forceCheckpoint ||
+        this.hooks.some((h) => h.wantsCheckpoint?.()) ||
         this.dirty.size >= this.maxDirty ||
         this.journal.used + transactionSize(records) > this.journal.bytes / 2;
       if (needCheckpoint) {
