@@ -1,4 +1,4 @@
-import { PoolError } from './errors.js';
+import { BlockDeviceError } from '../blockdev/index.js';
 import type { PoolHeader } from './header.js';
 import { BlockType, TRAILER } from './metablock.js';
 import type { MetaStore } from './metastore.js';
@@ -43,7 +43,7 @@ export class Allocator {
       },
       onCheckpoint: () => this.release(),
       // Hand freed space back to the host once a fair amount has piled up, not only when the journal fills.
-      wantsCheckpoint: () => this.captured.size * this.C >= RELEASE_BYTES,
+      wantsCheckpoint: () => this.wantsRelease(),
     });
   }
 
@@ -90,7 +90,7 @@ export class Allocator {
     const total = this.header.totalClusters;
     const start = this.findRun(this.hint, total, count) ?? this.findRun(this.header.dataStart, this.hint, count);
     if (start === undefined) {
-      throw new PoolError('ENOSPC', `pool is full: no ${count === 1 ? 'free cluster' : `${count} contiguous free clusters`} left (${this.freeClusters} free of ${total})`);
+      throw new BlockDeviceError('ENOSPC', this.store.dev.name, 'write', `pool is full: no ${count === 1 ? 'free cluster' : `${count} contiguous free clusters`} left (${this.freeClusters} free of ${total})`);
     }
     for (let c = start; c < start + count; c++) {
       this.setBit(c, true);
@@ -109,6 +109,21 @@ export class Allocator {
     // Even a fresh cluster waits: a journaled write may still target it until the next checkpoint.
     this.fresh.delete(cluster);
     this.quarantine.add(cluster);
+  }
+
+  /**
+   * True when freed clusters should be released by a checkpoint now: a fair
+   * amount has piled up, or they are a large share of what is left, so that a
+   * nearly full pool does not report ENOSPC while space waits in quarantine.
+   */
+  get waiting(): number {
+    return this.captured.size + this.quarantine.size;
+  }
+
+  wantsRelease(): boolean {
+    const waiting = this.waiting;
+    if (waiting === 0) return false;
+    return waiting * this.C >= RELEASE_BYTES || waiting >= (this.freeClusters - waiting) / 4;
   }
 
   /** Sets a bit without the usual bookkeeping (check --repair). */

@@ -265,7 +265,7 @@ export class MetaStore {
 
   /** True when enough is pending that the caller should commit before going on. */
   get wantsCommit(): boolean {
-    return this.pendingBytes > this.journal.bytes / 8 || this.dirty.size >= this.maxDirty;
+    return this.pendingBytes > this.journal.bytes / 8 || this.dirty.size >= this.maxDirty || this.hooks.some((h) => h.wantsCheckpoint?.());
   }
 
   /** Makes everything written so far durable (a client flush). */

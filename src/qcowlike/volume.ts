@@ -233,7 +233,14 @@ export class VolumeHandle implements Volume {
           segments.push({ at: aEnd - S, data: tail });
         }
       }
-      await this.applyWrite(segments, aStart, aEnd);
+      try {
+        await this.applyWrite(segments, aStart, aEnd);
+      } catch (err) {
+        // Space may be waiting in quarantine for a checkpoint: release it and try once more.
+        if (!(err instanceof BlockDeviceError && err.code === 'ENOSPC' && this.core.alloc.waiting > 0)) throw err;
+        await this.core.store.checkpoint();
+        await this.applyWrite(segments, aStart, aEnd);
+      }
     } finally {
       release();
     }
