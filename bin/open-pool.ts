@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { BlockDeviceError, FileDevice, type BlockDevice } from '../src/blockdev/index.js';
-import { Pool, type VolumeInfo } from '../src/qcowlike/index.js';
+import { Pool, PoolError, type VolumeInfo } from '../src/qcowlike/index.js';
 import { Registry, type PoolRecord } from './registry.js';
 
 export interface OpenedPool {
@@ -18,15 +18,28 @@ export interface OpenedPool {
 export async function openRegisteredPool(home: string, name: string, opts: { readOnly: boolean }): Promise<OpenedPool> {
   const registry = new Registry(home);
   const record = registry.get(name);
-  const dev = openBacking(registry, record, opts.readOnly);
+  try {
+    return { ...(await openPool(registry, record, opts.readOnly)), record };
+  } catch (err) {
+    // A pool stopped uncleanly has journal left to replay, which a read-only
+    // open refuses. Nobody else holds it (the device lock said so): replaying
+    // is recovery, not a change to anything the user wrote.
+    if (!(opts.readOnly && err instanceof PoolError && err.code === 'EBUSY')) throw err;
+    return { ...(await openPool(registry, record, false)), record };
+  }
+}
+
+async function openPool(registry: Registry, record: PoolRecord, readOnly: boolean): Promise<{ pool: Pool; close: () => Promise<void> }> {
+  const dev = openBacking(registry, record, readOnly);
   let pool: Pool;
   try {
-    pool = await Pool.open(dev, { readOnly: opts.readOnly });
+    pool = await Pool.open(dev, { readOnly });
   } catch (err) {
     await dev.close();
-    throw new Error(`pool '${name}': ${oneLine(err)}`);
+    if (err instanceof PoolError) throw new PoolError(err.code, `pool '${record.name}': ${oneLine(err)}`);
+    throw new Error(`pool '${record.name}': ${oneLine(err)}`);
   }
-  return { pool, record, close: () => pool.close() };
+  return { pool, close: () => pool.close() };
 }
 
 /** Runs `fn` on an open pool and always closes it, so the journal is checkpointed and the lock released. */
@@ -69,8 +82,20 @@ export function oneLine(err: unknown): string {
 }
 
 /** The volume's record, or an error naming both the volume and the pool. */
-export function findVolume(pool: Pool, poolName: string, volume: string): VolumeInfo {
-  const info = pool.listVolumes().find((v) => v.name === volume);
-  if (!info) throw new Error(`volume '${volume}' not found in pool '${poolName}'`);
-  return info;
+export function findVolume(pool: Pool, poolName: string, volume: string): Promise<VolumeInfo> {
+  return aboutVolume(poolName, volume, () => pool.volumeInfo(volume));
+}
+
+/**
+ * Runs a pool call about one volume, and says "missing" or "already there"
+ * the way the user named it (the pool by its registered name, not its file).
+ */
+export async function aboutVolume<T>(poolName: string, volume: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof PoolError && err.code === 'ENOENT') throw new Error(`volume '${volume}' not found in pool '${poolName}'`);
+    if (err instanceof PoolError && err.code === 'EEXIST') throw new Error(`volume '${poolName}/${volume}' already exists`);
+    throw err;
+  }
 }

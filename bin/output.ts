@@ -12,6 +12,12 @@ export function globals(cmd: Command): GlobalOptions {
   return { home: o.home, json: o.json === true };
 }
 
+// `strata map … | head` closes stdout early: that is the reader's choice, not an error worth a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+  throw err;
+});
+
 export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
 }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { Volume } from '../../src/qcowlike/index.js';
-import { findVolume, withPool } from '../open-pool.js';
+import { aboutVolume, withPool } from '../open-pool.js';
 import { globals, printJson, printTable } from '../output.js';
 import { parseVolumeRef } from '../registry.js';
 import { formatSize } from '../size.js';
@@ -62,8 +62,7 @@ async function mapVolume(ref: string, _opts: unknown, cmd: Command): Promise<voi
   const g = globals(cmd);
   const { pool: poolName, volume: name } = parseVolumeRef(ref);
   const runs = await withPool(g.home, poolName, { readOnly: true }, async ({ pool }) => {
-    findVolume(pool, poolName, name);
-    const volume = await pool.openVolume(name, { readOnly: true });
+    const volume = await aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
     try {
       const all: MapRun[] = [];
       for await (const run of volumeRuns(volume)) all.push(run);

@@ -149,7 +149,8 @@ async function poolInfo(name: string, _opts: unknown, cmd: Command): Promise<voi
 async function checkPool(name: string, opts: { repair?: boolean }, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const repair = opts.repair === true;
-  const result = await withPool(g.home, checkName('pool', name), { readOnly: !repair }, async ({ pool }) => pool.check({ repair }));
+  // Check opens the pool for writing even without --repair: it checkpoints the journal first, so it reads settled metadata.
+  const result = await withPool(g.home, checkName('pool', name), { readOnly: false }, async ({ pool }) => pool.check({ repair }));
   const remaining = result.problems.filter((p) => !p.repaired).length;
   if (g.json) printJson({ pool: name, clean: remaining === 0, ...result });
   else printCheck(name, result, repair);
@@ -196,7 +197,7 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
   const force = opts.force === true;
   try {
     const { pool, close } = await openRegisteredPool(g.home, name, { readOnly: true });
-    const volumes = pool.listVolumes().map((v) => v.name);
+    const volumes = pool.stats().volumes > 0 ? (await pool.listVolumes()).map((v) => v.name) : [];
     await close();
     if (volumes.length > 0 && !force) {
       const shown = volumes.slice(0, 5).join(', ') + (volumes.length > 5 ? ', …' : '');

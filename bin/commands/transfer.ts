@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
-import type { Volume } from '../../src/qcowlike/index.js';
-import { findVolume, withPool } from '../open-pool.js';
+import { PoolError, type Volume } from '../../src/qcowlike/index.js';
+import { aboutVolume, withPool } from '../open-pool.js';
 import { globals, ProgressBar, report } from '../output.js';
 import { parseVolumeRef } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
@@ -34,9 +34,13 @@ async function importImage(ref: string, file: string, opts: { size?: string }, c
   try {
     const fileSize = fs.fstatSync(fd).size;
     const result = await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
-      const exists = pool.listVolumes().some((v) => v.name === name);
-      if (exists) {
-        const size = findVolume(pool, poolName, name).size;
+      const existing = await pool.volumeInfo(name).catch((err: unknown) => {
+        if (err instanceof PoolError && err.code === 'ENOENT') return null;
+        throw err;
+      });
+      const exists = existing !== null;
+      if (existing) {
+        const size = existing.size;
         if (wanted !== undefined && wanted !== size) throw new Error(`volume ${ref} exists with size ${formatSize(size)}; --size ${opts.size} only applies when import creates it`);
         if (size < fileSize) throw new Error(`${file} (${formatSize(fileSize)}) does not fit in ${ref} (${formatSize(size)})`);
       } else {
@@ -108,8 +112,7 @@ async function exportImage(ref: string, file: string, opts: { force?: boolean },
   const g = globals(cmd);
   const { pool: poolName, volume: name } = parseVolumeRef(ref);
   const result = await withPool(g.home, poolName, { readOnly: true }, async ({ pool }) => {
-    findVolume(pool, poolName, name);
-    const volume = await pool.openVolume(name, { readOnly: true });
+    const volume = await aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
     try {
       const fd = openTarget(file, opts.force === true);
       try {

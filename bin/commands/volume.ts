@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import type { Preallocation, VolumeInfo } from '../../src/qcowlike/index.js';
-import { findVolume, oneLine, withPool } from '../open-pool.js';
+import { aboutVolume, findVolume, oneLine, withPool } from '../open-pool.js';
 import { formatFields, globals, printJson, printTable, report } from '../output.js';
 import { checkName, parseVolumeRef } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
@@ -35,8 +35,7 @@ async function createVolume(ref: string, sizeText: string, opts: { preallocation
   const size = parseSize(sizeText);
   if (size === 0) throw new Error('a volume needs a size above 0');
   const info = await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
-    if (pool.listVolumes().some((v) => v.name === volume)) throw new Error(`volume '${ref}' already exists`);
-    return pool.createVolume(volume, size, { preallocation: opts.preallocation });
+    return aboutVolume(poolName, volume, () => pool.createVolume(volume, size, { preallocation: opts.preallocation }));
   });
   report(g, { pool: poolName, ...info }, `created volume ${ref}: ${formatSize(info.size)}${opts.preallocation === 'off' ? '' : `, preallocation ${opts.preallocation}`}`);
 }
@@ -66,7 +65,7 @@ async function volumeInfo(ref: string, _opts: unknown, cmd: Command): Promise<vo
   const info = await withPool(g.home, poolName, { readOnly: true }, async ({ pool }) => findVolume(pool, poolName, volume));
   if (g.json) return printJson({ pool: poolName, ...info } satisfies VolumeSummary);
   const bytes = (n: number): string => `${formatSize(n)} (${n} bytes)`;
-  const chain = info.layers.map((l) => `${l.id}${l.frozen ? ' (frozen)' : ''} ${formatSize(l.allocatedBytes)}`).join(' -> ');
+  const chain = info.layers.map((l) => `layer ${l.id} (${l.frozen ? 'frozen, ' : ''}${formatSize(l.allocatedBytes)})`).join(' -> ');
   process.stdout.write(
     formatFields([
       ['volume', ref],
@@ -74,7 +73,7 @@ async function volumeInfo(ref: string, _opts: unknown, cmd: Command): Promise<vo
       ['allocated', `${bytes(info.allocatedBytes)}, ${info.size === 0 ? '0' : ((100 * info.allocatedBytes) / info.size).toFixed(1)}% of size`],
       ['mode', info.readOnly ? 'read-only' : 'read-write'],
       ['created', info.created],
-      ['layers', `${info.layers.length}, top first: ${chain}`],
+      ['layers', chain],
     ]),
   );
 }
@@ -86,7 +85,7 @@ async function resizeVolume(ref: string, sizeText: string, opts: { force?: boole
   const amount = parseSize(grow ? sizeText.slice(1) : sizeText);
   const force = opts.force === true;
   const [before, after] = await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
-    const old = findVolume(pool, poolName, volume).size;
+    const old = (await findVolume(pool, poolName, volume)).size;
     const size = grow ? old + amount : amount;
     if (size === 0) throw new Error('a volume needs a size above 0');
     try {
@@ -104,8 +103,7 @@ async function deleteVolume(ref: string, _opts: unknown, cmd: Command): Promise<
   const g = globals(cmd);
   const { pool: poolName, volume } = parseVolumeRef(ref);
   await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
-    findVolume(pool, poolName, volume);
-    await pool.deleteVolume(volume);
+    await aboutVolume(poolName, volume, () => pool.deleteVolume(volume));
   });
   report(g, { deleted: ref }, `deleted volume ${ref}`);
 }
