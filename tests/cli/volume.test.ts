@@ -71,7 +71,7 @@ describe('strata volume', () => {
     expect(out).toMatch(/^size:\s+64M \(67108864 bytes\)$/m);
     expect(out).toMatch(/^allocated:\s+1M \(1048576 bytes\), 1\.6% of size$/m);
     expect(out).toMatch(/^mode:\s+read-write$/m);
-    expect(out).toMatch(/^layers:\s+1, top first: \d+ 1M$/m);
+    expect(out).toMatch(/^layers:\s+layer \d+ \(1M\)$/m);
     expect(json<VolumeJson>(home, ['volume', 'info', 'p0/v'])).toMatchObject({ pool: 'p0', name: 'v', size: 64 << 20, allocatedBytes: 1 << 20 });
   });
 
