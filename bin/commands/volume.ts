@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
-import type { Preallocation, VolumeInfo } from '../../src/qcowlike/index.js';
-import { aboutVolume, findVolume, oneLine, withPool } from '../open-pool.js';
+import type { Pool, Preallocation, VolumeInfo } from '../../src/qcowlike/index.js';
+import { aboutVolume, findVolume, withPool } from '../open-pool.js';
 import { formatFields, globals, printJson, printTable, report } from '../output.js';
 import { checkName, parseVolumeRef } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
@@ -88,15 +88,33 @@ async function resizeVolume(ref: string, sizeText: string, opts: { force?: boole
     const old = (await findVolume(pool, poolName, volume)).size;
     const size = grow ? old + amount : amount;
     if (size === 0) throw new Error('a volume needs a size above 0');
-    try {
-      await pool.resizeVolume(volume, size, { force });
-    } catch (err) {
-      if (size < old && !force) throw new Error(`cannot shrink ${ref} from ${formatSize(old)} to ${formatSize(size)}: ${oneLine(err)} (--force discards the data beyond the new end)`);
-      throw err;
+    if (size < old && !force) {
+      const beyond = await dataBeyond(pool, volume, size);
+      if (beyond > 0) throw new Error(`cannot shrink ${ref} from ${formatSize(old)} to ${formatSize(size)}: ${formatSize(beyond)} of data lies beyond ${formatSize(size)} (--force discards it)`);
     }
+    await pool.resizeVolume(volume, size, { force });
     return [old, size];
   });
   report(g, { pool: poolName, volume, oldSize: before, size: after }, `resized ${ref}: ${formatSize(before)} -> ${formatSize(after)}`);
+}
+
+/** Bytes the volume holds (allocated, data or zero) past `size`: what a shrink to `size` would throw away. */
+async function dataBeyond(pool: Pool, volume: string, size: number): Promise<number> {
+  const vol = await pool.openVolume(volume, { readOnly: true });
+  try {
+    const rest = vol.size - size;
+    let bytes = 0;
+    for (let pos = size; pos < vol.size; ) {
+      const extents = await vol.blockStatus(pos, vol.size - pos);
+      for (const e of extents) if (!e.hole) bytes += e.length;
+      const last = extents.at(-1);
+      if (!last || last.offset + last.length <= pos) break;
+      pos = last.offset + last.length;
+    }
+    return Math.min(bytes, rest);
+  } finally {
+    await vol.close();
+  }
 }
 
 async function deleteVolume(ref: string, _opts: unknown, cmd: Command): Promise<void> {

@@ -155,7 +155,7 @@ describe('strata import / export', () => {
     const fd = fs.openSync(img, 'w');
     const chunk = Buffer.alloc(4 << 20);
     for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >>> 0, i);
-    for (let i = 0; i < 192; i++) {
+    for (let i = 0; i < 128; i++) {
       chunk.writeUInt32LE(i, 0);
       fs.writeSync(fd, chunk, 0, chunk.length, i * chunk.length);
     }
