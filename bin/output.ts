@@ -67,14 +67,16 @@ export function report(g: GlobalOptions, json: unknown, human: string): void {
 
 /**
  * A progress bar on stderr for long jobs. It appears only when stderr is a
- * terminal and the job has already run for a second, so quick commands and
- * scripts (pipes, files, CI logs) never see it; it redraws at most ten times a
- * second and erases itself when the job ends.
+ * terminal and the job has already run for a second (STRATA_PROGRESS_DELAY
+ * seconds, as git's GIT_PROGRESS_DELAY), so quick commands and scripts (pipes,
+ * files, CI logs) never see it; it redraws at most ten times a second and
+ * erases itself when the job ends.
  */
 export class ProgressBar {
   private readonly label: string;
   private readonly total: number;
   private readonly started = Date.now();
+  private readonly delayMs = progressDelayMs();
   private readonly stream: NodeJS.WriteStream;
   private readonly tty: boolean;
   private lastDraw = 0;
@@ -90,7 +92,7 @@ export class ProgressBar {
   update(done: number): void {
     if (!this.tty) return;
     const now = Date.now();
-    if (now - this.started < 1000 || now - this.lastDraw < 100) return;
+    if (now - this.started < this.delayMs || now - this.lastDraw < 100) return;
     this.lastDraw = now;
     this.drawn = true;
     this.stream.write(`\r${this.render(done, now)}\x1b[K`);
@@ -111,6 +113,12 @@ export class ProgressBar {
     const filled = Math.round(fraction * width);
     return `${this.label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}]${tail}`;
   }
+}
+
+function progressDelayMs(): number {
+  const text = process.env.STRATA_PROGRESS_DELAY?.trim();
+  const seconds = text ? Number(text) : NaN;
+  return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : 1000;
 }
 
 function formatRate(bytesPerSecond: number): string {

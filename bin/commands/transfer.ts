@@ -10,6 +10,8 @@ import { volumeRuns } from './map.js';
 
 /** Raw images move in chunks this large: few calls, and a bounded amount in memory. */
 const CHUNK = 4 * 1024 * 1024;
+/** Chunks in flight at once, each with its own buffer. */
+const DEPTH = 4;
 /** The grain at which zero runs are found and left unwritten: the page size, the smallest unit a file can leave sparse. */
 const GRANULE = 4096;
 
@@ -81,31 +83,54 @@ interface Source {
 async function copyIntoVolume(src: Source, volume: Volume, fresh: boolean, bar: ProgressBar): Promise<{ bytesWritten: number; zeroBytes: number }> {
   let bytesWritten = 0;
   let zeroBytes = 0;
-  // Two buffers: the next chunk is read from the file while the current one is written.
-  const buffers = [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)];
-  let reading = src.size > 0 ? readChunk(src, buffers[0]!, 0) : Promise.resolve(Buffer.alloc(0));
+  let done = 0;
+  const buffers = Array.from({ length: DEPTH }, () => Buffer.allocUnsafe(CHUNK));
   try {
-    for (let pos = 0, turn = 0; pos < src.size; pos += CHUNK, turn ^= 1) {
-      const chunk = await reading;
-      const next = pos + CHUNK;
-      if (next < src.size) reading = readChunk(src, buffers[turn ^ 1]!, next);
+    await inParallel(chunkOffsets(src.size), async (pos, slot) => {
+      const chunk = await readChunk(src, buffers[slot]!, pos);
       for (const run of runsOf(chunk)) {
         if (run.zero) {
           zeroBytes += run.length;
+          // A new volume reads zeroes everywhere already; an existing one must have its zero runs zeroed.
           if (!fresh) await volume.writeZeroes(pos + run.offset, run.length, { mayUnmap: true });
         } else {
           await volume.write(chunk.subarray(run.offset, run.offset + run.length), pos + run.offset);
           bytesWritten += run.length;
         }
       }
-      bar.update(Math.min(next, src.size));
-    }
+      bar.update((done += chunk.length));
+    });
   } finally {
-    // A read still in flight when a write failed must not surface later as an unhandled rejection.
-    reading.catch(() => undefined);
     bar.finish();
   }
   return { bytesWritten, zeroBytes };
+}
+
+function* chunkOffsets(size: number): Generator<number> {
+  for (let pos = 0; pos < size; pos += CHUNK) yield pos;
+}
+
+/**
+ * Runs `work` on every item with up to DEPTH items in flight, each on its own
+ * buffer slot: the file and the volume both see several requests at once,
+ * which is where the throughput is. The first failure stops the rest and is
+ * rethrown once nothing is in flight any more.
+ */
+async function inParallel<T>(items: Iterator<T> | AsyncIterator<T>, work: (item: T, slot: number) => Promise<void>): Promise<void> {
+  let failure: { err: unknown } | undefined;
+  const worker = async (slot: number): Promise<void> => {
+    while (!failure) {
+      try {
+        const next = await items.next();
+        if (next.done) return;
+        await work(next.value, slot);
+      } catch (err) {
+        failure ??= { err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: DEPTH }, (_, slot) => worker(slot)));
+  if (failure) throw failure.err;
 }
 
 async function exportImage(ref: string, file: string, opts: { force?: boolean }, cmd: Command): Promise<void> {
@@ -137,21 +162,26 @@ async function exportImage(ref: string, file: string, opts: { force?: boolean },
 
 async function copyFromVolume(volume: Volume, fd: number, bar: ProgressBar): Promise<{ bytesWritten: number }> {
   let bytesWritten = 0;
-  const buf = Buffer.allocUnsafe(CHUNK);
-  try {
-    for await (const run of volumeRuns(volume, (done) => bar.update(done))) {
-      if (run.zero) continue;
-      for (let pos = run.offset; pos < run.offset + run.length; pos += CHUNK) {
-        const chunk = buf.subarray(0, Math.min(CHUNK, run.offset + run.length - pos));
-        await volume.read(chunk, pos);
-        for (const piece of runsOf(chunk)) {
-          if (piece.zero) continue;
-          await writeAll(fd, chunk.subarray(piece.offset, piece.offset + piece.length), pos + piece.offset);
-          bytesWritten += piece.length;
-        }
-        bar.update(pos + chunk.length);
-      }
+  let done = 0;
+  const buffers = Array.from({ length: DEPTH }, () => Buffer.allocUnsafe(CHUNK));
+  // Data runs cut into chunks; zero runs and holes are counted as done and never read.
+  async function* dataChunks(): AsyncGenerator<{ offset: number; length: number }> {
+    for await (const run of volumeRuns(volume)) {
+      if (run.zero) bar.update((done += run.length));
+      else for (let pos = run.offset; pos < run.offset + run.length; pos += CHUNK) yield { offset: pos, length: Math.min(CHUNK, run.offset + run.length - pos) };
     }
+  }
+  try {
+    await inParallel(dataChunks(), async ({ offset, length }, slot) => {
+      const chunk = buffers[slot]!.subarray(0, length);
+      await volume.read(chunk, offset);
+      for (const piece of runsOf(chunk)) {
+        if (piece.zero) continue;
+        await writeAll(fd, chunk.subarray(piece.offset, piece.offset + piece.length), offset + piece.offset);
+        bytesWritten += piece.length;
+      }
+      bar.update((done += length));
+    });
   } finally {
     bar.finish();
   }
