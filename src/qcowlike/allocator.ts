@@ -3,8 +3,12 @@ import type { PoolHeader } from './header.js';
 import { BlockType, TRAILER } from './metablock.js';
 import type { MetaStore } from './metastore.js';
 
-/** Freed bytes awaiting a checkpoint that make one worth running early. */
-const RELEASE_BYTES = 64 * 1024 * 1024;
+/**
+ * Freed bytes waiting for release that make an early commit worth its flush.
+ * Releasing costs a flush of everything written since, so it waits until the
+ * amount is large or free space runs short.
+ */
+const RELEASE_BYTES = 1024 * 1024 * 1024;
 
 /** How a freed cluster is handed back. */
 export interface FreeOptions {

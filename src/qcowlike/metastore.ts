@@ -269,7 +269,7 @@ export class MetaStore {
 
   /** True when enough is pending that the caller should commit before going on. */
   get wantsCommit(): boolean {
-    return this.pendingBytes > this.journal.bytes / 8 || this.dirty.size >= this.maxDirty || this.hooks.some((h) => h.wantsCheckpoint?.());
+    return this.pendingBytes > this.journal.bytes / 4 || this.dirty.size >= this.maxDirty || this.hooks.some((h) => h.wantsCheckpoint?.());
   }
 
   /** Makes everything written so far durable (a client flush). */
@@ -300,7 +300,7 @@ export class MetaStore {
         forceCheckpoint ||
         this.hooks.some((h) => h.wantsCheckpoint?.()) ||
         this.dirty.size >= this.maxDirty ||
-        this.journal.used + transactionSize(records) > this.journal.bytes / 2;
+        this.journal.used + transactionSize(records) > this.journal.bytes * 0.6;
       if (needCheckpoint) {
         images = [...this.dirty.values()].map((block) => {
           const image = Buffer.from(block.buf);
