@@ -3,20 +3,33 @@ import type { PoolHeader } from './header.js';
 import { BlockType, TRAILER } from './metablock.js';
 import type { MetaStore } from './metastore.js';
 
-/** Freed bytes awaiting a checkpoint that make one worth running early. */
-const RELEASE_BYTES = 64 * 1024 * 1024;
+/**
+ * Freed bytes waiting for release that make an early commit worth its flush.
+ * Releasing costs a flush of everything written since, so it waits until the
+ * amount is large or free space runs short.
+ */
+const RELEASE_BYTES = 1024 * 1024 * 1024;
+
+/** How a freed cluster is handed back. */
+export interface FreeOptions {
+  /** It held metadata: journal deltas may still be replayed onto it until the next checkpoint. */
+  metadata?: boolean;
+  /** Give its space back to the host (discard/trim), not only to the pool (rewrites). */
+  punch?: boolean;
+}
 
 /**
  * Host clusters, one bit each (1 = in use), in bitmap blocks that stay in
  * memory for the pool's lifetime: 1 bit per cluster is 2 MiB of bitmap for a
  * 1 TiB pool of 64 KiB clusters.
  *
- * Two rules make reuse crash-safe. A cluster allocated since the last commit
+ * Rules that make reuse crash-safe. A cluster allocated since the last commit
  * is "fresh": nothing durable points at it, so data may be written into it in
- * place. A freed cluster is quarantined until the next checkpoint: until then
- * a crash could bring back the metadata (or a journaled write) that still
- * points at it. Only after that checkpoint is it reused and its space handed
- * back to the host (hole punched).
+ * place. A freed cluster is not handed out again until the commit that freed
+ * it is durable (before that a crash brings back the map that points at it);
+ * one that the journal may still write to at replay (metadata, or data with a
+ * journaled partial write) waits for the next checkpoint. Space is punched
+ * back to the host before the cluster becomes allocatable again.
  */
 export class Allocator {
   private readonly C: number;
@@ -25,8 +38,14 @@ export class Allocator {
   private hint: number;
   private used = 0;
   private readonly fresh = new Set<number>();
-  private quarantine = new Set<number>();
-  private captured = new Set<number>();
+  /** Freed since the last capture. */
+  private pending = new Map<number, FreeOptions>();
+  /** Freed before the capture of the commit now running. */
+  private committing = new Map<number, FreeOptions>();
+  /** Waiting for the next checkpoint. */
+  private captured = new Map<number, FreeOptions>();
+  /** Being punched; allocatable once done. */
+  private readonly punching = new Set<number>();
 
   constructor(
     private readonly store: MetaStore,
@@ -38,15 +57,26 @@ export class Allocator {
     store.addHooks({
       onCapture: () => {
         this.fresh.clear();
-        for (const c of this.quarantine) this.captured.add(c);
-        this.quarantine = new Set();
+        for (const [c, o] of this.pending) this.committing.set(c, o);
+        this.pending = new Map();
       },
-      onCheckpoint: () => this.release(),
-      // Hand freed space back to the host once a fair amount has piled up, not only when the journal fills.
+      onCommitted: () => {
+        const now: Array<[number, FreeOptions]> = [];
+        for (const [c, o] of this.committing) {
+          if (o.metadata || store.journalTargets(c)) this.captured.set(c, o);
+          else now.push([c, o]);
+        }
+        this.committing = new Map();
+        return this.release(now);
+      },
+      onCheckpoint: () => {
+        const all = [...this.captured];
+        this.captured = new Map();
+        return this.release(all);
+      },
       wantsCheckpoint: () => this.wantsRelease(),
     });
   }
-
   /** Formats the bitmap of a new pool: the reserved regions in use, all else free. */
   format(): void {
     for (let i = 0; i < this.header.bitmapBlocks; i++) this.blocks.push(this.store.create(this.header.bitmapStart + i, BlockType.Bitmap, i, true));
@@ -101,14 +131,13 @@ export class Allocator {
     return start;
   }
 
-  /** Frees a cluster; it becomes reusable after the next checkpoint. Synchronous. */
-  free(cluster: number): void {
+  /** Frees a cluster; it becomes reusable once that is durable (see the class comment). Synchronous. */
+  free(cluster: number, opts: FreeOptions = {}): void {
     if (!this.isUsed(cluster)) throw new Error(`internal: double free of cluster ${cluster}`);
     this.setBit(cluster, false);
     this.used--;
-    // Even a fresh cluster waits: a journaled write may still target it until the next checkpoint.
     this.fresh.delete(cluster);
-    this.quarantine.add(cluster);
+    this.pending.set(cluster, opts);
   }
 
   /**
@@ -116,8 +145,9 @@ export class Allocator {
    * amount has piled up, or they are a large share of what is left, so that a
    * nearly full pool does not report ENOSPC while space waits in quarantine.
    */
+  /** Freed clusters not yet allocatable. */
   get waiting(): number {
-    return this.captured.size + this.quarantine.size;
+    return this.pending.size + this.committing.size + this.captured.size + this.punching.size;
   }
 
   wantsRelease(): boolean {
@@ -146,7 +176,7 @@ export class Allocator {
           continue;
         }
       }
-      if (this.isUsed(c) || this.quarantine.has(c) || this.captured.has(c)) {
+      if (this.isUsed(c) || this.isWaiting(c)) {
         runLen = 0;
         continue;
       }
@@ -165,19 +195,25 @@ export class Allocator {
     this.store.markDirty(this.header.bitmapStart + index, bit >> 3, 1);
   }
 
-  /** After a checkpoint: quarantined clusters become reusable and their space goes back to the host. */
-  private async release(): Promise<void> {
-    const freed = [...this.captured].sort((a, b) => a - b);
-    this.captured = new Set();
-    let i = 0;
-    while (i < freed.length) {
-      let j = i;
-      while (j + 1 < freed.length && freed[j + 1] === freed[j]! + 1) j++;
-      const start = freed[i]!;
-      const len = freed[j]! - start + 1;
-      i = j + 1;
-      // Handing space back is best effort: a device that cannot discard keeps the old bytes, which nothing references.
-      await this.store.dev.discard(start * this.C, len * this.C).catch(() => undefined);
+  private isWaiting(c: number): boolean {
+    return this.pending.has(c) || this.committing.has(c) || this.captured.has(c) || this.punching.has(c);
+  }
+
+  /** Makes clusters allocatable again, punching first those freed by discard so no new data is ever punched away. */
+  private async release(clusters: Array<[number, FreeOptions]>): Promise<void> {
+    const punch = clusters.filter(([, o]) => o.punch).map(([c]) => c).sort((a, b) => a - b);
+    for (const c of punch) this.punching.add(c);
+    try {
+      let i = 0;
+      while (i < punch.length) {
+        let j = i;
+        while (j + 1 < punch.length && punch[j + 1] === punch[j]! + 1) j++;
+        // Best effort: a device that cannot discard keeps the old bytes, which nothing references.
+        await this.store.dev.discard(punch[i]! * this.C, (j - i + 1) * this.C).catch(() => undefined);
+        i = j + 1;
+      }
+    } finally {
+      for (const c of punch) this.punching.delete(c);
     }
   }
 }

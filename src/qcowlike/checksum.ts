@@ -1,4 +1,5 @@
 import xxhash, { type XXHashAPI } from 'xxhash-wasm';
+import { stripeHashable, xxh32Stripes } from './xxh32.js';
 
 /**
  * xxHash through WebAssembly. The module is instantiated once; pools await
@@ -17,9 +18,11 @@ function ready(): XXHashAPI {
   return api;
 }
 
-/** 32-bit checksum of a data sub-cluster (kept in the L2 entry). */
+const DATA_SEED = 0x53545241;
+
+/** 32-bit checksum (XXH32) of a data sub-cluster, kept in its L2 entry. */
 export function dataChecksum(buf: Uint8Array): number {
-  return ready().h32Raw(buf, 0x53545241) >>> 0;
+  return stripeHashable(buf) ? xxh32Stripes(buf, DATA_SEED) : ready().h32Raw(buf, DATA_SEED) >>> 0;
 }
 
 /** 64-bit checksum of a metadata block, journal transaction or catalog. */

@@ -25,6 +25,8 @@ interface Block {
 export interface EpochHooks {
   /** Called synchronously when a commit captures state: data written in place until now is about to be referenced durably. */
   onCapture(): void;
+  /** Called once the transaction of a commit is durable. */
+  onCommitted?(): Promise<void>;
   /** Called after a checkpoint reset the journal: frees captured before it may now be reused and punched. */
   onCheckpoint(): Promise<void>;
   /** After a capture: true when this layer wants a checkpoint now (for example, to hand freed space back). */
@@ -63,6 +65,8 @@ export class MetaStore {
   private readonly changed = new Set<Block>();
   private readonly overlay = new Map<number, Buffer>();
   private readonly overlaySinceCommit = new Set<number>();
+  /** Clusters that journaled DATA records of the current generation write to at replay. */
+  private readonly dataTargets = new Set<number>();
   private pendingBytes = 0;
   private readonly maxDirty: number;
   private serial: Promise<void> = Promise.resolve();
@@ -265,7 +269,7 @@ export class MetaStore {
 
   /** True when enough is pending that the caller should commit before going on. */
   get wantsCommit(): boolean {
-    return this.pendingBytes > this.journal.bytes / 8 || this.dirty.size >= this.maxDirty || this.hooks.some((h) => h.wantsCheckpoint?.());
+    return this.pendingBytes > this.journal.bytes / 4 || this.dirty.size >= this.maxDirty || this.hooks.some((h) => h.wantsCheckpoint?.());
   }
 
   /** Makes everything written so far durable (a client flush). */
@@ -296,7 +300,7 @@ export class MetaStore {
         forceCheckpoint ||
         this.hooks.some((h) => h.wantsCheckpoint?.()) ||
         this.dirty.size >= this.maxDirty ||
-        this.journal.used + transactionSize(records) > this.journal.bytes / 2;
+        this.journal.used + transactionSize(records) > this.journal.bytes * 0.6;
       if (needCheckpoint) {
         images = [...this.dirty.values()].map((block) => {
           const image = Buffer.from(block.buf);
@@ -315,7 +319,13 @@ export class MetaStore {
       await this.journal.append(records);
       await this.dev.flush();
     }
+    for (const h of this.hooks) await h.onCommitted?.();
     if (images) await this.writeHome(images, overlayDone!);
+  }
+
+  /** True when a journaled DATA record of the current generation writes into this cluster at replay. */
+  journalTargets(cluster: number): boolean {
+    return this.dataTargets.has(cluster);
   }
 
   /** Turns every change since the last commit into journal records (synchronously, under the gate). */
@@ -338,7 +348,10 @@ export class MetaStore {
     this.changed.clear();
     for (const off of this.overlaySinceCommit) {
       const data = this.overlay.get(off);
-      if (data) records.push({ type: RecordType.Data, target: off, payload: Buffer.from(data) });
+      if (data) {
+        records.push({ type: RecordType.Data, target: off, payload: Buffer.from(data) });
+        this.dataTargets.add(Math.floor(off / C));
+      }
     }
     this.overlaySinceCommit.clear();
     this.pendingBytes = 0;
@@ -357,6 +370,7 @@ export class MetaStore {
     await this.dev.flush();
     await this.journal.reset(this.journal.generation + 1n);
     await this.dev.flush();
+    this.dataTargets.clear();
     for (const { block, version } of images) {
       if (block.version !== version || this.dirty.get(block.cluster) !== block) continue;
       this.dirty.delete(block.cluster);

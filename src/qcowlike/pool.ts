@@ -123,6 +123,7 @@ export class Pool implements PoolCore {
     const old = readPointer(root);
     writePointer(root, { start, clusters, bytes: bytes.length, hash: metaChecksum(bytes) });
     this.store.markDirty(ROOT_CLUSTER, 0, POINTER_BYTES);
+    // Catalog clusters are written directly, never through the journal: free after the commit.
     if (old.start !== 0) for (let c = old.start; c < old.start + old.clusters; c++) this.alloc.free(c);
   }
 
@@ -213,17 +214,17 @@ export class Pool implements PoolCore {
       for (let i = 0; i < P; i++) {
         const host = readHost(l2, i * E);
         if (host !== 0) {
-          this.alloc.free(host);
+          this.alloc.free(host, { punch: true });
           this.store.overlayDropCluster(host * C, S, n);
         }
       }
       this.store.forget(l2c);
-      this.alloc.free(l2c);
+      this.alloc.free(l2c, { metadata: true, punch: true });
       if (this.store.wantsCommit) await this.store.commit();
     }
     for (let b = 0; b < layer.rec.l1Blocks; b++) {
       this.store.forget(layer.rec.l1Start + b);
-      this.alloc.free(layer.rec.l1Start + b);
+      this.alloc.free(layer.rec.l1Start + b, { metadata: true, punch: true });
     }
   }
 
@@ -264,7 +265,7 @@ export class Pool implements PoolCore {
     }
     for (let b = 0; b < layer.rec.l1Blocks; b++) {
       this.store.forget(layer.rec.l1Start + b);
-      this.alloc.free(layer.rec.l1Start + b);
+      this.alloc.free(layer.rec.l1Start + b, { metadata: true });
     }
     layer.rec.l1Start = start;
     layer.rec.l1Blocks = blocks;

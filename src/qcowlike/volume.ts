@@ -402,7 +402,7 @@ export class VolumeHandle implements Volume {
         }
         const host = readHost(ref.l2, at);
         if (host !== 0 && bits === 0 && unmap) {
-          alloc.free(host);
+          alloc.free(host, { punch: true });
           store.overlayDropCluster(host * C, S, n);
           this.layer.setHost({ ...ref, at }, 0);
         }

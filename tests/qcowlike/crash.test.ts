@@ -104,7 +104,7 @@ describe('pool crash consistency', () => {
           await reopened.close();
         },
       ),
-      { numRuns: propertyRuns(400, 60) },
+      { numRuns: propertyRuns(300, 60) },
     );
   }, 900_000);
 });
