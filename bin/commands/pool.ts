@@ -155,7 +155,7 @@ async function checkPool(name: string, opts: { repair?: boolean }, cmd: Command)
   if (g.json) printJson({ pool: name, clean: remaining === 0, ...result });
   else printCheck(name, result, repair);
   if (remaining > 0) {
-    process.stderr.write(`strata: pool '${name}' has ${remaining} unrepaired problem${remaining === 1 ? '' : 's'}${repair ? '' : ' (try --repair)'}\n`);
+    process.stderr.write(`strata: pool '${name}' has ${count(remaining, 'unrepaired problem')}${repair ? '' : ' (try --repair)'}\n`);
     process.exitCode = 1;
   }
 }
@@ -169,12 +169,11 @@ function printCheck(name: string, result: CheckReport, repaired: boolean): void 
       { header: 'DETAIL', value: (p) => oneLine(p.message) },
     ]);
   }
-  const n = result.problems.length;
   const parts = [
-    `${result.clustersChecked} clusters checked`,
-    `${n} problem${n === 1 ? '' : 's'}`,
-    `${result.leakedClusters} leaked clusters`,
-    `${result.corruptBlocks} corrupt blocks`,
+    `${count(result.clustersChecked, 'cluster')} checked`,
+    count(result.problems.length, 'problem'),
+    `${count(result.leakedClusters, 'leaked cluster')}`,
+    `${count(result.corruptBlocks, 'corrupt block')}`,
   ];
   if (repaired) parts.push(`${result.repaired} repaired`);
   process.stdout.write(`pool '${name}': ${parts.join(', ')}\n`);
@@ -201,7 +200,7 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
     await close();
     if (volumes.length > 0 && !force) {
       const shown = volumes.slice(0, 5).join(', ') + (volumes.length > 5 ? ', …' : '');
-      throw new Error(`pool '${name}' holds ${volumes.length} volume${volumes.length === 1 ? '' : 's'} (${shown}); use --force to delete it with them`);
+      throw new Error(`pool '${name}' holds ${count(volumes.length, 'volume')} (${shown}); use --force to delete it with them`);
     }
   } catch (err) {
     // A pool another process is serving is never deleted under it, forced or not.
@@ -235,6 +234,10 @@ function absoluteBacking(registry: Registry, record: PoolRecord): PoolBacking {
 
 function describeBacking(b: PoolBacking): string {
   return b.kind === 'file' ? b.path : `raid${b.level} (${b.members.join(', ')}; chunk ${formatSize(b.chunk)})`;
+}
+
+function count(n: number, thing: string): string {
+  return `${n} ${thing}${n === 1 ? '' : 's'}`;
 }
 
 function percent(part: number, whole: number): string {

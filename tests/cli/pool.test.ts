@@ -185,6 +185,10 @@ describe('strata pool', () => {
     const repaired = strata(home, ['pool', 'check', 'p0', '--repair']);
     expect(repaired.code).toBe(1);
     expect(repaired.stderr).toMatch(/unrepaired/);
+    // An export that meets the bad data fails in one line and leaves no wrong image behind.
+    const out = path.join(home, 'out.raw');
+    expect(fails(home, ['export', 'p0/v', out])).toMatch(/checksum mismatch .* volume 'v'/);
+    expect(fs.existsSync(out)).toBe(false);
   });
 
   it('deletes a pool only when empty unless --force, removing file and registration', () => {
