@@ -1,9 +1,10 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
+import { tryLock } from 'fs-native-extensions';
 import { PoolError, type Volume } from '../../src/qcowlike/index.js';
 import { aboutVolume, withPool } from '../open-pool.js';
 import { globals, ProgressBar, report } from '../output.js';
-import { parseVolumeRef } from '../registry.js';
+import { parseVolumeRef, Registry } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
 import { volumeRuns } from './map.js';
@@ -139,10 +140,14 @@ async function exportImage(ref: string, file: string, opts: { force?: boolean },
   const result = await withPool(g.home, poolName, { readOnly: true }, async ({ pool }) => {
     const volume = await aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
     try {
-      const fd = openTarget(file, opts.force === true);
+      const fd = openTarget(file, opts.force === true, new Registry(g.home));
       try {
-        fs.ftruncateSync(fd, volume.size);
-        const copied = await copyFromVolume(volume, fd, new ProgressBar(`export ${ref}`, volume.size));
+        try {
+          fs.ftruncateSync(fd, volume.size);
+        } catch (err) {
+          throw new Error(`cannot make ${file} ${formatSize(volume.size)} long: ${systemReason(err)}`);
+        }
+        const copied = await copyFromVolume(volume, { fd, file }, new ProgressBar(`export ${ref}`, volume.size));
         fs.fsyncSync(fd);
         fs.closeSync(fd);
         return { size: volume.size, ...copied };
@@ -160,7 +165,7 @@ async function exportImage(ref: string, file: string, opts: { force?: boolean },
   report(g, json, `exported ${ref} to ${file}: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} written, ${formatSize(result.size - result.bytesWritten)} left sparse`);
 }
 
-async function copyFromVolume(volume: Volume, fd: number, bar: ProgressBar): Promise<{ bytesWritten: number }> {
+async function copyFromVolume(volume: Volume, target: { fd: number; file: string }, bar: ProgressBar): Promise<{ bytesWritten: number }> {
   let bytesWritten = 0;
   let done = 0;
   const buffers = Array.from({ length: DEPTH }, () => Buffer.allocUnsafe(CHUNK));
@@ -177,7 +182,7 @@ async function copyFromVolume(volume: Volume, fd: number, bar: ProgressBar): Pro
       await volume.read(chunk, offset);
       for (const piece of runsOf(chunk)) {
         if (piece.zero) continue;
-        await writeAll(fd, chunk.subarray(piece.offset, piece.offset + piece.length), offset + piece.offset);
+        await writeAll(target, chunk.subarray(piece.offset, piece.offset + piece.length), offset + piece.offset);
         bytesWritten += piece.length;
       }
       bar.update((done += length));
@@ -225,12 +230,40 @@ function openSource(file: string): number {
   return fd;
 }
 
-function openTarget(file: string, overwrite: boolean): number {
+/**
+ * Opens the export target without truncating it, and empties it only once it
+ * is known to be a plain file nobody holds: --force must never wipe a pool
+ * file, the one being exported from least of all (its lock is held right here).
+ */
+function openTarget(file: string, overwrite: boolean, registry: Registry): number {
+  const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
+  let fd: number;
   try {
-    return fs.openSync(file, overwrite ? 'w' : 'wx', 0o644);
+    fd = fs.openSync(file, O_WRONLY | O_CREAT | (overwrite ? 0 : O_EXCL), 0o644);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new Error(`${file} already exists (use --force to overwrite it)`);
     throw new Error(`cannot write ${file}: ${systemReason(err)}`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new Error(`${file} is not a regular file`);
+    const pool = registry.list().find((r) => r.backing.kind === 'file' && sameFile(registry.filePath(r), st));
+    if (pool) throw new Error(`${file} is the file of pool '${pool.name}'; not overwriting it`);
+    if (!tryLock(fd)) throw new Error(`${file} is in use by another process; not overwriting it`);
+    fs.ftruncateSync(fd, 0);
+    return fd;
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+}
+
+function sameFile(path: string, st: fs.Stats): boolean {
+  try {
+    const other = fs.statSync(path);
+    return other.dev === st.dev && other.ino === st.ino;
+  } catch {
+    return false;
   }
 }
 
@@ -250,11 +283,11 @@ function readChunk(src: Source, buf: Buffer, position: number): Promise<Buffer> 
   });
 }
 
-function writeAll(fd: number, buf: Buffer, position: number): Promise<void> {
+function writeAll(target: { fd: number; file: string }, buf: Buffer, position: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const step = (done: number): void => {
-      fs.write(fd, buf, done, buf.length - done, position + done, (err, n) => {
-        if (err) return reject(err);
+      fs.write(target.fd, buf, done, buf.length - done, position + done, (err, n) => {
+        if (err) return reject(new Error(`cannot write ${target.file} at offset ${position + done}: ${systemReason(err)}`));
         if (done + n < buf.length) return step(done + n);
         resolve();
       });
@@ -268,5 +301,7 @@ function systemReason(err: unknown): string {
   if (e.code === 'ENOENT') return 'no such file';
   if (e.code === 'EACCES' || e.code === 'EPERM') return 'permission denied';
   if (e.code === 'EISDIR') return 'is a directory';
+  if (e.code === 'ENOSPC') return 'no space left on the device';
+  if (e.code === 'EFBIG') return 'larger than the file system allows';
   return e.message;
 }

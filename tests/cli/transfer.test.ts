@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FileDevice } from '../../src/blockdev/index.js';
 import { nonzeroBlocks, sparseImage } from './image.js';
 import { allocated, buildCli, fails, json, ok, repo, strata } from './strata.js';
 import { scratchDir } from '../support/scratch.js';
@@ -163,7 +164,7 @@ describe('strata import / export', () => {
     expect(fs.readFileSync(out).equals(fs.readFileSync(img))).toBe(true);
   });
 
-  it('export refuses to overwrite a file unless --force, and names missing volumes', () => {
+  it('export refuses to overwrite a file unless --force, and names missing volumes', async () => {
     const home = poolHome();
     ok(home, ['volume', 'create', 'p0/v', '1M']);
     const target = file('exists.raw');
@@ -174,6 +175,22 @@ describe('strata import / export', () => {
     expect(fs.readFileSync(target)).toEqual(Buffer.alloc(1 << 20));
     expect(allocated(target)).toBe(0);
     expect(fails(home, ['export', 'p0/nope', file('x.raw')])).toBe("strata: volume 'nope' not found in pool 'p0'");
+    // --force never wipes a pool file: the one being read, another registered one, or one held by another process.
+    const poolFile = path.join(home, 'p0.pool');
+    const size = fs.statSync(poolFile).size;
+    expect(fails(home, ['export', 'p0/v', poolFile, '--force'])).toBe(`strata: ${poolFile} is the file of pool 'p0'; not overwriting it`);
+    expect(fs.statSync(poolFile).size).toBe(size);
+    const held = file('held.raw');
+    fs.writeFileSync(held, 'held');
+    const dev = FileDevice.open(held);
+    try {
+      expect(fails(home, ['export', 'p0/v', held, '--force'])).toBe(`strata: ${held} is in use by another process; not overwriting it`);
+    } finally {
+      await dev.close();
+    }
+    expect(fs.readFileSync(held, 'utf8')).toBe('held');
+    expect(fails(home, ['export', 'p0/v', '/dev/null', '--force'])).toBe('strata: /dev/null is not a regular file');
+    ok(home, ['pool', 'check', 'p0']);
     expect(fails(home, ['export', 'p0/v', '/nonexistent-dir/x.raw'])).toBe('strata: cannot write /nonexistent-dir/x.raw: no such file');
   });
 
