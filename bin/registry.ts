@@ -55,7 +55,8 @@ export class Registry {
     return path.join(path.resolve(this.home), `${checkName('pool', name)}.pool`);
   }
 
-  list(): PoolRecord[] {
+  /** Registered pool names, sorted; a record may still turn out damaged when read with get(). */
+  names(): string[] {
     let files: string[];
     try {
       files = fs.readdirSync(this.dir);
@@ -65,8 +66,21 @@ export class Registry {
     }
     return files
       .filter((f) => f.endsWith('.json') && NAME.test(f.slice(0, -5)))
-      .map((f) => this.get(f.slice(0, -5)))
-      .sort((a, b) => a.name.localeCompare(b.name));
+      .map((f) => f.slice(0, -5))
+      .sort((a, b) => a.localeCompare(b));
+  }
+
+  /** Every record that reads back whole; damaged ones are left to get() to report. */
+  readable(): PoolRecord[] {
+    const out: PoolRecord[] = [];
+    for (const name of this.names()) {
+      try {
+        out.push(this.get(name));
+      } catch {
+        // Reported by the commands that name this pool.
+      }
+    }
+    return out;
   }
 
   has(name: string): boolean {

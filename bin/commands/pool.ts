@@ -95,13 +95,16 @@ async function createPool(name: string, opts: { size: string; path?: string; clu
 async function listPools(_opts: unknown, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const registry = new Registry(g.home);
-  const rows: (PoolSummary | { name: string; backing: PoolBacking; created: string; error: string })[] = [];
-  for (const record of registry.list()) {
+  const rows: (PoolSummary | { name: string; backing: PoolBacking | null; created: string | null; error: string })[] = [];
+  for (const name of registry.names()) {
+    let record: PoolRecord | null = null;
     try {
-      rows.push(await withPool(g.home, record.name, { readOnly: true }, async ({ pool }) => summarize(registry, record, pool.stats())));
+      record = registry.get(name);
+      const r = record;
+      rows.push(await withPool(g.home, name, { readOnly: true }, async ({ pool }) => summarize(registry, r, pool.stats())));
     } catch (err) {
-      // One broken or busy pool must not hide the others.
-      rows.push({ name: record.name, backing: absoluteBacking(registry, record), created: record.created, error: oneLine(err) });
+      // One broken, busy or badly registered pool must not hide the others.
+      rows.push({ name, backing: record && absoluteBacking(registry, record), created: record && record.created, error: oneLine(err) });
     }
   }
   if (g.json) return printJson(rows);
@@ -116,7 +119,7 @@ async function listPools(_opts: unknown, cmd: Command): Promise<void> {
     { header: 'USED', value: stat((s) => formatSize(s.usedBytes)), align: 'right' },
     { header: 'FREE', value: stat((s) => formatSize(s.freeBytes)), align: 'right' },
     { header: 'VOLUMES', value: stat((s) => String(s.volumes)), align: 'right' },
-    { header: 'BACKING', value: (r) => describeBacking(r.backing) + ('error' in r ? `  (${r.error})` : '') },
+    { header: 'BACKING', value: (r) => [r.backing && describeBacking(r.backing), 'error' in r && `(${r.error})`].filter(Boolean).join('  ') },
   ]);
 }
 

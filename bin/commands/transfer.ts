@@ -247,7 +247,7 @@ function openTarget(file: string, overwrite: boolean, registry: Registry): numbe
   try {
     const st = fs.fstatSync(fd);
     if (!st.isFile()) throw new Error(`${file} is not a regular file`);
-    const pool = registry.list().find((r) => r.backing.kind === 'file' && sameFile(registry.filePath(r), st));
+    const pool = registry.readable().find((r) => r.backing.kind === 'file' && sameFile(registry.filePath(r), st));
     if (pool) throw new Error(`${file} is the file of pool '${pool.name}'; not overwriting it`);
     if (!tryLock(fd)) throw new Error(`${file} is in use by another process; not overwriting it`);
     fs.ftruncateSync(fd, 0);

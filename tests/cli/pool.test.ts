@@ -79,6 +79,11 @@ describe('strata pool', () => {
     expect(list.find((p) => p.name === 'good')?.deviceSize).toBe(1024 ** 3);
     expect(list.find((p) => p.name === 'gone')?.error).toMatch(/gone\.pool is missing/);
     expect(ok(home, ['pool', 'list'])).toMatch(/^gone\s+-\s+-\s+-\s+-\s+\/.*is missing/m);
+    fs.writeFileSync(path.join(home, 'pools', 'mangled.json'), '{"version": 1, "name": "mangled", "backing": 7}');
+    const again = json<PoolJson[]>(home, ['pool', 'list']);
+    expect(again.map((p) => p.name)).toEqual(['gone', 'good', 'mangled']);
+    expect(again[2]!.error).toMatch(/registration .*mangled\.json is damaged \(no valid backing\)/);
+    expect(fails(home, ['pool', 'info', 'mangled'])).toMatch(/^strata: pool 'mangled': registration .* is damaged/);
   });
 
   it('shows one pool with sizes in bytes and units', () => {

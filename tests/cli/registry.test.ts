@@ -30,7 +30,8 @@ describe('pool registry', () => {
 
   it('an empty or missing home has no pools; an unknown pool is named with the home', () => {
     const reg = new Registry(freshHome());
-    expect(reg.list()).toEqual([]);
+    expect(reg.names()).toEqual([]);
+    expect(reg.readable()).toEqual([]);
     expect(() => reg.get('p9')).toThrowError(`pool 'p9' not found in ${reg.home}`);
   });
 
@@ -43,7 +44,7 @@ describe('pool registry', () => {
     expect(raw.backing.path).toBe('inside.pool');
     expect(reg.filePath(reg.get('inside'))).toBe(path.resolve(home, 'inside.pool'));
     expect(reg.filePath(reg.get('outside'))).toBe('/var/tmp/elsewhere.pool');
-    expect(reg.list().map((r) => r.name)).toEqual(['inside', 'outside']);
+    expect(reg.names()).toEqual(['inside', 'outside']);
     // The home moves; pools inside it move with it.
     const moved = freshHome();
     fs.renameSync(home, moved);
@@ -76,6 +77,8 @@ describe('pool registry', () => {
     const damage = (text: string): void => fs.writeFileSync(file, text);
     damage('{not json');
     expect(() => reg.get('p0')).toThrowError(/pool 'p0': registration .*p0.json is damaged \(not JSON\)/);
+    expect(reg.names()).toEqual(['p0']);
+    expect(reg.readable()).toEqual([]);
     damage(JSON.stringify({ version: 1, name: 'other', backing: { kind: 'file', path: '/a' } }));
     expect(() => reg.get('p0')).toThrowError(/names 'other'/);
     damage(JSON.stringify({ version: 1, name: 'p0', backing: { kind: 'raid', level: '4', members: [], chunk: 1 } }));
@@ -90,6 +93,6 @@ describe('pool registry', () => {
     reg.add(fileRecord('p0', '/a.pool'));
     fs.writeFileSync(path.join(home, 'pools', '.p1.123.tmp'), '{}');
     fs.writeFileSync(path.join(home, 'pools', 'notes.txt'), 'hello');
-    expect(reg.list().map((r) => r.name)).toEqual(['p0']);
+    expect(reg.names()).toEqual(['p0']);
   });
 });
