@@ -21,12 +21,12 @@ export const transferCommands: CommandGroup = (program) => {
     .command('import <pool/vol> <file>')
     .description('copy a raw image into a volume, creating it at the image size if it does not exist; zero runs are not written')
     .option('--size <size>', 'size of the volume to create (default: the size of FILE)')
-    .action(importImage);
+    .action((ref: string, file: string, opts: { size?: string }, cmd: Command) => interruptible(() => importImage(ref, file, opts, cmd)));
   program
     .command('export <pool/vol> <file>')
     .description('copy a volume into a sparse raw image; holes and zero runs stay holes')
     .option('--force', 'overwrite FILE if it exists')
-    .action(exportImage);
+    .action((ref: string, file: string, opts: { force?: boolean }, cmd: Command) => interruptible(() => exportImage(ref, file, opts, cmd)));
 };
 
 async function importImage(ref: string, file: string, opts: { size?: string }, cmd: Command): Promise<void> {
@@ -122,6 +122,7 @@ async function inParallel<T>(items: Iterator<T> | AsyncIterator<T>, work: (item:
   const worker = async (slot: number): Promise<void> => {
     while (!failure) {
       try {
+        if (interrupt.signal.aborted) throw new Error('interrupted');
         const next = await items.next();
         if (next.done) return;
         await work(next.value, slot);
@@ -191,6 +192,26 @@ async function copyFromVolume(volume: Volume, target: { fd: number; file: string
     bar.finish();
   }
   return { bytesWritten };
+}
+
+/**
+ * Ctrl-C (or SIGTERM) during import or export stops the copy between chunks
+ * instead of killing the process mid-write: the usual failure path then
+ * removes a half-written export or a volume the import created, and the pool
+ * is closed cleanly. A second signal kills as usual.
+ */
+const interrupt = new AbortController();
+
+async function interruptible<T>(job: () => Promise<T>): Promise<T> {
+  const stop = (): void => interrupt.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    return await job();
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
 }
 
 /** Splits a chunk into maximal runs of all-zero and not-all-zero granules. */

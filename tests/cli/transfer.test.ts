@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileDevice } from '../../src/blockdev/index.js';
+import { Pool } from '../../src/qcowlike/index.js';
 import { nonzeroBlocks, sparseImage } from './image.js';
 import { allocated, buildCli, fails, json, ok, repo, strata } from './strata.js';
 import { scratchDir } from '../support/scratch.js';
@@ -162,6 +163,32 @@ describe('strata import / export', () => {
     const out = file('kill-out.raw');
     ok(home, ['export', 'p0/w', out]);
     expect(fs.readFileSync(out).equals(fs.readFileSync(img))).toBe(true);
+  });
+
+  it('Ctrl-C stops an import cleanly: one line, the volume it created removed, the pool closed', async () => {
+    const home = poolHome();
+    const img = file('endless.raw');
+    // 64G of holes: reading them takes far longer than the signal takes to arrive.
+    fs.closeSync(fs.openSync(img, 'w'));
+    fs.truncateSync(img, 64 * 1024 ** 3);
+    const cli = path.join(repo, 'dist/bin/strata.js');
+    const child = spawn(process.execPath, [cli, '--home', home, 'import', 'p0/v', img, '--size', '64G'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await new Promise((r) => setTimeout(r, 1500));
+    child.kill('SIGINT');
+    const code = await new Promise((r) => child.once('exit', r));
+    expect(code).toBe(1);
+    expect(stderr).toBe('strata: interrupted\n');
+    expect(json(home, ['volume', 'list', 'p0'])).toEqual([]);
+    // Closed cleanly: a read-only open needs no journal replay.
+    const dev = FileDevice.open(path.join(home, 'p0.pool'), { readOnly: true });
+    try {
+      const pool = await Pool.open(dev, { readOnly: true });
+      await pool.close();
+    } finally {
+      await dev.close();
+    }
   });
 
   it('export refuses to overwrite a file unless --force, and names missing volumes', async () => {
