@@ -1,8 +1,11 @@
 import path from 'node:path';
-import { Option } from 'commander';
+import { Option, type Command } from 'commander';
 import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
-import { loadTls, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type TlsMode } from '../../src/nbd/index.js';
-import { parseSize } from '../size.js';
+import { loadTls, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type StaticExport, type TlsMode } from '../../src/nbd/index.js';
+import { openRegisteredPool, type OpenedPool } from '../open-pool.js';
+import { globals } from '../output.js';
+import { checkName } from '../registry.js';
+import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
 
 interface ServeOptions {
@@ -26,12 +29,12 @@ export const serveCommands: CommandGroup = (program) => {
   program
     .command('serve')
     .description('export volumes, a raw file or a memory disk over NBD until SIGINT/SIGTERM')
-    .argument('[pools...]', 'pools whose volumes to serve')
+    .argument('[pools...]', 'pools whose volumes to serve (each volume by its name)')
     .option('--file <path>', 'serve a raw image or plain file')
     .option('--memory <size>', 'serve a throwaway in-memory disk of this size')
     .option('--listen <host:port>', `TCP address to listen on (default ${DEFAULT_LISTEN}; port 0 picks a free one)`)
     .option('--socket <path>', 'Unix socket to listen on')
-    .option('--export <name>', 'export name (repeatable); for --file the default is the file name without extension', collect, [])
+    .option('--export <name>', 'volume to serve (repeatable; default all), or the export name of --file / --memory', collect, [])
     .option('--read-only', 'refuse every write')
     .addOption(new Option('--tls <mode>', 'off, on (clients may upgrade) or require (only STARTTLS before TLS)').choices(['off', 'on', 'require']).default('off'))
     .option('--tls-cert <file>', 'X.509 server certificate (PEM)')
@@ -39,7 +42,7 @@ export const serveCommands: CommandGroup = (program) => {
     .option('--tls-ca <file>', 'require client certificates signed by this CA (PEM)')
     .option('--tls-psk <file>', 'pre-shared keys, one identity:hexkey per line (psktool format)')
     .option('--max-connections <n>', 'connections served at once', '128')
-    .action(async (pools: string[], opts: ServeOptions) => serve(pools, opts));
+    .action(async (pools: string[], opts: ServeOptions, cmd: Command) => serve(pools, opts, globals(cmd).home));
 };
 
 function collect(value: string, previous: string[]): string[] {
@@ -53,7 +56,7 @@ interface Served {
   close(): Promise<void>;
 }
 
-async function serve(pools: string[], opts: ServeOptions): Promise<void> {
+async function serve(pools: string[], opts: ServeOptions, home: string): Promise<void> {
   const maxConnections = Number(opts.maxConnections);
   if (!Number.isSafeInteger(maxConnections) || maxConnections < 1) throw new Error(`invalid --max-connections '${opts.maxConnections}'`);
   const tlsFiles: Parameters<typeof loadTls>[0] = { mode: opts.tls };
@@ -63,7 +66,7 @@ async function serve(pools: string[], opts: ServeOptions): Promise<void> {
   if (opts.tlsPsk !== undefined) tlsFiles.psk = opts.tlsPsk;
   const tls = loadTls(tlsFiles);
   const addresses = listenAddresses(opts);
-  const served = pools.length > 0 ? await servePools(pools, opts) : serveDevice(opts);
+  const served = pools.length > 0 ? await servePools(home, pools, opts) : serveDevice(opts);
   const server = new NbdServer({
     source: served.source,
     readOnly: opts.readOnly ?? false,
@@ -85,9 +88,44 @@ async function serve(pools: string[], opts: ServeOptions): Promise<void> {
   }
 }
 
-/** The pool layer plugs in here: an ExportSource over the pools' volumes (`vm1`) and snapshots (`vm1@snap`, read-only). */
-async function servePools(pools: string[], _opts: ServeOptions): Promise<Served> {
-  throw new Error(`cannot serve pool${pools.length > 1 ? 's' : ''} ${pools.join(', ')}: pools are not available in this build; use --file or --memory`);
+/**
+ * Every volume of the given pools, by name: `vm1` when one pool is served,
+ * `pool0/vm1` when several are (names could clash). `--export` picks some.
+ * The pools stay open, and locked, for the server's lifetime.
+ */
+async function servePools(home: string, poolNames: string[], opts: ServeOptions): Promise<Served> {
+  if (opts.file !== undefined || opts.memory !== undefined) throw new Error('give pools, or --file, or --memory: not several');
+  const readOnly = opts.readOnly ?? false;
+  const opened: OpenedPool[] = [];
+  const closeAll = async (): Promise<void> => {
+    for (const o of opened.splice(0)) await o.close();
+  };
+  try {
+    const exports: StaticExport[] = [];
+    for (const poolName of new Set(poolNames)) {
+      const o = await openRegisteredPool(home, checkName('pool', poolName), { readOnly });
+      opened.push(o);
+      for (const v of await o.pool.listVolumes()) {
+        const name = poolNames.length > 1 ? `${poolName}/${v.name}` : v.name;
+        exports.push({
+          name,
+          description: `volume ${poolName}/${v.name}, ${formatSize(v.size)}`,
+          readOnly: readOnly || v.readOnly,
+          open: () => o.pool.openVolume(v.name, { readOnly }),
+        });
+      }
+    }
+    const chosen = opts.export.length === 0 ? exports : opts.export.map((n) => exports.find((e) => e.name === n) ?? missingExport(n, exports));
+    if (chosen.length === 0) throw new Error(`no volumes to serve in ${poolNames.join(', ')} (create one: strata volume create ${poolNames[0]}/NAME SIZE)`);
+    return { source: new StaticExportSource(chosen), uriName: chosen[0]!.name, close: closeAll };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
+
+function missingExport(name: string, exports: StaticExport[]): never {
+  throw new Error(`no volume '${name}' to serve (there are: ${exports.map((e) => e.name).join(', ') || 'none'})`);
 }
 
 /** --file or --memory: one device, open for the server's lifetime (a file keeps its lock while connections come and go). */
