@@ -8,11 +8,14 @@ export interface Run {
 }
 
 /**
- * Turns a device's extents into consecutive runs covering exactly
- * [offset, offset+length): clipped to the range, gaps and malformed or
- * out-of-order extents filled as data, neighbours with the same state merged.
+ * Turns a device's extents into consecutive runs from `offset`: clipped to the
+ * range, gaps and malformed or out-of-order extents filled as data, neighbours
+ * with the same state merged. With `cover` the runs reach the end of the
+ * range (a READ must account for every byte); without it they stop where the
+ * device's answer stops (a device may answer part of a long range, and NBD
+ * lets block status answer less: calling the rest data would hide its holes).
  */
-export function coalesce(extents: Extent[], offset: number, length: number, stateOf: (e: Extent) => number | boolean): Run[] {
+export function coalesce(extents: Extent[], offset: number, length: number, stateOf: (e: Extent) => number | boolean, cover: boolean): Run[] {
   const end = offset + length;
   const runs: Run[] = [];
   let pos = offset;
@@ -33,6 +36,6 @@ export function coalesce(extents: Extent[], offset: number, length: number, stat
     const s = stateOf(e);
     add(eEnd - pos, typeof s === 'boolean' ? (s ? 1 : 0) : s);
   }
-  if (pos < end) add(end - pos, 0);
+  if (pos < end && (cover || runs.length === 0)) add(end - pos, 0);
   return runs;
 }

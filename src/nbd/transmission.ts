@@ -282,7 +282,7 @@ export class Transmission implements ParserSink {
   private async readSparse(job: Job, view: Buffer): Promise<Buffer[]> {
     const { req } = job;
     const dev = this.exp.device;
-    const runs = coalesce(await dev.blockStatus!(req.offset, req.length), req.offset, req.length, (e) => e.zero);
+    const runs = coalesce(await dev.blockStatus!(req.offset, req.length), req.offset, req.length, (e) => e.zero, true);
     await Promise.all(runs.filter((r) => !r.zero).map((r) => dev.read(view.subarray(r.offset - req.offset, r.offset - req.offset + r.length), r.offset)));
     const parts: Buffer[] = [];
     runs.forEach((r, i) => {
@@ -299,7 +299,7 @@ export class Transmission implements ParserSink {
     const lookup = dev.blockStatus ? dev.blockStatus(req.offset, req.length) : Promise.resolve<Extent[]>([]);
     lookup.then(
       (extents) => {
-        const runs = coalesce(extents, req.offset, req.length, (e) => (e.hole ? STATE_HOLE : 0) | (e.zero ? STATE_ZERO : 0));
+        const runs = coalesce(extents, req.offset, req.length, (e) => (e.hole ? STATE_HOLE : 0) | (e.zero ? STATE_ZERO : 0), false);
         const n = req.flags & CMD_FLAG_REQ_ONE ? 1 : Math.min(runs.length, MAX_DESCRIPTORS);
         const descriptors: number[] = [];
         for (let i = 0; i < n; i++) descriptors.push(runs[i]!.length, runs[i]!.state);

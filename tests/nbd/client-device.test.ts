@@ -170,3 +170,25 @@ describe('NBD client and server end to end', () => {
     await expect(NbdClient.connect({ port: s.port, export: '../../etc/passwd' })).rejects.toThrow(/no export named/);
   });
 });
+
+describe('a device that answers block status for part of a range', () => {
+  it('gets a shorter reply rather than its unanswered tail reported as data, and the client asks again', async () => {
+    const dev = new SparseMemoryDevice(8 * 1024 * 1024);
+    const whole = dev.blockStatus.bind(dev);
+    // Like a volume that stops after so many runs: at most 1 MiB per answer.
+    dev.blockStatus = (offset, length) => whole(offset, Math.min(length, 1024 * 1024));
+    const s = await serveDevices([{ name: 'p', device: dev }]);
+    try {
+      const c = await NbdClient.connect({ port: s.port, export: 'p' });
+      await c.write(pattern(4096, 3), 5 * 1024 * 1024);
+      expect(await c.blockStatus(0, 8 * 1024 * 1024)).toEqual([{ length: 1024 * 1024, flags: STATE_HOLE | STATE_ZERO }]);
+      await c.disconnect();
+      const remote = await NbdDevice.connect({ port: s.port, export: 'p' });
+      const extents = await remote.blockStatus(0, 8 * 1024 * 1024);
+      expect(extents.filter((e) => !e.hole).map((e) => [e.offset, e.length])).toEqual([[5 * 1024 * 1024, 65536]]);
+      await remote.close();
+    } finally {
+      await s.close();
+    }
+  });
+});

@@ -121,7 +121,7 @@ describe('ordering and durability through the server', () => {
 });
 
 describe('block status from a device that answers badly', () => {
-  it('always sends descriptors that cover the range with nonzero lengths, whatever extents the device returns', async () => {
+  it('always sends nonzero descriptors within the range, whatever extents the device returns', async () => {
     const extent = fc.record({
       offset: fc.oneof(fc.integer({ min: -10, max: SIZE + 10 }), fc.constant(Number.NaN)),
       length: fc.oneof(fc.integer({ min: -10, max: SIZE }), fc.constant(Number.POSITIVE_INFINITY)),
@@ -138,8 +138,10 @@ describe('block status from a device that answers badly', () => {
         fc.asyncProperty(fc.array(extent, { maxLength: 8 }), span, async (extents, range) => {
           answer = extents;
           const got = await c.blockStatus(range.offset, range.length);
+          expect(got.length).toBeGreaterThan(0);
           expect(got.every((d) => d.length > 0)).toBe(true);
-          expect(got.reduce((n, d) => n + d.length, 0)).toBe(range.length);
+          // Less than asked is allowed (the client asks again from there); more is not.
+          expect(got.reduce((n, d) => n + d.length, 0)).toBeLessThanOrEqual(range.length);
         }),
         { numRuns: propertyRuns(300, 60) },
       );
