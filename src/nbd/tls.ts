@@ -11,12 +11,10 @@ export type TlsMode = 'off' | 'on' | 'require';
 
 export interface TlsSetup {
   mode: TlsMode;
-  /** Present unless mode is off. */
-  context?: tls.SecureContext;
+  /** How each STARTTLS is served; present unless mode is off. */
+  server?: tls.TlsOptions;
   /** Identities and keys when authenticating with pre-shared keys. */
   psk?: Map<string, Buffer>;
-  /** Clients must present a certificate signed by the CA given with --tls-ca. */
-  verifyClients?: boolean;
 }
 
 export interface TlsFiles {
@@ -39,20 +37,26 @@ export function loadTls(files: TlsFiles): TlsSetup {
   if (files.psk) {
     const psk = readPskFile(files.psk);
     // PSK suites only exist up to TLS 1.2 in OpenSSL's server callback API.
-    const context = tls.createSecureContext({ ciphers: 'PSK', maxVersion: 'TLSv1.2', minVersion: 'TLSv1.2' });
-    return { mode: files.mode, context, psk };
+    const server: tls.TlsOptions = {
+      ciphers: 'PSK',
+      minVersion: 'TLSv1.2',
+      maxVersion: 'TLSv1.2',
+      pskCallback: (_socket, identity) => psk.get(identity) ?? null,
+    };
+    return { mode: files.mode, server, psk };
   }
   if (!files.cert || !files.key) throw new Error(`--tls ${files.mode} needs --tls-cert and --tls-key, or --tls-psk`);
   const cert = readFile(files.cert, 'certificate');
   const key = readFile(files.key, 'key');
   const ca = files.ca === undefined ? undefined : readFile(files.ca, 'CA certificate');
-  let context: tls.SecureContext;
+  const server: tls.TlsOptions = { cert, key, minVersion: 'TLSv1.2', ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}) };
   try {
-    context = tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2', ...(ca ? { ca } : {}) });
+    // Fails now, with the file names, rather than at the first client.
+    tls.createSecureContext(server);
   } catch (err) {
     throw new Error(`${files.cert} / ${files.key}${files.ca ? ` / ${files.ca}` : ''}: not a usable certificate, key and CA (${err instanceof Error ? err.message : String(err)})`);
   }
-  return { mode: files.mode, context, verifyClients: ca !== undefined };
+  return { mode: files.mode, server };
 }
 
 function readFile(path: string, what: string): Buffer {
@@ -79,31 +83,27 @@ export function readPskFile(path: string): Map<string, Buffer> {
   return keys;
 }
 
-/** Upgrades a plain socket, just after the STARTTLS ACK was written, to TLS as the server side. */
+/**
+ * Upgrades a plain socket, just after the STARTTLS ACK was written, to TLS as
+ * the server side. The socket is handed to a (never listening) tls.Server,
+ * not wrapped in a bare TLSSocket: only then does a TLS error after the
+ * handshake (a corrupt or forged record) surface as an 'error' that ends the
+ * connection; a bare server-side TLSSocket swallows it and hangs.
+ */
 export function upgradeToTls(socket: net.Socket, setup: TlsSetup, timeoutMs: number): Promise<tls.TLSSocket> {
-  const psk = setup.psk;
-  // TLSSocket takes the server's pskCallback as tls.createServer does; @types/node omits it here.
-  const options: tls.TLSSocketOptions & Pick<tls.TlsOptions, 'pskCallback'> = { isServer: true, secureContext: setup.context! };
-  if (psk) options.pskCallback = (_sock: tls.TLSSocket, identity: string) => psk.get(identity) ?? null;
-  if (setup.verifyClients) {
-    options.requestCert = true;
-    options.rejectUnauthorized = true;
-  }
-  const secure = new tls.TLSSocket(socket, options);
+  const server = tls.createServer({ ...setup.server, handshakeTimeout: timeoutMs });
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => fail(new Error('TLS handshake timed out')), timeoutMs);
-    const fail = (err: Error): void => {
-      clearTimeout(timer);
-      secure.destroy();
+    const closed = (): void => reject(new Error('connection closed during the TLS handshake'));
+    socket.once('close', closed);
+    server.once('tlsClientError', (err) => {
+      socket.destroy();
       reject(err);
-    };
-    secure.once('error', fail);
-    secure.once('close', () => fail(new Error('connection closed during the TLS handshake')));
-    secure.once('secure', () => {
-      clearTimeout(timer);
-      secure.off('error', fail);
-      secure.removeAllListeners('close');
+    });
+    server.once('secureConnection', (secure: tls.TLSSocket) => {
+      socket.off('close', closed);
+      secure.on('error', () => secure.destroy());
       resolve(secure);
     });
+    server.emit('connection', socket);
   });
 }

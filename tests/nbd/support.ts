@@ -89,11 +89,13 @@ export class RawPeer {
   private data = Buffer.alloc(0);
   private waiters: (() => void)[] = [];
   closed = false;
+  private readonly onData = (d: Buffer): void => {
+    this.data = Buffer.concat([this.data, d]);
+    this.wake();
+  };
+
   private constructor(readonly socket: net.Socket) {
-    socket.on('data', (d: Buffer) => {
-      this.data = Buffer.concat([this.data, d]);
-      this.wake();
-    });
+    socket.on('data', this.onData);
     socket.on('close', () => {
       this.closed = true;
       this.wake();
@@ -109,6 +111,17 @@ export class RawPeer {
       s.once('error', reject);
     });
     return new RawPeer(s);
+  }
+
+  /** A peer over a socket connected elsewhere. */
+  static wrap(socket: net.Socket): RawPeer {
+    return new RawPeer(socket);
+  }
+
+  /** Stops reading, so the socket can be handed on (to TLS). */
+  detach(): void {
+    this.socket.off('data', this.onData);
+    this.socket.pause();
   }
 
   send(...parts: Buffer[]): void {

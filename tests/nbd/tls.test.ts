@@ -1,5 +1,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../../src/blockdev/index.js';
@@ -97,6 +99,58 @@ describe.skipIf(!haveTools)('TLS', () => {
     }
     const out = await tool('nbdinfo', ['--size', `nbds://alice@127.0.0.1:${port(psk)}/scratch?tls-psk-file=${pskFile}`]);
     expect(out.trim()).toBe(String(8 * 1024 * 1024));
+  });
+
+  it('survives resets once TLS is up (in the handshake and in transmission), and drops a connection at a corrupt TLS record', async () => {
+    const setup = loadTls({ mode: 'require', psk: pskFile });
+    const s = await serveDevices([{ name: 'd', device: new MemoryDevice({ size: 1024 * 1024 }) }], { tls: setup });
+    const [identity, hex] = fs.readFileSync(pskFile, 'utf8').trim().split(':');
+    try {
+      for (const stage of ['handshake', 'transmission'] as const) {
+        const raw = net.connect(s.port, '127.0.0.1');
+        raw.on('error', () => undefined);
+        const p = await new Promise<RawPeer>((resolve) => raw.once('connect', () => resolve(RawPeer.wrap(raw))));
+        await greet(p);
+        p.send(option(K.OPT_STARTTLS));
+        expect((await optReply(p)).type).toBe(K.REP_ACK);
+        p.detach();
+        const secure = tls.connect({ socket: raw, ciphers: 'PSK', maxVersion: 'TLSv1.2', checkServerIdentity: () => undefined, pskCallback: () => ({ identity: identity!, psk: Buffer.from(hex!, 'hex') }) });
+        secure.on('error', () => undefined);
+        await new Promise((resolve) => secure.once('secureConnect', resolve));
+        if (stage === 'transmission') {
+          const hdr = Buffer.alloc(16);
+          hdr.writeBigUInt64BE(0x49484156454f5054n, 0);
+          hdr.writeUInt32BE(K.OPT_GO, 8);
+          const data = Buffer.from([0, 0, 0, 1, 0x64, 0, 0]);
+          hdr.writeUInt32BE(data.length, 12);
+          secure.write(Buffer.concat([hdr, data]));
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        raw.resetAndDestroy();
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      // A record that is not TLS, once TLS is up, is a TLS error on the server's side.
+      const raw = net.connect(s.port, '127.0.0.1');
+      raw.on('error', () => undefined);
+      const p = await new Promise<RawPeer>((resolve) => raw.once('connect', () => resolve(RawPeer.wrap(raw))));
+      await greet(p);
+      p.send(option(K.OPT_STARTTLS));
+      expect((await optReply(p)).type).toBe(K.REP_ACK);
+      p.detach();
+      const secure = tls.connect({ socket: raw, ciphers: 'PSK', maxVersion: 'TLSv1.2', checkServerIdentity: () => undefined, pskCallback: () => ({ identity: identity!, psk: Buffer.from(hex!, 'hex') }) });
+      secure.on('error', () => undefined);
+      await new Promise((resolve) => secure.once('secureConnect', resolve));
+      // Written beneath the client's TLS layer, straight to the socket.
+      const fd = (raw as unknown as { _handle: { fd: number } })._handle.fd;
+      const closed = new Promise((resolve) => secure.once('close', resolve));
+      fs.writeSync(fd, Buffer.from([0x17, 0x03, 0x03, 0x00, 0x20, ...crypto.randomBytes(32)]));
+      // At once, not when the 30 s handshake timer happens to fire.
+      await Promise.race([closed, new Promise((_, reject) => setTimeout(() => reject(new Error('the server kept a connection after a bad TLS record')), 3000))]);
+      const c = await NbdClient.connect({ port: s.port, export: 'd', tls: { psk: { identity: identity!, key: Buffer.from(hex!, 'hex') } } });
+      await c.disconnect();
+    } finally {
+      await s.close();
+    }
   });
 
   it('refuses a PSK client with the wrong key', async () => {
