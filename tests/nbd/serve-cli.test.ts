@@ -7,7 +7,9 @@ import { FileDevice } from '../../src/blockdev/index.js';
 import { NbdClient } from '../../src/nbd/index.js';
 import { pattern } from '../support/blockdev-contract.js';
 import { scratchDir } from '../support/scratch.js';
-import { hasTool, startServe, STRATA, tool } from './support.js';
+import { CMD_READ } from '../../src/nbd/constants.js';
+import { hasTool, RawPeer, startServe, STRATA, tool } from './support.js';
+import { go, request } from './wire.js';
 
 const run = promisify(execFile);
 const scratch = scratchDir('nbd-cli');
@@ -92,6 +94,26 @@ describe('strata serve', () => {
       expect(await s.stop()).toBe(0);
     }
     expect(fs.readFileSync(file).every((b) => b === 0)).toBe(true);
+  });
+
+  it('keeps its memory bounded while a client pipelines reads and never reads the replies', async () => {
+    const s = await startServe(['--memory', '64M', '--listen', '127.0.0.1:0']);
+    const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${s.child.pid}/status`, 'utf8'))![1]) * 1024;
+    const p = await RawPeer.connect(Number(/:(\d+)\//.exec(s.uri)![1]));
+    try {
+      await go(p, 'memory');
+      p.socket.pause();
+      const before = rss();
+      // 3 GiB of replies asked for.
+      const batch: Buffer[] = [];
+      for (let i = 0; i < 3072; i++) batch.push(request(CMD_READ, 0, BigInt(i), (i % 64) * 1024 * 1024, 1024 * 1024));
+      p.send(...batch);
+      await new Promise((r) => setTimeout(r, 2000));
+      expect(rss() - before).toBeLessThan(400 * 1024 * 1024);
+    } finally {
+      p.destroy();
+      expect(await s.stop()).toBe(0);
+    }
   });
 
   it('refuses bad arguments with one line and exit status 1', async () => {
