@@ -55,6 +55,8 @@ export interface RebuildOptions {
   /** Bytes per second of member data (0 = unlimited). */
   rate?: number;
   onProgress?: (p: RebuildProgress) => void;
+  /** Rows per step (default about 1 MiB of each member); between steps other I/O gets in. */
+  stepRows?: number;
 }
 
 export interface ScrubOptions {
@@ -597,7 +599,7 @@ export class RaidArray implements BlockDevice {
 
   private async runRebuild(state: { progress: RebuildProgress | undefined; stop: boolean }, opts: RebuildOptions): Promise<void> {
     const g = this.geometry;
-    const step = rowsPerStep(g.chunk);
+    const step = opts.stepRows ?? rowsPerStep(g.chunk);
     const rate = opts.rate ?? 0;
     for (;;) {
       const role = this.slots.findIndex((s) => s.state === 'rebuilding' && s.dev);
@@ -609,7 +611,11 @@ export class RaidArray implements BlockDevice {
       while (slot.rebuiltRows < g.rows && slot.state === 'rebuilding' && !state.stop) {
         const r0 = slot.rebuiltRows;
         const r1 = Math.min(g.rows, r0 + step);
-        await this.retrying('write', r0 * g.chunk, (r1 - r0) * g.chunk, () => this.rowsIntending(r0, r1, () => this.engine.rebuild(role, r0, r1)));
+        // A retry after the rebuilt member itself failed has nothing left to do.
+        await this.retrying('write', r0 * g.chunk, (r1 - r0) * g.chunk, () =>
+          slot.state === 'rebuilding' ? this.rowsIntending(r0, r1, () => this.engine.rebuild(role, r0, r1)) : Promise.resolve(),
+        );
+        if (slot.state !== 'rebuilding') break;
         slot.rebuiltRows = r1;
         state.progress = {
           role,
@@ -627,6 +633,8 @@ export class RaidArray implements BlockDevice {
           await this.persist();
           lastCheckpoint = Date.now();
         }
+        // Let foreground requests in between steps even when no rate limit applies.
+        await new Promise((r) => setImmediate(r));
         if (rate > 0) {
           const ahead = ((r1 - from) * g.chunk) / rate - (Date.now() - started) / 1000;
           if (ahead > 0) await new Promise((r) => setTimeout(r, ahead * 1000));
