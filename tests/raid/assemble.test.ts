@@ -114,7 +114,7 @@ describe('assembling an array from its members', () => {
     const ps = paths(3, 'reuse');
     await (await createArray({ level: 5, members: ps, size: SIZE, chunk: 16 * 1024 })).close();
     await expect(createArray({ level: 1, members: ps, size: SIZE })).rejects.toThrow(/already a member of RAID 5 array/);
-    const forced = await createArray({ level: 1, members: ps, size: SIZE / 2, force: true });
+    const forced = await createArray({ level: 1, members: ps, size: SIZE / 2, chunk: 16 * 1024, force: true });
     expect(forced.status().level).toBe(1);
     await forced.close();
   });
