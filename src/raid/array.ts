@@ -57,6 +57,8 @@ export interface RebuildOptions {
   onProgress?: (p: RebuildProgress) => void;
   /** Rows per step (default about 1 MiB of each member); between steps other I/O gets in. */
   stepRows?: number;
+  /** Milliseconds between resume checkpoints written to the superblocks (default 1000). */
+  checkpointMs?: number;
 }
 
 export interface ScrubOptions {
@@ -627,7 +629,7 @@ export class RaidArray implements BlockDevice {
           fraction: r1 / g.rows,
         };
         opts.onProgress?.(state.progress);
-        if (Date.now() - lastCheckpoint > 1000) {
+        if (Date.now() - lastCheckpoint >= (opts.checkpointMs ?? 1000)) {
           // The checkpoint is only as good as the rows under it: make them durable first.
           await slot.dev!.flush();
           await this.persist();
