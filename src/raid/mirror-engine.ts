@@ -182,31 +182,34 @@ export class MirrorEngine implements Engine {
     await settleAll(jobs);
   }
 
+  /**
+   * Reads every readable replica. With three or more, a strict majority that
+   * agrees is taken as right (md cannot tell); otherwise the first replica
+   * wins, as md does. The pool's checksums settle the two-copy case through
+   * the redundancy hook.
+   */
   private async scrubChunk(c: number, repair: boolean): Promise<Mismatch | undefined> {
     const { chunk: C, copies } = this.layout;
-    const first = this.io.take();
-    const other = this.io.take();
+    const held: Array<{ member: number; row: number; buf: Buffer }> = [];
     try {
-      let source = -1;
-      const differ: number[] = [];
       for (let r = 0; r < copies; r++) {
         const m = this.layout.member(c, r);
         const row = this.layout.row(c, r);
         if (!this.io.readable(m, row)) continue;
-        if (source < 0) {
-          await this.io.read(m, first, row * C);
-          source = m;
-          continue;
-        }
-        await this.io.read(m, other, row * C);
-        if (Buffer.compare(first, other) === 0) continue;
-        differ.push(m);
-        if (repair && this.io.writable(m)) await this.io.write(m, first, row * C);
+        const buf = this.io.take();
+        held.push({ member: m, row, buf });
+        await this.io.read(m, buf, row * C);
       }
-      return differ.length ? { offset: c * C, length: C, members: differ, repaired: repair } : undefined;
+      if (held.length < 2) return undefined;
+      const agree = held.map((h) => held.filter((o) => Buffer.compare(h.buf, o.buf) === 0).length);
+      if (agree[0] === held.length) return undefined;
+      const best = agree.indexOf(Math.max(...agree));
+      const source = agree[best]! * 2 > held.length ? held[best]! : held[0]!;
+      const differ = held.filter((h) => Buffer.compare(h.buf, source.buf) !== 0);
+      if (repair) for (const h of differ) if (this.io.writable(h.member)) await this.io.write(h.member, source.buf, h.row * C);
+      return { offset: c * C, length: C, members: differ.map((h) => h.member), repaired: repair };
     } finally {
-      this.io.give(first);
-      this.io.give(other);
+      for (const h of held) this.io.give(h.buf);
     }
   }
 
