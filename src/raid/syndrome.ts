@@ -1,4 +1,8 @@
 import { gfMulTable } from './gf256.js';
+import { simdParity } from './simd.js';
+
+/** Below this the copy into WebAssembly memory costs more than SIMD saves. */
+const SIMD_MIN = 4096;
 
 /**
  * Parity over large buffers. P is plain XOR; Q = Σ 2^i·D_i in GF(2^8), by
@@ -34,6 +38,15 @@ export function xorInto(dst: Uint8Array, src: Uint8Array, len: number): void {
 
 /** p = D_0 ^ D_1 ^ … over len bytes. */
 export function computeP(data: readonly Uint8Array[], p: Uint8Array, len: number): void {
+  const body = len & ~15;
+  if (body >= SIMD_MIN && simdParity(data, p, undefined, body)) {
+    for (let i = body; i < len; i++) {
+      let v = 0;
+      for (const d of data) v ^= d[i]!;
+      p[i] = v;
+    }
+    return;
+  }
   p.set(data[0]!.subarray(0, len));
   for (let z = 1; z < data.length; z++) xorInto(p, data[z]!, len);
 }
@@ -46,7 +59,9 @@ export function computeP(data: readonly Uint8Array[], p: Uint8Array, len: number
 export function computePQ(data: readonly Uint8Array[], p: Uint8Array, q: Uint8Array, len: number): void {
   const last = data.length - 1;
   let start = 0;
-  if (isAligned(data) && isAligned([p, q])) {
+  const body = len & ~15;
+  if (body >= SIMD_MIN && simdParity(data, p, q, body)) start = body;
+  else if (isAligned(data) && isAligned([p, q])) {
     const pw = words(p, len);
     const qw = words(q, len);
     const n = pw.length;

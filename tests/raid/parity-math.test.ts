@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { gfInv, gfMul, gfPow2 } from '../../src/raid/gf256.js';
 import { reconstruct } from '../../src/raid/reconstruct.js';
+import { simdAvailable } from '../../src/raid/simd.js';
 import { computeP, computePQ, xorQTerm } from '../../src/raid/syndrome.js';
 import { propertyRuns } from '../support/scratch.js';
 
@@ -63,6 +64,25 @@ describe('GF(2^8) and parity arithmetic', () => {
         expect(Buffer.compare(q, naivePQ(data, len)[1])).toBe(0);
       }),
       { numRuns: propertyRuns(300) },
+    );
+  });
+
+  it('the WebAssembly SIMD kernel agrees with the definition on large blocks, tails included', () => {
+    expect(simdAvailable).toBe(true);
+    fc.assert(
+      fc.property(fc.integer({ min: 2, max: 8 }), fc.integer({ min: 4096, max: 20_000 }), fc.integer({ min: 0, max: 3 }), fc.integer(), (d, len, shift, seed) => {
+        const data = blocks(d, len, shift, seed);
+        const p = new Uint8Array(len);
+        const q = new Uint8Array(len);
+        computePQ(data, p, q, len);
+        const [np, nq] = naivePQ(data, len);
+        expect(Buffer.compare(p, np)).toBe(0);
+        expect(Buffer.compare(q, nq)).toBe(0);
+        const p2 = new Uint8Array(len);
+        computeP(data, p2, len);
+        expect(Buffer.compare(p2, np)).toBe(0);
+      }),
+      { numRuns: propertyRuns(40, 10) },
     );
   });
 
