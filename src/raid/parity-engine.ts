@@ -102,9 +102,11 @@ export class ParityEngine implements Engine {
     return found;
   }
 
+  /** Stripes of one step are rebuilt in parallel: member reads of different stripes overlap. */
   async rebuild(member: number, r0: number, r1: number): Promise<void> {
+    const jobs: Promise<void>[] = [];
     for (let s = r0; s < r1; s++) {
-      await this.locks.with(s, async () => {
+      jobs.push(this.locks.with(s, async () => {
         const role = this.layout.roleIn(s, member);
         const idx = role >= 0 ? role : role === -1 ? this.d : this.d + 1;
         const l = await this.load(s, 0, this.C, (mm) => mm === member);
@@ -113,8 +115,9 @@ export class ParityEngine implements Engine {
         } finally {
           this.release(l);
         }
-      });
+      }));
     }
+    await settleAll(jobs);
   }
 
   /** Copy 0 is the normal read; copy 1+j rebuilds member j mod n from P (RAID 6: j ≥ n from Q). */
