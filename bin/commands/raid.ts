@@ -193,7 +193,7 @@ export const registerRaid: CommandGroup = (program) => {
       });
     });
 
-  rateOption(membersOption(raid.command('replace').description('replace a member with a new file and rebuild it in the foreground')))
+  rateOption(membersOption(raid.command('replace').description('replace a member with a new file (hot: an active member serves until the new one is whole), rebuilt in the foreground')))
     .argument('<old>', 'the member to replace (file or role number)')
     .argument('<new>', 'the new member file (created at member size if absent)')
     .option('--no-wait', 'record the replacement and return; the rebuild resumes at the next assembly')

@@ -29,6 +29,12 @@ export interface MemberSlot {
   state: MemberState;
   /** For 'rebuilding': rows of this member already rebuilt. */
   rebuiltRows: number;
+  /**
+   * Hot replace: the in-sync device being replaced. Until the rebuild passes
+   * a row, the role's reads of it come from here and writes go to both, so
+   * the array keeps its full redundancy while the new device fills.
+   */
+  source?: BlockDevice;
 }
 
 export interface RaidArrayOptions {
@@ -219,7 +225,10 @@ export class RaidArray implements BlockDevice {
       }
     } finally {
       this.closed = true;
-      for (const s of [...this.slots, ...this.spares]) await s.dev?.close().catch(() => undefined);
+      for (const s of [...this.slots, ...this.spares]) {
+        await s.dev?.close().catch(() => undefined);
+        await s.source?.close().catch(() => undefined);
+      }
     }
   }
 
@@ -271,7 +280,7 @@ export class RaidArray implements BlockDevice {
     const role = this.roleOf(member);
     const s = this.slots[role]!;
     if (s.state === 'faulty' || s.state === 'missing') throw new Error(`${this.name}: member ${role} is already ${s.state}`);
-    const without = this.slots.map((x, i) => i === role || x.state !== 'active');
+    const without = this.slots.map((x, i) => i === role || !this.serving(x));
     if (!this.survives(without)) throw new Error(`${this.name}: failing member ${role} (${s.dev?.name}) would lose data: RAID ${this.geometry.level} cannot survive it now`);
     s.state = 'faulty';
     this.event(`member ${role} (${s.dev?.name}) marked faulty`);
@@ -321,18 +330,28 @@ export class RaidArray implements BlockDevice {
     return role;
   }
 
-  /** Fails and removes `member` and puts `dev` in its role, to be rebuilt. */
+  /**
+   * Puts `dev` in the role of `member`, to be rebuilt. An active member is
+   * replaced hot, as md's --replace: it keeps serving its role until the
+   * rebuild has passed each row, so redundancy never drops (a crash
+   * mid-replace falls back to a plain rebuild). A faulty or missing member
+   * is simply removed first.
+   */
   async replace(member: number | string, dev: BlockDevice): Promise<number> {
     const role = this.roleOf(member);
     const s = this.slots[role]!;
-    if (s.state === 'active' || s.state === 'rebuilding') {
-      const without = this.slots.map((x, i) => i === role || x.state !== 'active');
-      if (!this.survives(without)) throw new Error(`${this.name}: replacing member ${role} would lose data: RAID ${this.geometry.level} cannot do without it now`);
-      s.state = 'faulty';
-    }
-    await this.remove(role);
     const need = DATA_OFFSET + this.geometry.rows * this.geometry.chunk;
     if (dev.size < need) throw new Error(`${this.name}: ${dev.name} is too small (${dev.size} bytes; members need ${need})`);
+    if (s.state === 'rebuilding' && !s.source) {
+      s.state = 'faulty';
+    }
+    if (s.state === 'active' && s.dev) {
+      await dev.writeZeroes(0, DATA_OFFSET);
+      await this.assign(role, { dev, device: newUuid(), state: 'spare', rebuiltRows: 0, source: s.dev });
+      return role;
+    }
+    if (s.state === 'rebuilding') throw new Error(`${this.name}: member ${role} is already being replaced`);
+    await this.remove(role);
     await dev.writeZeroes(0, DATA_OFFSET);
     await this.assign(role, { dev, device: newUuid(), state: 'spare', rebuiltRows: 0 });
     return role;
@@ -401,6 +420,11 @@ export class RaidArray implements BlockDevice {
     if (!this.readOnly) await this.persist(false);
   }
 
+  /** Holds every row of its role now: active, or being hot-replaced from an in-sync device. */
+  private serving(s: MemberSlot): boolean {
+    return s.state === 'active' || (s.state === 'rebuilding' && s.source !== undefined);
+  }
+
   failed(): boolean {
     return !this.survives(this.slots.map((s) => s.state !== 'active' && s.state !== 'rebuilding'));
   }
@@ -418,18 +442,54 @@ export class RaidArray implements BlockDevice {
       chunk: this.geometry.chunk,
       readable: (m, row) => {
         const s = slots[m]!;
-        return s.dev !== undefined && (s.state === 'active' || (s.state === 'rebuilding' && row < s.rebuiltRows));
+        return s.dev !== undefined && (s.state === 'active' || (s.state === 'rebuilding' && (row < s.rebuiltRows || s.source !== undefined)));
       },
       writable: (m) => {
         const s = slots[m]!;
         return s.dev !== undefined && (s.state === 'active' || s.state === 'rebuilding');
       },
-      read: (m, buf, offset) => slots[m]!.dev!.read(buf, DATA_OFFSET + offset).then(undefined, (err: unknown) => this.memberError(m, err, 'read')),
-      write: (m, buf, offset) => slots[m]!.dev!.write(buf, DATA_OFFSET + offset).then(undefined, (err: unknown) => this.memberError(m, err, 'write')),
-      zero: (m, offset, length) => slots[m]!.dev!.writeZeroes(DATA_OFFSET + offset, length, { mayUnmap: true }).then(undefined, (err: unknown) => this.memberError(m, err, 'write')),
+      read: (m, buf, offset) => {
+        const s = slots[m]!;
+        if (s.source && Math.floor(offset / this.geometry.chunk) >= s.rebuiltRows) return this.sourceRead(m, s, buf, offset);
+        return s.dev!.read(buf, DATA_OFFSET + offset).then(undefined, (err: unknown) => this.memberError(m, err, 'read'));
+      },
+      write: (m, buf, offset) => {
+        const s = slots[m]!;
+        const done = s.dev!.write(buf, DATA_OFFSET + offset).then(undefined, (err: unknown) => this.memberError(m, err, 'write'));
+        if (!s.source) return done;
+        return Promise.all([done, this.sourceWrite(s, (src) => src.write(buf, DATA_OFFSET + offset))]).then(() => undefined);
+      },
+      zero: (m, offset, length) => {
+        const s = slots[m]!;
+        const done = s.dev!.writeZeroes(DATA_OFFSET + offset, length, { mayUnmap: true }).then(undefined, (err: unknown) => this.memberError(m, err, 'write'));
+        if (!s.source) return done;
+        return Promise.all([done, this.sourceWrite(s, (src) => src.writeZeroes(DATA_OFFSET + offset, length, { mayUnmap: true }))]).then(() => undefined);
+      },
       take: () => this.pool.take(),
       give: (b) => this.pool.give(b),
     };
+  }
+
+  /** A read from a device being replaced; if it fails, the replace goes on as a plain rebuild. */
+  private sourceRead(m: number, s: MemberSlot, buf: Uint8Array, offset: number): Promise<void> {
+    const src = s.source!;
+    return src.read(buf, DATA_OFFSET + offset).then(undefined, (err: unknown) => {
+      this.dropSource(s, err);
+      throw new MemberLost(m, err);
+    });
+  }
+
+  private sourceWrite(s: MemberSlot, op: (src: BlockDevice) => Promise<void>): Promise<void> {
+    const src = s.source!;
+    return op(src).then(undefined, (err: unknown) => this.dropSource(s, err));
+  }
+
+  private dropSource(s: MemberSlot, err: unknown): void {
+    const src = s.source;
+    if (!src || s.source !== src) return;
+    s.source = undefined;
+    this.event(`${src.name}, being replaced, failed (${err instanceof Error ? err.message : String(err)}); rebuilding its role from the other members`);
+    void src.close().catch(() => undefined);
   }
 
   /** A member request failed: fail the member (as md does) and let the request be retried degraded. */
@@ -592,7 +652,7 @@ export class RaidArray implements BlockDevice {
     slot.state = 'rebuilding';
     slot.rebuiltRows = 0;
     this.slots[role] = slot;
-    this.event(`${slot.dev?.name} takes member role ${role}${old.dev ? ` from ${old.dev.name}` : ''}; rebuilding`);
+    this.event(`${slot.dev?.name} takes member role ${role}${old.dev ? ` from ${old.dev.name}` : ''}; ${slot.source ? 'copying (hot replace)' : 'rebuilding'}`);
     await this.persist();
     if (this.opts.autoRebuild) {
       this.rebuild({ rate: this.opts.rebuildRate ?? 0 }).catch((e: unknown) => this.event(`rebuild stopped: ${e instanceof Error ? e.message : String(e)}`));
@@ -647,7 +707,10 @@ export class RaidArray implements BlockDevice {
       if (slot.rebuiltRows >= g.rows) {
         slot.state = 'active';
         slot.rebuiltRows = 0;
-        this.event(`member ${role} (${slot.dev?.name}) rebuilt`);
+        const replaced = slot.source;
+        slot.source = undefined;
+        this.event(`member ${role} (${slot.dev?.name}) rebuilt${replaced ? `; ${replaced.name} released` : ''}`);
+        await replaced?.close().catch(() => undefined);
       }
       await this.persist();
     }

@@ -94,9 +94,11 @@ export class MirrorEngine implements Engine {
         const c = this.layout.chunkAt(member, row);
         if (c < 0) continue;
         await this.locks.with(c, async () => {
-          for (let r = 0; r < copies; r++) {
+          // Another replica first; the member itself is readable here only when hot-replaced (from the old device).
+          const order = Array.from({ length: copies }, (_, r) => r).sort((a, b) => Number(this.layout.member(c, a) === member) - Number(this.layout.member(c, b) === member));
+          for (const r of order) {
             const src = this.layout.member(c, r);
-            if (src === member || !this.io.readable(src, this.layout.row(c, r))) continue;
+            if (!this.io.readable(src, this.layout.row(c, r))) continue;
             await this.io.read(src, buf, this.layout.row(c, r) * C);
             await this.io.write(member, buf, row * C);
             return;

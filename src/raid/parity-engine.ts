@@ -109,7 +109,9 @@ export class ParityEngine implements Engine {
       jobs.push(this.locks.with(s, async () => {
         const role = this.layout.roleIn(s, member);
         const idx = role >= 0 ? role : role === -1 ? this.d : this.d + 1;
-        const l = await this.load(s, 0, this.C, (mm) => mm === member);
+        // Rows past the checkpoint are unreadable and rebuilt from parity, unless the
+        // role is being hot-replaced: then they are read from the old device.
+        const l = await this.load(s, 0, this.C, () => false);
         try {
           await this.io.write(member, l.blocks[idx]!, s * this.C);
         } finally {

@@ -57,6 +57,7 @@ async function run(c: LevelCase, list: Op[]): Promise<void> {
   let rebuild: Promise<void> | undefined;
   // Members told to fail every request, whether or not the array has noticed yet.
   const broken = new Set<string>();
+  const hot = new Set<number>();
   const down = (a: RaidArray): boolean[] => a.status().members.map((m) => m.state !== 'active' || broken.has(m.device));
   try {
     for (const o of list) {
@@ -81,7 +82,8 @@ async function run(c: LevelCase, list: Op[]): Promise<void> {
           const d = down(array);
           if (d[o.member]) break;
           d[o.member] = true;
-          const known = array.status().members.map((m, i) => i === o.member || m.state !== 'active');
+          // The array's own view: a role being hot-replaced still serves from the old device.
+          const known = array.status().members.map((m, i) => i === o.member || (m.state !== 'active' && !(m.state === 'rebuilding' && hot.has(i))));
           if (survives(c, d)) await array.fail(o.member);
           else if (!survives(c, known)) await expect(array.fail(o.member)).rejects.toThrow(/would lose data/);
           break;
@@ -99,8 +101,11 @@ async function run(c: LevelCase, list: Op[]): Promise<void> {
           break;
         }
         case 'replace': {
+          // Faulty or missing: a plain rebuild. Active: a hot replace, the old device serving until passed.
           const st = array.status().members[o.member]!;
-          if (st.state !== 'faulty' && st.state !== 'missing') break;
+          if (st.state === 'rebuilding') break;
+          if (st.state === 'active') hot.add(o.member);
+          else hot.delete(o.member);
           await array.replace(o.member, wrap(new MemoryDevice({ size: memberSize(c, SIZE), name: `new${faulty.length}` })));
           rebuild = array.rebuild({ stepRows: 2 });
           break;

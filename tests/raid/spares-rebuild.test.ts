@@ -57,4 +57,43 @@ describe('hot spares and online rebuild', () => {
     expect(fractions.length).toBeGreaterThan(5);
     await array.close();
   });
+
+  for (const level of [1, 5] as const) {
+    it(`RAID ${level}: a hot replace keeps redundancy: another member can fail while the new one fills`, async () => {
+      const c: LevelCase = level === 1 ? { level: 1, members: 2, tolerates: 1 } : { level: 5, members: 4, tolerates: 1 };
+      const ms = memberSize(c, SIZE);
+      const old = new MemoryDevice({ size: ms, name: 'old' });
+      const members = [old, ...Array.from({ length: c.members - 1 }, (_, i) => new MemoryDevice({ size: ms, name: `m${i + 1}` }))];
+      const array = await createArray({ level, members, chunk: CHUNK, size: SIZE });
+      const model = pattern(SIZE, 21);
+      await array.write(model, 0);
+      await array.replace('old', new MemoryDevice({ size: ms, name: 'new' }));
+      let failedMidway = false;
+      const rebuilding = array.rebuild({
+        stepRows: 1,
+        onProgress: (p) => {
+          if (!failedMidway && p.fraction >= 0.3) {
+            failedMidway = true;
+            // Without the old device serving its rows this would be a second loss.
+            void array.fail(1);
+          }
+        },
+      });
+      const back = Buffer.alloc(SIZE);
+      while (!failedMidway) await new Promise((r) => setImmediate(r));
+      const data = pattern(7000, 22);
+      await array.write(data, 50_000);
+      model.set(data, 50_000);
+      await array.read(back, 0);
+      expect(Buffer.compare(back, model), 'reads mid-replace with another member failed').toBe(0);
+      await rebuilding;
+      const st = array.status();
+      expect(st.members[0]!.device).toBe('new');
+      expect(st.members[0]!.state).toBe('active');
+      expect(st.members[1]!.state).toBe('faulty');
+      await array.read(back, 0);
+      expect(Buffer.compare(back, model)).toBe(0);
+      await array.close();
+    });
+  }
 });
