@@ -2,7 +2,7 @@ import { FileDevice, type BlockDevice } from '../blockdev/index.js';
 import { RaidArray, type MemberSlot, type RaidArrayOptions } from './array.js';
 import type { MemberSpec } from './create.js';
 import { levelDescriptor, MirrorLayout, ParityLayout } from './levels/index.js';
-import { BITMAP_MAX_BYTES, BITMAP_OFFSET, DATA_OFFSET, initChecksum, newestSuperblock, SPARE_ROLE, type Superblock } from './superblock.js';
+import { BITMAP_MAX_BYTES, BITMAP_OFFSET, DATA_OFFSET, initChecksum, newestSuperblock, SPARE_ROLE, superblockProblem, type Superblock } from './superblock.js';
 
 export interface AssembleOptions extends RaidArrayOptions {
   /** Assemble only the array with this UUID; otherwise the one most of the given members belong to. */
@@ -56,6 +56,11 @@ export async function assembleArray(members: MemberSpec[], opts: AssembleOptions
       const sb = newestSuperblock(header);
       if (!sb) {
         warnings.push(`${dev.name}: not a Strata RAID member (no valid superblock); refused`);
+        continue;
+      }
+      const problem = superblockProblem(sb, dev.size);
+      if (problem) {
+        warnings.push(`${dev.name}: superblock of array ${sb.arrayUuid} is not usable (${problem}); refused`);
         continue;
       }
       candidates.push({ dev, sb, bitmap: header.subarray(BITMAP_OFFSET, BITMAP_OFFSET + BITMAP_MAX_BYTES) });

@@ -153,3 +153,26 @@ export function newestSuperblock(header: Buffer): Superblock | undefined {
 export function slotOffset(events: number): number {
   return (events % 2) * SUPERBLOCK_SIZE;
 }
+
+/**
+ * Checks that a superblock with a valid checksum also describes a sane array,
+ * so a crafted or buggy header is refused with a reason instead of driving
+ * the array into absurd sizes. Returns the problem, or undefined.
+ */
+export function superblockProblem(sb: Superblock, deviceSize: number): string | undefined {
+  const minMembers: Record<number, number> = { 0: 1, 1: 2, 5: 3, 6: 4, 10: 2 };
+  const min = minMembers[sb.level];
+  if (min === undefined) return `unknown RAID level ${sb.level}`;
+  if (sb.members < min) return `RAID ${sb.level} with ${sb.members} members`;
+  if (sb.table.length < sb.members) return `role table has ${sb.table.length} entries for ${sb.members} members`;
+  if (sb.chunk < 4096 || sb.chunk > 64 * 1024 * 1024 || (sb.chunk & (sb.chunk - 1)) !== 0) return `invalid chunk size ${sb.chunk}`;
+  if (sb.level === 10 ? sb.copies < 2 || sb.copies > sb.members : sb.level === 1 ? sb.copies !== sb.members : sb.copies !== 1) return `invalid copies ${sb.copies}`;
+  if (sb.rows < 1 || !Number.isSafeInteger(sb.rows * sb.chunk)) return `invalid row count ${sb.rows}`;
+  if (sb.bitmapRegion < sb.chunk || sb.bitmapRegion % sb.chunk !== 0) return `invalid bitmap region ${sb.bitmapRegion}`;
+  if (Math.ceil(sb.rows / (sb.bitmapRegion / sb.chunk)) > BITMAP_MAX_BYTES * 8) return 'bitmap larger than its area';
+  const capacity = sb.level === 5 || sb.level === 6 ? sb.rows * (sb.members - (sb.level === 5 ? 1 : 2)) * sb.chunk : Math.floor((sb.rows * sb.members) / sb.copies) * sb.chunk;
+  if (sb.arraySize < 1 || sb.arraySize > capacity) return `array size ${sb.arraySize} larger than the members hold`;
+  if (sb.role !== SPARE_ROLE && sb.role >= sb.members) return `role ${sb.role} of ${sb.members}`;
+  if (deviceSize < DATA_OFFSET + sb.rows * sb.chunk) return `device holds ${deviceSize} bytes, the array needs ${DATA_OFFSET + sb.rows * sb.chunk} per member`;
+  return undefined;
+}

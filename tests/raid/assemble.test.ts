@@ -3,6 +3,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileDevice } from '../../src/blockdev/index.js';
 import { assembleArray, createArray } from '../../src/raid/index.js';
+import { encodeSuperblock, initChecksum, newestSuperblock, slotOffset } from '../../src/raid/superblock.js';
 import { pattern } from '../support/blockdev-contract.js';
 import { scratchDir } from '../support/scratch.js';
 
@@ -117,5 +118,37 @@ describe('assembling an array from its members', () => {
     const forced = await createArray({ level: 1, members: ps, size: SIZE / 2, chunk: 16 * 1024, force: true });
     expect(forced.status().level).toBe(1);
     await forced.close();
+  });
+
+  it('refuses a member whose superblock checksums but describes nonsense', async () => {
+    await initChecksum();
+    const cases: Array<[string, number, RegExp]> = [
+      ['chunk', 3, /invalid chunk size 3/],
+      ['rows', 1_000_000, /device holds \d+ bytes, the array needs/],
+      ['bitmapRegion', 0, /invalid bitmap region 0/],
+      ['members', 1, /RAID 5 with 1 members/],
+      ['arraySize', 2 ** 50, /larger than the members hold/],
+    ];
+    for (const [field, value, problem] of cases) {
+      const ps = paths(3, 'hostile');
+      const data = pattern(SIZE / 2, 4);
+      const array = await createArray({ level: 5, members: ps, size: SIZE / 2, chunk: 16 * 1024 });
+      await array.write(data, 0);
+      await array.close();
+      // Crafted with a valid checksum and a higher event count, so it would be taken as the truth if believed.
+      const dev = FileDevice.open(ps[0]!);
+      const header = Buffer.alloc(8192);
+      await dev.read(header, 0);
+      const sb = newestSuperblock(header)!;
+      await dev.write(encodeSuperblock({ ...sb, events: sb.events + 1, [field]: value }), slotOffset(sb.events + 1));
+      await dev.close();
+      const { array: again, warnings } = await assembleArray(ps);
+      expect(warnings.find((w) => w.startsWith(ps[0]!)), field).toMatch(problem);
+      expect(again.status().state).toBe('degraded');
+      const back = Buffer.alloc(data.length);
+      await again.read(back, 0);
+      expect(Buffer.compare(back, data)).toBe(0);
+      await again.close();
+    }
   });
 });
