@@ -26,9 +26,9 @@ export function reconstruct(blocks: Uint8Array[], d: number, parity: 1 | 2, miss
   if (lostData.length === 1 && !pLost) {
     // D_a = P ^ Σ_{i≠a} D_i, then Q again if it was lost too.
     const a = lostData[0]!;
-    const out = blocks[a]!;
-    out.set(blocks[pIdx]!.subarray(0, len));
-    for (let i = 0; i < d; i++) if (i !== a) xorInto(out, blocks[i]!, len);
+    const sources = [blocks[pIdx]!];
+    for (let i = 0; i < d; i++) if (i !== a) sources.push(blocks[i]!);
+    computeP(sources, blocks[a]!, len);
     if (qLost) computePQ(data, s1, blocks[qIdx]!, len);
     return;
   }
