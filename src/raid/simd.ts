@@ -48,6 +48,8 @@ const AND = simd(0x4e);
 const XOR = simd(0x51);
 const SHL8 = simd(0x6b);
 const SHRS8 = simd(0x6c);
+const SHRU8 = simd(0x6d);
+const SWIZZLE = simd(0x0e);
 const ADD = [0x6a];
 const SUB = [0x6b];
 const MUL = [0x6c];
@@ -93,13 +95,42 @@ function assemble(): Uint8Array {
     ...END, ...END,
     ...END,
   ];
+  // mul(src, dst, len, tables, acc): dst = (acc ? dst : 0) ^ c·src, with c·x = lo[x & 15] ^ hi[x >> 4]
+  // looked up 16 bytes at a time by swizzle; the two 16-byte tables sit at `tables`.
+  // Params 0 src, 1 dst, 2 len, 3 tables, 4 acc; locals 5 i, 6 lo, 7 hi, 8 x, 9 r, 10 the 0x0f splat.
+  const [src, dst, mlen, tables, acc, mi, lo, hi, mx, r, k0f] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+  const mulBody = [
+    ...vec([
+      [1, I32],
+      [5, V128],
+    ]),
+    ...get(tables), ...LOAD, ...set(lo),
+    ...get(tables), ...i32(16), ...ADD, ...LOAD, ...set(hi),
+    ...i32(0x0f), ...SPLAT8, ...set(k0f),
+    ...i32(0), ...set(mi),
+    ...BLOCK, ...LOOP,
+    ...get(mi), ...get(mlen), ...GE_U, ...BR_IF(1),
+    ...get(src), ...get(mi), ...ADD, ...LOAD, ...set(mx),
+    ...get(lo), ...get(mx), ...get(k0f), ...AND, ...SWIZZLE,
+    ...get(hi), ...get(mx), ...i32(4), ...SHRU8, ...SWIZZLE,
+    ...XOR, ...set(r),
+    ...get(acc), ...IF, ...get(r), ...get(dst), ...get(mi), ...ADD, ...LOAD, ...XOR, ...set(r), ...END,
+    ...get(dst), ...get(mi), ...ADD, ...get(r), ...STORE,
+    ...get(mi), ...i32(16), ...ADD, ...set(mi),
+    ...BR(0),
+    ...END, ...END,
+    ...END,
+  ];
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec([[0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0]])),
-    ...section(3, vec([[0]])),
+    ...section(1, vec([
+      [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0],
+      [0x60, ...vec([[I32], [I32], [I32], [I32], [I32]]), 0],
+    ])),
+    ...section(3, vec([[0], [1]])),
     ...section(5, vec([[0x00, 1]])),
-    ...section(7, vec([[...name('m'), 0x02, 0], [...name('gen'), 0x00, 0]])),
-    ...section(10, vec([[...uleb(body.length), ...body]])),
+    ...section(7, vec([[...name('m'), 0x02, 0], [...name('gen'), 0x00, 0], [...name('mul'), 0x00, 1]])),
+    ...section(10, vec([[...uleb(body.length), ...body], [...uleb(mulBody.length), ...mulBody]])),
   ]);
 }
 
@@ -116,10 +147,12 @@ interface WasmApi {
 const wasm = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
 
 type Gen = (base: number, stride: number, ndata: number, p: number, q: number, len: number, withQ: number) => void;
+type Mul = (src: number, dst: number, len: number, tables: number, acc: number) => void;
 
 interface Kernel {
   memory: WasmMemory;
   gen: Gen;
+  mul: Mul;
 }
 
 function load(): Kernel | undefined {
@@ -128,7 +161,7 @@ function load(): Kernel | undefined {
     const bytes = assemble();
     if (!wasm.validate(bytes)) return undefined;
     const inst = new wasm.Instance(new wasm.Module(bytes));
-    return { memory: inst.exports.m as WasmMemory, gen: inst.exports.gen as Gen };
+    return { memory: inst.exports.m as WasmMemory, gen: inst.exports.gen as Gen, mul: inst.exports.mul as Mul };
   } catch {
     return undefined;
   }
@@ -155,5 +188,44 @@ export function simdParity(data: readonly Uint8Array[], p: Uint8Array, q: Uint8A
   kernel.gen(0, len, d, d * len, (d + 1) * len, len, q ? 1 : 0);
   p.set(mem.subarray(d * len, (d + 1) * len));
   if (q) q.set(mem.subarray((d + 1) * len, (d + 2) * len));
+  return true;
+}
+
+/** Grows the module's memory to at least `bytes`; false past 1 GiB. */
+function room(k: Kernel, bytes: number): boolean {
+  if (bytes > 1024 ** 3) return false;
+  if (k.memory.buffer.byteLength < bytes) k.memory.grow(Math.ceil((bytes - k.memory.buffer.byteLength) / 65536));
+  return true;
+}
+
+/** Writes the two nibble tables of a constant (c·i and c·(i << 4)) at `at`, from its 256-byte product table. */
+function nibbleTables(mem: Uint8Array, at: number, table: Uint8Array): void {
+  for (let i = 0; i < 16; i++) {
+    mem[at + i] = table[i]!;
+    mem[at + 16 + i] = table[i << 4]!;
+  }
+}
+
+/**
+ * dst = ta·x ^ tb·y (or dst = ta·x when y is absent) over len bytes, len a
+ * multiple of 16, where ta and tb are the 256-byte product tables of the two
+ * constants. False when SIMD is unavailable.
+ */
+export function simdMul(dst: Uint8Array, ta: Uint8Array, x: Uint8Array, tb: Uint8Array | undefined, y: Uint8Array | undefined, len: number): boolean {
+  const k = kernel;
+  if (!k || !room(k, 64 + 3 * len)) return false;
+  const mem = new Uint8Array(k.memory.buffer);
+  const X = 64;
+  const Y = 64 + len;
+  const D = 64 + 2 * len;
+  nibbleTables(mem, 0, ta);
+  mem.set(x.subarray(0, len), X);
+  k.mul(X, D, len, 0, 0);
+  if (tb && y) {
+    nibbleTables(mem, 32, tb);
+    mem.set(y.subarray(0, len), Y);
+    k.mul(Y, D, len, 32, 1);
+  }
+  dst.set(mem.subarray(D, D + len));
   return true;
 }

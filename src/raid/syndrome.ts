@@ -1,5 +1,5 @@
 import { gfMulTable } from './gf256.js';
-import { simdParity } from './simd.js';
+import { simdMul, simdParity } from './simd.js';
 
 /** Below this the copy into WebAssembly memory costs more than SIMD saves. */
 const SIMD_MIN = 4096;
@@ -155,7 +155,9 @@ function halves(b: Uint8Array, len: number): Uint16Array {
 /** buf = c·buf over len bytes. */
 export function mulInPlace(buf: Uint8Array, c: number, len: number): void {
   let start = 0;
-  if ((buf.byteOffset & 1) === 0) {
+  const body = len & ~15;
+  if (body >= SIMD_MIN && simdMul(buf, gfMulTable(c), buf, undefined, undefined, body)) start = body;
+  else if ((buf.byteOffset & 1) === 0) {
     const t = wideTable(c);
     const h = halves(buf, len);
     for (let i = 0; i < h.length; i++) h[i] = t[h[i]!]!;
@@ -168,7 +170,9 @@ export function mulInPlace(buf: Uint8Array, c: number, len: number): void {
 /** dst = a·x ^ b·y over len bytes (the two-data-block RAID 6 solve). */
 export function mulAdd2(dst: Uint8Array, a: number, x: Uint8Array, b: number, y: Uint8Array, len: number): void {
   let start = 0;
-  if (((dst.byteOffset | x.byteOffset | y.byteOffset) & 1) === 0) {
+  const body = len & ~15;
+  if (body >= SIMD_MIN && simdMul(dst, gfMulTable(a), x, gfMulTable(b), y, body)) start = body;
+  else if (((dst.byteOffset | x.byteOffset | y.byteOffset) & 1) === 0) {
     const ta = wideTable(a);
     const tb = wideTable(b);
     const dh = halves(dst, len);
