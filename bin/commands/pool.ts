@@ -73,8 +73,10 @@ async function createPool(name: string, opts: { size: string; path?: string; clu
   else if (!fs.existsSync(path.dirname(file))) throw new Error(`directory ${path.dirname(file)} does not exist`);
 
   const record: PoolRecord = { name, backing: { kind: 'file', path: file }, created: new Date().toISOString() };
+  let fileCreated = false;
   try {
     const dev = FileDevice.create(file, { size });
+    fileCreated = true;
     let created: Pool;
     try {
       created = await Pool.create(dev, clusterSize === undefined ? {} : { clusterSize });
@@ -85,7 +87,8 @@ async function createPool(name: string, opts: { size: string; path?: string; clu
     await created.close();
     registry.add(record);
   } catch (err) {
-    fs.rmSync(file, { force: true });
+    // Only a file this command made is removed; one that appeared under the same name meanwhile is someone else's.
+    if (fileCreated) fs.rmSync(file, { force: true });
     throw new Error(`cannot create pool '${name}': ${oneLine(err)}`);
   }
   const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, p.stats()));
