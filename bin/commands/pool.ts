@@ -197,11 +197,23 @@ function where(p: CheckProblem): string {
 async function deletePool(name: string, opts: { force?: boolean }, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const registry = new Registry(g.home);
-  const record = registry.get(checkName('pool', name));
-  if (record.backing.kind === 'raid') throw raidNotAvailable();
   const force = opts.force === true;
+  let record: PoolRecord;
+  try {
+    record = registry.get(checkName('pool', name));
+  } catch (err) {
+    if (!force || !registry.has(name)) throw err;
+    registry.remove(name);
+    report(g, { deleted: name, path: null, kept: null }, `deleted the damaged registration of pool '${name}'`);
+    return;
+  }
+  if (record.backing.kind === 'raid') throw raidNotAvailable();
+  // The file is removed only once it has opened as a Strata pool: a registration
+  // edited to point elsewhere must not make `delete --force` remove any file.
+  let isPool = false;
   try {
     const { pool, close } = await openRegisteredPool(g.home, name, { readOnly: true });
+    isPool = true;
     const volumes = pool.stats().volumes > 0 ? (await pool.listVolumes()).map((v) => v.name) : [];
     await close();
     if (volumes.length > 0 && !force) {
@@ -214,8 +226,14 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
   }
   const file = registry.filePath(record);
   registry.remove(name);
-  fs.rmSync(file, { force: true });
-  report(g, { deleted: name, path: file }, `deleted pool '${name}' (removed ${file})`);
+  if (isPool) {
+    fs.rmSync(file, { force: true });
+    report(g, { deleted: name, path: file, kept: null }, `deleted pool '${name}' (removed ${file})`);
+  } else if (fs.existsSync(file)) {
+    report(g, { deleted: name, path: null, kept: file }, `deleted pool '${name}' from the registry; left ${file} in place (it does not open as a pool)`);
+  } else {
+    report(g, { deleted: name, path: null, kept: null }, `deleted pool '${name}' from the registry (its file was already gone)`);
+  }
 }
 
 function summarize(registry: Registry, record: PoolRecord, stats: PoolStats): PoolSummary {

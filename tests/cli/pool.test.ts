@@ -203,7 +203,7 @@ describe('strata pool', () => {
     ok(home, ['volume', 'create', 'p0/b', '1M']);
     expect(fails(home, ['pool', 'delete', 'p0'])).toBe("strata: pool 'p0' holds 2 volumes (a, b); use --force to delete it with them");
     expect(fs.existsSync(path.join(home, 'p0.pool'))).toBe(true);
-    expect(json(home, ['pool', 'delete', 'p0', '--force'])).toEqual({ deleted: 'p0', path: path.join(home, 'p0.pool') });
+    expect(json(home, ['pool', 'delete', 'p0', '--force'])).toEqual({ deleted: 'p0', path: path.join(home, 'p0.pool'), kept: null });
     expect(fs.existsSync(path.join(home, 'p0.pool'))).toBe(false);
     expect(fs.existsSync(path.join(home, 'pools', 'p0.json'))).toBe(false);
     ok(home, ['pool', 'create', 'empty', '--size', '1G']);
@@ -215,7 +215,23 @@ describe('strata pool', () => {
     ok(home, ['pool', 'create', 'p0', '--size', '1G']);
     fs.rmSync(path.join(home, 'p0.pool'));
     expect(fails(home, ['pool', 'delete', 'p0'])).toMatch(/p0\.pool is missing/);
-    ok(home, ['pool', 'delete', 'p0', '--force']);
+    expect(ok(home, ['pool', 'delete', 'p0', '--force'])).toBe("deleted pool 'p0' from the registry (its file was already gone)\n");
+    expect(json(home, ['pool', 'list'])).toEqual([]);
+  });
+
+  it('delete --force never removes a file that does not open as a pool, and clears a damaged registration', () => {
+    const home = freshHome();
+    ok(home, ['pool', 'create', 'p0', '--size', '1G']);
+    // The registration now points at a file that is not a pool.
+    const precious = path.join(home, 'precious.txt');
+    fs.writeFileSync(precious, 'not a pool');
+    fs.writeFileSync(path.join(home, 'pools', 'p0.json'), JSON.stringify({ version: 1, name: 'p0', backing: { kind: 'file', path: precious }, created: 'x' }));
+    expect(fails(home, ['pool', 'delete', 'p0'])).toMatch(/^strata: pool 'p0': .*not a Strata pool/);
+    expect(ok(home, ['pool', 'delete', 'p0', '--force'])).toBe(`deleted pool 'p0' from the registry; left ${precious} in place (it does not open as a pool)\n`);
+    expect(fs.readFileSync(precious, 'utf8')).toBe('not a pool');
+    fs.writeFileSync(path.join(home, 'pools', 'bad.json'), 'garbage');
+    expect(fails(home, ['pool', 'delete', 'bad'])).toMatch(/registration .* is damaged/);
+    expect(json(home, ['pool', 'delete', 'bad', '--force'])).toEqual({ deleted: 'bad', path: null, kept: null });
     expect(json(home, ['pool', 'list'])).toEqual([]);
   });
 
