@@ -112,6 +112,7 @@ describe('strata volume', () => {
     expect(allocated(path.join(home, 'p0.pool'))).toBeLessThan(before - (24 << 20));
     ok(home, ['volume', 'create', 'p0/v', '64M']);
     expect(json<VolumeJson>(home, ['volume', 'info', 'p0/v']).allocatedBytes).toBe(0);
+    expect(json(home, ['volume', 'delete', 'p0/v'])).toEqual({ deleted: 'p0/v' });
   });
 
   it('preallocates when asked', () => {
