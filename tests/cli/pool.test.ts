@@ -108,6 +108,8 @@ describe('strata pool', () => {
     ok(null, ['pool', 'create', 'here', '--size', '1G'], { cwd });
     expect(fs.existsSync(path.join(cwd, 'strata-data', 'here.pool'))).toBe(true);
     expect(ok(null, ['pool', 'list'], { cwd })).toMatch(/^here\s/m);
+    // Set but empty is the default too, not the working directory.
+    expect(ok(null, ['pool', 'list'], { cwd, env: { STRATA_HOME: '' } })).toMatch(/^here\s/m);
   });
 
   it('names what is wrong in one line: unknown pool, duplicate, bad name, bad size, taken path', () => {

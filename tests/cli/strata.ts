@@ -67,7 +67,7 @@ export interface Run {
 /** Runs `strata --home HOME ...args` as a user would, with STRATA_HOME unset unless `env` sets it. */
 export function strata(home: string | null, args: string[], opts: { env?: Record<string, string>; cwd?: string } = {}): Run {
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
-  if (!opts.env?.STRATA_HOME) delete env.STRATA_HOME;
+  if (opts.env?.STRATA_HOME === undefined) delete env.STRATA_HOME;
   const r = spawnSync(process.execPath, [cli, ...(home === null ? [] : ['--home', home]), ...args], {
     encoding: 'utf8',
     env,
