@@ -4,7 +4,7 @@ import { Option, type Command } from 'commander';
 import { FileDevice } from '../../src/blockdev/index.js';
 import { Pool, type CheckProblem, type CheckReport, type PoolStats } from '../../src/qcowlike/index.js';
 import { oneLine, openRegisteredPool, PoolInUseError, raidNotAvailable, withPool } from '../open-pool.js';
-import { formatFields, globals, printJson, printTable, report } from '../output.js';
+import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
@@ -132,24 +132,22 @@ async function poolInfo(name: string, _opts: unknown, cmd: Command): Promise<voi
   const summary = await withPool(g.home, checkName('pool', name), { readOnly: true }, async ({ pool, record }) => summarize(registry, record, pool.stats()));
   if (g.json) return printJson(summary);
   const bytes = (n: number): string => `${formatSize(n)} (${n} bytes)`;
-  process.stdout.write(
-    formatFields([
-      ['name', summary.name],
-      ['backing', describeBacking(summary.backing)],
-      ['uuid', summary.uuid],
-      ['created', summary.created],
-      ['device size', bytes(summary.deviceSize)],
-      ['cluster size', formatSize(summary.clusterSize)],
-      ['sub-cluster size', formatSize(summary.subclusterSize)],
-      ['capacity', bytes(summary.totalBytes)],
-      ['used', `${bytes(summary.usedBytes)}, ${percent(summary.usedBytes, summary.totalBytes)}`],
-      ['free', bytes(summary.freeBytes)],
-      ['volumes', String(summary.volumes)],
-      ['layers', String(summary.layers)],
-      ['journal', formatSize(summary.journalBytes)],
-      ['on host', summary.hostAllocatedBytes === null ? '-' : `${bytes(summary.hostAllocatedBytes)} allocated`],
-    ]),
-  );
+  printFields([
+    ['name', summary.name],
+    ['backing', describeBacking(summary.backing)],
+    ['uuid', summary.uuid],
+    ['created', summary.created],
+    ['device size', bytes(summary.deviceSize)],
+    ['cluster size', formatSize(summary.clusterSize)],
+    ['sub-cluster size', formatSize(summary.subclusterSize)],
+    ['capacity', bytes(summary.totalBytes)],
+    ['used', `${bytes(summary.usedBytes)}, ${percent(summary.usedBytes, summary.totalBytes)}`],
+    ['free', bytes(summary.freeBytes)],
+    ['volumes', String(summary.volumes)],
+    ['layers', String(summary.layers)],
+    ['journal', formatSize(summary.journalBytes)],
+    ['on host', summary.hostAllocatedBytes === null ? '-' : `${bytes(summary.hostAllocatedBytes)} allocated`],
+  ]);
 }
 
 async function checkPool(name: string, opts: { repair?: boolean }, cmd: Command): Promise<void> {
