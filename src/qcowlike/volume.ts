@@ -125,6 +125,10 @@ export class VolumeHandle implements Volume {
         pos = b;
       }
     }
+    if (falls.length === 0) {
+      if (pieces.length > 0) await this.fetch(pieces, buf);
+      return;
+    }
     const work: Array<Promise<void>> = [];
     if (pieces.length > 0) work.push(this.fetch(pieces, buf));
     for (const [at, n] of falls) work.push(this.readLayer(layer.parent!, buf, bufOff + at - voff, at, n));
@@ -135,48 +139,57 @@ export class VolumeHandle implements Volume {
   private async fetch(pieces: DataPiece[], buf: Buffer): Promise<void> {
     const S = this.core.geo.subclusterSize;
     const { store } = this.core;
-    const reads: Array<Promise<void>> = [];
+    let reads: Array<Promise<void>> | undefined;
     let i = 0;
     while (i < pieces.length) {
       const p = pieces[i]!;
       const staged = store.overlayGet(p.host);
+      let job: Promise<void>;
       if (staged) {
         staged.copy(buf, p.bufAt, p.scOff, p.scOff + p.n);
         i++;
         continue;
-      }
-      if (p.scOff !== 0 || p.n !== S) {
-        reads.push(this.fetchPartial(p, buf));
+      } else if (p.scOff !== 0 || p.n !== S) {
+        job = this.fetchPartial(p, buf);
         i++;
-        continue;
+      } else {
+        let j = i + 1;
+        while (j < pieces.length) {
+          const q = pieces[j]!;
+          const prev = pieces[j - 1]!;
+          if (q.scOff !== 0 || q.n !== S || q.host !== prev.host + S || q.bufAt !== prev.bufAt + S || store.overlayGet(q.host)) break;
+          j++;
+        }
+        job = this.fetchRun(pieces, i, j, buf);
+        i = j;
       }
-      let j = i + 1;
-      while (j < pieces.length) {
-        const q = pieces[j]!;
-        const prev = pieces[j - 1]!;
-        if (q.scOff !== 0 || q.n !== S || q.host !== prev.host + S || q.bufAt !== prev.bufAt + S || store.overlayGet(q.host)) break;
-        j++;
-      }
-      const run = pieces.slice(i, j);
-      reads.push(
-        this.core.dev.read(buf.subarray(p.bufAt, p.bufAt + run.length * S), p.host).then(async () => {
-          for (const q of run) await this.verify(buf.subarray(q.bufAt, q.bufAt + S), q);
-        }),
-      );
-      i = j;
+      // The common case, one run, needs no array of promises.
+      if (i >= pieces.length && !reads) return job;
+      (reads ??= []).push(job);
     }
-    await Promise.all(reads);
+    if (reads) await Promise.all(reads);
+  }
+
+  private async fetchRun(pieces: DataPiece[], from: number, to: number, buf: Buffer): Promise<void> {
+    const S = this.core.geo.subclusterSize;
+    const first = pieces[from]!;
+    await this.core.dev.read(buf.subarray(first.bufAt, first.bufAt + (to - from) * S), first.host);
+    for (let k = from; k < to; k++) {
+      const q = pieces[k]!;
+      const sc = buf.subarray(q.bufAt, q.bufAt + S);
+      if (dataChecksum(sc) !== q.sum) await this.recover(sc, q);
+    }
   }
 
   private async fetchPartial(p: DataPiece, buf: Buffer): Promise<void> {
     const tmp = Buffer.allocUnsafe(this.core.geo.subclusterSize);
     await this.core.dev.read(tmp, p.host);
-    await this.verify(tmp, p);
+    if (dataChecksum(tmp) !== p.sum) await this.recover(tmp, p);
     tmp.copy(buf, p.bufAt, p.scOff, p.scOff + p.n);
   }
 
-  private async verify(sc: Buffer, p: DataPiece): Promise<void> {
-    if (dataChecksum(sc) === p.sum) return;
+  /** A sub-cluster failed its checksum: get a good copy from the redundancy below, or fail naming the place. */
+  private async recover(sc: Buffer, p: DataPiece): Promise<void> {
     const ok = await this.core.store.fromRedundancy(sc, p.host, (b) => dataChecksum(b) === p.sum);
     if (ok) {
       this.core.counters.repairedData++;
