@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileDevice } from '../../src/blockdev/index.js';
+import { Pool } from '../../src/qcowlike/index.js';
 import { allocated, buildCli, fails, json, ok, strata } from './strata.js';
 import { scratchDir } from '../support/scratch.js';
 
@@ -251,6 +252,28 @@ describe('strata pool', () => {
       await held.close();
     }
     ok(home, ['pool', 'info', 'p0']);
+  });
+
+  it('read-only commands replay the journal of a pool that was not closed cleanly', async () => {
+    const home = freshHome();
+    ok(home, ['pool', 'create', 'p0', '--size', '1G']);
+    const file = path.join(home, 'p0.pool');
+    // A writer commits to the journal and stops without its closing checkpoint.
+    const dev = FileDevice.open(file);
+    const pool = await Pool.open(dev);
+    await pool.createVolume('v', 1 << 20);
+    const vol = await pool.openVolume('v');
+    await vol.write(Buffer.alloc(4096, 7), 0);
+    await vol.flush();
+    await pool.flush();
+    await dev.close();
+    const ro = FileDevice.open(file, { readOnly: true });
+    await expect(Pool.open(ro, { readOnly: true })).rejects.toMatchObject({ code: 'EBUSY' });
+    await ro.close();
+    expect(json<{ name: string; allocatedBytes: number }[]>(home, ['volume', 'list', 'p0']).map((v) => [v.name, v.allocatedBytes])).toEqual([['v', 4096]]);
+    const again = FileDevice.open(file, { readOnly: true });
+    const clean = await Pool.open(again, { readOnly: true });
+    await clean.close();
   });
 
   it('reports a damaged pool header in one line', () => {
