@@ -55,7 +55,8 @@ async function listVolumes(poolName: string, _opts: unknown, cmd: Command): Prom
     { header: 'ALLOCATED', value: (v) => formatSize(v.allocatedBytes), align: 'right' },
     { header: 'LAYERS', value: (v) => String(v.layers.length), align: 'right' },
     { header: 'MODE', value: (v) => (v.readOnly ? 'ro' : 'rw') },
-    { header: 'CREATED', value: (v) => v.created },
+    // UTC to the second; info and JSON have the full ISO time.
+    { header: 'CREATED', value: (v) => v.created.replace('T', ' ').slice(0, 19) },
   ]);
 }
 
