@@ -70,8 +70,12 @@ export class MetaStore {
   private readonly changed = new Set<Block>();
   /** L2 tables under a durable intent in the current journal generation. */
   private readonly intents = new Set<number>();
-  /** L2 tables whose intent goes into the next transaction. */
+  /** L2 tables whose intent goes into the next transaction, and the commit that will carry it. */
   private intentsWanted = new Set<number>();
+  private nextGrant: Promise<void> | undefined;
+  /** L2 tables whose intent a running commit carries, and when it is done. */
+  private granting = new Set<number>();
+  private grantingDone: Promise<void> = Promise.resolve();
   private readonly maxIntents: number;
   private pendingBytes = 0;
   private readonly maxDirty: number;
@@ -226,11 +230,33 @@ export class MetaStore {
     return this.intents.has(l2Cluster);
   }
 
-  /** Makes intents for these L2 tables durable (a commit). Call outside the write gate. */
+  /**
+   * Makes intents for these L2 tables durable (a commit). Call outside the
+   * write gate. Each acquisition costs a flush, so it also takes intents for
+   * the other L2 tables in memory (the working set), up to half the limit:
+   * random writes then pay for one commit, not one per table.
+   */
   async acquireIntents(l2Clusters: Iterable<number>): Promise<void> {
-    for (const c of l2Clusters) if (!this.intents.has(c)) this.intentsWanted.add(c);
-    if (this.intentsWanted.size === 0) return;
-    await this.commit();
+    let inFlight = false;
+    for (const c of l2Clusters) {
+      if (this.intents.has(c)) continue;
+      if (this.granting.has(c)) inFlight = true;
+      else this.intentsWanted.add(c);
+    }
+    if (this.intentsWanted.size === 0) {
+      if (inFlight) await this.grantingDone;
+      return;
+    }
+    const room = Math.floor(this.maxIntents / 2);
+    for (const map of [this.dirty, this.clean] as const) {
+      for (const b of map.values()) {
+        if (this.intents.size + this.intentsWanted.size >= room) break;
+        if (b.type === BlockType.L2 && !this.intents.has(b.cluster) && !this.granting.has(b.cluster)) this.intentsWanted.add(b.cluster);
+      }
+    }
+    // Every caller until the next capture shares one commit.
+    this.nextGrant ??= this.commit();
+    await this.nextGrant;
   }
 
   // ---- write gate ----------------------------------------------------------
@@ -291,10 +317,23 @@ export class MetaStore {
 
   private async commitLocked(forceCheckpoint: boolean): Promise<void> {
     const reopen = await this.drain();
-    let records: JournalRecord[];
-    let images: Array<{ block: Block; version: number; image: Buffer }> | undefined;
     const granted = this.intentsWanted;
     this.intentsWanted = new Set();
+    this.nextGrant = undefined;
+    let grantDone!: () => void;
+    this.granting = granted;
+    this.grantingDone = new Promise((r) => (grantDone = r));
+    try {
+      await this.commitCaptured(granted, forceCheckpoint, reopen);
+    } finally {
+      this.granting = new Set();
+      grantDone();
+    }
+  }
+
+  private async commitCaptured(granted: Set<number>, forceCheckpoint: boolean, reopen: () => void): Promise<void> {
+    let records: JournalRecord[];
+    let images: Array<{ block: Block; version: number; image: Buffer }> | undefined;
     try {
       records = this.captureRecords();
       for (const c of granted) records.push({ type: RecordType.Intent, target: c, payload: Buffer.alloc(0) });
