@@ -8,7 +8,7 @@ import { buildInitramfs } from '../support/guest-initramfs.js';
 import { guestKernel } from '../support/guest-kernel.js';
 import { expectedSums, patternBlob, payloadFiles } from '../support/guest-payload.js';
 import { bootGuest, consoleTail, type DriveCache, type GuestRun } from '../support/guest-qemu.js';
-import { readBack } from '../support/guest-readback.js';
+import { diskOffsetOf, readBack } from '../support/guest-readback.js';
 import { scratchDir } from '../support/scratch.js';
 
 /**
@@ -23,7 +23,7 @@ const DISK_BYTES = 256 * 1024 * 1024;
 const BOOT_TIMEOUT_MS = 45_000;
 const SEED = 0x5157a7a;
 
-const TOOLS = ['qemu-system-x86_64', 'apt-get', 'apt-cache', 'dpkg-deb', 'ldd', 'nbdcopy', 'e2fsck', 'debugfs'];
+const TOOLS = ['qemu-system-x86_64', 'qemu-io', 'apt-get', 'apt-cache', 'dpkg-deb', 'ldd', 'nbdcopy', 'e2fsck', 'debugfs', 'dumpe2fs'];
 const FILES = ['/bin/busybox', '/sbin/mke2fs', '/sbin/e2fsck', '/etc/mke2fs.conf'];
 const serverTool: Record<ServerKind, string> = { strata: process.execPath, 'qemu-nbd': 'qemu-nbd', nbdkit: 'nbdkit' };
 
@@ -51,6 +51,8 @@ describe.skipIf(skip)(`a Linux guest on an NBD disk served by ${serverKind}`, ()
   const expected = expectedSums(files, blob);
   let vmlinuz = '';
   let initrd = '';
+  /** The disk the cache=none run wrote and verified, for the tampering check. */
+  let verifiedDisk: string | undefined;
 
   beforeAll(() => {
     if (missing.length > 0) return;
@@ -88,9 +90,26 @@ describe.skipIf(skip)(`a Linux guest on an NBD disk served by ${serverKind}`, ()
       expect(verify.result.guest.sums).toEqual(expected);
       expect(verify.result.host.fsckExit, verify.result.host.fsckOutput).toBe(0);
       expect(verify.result.host.sums).toEqual(expected);
-      fs.rmSync(image, { force: true });
+      if (cache === 'none') verifiedDisk = image;
+      else fs.rmSync(image, { force: true });
     });
   }
+
+  it('notices one block of one file changed behind the file system\'s back', async () => {
+    expect(verifiedDisk, 'needs the disk the cache=none run verified').toBeDefined();
+    const image = verifiedDisk as string;
+    await withServer(image, async (uri) => {
+      const offset = await diskOffsetOf(uri, scratch.dir, '/data/sixteen-mib', 100);
+      execFileSync('qemu-io', ['-f', 'raw', '-c', `write -P 0x5a ${offset} 4096`, uri], { stdio: 'pipe' });
+    });
+    const verify = await withServer(image, (uri) =>
+      bootGuest({ vmlinuz, initrd, phase: 'verify', uri, cache: 'none', readonly: true, timeoutMs: BOOT_TIMEOUT_MS }),
+    );
+    const why = consoleTail(verify.result);
+    expect(verify.result.verdict, why).toBe('FAIL checksum mismatch');
+    expect(verify.result.console, why).toMatch(/sixteen-mib: FAILED/);
+    expect(verify.result.console, why).not.toMatch(/(?<!sixteen-mib): FAILED/);
+  });
 });
 
 /** Runs one guest boot against a fresh server process, so the second boot sees only what reached the image. */

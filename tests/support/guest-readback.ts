@@ -50,3 +50,19 @@ export async function readBack(uri: string, workDir: string): Promise<Readback> 
   fs.rmSync(out, { recursive: true, force: true });
   return { fsckExit, fsckOutput, sums };
 }
+
+/** Where a file's block lies on the disk, found with the host's debugfs on a copy of the export. */
+export async function diskOffsetOf(uri: string, workDir: string, file: string, fileBlock: number): Promise<number> {
+  const copy = path.join(workDir, 'locate.raw');
+  try {
+    await run('nbdcopy', [uri, copy]);
+    const { stdout } = await run('debugfs', ['-R', `bmap ${file} ${fileBlock}`, copy]);
+    const block = Number(stdout.trim());
+    if (!Number.isSafeInteger(block) || block <= 0) throw new Error(`debugfs bmap ${file} ${fileBlock} said '${stdout.trim()}'`);
+    const { stdout: stats } = await run('dumpe2fs', ['-h', copy]);
+    const blockSize = Number(/Block size:\s*(\d+)/.exec(stats)?.[1]);
+    return block * blockSize;
+  } finally {
+    fs.rmSync(copy, { force: true });
+  }
+}
