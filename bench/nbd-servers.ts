@@ -17,6 +17,8 @@ export interface ServerOptions {
   format?: 'raw' | 'qcow2';
   /** Extra command-line arguments placed before the image (tuning flags for the benchmark). */
   extraArgs?: string[];
+  /** For strata: its arguments, replacing `serve --file IMAGE …` (to serve a pool volume instead of a file). */
+  strataArgs?: string[];
   /** Milliseconds to wait for the server to accept connections. */
   readyTimeoutMs?: number;
 }
@@ -47,12 +49,13 @@ function repoRoot(): string {
   return dir;
 }
 
-/**
- * The Strata server command line. This is the one place to change when the
- * Strata side moves from a plain file to a pool volume.
- */
-export function strataServeArgs(image: string, exportName: string): string[] {
-  return [path.join(repoRoot(), 'dist', 'bin', 'strata.js'), 'serve', '--file', image, '--listen', '127.0.0.1:0', '--export', exportName];
+export function strataCli(): string {
+  return path.join(repoRoot(), 'dist', 'bin', 'strata.js');
+}
+
+/** `strata serve` on a plain file; it prints its nbd:// URI once it listens. */
+export function strataServeFileArgs(image: string, exportName: string): string[] {
+  return ['serve', '--file', image, '--listen', '127.0.0.1:0', '--export', exportName];
 }
 
 export async function startServer(kind: ServerKind, image: string, opts: ServerOptions = {}): Promise<RunningServer> {
@@ -60,7 +63,8 @@ export async function startServer(kind: ServerKind, image: string, opts: ServerO
   const readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
   const extra = opts.extraArgs ?? [];
   if (kind === 'strata') {
-    const child = spawn(process.execPath, [...strataServeArgs(image, exportName), ...extra], {
+    const args = opts.strataArgs ?? strataServeFileArgs(image, exportName);
+    const child = spawn(process.execPath, [strataCli(), ...args, ...extra], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const uri = await announcedUri(child, readyTimeoutMs);
