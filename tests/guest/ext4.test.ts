@@ -3,11 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer, type ServerExit, type ServerKind } from '../../bench/nbd-servers.js';
-import { initScript, PATTERN_PATH } from '../support/guest-init.js';
-import { buildInitramfs } from '../support/guest-initramfs.js';
-import { guestKernel } from '../support/guest-kernel.js';
-import { expectedSums, patternBlob, payloadFiles } from '../support/guest-payload.js';
-import { bootGuest, consoleTail, type DriveCache, type GuestRun } from '../support/guest-qemu.js';
+import { LinuxGuest } from '../support/guest.js';
+import { consoleTail, type DriveCache, type GuestRun } from '../support/guest-qemu.js';
 import { diskOffsetOf, readBack } from '../support/guest-readback.js';
 import { scratchDir } from '../support/scratch.js';
 
@@ -18,10 +15,12 @@ import { scratchDir } from '../support/scratch.js';
  * own tools. The server is Strata; STRATA_GUEST_SERVER=qemu-nbd or nbdkit runs
  * the same test against a reference server.
  */
+const SERVER_KINDS: ServerKind[] = ['strata', 'qemu-nbd', 'nbdkit'];
 const serverKind = (process.env.STRATA_GUEST_SERVER ?? 'strata') as ServerKind;
+if (!SERVER_KINDS.includes(serverKind)) {
+  throw new Error(`STRATA_GUEST_SERVER must be one of ${SERVER_KINDS.join(', ')}, not '${serverKind}'`);
+}
 const DISK_BYTES = 256 * 1024 * 1024;
-const BOOT_TIMEOUT_MS = 45_000;
-const SEED = 0x5157a7a;
 
 const TOOLS = ['qemu-system-x86_64', 'qemu-io', 'apt-get', 'apt-cache', 'dpkg-deb', 'ldd', 'nbdcopy', 'e2fsck', 'debugfs', 'dumpe2fs'];
 const FILES = ['/bin/busybox', '/sbin/mke2fs', '/sbin/e2fsck', '/etc/mke2fs.conf'];
@@ -46,21 +45,13 @@ if (skip) console.warn(`guest test skipped, missing: ${missing.join(', ')} (run 
 
 describe.skipIf(skip)(`a Linux guest on an NBD disk served by ${serverKind}`, () => {
   const scratch = scratchDir('guest');
-  const files = payloadFiles();
-  const blob = patternBlob(SEED);
-  const expected = expectedSums(files, blob);
-  let vmlinuz = '';
-  let initrd = '';
+  let guest: LinuxGuest;
   /** The disk the cache=none run wrote and verified, for the tampering check. */
   let verifiedDisk: string | undefined;
 
   beforeAll(() => {
     if (missing.length > 0) return;
-    const kernel = guestKernel();
-    vmlinuz = kernel.vmlinuz;
-    const init = (modules: string[]) => initScript({ modules, files, junkBytes: 24 * 1024 * 1024 });
-    initrd = path.join(scratch.dir, 'initrd.cpio');
-    fs.writeFileSync(initrd, buildInitramfs(kernel, init, [{ path: PATTERN_PATH, data: blob }]));
+    guest = LinuxGuest.prepare(scratch.dir);
   });
   afterAll(() => scratch.cleanup());
 
@@ -74,22 +65,20 @@ describe.skipIf(skip)(`a Linux guest on an NBD disk served by ${serverKind}`, ()
       fs.writeFileSync(image, '');
       fs.truncateSync(image, DISK_BYTES);
 
-      const write = await withServer(image, (uri) =>
-        bootGuest({ vmlinuz, initrd, phase: 'write', uri, cache, readonly: false, timeoutMs: BOOT_TIMEOUT_MS }),
-      );
-      expectGuestOk(write.result, 'write');
+      const write = await withServer(image, (uri) => guest.write(uri, cache));
+      expectGuestOk(write.result, 'write', guest.fileCount);
       expectCleanExit(write.exit);
-      expect(write.result.sums).toEqual(expected);
+      expect(write.result.sums).toEqual(guest.expected);
 
       const verify = await withServer(image, async (uri) => ({
-        guest: await bootGuest({ vmlinuz, initrd, phase: 'verify', uri, cache, readonly: true, timeoutMs: BOOT_TIMEOUT_MS }),
+        guest: await guest.verify(uri, cache),
         host: await readBack(uri, scratch.dir),
       }));
-      expectGuestOk(verify.result.guest, 'verify');
+      expectGuestOk(verify.result.guest, 'verify', guest.fileCount);
       expectCleanExit(verify.exit);
-      expect(verify.result.guest.sums).toEqual(expected);
+      expect(verify.result.guest.sums).toEqual(guest.expected);
       expect(verify.result.host.fsckExit, verify.result.host.fsckOutput).toBe(0);
-      expect(verify.result.host.sums).toEqual(expected);
+      expect(verify.result.host.sums).toEqual(guest.expected);
       if (cache === 'none') verifiedDisk = image;
       else fs.rmSync(image, { force: true });
     });
@@ -102,9 +91,7 @@ describe.skipIf(skip)(`a Linux guest on an NBD disk served by ${serverKind}`, ()
       const offset = await diskOffsetOf(uri, scratch.dir, '/data/sixteen-mib', 100);
       execFileSync('qemu-io', ['-f', 'raw', '-c', `write -P 0x5a ${offset} 4096`, uri], { stdio: 'pipe' });
     });
-    const verify = await withServer(image, (uri) =>
-      bootGuest({ vmlinuz, initrd, phase: 'verify', uri, cache: 'none', readonly: true, timeoutMs: BOOT_TIMEOUT_MS }),
-    );
+    const verify = await withServer(image, (uri) => guest.verify(uri, 'none'));
     const why = consoleTail(verify.result);
     expect(verify.result.verdict, why).toBe('FAIL checksum mismatch');
     expect(verify.result.console, why).toMatch(/sixteen-mib: FAILED/);
@@ -125,10 +112,10 @@ async function withServer<T>(image: string, body: (uri: string) => Promise<T>): 
   return { result, exit: await server.stop() };
 }
 
-function expectGuestOk(run: GuestRun, phase: string): void {
+function expectGuestOk(run: GuestRun, phase: string, files: number): void {
   const why = `${phase} boot: verdict ${run.verdict ?? '(none)'}, qemu exit ${run.exitCode}` +
     `${run.timedOut ? ', killed at the timeout' : ''} after ${run.elapsedMs} ms; console ends:\n${consoleTail(run)}`;
-  expect(run.verdict, why).toBe(`OK ${payloadFiles().length}`);
+  expect(run.verdict, why).toBe(`OK ${files}`);
   expect(run.timedOut, why).toBe(false);
   expect(run.exitCode, why).toBe(0);
 }
