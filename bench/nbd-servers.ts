@@ -67,8 +67,9 @@ export async function startServer(kind: ServerKind, image: string, opts: ServerO
     const child = spawn(process.execPath, [strataCli(), ...args, ...extra], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    const stderr = collect(child);
     const uri = await announcedUri(child, readyTimeoutMs);
-    return running(kind, uri, child);
+    return running(kind, uri, child, stderr);
   }
   const port = await freePort();
   const args =
@@ -76,12 +77,12 @@ export async function startServer(kind: ServerKind, image: string, opts: ServerO
       ? ['-f', opts.format ?? 'raw', '-t', '--bind', '127.0.0.1', '--port', String(port), '-x', exportName, ...extra, image]
       : ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(port), '-e', exportName, ...extra, 'file', image];
   const child = spawn(kind, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  await acceptsConnections(child, port, readyTimeoutMs);
-  return running(kind, `nbd://127.0.0.1:${port}/${exportName}`, child);
+  const stderr = collect(child);
+  await acceptsConnections(child, port, readyTimeoutMs, stderr);
+  return running(kind, `nbd://127.0.0.1:${port}/${exportName}`, child, stderr);
 }
 
-function running(kind: ServerKind, uri: string, child: ChildProcess): RunningServer {
-  const stderr = collect(child);
+function running(kind: ServerKind, uri: string, child: ChildProcess, stderr: () => string): RunningServer {
   const exited = new Promise<ServerExit>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal, stderr: stderr() }));
   });
@@ -159,16 +160,14 @@ function freePort(): Promise<number> {
   });
 }
 
-async function acceptsConnections(child: ChildProcess, port: number, timeoutMs: number): Promise<void> {
+async function acceptsConnections(child: ChildProcess, port: number, timeoutMs: number, stderr: () => string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let spawnError: Error | undefined;
   child.once('error', (e) => (spawnError = e));
-  let err = '';
-  child.stderr?.on('data', (c: Buffer) => (err += c.toString()));
   for (;;) {
     if (spawnError) throw new Error(`could not start ${child.spawnfile}: ${spawnError.message}`);
     if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`${child.spawnfile} exited (code ${child.exitCode}) before listening: ${err.trim()}`);
+      throw new Error(`${child.spawnfile} exited (code ${child.exitCode}) before listening: ${stderr().trim()}`);
     }
     if (await canConnect(port)) return;
     if (Date.now() > deadline) {
