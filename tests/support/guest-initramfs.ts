@@ -9,6 +9,8 @@ const E2FS_PROGRAMS = ['/sbin/mke2fs', '/sbin/e2fsck'];
 const BUSYBOX = '/bin/busybox';
 /** The disk driver and its PCI transport; their dependencies come along. */
 const MODULES = ['virtio_pci', 'virtio_blk'];
+/** Newer Debian kernels compress their modules; busybox insmod wants them plain. */
+const MODULE_FILE = /\.ko(\.xz|\.zst)?$/;
 
 /**
  * An initramfs with busybox-static, mke2fs/e2fsck with the shared libraries
@@ -22,6 +24,7 @@ export function buildInitramfs(
   extra: { path: string; data: Uint8Array }[],
 ): Buffer {
   const files = new Map<string, { data: Uint8Array; executable: boolean }>();
+  const add = (guestPath: string, data: Uint8Array, executable: boolean) => files.set(guestPath, { data, executable });
   const addHostFile = (hostPath: string, guestPath = hostPath) => {
     const stat = fs.statSync(hostPath);
     files.set(guestPath, { data: fs.readFileSync(hostPath), executable: (stat.mode & 0o111) !== 0 });
@@ -38,8 +41,8 @@ export function buildInitramfs(
   addHostFile('/etc/mke2fs.conf');
 
   const modules = moduleLoadOrder(kernel.modulesDir, MODULES).map((hostPath) => {
-    const guestPath = `/lib/modules/${path.basename(hostPath)}`;
-    addHostFile(hostPath, guestPath);
+    const guestPath = `/lib/modules/${path.basename(hostPath).replace(/\.ko\.(xz|zst)$/, '.ko')}`;
+    add(guestPath, moduleBytes(hostPath), false);
     return guestPath;
   });
   for (const e of extra) files.set(e.path, { data: e.data, executable: false });
@@ -91,7 +94,7 @@ export function moduleLoadOrder(modulesDir: string, wanted: string[]): string[] 
     for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
       const p = path.join(dir, e.name);
       if (e.isDirectory()) walk(p);
-      else if (e.name.endsWith('.ko')) byName.set(e.name.slice(0, -3).replace(/-/g, '_'), p);
+      else if (MODULE_FILE.test(e.name)) byName.set(e.name.replace(MODULE_FILE, '').replace(/-/g, '_'), p);
     }
   };
   walk(path.join(modulesDir, 'kernel'));
@@ -103,7 +106,7 @@ export function moduleLoadOrder(modulesDir: string, wanted: string[]): string[] 
     seen.add(name);
     const file = byName.get(name);
     if (!file) {
-      if (builtin.split('\n').some((l) => path.basename(l, '.ko').replace(/-/g, '_') === name)) return;
+      if (builtin.split('\n').some((l) => path.basename(l).replace(MODULE_FILE, '').replace(/-/g, '_') === name)) return;
       throw new Error(`kernel module ${name} is neither in ${modulesDir}/kernel nor built in`);
     }
     for (const dep of moduleDepends(file)) visit(dep);
@@ -113,8 +116,14 @@ export function moduleLoadOrder(modulesDir: string, wanted: string[]): string[] 
   return order;
 }
 
+function moduleBytes(file: string): Buffer {
+  if (file.endsWith('.ko.xz')) return execFileSync('xz', ['-dc', file], { maxBuffer: 64 * 1024 * 1024 });
+  if (file.endsWith('.ko.zst')) return execFileSync('zstd', ['-dc', file], { maxBuffer: 64 * 1024 * 1024 });
+  return fs.readFileSync(file);
+}
+
 function moduleDepends(file: string): string[] {
-  const bytes = fs.readFileSync(file);
+  const bytes = moduleBytes(file);
   const key = Buffer.from('\0depends=');
   const at = bytes.indexOf(key);
   if (at < 0) return [];
