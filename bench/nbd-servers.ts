@@ -71,15 +71,22 @@ export async function startServer(kind: ServerKind, image: string, opts: ServerO
     const uri = await announcedUri(child, readyTimeoutMs);
     return running(kind, uri, child, stderr);
   }
-  const port = await freePort();
-  const args =
-    kind === 'qemu-nbd'
-      ? ['-f', opts.format ?? 'raw', '-t', '--bind', '127.0.0.1', '--port', String(port), '-x', exportName, ...extra, image]
-      : ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(port), '-e', exportName, ...extra, 'file', image];
-  const child = spawn(kind, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const stderr = collect(child);
-  await acceptsConnections(child, port, readyTimeoutMs, stderr);
-  return running(kind, `nbd://127.0.0.1:${port}/${exportName}`, child, stderr);
+  // Another process may take the free port before the server binds it: try a few.
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const args =
+      kind === 'qemu-nbd'
+        ? ['-f', opts.format ?? 'raw', '-t', '--bind', '127.0.0.1', '--port', String(port), '-x', exportName, ...extra, image]
+        : ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(port), '-e', exportName, ...extra, 'file', image];
+    const child = spawn(kind, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const stderr = collect(child);
+    try {
+      await acceptsConnections(child, port, readyTimeoutMs, stderr);
+      return running(kind, `nbd://127.0.0.1:${port}/${exportName}`, child, stderr);
+    } catch (err) {
+      if (attempt >= 3 || !/address already in use/i.test(stderr())) throw err;
+    }
+  }
 }
 
 function running(kind: ServerKind, uri: string, child: ChildProcess, stderr: () => string): RunningServer {
