@@ -10,11 +10,18 @@ export function parseSize(text: string): number {
   return value;
 }
 
+/**
+ * Exact when the size is a whole number of its unit (64M), otherwise rounded
+ * to three significant digits (1.5G, 12.3M): for reading, not for parsing back.
+ */
 export function formatSize(bytes: number): string {
   let exp = 0;
   while (exp < UNITS.length - 1 && bytes >= 1024 ** (exp + 1)) exp++;
   if (exp === 0) return String(bytes);
   const v = bytes / 1024 ** exp;
-  const text = Number.isInteger(v) ? String(v) : v.toFixed(v < 10 ? 2 : 1).replace(/\.?0+$/, '');
-  return `${text}${UNITS[exp]}`;
+  if (Number.isInteger(v)) return `${v}${UNITS[exp]}`;
+  const rounded = Number(v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0));
+  // 1023.96K rounds to 1024K: say 1M.
+  if (rounded >= 1024 && exp < UNITS.length - 1) return `1${UNITS[exp + 1]}`;
+  return `${rounded}${UNITS[exp]}`;
 }

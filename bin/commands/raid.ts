@@ -111,7 +111,7 @@ function newMember(path: string, like: RaidArray): FileDevice {
   return FileDevice.create(path, { size: DATA_OFFSET + g.rows * g.chunk });
 }
 
-export const registerRaid: CommandGroup = (program) => {
+export const raidCommands: CommandGroup = (program) => {
   const raid = program.command('raid').description('software RAID 0, 1, 5, 6 and 10 over member files');
 
   raid

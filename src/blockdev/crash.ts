@@ -37,6 +37,7 @@ export class CrashSimulator implements BlockDevice {
   private pending: PendingOp[] = [];
   private flushing: Promise<void> = Promise.resolve();
   private dead = false;
+  private budget = Infinity;
 
   constructor(readonly inner: BlockDevice) {
     this.name = `crashsim(${inner.name})`;
@@ -47,6 +48,15 @@ export class CrashSimulator implements BlockDevice {
 
   get pendingCount(): number {
     return this.pending.length;
+  }
+
+  /**
+   * Cuts the power after `requests` more requests: from then on every request
+   * fails with EIO and nothing more reaches the device, so a crash can land
+   * in the middle of whatever the layer above was doing. crash() still works.
+   */
+  cutAfter(requests: number): void {
+    this.budget = requests;
   }
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
@@ -113,7 +123,7 @@ export class CrashSimulator implements BlockDevice {
    * and returned; this wrapper is dead from here on.
    */
   async crash(seed: number): Promise<CrashReport> {
-    this.checkAlive('flush');
+    if (this.dead) throw new BlockDeviceError('EIO', this.name, 'flush', 'device already crashed');
     this.dead = true;
     await this.flushing;
     const rng = new Rng(seed);
@@ -160,6 +170,6 @@ export class CrashSimulator implements BlockDevice {
   }
 
   private checkAlive(op: BlockOp): void {
-    if (this.dead) throw new BlockDeviceError('EIO', this.name, op, 'device lost power (crash simulated)');
+    if (this.dead || this.budget-- <= 0) throw new BlockDeviceError('EIO', this.name, op, 'device lost power (crash simulated)');
   }
 }

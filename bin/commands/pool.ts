@@ -1,0 +1,267 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Option, type Command } from 'commander';
+import { FileDevice } from '../../src/blockdev/index.js';
+import { Pool, type CheckProblem, type CheckReport, type PoolStats } from '../../src/qcowlike/index.js';
+import { oneLine, openRegisteredPool, PoolInUseError, raidNotAvailable, withPool } from '../open-pool.js';
+import { globals, printFields, printJson, printTable, report } from '../output.js';
+import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../registry.js';
+import { formatSize, parseSize } from '../size.js';
+import type { CommandGroup } from './index.js';
+
+const DEFAULT_POOL_SIZE = '100G';
+
+/** What `pool info --json` and `pool list --json` give for one pool. */
+interface PoolSummary extends PoolStats {
+  name: string;
+  backing: PoolBacking;
+  created: string;
+  usedBytes: number;
+  freeBytes: number;
+  totalBytes: number;
+  /** Bytes the host file system holds for a file-backed pool (what `du` shows). */
+  hostAllocatedBytes: number | null;
+}
+
+export const poolCommands: CommandGroup = (program) => {
+  const pool = program.command('pool').description('create, inspect, check and delete pools');
+
+  pool
+    .command('create <pool>')
+    .description('create a pool (a sparse file by default) and register it under the home directory')
+    .option('--size <size>', 'size of the pool file', DEFAULT_POOL_SIZE)
+    .option('--path <file>', 'pool file (default HOME/POOL.pool)')
+    .option('--cluster-size <size>', 'allocation unit, a power of two from 4K to 2M (default 64K)')
+    .addOption(new Option('--raid <level>', 'build the pool on a RAID array of --members').choices(RAID_LEVELS))
+    .option('--members <files>', 'comma-separated RAID member files')
+    .option('--chunk <size>', 'RAID chunk size')
+    .action(createPool);
+
+  pool.command('list').description('list registered pools').action(listPools);
+  pool.command('info <pool>').description('show one pool').action(poolInfo);
+  pool
+    .command('check <pool>')
+    .description('verify every structure and checksum of a pool; exits 1 if problems remain')
+    .option('--repair', 'fix what can be fixed without guessing')
+    .action(checkPool);
+  pool
+    .command('delete <pool>')
+    .description('delete a pool file and its registration')
+    .option('--force', 'delete even if the pool holds volumes, or cannot be opened')
+    .action(deletePool);
+};
+
+async function createPool(name: string, opts: { size: string; path?: string; clusterSize?: string; raid?: RaidLevel; members?: string; chunk?: string }, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const registry = new Registry(g.home);
+  checkName('pool', name);
+  if (opts.raid === undefined && (opts.members !== undefined || opts.chunk !== undefined)) {
+    throw new Error('--members and --chunk go with --raid LEVEL');
+  }
+  if (opts.raid !== undefined) {
+    const members = (opts.members ?? '').split(',').filter((m) => m !== '');
+    if (members.length === 0) throw new Error(`--raid ${opts.raid} needs --members FILE,FILE,…`);
+    if (opts.chunk !== undefined) parseSize(opts.chunk);
+    throw raidNotAvailable();
+  }
+  if (registry.has(name)) throw new Error(`pool '${name}' already exists in ${g.home}`);
+  const size = parseSize(opts.size);
+  const clusterSize = opts.clusterSize === undefined ? undefined : parseSize(opts.clusterSize);
+  const file = opts.path === undefined ? registry.defaultPoolPath(name) : path.resolve(opts.path);
+  if (fs.existsSync(file)) throw new Error(`${file} already exists (pick another --path, or delete it first)`);
+  if (opts.path === undefined) fs.mkdirSync(path.dirname(file), { recursive: true });
+  else if (!fs.existsSync(path.dirname(file))) throw new Error(`directory ${path.dirname(file)} does not exist`);
+
+  const record: PoolRecord = { name, backing: { kind: 'file', path: file }, created: new Date().toISOString() };
+  let fileCreated = false;
+  try {
+    const dev = FileDevice.create(file, { size });
+    fileCreated = true;
+    let created: Pool;
+    try {
+      created = await Pool.create(dev, clusterSize === undefined ? {} : { clusterSize });
+    } catch (err) {
+      await dev.close();
+      throw err;
+    }
+    await created.close();
+    registry.add(record);
+  } catch (err) {
+    // Only a file this command made is removed; one that appeared under the same name meanwhile is someone else's.
+    if (fileCreated) fs.rmSync(file, { force: true });
+    throw new Error(`cannot create pool '${name}': ${oneLine(err)}`);
+  }
+  const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, p.stats()));
+  report(g, summary, `created pool '${name}': ${formatSize(summary.deviceSize)} at ${file} (cluster size ${formatSize(summary.clusterSize)})`);
+}
+
+async function listPools(_opts: unknown, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const registry = new Registry(g.home);
+  const rows: (PoolSummary | { name: string; backing: PoolBacking | null; created: string | null; error: string })[] = [];
+  for (const name of registry.names()) {
+    let record: PoolRecord | null = null;
+    try {
+      record = registry.get(name);
+      const r = record;
+      rows.push(await withPool(g.home, name, { readOnly: true }, async ({ pool }) => summarize(registry, r, pool.stats())));
+    } catch (err) {
+      // One broken, busy or badly registered pool must not hide the others.
+      rows.push({ name, backing: record && absoluteBacking(registry, record), created: record && record.created, error: oneLine(err) });
+    }
+  }
+  if (g.json) return printJson(rows);
+  if (rows.length === 0) {
+    process.stdout.write(`no pools in ${g.home}\n`);
+    return;
+  }
+  const stat = (fn: (s: PoolSummary) => string) => (r: (typeof rows)[number]): string => ('error' in r ? '-' : fn(r));
+  printTable(rows, [
+    { header: 'NAME', value: (r) => r.name },
+    { header: 'SIZE', value: stat((s) => formatSize(s.deviceSize)), align: 'right' },
+    { header: 'USED', value: stat((s) => formatSize(s.usedBytes)), align: 'right' },
+    { header: 'FREE', value: stat((s) => formatSize(s.freeBytes)), align: 'right' },
+    { header: 'VOLUMES', value: stat((s) => String(s.volumes)), align: 'right' },
+    { header: 'BACKING', value: (r) => [r.backing && describeBacking(r.backing), 'error' in r && `(${r.error})`].filter(Boolean).join('  ') },
+  ]);
+}
+
+async function poolInfo(name: string, _opts: unknown, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const registry = new Registry(g.home);
+  const summary = await withPool(g.home, checkName('pool', name), { readOnly: true }, async ({ pool, record }) => summarize(registry, record, pool.stats()));
+  if (g.json) return printJson(summary);
+  const bytes = (n: number): string => `${formatSize(n)} (${n} bytes)`;
+  printFields([
+    ['name', summary.name],
+    ['backing', describeBacking(summary.backing)],
+    ['uuid', summary.uuid],
+    ['created', summary.created],
+    ['device size', bytes(summary.deviceSize)],
+    ['cluster size', formatSize(summary.clusterSize)],
+    ['sub-cluster size', formatSize(summary.subclusterSize)],
+    ['capacity', bytes(summary.totalBytes)],
+    ['used', `${bytes(summary.usedBytes)}, ${percent(summary.usedBytes, summary.totalBytes)}`],
+    ['free', bytes(summary.freeBytes)],
+    ['volumes', String(summary.volumes)],
+    ['layers', String(summary.layers)],
+    ['journal', formatSize(summary.journalBytes)],
+    ['on host', summary.hostAllocatedBytes === null ? '-' : `${bytes(summary.hostAllocatedBytes)} allocated`],
+  ]);
+}
+
+async function checkPool(name: string, opts: { repair?: boolean }, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const repair = opts.repair === true;
+  // Check opens the pool for writing even without --repair: it checkpoints the journal first, so it reads settled metadata.
+  const result = await withPool(g.home, checkName('pool', name), { readOnly: false }, async ({ pool }) => pool.check({ repair }));
+  const remaining = result.problems.filter((p) => !p.repaired).length;
+  if (g.json) printJson({ pool: name, clean: remaining === 0, ...result });
+  else printCheck(name, result, repair);
+  if (remaining > 0) {
+    process.stderr.write(`strata: pool '${name}' has ${count(remaining, 'unrepaired problem')}${repair ? '' : ' (try --repair)'}\n`);
+    process.exitCode = 1;
+  }
+}
+
+function printCheck(name: string, result: CheckReport, repaired: boolean): void {
+  if (result.problems.length > 0) {
+    printTable(result.problems, [
+      { header: 'PROBLEM', value: (p) => p.kind },
+      { header: 'WHERE', value: where },
+      { header: 'STATE', value: (p) => (p.repaired ? 'repaired' : 'open') },
+      { header: 'DETAIL', value: (p) => oneLine(p.message) },
+    ]);
+  }
+  const parts = [
+    `${count(result.clustersChecked, 'cluster')} checked`,
+    count(result.problems.length, 'problem'),
+    `${count(result.leakedClusters, 'leaked cluster')}`,
+    `${count(result.corruptBlocks, 'corrupt block')}`,
+  ];
+  if (repaired) parts.push(`${result.repaired} repaired`);
+  process.stdout.write(`pool '${name}': ${parts.join(', ')}\n`);
+}
+
+function where(p: CheckProblem): string {
+  const parts: string[] = [];
+  if (p.volume !== undefined) parts.push(`volume ${p.volume}`);
+  if (p.layer !== undefined) parts.push(`layer ${p.layer}`);
+  if (p.virtualOffset !== undefined) parts.push(`offset ${p.virtualOffset}`);
+  if (p.hostOffset !== undefined) parts.push(`host offset ${p.hostOffset}`);
+  return parts.length > 0 ? parts.join(', ') : '-';
+}
+
+async function deletePool(name: string, opts: { force?: boolean }, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const registry = new Registry(g.home);
+  const force = opts.force === true;
+  let record: PoolRecord;
+  try {
+    record = registry.get(checkName('pool', name));
+  } catch (err) {
+    if (!force || !registry.has(name)) throw err;
+    registry.remove(name);
+    report(g, { deleted: name, path: null, kept: null }, `deleted the damaged registration of pool '${name}'`);
+    return;
+  }
+  if (record.backing.kind === 'raid') throw raidNotAvailable();
+  // The file is removed only once it has opened as a Strata pool: a registration
+  // edited to point elsewhere must not make `delete --force` remove any file.
+  let isPool = false;
+  try {
+    const { pool, close } = await openRegisteredPool(g.home, name, { readOnly: true });
+    isPool = true;
+    const volumes = pool.stats().volumes > 0 ? (await pool.listVolumes()).map((v) => v.name) : [];
+    await close();
+    if (volumes.length > 0 && !force) {
+      const shown = volumes.slice(0, 5).join(', ') + (volumes.length > 5 ? ', …' : '');
+      throw new Error(`pool '${name}' holds ${count(volumes.length, 'volume')} (${shown}); use --force to delete it with them`);
+    }
+  } catch (err) {
+    // A pool another process is serving is never deleted under it, forced or not.
+    if (!force || err instanceof PoolInUseError) throw err;
+  }
+  const file = registry.filePath(record);
+  registry.remove(name);
+  if (isPool) {
+    fs.rmSync(file, { force: true });
+    report(g, { deleted: name, path: file, kept: null }, `deleted pool '${name}' (removed ${file})`);
+  } else if (fs.existsSync(file)) {
+    report(g, { deleted: name, path: null, kept: file }, `deleted pool '${name}' from the registry; left ${file} in place (it does not open as a pool)`);
+  } else {
+    report(g, { deleted: name, path: null, kept: null }, `deleted pool '${name}' from the registry (its file was already gone)`);
+  }
+}
+
+function summarize(registry: Registry, record: PoolRecord, stats: PoolStats): PoolSummary {
+  const backing = absoluteBacking(registry, record);
+  let hostAllocatedBytes: number | null = null;
+  if (backing.kind === 'file') hostAllocatedBytes = fs.statSync(backing.path).blocks * 512;
+  return {
+    name: record.name,
+    backing,
+    created: record.created,
+    ...stats,
+    totalBytes: stats.totalClusters * stats.clusterSize,
+    usedBytes: stats.usedClusters * stats.clusterSize,
+    freeBytes: stats.freeClusters * stats.clusterSize,
+    hostAllocatedBytes,
+  };
+}
+
+function absoluteBacking(registry: Registry, record: PoolRecord): PoolBacking {
+  return record.backing.kind === 'file' ? { kind: 'file', path: registry.filePath(record) } : record.backing;
+}
+
+function describeBacking(b: PoolBacking): string {
+  return b.kind === 'file' ? b.path : `raid${b.level} (${b.members.join(', ')}; chunk ${formatSize(b.chunk)})`;
+}
+
+function count(n: number, thing: string): string {
+  return `${n} ${thing}${n === 1 ? '' : 's'}`;
+}
+
+function percent(part: number, whole: number): string {
+  return whole === 0 ? '0%' : `${((100 * part) / whole).toFixed(1)}%`;
+}

@@ -1,0 +1,328 @@
+import fs from 'node:fs';
+import type { Command } from 'commander';
+import { tryLock } from 'fs-native-extensions';
+import { PoolError, type Volume } from '../../src/qcowlike/index.js';
+import { aboutVolume, withPool } from '../open-pool.js';
+import { globals, ProgressBar, report } from '../output.js';
+import { parseVolumeRef, Registry } from '../registry.js';
+import { formatSize, parseSize } from '../size.js';
+import type { CommandGroup } from './index.js';
+import { volumeRuns } from './map.js';
+
+/** Raw images move in chunks this large: few calls, and a bounded amount in memory. */
+const CHUNK = 4 * 1024 * 1024;
+/** Chunks in flight at once, each with its own buffer. */
+const DEPTH = 4;
+/** The grain at which zero runs are found and left unwritten: the page size, the smallest unit a file can leave sparse. */
+const GRANULE = 4096;
+
+export const transferCommands: CommandGroup = (program) => {
+  program
+    .command('import <pool/vol> <file>')
+    .description('copy a raw image into a volume, creating it at the image size if it does not exist; zero runs are not written')
+    .option('--size <size>', 'size of the volume to create (default: the size of FILE)')
+    .action((ref: string, file: string, opts: { size?: string }, cmd: Command) => interruptible(() => importImage(ref, file, opts, cmd)));
+  program
+    .command('export <pool/vol> <file>')
+    .description('copy a volume into a sparse raw image; holes and zero runs stay holes')
+    .option('--force', 'overwrite FILE if it exists')
+    .action((ref: string, file: string, opts: { force?: boolean }, cmd: Command) => interruptible(() => exportImage(ref, file, opts, cmd)));
+};
+
+async function importImage(ref: string, file: string, opts: { size?: string }, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const { pool: poolName, volume: name } = parseVolumeRef(ref);
+  const wanted = opts.size === undefined ? undefined : parseSize(opts.size);
+  const fd = openSource(file);
+  try {
+    const fileSize = fs.fstatSync(fd).size;
+    const result = await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
+      const existing = await pool.volumeInfo(name).catch((err: unknown) => {
+        if (err instanceof PoolError && err.code === 'ENOENT') return null;
+        throw err;
+      });
+      const exists = existing !== null;
+      if (existing) {
+        const size = existing.size;
+        if (wanted !== undefined && wanted !== size) throw new Error(`volume ${ref} exists with size ${formatSize(size)}; --size ${opts.size} only applies when import creates it`);
+        if (size < fileSize) throw new Error(`${file} (${formatSize(fileSize)}) does not fit in ${ref} (${formatSize(size)})`);
+      } else {
+        const size = wanted ?? fileSize;
+        if (size === 0) throw new Error(`${file} is empty: give --size to create ${ref}`);
+        if (size < fileSize) throw new Error(`--size ${opts.size} is smaller than ${file} (${formatSize(fileSize)})`);
+        await pool.createVolume(name, size);
+      }
+      const volume = await pool.openVolume(name);
+      let copied: { bytesWritten: number; zeroBytes: number };
+      try {
+        // A new volume reads zeroes everywhere already; an existing one must have its zero runs zeroed.
+        copied = await copyIntoVolume({ fd, file, size: fileSize }, volume, !exists, new ProgressBar(`import ${ref}`, fileSize));
+        await volume.flush();
+      } catch (err) {
+        await volume.close().catch(() => undefined);
+        // A volume this import created holds only part of the image: remove it so a retry starts clean.
+        if (!exists) await pool.deleteVolume(name).catch(() => undefined);
+        throw err;
+      }
+      const volumeSize = volume.size;
+      await volume.close();
+      return { ...copied, created: !exists, volumeSize };
+    });
+    const json = { pool: poolName, volume: name, file, fileSize, ...result };
+    report(g, json, `imported ${file} into ${ref}${result.created ? ` (created, ${formatSize(result.volumeSize)})` : ''}: ${formatSize(fileSize)} read, ${formatSize(result.bytesWritten)} written, ${formatSize(result.zeroBytes)} of zeroes not written`);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+interface Source {
+  fd: number;
+  file: string;
+  size: number;
+}
+
+async function copyIntoVolume(src: Source, volume: Volume, fresh: boolean, bar: ProgressBar): Promise<{ bytesWritten: number; zeroBytes: number }> {
+  let bytesWritten = 0;
+  let zeroBytes = 0;
+  let done = 0;
+  const buffers = Array.from({ length: DEPTH }, () => Buffer.allocUnsafe(CHUNK));
+  try {
+    await inParallel(chunkOffsets(src.size), async (pos, slot) => {
+      const chunk = await readChunk(src, buffers[slot]!, pos);
+      for (const run of runsOf(chunk)) {
+        if (run.zero) {
+          zeroBytes += run.length;
+          // A new volume reads zeroes everywhere already; an existing one must have its zero runs zeroed.
+          if (!fresh) await volume.writeZeroes(pos + run.offset, run.length, { mayUnmap: true });
+        } else {
+          await volume.write(chunk.subarray(run.offset, run.offset + run.length), pos + run.offset);
+          bytesWritten += run.length;
+        }
+      }
+      bar.update((done += chunk.length));
+    });
+  } finally {
+    bar.finish();
+  }
+  return { bytesWritten, zeroBytes };
+}
+
+function* chunkOffsets(size: number): Generator<number> {
+  for (let pos = 0; pos < size; pos += CHUNK) yield pos;
+}
+
+/**
+ * Runs `work` on every item with up to DEPTH items in flight, each on its own
+ * buffer slot: the file and the volume both see several requests at once,
+ * which is where the throughput is. The first failure stops the rest and is
+ * rethrown once nothing is in flight any more.
+ */
+async function inParallel<T>(items: Iterator<T> | AsyncIterator<T>, work: (item: T, slot: number) => Promise<void>): Promise<void> {
+  let failure: { err: unknown } | undefined;
+  const worker = async (slot: number): Promise<void> => {
+    while (!failure) {
+      try {
+        if (interrupt.signal.aborted) throw new Error('interrupted');
+        const next = await items.next();
+        if (next.done) return;
+        await work(next.value, slot);
+      } catch (err) {
+        failure ??= { err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: DEPTH }, (_, slot) => worker(slot)));
+  if (failure) throw failure.err;
+}
+
+async function exportImage(ref: string, file: string, opts: { force?: boolean }, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const { pool: poolName, volume: name } = parseVolumeRef(ref);
+  const result = await withPool(g.home, poolName, { readOnly: true }, async ({ pool }) => {
+    const volume = await aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
+    try {
+      const fd = openTarget(file, opts.force === true, new Registry(g.home));
+      try {
+        try {
+          fs.ftruncateSync(fd, volume.size);
+        } catch (err) {
+          throw new Error(`cannot make ${file} ${formatSize(volume.size)} long: ${systemReason(err)}`);
+        }
+        const copied = await copyFromVolume(volume, { fd, file }, new ProgressBar(`export ${ref}`, volume.size));
+        fs.fsyncSync(fd);
+        fs.closeSync(fd);
+        return { size: volume.size, ...copied };
+      } catch (err) {
+        // What is there is not the volume: leave no half-written image behind.
+        fs.closeSync(fd);
+        fs.rmSync(file, { force: true });
+        throw err;
+      }
+    } finally {
+      await volume.close();
+    }
+  });
+  const json = { pool: poolName, volume: name, file, ...result };
+  report(g, json, `exported ${ref} to ${file}: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} written, ${formatSize(result.size - result.bytesWritten)} left sparse`);
+}
+
+async function copyFromVolume(volume: Volume, target: { fd: number; file: string }, bar: ProgressBar): Promise<{ bytesWritten: number }> {
+  let bytesWritten = 0;
+  let done = 0;
+  const buffers = Array.from({ length: DEPTH }, () => Buffer.allocUnsafe(CHUNK));
+  // Data runs cut into chunks; zero runs and holes are counted as done and never read.
+  async function* dataChunks(): AsyncGenerator<{ offset: number; length: number }> {
+    for await (const run of volumeRuns(volume)) {
+      if (run.zero) bar.update((done += run.length));
+      else for (let pos = run.offset; pos < run.offset + run.length; pos += CHUNK) yield { offset: pos, length: Math.min(CHUNK, run.offset + run.length - pos) };
+    }
+  }
+  try {
+    await inParallel(dataChunks(), async ({ offset, length }, slot) => {
+      const chunk = buffers[slot]!.subarray(0, length);
+      await volume.read(chunk, offset);
+      for (const piece of runsOf(chunk)) {
+        if (piece.zero) continue;
+        await writeAll(target, chunk.subarray(piece.offset, piece.offset + piece.length), offset + piece.offset);
+        bytesWritten += piece.length;
+      }
+      bar.update((done += length));
+    });
+  } finally {
+    bar.finish();
+  }
+  return { bytesWritten };
+}
+
+/**
+ * Ctrl-C (or SIGTERM) during import or export stops the copy between chunks
+ * instead of killing the process mid-write: the usual failure path then
+ * removes a half-written export or a volume the import created, and the pool
+ * is closed cleanly. A second signal kills as usual.
+ */
+const interrupt = new AbortController();
+
+async function interruptible<T>(job: () => Promise<T>): Promise<T> {
+  const stop = (): void => interrupt.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    return await job();
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+}
+
+/** Splits a chunk into maximal runs of all-zero and not-all-zero granules. */
+export function* runsOf(chunk: Buffer): Generator<{ offset: number; length: number; zero: boolean }> {
+  let start = 0;
+  let zero = true;
+  for (let at = 0; at < chunk.length; at += GRANULE) {
+    const end = Math.min(at + GRANULE, chunk.length);
+    const z = isZero(chunk, at, end);
+    if (at === 0) zero = z;
+    else if (z !== zero) {
+      yield { offset: start, length: at - start, zero };
+      start = at;
+      zero = z;
+    }
+  }
+  if (chunk.length > start) yield { offset: start, length: chunk.length - start, zero };
+}
+
+const zeroes = Buffer.alloc(GRANULE);
+
+function isZero(buf: Buffer, start: number, end: number): boolean {
+  return buf.compare(zeroes, 0, end - start, start, end) === 0;
+}
+
+function openSource(file: string): number {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (err) {
+    throw new Error(`cannot read ${file}: ${systemReason(err)}`);
+  }
+  if (!fs.fstatSync(fd).isFile()) {
+    fs.closeSync(fd);
+    throw new Error(`${file} is not a regular file`);
+  }
+  return fd;
+}
+
+/**
+ * Opens the export target without truncating it, and empties it only once it
+ * is known to be a plain file nobody holds: --force must never wipe a pool
+ * file, the one being exported from least of all (its lock is held right here).
+ */
+function openTarget(file: string, overwrite: boolean, registry: Registry): number {
+  const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
+  let fd: number;
+  try {
+    fd = fs.openSync(file, O_WRONLY | O_CREAT | (overwrite ? 0 : O_EXCL), 0o644);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new Error(`${file} already exists (use --force to overwrite it)`);
+    throw new Error(`cannot write ${file}: ${systemReason(err)}`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new Error(`${file} is not a regular file`);
+    const pool = registry.readable().find((r) => r.backing.kind === 'file' && sameFile(registry.filePath(r), st));
+    if (pool) throw new Error(`${file} is the file of pool '${pool.name}'; not overwriting it`);
+    if (!tryLock(fd)) throw new Error(`${file} is in use by another process; not overwriting it`);
+    fs.ftruncateSync(fd, 0);
+    return fd;
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+}
+
+function sameFile(path: string, st: fs.Stats): boolean {
+  try {
+    const other = fs.statSync(path);
+    return other.dev === st.dev && other.ino === st.ino;
+  } catch {
+    return false;
+  }
+}
+
+/** Reads the chunk of the source at `position`, up to CHUNK bytes and never past the size taken at the start. */
+function readChunk(src: Source, buf: Buffer, position: number): Promise<Buffer> {
+  const length = Math.min(CHUNK, src.size - position);
+  return new Promise((resolve, reject) => {
+    const step = (done: number): void => {
+      fs.read(src.fd, buf, done, length - done, position + done, (err, n) => {
+        if (err) return reject(new Error(`cannot read ${src.file} at offset ${position + done}: ${systemReason(err)}`));
+        if (n === 0) return reject(new Error(`${src.file} shrank while it was being imported (ended at ${position + done})`));
+        if (done + n < length) return step(done + n);
+        resolve(buf.subarray(0, length));
+      });
+    };
+    step(0);
+  });
+}
+
+function writeAll(target: { fd: number; file: string }, buf: Buffer, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (done: number): void => {
+      fs.write(target.fd, buf, done, buf.length - done, position + done, (err, n) => {
+        if (err) return reject(new Error(`cannot write ${target.file} at offset ${position + done}: ${systemReason(err)}`));
+        if (done + n < buf.length) return step(done + n);
+        resolve();
+      });
+    };
+    step(0);
+  });
+}
+
+function systemReason(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (e.code === 'ENOENT') return 'no such file';
+  if (e.code === 'EACCES' || e.code === 'EPERM') return 'permission denied';
+  if (e.code === 'EISDIR') return 'is a directory';
+  if (e.code === 'ENOSPC') return 'no space left on the device';
+  if (e.code === 'EFBIG') return 'larger than the file system allows';
+  return e.message;
+}

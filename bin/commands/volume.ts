@@ -1,0 +1,126 @@
+import { Option, type Command } from 'commander';
+import type { Pool, Preallocation, VolumeInfo } from '../../src/qcowlike/index.js';
+import { aboutVolume, findVolume, withPool } from '../open-pool.js';
+import { globals, printFields, printJson, printTable, report } from '../output.js';
+import { checkName, parseVolumeRef } from '../registry.js';
+import { formatSize, parseSize } from '../size.js';
+import type { CommandGroup } from './index.js';
+
+const PREALLOCATIONS: Preallocation[] = ['off', 'metadata', 'full'];
+
+export const volumeCommands: CommandGroup = (program) => {
+  const volume = program.command('volume').description('create, inspect, resize and delete volumes');
+
+  volume
+    .command('create <pool/vol> <size>')
+    .description('create a thin volume')
+    .addOption(new Option('--preallocation <mode>', 'allocate up front: off (thin), metadata, or full').choices(PREALLOCATIONS).default('off'))
+    .action(createVolume);
+  volume.command('list <pool>').description("list a pool's volumes").action(listVolumes);
+  volume.command('info <pool/vol>').description('show one volume').action(volumeInfo);
+  volume
+    .command('resize <pool/vol> <size>')
+    .description('grow or shrink a volume (SIZE, or +SIZE to grow by)')
+    .option('--force', 'shrink even if data lies beyond the new end (it is discarded)')
+    .action(resizeVolume);
+  volume.command('delete <pool/vol>').description('delete a volume and free its space').action(deleteVolume);
+};
+
+/** What `volume info --json` gives: the pool's record of the volume, and which pool it is in. */
+type VolumeSummary = VolumeInfo & { pool: string };
+
+async function createVolume(ref: string, sizeText: string, opts: { preallocation: Preallocation }, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const { pool: poolName, volume } = parseVolumeRef(ref);
+  const size = parseSize(sizeText);
+  if (size === 0) throw new Error('a volume needs a size above 0');
+  const info = await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
+    return aboutVolume(poolName, volume, () => pool.createVolume(volume, size, { preallocation: opts.preallocation }));
+  });
+  report(g, { pool: poolName, ...info }, `created volume ${ref}: ${formatSize(info.size)}${opts.preallocation === 'off' ? '' : `, preallocation ${opts.preallocation}`}`);
+}
+
+async function listVolumes(poolName: string, _opts: unknown, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const volumes = await withPool(g.home, checkName('pool', poolName), { readOnly: true }, async ({ pool }) => pool.listVolumes());
+  volumes.sort((a, b) => a.name.localeCompare(b.name));
+  if (g.json) return printJson(volumes.map((v): VolumeSummary => ({ pool: poolName, ...v })));
+  if (volumes.length === 0) {
+    process.stdout.write(`no volumes in pool '${poolName}'\n`);
+    return;
+  }
+  printTable(volumes, [
+    { header: 'NAME', value: (v) => v.name },
+    { header: 'SIZE', value: (v) => formatSize(v.size), align: 'right' },
+    { header: 'ALLOCATED', value: (v) => formatSize(v.allocatedBytes), align: 'right' },
+    { header: 'LAYERS', value: (v) => String(v.layers.length), align: 'right' },
+    { header: 'MODE', value: (v) => (v.readOnly ? 'ro' : 'rw') },
+    // UTC to the second; info and JSON have the full ISO time.
+    { header: 'CREATED', value: (v) => v.created.replace('T', ' ').slice(0, 19) },
+  ]);
+}
+
+async function volumeInfo(ref: string, _opts: unknown, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const { pool: poolName, volume } = parseVolumeRef(ref);
+  const info = await withPool(g.home, poolName, { readOnly: true }, async ({ pool }) => findVolume(pool, poolName, volume));
+  if (g.json) return printJson({ pool: poolName, ...info } satisfies VolumeSummary);
+  const bytes = (n: number): string => `${formatSize(n)} (${n} bytes)`;
+  const chain = info.layers.map((l) => `layer ${l.id} (${l.frozen ? 'frozen, ' : ''}${formatSize(l.allocatedBytes)})`).join(' -> ');
+  printFields([
+    ['volume', ref],
+    ['size', bytes(info.size)],
+    ['allocated', `${bytes(info.allocatedBytes)}, ${info.size === 0 ? '0' : ((100 * info.allocatedBytes) / info.size).toFixed(1)}% of size`],
+    ['mode', info.readOnly ? 'read-only' : 'read-write'],
+    ['created', info.created],
+    ['layers', chain],
+  ]);
+}
+
+async function resizeVolume(ref: string, sizeText: string, opts: { force?: boolean }, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const { pool: poolName, volume } = parseVolumeRef(ref);
+  const grow = sizeText.startsWith('+');
+  const amount = parseSize(grow ? sizeText.slice(1) : sizeText);
+  const force = opts.force === true;
+  const [before, after] = await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
+    const old = (await findVolume(pool, poolName, volume)).size;
+    const size = grow ? old + amount : amount;
+    if (size === 0) throw new Error('a volume needs a size above 0');
+    if (size < old && !force) {
+      const beyond = await dataBeyond(pool, volume, size);
+      if (beyond > 0) throw new Error(`cannot shrink ${ref} from ${formatSize(old)} to ${formatSize(size)}: ${formatSize(beyond)} of data lies beyond ${formatSize(size)} (--force discards it)`);
+    }
+    await pool.resizeVolume(volume, size, { force });
+    return [old, size];
+  });
+  report(g, { pool: poolName, volume, oldSize: before, size: after }, `resized ${ref}: ${formatSize(before)} -> ${formatSize(after)}`);
+}
+
+/** Bytes the volume holds (allocated, data or zero) past `size`: what a shrink to `size` would throw away. */
+async function dataBeyond(pool: Pool, volume: string, size: number): Promise<number> {
+  const vol = await pool.openVolume(volume, { readOnly: true });
+  try {
+    const rest = vol.size - size;
+    let bytes = 0;
+    for (let pos = size; pos < vol.size; ) {
+      const extents = await vol.blockStatus(pos, vol.size - pos);
+      for (const e of extents) if (!e.hole) bytes += e.length;
+      const last = extents.at(-1);
+      if (!last || last.offset + last.length <= pos) break;
+      pos = last.offset + last.length;
+    }
+    return Math.min(bytes, rest);
+  } finally {
+    await vol.close();
+  }
+}
+
+async function deleteVolume(ref: string, _opts: unknown, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const { pool: poolName, volume } = parseVolumeRef(ref);
+  await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
+    await aboutVolume(poolName, volume, () => pool.deleteVolume(volume));
+  });
+  report(g, { deleted: ref }, `deleted volume ${ref}`);
+}

@@ -1,0 +1,101 @@
+import fs from 'node:fs';
+import { BlockDeviceError, FileDevice, type BlockDevice } from '../src/blockdev/index.js';
+import { Pool, PoolError, type VolumeInfo } from '../src/qcowlike/index.js';
+import { Registry, type PoolRecord } from './registry.js';
+
+export interface OpenedPool {
+  pool: Pool;
+  record: PoolRecord;
+  /** Checkpoints and closes the pool and the device under it. */
+  close: () => Promise<void>;
+}
+
+/**
+ * The one place a registered pool is brought up from its record: every
+ * command goes through here, so when RAID arrays arrive only this function
+ * (and openBacking) learns to assemble them.
+ */
+export async function openRegisteredPool(home: string, name: string, opts: { readOnly: boolean }): Promise<OpenedPool> {
+  const registry = new Registry(home);
+  const record = registry.get(name);
+  try {
+    return { ...(await openPool(registry, record, opts.readOnly)), record };
+  } catch (err) {
+    // A pool stopped uncleanly has journal left to replay, which a read-only
+    // open refuses. Nobody else holds it (the device lock said so): replaying
+    // is recovery, not a change to anything the user wrote.
+    if (!(opts.readOnly && err instanceof PoolError && err.code === 'EBUSY')) throw err;
+    return { ...(await openPool(registry, record, false)), record };
+  }
+}
+
+async function openPool(registry: Registry, record: PoolRecord, readOnly: boolean): Promise<{ pool: Pool; close: () => Promise<void> }> {
+  const dev = openBacking(registry, record, readOnly);
+  let pool: Pool;
+  try {
+    pool = await Pool.open(dev, { readOnly });
+  } catch (err) {
+    await dev.close();
+    if (err instanceof PoolError) throw new PoolError(err.code, `pool '${record.name}': ${oneLine(err)}`);
+    throw new Error(`pool '${record.name}': ${oneLine(err)}`);
+  }
+  return { pool, close: () => pool.close() };
+}
+
+/** Runs `fn` on an open pool and always closes it, so the journal is checkpointed and the lock released. */
+export async function withPool<T>(home: string, name: string, opts: { readOnly: boolean }, fn: (opened: OpenedPool) => Promise<T>): Promise<T> {
+  const opened = await openRegisteredPool(home, name, opts);
+  let result: T;
+  try {
+    result = await fn(opened);
+  } catch (err) {
+    await opened.close().catch(() => undefined);
+    throw err;
+  }
+  await opened.close();
+  return result;
+}
+
+function openBacking(registry: Registry, record: PoolRecord, readOnly: boolean): BlockDevice {
+  if (record.backing.kind === 'raid') throw raidNotAvailable();
+  const path = registry.filePath(record);
+  if (!fs.existsSync(path)) throw new Error(`pool '${record.name}': its file ${path} is missing`);
+  try {
+    return FileDevice.open(path, { readOnly });
+  } catch (err) {
+    if (err instanceof BlockDeviceError && err.code === 'EBUSY') {
+      throw new PoolInUseError(`pool '${record.name}' is in use by another process (${path} is locked)`);
+    }
+    throw new Error(`pool '${record.name}': ${oneLine(err)}`);
+  }
+}
+
+/** The pool's device is locked by another process (a server, another command): nothing may touch it. */
+export class PoolInUseError extends Error {}
+
+export function raidNotAvailable(): Error {
+  return new Error('RAID-backed pools are not available yet in this build (use a file-backed pool)');
+}
+
+export function oneLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, ' ');
+}
+
+/** The volume's record, or an error naming both the volume and the pool. */
+export function findVolume(pool: Pool, poolName: string, volume: string): Promise<VolumeInfo> {
+  return aboutVolume(poolName, volume, () => pool.volumeInfo(volume));
+}
+
+/**
+ * Runs a pool call about one volume, and says "missing" or "already there"
+ * the way the user named it (the pool by its registered name, not its file).
+ */
+export async function aboutVolume<T>(poolName: string, volume: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof PoolError && err.code === 'ENOENT') throw new Error(`volume '${volume}' not found in pool '${poolName}'`);
+    if (err instanceof PoolError && err.code === 'EEXIST') throw new Error(`volume '${poolName}/${volume}' already exists`);
+    throw err;
+  }
+}

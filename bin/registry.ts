@@ -1,0 +1,191 @@
+import fs from 'node:fs';
+import path from 'node:path';
+
+/**
+ * Pools are registered by name under the home directory, one small JSON file
+ * each (HOME/pools/NAME.json), so `pool0/vm1` names a volume from anywhere.
+ * Names are checked before they touch the file system: a name never becomes
+ * an arbitrary path.
+ */
+
+export const RAID_LEVELS = ['0', '1', '5', '6', '10'] as const;
+export type RaidLevel = (typeof RAID_LEVELS)[number];
+
+/** What a pool lives on. File paths inside HOME are stored relative to it, so a home directory can be moved. */
+export type PoolBacking =
+  | { kind: 'file'; path: string }
+  | { kind: 'raid'; level: RaidLevel; members: string[]; chunk: number };
+
+export interface PoolRecord {
+  name: string;
+  backing: PoolBacking;
+  created: string;
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const RECORD_VERSION = 1;
+
+export function checkName(kind: 'pool' | 'volume', name: string): string {
+  if (!NAME.test(name)) {
+    throw new Error(`invalid ${kind} name '${name}' (1–64 letters, digits, '.', '_' or '-', starting with a letter or digit)`);
+  }
+  return name;
+}
+
+/** Splits `POOL/VOL`, checking both names. */
+export function parseVolumeRef(ref: string): { pool: string; volume: string } {
+  if (ref.includes('@')) throw new Error(`'${ref}' names a snapshot; this command takes POOL/VOL`);
+  const parts = ref.split('/');
+  if (parts.length !== 2) throw new Error(`invalid volume '${ref}' (expected POOL/VOL, e.g. pool0/vm1)`);
+  return { pool: checkName('pool', parts[0]!), volume: checkName('volume', parts[1]!) };
+}
+
+export class Registry {
+  /** As the user gave it, for messages. */
+  readonly home: string;
+  private readonly dir: string;
+
+  constructor(home: string) {
+    this.home = home;
+    this.dir = path.join(path.resolve(home), 'pools');
+  }
+
+  /** Where a new file-backed pool goes when no --path is given. */
+  defaultPoolPath(name: string): string {
+    return path.join(path.resolve(this.home), `${checkName('pool', name)}.pool`);
+  }
+
+  /** Registered pool names, sorted; a record may still turn out damaged when read with get(). */
+  names(): string[] {
+    let files: string[];
+    try {
+      files = fs.readdirSync(this.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    return files
+      .filter((f) => f.endsWith('.json') && NAME.test(f.slice(0, -5)))
+      .map((f) => f.slice(0, -5))
+      .sort((a, b) => a.localeCompare(b));
+  }
+
+  /** Every record that reads back whole; damaged ones are left to get() to report. */
+  readable(): PoolRecord[] {
+    const out: PoolRecord[] = [];
+    for (const name of this.names()) {
+      try {
+        out.push(this.get(name));
+      } catch {
+        // Reported by the commands that name this pool.
+      }
+    }
+    return out;
+  }
+
+  has(name: string): boolean {
+    return fs.existsSync(this.recordPath(name));
+  }
+
+  get(name: string): PoolRecord {
+    let text: string;
+    try {
+      text = fs.readFileSync(this.recordPath(name), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`pool '${name}' not found in ${this.home}`);
+      throw err;
+    }
+    return this.decode(name, text);
+  }
+
+  /** Absolute path of a file-backed pool. */
+  filePath(record: PoolRecord): string {
+    if (record.backing.kind !== 'file') throw new Error(`pool '${record.name}' is not file-backed`);
+    return path.resolve(path.resolve(this.home), record.backing.path);
+  }
+
+  /**
+   * Registers a new pool. The record is written to a temporary file, synced,
+   * then hard-linked into place: link() refuses an existing name, so two
+   * concurrent creates of one name cannot both succeed, and a reader never
+   * sees a half-written record.
+   */
+  add(record: PoolRecord): void {
+    fs.mkdirSync(this.dir, { recursive: true });
+    const stored: PoolRecord = { ...record, backing: this.relativize(record.backing) };
+    const final = this.recordPath(record.name);
+    const tmp = path.join(this.dir, `.${record.name}.${process.pid}.tmp`);
+    const fd = fs.openSync(tmp, 'w', 0o644);
+    try {
+      fs.writeSync(fd, JSON.stringify({ version: RECORD_VERSION, ...stored }, null, 2) + '\n');
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    try {
+      fs.linkSync(tmp, final);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new Error(`pool '${record.name}' already exists in ${this.home}`);
+      throw err;
+    } finally {
+      fs.rmSync(tmp, { force: true });
+    }
+    syncDir(this.dir);
+  }
+
+  remove(name: string): void {
+    fs.rmSync(this.recordPath(name));
+    syncDir(this.dir);
+  }
+
+  private recordPath(name: string): string {
+    return path.join(this.dir, `${checkName('pool', name)}.json`);
+  }
+
+  private relativize(backing: PoolBacking): PoolBacking {
+    if (backing.kind !== 'file') return backing;
+    const home = path.resolve(this.home);
+    const rel = path.relative(home, path.resolve(backing.path));
+    const inside = rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
+    return { kind: 'file', path: inside ? rel : path.resolve(backing.path) };
+  }
+
+  private decode(name: string, text: string): PoolRecord {
+    const bad = (why: string): Error => new Error(`pool '${name}': registration ${this.recordPath(name)} is damaged (${why})`);
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch {
+      throw bad('not JSON');
+    }
+    if (typeof raw !== 'object' || raw === null) throw bad('not an object');
+    const r = raw as Record<string, unknown>;
+    if (r.version !== RECORD_VERSION) throw bad(`unknown version ${String(r.version)}`);
+    if (r.name !== name) throw bad(`it names '${String(r.name)}'`);
+    const b = r.backing as Record<string, unknown> | null | undefined;
+    let backing: PoolBacking;
+    if (b?.kind === 'file' && typeof b.path === 'string' && b.path !== '') {
+      backing = { kind: 'file', path: b.path };
+    } else if (
+      b?.kind === 'raid' &&
+      RAID_LEVELS.includes(b.level as RaidLevel) &&
+      Array.isArray(b.members) &&
+      b.members.every((m) => typeof m === 'string') &&
+      Number.isSafeInteger(b.chunk)
+    ) {
+      backing = { kind: 'raid', level: b.level as RaidLevel, members: b.members as string[], chunk: b.chunk as number };
+    } else {
+      throw bad('no valid backing');
+    }
+    return { name, backing, created: typeof r.created === 'string' ? r.created : '' };
+  }
+}
+
+function syncDir(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}

@@ -1,0 +1,128 @@
+import { dataChecksum } from './checksum.js';
+import type { PoolCore } from './core.js';
+import { ENTRY_ALLOC, ENTRY_SUMS, readHost, readL1 } from './geometry.js';
+import type { PoolHeader } from './header.js';
+import type { Layer } from './layer.js';
+import { BlockType } from './metablock.js';
+import type { CheckProblem, CheckReport } from './types.js';
+
+/**
+ * Walks every structure of a pool (after a checkpoint, so the journal is
+ * empty): every cluster the catalog, the layer maps and the data reference is
+ * claimed once; a second claim is an overlap, a claim outside the data area
+ * is dangling, a claimed cluster the bitmap calls free is a bitmap error, and
+ * a cluster the bitmap calls used that nobody claims is a leak. Every
+ * metadata block and every allocated data sub-cluster is read and verified.
+ * Repair fixes only the bitmap (leaks and wrongly-free clusters): the rest
+ * cannot be fixed without guessing, so it is reported with its place.
+ */
+export async function checkPool(
+  pool: PoolCore & { header: PoolHeader },
+  layers: Layer[],
+  catalogRun: { start: number; clusters: number },
+  repair: boolean,
+  volumeOf: (layer: number) => string | undefined = () => undefined,
+): Promise<CheckReport> {
+  const { store, alloc, geo, header, dev } = pool;
+  const C = geo.clusterSize;
+  const problems: CheckProblem[] = [];
+  const owners = new Map<number, string>();
+  let repaired = 0;
+  let corruptBlocks = 0;
+
+  const claim = (cluster: number, what: string, layer?: number): boolean => {
+    if (cluster < header.dataStart || cluster >= header.totalClusters) {
+      problems.push({ kind: 'dangling', hostOffset: cluster * C, layer, message: `${what} points at cluster ${cluster}, outside the data area`, repaired: false });
+      return false;
+    }
+    const prev = owners.get(cluster);
+    if (prev) {
+      problems.push({ kind: 'overlap', hostOffset: cluster * C, layer, message: `cluster ${cluster} is claimed twice: by ${prev} and by ${what}`, repaired: false });
+      return false;
+    }
+    owners.set(cluster, what);
+    if (!alloc.isUsed(cluster)) {
+      if (repair) {
+        alloc.repairBit(cluster, true);
+        repaired++;
+      }
+      problems.push({ kind: 'bitmap', hostOffset: cluster * C, layer, message: `cluster ${cluster} (${what}) is in use but marked free`, repaired: repair });
+    }
+    return true;
+  };
+
+  for (let c = catalogRun.start; c < catalogRun.start + catalogRun.clusters; c++) claim(c, 'the catalog');
+
+  for (const layer of layers) {
+    const vol = volumeOf(layer.id);
+    const name = vol === undefined ? `layer ${layer.id}` : `volume '${vol}' (layer ${layer.id})`;
+    for (let b = 0; b < layer.rec.l1Blocks; b++) claim(layer.rec.l1Start + b, `L1 block ${b} of ${name}`, layer.id);
+    for (let b = 0; b < layer.rec.l1Blocks; b++) {
+      const l1c = layer.rec.l1Start + b;
+      let l1: Buffer;
+      try {
+        l1 = await store.load(l1c, BlockType.L1, layer.id);
+      } catch (err) {
+        corruptBlocks++;
+        problems.push({ kind: 'checksum', hostOffset: l1c * C, layer: layer.id, volume: vol, message: `L1 block ${b} of ${name}: ${(err as Error).message}`, repaired: false });
+        continue;
+      }
+      for (let i = 0; i < geo.entriesPerL1Block; i++) {
+        const l2c = readL1(l1, i);
+        if (l2c === 0) continue;
+        const firstVc = (b * geo.entriesPerL1Block + i) * geo.entriesPerL2;
+        if (!claim(l2c, `L2 table for virtual offset ${firstVc * C} of ${name}`, layer.id)) continue;
+        let l2: Buffer;
+        try {
+          l2 = await store.load(l2c, BlockType.L2, layer.id);
+        } catch (err) {
+          corruptBlocks++;
+          problems.push({ kind: 'checksum', hostOffset: l2c * C, layer: layer.id, volume: vol, virtualOffset: firstVc * C, message: `L2 table of ${name}: ${(err as Error).message}`, repaired: false });
+          continue;
+        }
+        await checkTable(l2, firstVc);
+      }
+    }
+
+    async function checkTable(l2: Buffer, firstVc: number): Promise<void> {
+      const data = Buffer.alloc(C);
+      for (let e = 0; e < geo.entriesPerL2; e++) {
+        const at = e * geo.entrySize;
+        const host = readHost(l2, at);
+        if (host === 0) continue;
+        const voff = (firstVc + e) * C;
+        if (!claim(host, `data at virtual offset ${voff} of ${name}`, layer.id)) continue;
+        const bits = l2.readUInt32LE(at + ENTRY_ALLOC);
+        if (bits === 0) continue;
+        await dev.read(data, host * C);
+        for (let s = 0; s < geo.subclusters; s++) {
+          if (!(bits & (1 << s))) continue;
+          const sc = data.subarray(s * geo.subclusterSize, (s + 1) * geo.subclusterSize);
+          if (dataChecksum(sc) === l2.readUInt32LE(at + ENTRY_SUMS + 4 * s)) continue;
+          corruptBlocks++;
+          problems.push({
+            kind: 'checksum',
+            hostOffset: host * C + s * geo.subclusterSize,
+            layer: layer.id,
+            volume: vol,
+            virtualOffset: voff + s * geo.subclusterSize,
+            message: `data of ${name} at virtual offset ${voff + s * geo.subclusterSize} (host offset ${host * C + s * geo.subclusterSize}) fails its checksum`,
+            repaired: false,
+          });
+        }
+      }
+    }
+  }
+
+  let leaked = 0;
+  for (let c = header.dataStart; c < header.totalClusters; c++) {
+    if (!alloc.isUsed(c) || owners.has(c)) continue;
+    leaked++;
+    if (repair) {
+      alloc.repairBit(c, false);
+      repaired++;
+    }
+    problems.push({ kind: 'leak', hostOffset: c * C, message: `cluster ${c} is marked in use but nothing refers to it`, repaired: repair });
+  }
+  return { problems, clustersChecked: owners.size, leakedClusters: leaked, corruptBlocks, repaired };
+}

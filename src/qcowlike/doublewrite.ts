@@ -1,0 +1,63 @@
+import type { BlockDevice } from '../blockdev/index.js';
+import { metaChecksum } from './checksum.js';
+
+/**
+ * The double-write area. A checkpoint writes whole metadata blocks over their
+ * home copies, and a power loss can tear one. So before touching any home
+ * block, the checkpoint writes every block it is about to write into this
+ * area and flushes; at recovery, a home block that fails its checksum is
+ * restored from here when the area belongs to the interrupted checkpoint
+ * (same journal generation). Journal deltas then bring it up to date.
+ * Layout: cluster 0 holds magic, generation, count, the cluster indices and a
+ * hash; cluster 1+i holds the image of block i.
+ */
+const MAGIC = Buffer.from('STRDWBL1', 'latin1');
+
+export interface DoubleWriteEntry {
+  cluster: number;
+  image: Buffer;
+}
+
+export class DoubleWrite {
+  /** Most blocks one pass can protect. */
+  readonly capacity: number;
+
+  constructor(
+    private readonly dev: BlockDevice,
+    private readonly startCluster: number,
+    clusters: number,
+    private readonly clusterSize: number,
+  ) {
+    this.capacity = Math.min(clusters - 1, Math.floor((clusterSize - 32) / 8));
+  }
+
+  async write(generation: bigint, entries: readonly DoubleWriteEntry[]): Promise<void> {
+    const C = this.clusterSize;
+    const head = Buffer.alloc(C);
+    MAGIC.copy(head, 0);
+    head.writeBigUInt64LE(generation, 8);
+    head.writeUInt32LE(entries.length, 16);
+    entries.forEach((e, i) => head.writeBigUInt64LE(BigInt(e.cluster), 24 + i * 8));
+    head.writeBigUInt64LE(metaChecksum(head.subarray(0, C - 8)), C - 8);
+    await Promise.all(entries.map((e, i) => this.dev.write(e.image, (this.startCluster + 1 + i) * C)));
+    await this.dev.write(head, this.startCluster * C);
+  }
+
+  /** The entries of the area if it is intact and of the given generation; else none. */
+  async read(generation: bigint): Promise<DoubleWriteEntry[]> {
+    const C = this.clusterSize;
+    const head = Buffer.alloc(C);
+    await this.dev.read(head, this.startCluster * C);
+    if (!head.subarray(0, 8).equals(MAGIC)) return [];
+    if (head.readBigUInt64LE(C - 8) !== metaChecksum(head.subarray(0, C - 8))) return [];
+    if (head.readBigUInt64LE(8) !== generation) return [];
+    const count = Math.min(head.readUInt32LE(16), this.capacity);
+    const out: DoubleWriteEntry[] = [];
+    for (let i = 0; i < count; i++) {
+      const image = Buffer.alloc(C);
+      await this.dev.read(image, (this.startCluster + 1 + i) * C);
+      out.push({ cluster: Number(head.readBigUInt64LE(24 + i * 8)), image });
+    }
+    return out;
+  }
+}

@@ -1,0 +1,98 @@
+import type { CatalogLayer } from './catalog.js';
+import type { PoolCore } from './core.js';
+import { readL1, writeHost, writeL1 } from './geometry.js';
+import { BlockType } from './metablock.js';
+import { RangeLock } from './range-lock.js';
+
+/** Where one virtual cluster's L2 entry is. */
+export interface EntryRef {
+  l2: Buffer;
+  l2Cluster: number;
+  /** Byte offset of the entry in the L2 block. */
+  at: number;
+}
+
+/**
+ * One layer's map: virtual cluster → L2 entry, through an L1 table of
+ * contiguous blocks. Lookups are split into an asynchronous `ensure` that
+ * brings the blocks into memory and a synchronous `peek`, so that a request
+ * can decide and change a whole range without yielding in between.
+ */
+export class Layer {
+  readonly lock = new RangeLock();
+
+  constructor(
+    public rec: CatalogLayer,
+    public parent: Layer | null,
+    private readonly core: PoolCore,
+  ) {}
+
+  get id(): number {
+    return this.rec.id;
+  }
+
+  get size(): number {
+    return this.rec.size;
+  }
+
+  private l1Pos(vc: number): { block: number; index: number; within: number } {
+    const g = this.core.geo;
+    const l2i = Math.floor(vc / g.entriesPerL2);
+    return { block: this.rec.l1Start + Math.floor(l2i / g.entriesPerL1Block), index: l2i % g.entriesPerL1Block, within: vc % g.entriesPerL2 };
+  }
+
+  /** Brings the L1 block and (if there is one) the L2 block of `vc` into memory. */
+  async ensure(vc: number): Promise<void> {
+    const { store } = this.core;
+    const pos = this.l1Pos(vc);
+    const l1 = store.peek(pos.block) ?? (await store.load(pos.block, BlockType.L1, this.id));
+    const l2c = readL1(l1, pos.index);
+    if (l2c !== 0 && !store.peek(l2c)) await store.load(l2c, BlockType.L2, this.id);
+  }
+
+  /** The entry of `vc`: null when the layer has no L2 table there, undefined when a block is not in memory. */
+  peek(vc: number): EntryRef | null | undefined {
+    const { store, geo } = this.core;
+    const pos = this.l1Pos(vc);
+    const l1 = store.peek(pos.block);
+    if (!l1) return undefined;
+    const l2Cluster = readL1(l1, pos.index);
+    if (l2Cluster === 0) return null;
+    const l2 = store.peek(l2Cluster);
+    if (!l2) return undefined;
+    return { l2, l2Cluster, at: pos.within * geo.entrySize };
+  }
+
+  /** Creates the L2 table for `vc` (its L1 block must be in memory). Synchronous. */
+  createTable(vc: number): EntryRef {
+    const { store, alloc, geo } = this.core;
+    const pos = this.l1Pos(vc);
+    const l1 = store.peek(pos.block)!;
+    const l2Cluster = alloc.allocate();
+    const l2 = store.create(l2Cluster, BlockType.L2, this.id);
+    writeL1(l1, pos.index, l2Cluster);
+    store.markDirty(pos.block, pos.index * 8, 8);
+    return { l2, l2Cluster, at: pos.within * geo.entrySize };
+  }
+
+  /** Every L2 table of the layer: [index of first virtual cluster it maps, L2 cluster]. */
+  async *tables(): AsyncGenerator<[number, number]> {
+    const { store, geo } = this.core;
+    const l2count = Math.ceil(Math.ceil(this.size / geo.clusterSize) / geo.entriesPerL2);
+    for (let b = 0; b < this.rec.l1Blocks; b++) {
+      const l1 = store.peek(this.rec.l1Start + b) ?? (await store.load(this.rec.l1Start + b, BlockType.L1, this.id));
+      for (let i = 0; i < geo.entriesPerL1Block; i++) {
+        const l2i = b * geo.entriesPerL1Block + i;
+        if (l2i >= l2count) return;
+        const c = readL1(l1, i);
+        if (c !== 0) yield [l2i * geo.entriesPerL2, c];
+      }
+    }
+  }
+
+  /** Sets an entry's host cluster. Synchronous. */
+  setHost(ref: EntryRef, cluster: number): void {
+    writeHost(ref.l2, ref.at, cluster);
+    this.core.store.markDirty(ref.l2Cluster, ref.at, 8);
+  }
+}

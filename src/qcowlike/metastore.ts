@@ -1,0 +1,479 @@
+import { LRUCache } from 'lru-cache';
+import type { BlockDevice } from '../blockdev/index.js';
+import { DoubleWrite } from './doublewrite.js';
+import { ChecksumError, PoolError } from './errors.js';
+import { Journal, RecordType, transactionSize, type JournalRecord } from './journal.js';
+import { BlockType, TRAILER, blockTypeName, sealBlock, verifyBlock } from './metablock.js';
+
+/** A metadata block in memory. */
+interface Block {
+  cluster: number;
+  buf: Buffer;
+  type: BlockType;
+  owner: number;
+  /** Bumped on every change; a checkpoint cleans only blocks it captured at this version. */
+  version: number;
+  /** Created since the last checkpoint: the journal must INIT it before any delta. */
+  needsInit: boolean;
+  /** Byte ranges changed since the last commit. */
+  ranges: Array<[number, number]>;
+  /** Kept in memory for the pool's lifetime (allocation bitmap, root). */
+  pinned: boolean;
+}
+
+/** Work a commit or checkpoint does at capture time and once it is done, for the layers that own clusters. */
+export interface EpochHooks {
+  /** Called synchronously when a commit captures state: data written in place until now is about to be referenced durably. */
+  onCapture(): void;
+  /** Called once the transaction of a commit is durable. */
+  onCommitted?(): Promise<void>;
+  /** Called after a checkpoint reset the journal: frees captured before it may now be reused and punched. */
+  onCheckpoint(): Promise<void>;
+  /** After a capture: true when this layer wants a checkpoint now (for example, to hand freed space back). */
+  wantsCheckpoint?(): boolean;
+}
+
+export interface MetaStoreOptions {
+  cacheBytes: number;
+  journalStart: number;
+  journalBytes: number;
+  dwStart: number;
+  dwClusters: number;
+  /** Most L2 tables under intent at once (bounds what recovery must re-read). */
+  maxIntents: number;
+}
+
+/**
+ * Metadata blocks between memory and the device, and the rules that make them
+ * crash-safe: every change is journaled at the next commit (a client flush or
+ * FUA, or when enough has piled up), and written home only by a checkpoint,
+ * through the double-write area. Clean blocks live in an LRU bounded by a byte
+ * budget; changed blocks stay in memory until the checkpoint that writes them
+ * home, and a checkpoint runs before they exceed half the budget.
+ *
+ * Data that is referenced durably may be overwritten in place only under a
+ * durable intent for its L2 table: a torn overwrite would otherwise leave a
+ * sub-cluster matching neither its old nor its new checksum. Recovery
+ * recomputes the checksums of every allocated sub-cluster under the intents of
+ * the replayed journal, adopting whatever each sector holds (old or new). A
+ * checkpoint ends all intents; their number is bounded so that recovery reads
+ * a bounded amount of data.
+ */
+export class MetaStore {
+  readonly clusterSize: number;
+  readonly journal: Journal;
+  private readonly dw: DoubleWrite;
+  private readonly clean: LRUCache<number, Block>;
+  private readonly dirty = new Map<number, Block>();
+  private readonly pinned = new Map<number, Block>();
+  private readonly loading = new Map<number, Promise<Block>>();
+  private readonly changed = new Set<Block>();
+  /** L2 tables under a durable intent in the current journal generation. */
+  private readonly intents = new Set<number>();
+  /** L2 tables whose intent goes into the next transaction, and the commit that will carry it. */
+  private intentsWanted = new Set<number>();
+  private nextGrant: Promise<void> | undefined;
+  /** L2 tables whose intent a running commit carries, and when it is done. */
+  private granting = new Set<number>();
+  private grantingDone: Promise<void> = Promise.resolve();
+  private readonly maxIntents: number;
+  private pendingBytes = 0;
+  private readonly maxDirty: number;
+  private serial: Promise<void> = Promise.resolve();
+  private inflight = 0;
+  private draining: { gate: Promise<void>; open: () => void; drained: () => void } | undefined;
+  private hooks: EpochHooks[] = [];
+  /** Counts of checksum failures repaired from redundancy below. */
+  repairedBlocks = 0;
+
+  constructor(
+    readonly dev: BlockDevice,
+    clusterSize: number,
+    opts: MetaStoreOptions,
+  ) {
+    this.clusterSize = clusterSize;
+    this.journal = new Journal(dev, opts.journalStart, opts.journalBytes);
+    this.dw = new DoubleWrite(dev, opts.dwStart, opts.dwClusters, clusterSize);
+    const budgetBlocks = Math.max(8, Math.floor(opts.cacheBytes / clusterSize));
+    this.maxDirty = Math.max(4, Math.min(this.dw.capacity, Math.floor(budgetBlocks / 2)));
+    this.clean = new LRUCache<number, Block>({ max: Math.max(4, budgetBlocks - this.maxDirty) });
+    this.maxIntents = opts.maxIntents;
+  }
+
+  addHooks(h: EpochHooks): void {
+    this.hooks.push(h);
+  }
+
+  // ---- blocks ------------------------------------------------------------
+
+  /** The block if it is in memory now (synchronous; the hot path). */
+  peek(cluster: number): Buffer | undefined {
+    return (this.dirty.get(cluster) ?? this.pinned.get(cluster) ?? this.clean.get(cluster))?.buf;
+  }
+
+  /** Loads a block (verifying it) unless it is in memory. */
+  async load(cluster: number, type: BlockType, owner: number | undefined, pin = false): Promise<Buffer> {
+    const have = this.dirty.get(cluster) ?? this.pinned.get(cluster) ?? this.clean.get(cluster);
+    if (have) {
+      if (pin) this.pin(have);
+      return have.buf;
+    }
+    let p = this.loading.get(cluster);
+    if (!p) {
+      p = this.readBlock(cluster, type, owner).finally(() => this.loading.delete(cluster));
+      this.loading.set(cluster, p);
+    }
+    const block = await p;
+    // Another caller may have changed and re-homed it meanwhile: one instance per block.
+    const now = this.dirty.get(cluster) ?? this.pinned.get(cluster) ?? this.clean.get(cluster);
+    if (now) {
+      if (pin) this.pin(now);
+      return now.buf;
+    }
+    block.pinned = pin;
+    if (pin) this.pinned.set(cluster, block);
+    else this.clean.set(cluster, block);
+    return block.buf;
+  }
+
+  private pin(block: Block): void {
+    block.pinned = true;
+    if (this.clean.get(block.cluster) === block) {
+      this.clean.delete(block.cluster);
+      this.pinned.set(block.cluster, block);
+    }
+  }
+
+  /** A new, zeroed block for a freshly allocated cluster. */
+  create(cluster: number, type: BlockType, owner: number, pin = false): Buffer {
+    const buf = Buffer.alloc(this.clusterSize);
+    const t = buf.length - TRAILER;
+    buf.writeUInt32LE(type, t);
+    buf.writeUInt32LE(owner >>> 0, t + 4);
+    const block: Block = { cluster, buf, type, owner, version: 1, needsInit: true, ranges: [], pinned: pin };
+    this.clean.delete(cluster);
+    this.pinned.delete(cluster);
+    this.dirty.set(cluster, block);
+    this.changed.add(block);
+    this.pendingBytes += 24;
+    return buf;
+  }
+
+  /** Records that bytes [offset, offset+length) of an in-memory block were changed. Synchronous. */
+  markDirty(cluster: number, offset: number, length: number): void {
+    let block = this.dirty.get(cluster);
+    if (!block) {
+      block = this.pinned.get(cluster) ?? this.clean.get(cluster);
+      if (!block) throw new Error(`internal: metadata block ${cluster} changed while not in memory`);
+      this.clean.delete(cluster);
+      this.dirty.set(cluster, block);
+    }
+    block.version++;
+    const last = block.ranges[block.ranges.length - 1];
+    if (last && offset <= last[1] && offset + length >= last[0]) {
+      last[0] = Math.min(last[0], offset);
+      last[1] = Math.max(last[1], offset + length);
+    } else {
+      block.ranges.push([offset, offset + length]);
+    }
+    this.changed.add(block);
+    this.pendingBytes += length + 16;
+  }
+
+  /** Drops a block from memory when its cluster is freed (its last state is journaled already). */
+  forget(cluster: number): void {
+    const b = this.dirty.get(cluster) ?? this.pinned.get(cluster) ?? this.clean.get(cluster);
+    if (b) this.changed.delete(b);
+    this.dirty.delete(cluster);
+    this.pinned.delete(cluster);
+    this.clean.delete(cluster);
+  }
+
+  private async readBlock(cluster: number, type: BlockType, owner: number | undefined): Promise<Block> {
+    const buf = Buffer.alloc(this.clusterSize);
+    const offset = cluster * this.clusterSize;
+    await this.dev.read(buf, offset);
+    if (verifyBlock(buf, type, owner) !== null) {
+      const good = await this.fromRedundancy(buf, offset, (b) => verifyBlock(b, type, owner) === null);
+      if (!good) throw new ChecksumError(this.dev.name, `${blockTypeName(type)} ${cluster}: ${verifyBlock(buf, type, owner)}`, offset);
+    }
+    const t = buf.length - TRAILER;
+    return { cluster, buf, type, owner: buf.readUInt32LE(t + 4), version: 0, needsInit: false, ranges: [], pinned: false };
+  }
+
+  /** Tries every other copy the device below offers; on success fills `buf`, repairs the bad copy, and returns true. */
+  async fromRedundancy(buf: Buffer, offset: number, ok: (b: Buffer) => boolean): Promise<boolean> {
+    const r = this.dev.redundancy;
+    if (!r) return false;
+    const copies = r.copies(offset, buf.length);
+    const alt = Buffer.alloc(buf.length);
+    for (let c = 1; c < copies; c++) {
+      try {
+        await r.readCopy(alt, offset, c);
+      } catch {
+        continue;
+      }
+      if (ok(alt)) {
+        alt.copy(buf);
+        await r.repair(alt, offset);
+        this.repairedBlocks++;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // ---- intents -------------------------------------------------------------
+
+  /** True when data under this L2 table may be overwritten in place now. Synchronous. */
+  hasIntent(l2Cluster: number): boolean {
+    return this.intents.has(l2Cluster);
+  }
+
+  /**
+   * Makes intents for these L2 tables durable (a commit). Call outside the
+   * write gate. Each acquisition costs a flush, so it also takes intents for
+   * the other L2 tables in memory (the working set), up to half the limit:
+   * random writes then pay for one commit, not one per table.
+   */
+  async acquireIntents(l2Clusters: Iterable<number>): Promise<void> {
+    let inFlight = false;
+    for (const c of l2Clusters) {
+      if (this.intents.has(c)) continue;
+      if (this.granting.has(c)) inFlight = true;
+      else this.intentsWanted.add(c);
+    }
+    if (this.intentsWanted.size === 0) {
+      if (inFlight) await this.grantingDone;
+      return;
+    }
+    const room = Math.floor(this.maxIntents / 2);
+    for (const map of [this.dirty, this.clean] as const) {
+      for (const b of map.values()) {
+        if (this.intents.size + this.intentsWanted.size >= room) break;
+        if (b.type === BlockType.L2 && !this.intents.has(b.cluster) && !this.granting.has(b.cluster)) this.intentsWanted.add(b.cluster);
+      }
+    }
+    // Every caller until the next capture shares one commit.
+    this.nextGrant ??= this.commit();
+    await this.nextGrant;
+  }
+
+  // ---- write gate ----------------------------------------------------------
+
+  /**
+   * Data writes whose metadata changes are done synchronously must have landed
+   * before a commit captures that metadata. A commit closes the gate, waits
+   * for the writes in flight, captures, and reopens it.
+   */
+  enter(): Promise<void> | undefined {
+    if (!this.draining) {
+      this.inflight++;
+      return undefined;
+    }
+    return this.draining.gate.then(() => this.enter());
+  }
+
+  exit(): void {
+    this.inflight--;
+    if (this.inflight === 0 && this.draining) this.draining.drained();
+  }
+
+  private async drain(): Promise<() => void> {
+    let open!: () => void;
+    let drained!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const done = new Promise<void>((r) => (drained = r));
+    this.draining = { gate, open, drained };
+    if (this.inflight > 0) await done;
+    return () => {
+      this.draining = undefined;
+      open();
+    };
+  }
+
+  // ---- commit and checkpoint -----------------------------------------------
+
+  /** True when enough is pending that the caller should commit before going on. */
+  get wantsCommit(): boolean {
+    return this.pendingBytes > this.journal.bytes / 4 || this.dirty.size >= this.maxDirty || this.intents.size >= this.maxIntents || this.hooks.some((h) => h.wantsCheckpoint?.());
+  }
+
+  /** Makes everything written so far durable (a client flush). */
+  commit(): Promise<void> {
+    return this.serialize(() => this.commitLocked(false));
+  }
+
+  /** Commits, then writes every changed block home and empties the journal. */
+  checkpoint(): Promise<void> {
+    return this.serialize(() => this.commitLocked(true));
+  }
+
+  private serialize(fn: () => Promise<void>): Promise<void> {
+    const run = this.serial.then(fn);
+    this.serial = run.catch(() => undefined);
+    return run;
+  }
+
+  private async commitLocked(forceCheckpoint: boolean): Promise<void> {
+    const reopen = await this.drain();
+    const granted = this.intentsWanted;
+    this.intentsWanted = new Set();
+    this.nextGrant = undefined;
+    let grantDone!: () => void;
+    this.granting = granted;
+    this.grantingDone = new Promise((r) => (grantDone = r));
+    try {
+      await this.commitCaptured(granted, forceCheckpoint, reopen);
+    } finally {
+      this.granting = new Set();
+      grantDone();
+    }
+  }
+
+  private async commitCaptured(granted: Set<number>, forceCheckpoint: boolean, reopen: () => void): Promise<void> {
+    let records: JournalRecord[];
+    let images: Array<{ block: Block; version: number; image: Buffer }> | undefined;
+    try {
+      records = this.captureRecords();
+      for (const c of granted) records.push({ type: RecordType.Intent, target: c, payload: Buffer.alloc(0) });
+      for (const h of this.hooks) h.onCapture();
+      const needCheckpoint =
+        forceCheckpoint ||
+        this.hooks.some((h) => h.wantsCheckpoint?.()) ||
+        this.dirty.size >= this.maxDirty ||
+        this.intents.size + granted.size >= this.maxIntents ||
+        this.journal.used + transactionSize(records) > this.journal.bytes * 0.6;
+      if (needCheckpoint) {
+        images = [...this.dirty.values()].map((block) => {
+          const image = Buffer.from(block.buf);
+          sealBlock(image, block.type, block.owner);
+          return { block, version: block.version, image };
+        });
+        // From this capture on, in-place writes need an intent of the next generation.
+        this.intents.clear();
+      }
+    } finally {
+      reopen();
+    }
+    // Data written in place before the capture must be durable before metadata points at it.
+    await this.dev.flush();
+    if (records.length > 0) {
+      if (transactionSize(records) > this.journal.free) throw new PoolError('ENOSPC', `${this.dev.name}: metadata journal overflow (${transactionSize(records)} bytes pending)`);
+      await this.journal.append(records);
+      await this.dev.flush();
+    }
+    if (!images) for (const c of granted) this.intents.add(c);
+    for (const h of this.hooks) await h.onCommitted?.();
+    if (images) await this.writeHome(images);
+  }
+
+  /** Turns every change since the last commit into journal records (synchronously, under the gate). */
+  private captureRecords(): JournalRecord[] {
+    const records: JournalRecord[] = [];
+    const C = this.clusterSize;
+    for (const block of this.changed) {
+      if (block.needsInit) {
+        const p = Buffer.alloc(8);
+        p.writeUInt32LE(block.type, 0);
+        p.writeUInt32LE(block.owner >>> 0, 4);
+        records.push({ type: RecordType.Init, target: block.cluster, payload: p });
+        block.needsInit = false;
+      }
+      for (const [s, e] of block.ranges) {
+        records.push({ type: RecordType.Delta, target: block.cluster * C + s, payload: Buffer.from(block.buf.subarray(s, e)) });
+      }
+      block.ranges = [];
+    }
+    this.changed.clear();
+    this.pendingBytes = 0;
+    return records;
+  }
+
+  private async writeHome(images: Array<{ block: Block; version: number; image: Buffer }>): Promise<void> {
+    const C = this.clusterSize;
+    for (let i = 0; i < images.length; i += this.dw.capacity) {
+      const batch = images.slice(i, i + this.dw.capacity);
+      await this.dw.write(this.journal.generation, batch.map((x) => ({ cluster: x.block.cluster, image: x.image })));
+      await this.dev.flush();
+      await Promise.all(batch.map((x) => this.dev.write(x.image, x.block.cluster * C)));
+    }
+    await this.dev.flush();
+    await this.journal.reset(this.journal.generation + 1n);
+    await this.dev.flush();
+    for (const { block, version } of images) {
+      if (block.version !== version || this.dirty.get(block.cluster) !== block) continue;
+      this.dirty.delete(block.cluster);
+      if (block.pinned) this.pinned.set(block.cluster, block);
+      else this.clean.set(block.cluster, block);
+    }
+    for (const h of this.hooks) await h.onCheckpoint();
+  }
+
+  // ---- recovery --------------------------------------------------------------
+
+  /**
+   * Replays the journal after an unclean stop: restores torn home blocks from
+   * the double-write area of the interrupted checkpoint, applies every
+   * committed transaction, adopts the data under every intent (its checksums
+   * recomputed from what the device holds), and checkpoints. Returns how many
+   * transactions it replayed.
+   */
+  async recover(adopt: (l2: Buffer) => Promise<void>): Promise<number> {
+    const C = this.clusterSize;
+    const txns = await this.journal.read();
+    const restore = await this.dw.read(this.journal.generation);
+    for (const e of restore) {
+      const home = Buffer.alloc(C);
+      await this.dev.read(home, e.cluster * C);
+      const t = e.image.length - TRAILER;
+      const type = e.image.readUInt32LE(t) as BlockType;
+      if (verifyBlock(e.image, type, undefined) !== null) continue;
+      if (verifyBlock(home, type, undefined) !== null) await this.dev.write(e.image, e.cluster * C);
+    }
+    if (txns.length === 0) return 0;
+    const images = new Map<number, Block>();
+    const intents = new Set<number>();
+    const imageOf = async (cluster: number): Promise<Block> => {
+      let img = images.get(cluster);
+      if (!img) {
+        const buf = Buffer.alloc(C);
+        await this.dev.read(buf, cluster * C);
+        const t = C - TRAILER;
+        const type = buf.readUInt32LE(t) as BlockType;
+        const why = verifyBlock(buf, type, undefined);
+        if (why !== null) throw new PoolError('ECORRUPT', `${this.dev.name}: journal replay needs metadata block at offset ${cluster * C}, which is damaged (${why})`);
+        img = { cluster, buf, type, owner: buf.readUInt32LE(t + 4), version: 1, needsInit: false, ranges: [], pinned: false };
+        images.set(cluster, img);
+      }
+      return img;
+    };
+    for (const txn of txns) {
+      for (const r of txn) {
+        if (r.type === RecordType.Init) {
+          const buf = Buffer.alloc(C);
+          const t = C - TRAILER;
+          buf.writeUInt32LE(r.payload.readUInt32LE(0), t);
+          buf.writeUInt32LE(r.payload.readUInt32LE(4), t + 4);
+          images.set(r.target, { cluster: r.target, buf, type: r.payload.readUInt32LE(0), owner: r.payload.readUInt32LE(4), version: 1, needsInit: false, ranges: [], pinned: false });
+        } else if (r.type === RecordType.Delta) {
+          const cluster = Math.floor(r.target / C);
+          const img = await imageOf(cluster);
+          r.payload.copy(img.buf, r.target - cluster * C);
+        } else if (r.type === RecordType.Intent) {
+          intents.add(r.target);
+        } else {
+          throw new PoolError('ECORRUPT', `${this.dev.name}: journal record of unknown type ${r.type as number}`);
+        }
+      }
+    }
+    for (const c of intents) {
+      const img = await imageOf(c);
+      // A table freed after its intent is no longer an L2 table of anyone: nothing to adopt.
+      if (img.type === BlockType.L2) await adopt(img.buf);
+    }
+    for (const b of images.values()) this.dirty.set(b.cluster, b);
+    await this.checkpoint();
+    return txns.length;
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * Shared/exclusive locks over ranges of virtual clusters. Reads share; writes,
+ * zeroing and discard are exclusive, because a partial sub-cluster write is a
+ * read-modify-write that must not interleave with another on the same
+ * sub-cluster. Uncontended acquisition is synchronous and allocates one record.
+ */
+interface Holder {
+  first: number;
+  last: number;
+  exclusive: boolean;
+}
+
+interface Waiter extends Holder {
+  grant: (release: () => void) => void;
+}
+
+export class RangeLock {
+  private readonly holders = new Set<Holder>();
+  private waiters: Waiter[] = [];
+
+  acquire(first: number, last: number, exclusive: boolean): (() => void) | Promise<() => void> {
+    const h: Holder = { first, last, exclusive };
+    // Waiters keep their place: a newcomer that conflicts with one queues behind it.
+    if (!this.conflicts(h) && !this.waiters.some((w) => overlaps(w, h) && (w.exclusive || exclusive))) {
+      this.holders.add(h);
+      return () => this.release(h);
+    }
+    return new Promise((grant) => this.waiters.push({ ...h, grant }));
+  }
+
+  private conflicts(h: Holder): boolean {
+    for (const o of this.holders) if (overlaps(o, h) && (o.exclusive || h.exclusive)) return true;
+    return false;
+  }
+
+  private release(h: Holder): void {
+    this.holders.delete(h);
+    const still: Waiter[] = [];
+    for (const w of this.waiters) {
+      if (!this.conflicts(w) && !still.some((s) => overlaps(s, w) && (s.exclusive || w.exclusive))) {
+        const held: Holder = { first: w.first, last: w.last, exclusive: w.exclusive };
+        this.holders.add(held);
+        w.grant(() => this.release(held));
+      } else {
+        still.push(w);
+      }
+    }
+    this.waiters = still;
+  }
+}
+
+function overlaps(a: Holder, b: Holder): boolean {
+  return a.first <= b.last && b.first <= a.last;
+}

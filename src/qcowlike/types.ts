@@ -1,0 +1,76 @@
+import type { BlockDevice, Extent } from '../blockdev/index.js';
+
+export type Preallocation = 'off' | 'metadata' | 'full';
+
+export interface PoolOpenOptions {
+  /** Byte budget for cached metadata blocks (clean and dirty). Default 64 MiB. */
+  cacheBytes?: number;
+  readOnly?: boolean;
+}
+
+export interface PoolCreateOptions {
+  /** Power of two from 4 KiB to 2 MiB; default 64 KiB. */
+  clusterSize?: number;
+  /** Size of the metadata journal region; default scales with the device, 1–64 MiB. */
+  journalBytes?: number;
+  cacheBytes?: number;
+}
+
+export interface PoolStats {
+  uuid: string;
+  clusterSize: number;
+  subclusterSize: number;
+  /** Size of the device under the pool. */
+  deviceSize: number;
+  /** Clusters usable for data and metadata (after header, journal, bitmap). */
+  totalClusters: number;
+  usedClusters: number;
+  freeClusters: number;
+  volumes: number;
+  layers: number;
+  journalBytes: number;
+}
+
+export interface LayerInfo {
+  id: number;
+  parent: number | null;
+  frozen: boolean;
+  /** Bytes of data this layer holds itself (allocated sub-clusters). */
+  allocatedBytes: number;
+}
+
+export interface VolumeInfo {
+  name: string;
+  size: number;
+  /** Bytes of data held by the volume's own top layer. */
+  allocatedBytes: number;
+  created: string;
+  readOnly: boolean;
+  /** Top layer first. */
+  layers: LayerInfo[];
+}
+
+export interface CheckProblem {
+  kind: 'checksum' | 'leak' | 'overlap' | 'dangling' | 'header' | 'journal' | 'catalog' | 'bitmap';
+  /** Byte offset on the pool device where the problem is, when there is one place. */
+  hostOffset?: number;
+  volume?: string;
+  layer?: number;
+  virtualOffset?: number;
+  message: string;
+  repaired: boolean;
+}
+
+export interface CheckReport {
+  problems: CheckProblem[];
+  clustersChecked: number;
+  leakedClusters: number;
+  corruptBlocks: number;
+  repaired: number;
+}
+
+/** A volume as the NBD layer and the CLI use it: a BlockDevice whose blockStatus reports holes and zeroes. */
+export interface Volume extends BlockDevice {
+  readonly volumeName: string;
+  blockStatus(offset: number, length: number): Promise<Extent[]>;
+}

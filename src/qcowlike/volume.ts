@@ -1,0 +1,543 @@
+import { BlockDeviceError, checkRange, type Extent, type WriteOptions, type WriteZeroesOptions } from '../blockdev/index.js';
+import { dataChecksum } from './checksum.js';
+import type { PoolCore } from './core.js';
+import { ChecksumError } from './errors.js';
+import { ENTRY_ALLOC, ENTRY_SUMS, ENTRY_ZERO, readHost } from './geometry.js';
+import type { Layer } from './layer.js';
+import type { Volume } from './types.js';
+
+interface DataPiece {
+  /** Host byte offset of the sub-cluster. */
+  host: number;
+  /** Where in the caller's buffer the piece goes. */
+  bufAt: number;
+  /** Offset within the sub-cluster and length of the piece. */
+  scOff: number;
+  n: number;
+  sum: number;
+  /** Virtual offset of the sub-cluster (for error messages). */
+  vsc: number;
+}
+
+/** Block-status answers stop after this many runs; NBD lets a server answer less than was asked. */
+const MAX_EXTENTS = 65536;
+
+/**
+ * A thin volume: the top layer of its chain, as a BlockDevice.
+ *
+ * Writes go in place. Into a cluster nothing durable points at yet (fresh
+ * since the last commit) they go freely; over data referenced durably, only
+ * under a durable intent for the L2 table (see MetaStore), so that after a
+ * crash every sub-cluster's checksum again matches what a reader finds and
+ * every byte reads old or new.
+ */
+export class VolumeHandle implements Volume {
+  readonly blockSize = 512;
+  readonly preferredBlockSize: number;
+  readonly discardZeroes = true;
+  private closed = false;
+
+  constructor(
+    private readonly core: PoolCore,
+    readonly layer: Layer,
+    readonly volumeName: string,
+    readonly readOnly: boolean,
+    private readonly onClose: () => void,
+  ) {
+    this.preferredBlockSize = core.geo.subclusterSize;
+  }
+
+  get name(): string {
+    return `volume '${this.volumeName}'`;
+  }
+
+  get size(): number {
+    return this.layer.size;
+  }
+
+  // ---- read ------------------------------------------------------------------
+
+  async read(buf: Uint8Array, offset: number): Promise<void> {
+    this.checkOpen('read');
+    checkRange(this, 'read', offset, buf.length);
+    if (buf.length === 0) return;
+    const C = this.core.geo.clusterSize;
+    const lock = this.layer.lock.acquire(Math.floor(offset / C), Math.floor((offset + buf.length - 1) / C), false);
+    const release = typeof lock === 'function' ? lock : await lock;
+    try {
+      await this.readLayer(this.layer, asBuffer(buf), 0, offset, buf.length);
+    } finally {
+      release();
+    }
+  }
+
+  /** Reads [voff, voff+len) as `layer` sees it (falling through to its parents) into buf at bufOff. */
+  private async readLayer(layer: Layer, buf: Buffer, bufOff: number, voff: number, len: number): Promise<void> {
+    const { clusterSize: C, subclusterSize: S, entriesPerL2: P } = this.core.geo;
+    let end = voff + len;
+    if (voff >= layer.size) return void buf.fill(0, bufOff, bufOff + len);
+    if (end > layer.size) {
+      buf.fill(0, bufOff + (layer.size - voff), bufOff + len);
+      end = layer.size;
+    }
+    const pieces: DataPiece[] = [];
+    const falls: Array<[number, number]> = [];
+    const fall = (at: number, n: number): void => {
+      const last = falls[falls.length - 1];
+      if (last && last[0] + last[1] === at) last[1] += n;
+      else falls.push([at, n]);
+    };
+    let pos = voff;
+    while (pos < end) {
+      const vc = Math.floor(pos / C);
+      let ref = layer.peek(vc);
+      if (ref === undefined) {
+        await layer.ensure(vc);
+        ref = layer.peek(vc);
+        if (ref === undefined) continue;
+      }
+      if (ref === null) {
+        // No L2 table: the whole span it would map is not in this layer.
+        const spanEnd = Math.min(end, (Math.floor(vc / P) + 1) * P * C);
+        if (layer.parent) fall(pos, spanEnd - pos);
+        else buf.fill(0, bufOff + pos - voff, bufOff + spanEnd - voff);
+        pos = spanEnd;
+        continue;
+      }
+      const { l2, at } = ref;
+      const host = readHost(l2, at) * C;
+      const alloc = l2.readUInt32LE(at + ENTRY_ALLOC);
+      const zero = l2.readUInt32LE(at + ENTRY_ZERO);
+      const cend = Math.min(end, (vc + 1) * C);
+      while (pos < cend) {
+        const i = Math.floor((pos - vc * C) / S);
+        const scBase = vc * C + i * S;
+        const b = Math.min(cend, scBase + S);
+        const bit = 1 << i;
+        if (alloc & bit) {
+          pieces.push({ host: host + i * S, bufAt: bufOff + pos - voff, scOff: pos - scBase, n: b - pos, sum: l2.readUInt32LE(at + ENTRY_SUMS + 4 * i), vsc: scBase });
+        } else if (zero & bit || !layer.parent) {
+          buf.fill(0, bufOff + pos - voff, bufOff + b - voff);
+        } else {
+          fall(pos, b - pos);
+        }
+        pos = b;
+      }
+    }
+    if (falls.length === 0) {
+      if (pieces.length > 0) await this.fetch(pieces, buf);
+      return;
+    }
+    const work: Array<Promise<void>> = [];
+    if (pieces.length > 0) work.push(this.fetch(pieces, buf));
+    for (const [at, n] of falls) work.push(this.readLayer(layer.parent!, buf, bufOff + at - voff, at, n));
+    await Promise.all(work);
+  }
+
+  /** Reads data sub-clusters, coalescing runs that are contiguous on the host and in the buffer, and verifies each. */
+  private async fetch(pieces: DataPiece[], buf: Buffer): Promise<void> {
+    const S = this.core.geo.subclusterSize;
+    let reads: Array<Promise<void>> | undefined;
+    let i = 0;
+    while (i < pieces.length) {
+      const p = pieces[i]!;
+      let job: Promise<void>;
+      if (p.scOff !== 0 || p.n !== S) {
+        job = this.fetchPartial(p, buf);
+        i++;
+      } else {
+        let j = i + 1;
+        while (j < pieces.length) {
+          const q = pieces[j]!;
+          const prev = pieces[j - 1]!;
+          if (q.scOff !== 0 || q.n !== S || q.host !== prev.host + S || q.bufAt !== prev.bufAt + S) break;
+          j++;
+        }
+        job = this.fetchRun(pieces, i, j, buf);
+        i = j;
+      }
+      // The common case, one run, needs no array of promises.
+      if (i >= pieces.length && !reads) return job;
+      (reads ??= []).push(job);
+    }
+    if (reads) await Promise.all(reads);
+  }
+
+  private async fetchRun(pieces: DataPiece[], from: number, to: number, buf: Buffer): Promise<void> {
+    const S = this.core.geo.subclusterSize;
+    const first = pieces[from]!;
+    await this.core.dev.read(buf.subarray(first.bufAt, first.bufAt + (to - from) * S), first.host);
+    for (let k = from; k < to; k++) {
+      const q = pieces[k]!;
+      const sc = buf.subarray(q.bufAt, q.bufAt + S);
+      if (dataChecksum(sc) !== q.sum) await this.recover(sc, q);
+    }
+  }
+
+  private async fetchPartial(p: DataPiece, buf: Buffer): Promise<void> {
+    const tmp = Buffer.allocUnsafe(this.core.geo.subclusterSize);
+    await this.core.dev.read(tmp, p.host);
+    if (dataChecksum(tmp) !== p.sum) await this.recover(tmp, p);
+    tmp.copy(buf, p.bufAt, p.scOff, p.scOff + p.n);
+  }
+
+  /** A sub-cluster failed its checksum: get a good copy from the redundancy below, or fail naming the place. */
+  private async recover(sc: Buffer, p: DataPiece): Promise<void> {
+    const ok = await this.core.store.fromRedundancy(sc, p.host, (b) => dataChecksum(b) === p.sum);
+    if (ok) {
+      this.core.counters.repairedData++;
+      return;
+    }
+    this.core.counters.corruptData++;
+    throw new ChecksumError(this.core.dev.name, 'data', p.host, this.volumeName, p.vsc);
+  }
+
+  // ---- write -----------------------------------------------------------------
+
+  async write(buf: Uint8Array, offset: number, opts?: WriteOptions): Promise<void> {
+    this.checkWritable('write', offset, buf.length);
+    if (buf.length > 0) await this.writeRange(asBuffer(buf), offset);
+    await this.afterWrite(opts?.fua);
+  }
+
+  private async afterWrite(fua: boolean | undefined): Promise<void> {
+    const { store } = this.core;
+    if (fua || store.wantsCommit) await store.commit();
+  }
+
+  private async writeRange(data: Buffer, voff: number): Promise<void> {
+    const { clusterSize: C, subclusterSize: S } = this.core.geo;
+    const end = voff + data.length;
+    const aStart = Math.floor(voff / S) * S;
+    const aEnd = Math.ceil(end / S) * S;
+    const lock = this.layer.lock.acquire(Math.floor(aStart / C), Math.floor((aEnd - 1) / C), true);
+    const release = typeof lock === 'function' ? lock : await lock;
+    try {
+      // Partial sub-clusters at the edges become whole ones: read what is there and lay the data over it.
+      const segments: Array<{ at: number; data: Buffer }> = [];
+      if (aEnd - aStart === S && (voff !== aStart || end !== aEnd)) {
+        const sc = Buffer.alloc(S);
+        await this.readLayer(this.layer, sc, 0, aStart, S);
+        data.copy(sc, voff - aStart);
+        segments.push({ at: aStart, data: sc });
+      } else {
+        let mid = voff;
+        let midEnd = end;
+        if (voff !== aStart) {
+          const head = Buffer.alloc(S);
+          await this.readLayer(this.layer, head, 0, aStart, S);
+          data.copy(head, voff - aStart, 0, aStart + S - voff);
+          segments.push({ at: aStart, data: head });
+          mid = aStart + S;
+        }
+        if (end !== aEnd) midEnd = aEnd - S;
+        if (midEnd > mid) segments.push({ at: mid, data: data.subarray(mid - voff, midEnd - voff) });
+        if (end !== aEnd) {
+          const tail = Buffer.alloc(S);
+          await this.readLayer(this.layer, tail, 0, aEnd - S, S);
+          data.copy(tail, 0, aEnd - S - voff);
+          segments.push({ at: aEnd - S, data: tail });
+        }
+      }
+      try {
+        await this.applyWrite(segments, aStart, aEnd);
+      } catch (err) {
+        // Space may be waiting in quarantine for a checkpoint: release it and try once more.
+        if (!(err instanceof BlockDeviceError && err.code === 'ENOSPC' && this.core.alloc.waiting > 0)) throw err;
+        await this.core.store.checkpoint();
+        await this.applyWrite(segments, aStart, aEnd);
+      }
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Writes whole sub-clusters [aStart, aEnd) from `segments` (contiguous, in
+   * order). Clusters that nothing durable points at are written in place
+   * freely; clusters that are referenced durably only under an intent for
+   * their L2 table, acquired (a commit) before the write starts.
+   */
+  private async applyWrite(segments: Array<{ at: number; data: Buffer }>, aStart: number, aEnd: number): Promise<void> {
+    const { geo, store } = this.core;
+    const C = geo.clusterSize;
+    const first = Math.floor(aStart / C);
+    const last = Math.floor((aEnd - 1) / C);
+    for (;;) {
+      await this.ensureAll(first, last);
+      const need = this.intentsNeeded(first, last);
+      if (need === undefined) continue;
+      if (need.length > 0) {
+        await store.acquireIntents(need);
+        continue;
+      }
+      const gate = store.enter();
+      if (gate) await gate;
+      // The gate may have waited for a commit or checkpoint: tables may be gone from memory, intents ended.
+      const again = this.intentsNeeded(first, last);
+      if (again === undefined || again.length > 0) {
+        store.exit();
+        continue;
+      }
+      try {
+        await this.applyUnderGate(segments, aStart, aEnd, first, last);
+      } finally {
+        store.exit();
+      }
+      return;
+    }
+  }
+
+  /** L2 tables that an in-place write to clusters first..last needs an intent for; undefined when a table is not in memory. */
+  private intentsNeeded(first: number, last: number): number[] | undefined {
+    const { store, alloc } = this.core;
+    const need: number[] = [];
+    for (let vc = first; vc <= last; vc++) {
+      const ref = this.layer.peek(vc);
+      if (ref === undefined) return undefined;
+      if (ref === null || store.hasIntent(ref.l2Cluster) || need[need.length - 1] === ref.l2Cluster) continue;
+      const host = readHost(ref.l2, ref.at);
+      if (host !== 0 && !alloc.isFresh(host)) need.push(ref.l2Cluster);
+    }
+    return need;
+  }
+
+  private async applyUnderGate(segments: Array<{ at: number; data: Buffer }>, aStart: number, aEnd: number, first: number, last: number): Promise<void> {
+    const { geo, store, alloc } = this.core;
+    const { clusterSize: C, subclusterSize: S, entrySize: E } = geo;
+    const writes: Array<[number, Buffer]> = [];
+    let failure: unknown;
+    let seg = 0;
+    const sliceAt = (x: number): Buffer => {
+      while (segments[seg]!.at + segments[seg]!.data.length <= x) seg++;
+      const s = segments[seg]!;
+      return s.data.subarray(x - s.at, x - s.at + S);
+    };
+    try {
+      for (let vc = first; vc <= last; vc++) {
+        const s = Math.max(aStart, vc * C);
+        const e = Math.min(aEnd, (vc + 1) * C);
+        const ref = this.layer.peek(vc) ?? this.layer.createTable(vc);
+        const { l2, at } = ref;
+        let host = readHost(l2, at);
+        if (host === 0) {
+          host = alloc.allocate();
+          this.layer.setHost(ref, host);
+        }
+        let bits = l2.readUInt32LE(at + ENTRY_ALLOC);
+        let zeros = l2.readUInt32LE(at + ENTRY_ZERO);
+        for (let x = s; x < e; x += S) {
+          const i = (x - vc * C) / S;
+          const slice = sliceAt(x);
+          l2.writeUInt32LE(dataChecksum(slice), at + ENTRY_SUMS + 4 * i);
+          bits |= 1 << i;
+          zeros &= ~(1 << i);
+          writes.push([host * C + i * S, slice]);
+        }
+        l2.writeUInt32LE(bits >>> 0, at + ENTRY_ALLOC);
+        l2.writeUInt32LE(zeros >>> 0, at + ENTRY_ZERO);
+        store.markDirty(ref.l2Cluster, at, E);
+      }
+    } catch (err) {
+      // Keep what was decided consistent with the device: issue the writes already mapped, then fail.
+      failure = err;
+    }
+    await Promise.all(coalesce(writes).map(([off, b]) => this.core.dev.write(b, off)));
+    if (failure) throw failure;
+  }
+
+  /** Brings every table of clusters first..last into memory, so that the caller can then work without yielding. */
+  private async ensureAll(first: number, last: number): Promise<void> {
+    for (;;) {
+      let missing = false;
+      for (let vc = first; vc <= last; vc++) {
+        if (this.layer.peek(vc) === undefined) {
+          missing = true;
+          await this.layer.ensure(vc);
+        }
+      }
+      if (!missing) return;
+      // Something loaded meanwhile may have pushed an earlier block out: check all again.
+      let all = true;
+      for (let vc = first; vc <= last && all; vc++) all = this.layer.peek(vc) !== undefined;
+      if (all) return;
+    }
+  }
+
+  // ---- zeroes and discard ------------------------------------------------------
+
+  async writeZeroes(offset: number, length: number, opts?: WriteZeroesOptions): Promise<void> {
+    this.checkWritable('writeZeroes', offset, length);
+    await this.zeroRange(offset, length, opts?.mayUnmap ?? false);
+    await this.afterWrite(opts?.fua);
+  }
+
+  async discard(offset: number, length: number): Promise<void> {
+    this.checkWritable('discard', offset, length);
+    await this.zeroRange(offset, length, true);
+    await this.afterWrite(false);
+  }
+
+  /**
+   * Zeroes a range without writing data: whole sub-clusters lose their data
+   * bit (and gain the zero bit where a parent could show through); clusters
+   * left empty are freed when unmapping is allowed. Partial sub-clusters at
+   * the edges are written as zeroes. Works one L2 table at a time, committing
+   * in between when enough piles up, so a 4 GiB request needs no more memory
+   * than a small one.
+   */
+  private async zeroRange(voff: number, len: number, unmap: boolean): Promise<void> {
+    const { clusterSize: C, subclusterSize: S, entriesPerL2: P } = this.core.geo;
+    const end = voff + len;
+    const aStart = Math.ceil(voff / S) * S;
+    const aEnd = Math.max(aStart, Math.floor(end / S) * S);
+    if (aStart >= aEnd) {
+      if (len > 0) await this.writeRange(Buffer.alloc(len), voff);
+      return;
+    }
+    if (voff < aStart) await this.writeRange(Buffer.alloc(aStart - voff), voff);
+    if (aEnd < end) await this.writeRange(Buffer.alloc(end - aEnd), aEnd);
+    const span = P * C;
+    for (let s = aStart; s < aEnd; ) {
+      const e = Math.min(aEnd, (Math.floor(s / span) + 1) * span);
+      await this.zeroWithinTable(s, e, unmap);
+      s = e;
+      if (this.core.store.wantsCommit) await this.core.store.commit();
+    }
+  }
+
+  private async zeroWithinTable(s: number, e: number, unmap: boolean): Promise<void> {
+    const { geo, store, alloc } = this.core;
+    const { clusterSize: C, subclusterSize: S, entrySize: E } = geo;
+    const first = Math.floor(s / C);
+    const last = Math.floor((e - 1) / C);
+    const lock = this.layer.lock.acquire(first, last, true);
+    const release = typeof lock === 'function' ? lock : await lock;
+    const gate = store.enter();
+    if (gate) await gate;
+    try {
+      await this.ensureAll(first, first);
+      let ref = this.layer.peek(first)!;
+      if (ref === null) {
+        if (!this.layer.parent) return;
+        ref = this.layer.createTable(first);
+      }
+      const parent = this.layer.parent !== null;
+      for (let vc = first; vc <= last; vc++) {
+        const at = ref.at + (vc - first) * E;
+        const cs = Math.max(s, vc * C);
+        const ce = Math.min(e, (vc + 1) * C);
+        let bits = ref.l2.readUInt32LE(at + ENTRY_ALLOC);
+        let zeros = ref.l2.readUInt32LE(at + ENTRY_ZERO);
+        for (let x = cs; x < ce; x += S) {
+          const i = (x - vc * C) / S;
+          bits &= ~(1 << i);
+          if (parent) zeros |= 1 << i;
+        }
+        const host = readHost(ref.l2, at);
+        if (host !== 0 && bits === 0 && unmap) {
+          alloc.free(host, { punch: true });
+          this.layer.setHost({ ...ref, at }, 0);
+        }
+        ref.l2.writeUInt32LE(bits >>> 0, at + ENTRY_ALLOC);
+        ref.l2.writeUInt32LE(zeros >>> 0, at + ENTRY_ZERO);
+        store.markDirty(ref.l2Cluster, at, E);
+      }
+    } finally {
+      store.exit();
+      release();
+    }
+  }
+
+  // ---- the rest ------------------------------------------------------------------
+
+  async flush(): Promise<void> {
+    this.checkOpen('flush');
+    await this.core.store.commit();
+  }
+
+  async blockStatus(offset: number, length: number): Promise<Extent[]> {
+    this.checkOpen('read');
+    checkRange(this, 'read', offset, length);
+    const out: Extent[] = [];
+    await this.statusLayer(this.layer, offset, length, out);
+    return out;
+  }
+
+  private async statusLayer(layer: Layer, voff: number, len: number, out: Extent[]): Promise<void> {
+    const { clusterSize: C, subclusterSize: S, entriesPerL2: P } = this.core.geo;
+    const push = (at: number, n: number, data: boolean): void => {
+      const last = out[out.length - 1];
+      if (last && last.offset + last.length === at && last.hole === !data) last.length += n;
+      else out.push({ offset: at, length: n, hole: !data, zero: !data });
+    };
+    const end = voff + len;
+    let pos = voff;
+    if (layer.size < end) {
+      if (pos < layer.size) await this.statusLayer(layer, pos, layer.size - pos, out);
+      push(Math.max(pos, layer.size), end - Math.max(pos, layer.size), false);
+      return;
+    }
+    while (pos < end && out.length < MAX_EXTENTS) {
+      const vc = Math.floor(pos / C);
+      let ref = layer.peek(vc);
+      if (ref === undefined) {
+        await layer.ensure(vc);
+        ref = layer.peek(vc);
+        if (ref === undefined) continue;
+      }
+      if (ref === null) {
+        const spanEnd = Math.min(end, (Math.floor(vc / P) + 1) * P * C);
+        if (layer.parent) await this.statusLayer(layer.parent, pos, spanEnd - pos, out);
+        else push(pos, spanEnd - pos, false);
+        pos = spanEnd;
+        continue;
+      }
+      const alloc = ref.l2.readUInt32LE(ref.at + ENTRY_ALLOC);
+      const zero = ref.l2.readUInt32LE(ref.at + ENTRY_ZERO);
+      const cend = Math.min(end, (vc + 1) * C);
+      while (pos < cend) {
+        const i = Math.floor((pos - vc * C) / S);
+        const b = Math.min(cend, vc * C + (i + 1) * S);
+        if (alloc & (1 << i)) push(pos, b - pos, true);
+        else if (zero & (1 << i) || !layer.parent) push(pos, b - pos, false);
+        else await this.statusLayer(layer.parent, pos, b - pos, out);
+        pos = b;
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.onClose();
+  }
+
+  private checkOpen(op: 'read' | 'write' | 'flush' | 'discard' | 'writeZeroes'): void {
+    if (this.closed) throw new BlockDeviceError('ECLOSED', this.name, op, 'volume is closed');
+  }
+
+  private checkWritable(op: 'write' | 'discard' | 'writeZeroes', offset: number, length: number): void {
+    this.checkOpen(op);
+    if (this.readOnly || this.core.readOnly) throw new BlockDeviceError('EROFS', this.name, op, 'volume is read-only', offset, length);
+    checkRange(this, op, offset, length);
+  }
+}
+
+function asBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.length);
+}
+
+/** Joins writes that are contiguous both on the host and in memory into one request. */
+function coalesce(writes: Array<[number, Buffer]>): Array<[number, Buffer]> {
+  const out: Array<[number, Buffer]> = [];
+  for (const [off, b] of writes) {
+    const last = out[out.length - 1];
+    if (last && last[0] + last[1].length === off && last[1].buffer === b.buffer && last[1].byteOffset + last[1].length === b.byteOffset) {
+      last[1] = Buffer.from(b.buffer, last[1].byteOffset, last[1].length + b.length);
+    } else {
+      out.push([off, b]);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,142 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { allocated, buildCli, fails, json, ok, strata } from './strata.js';
+import { scratchDir } from '../support/scratch.js';
+
+const scratch = scratchDir('cli-volume');
+afterAll(() => scratch.cleanup());
+beforeAll(() => buildCli());
+let n = 0;
+function poolHome(size = '4G'): string {
+  const home = path.join(scratch.dir, `home${n++}`);
+  ok(home, ['pool', 'create', 'p0', '--size', size]);
+  return home;
+}
+
+interface VolumeJson {
+  pool: string;
+  name: string;
+  size: number;
+  allocatedBytes: number;
+  readOnly: boolean;
+  created: string;
+  layers: { id: number; frozen: boolean }[];
+}
+
+/** Writes a raw image of `size` bytes with `data` nonzero bytes at `at`, and imports it. */
+function writeInto(home: string, ref: string, at: number, data: number, size: number): void {
+  const image = path.join(home, `img${n++}.raw`);
+  const fd = fs.openSync(image, 'w');
+  fs.ftruncateSync(fd, size);
+  fs.writeSync(fd, Buffer.alloc(data, 0xab), 0, data, at);
+  fs.closeSync(fd);
+  ok(home, ['import', ref, image]);
+}
+
+describe('strata volume', () => {
+  it('creates a thin volume, human and JSON', () => {
+    const home = poolHome();
+    expect(ok(home, ['volume', 'create', 'p0/vm1', '20G'])).toBe('created volume p0/vm1: 20G\n');
+    const v = json<VolumeJson>(home, ['volume', 'create', 'p0/vm2', '1.5G']);
+    expect(v).toMatchObject({ pool: 'p0', name: 'vm2', size: 1.5 * 1024 ** 3, allocatedBytes: 0, readOnly: false });
+    expect(v.layers).toHaveLength(1);
+    expect(allocated(path.join(home, 'p0.pool'))).toBeLessThan(64 << 20);
+  });
+
+  it('lists volumes aligned and as JSON', () => {
+    const home = poolHome();
+    ok(home, ['volume', 'create', 'p0/b-long-volume-name', '1T']);
+    ok(home, ['volume', 'create', 'p0/a', '512K']);
+    const lines = ok(home, ['volume', 'list', 'p0']).trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^NAME\s+SIZE\s+ALLOCATED\s+LAYERS\s+MODE\s+CREATED$/);
+    expect(lines[1]).toMatch(/^a\s+512K\s+0\s+1\s+rw\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
+    expect(lines[2]).toMatch(/^b-long-volume-name\s+1T\s+0\s+1\s+rw\s+/);
+    expect(lines[1]!.indexOf('rw')).toBe(lines[2]!.indexOf('rw'));
+    expect(json<VolumeJson[]>(home, ['volume', 'list', 'p0']).map((v) => [v.name, v.size])).toEqual([
+      ['a', 512 * 1024],
+      ['b-long-volume-name', 1024 ** 4],
+    ]);
+    const empty = poolHome();
+    expect(ok(empty, ['volume', 'list', 'p0'])).toBe("no volumes in pool 'p0'\n");
+    expect(json(empty, ['volume', 'list', 'p0'])).toEqual([]);
+  });
+
+  it('shows one volume, with what it holds', () => {
+    const home = poolHome();
+    ok(home, ['volume', 'create', 'p0/v', '64M']);
+    writeInto(home, 'p0/v', 1 << 20, 1 << 20, 64 << 20);
+    const out = ok(home, ['volume', 'info', 'p0/v']);
+    expect(out).toMatch(/^volume:\s+p0\/v$/m);
+    expect(out).toMatch(/^size:\s+64M \(67108864 bytes\)$/m);
+    expect(out).toMatch(/^allocated:\s+1M \(1048576 bytes\), 1\.6% of size$/m);
+    expect(out).toMatch(/^mode:\s+read-write$/m);
+    expect(out).toMatch(/^layers:\s+layer \d+ \(1M\)$/m);
+    expect(json<VolumeJson>(home, ['volume', 'info', 'p0/v'])).toMatchObject({ pool: 'p0', name: 'v', size: 64 << 20, allocatedBytes: 1 << 20 });
+  });
+
+  it('grows a volume to a size or by +SIZE', () => {
+    const home = poolHome();
+    ok(home, ['volume', 'create', 'p0/v', '1G']);
+    expect(ok(home, ['volume', 'resize', 'p0/v', '2G'])).toBe('resized p0/v: 1G -> 2G\n');
+    expect(json(home, ['volume', 'resize', 'p0/v', '+512M'])).toEqual({ pool: 'p0', volume: 'v', oldSize: 2 * 1024 ** 3, size: 2.5 * 1024 ** 3 });
+    expect(json<VolumeJson>(home, ['volume', 'info', 'p0/v']).size).toBe(2.5 * 1024 ** 3);
+  });
+
+  it('shrinks over unallocated space, refuses to cut off data unless --force', () => {
+    const home = poolHome();
+    ok(home, ['volume', 'create', 'p0/v', '64M']);
+    writeInto(home, 'p0/v', 40 << 20, 1 << 20, 64 << 20);
+    ok(home, ['volume', 'resize', 'p0/v', '48M']);
+    expect(fails(home, ['volume', 'resize', 'p0/v', '32M'])).toBe('strata: cannot shrink p0/v from 48M to 32M: 1M of data lies beyond 32M (--force discards it)');
+    expect(json<VolumeJson>(home, ['volume', 'info', 'p0/v']).size).toBe(48 << 20);
+    ok(home, ['volume', 'resize', 'p0/v', '32M', '--force']);
+    const v = json<VolumeJson>(home, ['volume', 'info', 'p0/v']);
+    expect(v.size).toBe(32 << 20);
+    expect(v.allocatedBytes).toBe(0);
+    // Growing back shows zeroes where the cut-off data was.
+    ok(home, ['volume', 'resize', 'p0/v', '64M']);
+    const out = path.join(home, 'back.raw');
+    ok(home, ['export', 'p0/v', out]);
+    expect(fs.readFileSync(out).every((b) => b === 0)).toBe(true);
+  });
+
+  it('deletes a volume and gives its space back', () => {
+    const home = poolHome();
+    ok(home, ['volume', 'create', 'p0/v', '64M']);
+    writeInto(home, 'p0/v', 0, 32 << 20, 64 << 20);
+    const before = allocated(path.join(home, 'p0.pool'));
+    expect(before).toBeGreaterThanOrEqual(32 << 20);
+    expect(ok(home, ['volume', 'delete', 'p0/v'])).toBe('deleted volume p0/v\n');
+    expect(json(home, ['volume', 'list', 'p0'])).toEqual([]);
+    expect(allocated(path.join(home, 'p0.pool'))).toBeLessThan(before - (24 << 20));
+    ok(home, ['volume', 'create', 'p0/v', '64M']);
+    expect(json<VolumeJson>(home, ['volume', 'info', 'p0/v']).allocatedBytes).toBe(0);
+    expect(json(home, ['volume', 'delete', 'p0/v'])).toEqual({ deleted: 'p0/v' });
+  });
+
+  it('preallocates when asked', () => {
+    const home = poolHome();
+    ok(home, ['volume', 'create', 'p0/full', '32M', '--preallocation', 'full']);
+    expect(allocated(path.join(home, 'p0.pool'))).toBeGreaterThanOrEqual(32 << 20);
+    expect(strata(home, ['volume', 'create', 'p0/x', '1M', '--preallocation', 'lots']).code).toBe(2);
+  });
+
+  it('names what is wrong in one line: unknown pool or volume, duplicate, bad names and sizes', () => {
+    const home = poolHome();
+    ok(home, ['volume', 'create', 'p0/v', '1G']);
+    expect(fails(home, ['volume', 'create', 'p0/v', '1G'])).toBe("strata: volume 'p0/v' already exists");
+    expect(fails(home, ['volume', 'info', 'p0/nope'])).toBe("strata: volume 'nope' not found in pool 'p0'");
+    expect(fails(home, ['volume', 'resize', 'p0/nope', '2G'])).toBe("strata: volume 'nope' not found in pool 'p0'");
+    expect(fails(home, ['volume', 'delete', 'p0/nope'])).toBe("strata: volume 'nope' not found in pool 'p0'");
+    expect(fails(home, ['volume', 'list', 'p9'])).toBe(`strata: pool 'p9' not found in ${home}`);
+    expect(fails(home, ['volume', 'info', 'p9/v'])).toBe(`strata: pool 'p9' not found in ${home}`);
+    expect(fails(home, ['volume', 'create', 'p0/x', '12Q'])).toMatch(/^strata: invalid size '12Q'/);
+    expect(fails(home, ['volume', 'create', 'p0/x', '0'])).toBe('strata: a volume needs a size above 0');
+    expect(fails(home, ['volume', 'resize', 'p0/v', 'big'])).toMatch(/^strata: invalid size 'big'/);
+    expect(fails(home, ['volume', 'create', 'p0', '1G'])).toMatch(/^strata: invalid volume 'p0' \(expected POOL\/VOL/);
+    expect(fails(home, ['volume', 'create', 'p0/a/b', '1G'])).toMatch(/expected POOL\/VOL/);
+    expect(fails(home, ['volume', 'create', 'p0/.x', '1G'])).toMatch(/^strata: invalid volume name '\.x'/);
+    expect(strata(home, ['volume', 'create', 'p0/x']).code).toBe(2);
+  });
+});

@@ -1,0 +1,132 @@
+import { describe, expect, it } from 'vitest';
+import { MemoryDevice, type BlockDevice } from '../../src/blockdev/index.js';
+import { ChecksumError, Pool, PoolError } from '../../src/qcowlike/index.js';
+import { pattern } from '../support/blockdev-contract.js';
+import { findOnDevice, reopenable } from '../support/pool.js';
+
+const C = 65536;
+
+async function poolWithData(): Promise<{ dev: MemoryDevice; data: Buffer }> {
+  const dev = new MemoryDevice({ size: 16 << 20 });
+  const pool = await Pool.create(reopenable(dev), { clusterSize: C });
+  await pool.createVolume('vm1', 4 << 20);
+  const vol = await pool.openVolume('vm1');
+  const data = pattern(3 * C, 99);
+  await vol.write(data, 5 * C);
+  await vol.close();
+  await pool.close();
+  return { dev, data };
+}
+
+async function flip(dev: BlockDevice, offset: number): Promise<void> {
+  const b = Buffer.alloc(1);
+  await dev.read(b, offset);
+  b[0] ^= 0x5a;
+  await dev.write(b, offset);
+}
+
+/** Host offset of the last block whose trailer says `type` (a 4-letter tag): the home copy, past the double-write area. */
+async function findBlock(dev: BlockDevice, tag: string): Promise<number> {
+  const trailer = Buffer.alloc(4);
+  for (let c = dev.size / C - 1; c >= 0; c--) {
+    await dev.read(trailer, c * C + C - 16);
+    if (trailer.toString('latin1') === tag) return c * C;
+  }
+  throw new Error(`no ${tag} block`);
+}
+
+describe('corruption is reported with its place, never returned as data', () => {
+  it('a flipped data byte fails the read with the volume, virtual and host offsets; check reports it', async () => {
+    const { dev, data } = await poolWithData();
+    const host = await findOnDevice(dev, data.subarray(C, C + 64));
+    expect(host).toBeGreaterThan(0);
+    await flip(dev, host + 100);
+    const pool = await Pool.open(reopenable(dev));
+    const vol = await pool.openVolume('vm1');
+    const err = await vol.read(Buffer.alloc(4096), 6 * C).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ChecksumError);
+    expect(String((err as Error).message)).toMatch(new RegExp(`volume 'vm1' at virtual offset ${6 * C}.*host offset ${host}`));
+    // The neighbouring sub-cluster is intact and still reads.
+    const ok = Buffer.alloc(4096);
+    await vol.read(ok, 6 * C + 4096);
+    expect(ok.equals(data.subarray(C + 4096, C + 8192))).toBe(true);
+    await vol.close();
+    const report = await pool.check();
+    expect(report.problems).toHaveLength(1);
+    expect(report.problems[0]).toMatchObject({ kind: 'checksum', volume: 'vm1', virtualOffset: 6 * C, hostOffset: host, repaired: false });
+    expect(report.corruptBlocks).toBe(1);
+  });
+
+  it('a damaged L2 table fails reads through it and check names the block', async () => {
+    const { dev } = await poolWithData();
+    const at = await findBlock(dev, 'L2  ');
+    await flip(dev, at + 17);
+    const pool = await Pool.open(reopenable(dev));
+    const vol = await pool.openVolume('vm1');
+    await expect(vol.read(Buffer.alloc(4096), 5 * C)).rejects.toThrow(new RegExp(`L2 table block.*checksum mismatch.*host offset ${at}`));
+    await vol.close();
+    const report = await pool.check();
+    expect(report.problems.some((p) => p.kind === 'checksum' && p.hostOffset === at && /L2 table/.test(p.message))).toBe(true);
+  });
+
+  it('a damaged L1 table is reported by check with its place', async () => {
+    const { dev } = await poolWithData();
+    const at = await findBlock(dev, 'L1  ');
+    await flip(dev, at + 3);
+    const pool = await Pool.open(reopenable(dev));
+    const report = await pool.check();
+    expect(report.problems.some((p) => p.kind === 'checksum' && p.hostOffset === at && /L1 block/.test(p.message))).toBe(true);
+  });
+
+  it('a damaged header gives a clear message, not a stack trace', async () => {
+    const { dev } = await poolWithData();
+    await flip(dev, 20);
+    await expect(Pool.open(reopenable(dev))).rejects.toThrow(/pool header \(offset 0\) is damaged: checksum mismatch/);
+    await expect(Pool.open(new MemoryDevice({ size: 1 << 20 }))).rejects.toThrow(/is not a Strata pool/);
+  });
+
+  it('a header with an unknown incompatible feature is refused', async () => {
+    const { dev } = await poolWithData();
+    const h = Buffer.alloc(512);
+    await dev.read(h, 0);
+    h.writeBigUInt64LE(h.readBigUInt64LE(16) | (1n << 40n), 16);
+    const { metaChecksum, initChecksums } = await import('../../src/qcowlike/checksum.js');
+    await initChecksums();
+    h.writeBigUInt64LE(metaChecksum(h.subarray(0, 504)), 504);
+    await dev.write(h, 0);
+    await expect(Pool.open(reopenable(dev))).rejects.toThrow(/features this Strata does not know.*0x10000000000/);
+  });
+
+  it('a damaged catalog, bitmap or journal header is refused at open with its place', async () => {
+    for (const [what, locate, message] of [
+      ['catalog', async (d: BlockDevice) => {
+        // The root block (cluster 1) points at the live catalog; older copies may linger in free clusters.
+        const ptr = Buffer.alloc(8);
+        await d.read(ptr, C);
+        return Number(ptr.readBigUInt64LE(0)) * C;
+      }, /catalog checksum mismatch/],
+      ['bitmap', (d: BlockDevice) => findBlock(d, 'BMAP'), /allocation bitmap block.*checksum mismatch/],
+      ['journal', async () => 2 * C + 8, /journal header at offset 131072 is damaged/],
+    ] as const) {
+      const { dev } = await poolWithData();
+      const at = await locate(dev);
+      await flip(dev, at + 8);
+      await expect(Pool.open(reopenable(dev)), what).rejects.toThrow(message);
+    }
+  });
+
+  it('check finds and repairs a leaked cluster and a used cluster marked free', async () => {
+    const { dev } = await poolWithData();
+    const pool = await Pool.open(reopenable(dev));
+    const leaked = pool.alloc.allocate();
+    await pool.store.checkpoint();
+    const report = await pool.check();
+    expect(report.leakedClusters).toBe(1);
+    expect(report.problems[0]).toMatchObject({ kind: 'leak', hostOffset: leaked * C, repaired: false });
+    const fixed = await pool.check({ repair: true });
+    expect(fixed.repaired).toBe(1);
+    expect((await pool.check()).problems).toEqual([]);
+    await pool.close();
+    expect(PoolError).toBeDefined();
+  });
+});
