@@ -1,13 +1,12 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import { Command } from 'commander';
 import { FileDevice } from '../../src/blockdev/index.js';
 import { assembleArray, createArray, DATA_OFFSET, DEFAULT_CHUNK, type ArrayStatus, type RaidArray, type RaidLevel, type RebuildProgress } from '../../src/raid/index.js';
+import { globals } from '../output.js';
+import { Registry } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
-
-interface GlobalOpts {
-  json?: boolean;
-}
 
 function list(text: string): string[] {
   return text
@@ -96,8 +95,33 @@ async function withArray(members: string[], fn: (a: RaidArray) => Promise<void>,
   }
 }
 
+/** Where the array is: --members, or the pool it carries (its registered members; paths relative to the home). */
+interface Where {
+  members?: string[];
+  pool?: string;
+}
+
+function membersOf(where: Where, cmd: Command): string[] {
+  if (where.members && where.pool) throw new Error('give either a pool name or --members, not both');
+  if (where.members) return where.members;
+  if (!where.pool) throw new Error('which array? give a pool name or --members a.img,b.img,…');
+  const registry = new Registry(globals(cmd).home);
+  const record = registry.get(where.pool);
+  if (record.backing.kind !== 'raid') throw new Error(`pool '${where.pool}' is not on a RAID array`);
+  const home = path.resolve(registry.home);
+  return record.backing.members.map((m) => path.resolve(home, m));
+}
+
 function membersOption(cmd: Command): Command {
+  return cmd.option('--members <files>', 'the array members, comma-separated, in any order', list);
+}
+
+function requiredMembers(cmd: Command): Command {
   return cmd.requiredOption('--members <files>', 'the array members, comma-separated, in any order', list);
+}
+
+function poolOption(cmd: Command): Command {
+  return membersOption(cmd).option('--pool <name>', 'the array under this registered pool');
 }
 
 function rateOption(cmd: Command): Command {
@@ -127,7 +151,7 @@ export const raidCommands: CommandGroup = (program) => {
     .option('--bitmap-region <size>', 'member bytes per write-intent bit (default 64M)', parseSize)
     .option('--force', 'reuse members that belong to another array')
     .action(async (o: { level: RaidLevel; members: string[]; size?: number; chunk?: number; copies?: number; spares?: string[]; name?: string; bitmapRegion?: number; force?: boolean }, cmd: Command) => {
-      const g = cmd.optsWithGlobals<GlobalOpts>();
+      const g = globals(cmd);
       const array = await createArray({
         level: o.level,
         members: o.members,
@@ -141,7 +165,7 @@ export const raidCommands: CommandGroup = (program) => {
         onEvent: say,
       });
       try {
-        printStatus(array.status(), g.json ?? false);
+        printStatus(array.status(), g.json);
       } finally {
         await array.close();
       }
@@ -152,20 +176,19 @@ export const raidCommands: CommandGroup = (program) => {
     .description('assemble an array from its members in any order, report stale, foreign and missing ones, resync after an unclean shutdown')
     .argument('<members...>', 'member files')
     .action(async (members: string[], _o: unknown, cmd: Command) => {
-      const g = cmd.optsWithGlobals<GlobalOpts>();
-      await withArray(members, async (a) => printStatus(a.status(), g.json ?? false));
+      await withArray(members, async (a) => printStatus(a.status(), globals(cmd).json));
     });
 
   membersOption(raid.command('status').description('per-member state, degraded or not, rebuild progress, repair counters'))
-    .action(async (o: { members: string[] }, cmd: Command) => {
-      const g = cmd.optsWithGlobals<GlobalOpts>();
-      await withArray(o.members, async (a) => printStatus(a.status(), g.json ?? false), true);
+    .argument('[pool]', 'the pool whose array to show (or give --members)')
+    .action(async (pool: string | undefined, o: { members?: string[] }, cmd: Command) => {
+      await withArray(membersOf({ ...o, ...(pool ? { pool } : {}) }, cmd), async (a) => printStatus(a.status(), globals(cmd).json), true);
     });
 
-  rateOption(membersOption(raid.command('fail').description('mark a member faulty (refused if the array could not survive it); a hot spare takes over and is rebuilt')))
+  rateOption(poolOption(raid.command('fail').description('mark a member faulty (refused if the array could not survive it); a hot spare takes over and is rebuilt')))
     .argument('<member>', 'the member file, or its role number')
-    .action(async (member: string, o: { members: string[]; rate?: number }) => {
-      await withArray(o.members, async (a) => {
+    .action(async (member: string, o: Where & { rate?: number }, cmd: Command) => {
+      await withArray(membersOf(o, cmd), async (a) => {
         await a.fail(member);
         say(`${member} marked faulty`);
         // A hot spare took the role: rebuild it now, as md would in the background.
@@ -173,32 +196,32 @@ export const raidCommands: CommandGroup = (program) => {
       });
     });
 
-  membersOption(raid.command('remove').description('remove a faulty or missing member (or a spare)'))
+  poolOption(raid.command('remove').description('remove a faulty or missing member (or a spare)'))
     .argument('<member>', 'the member file, or its role number')
-    .action(async (member: string, o: { members: string[] }) => {
-      await withArray(o.members, async (a) => {
+    .action(async (member: string, o: Where, cmd: Command) => {
+      await withArray(membersOf(o, cmd), async (a) => {
         await a.remove(member);
         say(`${member} removed`);
       });
     });
 
-  rateOption(membersOption(raid.command('add').description('add a member: it fills a missing role and is rebuilt in the foreground, or becomes a hot spare')))
+  rateOption(requiredMembers(raid.command('add').description('add a member: it fills a missing role and is rebuilt in the foreground, or becomes a hot spare')))
     .argument('<file>', 'the new member file (created at member size if absent)')
     .option('--no-wait', 'record the new member and return; the rebuild resumes at the next assembly')
-    .action(async (file: string, o: { members: string[]; rate?: number; wait: boolean }) => {
-      await withArray(o.members, async (a) => {
+    .action(async (file: string, o: { members?: string[]; rate?: number; wait: boolean }, cmd: Command) => {
+      await withArray(membersOf(o, cmd), async (a) => {
         const role = await a.add(newMember(file, a));
         say(role === 'spare' ? `${file} added as a hot spare` : `${file} takes member role ${role}`);
         if (o.wait) await rebuildForeground(a, o.rate ?? 0);
       });
     });
 
-  rateOption(membersOption(raid.command('replace').description('replace a member with a new file (hot: an active member serves until the new one is whole), rebuilt in the foreground')))
+  rateOption(requiredMembers(raid.command('replace').description('replace a member with a new file (hot: an active member serves until the new one is whole), rebuilt in the foreground')))
     .argument('<old>', 'the member to replace (file or role number)')
     .argument('<new>', 'the new member file (created at member size if absent)')
     .option('--no-wait', 'record the replacement and return; the rebuild resumes at the next assembly')
-    .action(async (old: string, file: string, o: { members: string[]; rate?: number; wait: boolean }) => {
-      await withArray(o.members, async (a) => {
+    .action(async (old: string, file: string, o: { members?: string[]; rate?: number; wait: boolean }, cmd: Command) => {
+      await withArray(membersOf(o, cmd), async (a) => {
         const role = await a.replace(old, newMember(file, a));
         say(`${file} takes member role ${role}`);
         if (o.wait) await rebuildForeground(a, o.rate ?? 0);
@@ -206,18 +229,20 @@ export const raidCommands: CommandGroup = (program) => {
     });
 
   rateOption(membersOption(raid.command('rebuild').description('finish an interrupted rebuild in the foreground, from its checkpoint')))
-    .action(async (o: { members: string[]; rate?: number }) => {
-      await withArray(o.members, async (a) => {
+    .argument('[pool]', 'the pool whose array to rebuild (or give --members)')
+    .action(async (pool: string | undefined, o: { members?: string[]; rate?: number }, cmd: Command) => {
+      await withArray(membersOf({ ...o, ...(pool ? { pool } : {}) }, cmd), async (a) => {
         if (!a.needsRebuild()) say('nothing to rebuild: every member is in sync');
         await rebuildForeground(a, o.rate ?? 0);
       });
     });
 
   membersOption(raid.command('scrub').description('compare mirrors / parity over the whole array and report mismatches'))
+    .argument('[pool]', 'the pool whose array to scrub (or give --members)')
     .option('--repair', 'make mismatching copies agree (RAID 6 locates a bad data block from P and Q; 3+ mirrors vote)')
-    .action(async (o: { members: string[]; repair?: boolean }, cmd: Command) => {
-      const g = cmd.optsWithGlobals<GlobalOpts>();
-      await withArray(o.members, async (a) => {
+    .action(async (pool: string | undefined, o: { members?: string[]; repair?: boolean }, cmd: Command) => {
+      const g = globals(cmd);
+      await withArray(membersOf({ ...o, ...(pool ? { pool } : {}) }, cmd), async (a) => {
         const bar = progressPrinter('scrubbing');
         const report = await a.scrub({ repair: o.repair ?? false, onProgress: (f) => bar.update(f, f * a.size) });
         bar.done();

@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { Registry } from '../../bin/registry.js';
 import { assembleArray, DATA_OFFSET } from '../../src/raid/index.js';
 import { pattern } from '../support/blockdev-contract.js';
 import { scratchDir } from '../support/scratch.js';
@@ -81,6 +82,30 @@ describe('strata raid (the command line)', () => {
     const none = strata('raid', 'assemble', junk);
     expect(none.code).toBe(1);
     expect(none.err).toMatch(/^strata: no Strata RAID member among 1 given device\(s\)/);
-    expect(strata('raid', 'status').code).toBe(2);
+    const which = strata('raid', 'status');
+    expect(which.code).toBe(1);
+    expect(which.err).toBe('strata: which array? give a pool name or --members a.img,b.img,…\n');
+    expect(strata('raid', 'add', 'x.img').code).toBe(2);
+    const nopool = strata('--home', p('home'), 'raid', 'status', 'nosuch');
+    expect(nopool.code).toBe(1);
+    expect(nopool.err).toMatch(/^strata: pool 'nosuch' not found/);
+  });
+
+  it('addresses the array under a registered pool by the pool name', async () => {
+    const home = p('home-pool');
+    const members = ['p0.img', 'p1.img', 'p2.img', 'p3.img'].map((f) => path.join(home, 'raid', f));
+    fs.mkdirSync(path.dirname(members[0]!), { recursive: true });
+    const created = strata('raid', 'create', '--level', '6', '--members', members.join(','), '--size', '1M', '--chunk', '64K', '--name', 'pool0');
+    expect(created.code, created.err).toBe(0);
+    // What `strata pool create --raid` registers: member paths relative to the home.
+    new Registry(home).add({ name: 'pool0', backing: { kind: 'raid', level: '6', members: members.map((m) => path.relative(home, m)), chunk: 65536 }, created: new Date().toISOString() });
+    const st = strata('--home', home, '--json', 'raid', 'status', 'pool0');
+    expect(st.code, st.err).toBe(0);
+    expect((JSON.parse(st.out) as { name: string; state: string }).state).toBe('optimal');
+    expect(strata('--home', home, 'raid', 'fail', '--pool', 'pool0', '2').code).toBe(0);
+    const after = JSON.parse(strata('--home', home, '--json', 'raid', 'status', 'pool0').out) as { state: string; members: Array<{ state: string }> };
+    expect(after.state).toBe('degraded');
+    expect(after.members[2]!.state).toBe('missing');
+    expect(strata('--home', home, 'raid', 'scrub', 'pool0').code).toBe(0);
   });
 });
