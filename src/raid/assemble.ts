@@ -1,4 +1,4 @@
-import { FileDevice, type BlockDevice } from '../blockdev/index.js';
+import { BlockDeviceError, FileDevice, type BlockDevice } from '../blockdev/index.js';
 import { RaidArray, type MemberSlot, type RaidArrayOptions } from './array.js';
 import type { MemberSpec } from './create.js';
 import { levelDescriptor, MirrorLayout, ParityLayout } from './levels/index.js';
@@ -45,6 +45,11 @@ export async function assembleArray(members: MemberSpec[], opts: AssembleOptions
     try {
       dev = typeof spec === 'string' ? FileDevice.open(spec, { readOnly: opts.readOnly ?? false }) : spec;
     } catch (err) {
+      if (err instanceof BlockDeviceError && err.code === 'EBUSY') {
+        // Another process (a server) has the array open: assembling beside it would fork the array.
+        await closeAll(opened);
+        throw new BlockDeviceError('EBUSY', String(spec), 'open', 'member is locked: the array is in use by another process');
+      }
       warnings.push(`${spec}: cannot open (${err instanceof Error ? err.message : String(err)}); treated as missing`);
       continue;
     }

@@ -151,4 +151,15 @@ describe('assembling an array from its members', () => {
       await again.close();
     }
   });
+
+  it('refuses to assemble an array another open already holds', async () => {
+    const ps = paths(3, 'busy');
+    const array = await createArray({ level: 5, members: ps, size: SIZE / 2, chunk: 16 * 1024 });
+    await expect(assembleArray(ps)).rejects.toThrow(/member is locked: the array is in use by another process/);
+    await expect(assembleArray([...ps].reverse(), { readOnly: true })).rejects.toThrow(/in use by another process/);
+    await array.close();
+    const { array: again, warnings } = await assembleArray(ps);
+    expect(warnings).toEqual([]);
+    await again.close();
+  });
 });
