@@ -1,6 +1,6 @@
 import xxhash from 'xxhash-wasm';
 import { describe, expect, it } from 'vitest';
-import { MemoryDevice, type BlockDevice } from '../../src/blockdev/index.js';
+import { BlockDeviceError, MemoryDevice, type BlockDevice } from '../../src/blockdev/index.js';
 import { DATA_OFFSET, type RaidArray } from '../../src/raid/index.js';
 import { pattern } from '../support/blockdev-contract.js';
 import { CHUNK, label, LEVELS, memoryArray } from './helpers.js';
@@ -147,6 +147,20 @@ describe('silent corruption on one member', () => {
     expect(Buffer.compare(buf, data.subarray(0, CLUSTER)), 'copy 1 rebuilds member 0 from parity').toBe(0);
     await expect(r.readCopy(buf, 0, 99)).rejects.toThrow(/no copy 99/);
     await expect(r.readCopy(buf, SIZE - 10, 1)).rejects.toThrow(/beyond the end/);
+    await array.close();
+  });
+
+  it('a copy on a member that is not in sync is refused with EIO, the others still read', async () => {
+    const c = LEVELS.find((l) => l.level === 1)!;
+    const { array } = await memoryArray(c, SIZE);
+    const data = pattern(SIZE, 6);
+    await array.write(data, 0);
+    await array.fail(1);
+    const r = array.redundancy!;
+    const buf = Buffer.alloc(CLUSTER);
+    await expect(r.readCopy(buf, 0, 1)).rejects.toSatisfy((e: unknown) => e instanceof BlockDeviceError && e.code === 'EIO');
+    await r.readCopy(buf, 0, 2);
+    expect(Buffer.compare(buf, data.subarray(0, CLUSTER))).toBe(0);
     await array.close();
   });
 });
