@@ -94,7 +94,7 @@ describe('power loss on every member mid-write', () => {
             }
           },
         ),
-        { numRuns: propertyRuns(60) },
+        { numRuns: propertyRuns(200) },
       );
     }, 120_000);
   }

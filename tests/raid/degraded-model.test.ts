@@ -133,7 +133,7 @@ describe('RAID arrays against a byte-array model while members fail and are rebu
     it(`${label(c)}: reads stay correct through failures, I/O errors and rebuilds`, async () => {
       await fc.assert(
         fc.asyncProperty(ops(c.members), (list) => run(c, list)),
-        { numRuns: propertyRuns(150) },
+        { numRuns: propertyRuns(400) },
       );
     }, 120_000);
   }
