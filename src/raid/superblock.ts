@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import xxhash, { type XXHashAPI } from 'xxhash-wasm';
-import type { RaidLevel } from './levels/index.js';
+import { levelDescriptor, type RaidLevel } from './levels/index.js';
 
 /**
  * The member header. Every member starts with two 4 KiB superblock slots; an
@@ -160,10 +160,8 @@ export function slotOffset(events: number): number {
  * the array into absurd sizes. Returns the problem, or undefined.
  */
 export function superblockProblem(sb: Superblock, deviceSize: number): string | undefined {
-  const minMembers: Record<number, number> = { 0: 1, 1: 2, 5: 3, 6: 4, 10: 2 };
-  const min = minMembers[sb.level];
-  if (min === undefined) return `unknown RAID level ${sb.level}`;
-  if (sb.members < min) return `RAID ${sb.level} with ${sb.members} members`;
+  if (![0, 1, 5, 6, 10].includes(sb.level)) return `unknown RAID level ${sb.level}`;
+  if (sb.members < levelDescriptor(sb.level).minMembers) return `RAID ${sb.level} with ${sb.members} members`;
   if (sb.table.length < sb.members) return `role table has ${sb.table.length} entries for ${sb.members} members`;
   if (sb.chunk < 4096 || sb.chunk > 64 * 1024 * 1024 || (sb.chunk & (sb.chunk - 1)) !== 0) return `invalid chunk size ${sb.chunk}`;
   if (sb.level === 10 ? sb.copies < 2 || sb.copies > sb.members : sb.level === 1 ? sb.copies !== sb.members : sb.copies !== 1) return `invalid copies ${sb.copies}`;
