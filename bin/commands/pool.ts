@@ -3,7 +3,8 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { FileDevice } from '../../src/blockdev/index.js';
 import { Pool, type CheckProblem, type CheckReport, type PoolStats } from '../../src/qcowlike/index.js';
-import { oneLine, openRegisteredPool, PoolInUseError, raidNotAvailable, withPool } from '../open-pool.js';
+import { createArray } from '../../src/raid/index.js';
+import { oneLine, openRegisteredPool, PoolInUseError, withPool } from '../open-pool.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
@@ -58,15 +59,19 @@ async function createPool(name: string, opts: { size: string; path?: string; clu
   if (opts.raid === undefined && (opts.members !== undefined || opts.chunk !== undefined)) {
     throw new Error('--members and --chunk go with --raid LEVEL');
   }
-  if (opts.raid !== undefined) {
-    const members = (opts.members ?? '').split(',').filter((m) => m !== '');
-    if (members.length === 0) throw new Error(`--raid ${opts.raid} needs --members FILE,FILE,…`);
-    if (opts.chunk !== undefined) parseSize(opts.chunk);
-    throw raidNotAvailable();
-  }
   if (registry.has(name)) throw new Error(`pool '${name}' already exists in ${g.home}`);
   const size = parseSize(opts.size);
   const clusterSize = opts.clusterSize === undefined ? undefined : parseSize(opts.clusterSize);
+  if (opts.raid !== undefined) {
+    const members = (opts.members ?? '').split(',').filter((m) => m !== '').map((m) => path.resolve(m));
+    if (members.length === 0) throw new Error(`--raid ${opts.raid} needs --members FILE,FILE,…`);
+    const chunk = opts.chunk === undefined ? undefined : parseSize(opts.chunk);
+    await createRaidPool(registry, name, opts.raid, members, size, chunk, clusterSize);
+    const record = registry.get(name);
+    const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, p.stats()));
+    report(g, summary, `created pool '${name}': ${formatSize(summary.deviceSize)} on RAID ${opts.raid} over ${members.length} members (cluster size ${formatSize(summary.clusterSize)})`);
+    return;
+  }
   const file = opts.path === undefined ? registry.defaultPoolPath(name) : path.resolve(opts.path);
   if (fs.existsSync(file)) throw new Error(`${file} already exists (pick another --path, or delete it first)`);
   if (opts.path === undefined) fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -93,6 +98,27 @@ async function createPool(name: string, opts: { size: string; path?: string; clu
   }
   const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, p.stats()));
   report(g, summary, `created pool '${name}': ${formatSize(summary.deviceSize)} at ${file} (cluster size ${formatSize(summary.clusterSize)})`);
+}
+
+/** A pool on a new RAID array: member files are created (sparse) to fit `size` bytes of array. */
+async function createRaidPool(registry: Registry, name: string, level: RaidLevel, members: string[], size: number, chunk: number | undefined, clusterSize: number | undefined): Promise<void> {
+  const existed = members.filter((m) => fs.existsSync(m));
+  let array;
+  try {
+    array = await createArray({ level: Number(level) as 0 | 1 | 5 | 6 | 10, members, size, name, ...(chunk === undefined ? {} : { chunk }) });
+  } catch (err) {
+    throw new Error(`cannot create pool '${name}': ${oneLine(err)}`);
+  }
+  try {
+    const created = await Pool.create(array, clusterSize === undefined ? {} : { clusterSize });
+    await created.close();
+    registry.add({ name, backing: { kind: 'raid', level, members, chunk: array.geometry.chunk }, created: new Date().toISOString() });
+  } catch (err) {
+    await array.close().catch(() => undefined);
+    // Only member files this command made are removed.
+    for (const m of members) if (!existed.includes(m)) fs.rmSync(m, { force: true });
+    throw new Error(`cannot create pool '${name}': ${oneLine(err)}`);
+  }
 }
 
 async function listPools(_opts: unknown, cmd: Command): Promise<void> {
@@ -205,7 +231,6 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
     report(g, { deleted: name, path: null, kept: null }, `deleted the damaged registration of pool '${name}'`);
     return;
   }
-  if (record.backing.kind === 'raid') throw raidNotAvailable();
   // The file is removed only once it has opened as a Strata pool: a registration
   // edited to point elsewhere must not make `delete --force` remove any file.
   let isPool = false;
@@ -221,6 +246,13 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
   } catch (err) {
     // A pool another process is serving is never deleted under it, forced or not.
     if (!force || err instanceof PoolInUseError) throw err;
+  }
+  if (record.backing.kind === 'raid') {
+    const members = registry.memberPaths(record);
+    registry.remove(name);
+    if (isPool) for (const m of members) fs.rmSync(m, { force: true });
+    report(g, { deleted: name, path: null, kept: isPool ? null : members.join(',') }, isPool ? `deleted pool '${name}' (removed its ${members.length} RAID members)` : `deleted pool '${name}' from the registry; left its members in place (they do not open as a pool)`);
+    return;
   }
   const file = registry.filePath(record);
   registry.remove(name);

@@ -130,13 +130,23 @@ describe('strata pool', () => {
     expect(json<PoolJson[]>(home, ['pool', 'list']).map((p) => p.name)).toEqual(['p0']);
   });
 
-  it('parses the RAID options but refuses them clearly until arrays are wired in', () => {
+  it('creates a pool on a RAID array, keeps working with a member gone, and deletes its members', () => {
     const home = freshHome();
-    const a = path.join(scratch.dir, 'm1');
-    expect(fails(home, ['pool', 'create', 'r', '--raid', '5', '--members', `${a},${a}2,${a}3`, '--chunk', '64K'])).toMatch(/^strata: RAID-backed pools are not available yet/);
+    const dir = fs.mkdtempSync(path.join(scratch.dir, 'raid-'));
+    const m = [1, 2, 3, 4].map((i) => path.join(dir, `m${i}`));
+    expect(ok(home, ['pool', 'create', 'r', '--size', '256M', '--raid', '5', '--members', m.join(','), '--chunk', '64K'])).toMatch(/^created pool 'r': 256M on RAID 5 over 4 members/);
+    ok(home, ['volume', 'create', 'r/v', '64M']);
+    expect(ok(home, ['raid', 'status', 'r'])).toMatch(/state optimal/);
+    fs.renameSync(m[1]!, `${m[1]}.gone`);
+    const degraded = strata(home, ['volume', 'info', 'r/v']);
+    expect(degraded.code).toBe(0);
+    expect(degraded.stderr).toMatch(/degraded/);
+    fs.renameSync(`${m[1]}.gone`, m[1]!);
+    expect(ok(home, ['pool', 'delete', 'r', '--force'])).toMatch(/removed its 4 RAID members/);
+    for (const f of m) expect(fs.existsSync(f)).toBe(false);
     expect(fails(home, ['pool', 'create', 'r', '--raid', '1'])).toBe('strata: --raid 1 needs --members FILE,FILE,…');
-    expect(fails(home, ['pool', 'create', 'r', '--members', a])).toBe('strata: --members and --chunk go with --raid LEVEL');
-    const usage = strata(home, ['pool', 'create', 'r', '--raid', '4', '--members', a]);
+    expect(fails(home, ['pool', 'create', 'r', '--members', m[0]!])).toBe('strata: --members and --chunk go with --raid LEVEL');
+    const usage = strata(home, ['pool', 'create', 'r', '--raid', '4', '--members', m[0]!]);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toMatch(/--raid.*4.*invalid|Allowed choices/);
   });
