@@ -4,7 +4,7 @@
 # the exact command to run. With CI=true every interop test needs these tools.
 set -euo pipefail
 
-packages=(qemu-utils libnbd-bin nbdkit fio qemu-system-x86 busybox-static e2fsprogs)
+packages=(qemu-utils libnbd-bin nbdkit fio qemu-system-x86 busybox-static e2fsprogs file openssl)
 declare -A probe=(
   [qemu-utils]=qemu-img
   [libnbd-bin]=nbdinfo
@@ -13,6 +13,8 @@ declare -A probe=(
   [qemu-system-x86]=qemu-system-x86_64
   [busybox-static]=/bin/busybox
   [e2fsprogs]=/sbin/mke2fs
+  [file]=file
+  [openssl]=openssl
 )
 
 missing=()

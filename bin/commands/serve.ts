@@ -1,0 +1,196 @@
+import path from 'node:path';
+import { Option, type Command } from 'commander';
+import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
+import { loadTls, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type StaticExport, type TlsMode } from '../../src/nbd/index.js';
+import { openRegisteredPool, type OpenedPool } from '../open-pool.js';
+import { globals } from '../output.js';
+import { checkName } from '../registry.js';
+import { formatSize, parseSize } from '../size.js';
+import type { CommandGroup } from './index.js';
+
+interface ServeOptions {
+  file?: string;
+  memory?: string;
+  listen?: string;
+  socket?: string;
+  export: string[];
+  readOnly?: boolean;
+  tls: TlsMode;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  tlsPsk?: string;
+  maxConnections: string;
+}
+
+const DEFAULT_LISTEN = '127.0.0.1:10809';
+
+export const serveCommands: CommandGroup = (program) => {
+  program
+    .command('serve')
+    .description('export volumes, a raw file or a memory disk over NBD until SIGINT/SIGTERM')
+    .argument('[pools...]', 'pools whose volumes to serve (each volume by its name)')
+    .option('--file <path>', 'serve a raw image or plain file')
+    .option('--memory <size>', 'serve a throwaway in-memory disk of this size')
+    .option('--listen <host:port>', `TCP address to listen on (default ${DEFAULT_LISTEN}; port 0 picks a free one)`)
+    .option('--socket <path>', 'Unix socket to listen on')
+    .option('--export <name>', 'volume to serve (repeatable; default all), or the export name of --file / --memory', collect, [])
+    .option('--read-only', 'refuse every write')
+    .addOption(new Option('--tls <mode>', 'off, on (clients may upgrade) or require (only STARTTLS before TLS)').choices(['off', 'on', 'require']).default('off'))
+    .option('--tls-cert <file>', 'X.509 server certificate (PEM)')
+    .option('--tls-key <file>', 'private key of --tls-cert (PEM)')
+    .option('--tls-ca <file>', 'require client certificates signed by this CA (PEM)')
+    .option('--tls-psk <file>', 'pre-shared keys, one identity:hexkey per line (psktool format)')
+    .option('--max-connections <n>', 'connections served at once', '128')
+    .action(async (pools: string[], opts: ServeOptions, cmd: Command) => serve(pools, opts, globals(cmd).home));
+};
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** What to serve: a source of exports, the name the printed URI uses, and how to close it all after the server. */
+interface Served {
+  source: ExportSource;
+  uriName: string;
+  close(): Promise<void>;
+}
+
+async function serve(pools: string[], opts: ServeOptions, home: string): Promise<void> {
+  const maxConnections = Number(opts.maxConnections);
+  if (!Number.isSafeInteger(maxConnections) || maxConnections < 1) throw new Error(`invalid --max-connections '${opts.maxConnections}'`);
+  const tlsFiles: Parameters<typeof loadTls>[0] = { mode: opts.tls };
+  if (opts.tlsCert !== undefined) tlsFiles.cert = opts.tlsCert;
+  if (opts.tlsKey !== undefined) tlsFiles.key = opts.tlsKey;
+  if (opts.tlsCa !== undefined) tlsFiles.ca = opts.tlsCa;
+  if (opts.tlsPsk !== undefined) tlsFiles.psk = opts.tlsPsk;
+  const tls = loadTls(tlsFiles);
+  const addresses = listenAddresses(opts);
+  const served = pools.length > 0 ? await servePools(home, pools, opts) : serveDevice(opts);
+  const server = new NbdServer({
+    source: served.source,
+    readOnly: opts.readOnly ?? false,
+    tls,
+    maxConnections,
+    log: (m) => process.stderr.write(`strata serve: ${m}\n`),
+  });
+  try {
+    const bound: ListenAddress[] = [];
+    for (const a of addresses) bound.push(await server.listen(a));
+    const name = served.uriName;
+    for (const b of bound) process.stdout.write(`${nbdUri(b, name)}\n`);
+    process.stdout.write(`${qemuLine(bound[0]!, name, tls.mode === 'off' ? undefined : tls.psk ? { psk: [...tls.psk.keys()][0]! } : 'x509')}\n`);
+    if (tls.mode !== 'off') for (const b of bound) process.stdout.write(`${nbdUri(b, name, true)}\n`);
+    await untilSignal();
+    await server.close();
+  } finally {
+    await served.close();
+  }
+}
+
+/**
+ * Every volume of the given pools, by name: `vm1` when one pool is served,
+ * `pool0/vm1` when several are (names could clash). `--export` picks some.
+ * The pools stay open, and locked, for the server's lifetime.
+ */
+async function servePools(home: string, poolNames: string[], opts: ServeOptions): Promise<Served> {
+  if (opts.file !== undefined || opts.memory !== undefined) throw new Error('give pools, or --file, or --memory: not several');
+  const readOnly = opts.readOnly ?? false;
+  const opened: OpenedPool[] = [];
+  const closeAll = async (): Promise<void> => {
+    for (const o of opened.splice(0)) await o.close();
+  };
+  try {
+    const exports: StaticExport[] = [];
+    for (const poolName of new Set(poolNames)) {
+      const o = await openRegisteredPool(home, checkName('pool', poolName), { readOnly });
+      opened.push(o);
+      for (const v of await o.pool.listVolumes()) {
+        const name = poolNames.length > 1 ? `${poolName}/${v.name}` : v.name;
+        exports.push({
+          name,
+          description: `volume ${poolName}/${v.name}, ${formatSize(v.size)}`,
+          readOnly: readOnly || v.readOnly,
+          open: () => o.pool.openVolume(v.name, { readOnly }),
+        });
+      }
+    }
+    const chosen = opts.export.length === 0 ? exports : opts.export.map((n) => exports.find((e) => e.name === n) ?? missingExport(n, exports));
+    if (chosen.length === 0) throw new Error(`no volumes to serve in ${poolNames.join(', ')} (create one: strata volume create ${poolNames[0]}/NAME SIZE)`);
+    return { source: new StaticExportSource(chosen), uriName: chosen[0]!.name, close: closeAll };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
+
+function missingExport(name: string, exports: StaticExport[]): never {
+  throw new Error(`no volume '${name}' to serve (there are: ${exports.map((e) => e.name).join(', ') || 'none'})`);
+}
+
+/** --file or --memory: one device, open for the server's lifetime (a file keeps its lock while connections come and go). */
+function serveDevice(opts: ServeOptions): Served {
+  if ((opts.file === undefined) === (opts.memory === undefined)) throw new Error('give exactly one of --file PATH or --memory SIZE');
+  if (opts.export.length > 1) throw new Error('--file and --memory serve one export: give --export once');
+  let device: BlockDevice;
+  let name: string;
+  // Clients see the description: a file's name, never the server's directory layout.
+  let description: string;
+  if (opts.file !== undefined) {
+    device = FileDevice.open(opts.file, { readOnly: opts.readOnly ?? false });
+    name = opts.export[0] ?? path.basename(opts.file, path.extname(opts.file));
+    description = `raw image ${path.basename(opts.file)}`;
+  } else {
+    device = new SparseMemoryDevice(parseSize(opts.memory!));
+    name = opts.export[0] ?? 'memory';
+    description = `memory disk of ${opts.memory}`;
+  }
+  const source = new StaticExportSource([{ name, description, readOnly: opts.readOnly ?? false, open: async () => device, release: async () => undefined }]);
+  return {
+    source,
+    uriName: name,
+    close: async () => {
+      try {
+        await device.flush();
+      } finally {
+        await device.close();
+      }
+    },
+  };
+}
+
+function listenAddresses(opts: ServeOptions): ListenAddress[] {
+  const out: ListenAddress[] = [];
+  if (opts.listen !== undefined || opts.socket === undefined) out.push(parseHostPort(opts.listen ?? DEFAULT_LISTEN));
+  if (opts.socket !== undefined) out.push({ socket: path.resolve(opts.socket) });
+  return out;
+}
+
+function parseHostPort(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw new Error(`invalid --listen '${text}' (use HOST:PORT, [IPv6]:PORT)`);
+  return { host: m[1] ?? m[2]!, port };
+}
+
+/** A qemu command line that attaches the export; with TLS, CERTDIR / KEYDIR stand for the client's credentials directory. */
+function qemuLine(address: ListenAddress, name: string, tls: undefined | 'x509' | { psk: string }): string {
+  if (!tls) return `qemu-system-x86_64 -drive file=${nbdUri(address, name).replace(/,/g, ',,')},format=raw,if=virtio`;
+  const where = 'socket' in address ? `server.type=unix,server.path=${address.socket}` : `server.type=inet,server.host=${address.host},server.port=${address.port}`;
+  const creds = tls === 'x509' ? 'tls-creds-x509,id=tls0,endpoint=client,dir=CERTDIR' : `tls-creds-psk,id=tls0,endpoint=client,dir=KEYDIR,username=${tls.psk}`;
+  return `qemu-system-x86_64 -object ${creds} -drive driver=nbd,${where},export=${name},tls-creds=tls0,format=raw,if=virtio`;
+}
+
+function untilSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      process.off('SIGINT', done);
+      process.off('SIGTERM', done);
+      resolve();
+    };
+    process.on('SIGINT', done);
+    process.on('SIGTERM', done);
+  });
+}
+
+

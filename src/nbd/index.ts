@@ -1,0 +1,7 @@
+export { NbdServer, type NbdServerOptions, type ListenAddress } from './server.js';
+export { StaticExportSource, type ExportSource, type ExportListing, type OpenedExport, type StaticExport } from './exports.js';
+export { loadTls, type TlsMode, type TlsSetup, type TlsFiles } from './tls.js';
+export { SparseMemoryDevice } from './sparse-memory.js';
+export { NbdClient, NbdClientError, type NbdClientOptions, type ExportDetails } from './client.js';
+export { NbdDevice } from './client-device.js';
+export { nbdUri } from './uri.js';

@@ -1,0 +1,70 @@
+/** A request's claim on a byte range of an export. */
+export interface RangeHold {
+  start: number;
+  end: number;
+  /** Writes, trims and zeroes are exclusive; reads share with reads. */
+  exclusive: boolean;
+  /** Set while the hold waits behind an earlier conflicting one. */
+  waiting: boolean;
+  /** Called once the hold may proceed, if acquire() returned false. */
+  proceed(): void;
+}
+
+/**
+ * Orders overlapping requests on one export. The BlockDevice contract leaves
+ * overlapping in-flight requests unordered, so the server must: a request
+ * waits behind every earlier one it conflicts with (overlap, and at least one
+ * writes), in arrival order across all connections. Dependencies point only
+ * backwards in arrival order, so there is no deadlock; disjoint requests never
+ * wait. Holds live in a Set, which iterates in insertion (arrival) order.
+ */
+export class RangeLock {
+  private readonly holds = new Set<RangeHold>();
+  private waiters = 0;
+
+  /** Registers the hold; true when it may start now, otherwise its proceed() is called later. */
+  acquire(hold: RangeHold): boolean {
+    hold.waiting = false;
+    if (this.holds.size > 0) {
+      for (const h of this.holds) {
+        if (conflicts(h, hold)) {
+          hold.waiting = true;
+          this.waiters++;
+          break;
+        }
+      }
+    }
+    this.holds.add(hold);
+    return !hold.waiting;
+  }
+
+  release(hold: RangeHold): void {
+    if (!this.holds.delete(hold)) return;
+    if (hold.waiting) this.waiters--;
+    if (this.waiters > 0) this.wake();
+  }
+
+  get size(): number {
+    return this.holds.size;
+  }
+
+  private wake(): void {
+    const ready: RangeHold[] = [];
+    const earlier: RangeHold[] = [];
+    for (const h of this.holds) {
+      if (h.waiting && !earlier.some((e) => conflicts(e, h))) {
+        h.waiting = false;
+        this.waiters--;
+        ready.push(h);
+      }
+      earlier.push(h);
+    }
+    // Started only after the scan: a proceed() may release synchronously.
+    for (const h of ready) h.proceed();
+  }
+}
+
+/** Empty ranges touch no byte, so they conflict with nothing. */
+function conflicts(a: RangeHold, b: RangeHold): boolean {
+  return (a.exclusive || b.exclusive) && a.start < b.end && b.start < a.end && a.start < a.end && b.start < b.end;
+}
