@@ -72,9 +72,16 @@ async function createPool(name: string, opts: { size: string; path?: string; clu
     report(g, summary, `created pool '${name}': ${formatSize(summary.deviceSize)} on RAID ${opts.raid} over ${members.length} members (cluster size ${formatSize(summary.clusterSize)})`);
     return;
   }
-  const file = opts.path === undefined ? registry.defaultPoolPath(name) : path.resolve(opts.path);
+  const { record, file } = await createFilePool(registry, name, size, opts.path, clusterSize);
+  const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, p.stats()));
+  report(g, summary, `created pool '${name}': ${formatSize(summary.deviceSize)} at ${file} (cluster size ${formatSize(summary.clusterSize)})`);
+}
+
+/** A pool on a new sparse file (HOME/NAME.pool unless `at` is given), registered once it is whole. */
+export async function createFilePool(registry: Registry, name: string, size: number, at: string | undefined, clusterSize: number | undefined): Promise<{ record: PoolRecord; file: string }> {
+  const file = at === undefined ? registry.defaultPoolPath(name) : path.resolve(at);
   if (fs.existsSync(file)) throw new Error(`${file} already exists (pick another --path, or delete it first)`);
-  if (opts.path === undefined) fs.mkdirSync(path.dirname(file), { recursive: true });
+  if (at === undefined) fs.mkdirSync(path.dirname(file), { recursive: true });
   else if (!fs.existsSync(path.dirname(file))) throw new Error(`directory ${path.dirname(file)} does not exist`);
 
   const record: PoolRecord = { name, backing: { kind: 'file', path: file }, created: new Date().toISOString() };
@@ -96,8 +103,7 @@ async function createPool(name: string, opts: { size: string; path?: string; clu
     if (fileCreated) fs.rmSync(file, { force: true });
     throw new Error(`cannot create pool '${name}': ${oneLine(err)}`);
   }
-  const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, p.stats()));
-  report(g, summary, `created pool '${name}': ${formatSize(summary.deviceSize)} at ${file} (cluster size ${formatSize(summary.clusterSize)})`);
+  return { record, file };
 }
 
 /** A pool on a new RAID array: member files are created (sparse) to fit `size` bytes of array. */
