@@ -151,12 +151,13 @@ export class Registry {
 
   private relativize(backing: PoolBacking): PoolBacking {
     const home = path.resolve(this.home);
-    const rel = (p: string): string => {
-      const r = path.relative(home, path.resolve(p));
-      return r !== '' && !r.startsWith('..') && !path.isAbsolute(r) ? r : path.resolve(p);
+    const rel = (absolute: string): string => {
+      const r = path.relative(home, absolute);
+      return r !== '' && !r.startsWith('..') && !path.isAbsolute(r) ? r : absolute;
     };
-    if (backing.kind === 'raid') return { ...backing, members: backing.members.map(rel) };
-    return { kind: 'file', path: rel(backing.path) };
+    // Member paths already relative are relative to the home, as stored; a pool file's path to the working directory.
+    if (backing.kind === 'raid') return { ...backing, members: backing.members.map((m) => rel(path.resolve(home, m))) };
+    return { kind: 'file', path: rel(path.resolve(backing.path)) };
   }
 
   private decode(name: string, text: string): PoolRecord {
