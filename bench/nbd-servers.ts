@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -6,7 +6,9 @@ import { fileURLToPath } from 'node:url';
 
 /**
  * Starts the NBD servers that the guest test and the benchmark compare, all on
- * 127.0.0.1 over TCP so that the transport is the same for every server.
+ * 127.0.0.1 over TCP so that the transport is the same for every server:
+ * Strata on a pool volume (serveVolume) or on a plain file, and the reference
+ * servers on files (startServer).
  */
 export type ServerKind = 'strata' | 'qemu-nbd' | 'nbdkit';
 
@@ -17,8 +19,6 @@ export interface ServerOptions {
   format?: 'raw' | 'qcow2';
   /** Extra command-line arguments placed before the image (tuning flags for the benchmark). */
   extraArgs?: string[];
-  /** For strata: its arguments, replacing `serve --file IMAGE …` (to serve a pool volume instead of a file). */
-  strataArgs?: string[];
   /** Milliseconds to wait for the server to accept connections. */
   readyTimeoutMs?: number;
 }
@@ -53,23 +53,38 @@ export function strataCli(): string {
   return path.join(repoRoot(), 'dist', 'bin', 'strata.js');
 }
 
-/** `strata serve` on a plain file; it prints its nbd:// URI once it listens. */
-export function strataServeFileArgs(image: string, exportName: string): string[] {
-  return ['serve', '--file', image, '--listen', '127.0.0.1:0', '--export', exportName];
+/** A Strata home with one pool holding one thin volume: what a user serves. */
+export interface PoolVolume {
+  home: string;
+  pool: string;
+  /** The volume's name, which is also its export name. */
+  volume: string;
 }
 
+/**
+ * Makes the pool (a sparse file of `poolBytes`) and the thin volume with the
+ * CLI, the way a user would, so that the server meets a real pool.
+ */
+export function createPoolVolume(v: PoolVolume, volumeBytes: number, poolBytes: number): PoolVolume {
+  const cli = (...args: string[]) =>
+    execFileSync(process.execPath, [strataCli(), '--home', v.home, ...args], { stdio: 'pipe' });
+  cli('pool', 'create', v.pool, '--size', String(poolBytes));
+  cli('volume', 'create', `${v.pool}/${v.volume}`, String(volumeBytes));
+  return v;
+}
+
+/** `strata serve POOL --export VOLUME`; the URI is the one it prints. */
+export function serveVolume(v: PoolVolume, readyTimeoutMs = 15_000): Promise<RunningServer> {
+  return startStrata(['--home', v.home, 'serve', v.pool, '--export', v.volume, '--listen', '127.0.0.1:0'], readyTimeoutMs);
+}
+
+/** `strata` is `strata serve --file IMAGE`: the protocol without the pool format. */
 export async function startServer(kind: ServerKind, image: string, opts: ServerOptions = {}): Promise<RunningServer> {
   const exportName = opts.exportName ?? 'disk';
   const readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
   const extra = opts.extraArgs ?? [];
   if (kind === 'strata') {
-    const args = opts.strataArgs ?? strataServeFileArgs(image, exportName);
-    const child = spawn(process.execPath, [strataCli(), ...args, ...extra], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const stderr = collect(child);
-    const uri = await announcedUri(child, readyTimeoutMs);
-    return running(kind, uri, child, stderr);
+    return startStrata(['serve', '--file', image, '--listen', '127.0.0.1:0', '--export', exportName, ...extra], readyTimeoutMs);
   }
   // Another process may take the free port before the server binds it: try a few.
   for (let attempt = 1; ; attempt++) {
@@ -87,6 +102,13 @@ export async function startServer(kind: ServerKind, image: string, opts: ServerO
       if (attempt >= 3 || !/address already in use/i.test(stderr())) throw err;
     }
   }
+}
+
+async function startStrata(args: string[], readyTimeoutMs: number): Promise<RunningServer> {
+  const child = spawn(process.execPath, [strataCli(), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const stderr = collect(child);
+  const uri = await announcedUri(child, readyTimeoutMs);
+  return running('strata', uri, child, stderr);
 }
 
 function running(kind: ServerKind, uri: string, child: ChildProcess, stderr: () => string): RunningServer {

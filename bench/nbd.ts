@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { formatSize, parseSize } from '../bin/size.js';
 import { FIO_JOBS, isWrite, prefill, runFio, type FioJob } from './nbd-fio.js';
 import type { RunningServer } from './nbd-servers.js';
-import { nbdkit, qemuNbd, strata, strataCanServe, strataStandIn, type BenchSetup } from './nbd-setups.js';
+import { nbdkit, qemuNbd, strata, strataFile, type BenchSetup } from './nbd-setups.js';
 
 /**
  * The NBD benchmark: the same fio jobs (ioengine=nbd) against Strata, qemu-nbd
@@ -50,8 +50,8 @@ const USAGE = `usage: npm run bench -- [options]
   --jobs A,B           subset of: ${FIO_JOBS.map((j) => j.name).join(', ')}
   --size SIZE          image size (default 2G); fio measures the first half
   --io-size SIZE       fio --size instead of half the image
-  --servers A,B        subset of: strata, qemu-nbd, nbdkit (default all three)
-  --strata-stand-in    serve a raw file with qemu-nbd in Strata's row when this build has no 'strata serve'
+  --servers A,B        of: strata, strata-file, qemu-nbd, nbdkit (default strata,qemu-nbd,nbdkit);
+                       strata serves a pool volume, strata-file a raw file (strata serve --file)
   --dir DIR            where the images go (default a fresh folder under the temp dir)
   --out FILE           JSON results (default .scratch/bench/nbd-<time>.json)
   --keep               keep the images
@@ -67,7 +67,6 @@ export function parseNbdBenchArgs(argv: string[]): NbdBenchOptions | 'help' {
       size: { type: 'string', default: '2G' },
       'io-size': { type: 'string' },
       servers: { type: 'string', default: 'strata,qemu-nbd,nbdkit' },
-      'strata-stand-in': { type: 'boolean', default: false },
       dir: { type: 'string' },
       out: { type: 'string' },
       keep: { type: 'boolean', default: false },
@@ -94,15 +93,15 @@ export function parseNbdBenchArgs(argv: string[]): NbdBenchOptions | 'help' {
   const setups = values.servers.split(',').map((name) => {
     switch (name.trim()) {
       case 'strata':
-        if (strataCanServe()) return strata;
-        if (values['strata-stand-in']) return strataStandIn;
-        throw new Error("this build has no 'strata serve'; pass --strata-stand-in to put qemu-nbd -f raw in its row, or --servers qemu-nbd,nbdkit");
+        return strata;
+      case 'strata-file':
+        return strataFile;
       case 'qemu-nbd':
         return qemuNbd;
       case 'nbdkit':
         return nbdkit;
       default:
-        throw new Error(`unknown server '${name}' (servers: strata, qemu-nbd, nbdkit)`);
+        throw new Error(`unknown server '${name}' (servers: strata, strata-file, qemu-nbd, nbdkit)`);
     }
   });
   return {
@@ -181,7 +180,7 @@ export async function runNbdBench(opts: NbdBenchOptions, log: (line: string) => 
 export function markdownTables(report: BenchReport): string {
   const names = report.servers.map((s) => s.name);
   const [first, ...others] = names;
-  const hasStrata = first !== undefined && (first === strata.name || first === strataStandIn.name) && others.length > 0;
+  const hasStrata = first !== undefined && (first === strata.name || first === strataFile.name) && others.length > 0;
   const cell = (job: string, server: string) => report.results.find((r) => r.job === job && r.server === server);
   const jobs = [...new Set(report.results.map((r) => r.job))];
   const header = ['job', 'unit', ...names, ...(hasStrata ? others.map((o) => `${first} / ${o}`) : [])];

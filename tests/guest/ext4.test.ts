@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, type RunningServer, type ServerExit, type ServerKind } from '../../bench/nbd-servers.js';
+import type { RunningServer, ServerExit, ServerKind } from '../../bench/nbd-servers.js';
 import { LinuxGuest } from '../support/guest.js';
+import { createGuestDisk, type GuestDisk } from '../support/guest-disk.js';
 import { consoleTail, type DriveCache, type GuestRun } from '../support/guest-qemu.js';
 import { diskOffsetOf, readBack } from '../support/guest-readback.js';
 import { scratchDir } from '../support/scratch.js';
@@ -12,8 +12,10 @@ import { scratchDir } from '../support/scratch.js';
  * A real Linux guest on an NBD disk: it makes ext4, writes files of known
  * content, trims, powers off; a second boot with the disk read-only checks the
  * file system and every checksum; the host then reads the disk back with its
- * own tools. The server is Strata; STRATA_GUEST_SERVER=qemu-nbd or nbdkit runs
- * the same test against a reference server.
+ * own tools. The disk is a thin volume of a Strata pool served by `strata
+ * serve`, and the pool must pass `strata pool check` afterwards;
+ * STRATA_GUEST_SERVER=qemu-nbd or nbdkit runs the same test on a raw file
+ * served by a reference server.
  */
 const SERVER_KINDS: ServerKind[] = ['strata', 'qemu-nbd', 'nbdkit'];
 const serverKind = (process.env.STRATA_GUEST_SERVER ?? 'strata') as ServerKind;
@@ -47,7 +49,7 @@ describe.skipIf(skip)(`a Linux guest on an NBD disk served by ${serverKind}`, ()
   const scratch = scratchDir('guest');
   let guest: LinuxGuest;
   /** The disk the cache=none run wrote and verified, for the tampering check. */
-  let verifiedDisk: string | undefined;
+  let verifiedDisk: GuestDisk | undefined;
 
   beforeAll(() => {
     if (missing.length > 0) return;
@@ -61,16 +63,14 @@ describe.skipIf(skip)(`a Linux guest on an NBD disk served by ${serverKind}`, ()
 
   for (const cache of ['none', 'writethrough'] as DriveCache[]) {
     it(`keeps every file of an ext4 file system across power-off and a read-only reboot (cache=${cache})`, async () => {
-      const image = path.join(scratch.dir, `disk-${cache}.raw`);
-      fs.writeFileSync(image, '');
-      fs.truncateSync(image, DISK_BYTES);
+      const disk = createGuestDisk(serverKind, scratch.dir, `disk-${cache}`, DISK_BYTES);
 
-      const write = await withServer(image, (uri) => guest.write(uri, cache));
+      const write = await withServer(disk, (uri) => guest.write(uri, cache));
       expectGuestOk(write.result, 'write', guest.fileCount);
       expectCleanExit(write.exit);
       expect(write.result.sums).toEqual(guest.expected);
 
-      const verify = await withServer(image, async (uri) => ({
+      const verify = await withServer(disk, async (uri) => ({
         guest: await guest.verify(uri, cache),
         host: await readBack(uri, scratch.dir),
       }));
@@ -79,29 +79,32 @@ describe.skipIf(skip)(`a Linux guest on an NBD disk served by ${serverKind}`, ()
       expect(verify.result.guest.sums).toEqual(guest.expected);
       expect(verify.result.host.fsckExit, verify.result.host.fsckOutput).toBe(0);
       expect(verify.result.host.sums).toEqual(guest.expected);
-      if (cache === 'none') verifiedDisk = image;
-      else fs.rmSync(image, { force: true });
+      expectPoolClean(disk);
+      if (cache === 'none') verifiedDisk = disk;
+      else disk.remove();
     });
   }
 
   it('notices one block of one file changed behind the file system\'s back', async () => {
     expect(verifiedDisk, 'needs the disk the cache=none run verified').toBeDefined();
-    const image = verifiedDisk as string;
-    await withServer(image, async (uri) => {
+    const disk = verifiedDisk as GuestDisk;
+    await withServer(disk, async (uri) => {
       const offset = await diskOffsetOf(uri, scratch.dir, '/data/sixteen-mib', 100);
       execFileSync('qemu-io', ['-f', 'raw', '-c', `write -P 0x5a ${offset} 4096`, uri], { stdio: 'pipe' });
     });
-    const verify = await withServer(image, (uri) => guest.verify(uri, 'none'));
+    const verify = await withServer(disk, (uri) => guest.verify(uri, 'none'));
     const why = consoleTail(verify.result);
     expect(verify.result.verdict, why).toBe('FAIL checksum mismatch');
     expect(verify.result.console, why).toMatch(/sixteen-mib: FAILED/);
     expect(verify.result.console, why).not.toMatch(/(?<!sixteen-mib): FAILED/);
+    // The change came through the server, so the pool itself holds it consistently.
+    expectPoolClean(disk);
   });
 });
 
-/** Runs one guest boot against a fresh server process, so the second boot sees only what reached the image. */
-async function withServer<T>(image: string, body: (uri: string) => Promise<T>): Promise<{ result: T; exit: ServerExit }> {
-  const server: RunningServer = await startServer(serverKind, image, { exportName: 'guest' });
+/** Runs one guest boot against a fresh server process, so the second boot sees only what reached storage. */
+async function withServer<T>(disk: GuestDisk, body: (uri: string) => Promise<T>): Promise<{ result: T; exit: ServerExit }> {
+  const server: RunningServer = await disk.serve();
   let result: T;
   try {
     result = await body(server.uri);
@@ -124,4 +127,13 @@ function expectGuestOk(run: GuestRun, phase: string, files: number): void {
 function expectCleanExit(exit: ServerExit): void {
   if (serverKind !== 'strata') return;
   expect({ code: exit.code, signal: exit.signal }, exit.stderr).toEqual({ code: 0, signal: null });
+}
+
+/** Every structure and checksum of the pool verifies (a raw file has nothing to check). */
+function expectPoolClean(disk: GuestDisk): void {
+  const check = disk.checkPool();
+  if (check === undefined) return;
+  expect(check.problems, JSON.stringify(check)).toEqual([]);
+  expect(check.clean).toBe(true);
+  expect(check.clustersChecked, 'the guest wrote data, so the pool holds clusters').toBeGreaterThan(0);
 }
