@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { BlockDeviceError, FileDevice, type BlockDevice } from '../src/blockdev/index.js';
 import { Pool, PoolError, type VolumeInfo } from '../src/qcowlike/index.js';
+import { assembleArray } from '../src/raid/index.js';
 import { Registry, type PoolRecord } from './registry.js';
 
 export interface OpenedPool {
@@ -15,22 +16,28 @@ export interface OpenedPool {
  * command goes through here, so when RAID arrays arrive only this function
  * (and openBacking) learns to assemble them.
  */
-export async function openRegisteredPool(home: string, name: string, opts: { readOnly: boolean }): Promise<OpenedPool> {
+export interface OpenPoolOptions {
+  readOnly: boolean;
+  /** The pool is being served: a RAID array under it rebuilds in the background (rate in bytes/s, 0 = unlimited). */
+  serving?: { rebuildRate: number };
+}
+
+export async function openRegisteredPool(home: string, name: string, opts: OpenPoolOptions): Promise<OpenedPool> {
   const registry = new Registry(home);
   const record = registry.get(name);
   try {
-    return { ...(await openPool(registry, record, opts.readOnly)), record };
+    return { ...(await openPool(registry, record, opts.readOnly, opts.serving)), record };
   } catch (err) {
     // A pool stopped uncleanly has journal left to replay, which a read-only
     // open refuses. Nobody else holds it (the device lock said so): replaying
     // is recovery, not a change to anything the user wrote.
     if (!(opts.readOnly && err instanceof PoolError && err.code === 'EBUSY')) throw err;
-    return { ...(await openPool(registry, record, false)), record };
+    return { ...(await openPool(registry, record, false, opts.serving)), record };
   }
 }
 
-async function openPool(registry: Registry, record: PoolRecord, readOnly: boolean): Promise<{ pool: Pool; close: () => Promise<void> }> {
-  const dev = openBacking(registry, record, readOnly);
+async function openPool(registry: Registry, record: PoolRecord, readOnly: boolean, serving?: { rebuildRate: number }): Promise<{ pool: Pool; close: () => Promise<void> }> {
+  const dev = await openBacking(registry, record, readOnly, serving);
   let pool: Pool;
   try {
     pool = await Pool.open(dev, { readOnly });
@@ -43,7 +50,7 @@ async function openPool(registry: Registry, record: PoolRecord, readOnly: boolea
 }
 
 /** Runs `fn` on an open pool and always closes it, so the journal is checkpointed and the lock released. */
-export async function withPool<T>(home: string, name: string, opts: { readOnly: boolean }, fn: (opened: OpenedPool) => Promise<T>): Promise<T> {
+export async function withPool<T>(home: string, name: string, opts: OpenPoolOptions, fn: (opened: OpenedPool) => Promise<T>): Promise<T> {
   const opened = await openRegisteredPool(home, name, opts);
   let result: T;
   try {
@@ -56,8 +63,8 @@ export async function withPool<T>(home: string, name: string, opts: { readOnly: 
   return result;
 }
 
-function openBacking(registry: Registry, record: PoolRecord, readOnly: boolean): BlockDevice {
-  if (record.backing.kind === 'raid') throw raidNotAvailable();
+async function openBacking(registry: Registry, record: PoolRecord, readOnly: boolean, serving?: { rebuildRate: number }): Promise<BlockDevice> {
+  if (record.backing.kind === 'raid') return openArray(registry, record, readOnly, serving);
   const path = registry.filePath(record);
   if (!fs.existsSync(path)) throw new Error(`pool '${record.name}': its file ${path} is missing`);
   try {
@@ -70,12 +77,35 @@ function openBacking(registry: Registry, record: PoolRecord, readOnly: boolean):
   }
 }
 
+/**
+ * Assembles a pool's array from its registered members: degraded with a
+ * warning when members are missing, refused only when more are gone than the
+ * level survives. A served pool rebuilds a waiting member in the background.
+ */
+async function openArray(registry: Registry, record: PoolRecord, readOnly: boolean, serving?: { rebuildRate: number }): Promise<BlockDevice> {
+  const say = (m: string): void => void process.stderr.write(`strata: pool '${record.name}': ${m}\n`);
+  try {
+    const { array, warnings } = await assembleArray(registry.memberPaths(record), {
+      readOnly,
+      autoRebuild: serving !== undefined,
+      rebuildRate: serving?.rebuildRate ?? 0,
+      onEvent: say,
+    });
+    for (const w of warnings) say(w);
+    if (serving && array.needsRebuild()) {
+      array.rebuild({ rate: serving.rebuildRate }).catch((err: unknown) => say(`rebuild stopped: ${oneLine(err)}`));
+    }
+    return array;
+  } catch (err) {
+    if (err instanceof BlockDeviceError && err.code === 'EBUSY') {
+      throw new PoolInUseError(`pool '${record.name}' is in use by another process (its RAID members are locked)`);
+    }
+    throw new Error(`pool '${record.name}': ${oneLine(err)}`);
+  }
+}
+
 /** The pool's device is locked by another process (a server, another command): nothing may touch it. */
 export class PoolInUseError extends Error {}
-
-export function raidNotAvailable(): Error {
-  return new Error('RAID-backed pools are not available yet in this build (use a file-backed pool)');
-}
 
 export function oneLine(err: unknown): string {
   return (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, ' ');

@@ -9,7 +9,8 @@ export interface GlobalOptions {
 
 export function globals(cmd: Command): GlobalOptions {
   const o = cmd.optsWithGlobals<{ home: string; json?: boolean }>();
-  return { home: o.home, json: o.json === true };
+  // STRATA_HOME= (set but empty) means the default, not the current directory.
+  return { home: o.home === '' ? './strata-data' : o.home, json: o.json === true };
 }
 
 // `strata map … | head` closes stdout early: that is the reader's choice, not an error worth a stack trace.

@@ -98,6 +98,13 @@ export class Registry {
     return this.decode(name, text);
   }
 
+  /** Absolute paths of a RAID-backed pool's members. */
+  memberPaths(record: PoolRecord): string[] {
+    if (record.backing.kind !== 'raid') throw new Error(`pool '${record.name}' is not RAID-backed`);
+    const home = path.resolve(this.home);
+    return record.backing.members.map((m) => path.resolve(home, m));
+  }
+
   /** Absolute path of a file-backed pool. */
   filePath(record: PoolRecord): string {
     if (record.backing.kind !== 'file') throw new Error(`pool '${record.name}' is not file-backed`);
@@ -143,11 +150,14 @@ export class Registry {
   }
 
   private relativize(backing: PoolBacking): PoolBacking {
-    if (backing.kind !== 'file') return backing;
     const home = path.resolve(this.home);
-    const rel = path.relative(home, path.resolve(backing.path));
-    const inside = rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
-    return { kind: 'file', path: inside ? rel : path.resolve(backing.path) };
+    const rel = (absolute: string): string => {
+      const r = path.relative(home, absolute);
+      return r !== '' && !r.startsWith('..') && !path.isAbsolute(r) ? r : absolute;
+    };
+    // Member paths already relative are relative to the home, as stored; a pool file's path to the working directory.
+    if (backing.kind === 'raid') return { ...backing, members: backing.members.map((m) => rel(path.resolve(home, m))) };
+    return { kind: 'file', path: rel(path.resolve(backing.path)) };
   }
 
   private decode(name: string, text: string): PoolRecord {

@@ -3,8 +3,9 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { FileDevice } from '../../src/blockdev/index.js';
 import { Pool, type CheckProblem, type CheckReport, type PoolStats } from '../../src/qcowlike/index.js';
-import { oneLine, openRegisteredPool, PoolInUseError, raidNotAvailable, withPool } from '../open-pool.js';
-import { formatFields, globals, printJson, printTable, report } from '../output.js';
+import { createArray } from '../../src/raid/index.js';
+import { oneLine, openRegisteredPool, PoolInUseError, withPool } from '../open-pool.js';
+import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
@@ -58,23 +59,36 @@ async function createPool(name: string, opts: { size: string; path?: string; clu
   if (opts.raid === undefined && (opts.members !== undefined || opts.chunk !== undefined)) {
     throw new Error('--members and --chunk go with --raid LEVEL');
   }
-  if (opts.raid !== undefined) {
-    const members = (opts.members ?? '').split(',').filter((m) => m !== '');
-    if (members.length === 0) throw new Error(`--raid ${opts.raid} needs --members FILE,FILE,…`);
-    if (opts.chunk !== undefined) parseSize(opts.chunk);
-    throw raidNotAvailable();
-  }
   if (registry.has(name)) throw new Error(`pool '${name}' already exists in ${g.home}`);
   const size = parseSize(opts.size);
   const clusterSize = opts.clusterSize === undefined ? undefined : parseSize(opts.clusterSize);
-  const file = opts.path === undefined ? registry.defaultPoolPath(name) : path.resolve(opts.path);
+  if (opts.raid !== undefined) {
+    const members = (opts.members ?? '').split(',').filter((m) => m !== '').map((m) => path.resolve(m));
+    if (members.length === 0) throw new Error(`--raid ${opts.raid} needs --members FILE,FILE,…`);
+    const chunk = opts.chunk === undefined ? undefined : parseSize(opts.chunk);
+    await createRaidPool(registry, name, opts.raid, members, size, chunk, clusterSize);
+    const record = registry.get(name);
+    const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, p.stats()));
+    report(g, summary, `created pool '${name}': ${formatSize(summary.deviceSize)} on RAID ${opts.raid} over ${members.length} members (cluster size ${formatSize(summary.clusterSize)})`);
+    return;
+  }
+  const { record, file } = await createFilePool(registry, name, size, opts.path, clusterSize);
+  const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, p.stats()));
+  report(g, summary, `created pool '${name}': ${formatSize(summary.deviceSize)} at ${file} (cluster size ${formatSize(summary.clusterSize)})`);
+}
+
+/** A pool on a new sparse file (HOME/NAME.pool unless `at` is given), registered once it is whole. */
+export async function createFilePool(registry: Registry, name: string, size: number, at: string | undefined, clusterSize: number | undefined): Promise<{ record: PoolRecord; file: string }> {
+  const file = at === undefined ? registry.defaultPoolPath(name) : path.resolve(at);
   if (fs.existsSync(file)) throw new Error(`${file} already exists (pick another --path, or delete it first)`);
-  if (opts.path === undefined) fs.mkdirSync(path.dirname(file), { recursive: true });
+  if (at === undefined) fs.mkdirSync(path.dirname(file), { recursive: true });
   else if (!fs.existsSync(path.dirname(file))) throw new Error(`directory ${path.dirname(file)} does not exist`);
 
   const record: PoolRecord = { name, backing: { kind: 'file', path: file }, created: new Date().toISOString() };
+  let fileCreated = false;
   try {
     const dev = FileDevice.create(file, { size });
+    fileCreated = true;
     let created: Pool;
     try {
       created = await Pool.create(dev, clusterSize === undefined ? {} : { clusterSize });
@@ -85,11 +99,32 @@ async function createPool(name: string, opts: { size: string; path?: string; clu
     await created.close();
     registry.add(record);
   } catch (err) {
-    fs.rmSync(file, { force: true });
+    // Only a file this command made is removed; one that appeared under the same name meanwhile is someone else's.
+    if (fileCreated) fs.rmSync(file, { force: true });
     throw new Error(`cannot create pool '${name}': ${oneLine(err)}`);
   }
-  const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, p.stats()));
-  report(g, summary, `created pool '${name}': ${formatSize(summary.deviceSize)} at ${file} (cluster size ${formatSize(summary.clusterSize)})`);
+  return { record, file };
+}
+
+/** A pool on a new RAID array: member files are created (sparse) to fit `size` bytes of array. */
+async function createRaidPool(registry: Registry, name: string, level: RaidLevel, members: string[], size: number, chunk: number | undefined, clusterSize: number | undefined): Promise<void> {
+  const existed = members.filter((m) => fs.existsSync(m));
+  let array;
+  try {
+    array = await createArray({ level: Number(level) as 0 | 1 | 5 | 6 | 10, members, size, name, ...(chunk === undefined ? {} : { chunk }) });
+  } catch (err) {
+    throw new Error(`cannot create pool '${name}': ${oneLine(err)}`);
+  }
+  try {
+    const created = await Pool.create(array, clusterSize === undefined ? {} : { clusterSize });
+    await created.close();
+    registry.add({ name, backing: { kind: 'raid', level, members, chunk: array.geometry.chunk }, created: new Date().toISOString() });
+  } catch (err) {
+    await array.close().catch(() => undefined);
+    // Only member files this command made are removed.
+    for (const m of members) if (!existed.includes(m)) fs.rmSync(m, { force: true });
+    throw new Error(`cannot create pool '${name}': ${oneLine(err)}`);
+  }
 }
 
 async function listPools(_opts: unknown, cmd: Command): Promise<void> {
@@ -129,24 +164,22 @@ async function poolInfo(name: string, _opts: unknown, cmd: Command): Promise<voi
   const summary = await withPool(g.home, checkName('pool', name), { readOnly: true }, async ({ pool, record }) => summarize(registry, record, pool.stats()));
   if (g.json) return printJson(summary);
   const bytes = (n: number): string => `${formatSize(n)} (${n} bytes)`;
-  process.stdout.write(
-    formatFields([
-      ['name', summary.name],
-      ['backing', describeBacking(summary.backing)],
-      ['uuid', summary.uuid],
-      ['created', summary.created],
-      ['device size', bytes(summary.deviceSize)],
-      ['cluster size', formatSize(summary.clusterSize)],
-      ['sub-cluster size', formatSize(summary.subclusterSize)],
-      ['capacity', bytes(summary.totalBytes)],
-      ['used', `${bytes(summary.usedBytes)}, ${percent(summary.usedBytes, summary.totalBytes)}`],
-      ['free', bytes(summary.freeBytes)],
-      ['volumes', String(summary.volumes)],
-      ['layers', String(summary.layers)],
-      ['journal', formatSize(summary.journalBytes)],
-      ['on host', summary.hostAllocatedBytes === null ? '-' : `${bytes(summary.hostAllocatedBytes)} allocated`],
-    ]),
-  );
+  printFields([
+    ['name', summary.name],
+    ['backing', describeBacking(summary.backing)],
+    ['uuid', summary.uuid],
+    ['created', summary.created],
+    ['device size', bytes(summary.deviceSize)],
+    ['cluster size', formatSize(summary.clusterSize)],
+    ['sub-cluster size', formatSize(summary.subclusterSize)],
+    ['capacity', bytes(summary.totalBytes)],
+    ['used', `${bytes(summary.usedBytes)}, ${percent(summary.usedBytes, summary.totalBytes)}`],
+    ['free', bytes(summary.freeBytes)],
+    ['volumes', String(summary.volumes)],
+    ['layers', String(summary.layers)],
+    ['journal', formatSize(summary.journalBytes)],
+    ['on host', summary.hostAllocatedBytes === null ? '-' : `${bytes(summary.hostAllocatedBytes)} allocated`],
+  ]);
 }
 
 async function checkPool(name: string, opts: { repair?: boolean }, cmd: Command): Promise<void> {
@@ -194,11 +227,22 @@ function where(p: CheckProblem): string {
 async function deletePool(name: string, opts: { force?: boolean }, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const registry = new Registry(g.home);
-  const record = registry.get(checkName('pool', name));
-  if (record.backing.kind === 'raid') throw raidNotAvailable();
   const force = opts.force === true;
+  let record: PoolRecord;
+  try {
+    record = registry.get(checkName('pool', name));
+  } catch (err) {
+    if (!force || !registry.has(name)) throw err;
+    registry.remove(name);
+    report(g, { deleted: name, path: null, kept: null }, `deleted the damaged registration of pool '${name}'`);
+    return;
+  }
+  // The file is removed only once it has opened as a Strata pool: a registration
+  // edited to point elsewhere must not make `delete --force` remove any file.
+  let isPool = false;
   try {
     const { pool, close } = await openRegisteredPool(g.home, name, { readOnly: true });
+    isPool = true;
     const volumes = pool.stats().volumes > 0 ? (await pool.listVolumes()).map((v) => v.name) : [];
     await close();
     if (volumes.length > 0 && !force) {
@@ -209,10 +253,23 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
     // A pool another process is serving is never deleted under it, forced or not.
     if (!force || err instanceof PoolInUseError) throw err;
   }
+  if (record.backing.kind === 'raid') {
+    const members = registry.memberPaths(record);
+    registry.remove(name);
+    if (isPool) for (const m of members) fs.rmSync(m, { force: true });
+    report(g, { deleted: name, path: null, kept: isPool ? null : members.join(',') }, isPool ? `deleted pool '${name}' (removed its ${members.length} RAID members)` : `deleted pool '${name}' from the registry; left its members in place (they do not open as a pool)`);
+    return;
+  }
   const file = registry.filePath(record);
   registry.remove(name);
-  fs.rmSync(file, { force: true });
-  report(g, { deleted: name, path: file }, `deleted pool '${name}' (removed ${file})`);
+  if (isPool) {
+    fs.rmSync(file, { force: true });
+    report(g, { deleted: name, path: file, kept: null }, `deleted pool '${name}' (removed ${file})`);
+  } else if (fs.existsSync(file)) {
+    report(g, { deleted: name, path: null, kept: file }, `deleted pool '${name}' from the registry; left ${file} in place (it does not open as a pool)`);
+  } else {
+    report(g, { deleted: name, path: null, kept: null }, `deleted pool '${name}' from the registry (its file was already gone)`);
+  }
 }
 
 function summarize(registry: Registry, record: PoolRecord, stats: PoolStats): PoolSummary {

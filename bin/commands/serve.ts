@@ -2,9 +2,10 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
 import { loadTls, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type StaticExport, type TlsMode } from '../../src/nbd/index.js';
-import { openRegisteredPool, type OpenedPool } from '../open-pool.js';
+import { openRegisteredPool, withPool, type OpenedPool } from '../open-pool.js';
 import { globals } from '../output.js';
-import { checkName } from '../registry.js';
+import { checkName, Registry } from '../registry.js';
+import { createFilePool } from './pool.js';
 import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
 
@@ -21,9 +22,12 @@ interface ServeOptions {
   tlsCa?: string;
   tlsPsk?: string;
   maxConnections: string;
+  rebuildRate: string;
 }
 
 const DEFAULT_LISTEN = '127.0.0.1:10809';
+const DEFAULT_POOL = 'pool0';
+const DEFAULT_VOLUME = 'vm1';
 
 export const serveCommands: CommandGroup = (program) => {
   program
@@ -42,6 +46,7 @@ export const serveCommands: CommandGroup = (program) => {
     .option('--tls-ca <file>', 'require client certificates signed by this CA (PEM)')
     .option('--tls-psk <file>', 'pre-shared keys, one identity:hexkey per line (psktool format)')
     .option('--max-connections <n>', 'connections served at once', '128')
+    .option('--rebuild-rate <size>', 'RAID pools: background rebuild rate per second (0 = unlimited)', '200M')
     .action(async (pools: string[], opts: ServeOptions, cmd: Command) => serve(pools, opts, globals(cmd).home));
 };
 
@@ -66,7 +71,8 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
   if (opts.tlsPsk !== undefined) tlsFiles.psk = opts.tlsPsk;
   const tls = loadTls(tlsFiles);
   const addresses = listenAddresses(opts);
-  const served = pools.length > 0 ? await servePools(home, pools, opts) : serveDevice(opts);
+  const useDevice = opts.file !== undefined || opts.memory !== undefined;
+  const served = useDevice ? serveDevice(opts) : await servePools(home, pools.length > 0 ? pools : await defaultPools(home), opts);
   const server = new NbdServer({
     source: served.source,
     readOnly: opts.readOnly ?? false,
@@ -89,6 +95,20 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
 }
 
 /**
+ * With no pool named: every registered pool; on a fresh home, a default pool
+ * with one thin volume, so that `strata serve` alone gives QEMU a disk.
+ */
+async function defaultPools(home: string): Promise<string[]> {
+  const registry = new Registry(home);
+  const names = registry.names();
+  if (names.length > 0) return names;
+  await createFilePool(registry, DEFAULT_POOL, parseSize('100G'), undefined, undefined);
+  await withPool(home, DEFAULT_POOL, { readOnly: false }, ({ pool }) => pool.createVolume(DEFAULT_VOLUME, parseSize('20G')));
+  process.stderr.write(`strata serve: created pool '${DEFAULT_POOL}' (100G, sparse) in ${home} with a 20G thin volume '${DEFAULT_VOLUME}'\n`);
+  return [DEFAULT_POOL];
+}
+
+/**
  * Every volume of the given pools, by name: `vm1` when one pool is served,
  * `pool0/vm1` when several are (names could clash). `--export` picks some.
  * The pools stay open, and locked, for the server's lifetime.
@@ -103,7 +123,7 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
   try {
     const exports: StaticExport[] = [];
     for (const poolName of new Set(poolNames)) {
-      const o = await openRegisteredPool(home, checkName('pool', poolName), { readOnly });
+      const o = await openRegisteredPool(home, checkName('pool', poolName), { readOnly, serving: { rebuildRate: parseSize(opts.rebuildRate) } });
       opened.push(o);
       for (const v of await o.pool.listVolumes()) {
         const name = poolNames.length > 1 ? `${poolName}/${v.name}` : v.name;
@@ -130,7 +150,7 @@ function missingExport(name: string, exports: StaticExport[]): never {
 
 /** --file or --memory: one device, open for the server's lifetime (a file keeps its lock while connections come and go). */
 function serveDevice(opts: ServeOptions): Served {
-  if ((opts.file === undefined) === (opts.memory === undefined)) throw new Error('give exactly one of --file PATH or --memory SIZE');
+  if (opts.file !== undefined && opts.memory !== undefined) throw new Error('give one of --file PATH or --memory SIZE, not both');
   if (opts.export.length > 1) throw new Error('--file and --memory serve one export: give --export once');
   let device: BlockDevice;
   let name: string;

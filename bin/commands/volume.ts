@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import type { Pool, Preallocation, VolumeInfo } from '../../src/qcowlike/index.js';
 import { aboutVolume, findVolume, withPool } from '../open-pool.js';
-import { formatFields, globals, printJson, printTable, report } from '../output.js';
+import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, parseVolumeRef } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
@@ -55,7 +55,8 @@ async function listVolumes(poolName: string, _opts: unknown, cmd: Command): Prom
     { header: 'ALLOCATED', value: (v) => formatSize(v.allocatedBytes), align: 'right' },
     { header: 'LAYERS', value: (v) => String(v.layers.length), align: 'right' },
     { header: 'MODE', value: (v) => (v.readOnly ? 'ro' : 'rw') },
-    { header: 'CREATED', value: (v) => v.created },
+    // UTC to the second; info and JSON have the full ISO time.
+    { header: 'CREATED', value: (v) => v.created.replace('T', ' ').slice(0, 19) },
   ]);
 }
 
@@ -66,16 +67,14 @@ async function volumeInfo(ref: string, _opts: unknown, cmd: Command): Promise<vo
   if (g.json) return printJson({ pool: poolName, ...info } satisfies VolumeSummary);
   const bytes = (n: number): string => `${formatSize(n)} (${n} bytes)`;
   const chain = info.layers.map((l) => `layer ${l.id} (${l.frozen ? 'frozen, ' : ''}${formatSize(l.allocatedBytes)})`).join(' -> ');
-  process.stdout.write(
-    formatFields([
-      ['volume', ref],
-      ['size', bytes(info.size)],
-      ['allocated', `${bytes(info.allocatedBytes)}, ${info.size === 0 ? '0' : ((100 * info.allocatedBytes) / info.size).toFixed(1)}% of size`],
-      ['mode', info.readOnly ? 'read-only' : 'read-write'],
-      ['created', info.created],
-      ['layers', chain],
-    ]),
-  );
+  printFields([
+    ['volume', ref],
+    ['size', bytes(info.size)],
+    ['allocated', `${bytes(info.allocatedBytes)}, ${info.size === 0 ? '0' : ((100 * info.allocatedBytes) / info.size).toFixed(1)}% of size`],
+    ['mode', info.readOnly ? 'read-only' : 'read-write'],
+    ['created', info.created],
+    ['layers', chain],
+  ]);
 }
 
 async function resizeVolume(ref: string, sizeText: string, opts: { force?: boolean }, cmd: Command): Promise<void> {

@@ -27,8 +27,8 @@ export interface FreeOptions {
  * is "fresh": nothing durable points at it, so data may be written into it in
  * place. A freed cluster is not handed out again until the commit that freed
  * it is durable (before that a crash brings back the map that points at it);
- * one that the journal may still write to at replay (metadata, or data with a
- * journaled partial write) waits for the next checkpoint. Space is punched
+ * a metadata cluster, which journal deltas may still be replayed onto, waits
+ * for the next checkpoint. Space is punched
  * back to the host before the cluster becomes allocatable again.
  */
 export class Allocator {
@@ -63,7 +63,7 @@ export class Allocator {
       onCommitted: () => {
         const now: Array<[number, FreeOptions]> = [];
         for (const [c, o] of this.committing) {
-          if (o.metadata || store.journalTargets(c)) this.captured.set(c, o);
+          if (o.metadata) this.captured.set(c, o);
           else now.push([c, o]);
         }
         this.committing = new Map();

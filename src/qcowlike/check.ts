@@ -98,8 +98,25 @@ export async function checkPool(
         for (let s = 0; s < geo.subclusters; s++) {
           if (!(bits & (1 << s))) continue;
           const sc = data.subarray(s * geo.subclusterSize, (s + 1) * geo.subclusterSize);
-          if (dataChecksum(sc) === l2.readUInt32LE(at + ENTRY_SUMS + 4 * s)) continue;
+          const sum = l2.readUInt32LE(at + ENTRY_SUMS + 4 * s);
+          if (dataChecksum(sc) === sum) continue;
           corruptBlocks++;
+          const hostOffset = host * C + s * geo.subclusterSize;
+          // With redundancy below (RAID), a copy that verifies is the right one: rewrite the bad member from it.
+          if (repair && (await store.fromRedundancy(sc, hostOffset, (b) => dataChecksum(b) === sum))) {
+            repaired++;
+            pool.counters.repairedData++;
+            problems.push({
+              kind: 'checksum',
+              hostOffset,
+              layer: layer.id,
+              volume: vol,
+              virtualOffset: voff + s * geo.subclusterSize,
+              message: `data of ${name} at virtual offset ${voff + s * geo.subclusterSize} failed its checksum; rewritten from a copy that verifies`,
+              repaired: true,
+            });
+            continue;
+          }
           problems.push({
             kind: 'checksum',
             hostOffset: host * C + s * geo.subclusterSize,

@@ -5,8 +5,8 @@ import { PoolError } from './errors.js';
 /**
  * The metadata write-ahead journal: a region of the pool holding the
  * transactions committed since the last checkpoint. A transaction is a list
- * of records (INIT a block to zeroes, DELTA bytes into a block, DATA bytes at
- * a host offset), sealed by one xxh64; replay stops at the first transaction
+ * of records (INIT a block to zeroes, DELTA bytes into a block, INTENT to
+ * overwrite data in place under an L2 table), sealed by one xxh64; replay stops at the first transaction
  * that is absent, torn or from an older generation. Each transaction is padded
  * to a sector so appending never rewrites a sector holding committed bytes.
  */
@@ -19,12 +19,12 @@ const RECORD_HEADER = 16;
 export enum RecordType {
   Init = 1,
   Delta = 2,
-  Data = 3,
+  Intent = 3,
 }
 
 export interface JournalRecord {
   type: RecordType;
-  /** INIT: cluster index; DELTA: byte address on the device (cluster * size + offset); DATA: host byte offset. */
+  /** INIT and INTENT: cluster index; DELTA: byte address on the device (cluster * size + offset). */
   target: number;
   payload: Buffer;
 }

@@ -39,6 +39,8 @@ export interface MetaStoreOptions {
   journalBytes: number;
   dwStart: number;
   dwClusters: number;
+  /** Most L2 tables under intent at once (bounds what recovery must re-read). */
+  maxIntents: number;
 }
 
 /**
@@ -49,10 +51,13 @@ export interface MetaStoreOptions {
  * budget; changed blocks stay in memory until the checkpoint that writes them
  * home, and a checkpoint runs before they exceed half the budget.
  *
- * Partial overwrites of data that is already referenced durably cannot go in
- * place (a torn write would break its checksum), so they are journaled as DATA
- * records and kept in an overlay that reads consult until the checkpoint
- * writes them home.
+ * Data that is referenced durably may be overwritten in place only under a
+ * durable intent for its L2 table: a torn overwrite would otherwise leave a
+ * sub-cluster matching neither its old nor its new checksum. Recovery
+ * recomputes the checksums of every allocated sub-cluster under the intents of
+ * the replayed journal, adopting whatever each sector holds (old or new). A
+ * checkpoint ends all intents; their number is bounded so that recovery reads
+ * a bounded amount of data.
  */
 export class MetaStore {
   readonly clusterSize: number;
@@ -63,10 +68,15 @@ export class MetaStore {
   private readonly pinned = new Map<number, Block>();
   private readonly loading = new Map<number, Promise<Block>>();
   private readonly changed = new Set<Block>();
-  private readonly overlay = new Map<number, Buffer>();
-  private readonly overlaySinceCommit = new Set<number>();
-  /** Clusters that journaled DATA records of the current generation write to at replay. */
-  private readonly dataTargets = new Set<number>();
+  /** L2 tables under a durable intent in the current journal generation. */
+  private readonly intents = new Set<number>();
+  /** L2 tables whose intent goes into the next transaction, and the commit that will carry it. */
+  private intentsWanted = new Set<number>();
+  private nextGrant: Promise<void> | undefined;
+  /** L2 tables whose intent a running commit carries, and when it is done. */
+  private granting = new Set<number>();
+  private grantingDone: Promise<void> = Promise.resolve();
+  private readonly maxIntents: number;
   private pendingBytes = 0;
   private readonly maxDirty: number;
   private serial: Promise<void> = Promise.resolve();
@@ -87,6 +97,7 @@ export class MetaStore {
     const budgetBlocks = Math.max(8, Math.floor(opts.cacheBytes / clusterSize));
     this.maxDirty = Math.max(4, Math.min(this.dw.capacity, Math.floor(budgetBlocks / 2)));
     this.clean = new LRUCache<number, Block>({ max: Math.max(4, budgetBlocks - this.maxDirty) });
+    this.maxIntents = opts.maxIntents;
   }
 
   addHooks(h: EpochHooks): void {
@@ -212,24 +223,40 @@ export class MetaStore {
     return false;
   }
 
-  // ---- data overlay --------------------------------------------------------
+  // ---- intents -------------------------------------------------------------
 
-  /** The journaled content of a data sub-cluster not yet written home, if any. */
-  overlayGet(hostOffset: number): Buffer | undefined {
-    return this.overlay.size === 0 ? undefined : this.overlay.get(hostOffset);
+  /** True when data under this L2 table may be overwritten in place now. Synchronous. */
+  hasIntent(l2Cluster: number): boolean {
+    return this.intents.has(l2Cluster);
   }
 
-  /** Journals `data` (whole sub-cluster) for `hostOffset`; it goes home at the next checkpoint. Synchronous. */
-  overlayPut(hostOffset: number, data: Buffer): void {
-    this.overlay.set(hostOffset, data);
-    this.overlaySinceCommit.add(hostOffset);
-    this.pendingBytes += data.length + 16;
-  }
-
-  /** Drops journaled data for a freed cluster's sub-clusters (it will not be read again). */
-  overlayDropCluster(hostOffset: number, subclusterSize: number, count: number): void {
-    if (this.overlay.size === 0) return;
-    for (let i = 0; i < count; i++) this.overlay.delete(hostOffset + i * subclusterSize);
+  /**
+   * Makes intents for these L2 tables durable (a commit). Call outside the
+   * write gate. Each acquisition costs a flush, so it also takes intents for
+   * the other L2 tables in memory (the working set), up to half the limit:
+   * random writes then pay for one commit, not one per table.
+   */
+  async acquireIntents(l2Clusters: Iterable<number>): Promise<void> {
+    let inFlight = false;
+    for (const c of l2Clusters) {
+      if (this.intents.has(c)) continue;
+      if (this.granting.has(c)) inFlight = true;
+      else this.intentsWanted.add(c);
+    }
+    if (this.intentsWanted.size === 0) {
+      if (inFlight) await this.grantingDone;
+      return;
+    }
+    const room = Math.floor(this.maxIntents / 2);
+    for (const map of [this.dirty, this.clean] as const) {
+      for (const b of map.values()) {
+        if (this.intents.size + this.intentsWanted.size >= room) break;
+        if (b.type === BlockType.L2 && !this.intents.has(b.cluster) && !this.granting.has(b.cluster)) this.intentsWanted.add(b.cluster);
+      }
+    }
+    // Every caller until the next capture shares one commit.
+    this.nextGrant ??= this.commit();
+    await this.nextGrant;
   }
 
   // ---- write gate ----------------------------------------------------------
@@ -269,7 +296,7 @@ export class MetaStore {
 
   /** True when enough is pending that the caller should commit before going on. */
   get wantsCommit(): boolean {
-    return this.pendingBytes > this.journal.bytes / 4 || this.dirty.size >= this.maxDirty || this.hooks.some((h) => h.wantsCheckpoint?.());
+    return this.pendingBytes > this.journal.bytes / 4 || this.dirty.size >= this.maxDirty || this.intents.size >= this.maxIntents || this.hooks.some((h) => h.wantsCheckpoint?.());
   }
 
   /** Makes everything written so far durable (a client flush). */
@@ -290,16 +317,32 @@ export class MetaStore {
 
   private async commitLocked(forceCheckpoint: boolean): Promise<void> {
     const reopen = await this.drain();
+    const granted = this.intentsWanted;
+    this.intentsWanted = new Set();
+    this.nextGrant = undefined;
+    let grantDone!: () => void;
+    this.granting = granted;
+    this.grantingDone = new Promise((r) => (grantDone = r));
+    try {
+      await this.commitCaptured(granted, forceCheckpoint, reopen);
+    } finally {
+      this.granting = new Set();
+      grantDone();
+    }
+  }
+
+  private async commitCaptured(granted: Set<number>, forceCheckpoint: boolean, reopen: () => void): Promise<void> {
     let records: JournalRecord[];
     let images: Array<{ block: Block; version: number; image: Buffer }> | undefined;
-    let overlayDone: Map<number, Buffer> | undefined;
     try {
       records = this.captureRecords();
+      for (const c of granted) records.push({ type: RecordType.Intent, target: c, payload: Buffer.alloc(0) });
       for (const h of this.hooks) h.onCapture();
       const needCheckpoint =
         forceCheckpoint ||
         this.hooks.some((h) => h.wantsCheckpoint?.()) ||
         this.dirty.size >= this.maxDirty ||
+        this.intents.size + granted.size >= this.maxIntents ||
         this.journal.used + transactionSize(records) > this.journal.bytes * 0.6;
       if (needCheckpoint) {
         images = [...this.dirty.values()].map((block) => {
@@ -307,7 +350,8 @@ export class MetaStore {
           sealBlock(image, block.type, block.owner);
           return { block, version: block.version, image };
         });
-        overlayDone = new Map(this.overlay);
+        // From this capture on, in-place writes need an intent of the next generation.
+        this.intents.clear();
       }
     } finally {
       reopen();
@@ -319,13 +363,9 @@ export class MetaStore {
       await this.journal.append(records);
       await this.dev.flush();
     }
+    if (!images) for (const c of granted) this.intents.add(c);
     for (const h of this.hooks) await h.onCommitted?.();
-    if (images) await this.writeHome(images, overlayDone!);
-  }
-
-  /** True when a journaled DATA record of the current generation writes into this cluster at replay. */
-  journalTargets(cluster: number): boolean {
-    return this.dataTargets.has(cluster);
+    if (images) await this.writeHome(images);
   }
 
   /** Turns every change since the last commit into journal records (synchronously, under the gate). */
@@ -346,19 +386,11 @@ export class MetaStore {
       block.ranges = [];
     }
     this.changed.clear();
-    for (const off of this.overlaySinceCommit) {
-      const data = this.overlay.get(off);
-      if (data) {
-        records.push({ type: RecordType.Data, target: off, payload: Buffer.from(data) });
-        this.dataTargets.add(Math.floor(off / C));
-      }
-    }
-    this.overlaySinceCommit.clear();
     this.pendingBytes = 0;
     return records;
   }
 
-  private async writeHome(images: Array<{ block: Block; version: number; image: Buffer }>, overlay: Map<number, Buffer>): Promise<void> {
+  private async writeHome(images: Array<{ block: Block; version: number; image: Buffer }>): Promise<void> {
     const C = this.clusterSize;
     for (let i = 0; i < images.length; i += this.dw.capacity) {
       const batch = images.slice(i, i + this.dw.capacity);
@@ -366,18 +398,15 @@ export class MetaStore {
       await this.dev.flush();
       await Promise.all(batch.map((x) => this.dev.write(x.image, x.block.cluster * C)));
     }
-    await Promise.all([...overlay].map(([off, data]) => this.dev.write(data, off)));
     await this.dev.flush();
     await this.journal.reset(this.journal.generation + 1n);
     await this.dev.flush();
-    this.dataTargets.clear();
     for (const { block, version } of images) {
       if (block.version !== version || this.dirty.get(block.cluster) !== block) continue;
       this.dirty.delete(block.cluster);
       if (block.pinned) this.pinned.set(block.cluster, block);
       else this.clean.set(block.cluster, block);
     }
-    for (const [off, data] of overlay) if (this.overlay.get(off) === data) this.overlay.delete(off);
     for (const h of this.hooks) await h.onCheckpoint();
   }
 
@@ -386,10 +415,11 @@ export class MetaStore {
   /**
    * Replays the journal after an unclean stop: restores torn home blocks from
    * the double-write area of the interrupted checkpoint, applies every
-   * committed transaction, and checkpoints. Returns how many transactions it
-   * replayed.
+   * committed transaction, adopts the data under every intent (its checksums
+   * recomputed from what the device holds), and checkpoints. Returns how many
+   * transactions it replayed.
    */
-  async recover(): Promise<number> {
+  async recover(adopt: (l2: Buffer) => Promise<void>): Promise<number> {
     const C = this.clusterSize;
     const txns = await this.journal.read();
     const restore = await this.dw.read(this.journal.generation);
@@ -403,6 +433,21 @@ export class MetaStore {
     }
     if (txns.length === 0) return 0;
     const images = new Map<number, Block>();
+    const intents = new Set<number>();
+    const imageOf = async (cluster: number): Promise<Block> => {
+      let img = images.get(cluster);
+      if (!img) {
+        const buf = Buffer.alloc(C);
+        await this.dev.read(buf, cluster * C);
+        const t = C - TRAILER;
+        const type = buf.readUInt32LE(t) as BlockType;
+        const why = verifyBlock(buf, type, undefined);
+        if (why !== null) throw new PoolError('ECORRUPT', `${this.dev.name}: journal replay needs metadata block at offset ${cluster * C}, which is damaged (${why})`);
+        img = { cluster, buf, type, owner: buf.readUInt32LE(t + 4), version: 1, needsInit: false, ranges: [], pinned: false };
+        images.set(cluster, img);
+      }
+      return img;
+    };
     for (const txn of txns) {
       for (const r of txn) {
         if (r.type === RecordType.Init) {
@@ -413,22 +458,19 @@ export class MetaStore {
           images.set(r.target, { cluster: r.target, buf, type: r.payload.readUInt32LE(0), owner: r.payload.readUInt32LE(4), version: 1, needsInit: false, ranges: [], pinned: false });
         } else if (r.type === RecordType.Delta) {
           const cluster = Math.floor(r.target / C);
-          let img = images.get(cluster);
-          if (!img) {
-            const buf = Buffer.alloc(C);
-            await this.dev.read(buf, cluster * C);
-            const t = C - TRAILER;
-            const type = buf.readUInt32LE(t) as BlockType;
-            const why = verifyBlock(buf, type, undefined);
-            if (why !== null) throw new PoolError('ECORRUPT', `${this.dev.name}: journal replay needs metadata block at offset ${cluster * C}, which is damaged (${why})`);
-            img = { cluster, buf, type, owner: buf.readUInt32LE(t + 4), version: 1, needsInit: false, ranges: [], pinned: false };
-            images.set(cluster, img);
-          }
+          const img = await imageOf(cluster);
           r.payload.copy(img.buf, r.target - cluster * C);
+        } else if (r.type === RecordType.Intent) {
+          intents.add(r.target);
         } else {
-          await this.dev.write(r.payload, r.target);
+          throw new PoolError('ECORRUPT', `${this.dev.name}: journal record of unknown type ${r.type as number}`);
         }
       }
+    }
+    for (const c of intents) {
+      const img = await imageOf(c);
+      // A table freed after its intent is no longer an L2 table of anyone: nothing to adopt.
+      if (img.type === BlockType.L2) await adopt(img.buf);
     }
     for (const b of images.values()) this.dirty.set(b.cluster, b);
     await this.checkpoint();

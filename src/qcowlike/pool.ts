@@ -1,10 +1,10 @@
 import type { BlockDevice } from '../blockdev/index.js';
 import { Allocator } from './allocator.js';
 import { decodeCatalog, emptyCatalog, encodeCatalog, readPointer, writePointer, POINTER_BYTES, type Catalog, type CatalogLayer } from './catalog.js';
-import { initChecksums, metaChecksum } from './checksum.js';
+import { dataChecksum, initChecksums, metaChecksum } from './checksum.js';
 import type { PoolCore } from './core.js';
 import { PoolError } from './errors.js';
-import { ENTRY_ALLOC, geometryFor, l1BlocksFor, readHost, type Geometry } from './geometry.js';
+import { ENTRY_ALLOC, ENTRY_SUMS, geometryFor, l1BlocksFor, readHost, type Geometry } from './geometry.js';
 import { HEADER_BYTES, ROOT_CLUSTER, decodeHeader, encodeHeader, planLayout, type PoolHeader } from './header.js';
 import { Layer } from './layer.js';
 import { BlockType } from './metablock.js';
@@ -17,6 +17,8 @@ const DEFAULT_CLUSTER = 64 * 1024;
 const DEFAULT_CACHE = 64 * 1024 * 1024;
 /** Volumes up to 64 TiB; the format itself addresses 2^48 clusters. */
 export const MAX_VOLUME_SIZE = 64 * 2 ** 40;
+/** At most this much virtual space under in-place-write intents: the most a recovery re-reads. */
+const MAX_INTENT_SPAN = 4 * 2 ** 30;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /**
@@ -51,6 +53,7 @@ export class Pool implements PoolCore {
       journalBytes: header.journalClusters * C,
       dwStart: header.dwStart,
       dwClusters: header.dwClusters,
+      maxIntents: Math.max(16, Math.floor(MAX_INTENT_SPAN / (this.geo.entriesPerL2 * C))),
     });
     this.alloc = new Allocator(this.store, header);
   }
@@ -81,7 +84,7 @@ export class Pool implements PoolCore {
       const pending = await pool.store.journal.read();
       if (pending.length > 0) throw new PoolError('EBUSY', `${dev.name}: pool was not closed cleanly and needs its journal replayed; open it read-write once`);
     } else {
-      pool.replayed = await pool.store.recover();
+      pool.replayed = await pool.store.recover((l2) => pool.adoptTable(l2));
     }
     await pool.alloc.load();
     const root = await pool.store.load(ROOT_CLUSTER, BlockType.Root, 0, true);
@@ -91,6 +94,24 @@ export class Pool implements PoolCore {
     pool.catalog = decodeCatalog(bytes, ptr, `${dev.name}: catalog at offset ${ptr.start * header.clusterSize}`);
     pool.buildLayers();
     return pool;
+  }
+
+  /**
+   * After a crash, data under an intent may have been overwritten in place,
+   * torn or not: recompute the checksum of every allocated sub-cluster of the
+   * table from what the device holds, so that each sector reads old or new.
+   */
+  private async adoptTable(l2: Buffer): Promise<void> {
+    const { clusterSize: C, entriesPerL2: P, entrySize: E, subclusters: n, subclusterSize: S } = this.geo;
+    const data = Buffer.alloc(C);
+    for (let e = 0; e < P; e++) {
+      const at = e * E;
+      const host = readHost(l2, at);
+      const bits = l2.readUInt32LE(at + ENTRY_ALLOC);
+      if (host === 0 || bits === 0 || host >= this.header.totalClusters) continue;
+      await this.dev.read(data, host * C);
+      for (let i = 0; i < n; i++) if (bits & (1 << i)) l2.writeUInt32LE(dataChecksum(data.subarray(i * S, (i + 1) * S)), at + ENTRY_SUMS + 4 * i);
+    }
   }
 
   // ---- catalog -------------------------------------------------------------
@@ -208,15 +229,12 @@ export class Pool implements PoolCore {
 
   /** Frees every cluster a layer owns: data, L2 tables, its L1 run. */
   private async freeLayer(layer: Layer): Promise<void> {
-    const { clusterSize: C, entriesPerL2: P, entrySize: E, subclusterSize: S, subclusters: n } = this.geo;
+    const { entriesPerL2: P, entrySize: E } = this.geo;
     for await (const [, l2c] of layer.tables()) {
       const l2 = this.store.peek(l2c) ?? (await this.store.load(l2c, BlockType.L2, layer.id));
       for (let i = 0; i < P; i++) {
         const host = readHost(l2, i * E);
-        if (host !== 0) {
-          this.alloc.free(host, { punch: true });
-          this.store.overlayDropCluster(host * C, S, n);
-        }
+        if (host !== 0) this.alloc.free(host, { punch: true });
       }
       this.store.forget(l2c);
       this.alloc.free(l2c, { metadata: true, punch: true });

@@ -25,12 +25,11 @@ const MAX_EXTENTS = 65536;
 /**
  * A thin volume: the top layer of its chain, as a BlockDevice.
  *
- * Writes go in place only into clusters nothing durable points at yet (fresh
- * since the last commit). A write that covers a whole durable cluster is
- * redirected to a new cluster; a partial write over durable data is journaled
- * and reaches its home at the next checkpoint. That way no acknowledged and
- * flushed byte can be torn by a later crash, and every sub-cluster's checksum
- * always matches what a reader can find.
+ * Writes go in place. Into a cluster nothing durable points at yet (fresh
+ * since the last commit) they go freely; over data referenced durably, only
+ * under a durable intent for the L2 table (see MetaStore), so that after a
+ * crash every sub-cluster's checksum again matches what a reader finds and
+ * every byte reads old or new.
  */
 export class VolumeHandle implements Volume {
   readonly blockSize = 512;
@@ -125,6 +124,10 @@ export class VolumeHandle implements Volume {
         pos = b;
       }
     }
+    if (falls.length === 0) {
+      if (pieces.length > 0) await this.fetch(pieces, buf);
+      return;
+    }
     const work: Array<Promise<void>> = [];
     if (pieces.length > 0) work.push(this.fetch(pieces, buf));
     for (const [at, n] of falls) work.push(this.readLayer(layer.parent!, buf, bufOff + at - voff, at, n));
@@ -134,49 +137,52 @@ export class VolumeHandle implements Volume {
   /** Reads data sub-clusters, coalescing runs that are contiguous on the host and in the buffer, and verifies each. */
   private async fetch(pieces: DataPiece[], buf: Buffer): Promise<void> {
     const S = this.core.geo.subclusterSize;
-    const { store } = this.core;
-    const reads: Array<Promise<void>> = [];
+    let reads: Array<Promise<void>> | undefined;
     let i = 0;
     while (i < pieces.length) {
       const p = pieces[i]!;
-      const staged = store.overlayGet(p.host);
-      if (staged) {
-        staged.copy(buf, p.bufAt, p.scOff, p.scOff + p.n);
-        i++;
-        continue;
-      }
+      let job: Promise<void>;
       if (p.scOff !== 0 || p.n !== S) {
-        reads.push(this.fetchPartial(p, buf));
+        job = this.fetchPartial(p, buf);
         i++;
-        continue;
+      } else {
+        let j = i + 1;
+        while (j < pieces.length) {
+          const q = pieces[j]!;
+          const prev = pieces[j - 1]!;
+          if (q.scOff !== 0 || q.n !== S || q.host !== prev.host + S || q.bufAt !== prev.bufAt + S) break;
+          j++;
+        }
+        job = this.fetchRun(pieces, i, j, buf);
+        i = j;
       }
-      let j = i + 1;
-      while (j < pieces.length) {
-        const q = pieces[j]!;
-        const prev = pieces[j - 1]!;
-        if (q.scOff !== 0 || q.n !== S || q.host !== prev.host + S || q.bufAt !== prev.bufAt + S || store.overlayGet(q.host)) break;
-        j++;
-      }
-      const run = pieces.slice(i, j);
-      reads.push(
-        this.core.dev.read(buf.subarray(p.bufAt, p.bufAt + run.length * S), p.host).then(async () => {
-          for (const q of run) await this.verify(buf.subarray(q.bufAt, q.bufAt + S), q);
-        }),
-      );
-      i = j;
+      // The common case, one run, needs no array of promises.
+      if (i >= pieces.length && !reads) return job;
+      (reads ??= []).push(job);
     }
-    await Promise.all(reads);
+    if (reads) await Promise.all(reads);
+  }
+
+  private async fetchRun(pieces: DataPiece[], from: number, to: number, buf: Buffer): Promise<void> {
+    const S = this.core.geo.subclusterSize;
+    const first = pieces[from]!;
+    await this.core.dev.read(buf.subarray(first.bufAt, first.bufAt + (to - from) * S), first.host);
+    for (let k = from; k < to; k++) {
+      const q = pieces[k]!;
+      const sc = buf.subarray(q.bufAt, q.bufAt + S);
+      if (dataChecksum(sc) !== q.sum) await this.recover(sc, q);
+    }
   }
 
   private async fetchPartial(p: DataPiece, buf: Buffer): Promise<void> {
     const tmp = Buffer.allocUnsafe(this.core.geo.subclusterSize);
     await this.core.dev.read(tmp, p.host);
-    await this.verify(tmp, p);
+    if (dataChecksum(tmp) !== p.sum) await this.recover(tmp, p);
     tmp.copy(buf, p.bufAt, p.scOff, p.scOff + p.n);
   }
 
-  private async verify(sc: Buffer, p: DataPiece): Promise<void> {
-    if (dataChecksum(sc) === p.sum) return;
+  /** A sub-cluster failed its checksum: get a good copy from the redundancy below, or fail naming the place. */
+  private async recover(sc: Buffer, p: DataPiece): Promise<void> {
     const ok = await this.core.store.fromRedundancy(sc, p.host, (b) => dataChecksum(b) === p.sum);
     if (ok) {
       this.core.counters.repairedData++;
@@ -246,69 +252,97 @@ export class VolumeHandle implements Volume {
     }
   }
 
-  /** Writes whole sub-clusters [aStart, aEnd) from `segments` (contiguous, in order). */
+  /**
+   * Writes whole sub-clusters [aStart, aEnd) from `segments` (contiguous, in
+   * order). Clusters that nothing durable points at are written in place
+   * freely; clusters that are referenced durably only under an intent for
+   * their L2 table, acquired (a commit) before the write starts.
+   */
   private async applyWrite(segments: Array<{ at: number; data: Buffer }>, aStart: number, aEnd: number): Promise<void> {
-    const { geo, store, alloc } = this.core;
-    const { clusterSize: C, subclusterSize: S, subclusters: n, entrySize: E } = geo;
+    const { geo, store } = this.core;
+    const C = geo.clusterSize;
     const first = Math.floor(aStart / C);
     const last = Math.floor((aEnd - 1) / C);
-    const gate = store.enter();
-    if (gate) await gate;
+    for (;;) {
+      await this.ensureAll(first, last);
+      const need = this.intentsNeeded(first, last);
+      if (need === undefined) continue;
+      if (need.length > 0) {
+        await store.acquireIntents(need);
+        continue;
+      }
+      const gate = store.enter();
+      if (gate) await gate;
+      // The gate may have waited for a commit or checkpoint: tables may be gone from memory, intents ended.
+      const again = this.intentsNeeded(first, last);
+      if (again === undefined || again.length > 0) {
+        store.exit();
+        continue;
+      }
+      try {
+        await this.applyUnderGate(segments, aStart, aEnd, first, last);
+      } finally {
+        store.exit();
+      }
+      return;
+    }
+  }
+
+  /** L2 tables that an in-place write to clusters first..last needs an intent for; undefined when a table is not in memory. */
+  private intentsNeeded(first: number, last: number): number[] | undefined {
+    const { store, alloc } = this.core;
+    const need: number[] = [];
+    for (let vc = first; vc <= last; vc++) {
+      const ref = this.layer.peek(vc);
+      if (ref === undefined) return undefined;
+      if (ref === null || store.hasIntent(ref.l2Cluster) || need[need.length - 1] === ref.l2Cluster) continue;
+      const host = readHost(ref.l2, ref.at);
+      if (host !== 0 && !alloc.isFresh(host)) need.push(ref.l2Cluster);
+    }
+    return need;
+  }
+
+  private async applyUnderGate(segments: Array<{ at: number; data: Buffer }>, aStart: number, aEnd: number, first: number, last: number): Promise<void> {
+    const { geo, store, alloc } = this.core;
+    const { clusterSize: C, subclusterSize: S, entrySize: E } = geo;
     const writes: Array<[number, Buffer]> = [];
     let failure: unknown;
+    let seg = 0;
+    const sliceAt = (x: number): Buffer => {
+      while (segments[seg]!.at + segments[seg]!.data.length <= x) seg++;
+      const s = segments[seg]!;
+      return s.data.subarray(x - s.at, x - s.at + S);
+    };
     try {
-      await this.ensureAll(first, last);
-      let seg = 0;
-      const sliceAt = (x: number): Buffer => {
-        while (segments[seg]!.at + segments[seg]!.data.length <= x) seg++;
-        const s = segments[seg]!;
-        return s.data.subarray(x - s.at, x - s.at + S);
-      };
-      try {
-        for (let vc = first; vc <= last; vc++) {
-          const s = Math.max(aStart, vc * C);
-          const e = Math.min(aEnd, (vc + 1) * C);
-          const ref = this.layer.peek(vc) ?? this.layer.createTable(vc);
-          const { l2, at } = ref;
-          let host = readHost(l2, at);
-          let direct = true;
-          if (host === 0) {
-            host = alloc.allocate();
-            this.layer.setHost(ref, host);
-          } else if (!alloc.isFresh(host)) {
-            if (s === vc * C && e === (vc + 1) * C) {
-              const old = host;
-              host = alloc.allocate();
-              this.layer.setHost(ref, host);
-              alloc.free(old);
-              store.overlayDropCluster(old * C, S, n);
-            } else {
-              direct = false;
-            }
-          }
-          let bits = l2.readUInt32LE(at + ENTRY_ALLOC);
-          let zeros = l2.readUInt32LE(at + ENTRY_ZERO);
-          for (let x = s; x < e; x += S) {
-            const i = (x - vc * C) / S;
-            const slice = sliceAt(x);
-            l2.writeUInt32LE(dataChecksum(slice), at + ENTRY_SUMS + 4 * i);
-            bits |= 1 << i;
-            zeros &= ~(1 << i);
-            if (direct) writes.push([host * C + i * S, slice]);
-            else store.overlayPut(host * C + i * S, Buffer.from(slice));
-          }
-          l2.writeUInt32LE(bits >>> 0, at + ENTRY_ALLOC);
-          l2.writeUInt32LE(zeros >>> 0, at + ENTRY_ZERO);
-          store.markDirty(ref.l2Cluster, at, E);
+      for (let vc = first; vc <= last; vc++) {
+        const s = Math.max(aStart, vc * C);
+        const e = Math.min(aEnd, (vc + 1) * C);
+        const ref = this.layer.peek(vc) ?? this.layer.createTable(vc);
+        const { l2, at } = ref;
+        let host = readHost(l2, at);
+        if (host === 0) {
+          host = alloc.allocate();
+          this.layer.setHost(ref, host);
         }
-      } catch (err) {
-        // Keep what was decided consistent with the device: issue the writes already mapped, then fail.
-        failure = err;
+        let bits = l2.readUInt32LE(at + ENTRY_ALLOC);
+        let zeros = l2.readUInt32LE(at + ENTRY_ZERO);
+        for (let x = s; x < e; x += S) {
+          const i = (x - vc * C) / S;
+          const slice = sliceAt(x);
+          l2.writeUInt32LE(dataChecksum(slice), at + ENTRY_SUMS + 4 * i);
+          bits |= 1 << i;
+          zeros &= ~(1 << i);
+          writes.push([host * C + i * S, slice]);
+        }
+        l2.writeUInt32LE(bits >>> 0, at + ENTRY_ALLOC);
+        l2.writeUInt32LE(zeros >>> 0, at + ENTRY_ZERO);
+        store.markDirty(ref.l2Cluster, at, E);
       }
-      await Promise.all(coalesce(writes).map(([off, b]) => this.core.dev.write(b, off)));
-    } finally {
-      store.exit();
+    } catch (err) {
+      // Keep what was decided consistent with the device: issue the writes already mapped, then fail.
+      failure = err;
     }
+    await Promise.all(coalesce(writes).map(([off, b]) => this.core.dev.write(b, off)));
     if (failure) throw failure;
   }
 
@@ -374,7 +408,7 @@ export class VolumeHandle implements Volume {
 
   private async zeroWithinTable(s: number, e: number, unmap: boolean): Promise<void> {
     const { geo, store, alloc } = this.core;
-    const { clusterSize: C, subclusterSize: S, subclusters: n, entrySize: E } = geo;
+    const { clusterSize: C, subclusterSize: S, entrySize: E } = geo;
     const first = Math.floor(s / C);
     const last = Math.floor((e - 1) / C);
     const lock = this.layer.lock.acquire(first, last, true);
@@ -403,7 +437,6 @@ export class VolumeHandle implements Volume {
         const host = readHost(ref.l2, at);
         if (host !== 0 && bits === 0 && unmap) {
           alloc.free(host, { punch: true });
-          store.overlayDropCluster(host * C, S, n);
           this.layer.setHost({ ...ref, at }, 0);
         }
         ref.l2.writeUInt32LE(bits >>> 0, at + ENTRY_ALLOC);

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileDevice } from '../../src/blockdev/index.js';
+import { Pool } from '../../src/qcowlike/index.js';
 import { allocated, buildCli, fails, json, ok, strata } from './strata.js';
 import { scratchDir } from '../support/scratch.js';
 
@@ -108,6 +109,8 @@ describe('strata pool', () => {
     ok(null, ['pool', 'create', 'here', '--size', '1G'], { cwd });
     expect(fs.existsSync(path.join(cwd, 'strata-data', 'here.pool'))).toBe(true);
     expect(ok(null, ['pool', 'list'], { cwd })).toMatch(/^here\s/m);
+    // Set but empty is the default too, not the working directory.
+    expect(ok(null, ['pool', 'list'], { cwd, env: { STRATA_HOME: '' } })).toMatch(/^here\s/m);
   });
 
   it('names what is wrong in one line: unknown pool, duplicate, bad name, bad size, taken path', () => {
@@ -127,13 +130,23 @@ describe('strata pool', () => {
     expect(json<PoolJson[]>(home, ['pool', 'list']).map((p) => p.name)).toEqual(['p0']);
   });
 
-  it('parses the RAID options but refuses them clearly until arrays are wired in', () => {
+  it('creates a pool on a RAID array, keeps working with a member gone, and deletes its members', () => {
     const home = freshHome();
-    const a = path.join(scratch.dir, 'm1');
-    expect(fails(home, ['pool', 'create', 'r', '--raid', '5', '--members', `${a},${a}2,${a}3`, '--chunk', '64K'])).toMatch(/^strata: RAID-backed pools are not available yet/);
+    const dir = fs.mkdtempSync(path.join(scratch.dir, 'raid-'));
+    const m = [1, 2, 3, 4].map((i) => path.join(dir, `m${i}`));
+    expect(ok(home, ['pool', 'create', 'r', '--size', '256M', '--raid', '5', '--members', m.join(','), '--chunk', '64K'])).toMatch(/^created pool 'r': 256M on RAID 5 over 4 members/);
+    ok(home, ['volume', 'create', 'r/v', '64M']);
+    expect(ok(home, ['raid', 'status', 'r'])).toMatch(/state optimal/);
+    fs.renameSync(m[1]!, `${m[1]}.gone`);
+    const degraded = strata(home, ['volume', 'info', 'r/v']);
+    expect(degraded.code).toBe(0);
+    expect(degraded.stderr).toMatch(/degraded/);
+    fs.renameSync(`${m[1]}.gone`, m[1]!);
+    expect(ok(home, ['pool', 'delete', 'r', '--force'])).toMatch(/removed its 4 RAID members/);
+    for (const f of m) expect(fs.existsSync(f)).toBe(false);
     expect(fails(home, ['pool', 'create', 'r', '--raid', '1'])).toBe('strata: --raid 1 needs --members FILE,FILE,…');
-    expect(fails(home, ['pool', 'create', 'r', '--members', a])).toBe('strata: --members and --chunk go with --raid LEVEL');
-    const usage = strata(home, ['pool', 'create', 'r', '--raid', '4', '--members', a]);
+    expect(fails(home, ['pool', 'create', 'r', '--members', m[0]!])).toBe('strata: --members and --chunk go with --raid LEVEL');
+    const usage = strata(home, ['pool', 'create', 'r', '--raid', '4', '--members', m[0]!]);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toMatch(/--raid.*4.*invalid|Allowed choices/);
   });
@@ -203,7 +216,7 @@ describe('strata pool', () => {
     ok(home, ['volume', 'create', 'p0/b', '1M']);
     expect(fails(home, ['pool', 'delete', 'p0'])).toBe("strata: pool 'p0' holds 2 volumes (a, b); use --force to delete it with them");
     expect(fs.existsSync(path.join(home, 'p0.pool'))).toBe(true);
-    expect(json(home, ['pool', 'delete', 'p0', '--force'])).toEqual({ deleted: 'p0', path: path.join(home, 'p0.pool') });
+    expect(json(home, ['pool', 'delete', 'p0', '--force'])).toEqual({ deleted: 'p0', path: path.join(home, 'p0.pool'), kept: null });
     expect(fs.existsSync(path.join(home, 'p0.pool'))).toBe(false);
     expect(fs.existsSync(path.join(home, 'pools', 'p0.json'))).toBe(false);
     ok(home, ['pool', 'create', 'empty', '--size', '1G']);
@@ -215,7 +228,23 @@ describe('strata pool', () => {
     ok(home, ['pool', 'create', 'p0', '--size', '1G']);
     fs.rmSync(path.join(home, 'p0.pool'));
     expect(fails(home, ['pool', 'delete', 'p0'])).toMatch(/p0\.pool is missing/);
-    ok(home, ['pool', 'delete', 'p0', '--force']);
+    expect(ok(home, ['pool', 'delete', 'p0', '--force'])).toBe("deleted pool 'p0' from the registry (its file was already gone)\n");
+    expect(json(home, ['pool', 'list'])).toEqual([]);
+  });
+
+  it('delete --force never removes a file that does not open as a pool, and clears a damaged registration', () => {
+    const home = freshHome();
+    ok(home, ['pool', 'create', 'p0', '--size', '1G']);
+    // The registration now points at a file that is not a pool.
+    const precious = path.join(home, 'precious.txt');
+    fs.writeFileSync(precious, 'not a pool');
+    fs.writeFileSync(path.join(home, 'pools', 'p0.json'), JSON.stringify({ version: 1, name: 'p0', backing: { kind: 'file', path: precious }, created: 'x' }));
+    expect(fails(home, ['pool', 'delete', 'p0'])).toMatch(/^strata: pool 'p0': .*not a Strata pool/);
+    expect(ok(home, ['pool', 'delete', 'p0', '--force'])).toBe(`deleted pool 'p0' from the registry; left ${precious} in place (it does not open as a pool)\n`);
+    expect(fs.readFileSync(precious, 'utf8')).toBe('not a pool');
+    fs.writeFileSync(path.join(home, 'pools', 'bad.json'), 'garbage');
+    expect(fails(home, ['pool', 'delete', 'bad'])).toMatch(/registration .* is damaged/);
+    expect(json(home, ['pool', 'delete', 'bad', '--force'])).toEqual({ deleted: 'bad', path: null, kept: null });
     expect(json(home, ['pool', 'list'])).toEqual([]);
   });
 
@@ -233,6 +262,28 @@ describe('strata pool', () => {
       await held.close();
     }
     ok(home, ['pool', 'info', 'p0']);
+  });
+
+  it('read-only commands replay the journal of a pool that was not closed cleanly', async () => {
+    const home = freshHome();
+    ok(home, ['pool', 'create', 'p0', '--size', '1G']);
+    const file = path.join(home, 'p0.pool');
+    // A writer commits to the journal and stops without its closing checkpoint.
+    const dev = FileDevice.open(file);
+    const pool = await Pool.open(dev);
+    await pool.createVolume('v', 1 << 20);
+    const vol = await pool.openVolume('v');
+    await vol.write(Buffer.alloc(4096, 7), 0);
+    await vol.flush();
+    await pool.flush();
+    await dev.close();
+    const ro = FileDevice.open(file, { readOnly: true });
+    await expect(Pool.open(ro, { readOnly: true })).rejects.toMatchObject({ code: 'EBUSY' });
+    await ro.close();
+    expect(json<{ name: string; allocatedBytes: number }[]>(home, ['volume', 'list', 'p0']).map((v) => [v.name, v.allocatedBytes])).toEqual([['v', 4096]]);
+    const again = FileDevice.open(file, { readOnly: true });
+    const clean = await Pool.open(again, { readOnly: true });
+    await clean.close();
   });
 
   it('reports a damaged pool header in one line', () => {

@@ -1,4 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,12 +9,14 @@ export const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 const cli = path.join(repo, 'dist/bin/strata.js');
 
 /**
- * Compiles the CLI once per test file, so the tests run what a user runs.
- * Test files run in parallel: a lock directory keeps two compilers from
- * writing dist/ at once.
+ * Compiles the CLI when its sources changed since the last build, so the tests
+ * run what a user runs. Test files run in parallel and each calls this first:
+ * a lock directory serializes them, and a stamp of the sources lets every file
+ * after the first skip the build, so dist/ is never rewritten under a CLI
+ * process another file started.
  */
 export function buildCli(): void {
-  const lock = path.join(os.tmpdir(), `strata-cli-build-${Buffer.from(repo).toString('hex').slice(-32)}.lock`);
+  const lock = path.join(os.tmpdir(), `strata-cli-build-${createHash('sha1').update(repo).digest('hex').slice(0, 16)}.lock`);
   const deadline = Date.now() + 120_000;
   for (;;) {
     try {
@@ -28,10 +31,31 @@ export function buildCli(): void {
     }
   }
   try {
-    execFileSync(process.execPath, [path.join(repo, 'node_modules/typescript/bin/tsc'), '-p', repo], { stdio: 'pipe' });
+    const stampFile = path.join(repo, 'dist', '.cli-test-sources');
+    const stamp = sourceStamp();
+    const fresh = fs.existsSync(cli) && fs.existsSync(stampFile) && fs.readFileSync(stampFile, 'utf8') === stamp;
+    if (!fresh) {
+      execFileSync(process.execPath, [path.join(repo, 'node_modules/typescript/bin/tsc'), '-p', repo], { stdio: 'pipe' });
+      fs.writeFileSync(stampFile, stamp);
+    }
   } finally {
     fs.rmSync(lock, { recursive: true, force: true });
   }
+}
+
+/** A digest of every compiled source's path, size and modification time. */
+function sourceStamp(): string {
+  const hash = createHash('sha1');
+  for (const dir of ['src', 'bin', 'bench']) {
+    const root = path.join(repo, dir);
+    if (!fs.existsSync(root)) continue;
+    const files = (fs.readdirSync(root, { recursive: true }) as string[]).filter((f) => f.endsWith('.ts')).sort();
+    for (const f of files) {
+      const st = fs.statSync(path.join(root, f));
+      hash.update(`${dir}/${f} ${st.size} ${st.mtimeMs}\n`);
+    }
+  }
+  return hash.digest('hex');
 }
 
 export interface Run {
@@ -43,7 +67,7 @@ export interface Run {
 /** Runs `strata --home HOME ...args` as a user would, with STRATA_HOME unset unless `env` sets it. */
 export function strata(home: string | null, args: string[], opts: { env?: Record<string, string>; cwd?: string } = {}): Run {
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
-  if (!opts.env?.STRATA_HOME) delete env.STRATA_HOME;
+  if (opts.env?.STRATA_HOME === undefined) delete env.STRATA_HOME;
   const r = spawnSync(process.execPath, [cli, ...(home === null ? [] : ['--home', home]), ...args], {
     encoding: 'utf8',
     env,

@@ -50,7 +50,7 @@ describe('strata volume', () => {
     ok(home, ['volume', 'create', 'p0/a', '512K']);
     const lines = ok(home, ['volume', 'list', 'p0']).trimEnd().split('\n');
     expect(lines[0]).toMatch(/^NAME\s+SIZE\s+ALLOCATED\s+LAYERS\s+MODE\s+CREATED$/);
-    expect(lines[1]).toMatch(/^a\s+512K\s+0\s+1\s+rw\s+\d{4}-\d\d-\d\dT/);
+    expect(lines[1]).toMatch(/^a\s+512K\s+0\s+1\s+rw\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
     expect(lines[2]).toMatch(/^b-long-volume-name\s+1T\s+0\s+1\s+rw\s+/);
     expect(lines[1]!.indexOf('rw')).toBe(lines[2]!.indexOf('rw'));
     expect(json<VolumeJson[]>(home, ['volume', 'list', 'p0']).map((v) => [v.name, v.size])).toEqual([
@@ -112,6 +112,7 @@ describe('strata volume', () => {
     expect(allocated(path.join(home, 'p0.pool'))).toBeLessThan(before - (24 << 20));
     ok(home, ['volume', 'create', 'p0/v', '64M']);
     expect(json<VolumeJson>(home, ['volume', 'info', 'p0/v']).allocatedBytes).toBe(0);
+    expect(json(home, ['volume', 'delete', 'p0/v'])).toEqual({ deleted: 'p0/v' });
   });
 
   it('preallocates when asked', () => {

@@ -1,0 +1,260 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Command } from 'commander';
+import { FileDevice } from '../../src/blockdev/index.js';
+import { assembleArray, createArray, DATA_OFFSET, DEFAULT_CHUNK, type ArrayStatus, type RaidArray, type RaidLevel, type RebuildProgress } from '../../src/raid/index.js';
+import { globals } from '../output.js';
+import { Registry } from '../registry.js';
+import { formatSize, parseSize } from '../size.js';
+import type { CommandGroup } from './index.js';
+
+function list(text: string): string[] {
+  return text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+function level(text: string): RaidLevel {
+  const n = Number(text);
+  if (![0, 1, 5, 6, 10].includes(n)) throw new Error(`invalid RAID level '${text}' (use 0, 1, 5, 6 or 10)`);
+  return n as RaidLevel;
+}
+
+function say(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+function printStatus(st: ArrayStatus, json: boolean): void {
+  if (json) {
+    process.stdout.write(`${JSON.stringify(st, null, 2)}\n`);
+    return;
+  }
+  const out: string[] = [];
+  out.push(`raid${st.level}${st.name ? ` ${st.name}` : ''}  uuid ${st.uuid}`);
+  out.push(`  size ${formatSize(st.size)}  chunk ${formatSize(st.chunk)}  layout ${st.layout}  state ${st.state}  events ${st.events}`);
+  out.push('  role   state       device');
+  for (const m of st.members) {
+    const extra = m.rebuilt !== undefined ? `  (${(m.rebuilt * 100).toFixed(1)}% rebuilt)` : '';
+    out.push(`  ${String(m.role).padEnd(6)} ${m.state.padEnd(11)} ${m.device}${extra}`);
+  }
+  for (const s of st.spares) out.push(`  spare  ${'spare'.padEnd(11)} ${s.device}`);
+  if (st.rebuild) out.push(`  rebuild: member ${st.rebuild.role} ${(st.rebuild.fraction * 100).toFixed(1)}%`);
+  const c = st.counters;
+  out.push(`  repairs ${c.repairs}  read errors ${c.readErrors}  write errors ${c.writeErrors}  mismatches ${c.mismatches}  resynced regions ${c.resyncedRegions}  dirty regions ${st.dirtyRegions}`);
+  process.stdout.write(`${out.join('\n')}\n`);
+}
+
+/** A progress bar on a terminal; a line per 10% otherwise, so logs stay readable. */
+function progressPrinter(what: string): { update: (fraction: number, bytes: number) => void; done: () => void } {
+  const tty = process.stderr.isTTY === true;
+  const started = Date.now();
+  let lastDecile = -1;
+  return {
+    update: (fraction, bytes) => {
+      const secs = Math.max(0.001, (Date.now() - started) / 1000);
+      const rate = `${formatSize(Math.round(bytes / secs))}/s`;
+      if (tty) {
+        const width = 30;
+        const filled = Math.round(fraction * width);
+        process.stderr.write(`\r${what} [${'#'.repeat(filled)}${' '.repeat(width - filled)}] ${(fraction * 100).toFixed(1)}% ${rate}   `);
+      } else {
+        const decile = Math.floor(fraction * 10);
+        if (decile > lastDecile) {
+          lastDecile = decile;
+          say(`${what}: ${(fraction * 100).toFixed(0)}% (${rate})`);
+        }
+      }
+    },
+    done: () => {
+      if (tty) process.stderr.write('\n');
+    },
+  };
+}
+
+async function open(members: string[], readOnly = false): Promise<RaidArray> {
+  if (members.length === 0) throw new Error('no members given (use --members a.img,b.img,…)');
+  const { array, warnings } = await assembleArray(members, { readOnly, onEvent: say });
+  for (const w of warnings) say(`warning: ${w}`);
+  return array;
+}
+
+async function rebuildForeground(array: RaidArray, rate: number): Promise<void> {
+  if (!array.needsRebuild()) return;
+  const bar = progressPrinter('rebuilding');
+  await array.rebuild({ rate, onProgress: (p: RebuildProgress) => bar.update(p.fraction, p.bytesDone) });
+  bar.done();
+}
+
+async function withArray(members: string[], fn: (a: RaidArray) => Promise<void>, readOnly = false): Promise<void> {
+  const array = await open(members, readOnly);
+  try {
+    await fn(array);
+  } finally {
+    await array.close();
+  }
+}
+
+/** Where the array is: --members, or the pool it carries (its registered members; paths relative to the home). */
+interface Where {
+  members?: string[];
+  pool?: string;
+}
+
+function membersOf(where: Where, cmd: Command): string[] {
+  if (where.members && where.pool) throw new Error('give either a pool name or --members, not both');
+  if (where.members) return where.members;
+  if (!where.pool) throw new Error('which array? give a pool name or --members a.img,b.img,…');
+  const registry = new Registry(globals(cmd).home);
+  const record = registry.get(where.pool);
+  if (record.backing.kind !== 'raid') throw new Error(`pool '${where.pool}' is not on a RAID array`);
+  const home = path.resolve(registry.home);
+  return record.backing.members.map((m) => path.resolve(home, m));
+}
+
+function membersOption(cmd: Command): Command {
+  return cmd.option('--members <files>', 'the array members, comma-separated, in any order', list);
+}
+
+function requiredMembers(cmd: Command): Command {
+  return cmd.requiredOption('--members <files>', 'the array members, comma-separated, in any order', list);
+}
+
+function poolOption(cmd: Command): Command {
+  return membersOption(cmd).option('--pool <name>', 'the array under this registered pool');
+}
+
+function rateOption(cmd: Command): Command {
+  return cmd.option('--rate <size>', 'rebuild rate limit per second, e.g. 100M (default unlimited)', parseSize);
+}
+
+/** A new member: opened if the file exists, else created at the size the array's members have. */
+function newMember(path: string, like: RaidArray): FileDevice {
+  if (fs.existsSync(path)) return FileDevice.open(path);
+  const g = like.geometry;
+  return FileDevice.create(path, { size: DATA_OFFSET + g.rows * g.chunk });
+}
+
+export const raidCommands: CommandGroup = (program) => {
+  const raid = program.command('raid').description('software RAID 0, 1, 5, 6 and 10 over member files');
+
+  raid
+    .command('create')
+    .description('create an array; member files that do not exist are created to fit --size')
+    .requiredOption('--level <n>', 'RAID level: 0, 1, 5, 6 or 10', level)
+    .requiredOption('--members <files>', 'member files, comma-separated', list)
+    .option('--size <size>', 'array size (default: all the members hold)', parseSize)
+    .option('--chunk <size>', `chunk size (default ${formatSize(DEFAULT_CHUNK)})`, parseSize)
+    .option('--copies <n>', 'RAID 10: copies of each chunk (default 2)', (v) => Number(v))
+    .option('--spares <files>', 'hot spares, comma-separated', list)
+    .option('--name <name>', 'array name, recorded in the superblocks')
+    .option('--bitmap-region <size>', 'member bytes per write-intent bit (default 64M)', parseSize)
+    .option('--force', 'reuse members that belong to another array')
+    .action(async (o: { level: RaidLevel; members: string[]; size?: number; chunk?: number; copies?: number; spares?: string[]; name?: string; bitmapRegion?: number; force?: boolean }, cmd: Command) => {
+      const g = globals(cmd);
+      const array = await createArray({
+        level: o.level,
+        members: o.members,
+        ...(o.spares ? { spares: o.spares } : {}),
+        ...(o.size !== undefined ? { size: o.size } : {}),
+        ...(o.chunk !== undefined ? { chunk: o.chunk } : {}),
+        ...(o.copies !== undefined ? { copies: o.copies } : {}),
+        ...(o.name ? { name: o.name } : {}),
+        ...(o.bitmapRegion !== undefined ? { bitmapRegion: o.bitmapRegion } : {}),
+        force: o.force ?? false,
+        onEvent: say,
+      });
+      try {
+        printStatus(array.status(), g.json);
+      } finally {
+        await array.close();
+      }
+    });
+
+  raid
+    .command('assemble')
+    .description('assemble an array from its members in any order, report stale, foreign and missing ones, resync after an unclean shutdown')
+    .argument('<members...>', 'member files')
+    .action(async (members: string[], _o: unknown, cmd: Command) => {
+      await withArray(members, async (a) => printStatus(a.status(), globals(cmd).json));
+    });
+
+  membersOption(raid.command('status').description('per-member state, degraded or not, rebuild progress, repair counters'))
+    .argument('[pool]', 'the pool whose array to show (or give --members)')
+    .action(async (pool: string | undefined, o: { members?: string[] }, cmd: Command) => {
+      await withArray(membersOf({ ...o, ...(pool ? { pool } : {}) }, cmd), async (a) => printStatus(a.status(), globals(cmd).json), true);
+    });
+
+  rateOption(poolOption(raid.command('fail').description('mark a member faulty (refused if the array could not survive it); a hot spare takes over and is rebuilt')))
+    .argument('<member>', 'the member file, or its role number')
+    .action(async (member: string, o: Where & { rate?: number }, cmd: Command) => {
+      await withArray(membersOf(o, cmd), async (a) => {
+        await a.fail(member);
+        say(`${member} marked faulty`);
+        // A hot spare took the role: rebuild it now, as md would in the background.
+        await rebuildForeground(a, o.rate ?? 0);
+      });
+    });
+
+  poolOption(raid.command('remove').description('remove a faulty or missing member (or a spare)'))
+    .argument('<member>', 'the member file, or its role number')
+    .action(async (member: string, o: Where, cmd: Command) => {
+      await withArray(membersOf(o, cmd), async (a) => {
+        await a.remove(member);
+        say(`${member} removed`);
+      });
+    });
+
+  rateOption(requiredMembers(raid.command('add').description('add a member: it fills a missing role and is rebuilt in the foreground, or becomes a hot spare')))
+    .argument('<file>', 'the new member file (created at member size if absent)')
+    .option('--no-wait', 'record the new member and return; the rebuild resumes at the next assembly')
+    .action(async (file: string, o: { members?: string[]; rate?: number; wait: boolean }, cmd: Command) => {
+      await withArray(membersOf(o, cmd), async (a) => {
+        const role = await a.add(newMember(file, a));
+        say(role === 'spare' ? `${file} added as a hot spare` : `${file} takes member role ${role}`);
+        if (o.wait) await rebuildForeground(a, o.rate ?? 0);
+      });
+    });
+
+  rateOption(requiredMembers(raid.command('replace').description('replace a member with a new file (hot: an active member serves until the new one is whole), rebuilt in the foreground')))
+    .argument('<old>', 'the member to replace (file or role number)')
+    .argument('<new>', 'the new member file (created at member size if absent)')
+    .option('--no-wait', 'record the replacement and return; the rebuild resumes at the next assembly')
+    .action(async (old: string, file: string, o: { members?: string[]; rate?: number; wait: boolean }, cmd: Command) => {
+      await withArray(membersOf(o, cmd), async (a) => {
+        const role = await a.replace(old, newMember(file, a));
+        say(`${file} takes member role ${role}`);
+        if (o.wait) await rebuildForeground(a, o.rate ?? 0);
+      });
+    });
+
+  rateOption(membersOption(raid.command('rebuild').description('finish an interrupted rebuild in the foreground, from its checkpoint')))
+    .argument('[pool]', 'the pool whose array to rebuild (or give --members)')
+    .action(async (pool: string | undefined, o: { members?: string[]; rate?: number }, cmd: Command) => {
+      await withArray(membersOf({ ...o, ...(pool ? { pool } : {}) }, cmd), async (a) => {
+        if (!a.needsRebuild()) say('nothing to rebuild: every member is in sync');
+        await rebuildForeground(a, o.rate ?? 0);
+      });
+    });
+
+  membersOption(raid.command('scrub').description('compare mirrors / parity over the whole array and report mismatches'))
+    .argument('[pool]', 'the pool whose array to scrub (or give --members)')
+    .option('--repair', 'make mismatching copies agree (RAID 6 locates a bad data block from P and Q; 3+ mirrors vote)')
+    .action(async (pool: string | undefined, o: { members?: string[]; repair?: boolean }, cmd: Command) => {
+      const g = globals(cmd);
+      await withArray(membersOf({ ...o, ...(pool ? { pool } : {}) }, cmd), async (a) => {
+        const bar = progressPrinter('scrubbing');
+        const report = await a.scrub({ repair: o.repair ?? false, onProgress: (f) => bar.update(f, f * a.size) });
+        bar.done();
+        if (g.json) {
+          process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+          return;
+        }
+        for (const m of report.mismatches) {
+          process.stdout.write(`mismatch at ${m.offset} length ${m.length}: member(s) ${m.members.join(', ')}${m.repaired ? ' repaired' : ''}\n`);
+        }
+        process.stdout.write(`scrubbed ${formatSize(report.bytesChecked)}: ${report.mismatches.length} mismatch(es)${report.repaired ? ', repaired' : ''}\n`);
+        if (report.mismatches.length > 0 && !report.repaired) process.exitCode = 1;
+      });
+    });
+};
