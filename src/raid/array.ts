@@ -381,6 +381,8 @@ export class RaidArray implements BlockDevice {
   async scrub(opts: ScrubOptions = {}): Promise<ScrubReport> {
     this.checkOpen('read');
     if (opts.repair && this.readOnly) throw new BlockDeviceError('EROFS', this.name, 'write', 'array is read-only');
+    // With a member out, stripes cannot be compared whole: a scrub that reported them clean would be a check that cannot fail.
+    if (this.status().degraded) throw new BlockDeviceError('EINVAL', this.name, 'read', 'array is degraded: scrub compares copies and parity only on a whole array (rebuild first)');
     const rows = this.geometry.rows;
     const step = rowsPerStep(this.geometry.chunk);
     const mismatches: Mismatch[] = [];
