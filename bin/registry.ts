@@ -140,6 +140,33 @@ export class Registry {
     syncDir(this.dir);
   }
 
+  /**
+   * Rewrites an existing pool's record (a RAID pool's member list after add,
+   * replace or remove): written to a temporary file, synced, renamed over the
+   * old one and the directory synced, so a reader or a crash sees the old
+   * record or the new one, never a mixture.
+   */
+  replace(record: PoolRecord): void {
+    const final = this.recordPath(record.name);
+    if (!fs.existsSync(final)) throw new Error(`pool '${record.name}' not found in ${this.home}`);
+    const stored: PoolRecord = { ...record, backing: this.relativize(record.backing) };
+    const tmp = path.join(this.dir, `.${record.name}.${process.pid}.tmp`);
+    const fd = fs.openSync(tmp, 'w', 0o644);
+    try {
+      fs.writeSync(fd, JSON.stringify({ version: RECORD_VERSION, ...stored }, null, 2) + '\n');
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    try {
+      fs.renameSync(tmp, final);
+    } catch (err) {
+      fs.rmSync(tmp, { force: true });
+      throw err;
+    }
+    syncDir(this.dir);
+  }
+
   remove(name: string): void {
     fs.rmSync(this.recordPath(name));
     syncDir(this.dir);

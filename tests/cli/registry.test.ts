@@ -87,6 +87,20 @@ describe('pool registry', () => {
     expect(() => reg.get('p0')).toThrowError(/unknown version 2/);
   });
 
+  it('replaces a RAID record whole (member paths inside the home stored relative), leaves no temporary file, and refuses a pool that is not registered', () => {
+    const home = freshHome();
+    const reg = new Registry(home);
+    const before: PoolRecord = { name: 'r6', backing: { kind: 'raid', level: '6', members: ['m/a', 'm/b', 'm/c', 'm/d'], chunk: 65536 }, created: 'then' };
+    reg.add(before);
+    const after: PoolRecord = { ...before, backing: { kind: 'raid', level: '6', members: [path.join(home, 'm/a'), path.join(home, 'm/new'), 'm/c', '/elsewhere/d'], chunk: 65536 } };
+    reg.replace(after);
+    expect(reg.get('r6')).toEqual({ ...before, backing: { ...before.backing, members: ['m/a', 'm/new', 'm/c', '/elsewhere/d'] } });
+    expect(reg.memberPaths(reg.get('r6'))).toEqual([path.join(home, 'm/a'), path.join(home, 'm/new'), path.join(home, 'm/c'), '/elsewhere/d']);
+    expect(fs.readdirSync(path.join(home, 'pools'))).toEqual(['r6.json']);
+    expect(() => reg.replace({ ...after, name: 'gone' })).toThrowError(`pool 'gone' not found in ${home}`);
+    expect(reg.has('gone')).toBe(false);
+  });
+
   it('ignores stray files in the registry folder', () => {
     const home = freshHome();
     const reg = new Registry(home);
