@@ -1,14 +1,27 @@
 import fs from 'node:fs';
 import { BlockDeviceError, FileDevice, type BlockDevice } from '../src/blockdev/index.js';
 import { Pool, PoolError, type VolumeInfo } from '../src/qcowlike/index.js';
-import { assembleArray } from '../src/raid/index.js';
+import { assembleArray, type AssembleOptions, type RaidArray } from '../src/raid/index.js';
 import { Registry, type PoolRecord } from './registry.js';
 
 export interface OpenedPool {
   pool: Pool;
   record: PoolRecord;
+  /** The array under a RAID-backed pool (the pool's device), for the commands that manage it while the pool is open. */
+  raid?: OpenedArray;
   /** Checkpoints and closes the pool and the device under it. */
   close: () => Promise<void>;
+}
+
+export interface OpenedArray {
+  array: RaidArray;
+  /**
+   * Runs `fn` (add, replace, fail…) so that a rebuild it starts in the
+   * background goes at `rate` bytes/s instead of the server's default.
+   */
+  rebuildsAt<T>(rate: number, fn: () => Promise<T>): Promise<T>;
+  /** Also sends the array's events (failures, spares taking over, rebuilds ending) to `listener`, until the returned function is called. */
+  listen(listener: (message: string) => void): () => void;
 }
 
 /**
@@ -36,8 +49,8 @@ export async function openRegisteredPool(home: string, name: string, opts: OpenP
   }
 }
 
-async function openPool(registry: Registry, record: PoolRecord, readOnly: boolean, serving?: { rebuildRate: number }): Promise<{ pool: Pool; close: () => Promise<void> }> {
-  const dev = await openBacking(registry, record, readOnly, serving);
+async function openPool(registry: Registry, record: PoolRecord, readOnly: boolean, serving?: { rebuildRate: number }): Promise<{ pool: Pool; raid?: OpenedArray; close: () => Promise<void> }> {
+  const { dev, raid } = await openBacking(registry, record, readOnly, serving);
   let pool: Pool;
   try {
     pool = await Pool.open(dev, { readOnly });
@@ -46,7 +59,7 @@ async function openPool(registry: Registry, record: PoolRecord, readOnly: boolea
     if (err instanceof PoolError) throw new PoolError(err.code, `pool '${record.name}': ${oneLine(err)}`);
     throw new Error(`pool '${record.name}': ${oneLine(err)}`);
   }
-  return { pool, close: () => pool.close() };
+  return { pool, ...(raid ? { raid } : {}), close: () => pool.close() };
 }
 
 /** Runs `fn` on an open pool and always closes it, so the journal is checkpointed and the lock released. */
@@ -63,12 +76,15 @@ export async function withPool<T>(home: string, name: string, opts: OpenPoolOpti
   return result;
 }
 
-async function openBacking(registry: Registry, record: PoolRecord, readOnly: boolean, serving?: { rebuildRate: number }): Promise<BlockDevice> {
-  if (record.backing.kind === 'raid') return openArray(registry, record, readOnly, serving);
+async function openBacking(registry: Registry, record: PoolRecord, readOnly: boolean, serving?: { rebuildRate: number }): Promise<{ dev: BlockDevice; raid?: OpenedArray }> {
+  if (record.backing.kind === 'raid') {
+    const raid = await openArray(registry, record, readOnly, serving);
+    return { dev: raid.array, raid };
+  }
   const path = registry.filePath(record);
   if (!fs.existsSync(path)) throw new Error(`pool '${record.name}': its file ${path} is missing`);
   try {
-    return FileDevice.open(path, { readOnly });
+    return { dev: FileDevice.open(path, { readOnly }) };
   } catch (err) {
     if (err instanceof BlockDeviceError && err.code === 'EBUSY') {
       throw new PoolInUseError(`pool '${record.name}' is in use by another process (${path} is locked)`);
@@ -82,20 +98,49 @@ async function openBacking(registry: Registry, record: PoolRecord, readOnly: boo
  * warning when members are missing, refused only when more are gone than the
  * level survives. A served pool rebuilds a waiting member in the background.
  */
-async function openArray(registry: Registry, record: PoolRecord, readOnly: boolean, serving?: { rebuildRate: number }): Promise<BlockDevice> {
+async function openArray(registry: Registry, record: PoolRecord, readOnly: boolean, serving?: { rebuildRate: number }): Promise<OpenedArray> {
   const say = (m: string): void => void process.stderr.write(`strata: pool '${record.name}': ${m}\n`);
+  const listeners = new Set<(message: string) => void>();
+  const defaultRate = serving?.rebuildRate ?? 0;
+  // The array reads rebuildRate from these options each time it starts a
+  // background rebuild (a spare taking over, add, replace), so rebuildsAt can
+  // give one command its own rate.
+  const options: AssembleOptions = {
+    readOnly,
+    autoRebuild: serving !== undefined,
+    rebuildRate: defaultRate,
+    onEvent: (m) => {
+      say(m);
+      for (const l of listeners) l(m);
+    },
+  };
   try {
-    const { array, warnings } = await assembleArray(registry.memberPaths(record), {
-      readOnly,
-      autoRebuild: serving !== undefined,
-      rebuildRate: serving?.rebuildRate ?? 0,
-      onEvent: say,
-    });
+    const { array, warnings } = await assembleArray(registry.memberPaths(record), options);
     for (const w of warnings) say(w);
     if (serving && array.needsRebuild()) {
       array.rebuild({ rate: serving.rebuildRate }).catch((err: unknown) => say(`rebuild stopped: ${oneLine(err)}`));
     }
-    return array;
+    let queue: Promise<unknown> = Promise.resolve();
+    return {
+      array,
+      rebuildsAt: <T>(rate: number, fn: () => Promise<T>): Promise<T> => {
+        // One at a time: the rate is shared state while fn runs.
+        const run = queue.then(async () => {
+          options.rebuildRate = rate;
+          try {
+            return await fn();
+          } finally {
+            options.rebuildRate = defaultRate;
+          }
+        });
+        queue = run.catch(() => undefined);
+        return run;
+      },
+      listen: (listener) => {
+        listeners.add(listener);
+        return () => void listeners.delete(listener);
+      },
+    };
   } catch (err) {
     if (err instanceof BlockDeviceError && err.code === 'EBUSY') {
       throw new PoolInUseError(`pool '${record.name}' is in use by another process (its RAID members are locked)`);

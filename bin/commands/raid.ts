@@ -1,9 +1,10 @@
-import fs from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
-import { FileDevice } from '../../src/blockdev/index.js';
-import { assembleArray, createArray, DATA_OFFSET, DEFAULT_CHUNK, type ArrayStatus, type RaidArray, type RaidLevel, type RebuildProgress } from '../../src/raid/index.js';
+import { assembleArray, createArray, DEFAULT_CHUNK, type ArrayStatus, type RaidArray, type RaidLevel, type RebuildProgress, type ScrubReport } from '../../src/raid/index.js';
+import { ControlClient, type ControlOk } from '../control-client.js';
+import type { ControlRequest } from '../control-protocol.js';
 import { globals } from '../output.js';
+import { memberArg, newMember, recordMembers } from '../raid-members.js';
 import { Registry } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
@@ -116,23 +117,61 @@ function membersOption(cmd: Command): Command {
   return cmd.option('--members <files>', 'the array members, comma-separated, in any order', list);
 }
 
-function requiredMembers(cmd: Command): Command {
-  return cmd.requiredOption('--members <files>', 'the array members, comma-separated, in any order', list);
-}
-
 function poolOption(cmd: Command): Command {
   return membersOption(cmd).option('--pool <name>', 'the array under this registered pool');
+}
+
+function waitOptions(cmd: Command): Command {
+  return cmd
+    .option('--wait', 'wait for the rebuild, with progress (the default unless the pool is being served)')
+    .option('--no-wait', 'record the new member and return; the rebuild goes on in the server, or resumes at the next assembly');
 }
 
 function rateOption(cmd: Command): Command {
   return cmd.option('--rate <size>', 'rebuild rate limit per second, e.g. 100M (default unlimited)', parseSize);
 }
 
-/** A new member: opened if the file exists, else created at the size the array's members have. */
-function newMember(path: string, like: RaidArray): FileDevice {
-  if (fs.existsSync(path)) return FileDevice.open(path);
-  const g = like.geometry;
-  return FileDevice.create(path, { size: DATA_OFFSET + g.rows * g.chunk });
+/**
+ * The control channel of the pool the command names, when `strata serve`
+ * holds that pool (its members are locked, so the server does the work);
+ * undefined otherwise, and the command opens the array itself.
+ */
+async function servedPool(where: Where, cmd: Command): Promise<ControlClient | undefined> {
+  if (!where.pool || where.members) return undefined;
+  const home = globals(cmd).home;
+  if (new Registry(home).get(where.pool).backing.kind !== 'raid') throw new Error(`pool '${where.pool}' is not on a RAID array`);
+  return ControlClient.connect(home, where.pool);
+}
+
+/** One request to the server, its events printed as the in-process commands print theirs, the progress as a bar. */
+async function online(client: ControlClient, req: ControlRequest, what?: string): Promise<ControlOk> {
+  const bar = what ? progressPrinter(what) : undefined;
+  let first: number | undefined;
+  try {
+    const reply = await client.request(req, (p) => {
+      first ??= p.bytes;
+      bar?.update(p.progress, p.bytes - first);
+    });
+    bar?.done();
+    for (const m of reply.messages) say(m);
+    return reply;
+  } finally {
+    client.close();
+  }
+}
+
+/** Keeps the registry's member list in step with the array a pool-named command changed. */
+function record(where: Where, cmd: Command, a: RaidArray): void {
+  if (where.pool && !where.members) recordMembers(new Registry(globals(cmd).home), where.pool, a);
+}
+
+function rebuildingLine(pool: string, st: ArrayStatus): void {
+  if (st.state === 'rebuilding') say(`rebuilding in the background (strata raid status ${pool}; strata raid rebuild ${pool} waits for it)`);
+}
+
+/** A member on the command line: for a pool, by the absolute path the array knows it by. */
+function memberFor(where: Where, member: string): string {
+  return where.pool && !where.members ? memberArg(member) : member;
 }
 
 export const raidCommands: CommandGroup = (program) => {
@@ -182,15 +221,26 @@ export const raidCommands: CommandGroup = (program) => {
   membersOption(raid.command('status').description('per-member state, degraded or not, rebuild progress, repair counters'))
     .argument('[pool]', 'the pool whose array to show (or give --members)')
     .action(async (pool: string | undefined, o: { members?: string[] }, cmd: Command) => {
-      await withArray(membersOf({ ...o, ...(pool ? { pool } : {}) }, cmd), async (a) => printStatus(a.status(), globals(cmd).json), true);
+      const where = { ...o, ...(pool ? { pool } : {}) };
+      const json = globals(cmd).json;
+      const client = await servedPool(where, cmd);
+      if (client) return printStatus((await online(client, { op: 'status' })).status, json);
+      await withArray(membersOf(where, cmd), async (a) => printStatus(a.status(), json), true);
     });
 
   rateOption(poolOption(raid.command('fail').description('mark a member faulty (refused if the array could not survive it); a hot spare takes over and is rebuilt')))
     .argument('<member>', 'the member file, or its role number')
     .action(async (member: string, o: Where & { rate?: number }, cmd: Command) => {
-      await withArray(membersOf(o, cmd), async (a) => {
-        await a.fail(member);
+      const client = await servedPool(o, cmd);
+      if (client) {
+        const r = await online(client, { op: 'fail', member: memberFor(o, member), ...(o.rate !== undefined ? { rate: o.rate } : {}) });
         say(`${member} marked faulty`);
+        return rebuildingLine(o.pool!, r.status);
+      }
+      await withArray(membersOf(o, cmd), async (a) => {
+        await a.fail(memberFor(o, member));
+        say(`${member} marked faulty`);
+        record(o, cmd, a);
         // A hot spare took the role: rebuild it now, as md would in the background.
         await rebuildForeground(a, o.rate ?? 0);
       });
@@ -199,39 +249,67 @@ export const raidCommands: CommandGroup = (program) => {
   poolOption(raid.command('remove').description('remove a faulty or missing member (or a spare)'))
     .argument('<member>', 'the member file, or its role number')
     .action(async (member: string, o: Where, cmd: Command) => {
+      const client = await servedPool(o, cmd);
+      if (client) {
+        await online(client, { op: 'remove', member: memberFor(o, member) });
+        return say(`${member} removed`);
+      }
       await withArray(membersOf(o, cmd), async (a) => {
-        await a.remove(member);
+        await a.remove(memberFor(o, member));
         say(`${member} removed`);
+        record(o, cmd, a);
       });
     });
 
-  rateOption(requiredMembers(raid.command('add').description('add a member: it fills a missing role and is rebuilt in the foreground, or becomes a hot spare')))
+  waitOptions(rateOption(poolOption(raid.command('add').description('add a member: it fills a missing role and is rebuilt, or becomes a hot spare'))))
     .argument('<file>', 'the new member file (created at member size if absent)')
-    .option('--no-wait', 'record the new member and return; the rebuild resumes at the next assembly')
-    .action(async (file: string, o: { members?: string[]; rate?: number; wait: boolean }, cmd: Command) => {
+    .action(async (file: string, o: Where & { rate?: number; wait?: boolean }, cmd: Command) => {
+      whichArray(o, cmd);
+      const said = (role: number | 'spare'): void => say(role === 'spare' ? `${file} added as a hot spare` : `${file} takes member role ${role}`);
+      const client = await servedPool(o, cmd);
+      if (client) {
+        const r = await online(client, { op: 'add', file: path.resolve(file), ...(o.rate !== undefined ? { rate: o.rate } : {}) });
+        said(r.role!);
+        return o.wait === true ? waitOnline(o.pool!, cmd) : rebuildingLine(o.pool!, r.status);
+      }
       await withArray(membersOf(o, cmd), async (a) => {
-        const role = await a.add(newMember(file, a));
-        say(role === 'spare' ? `${file} added as a hot spare` : `${file} takes member role ${role}`);
-        if (o.wait) await rebuildForeground(a, o.rate ?? 0);
+        const role = await a.add(newMember(memberFor(o, file), a));
+        said(role);
+        record(o, cmd, a);
+        if (o.wait !== false) await rebuildForeground(a, o.rate ?? 0);
       });
     });
 
-  rateOption(requiredMembers(raid.command('replace').description('replace a member with a new file (hot: an active member serves until the new one is whole), rebuilt in the foreground')))
+  waitOptions(rateOption(poolOption(raid.command('replace').description('replace a member with a new file (hot: an active member serves until the new one is whole), then rebuild'))))
     .argument('<old>', 'the member to replace (file or role number)')
     .argument('<new>', 'the new member file (created at member size if absent)')
-    .option('--no-wait', 'record the replacement and return; the rebuild resumes at the next assembly')
-    .action(async (old: string, file: string, o: { members?: string[]; rate?: number; wait: boolean }, cmd: Command) => {
+    .action(async (old: string, file: string, o: Where & { rate?: number; wait?: boolean }, cmd: Command) => {
+      whichArray(o, cmd);
+      const client = await servedPool(o, cmd);
+      if (client) {
+        const r = await online(client, { op: 'replace', member: memberFor(o, old), file: path.resolve(file), ...(o.rate !== undefined ? { rate: o.rate } : {}) });
+        say(`${file} takes member role ${String(r.role)}`);
+        return o.wait === true ? waitOnline(o.pool!, cmd) : rebuildingLine(o.pool!, r.status);
+      }
       await withArray(membersOf(o, cmd), async (a) => {
-        const role = await a.replace(old, newMember(file, a));
+        const role = await a.replace(memberFor(o, old), newMember(memberFor(o, file), a));
         say(`${file} takes member role ${role}`);
-        if (o.wait) await rebuildForeground(a, o.rate ?? 0);
+        record(o, cmd, a);
+        if (o.wait !== false) await rebuildForeground(a, o.rate ?? 0);
       });
     });
 
-  rateOption(membersOption(raid.command('rebuild').description('finish an interrupted rebuild in the foreground, from its checkpoint')))
+  rateOption(membersOption(raid.command('rebuild').description('finish a rebuild in the foreground, from its checkpoint (of a served pool: wait for the server\'s)')))
     .argument('[pool]', 'the pool whose array to rebuild (or give --members)')
     .action(async (pool: string | undefined, o: { members?: string[]; rate?: number }, cmd: Command) => {
-      await withArray(membersOf({ ...o, ...(pool ? { pool } : {}) }, cmd), async (a) => {
+      const where = { ...o, ...(pool ? { pool } : {}) };
+      const client = await servedPool(where, cmd);
+      if (client) {
+        const r = await online(client, { op: 'rebuild', wait: true, ...(o.rate !== undefined ? { rate: o.rate } : {}) }, 'rebuilding');
+        if (!r.rebuilding) say('nothing to rebuild: every member is in sync');
+        return;
+      }
+      await withArray(membersOf(where, cmd), async (a) => {
         if (!a.needsRebuild()) say('nothing to rebuild: every member is in sync');
         await rebuildForeground(a, o.rate ?? 0);
       });
@@ -241,20 +319,38 @@ export const raidCommands: CommandGroup = (program) => {
     .argument('[pool]', 'the pool whose array to scrub (or give --members)')
     .option('--repair', 'make mismatching copies agree (RAID 6 locates a bad data block from P and Q; 3+ mirrors vote)')
     .action(async (pool: string | undefined, o: { members?: string[]; repair?: boolean }, cmd: Command) => {
-      const g = globals(cmd);
-      await withArray(membersOf({ ...o, ...(pool ? { pool } : {}) }, cmd), async (a) => {
+      const where = { ...o, ...(pool ? { pool } : {}) };
+      const client = await servedPool(where, cmd);
+      if (client) return printScrub((await online(client, { op: 'scrub', repair: o.repair ?? false }, 'scrubbing')).report!, globals(cmd).json);
+      await withArray(membersOf(where, cmd), async (a) => {
         const bar = progressPrinter('scrubbing');
         const report = await a.scrub({ repair: o.repair ?? false, onProgress: (f) => bar.update(f, f * a.size) });
         bar.done();
-        if (g.json) {
-          process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-          return;
-        }
-        for (const m of report.mismatches) {
-          process.stdout.write(`mismatch at ${m.offset} length ${m.length}: member(s) ${m.members.join(', ')}${m.repaired ? ' repaired' : ''}\n`);
-        }
-        process.stdout.write(`scrubbed ${formatSize(report.bytesChecked)}: ${report.mismatches.length} mismatch(es)${report.repaired ? ', repaired' : ''}\n`);
-        if (report.mismatches.length > 0 && !report.repaired) process.exitCode = 1;
+        printScrub(report, globals(cmd).json);
       });
     });
 };
+
+/** add and replace change an array named by one option or the other: without either the command line is incomplete. */
+function whichArray(where: Where, cmd: Command): void {
+  if (!where.pool && !where.members) cmd.error("error: required option '--pool <name>' or '--members <files>' not specified");
+}
+
+/** `--wait` on a served pool: the server's rebuild, followed to its end with a progress bar. */
+async function waitOnline(pool: string, cmd: Command): Promise<void> {
+  const client = await servedPool({ pool }, cmd);
+  if (!client) throw new Error(`pool '${pool}' is no longer being served; its rebuild resumes at the next open`);
+  await online(client, { op: 'rebuild', wait: true }, 'rebuilding');
+}
+
+function printScrub(report: ScrubReport, json: boolean): void {
+  if (json) {
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    return;
+  }
+  for (const m of report.mismatches) {
+    process.stdout.write(`mismatch at ${m.offset} length ${m.length}: member(s) ${m.members.join(', ')}${m.repaired ? ' repaired' : ''}\n`);
+  }
+  process.stdout.write(`scrubbed ${formatSize(report.bytesChecked)}: ${report.mismatches.length} mismatch(es)${report.repaired ? ', repaired' : ''}\n`);
+  if (report.mismatches.length > 0 && !report.repaired) process.exitCode = 1;
+}

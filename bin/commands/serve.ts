@@ -2,6 +2,7 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
 import { loadTls, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type StaticExport, type TlsMode } from '../../src/nbd/index.js';
+import { ControlServer } from '../control-server.js';
 import { openRegisteredPool, withPool, type OpenedPool } from '../open-pool.js';
 import { globals } from '../output.js';
 import { checkName, Registry } from '../registry.js';
@@ -116,15 +117,23 @@ async function defaultPools(home: string): Promise<string[]> {
 async function servePools(home: string, poolNames: string[], opts: ServeOptions): Promise<Served> {
   if (opts.file !== undefined || opts.memory !== undefined) throw new Error('give pools, or --file, or --memory: not several');
   const readOnly = opts.readOnly ?? false;
+  const rebuildRate = parseSize(opts.rebuildRate);
   const opened: OpenedPool[] = [];
+  const controls: ControlServer[] = [];
   const closeAll = async (): Promise<void> => {
+    // The control sockets first: no array command may start on a pool being closed.
+    for (const c of controls.splice(0)) await c.close();
     for (const o of opened.splice(0)) await o.close();
   };
   try {
     const exports: StaticExport[] = [];
     for (const poolName of new Set(poolNames)) {
-      const o = await openRegisteredPool(home, checkName('pool', poolName), { readOnly, serving: { rebuildRate: parseSize(opts.rebuildRate) } });
+      const o = await openRegisteredPool(home, checkName('pool', poolName), { readOnly, serving: { rebuildRate } });
       opened.push(o);
+      if (o.raid) {
+        const control = await ControlServer.start({ home, pool: poolName, raid: o.raid, rebuildRate, readOnly, log: (m) => process.stderr.write(`strata serve: ${m}\n`) });
+        if (control) controls.push(control);
+      }
       for (const v of await o.pool.listVolumes()) {
         const name = poolNames.length > 1 ? `${poolName}/${v.name}` : v.name;
         exports.push({

@@ -1,0 +1,209 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import type { FileDevice } from '../src/blockdev/index.js';
+import type { RaidArray } from '../src/raid/index.js';
+import { controlSocketPath, LineSplitter, MAX_LINE, parseRequest, type ControlLine, type ControlReply, type ControlRequest } from './control-protocol.js';
+import { oneLine, type OpenedArray } from './open-pool.js';
+import { newMember, recordMembers } from './raid-members.js';
+import { Registry } from './registry.js';
+
+/** The longest Unix socket path Linux takes (sun_path is 108 bytes with its NUL). */
+const MAX_SOCKET_PATH = 107;
+const PROGRESS_MS = 250;
+
+export interface ControlServerOptions {
+  home: string;
+  pool: string;
+  raid: OpenedArray;
+  /** The server's --rebuild-rate, for requests that give none. */
+  rebuildRate: number;
+  readOnly: boolean;
+  log: (message: string) => void;
+}
+
+/**
+ * Lets the raid commands manage the array under a pool while `strata serve`
+ * holds its members locked: status, fail, remove, add, replace, rebuild and
+ * scrub run here, on the open array, while clients keep their I/O going.
+ */
+export class ControlServer {
+  private readonly connections = new Set<net.Socket>();
+
+  private constructor(
+    private readonly server: net.Server,
+    readonly socketPath: string,
+    private readonly opts: ControlServerOptions,
+  ) {
+    server.on('connection', (c) => this.serve(c));
+  }
+
+  /**
+   * Listens on HOME/run/POOL.sock. Undefined (with a warning) when it cannot:
+   * the pool is still served, only not managed online.
+   */
+  static async start(opts: ControlServerOptions): Promise<ControlServer | undefined> {
+    const file = controlSocketPath(opts.home, opts.pool);
+    const warn = (why: string): undefined => void opts.log(`pool '${opts.pool}': no control socket (${why}); raid commands cannot reach it while it is served`);
+    if (Buffer.byteLength(file) > MAX_SOCKET_PATH) return warn(`${file} is longer than a Unix socket path may be`);
+    try {
+      fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+      fs.chmodSync(path.dirname(file), 0o700);
+      // Holding the pool's member locks means no other server has it: a socket left here is stale.
+      const old = fs.lstatSync(file, { throwIfNoEntry: false });
+      if (old && !old.isSocket()) return warn(`${file} exists and is not a socket`);
+      if (old) fs.rmSync(file);
+      const server = net.createServer();
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(file, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      fs.chmodSync(file, 0o600);
+      return new ControlServer(server, file, opts);
+    } catch (err) {
+      return warn(oneLine(err));
+    }
+  }
+
+  /**
+   * Stops listening, drops the connections (a waiting client is told nothing
+   * more), lets a change to the member set that is under way finish (they run
+   * one at a time through rebuildsAt), and removes the socket.
+   */
+  async close(): Promise<void> {
+    for (const c of this.connections) c.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await this.opts.raid.rebuildsAt(this.opts.rebuildRate, async () => undefined);
+    fs.rmSync(this.socketPath, { force: true });
+  }
+
+  private serve(conn: net.Socket): void {
+    this.connections.add(conn);
+    conn.on('close', () => this.connections.delete(conn));
+    conn.on('error', () => undefined);
+    const lines = new LineSplitter(MAX_LINE);
+    // Requests on one connection are answered in order.
+    let chain = Promise.resolve();
+    conn.on('data', (chunk: Buffer) => {
+      let got: string[];
+      try {
+        got = lines.push(chunk);
+      } catch (err) {
+        send(conn, { ok: false, error: oneLine(err) });
+        conn.end();
+        return;
+      }
+      for (const line of got) {
+        if (line.trim() === '') continue;
+        chain = chain.then(async () => send(conn, await this.answer(line, conn)));
+      }
+    });
+  }
+
+  private async answer(line: string, conn: net.Socket): Promise<ControlReply> {
+    const messages: string[] = [];
+    const unlisten = this.opts.raid.listen((m) => messages.push(m));
+    try {
+      const req = parseRequest(line);
+      const out = await this.run(req, (l) => send(conn, l));
+      return { ok: true, status: this.array.status(), messages, ...out };
+    } catch (err) {
+      return { ok: false, error: oneLine(err) };
+    } finally {
+      unlisten();
+    }
+  }
+
+  private get array(): RaidArray {
+    return this.opts.raid.array;
+  }
+
+  private async run(req: ControlRequest, progress: (l: ControlLine) => void): Promise<Partial<Extract<ControlReply, { ok: true }>>> {
+    const { raid } = this.opts;
+    const a = this.array;
+    if (req.op !== 'status' && !(req.op === 'scrub' && !req.repair) && this.opts.readOnly) throw new Error(`pool '${this.opts.pool}' is served read-only`);
+    const rate = 'rate' in req && req.rate !== undefined ? req.rate : this.opts.rebuildRate;
+    switch (req.op) {
+      case 'status':
+        return {};
+      case 'fail':
+        await raid.rebuildsAt(rate, () => a.fail(req.member));
+        this.record();
+        return {};
+      case 'remove':
+        await raid.rebuildsAt(rate, () => a.remove(req.member));
+        this.record();
+        return {};
+      case 'add': {
+        const role = await raid.rebuildsAt(rate, () => this.withNewMember(req.file, (dev) => a.add(dev)));
+        this.record();
+        return { role };
+      }
+      case 'replace': {
+        const role = await raid.rebuildsAt(rate, () => this.withNewMember(req.file, (dev) => a.replace(req.member, dev)));
+        this.record();
+        return { role };
+      }
+      case 'rebuild': {
+        const rebuilding = a.needsRebuild();
+        const done = a.rebuild({ rate });
+        if (!req.wait) {
+          done.catch((err: unknown) => this.opts.log(`pool '${this.opts.pool}': rebuild stopped: ${oneLine(err)}`));
+          return { rebuilding };
+        }
+        const timer = setInterval(() => {
+          const p = a.status().rebuild;
+          if (p) progress({ progress: p.fraction, bytes: p.bytesDone });
+        }, PROGRESS_MS);
+        try {
+          await done;
+        } finally {
+          clearInterval(timer);
+        }
+        const p = a.status();
+        if (rebuilding && p.state !== 'rebuilding') progress({ progress: 1, bytes: a.geometry.rows * a.geometry.chunk });
+        return { rebuilding };
+      }
+      case 'scrub': {
+        let last = 0;
+        const report = await a.scrub({
+          repair: req.repair ?? false,
+          onProgress: (f) => {
+            if (Date.now() - last < PROGRESS_MS && f < 1) return;
+            last = Date.now();
+            progress({ progress: f, bytes: Math.round(f * a.size) });
+          },
+        });
+        return { report };
+      }
+    }
+  }
+
+  /** Opens (or creates) a new member for `fn`; if `fn` refuses it, the device is closed and a file made here removed. */
+  private async withNewMember<T>(file: string, fn: (dev: FileDevice) => Promise<T>): Promise<T> {
+    const existed = fs.existsSync(file);
+    const dev = newMember(file, this.array);
+    try {
+      return await fn(dev);
+    } catch (err) {
+      await dev.close().catch(() => undefined);
+      if (!existed) fs.rmSync(file, { force: true });
+      throw err;
+    }
+  }
+
+  private record(): void {
+    try {
+      recordMembers(new Registry(this.opts.home), this.opts.pool, this.array);
+    } catch (err) {
+      throw new Error(`done, but the registry could not record the new member list: ${oneLine(err)}`);
+    }
+  }
+}
+
+function send(conn: net.Socket, line: ControlLine): void {
+  if (!conn.destroyed) conn.write(`${JSON.stringify(line)}\n`);
+}
