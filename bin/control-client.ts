@@ -49,7 +49,14 @@ export class ControlClient {
           return;
         }
         for (const text of got) {
-          const line = JSON.parse(text) as ControlLine;
+          let line: ControlLine;
+          try {
+            line = JSON.parse(text) as ControlLine;
+          } catch {
+            cleanup();
+            reject(new Error(`the server of pool '${this.pool}' answered something that is not JSON`));
+            return;
+          }
           if ('progress' in line) {
             onProgress?.(line);
             continue;

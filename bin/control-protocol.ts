@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import type { ArrayStatus, ScrubReport } from '../src/raid/index.js';
 import { checkName } from './registry.js';
 
@@ -15,8 +16,8 @@ export type ControlRequest =
   | { op: 'remove'; member: string }
   | { op: 'add'; file: string; rate?: number }
   | { op: 'replace'; member: string; file: string; rate?: number }
-  /** Starts (or resumes) the rebuild of every role waiting for one; with `wait`, replies once the array is whole, sending progress meanwhile. */
-  | { op: 'rebuild'; rate?: number; wait?: boolean }
+  /** Starts (or resumes, or joins) the rebuild of every role waiting for one; replies once the array is whole, sending progress meanwhile. */
+  | { op: 'rebuild'; rate?: number }
   | { op: 'scrub'; repair?: boolean };
 
 export interface ControlProgress {
@@ -83,7 +84,7 @@ export function parseRequest(line: string): ControlRequest {
     case 'replace':
       return { op: 'replace', member: member(), file: file('file'), ...rate() };
     case 'rebuild':
-      return { op: 'rebuild', ...rate(), wait: flag('wait') };
+      return { op: 'rebuild', ...rate() };
     case 'scrub':
       return { op: 'scrub', repair: flag('repair') };
     default:
@@ -91,14 +92,15 @@ export function parseRequest(line: string): ControlRequest {
   }
 }
 
-/** Splits a byte stream into lines, refusing one longer than `max` bytes. */
+/** Splits a UTF-8 byte stream into lines (a character may straddle chunks), refusing one longer than `max` characters. */
 export class LineSplitter {
   private pending = '';
+  private readonly decoder = new StringDecoder('utf8');
 
   constructor(private readonly max: number) {}
 
   push(chunk: Buffer): string[] {
-    this.pending += chunk.toString('utf8');
+    this.pending += this.decoder.write(chunk);
     const lines = this.pending.split('\n');
     this.pending = lines.pop()!;
     if (this.pending.length > this.max || lines.some((l) => l.length > this.max)) throw new Error(`line longer than ${this.max} bytes`);

@@ -149,11 +149,8 @@ export class ControlServer {
       }
       case 'rebuild': {
         const rebuilding = a.needsRebuild();
+        // A rebuild already running (started by add, replace or a spare) is joined, at its own rate.
         const done = a.rebuild({ rate });
-        if (!req.wait) {
-          done.catch((err: unknown) => this.opts.log(`pool '${this.opts.pool}': rebuild stopped: ${oneLine(err)}`));
-          return { rebuilding };
-        }
         const timer = setInterval(() => {
           const p = a.status().rebuild;
           if (p) progress({ progress: p.fraction, bytes: p.bytesDone });

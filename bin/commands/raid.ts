@@ -305,7 +305,7 @@ export const raidCommands: CommandGroup = (program) => {
       const where = { ...o, ...(pool ? { pool } : {}) };
       const client = await servedPool(where, cmd);
       if (client) {
-        const r = await online(client, { op: 'rebuild', wait: true, ...(o.rate !== undefined ? { rate: o.rate } : {}) }, 'rebuilding');
+        const r = await online(client, { op: 'rebuild', ...(o.rate !== undefined ? { rate: o.rate } : {}) }, 'rebuilding');
         if (!r.rebuilding) say('nothing to rebuild: every member is in sync');
         return;
       }
@@ -340,7 +340,7 @@ function whichArray(where: Where, cmd: Command): void {
 async function waitOnline(pool: string, cmd: Command): Promise<void> {
   const client = await servedPool({ pool }, cmd);
   if (!client) throw new Error(`pool '${pool}' is no longer being served; its rebuild resumes at the next open`);
-  await online(client, { op: 'rebuild', wait: true }, 'rebuilding');
+  await online(client, { op: 'rebuild' }, 'rebuilding');
 }
 
 function printScrub(report: ScrubReport, json: boolean): void {
