@@ -149,8 +149,12 @@ async function online(client: ControlClient, req: ControlRequest, what?: string)
   let first: number | undefined;
   try {
     const reply = await client.request(req, (p) => {
-      first ??= p.bytes;
-      bar?.update(p.progress, p.bytes - first);
+      // A rebuild joined midway: the rate shown is of the bytes done since the command began.
+      if (first === undefined && p.progress < 1) {
+        first = p.bytes;
+        return;
+      }
+      bar?.update(p.progress, p.bytes - (first ?? 0));
     });
     bar?.done();
     for (const m of reply.messages) say(m);
