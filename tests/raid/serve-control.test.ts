@@ -85,8 +85,11 @@ describe.skipIf(!haveTools)('raid commands on a pool that strata serve is servin
 
       // 128 MiB of member data at 50 MiB/s: the rebuild takes seconds, long enough to read through it.
       let replaceDone = false;
+      let replaceMs = 0;
+      const replaceStarted = Date.now();
       const replacing = strata('--home', home, 'raid', 'replace', '--pool', 'p', m[1]!, 'NEW.img', '--rate', '50M', '--wait').then((r) => {
         replaceDone = true;
+        replaceMs = Date.now() - replaceStarted;
         return r;
       });
       const deadline = Date.now() + 20_000;
@@ -106,6 +109,9 @@ describe.skipIf(!haveTools)('raid commands on a pool that strata serve is servin
       expect(replaced.code, replaced.err).toBe(0);
       expect(replaced.err).toMatch(/NEW\.img takes member role 1\n/);
       expect(replaced.err).toMatch(/rebuilding: 100%/);
+      // The --rate reached the server: its limiter sleeps after every step until the bytes done fit the
+      // rate, so 128 MiB of member data take at least 2.56 s (the server's default, 200M, would take 0.64 s).
+      expect(replaceMs).toBeGreaterThanOrEqual((128 / 50) * 1000 - 20);
       expect(replaced.err).toMatch(/member 1 \(.*NEW\.img\) rebuilt/);
       const after = await status(home);
       expect(after.state).toBe('optimal');
