@@ -3,8 +3,9 @@ import { Option, type Command } from 'commander';
 import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
 import { loadTls, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type StaticExport, type TlsMode } from '../../src/nbd/index.js';
 import { ControlServer } from '../control-server.js';
-import { openRegisteredPool, withPool, type OpenedPool } from '../open-pool.js';
+import { oneLine, openRegisteredPool, withPool, type OpenedPool } from '../open-pool.js';
 import { globals } from '../output.js';
+import { recordMembers } from '../raid-members.js';
 import { checkName, Registry } from '../registry.js';
 import { createFilePool } from './pool.js';
 import { formatSize, parseSize } from '../size.js';
@@ -131,7 +132,17 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
       const o = await openRegisteredPool(home, checkName('pool', poolName), { readOnly, serving: { rebuildRate } });
       opened.push(o);
       if (o.raid) {
-        const control = await ControlServer.start({ home, pool: poolName, raid: o.raid, rebuildRate, readOnly, log: (m) => process.stderr.write(`strata serve: ${m}\n`) });
+        const raid = o.raid;
+        const log = (m: string): void => void process.stderr.write(`strata serve: ${m}\n`);
+        // A member that fails on its own may bring in a hot spare: the registry follows the member set.
+        raid.listen(() => {
+          try {
+            recordMembers(new Registry(home), poolName, raid.array);
+          } catch (err) {
+            log(`pool '${poolName}': the registry could not record the new member list: ${oneLine(err)}`);
+          }
+        });
+        const control = await ControlServer.start({ home, pool: poolName, raid, rebuildRate, readOnly, log });
         if (control) controls.push(control);
       }
       for (const v of await o.pool.listVolumes()) {

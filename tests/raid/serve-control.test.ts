@@ -196,6 +196,22 @@ describe.skipIf(!haveTools)('raid commands on a pool that strata serve is servin
       const scrub = await strata('--home', home, 'raid', 'scrub', 'p');
       expect(scrub.code, scrub.err).toBe(0);
       expect(scrub.out).toMatch(/scrubbed .*: 0 mismatch\(es\)/);
+
+      // A new hot spare, added online; then member 1 fails on its own (its file cut short: reads hit
+      // end of file), the spare takes over, and the registry follows without any command.
+      const spare2 = path.join(scratch.dir, 'spare2.img');
+      const added2 = await strata('--home', home, 'raid', 'add', '--pool', 'p', spare2);
+      expect(added2.code, added2.err).toBe(0);
+      expect(added2.err).toMatch(/spare2\.img added as a hot spare/);
+      expect(registry.memberPaths(registry.get('p'))).toEqual([spare, m[1], m[2], spare2]);
+      fs.truncateSync(m[1]!, 64 * 1024);
+      await qemuIo(serve.uri, 'read -P 0x42 0 8M');
+      // (The registry was rewritten before the read was answered; the server's log line may trail.)
+      for (let i = 0; i < 100 && !/spare2\.img takes member role 1/.test(serve.stderr()); i++) await new Promise((r) => setTimeout(r, 20));
+      expect(serve.stderr()).toMatch(/spare2\.img takes member role 1/);
+      expect(registry.memberPaths(registry.get('p'))).toEqual([spare, spare2, m[2]]);
+      expect((await strata('--home', home, 'raid', 'rebuild', 'p')).code).toBe(0);
+      expect(await status(home)).toMatchObject({ state: 'optimal', members: [{ device: spare }, { device: spare2 }, { device: m[2] }] });
       await qemuIo(serve.uri, 'read -P 0x42 0 8M');
     } finally {
       expect(await serve.stop(), serve.stderr()).toBe(0);
