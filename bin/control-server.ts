@@ -87,11 +87,15 @@ export class ControlServer {
     const lines = new LineSplitter(MAX_LINE);
     // Requests on one connection are answered in order.
     let chain = Promise.resolve();
+    let refused = false;
     conn.on('data', (chunk: Buffer) => {
+      if (refused) return;
       let got: string[];
       try {
         got = lines.push(chunk);
       } catch (err) {
+        // Whatever follows an over-long line is not read: the connection ends here.
+        refused = true;
         send(conn, { ok: false, error: oneLine(err) });
         conn.end();
         return;
