@@ -1,5 +1,6 @@
 import xxhash, { type XXHashAPI } from 'xxhash-wasm';
 import { stripeHashable, xxh32Stripes } from './xxh32.js';
+import { xxh32Blocks } from './xxh32-simd.js';
 
 /**
  * xxHash through WebAssembly. The module is instantiated once; pools await
@@ -23,6 +24,11 @@ const DATA_SEED = 0x53545241;
 /** 32-bit checksum (XXH32) of a data sub-cluster, kept in its L2 entry. */
 export function dataChecksum(buf: Uint8Array): number {
   return stripeHashable(buf) ? xxh32Stripes(buf, DATA_SEED) : ready().h32Raw(buf, DATA_SEED) >>> 0;
+}
+
+/** Data checksums of `count` consecutive sub-clusters of `size` bytes, into sums[at…]: one SIMD pass. */
+export function dataChecksums(buf: Uint8Array, size: number, count: number, sums: Uint32Array | number[], at = 0): void {
+  xxh32Blocks(buf, size, count, DATA_SEED, sums, at);
 }
 
 /** 64-bit checksum of a metadata block, journal transaction or catalog. */

@@ -11,56 +11,10 @@
  * byte-wise multiply by 2: (x << 1) ^ (0x1d where the top bit was set).
  */
 
-const uleb = (n: number): number[] => {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n) b |= 0x80;
-    out.push(b);
-  } while (n);
-  return out;
-};
-const sleb = (n: number): number[] => {
-  const out: number[] = [];
-  for (;;) {
-    const b = n & 0x7f;
-    n >>= 7;
-    if ((n === 0 && !(b & 0x40)) || (n === -1 && b & 0x40)) return [...out, b];
-    out.push(b | 0x80);
-  }
-};
-const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
-const section = (id: number, bytes: number[]): number[] => [id, ...uleb(bytes.length), ...bytes];
-const name = (t: string): number[] => [...uleb(t.length), ...Buffer.from(t, 'latin1')];
-
-const I32 = 0x7f;
-const V128 = 0x7b;
-const get = (i: number): number[] => [0x20, ...uleb(i)];
-const set = (i: number): number[] => [0x21, ...uleb(i)];
-const tee = (i: number): number[] => [0x22, ...uleb(i)];
-const i32 = (n: number): number[] => [0x41, ...sleb(n)];
-const simd = (op: number): number[] => [0xfd, ...uleb(op)];
-const LOAD = [...simd(0x00), 0, 0];
-const STORE = [...simd(0x0b), 0, 0];
-const SPLAT8 = simd(0x0f);
-const AND = simd(0x4e);
-const XOR = simd(0x51);
-const SHL8 = simd(0x6b);
-const SHRS8 = simd(0x6c);
-const SHRU8 = simd(0x6d);
-const SWIZZLE = simd(0x0e);
-const ADD = [0x6a];
-const SUB = [0x6b];
-const MUL = [0x6c];
-const GE_U = [0x4f];
-const EQZ = [0x45];
-const BLOCK = [0x02, 0x40];
-const LOOP = [0x03, 0x40];
-const IF = [0x04, 0x40];
-const END = [0x0b];
-const BR = (d: number): number[] => [0x0c, ...uleb(d)];
-const BR_IF = (d: number): number[] => [0x0d, ...uleb(d)];
+import {
+  ADD, AND, BLOCK, BR, BR_IF, END, EQZ, GE_U, get, I32, i32, IF, instantiate, ensureMemory, LOAD, LOOP, MUL, name, section, set,
+  SHL8, SHRS8, SHRU8, SPLAT8, STORE, SUB, SWIZZLE, tee, uleb, V128, vec, XOR, type WasmMemory,
+} from '../wasm/assembler.js';
 
 function assemble(): Uint8Array {
   // Params 0 base, 1 stride, 2 ndata, 3 p, 4 q, 5 len, 6 withQ; locals 7 i, 8 z, 9 ptr, 10 vp, 11 vq, 12 x, 13 the 0x1d splat.
@@ -134,18 +88,6 @@ function assemble(): Uint8Array {
   ]);
 }
 
-/** The slice of the WebAssembly API used here (the project's TypeScript libs do not declare it). */
-interface WasmMemory {
-  readonly buffer: ArrayBuffer;
-  grow(pages: number): number;
-}
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object) => { exports: Record<string, unknown> };
-}
-const wasm = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
-
 type Gen = (base: number, stride: number, ndata: number, p: number, q: number, len: number, withQ: number) => void;
 type Mul = (src: number, dst: number, len: number, tables: number, acc: number) => void;
 
@@ -156,15 +98,8 @@ interface Kernel {
 }
 
 function load(): Kernel | undefined {
-  if (process.env.STRATA_NO_SIMD === '1' || !wasm) return undefined;
-  try {
-    const bytes = assemble();
-    if (!wasm.validate(bytes)) return undefined;
-    const inst = new wasm.Instance(new wasm.Module(bytes));
-    return { memory: inst.exports.m as WasmMemory, gen: inst.exports.gen as Gen, mul: inst.exports.mul as Mul };
-  } catch {
-    return undefined;
-  }
+  const exports = instantiate(assemble());
+  return exports && { memory: exports.m as WasmMemory, gen: exports.gen as Gen, mul: exports.mul as Mul };
 }
 
 const kernel = load();
@@ -181,8 +116,7 @@ export function simdParity(data: readonly Uint8Array[], p: Uint8Array, q: Uint8A
   const d = data.length;
   const need = (d + 2) * len;
   // The module's memory grows to hold one stripe segment; past 1 GiB the JS path is kinder.
-  if (need > 1024 ** 3) return false;
-  if (kernel.memory.buffer.byteLength < need) kernel.memory.grow(Math.ceil((need - kernel.memory.buffer.byteLength) / 65536));
+  if (!ensureMemory(kernel.memory, need)) return false;
   const mem = new Uint8Array(kernel.memory.buffer);
   for (let z = 0; z < d; z++) mem.set(data[z]!.subarray(0, len), z * len);
   kernel.gen(0, len, d, d * len, (d + 1) * len, len, q ? 1 : 0);
@@ -191,12 +125,6 @@ export function simdParity(data: readonly Uint8Array[], p: Uint8Array, q: Uint8A
   return true;
 }
 
-/** Grows the module's memory to at least `bytes`; false past 1 GiB. */
-function room(k: Kernel, bytes: number): boolean {
-  if (bytes > 1024 ** 3) return false;
-  if (k.memory.buffer.byteLength < bytes) k.memory.grow(Math.ceil((bytes - k.memory.buffer.byteLength) / 65536));
-  return true;
-}
 
 /** Writes the two nibble tables of a constant (c·i and c·(i << 4)) at `at`, from its 256-byte product table. */
 function nibbleTables(mem: Uint8Array, at: number, table: Uint8Array): void {
@@ -213,7 +141,7 @@ function nibbleTables(mem: Uint8Array, at: number, table: Uint8Array): void {
  */
 export function simdMul(dst: Uint8Array, ta: Uint8Array, x: Uint8Array, tb: Uint8Array | undefined, y: Uint8Array | undefined, len: number): boolean {
   const k = kernel;
-  if (!k || !room(k, 64 + 3 * len)) return false;
+  if (!k || !ensureMemory(k.memory, 64 + 3 * len)) return false;
   const mem = new Uint8Array(k.memory.buffer);
   const X = 64;
   const Y = 64 + len;

@@ -25,3 +25,22 @@ describe('xxh32 over stripes', () => {
     expect(stripeHashable(b.subarray(0, 0))).toBe(false);
   });
 });
+
+describe('xxh32 of many blocks at once (SIMD, four at a time, the rest in JavaScript)', () => {
+  it('equals the reference XXH32 of each block, for any count, block size and alignment', async () => {
+    const { xxh32Blocks, simdChecksums } = await import('../../src/qcowlike/xxh32-simd.js');
+    const ref = await xxhash();
+    expect(simdChecksums).toBe(true);
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 11 }), fc.constantFrom(16, 64, 4096, 8192), fc.integer({ min: 0, max: 7 }), fc.integer(), (count, size, shift, seed) => {
+        const backing = new Uint8Array(count * size + 8);
+        for (let i = 0; i < backing.length; i++) backing[i] = (i * 131 + seed + (i >> 7)) & 0xff;
+        const buf = backing.subarray(shift, shift + count * size);
+        const sums = new Uint32Array(count + 2);
+        xxh32Blocks(buf, size, count, seed >>> 0, sums, 1);
+        for (let k = 0; k < count; k++) expect(sums[1 + k]).toBe(ref.h32Raw(buf.subarray(k * size, (k + 1) * size), seed >>> 0) >>> 0);
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
