@@ -333,12 +333,14 @@ export class VolumeHandle implements Volume {
         let zeros = l2.readUInt32LE(at + ENTRY_ZERO);
         for (let x = s; x < e; x += S) {
           const i = (x - vc * C) / S;
-          const slice = sliceAt(x);
           l2.writeUInt32LE(sums[(x - aStart) / S]!, at + ENTRY_SUMS + 4 * i);
           bits |= 1 << i;
           zeros &= ~(1 << i);
-          writes.push([host * C + i * S, slice]);
         }
+        // The cluster's part comes from one segment (the common case) or, at the edges, from several.
+        const within = segments.find((sg) => sg.at <= s && e <= sg.at + sg.data.length);
+        if (within) writes.push([host * C + (s - vc * C), within.data.subarray(s - within.at, e - within.at)]);
+        else for (let x = s; x < e; x += S) writes.push([host * C + (x - vc * C), sliceAt(x)]);
         l2.writeUInt32LE(bits >>> 0, at + ENTRY_ALLOC);
         l2.writeUInt32LE(zeros >>> 0, at + ENTRY_ZERO);
         store.markDirty(ref.l2Cluster, at, E);
@@ -533,16 +535,21 @@ function asBuffer(b: Uint8Array): Buffer {
   return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.length);
 }
 
-/** Joins writes that are contiguous both on the host and in memory into one request. */
+/** Joins writes that are contiguous both on the host and in memory into one request (one view per run, not per join). */
 function coalesce(writes: Array<[number, Buffer]>): Array<[number, Buffer]> {
   const out: Array<[number, Buffer]> = [];
-  for (const [off, b] of writes) {
-    const last = out[out.length - 1];
-    if (last && last[0] + last[1].length === off && last[1].buffer === b.buffer && last[1].byteOffset + last[1].length === b.byteOffset) {
-      last[1] = Buffer.from(b.buffer, last[1].byteOffset, last[1].length + b.length);
-    } else {
-      out.push([off, b]);
+  let i = 0;
+  while (i < writes.length) {
+    const [off, first] = writes[i]!;
+    let length = first.length;
+    let j = i + 1;
+    for (; j < writes.length; j++) {
+      const [o, b] = writes[j]!;
+      if (o !== off + length || b.buffer !== first.buffer || b.byteOffset !== first.byteOffset + length) break;
+      length += b.length;
     }
+    out.push([off, j === i + 1 ? first : Buffer.from(first.buffer, first.byteOffset, length)]);
+    i = j;
   }
   return out;
 }
