@@ -104,7 +104,7 @@ describe('pool crash consistency', () => {
           await reopened.close();
         },
       ),
-      { numRuns: propertyRuns(300, 60) },
+      { numRuns: propertyRuns(800, 60) },
     );
   }, 900_000);
 });

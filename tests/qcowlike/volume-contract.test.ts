@@ -10,7 +10,7 @@ describe('volume BlockDevice contract', () => {
       name: `volume with ${clusterSize / 1024}K clusters`,
       size: SIZE,
       maxLength: 150_000,
-      runs: 120,
+      runs: 250,
       make: async () => {
         const { pool } = await memoryPool({ deviceSize: 16 << 20, clusterSize, cacheBytes: 8 * clusterSize, journalBytes: 256 * 1024 });
         await pool.createVolume('v', SIZE);

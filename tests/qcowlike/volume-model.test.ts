@@ -98,7 +98,7 @@ describe('volume against a plain byte array', () => {
         expect(report.problems).toEqual([]);
         await pool.close();
       }),
-      { numRuns: propertyRuns(150) },
+      { numRuns: propertyRuns(400) },
     );
   }, 600_000);
 
