@@ -39,14 +39,26 @@ async function main(): Promise<void> {
   const rounds = Number(values.rounds);
   const dir = fs.mkdtempSync(path.join(values.dir ?? os.tmpdir(), 'strata-bench-'));
   const bare = FileDevice.create(path.join(dir, 'bare.img'), { size: written * 2 });
-  const poolDev = FileDevice.create(path.join(dir, 'bench.pool'), { size: written * 3 + (1 << 30) });
+  const poolDev = FileDevice.create(path.join(dir, 'bench.pool'), { size: written * (rounds + 2) + (1 << 30) });
   const pool = await Pool.create(poolDev, { cacheBytes: parseSize(values.cache!) });
   await pool.createVolume('bench', 2 ** 40);
   const vol = await pool.openVolume('bench');
   try {
-    process.stderr.write(`filling ${formatSize(written)} on the bare file and on the 1T volume…\n`);
-    await fill(bare, written);
+    process.stderr.write(`filling ${formatSize(written)} on the 1T volume…\n`);
     await fill(vol, written);
+    // First, alone in the process: memory stays bounded whatever the volume size: random 4K reads over the whole 1 TiB and over the data.
+    const start = process.memoryUsage().rss;
+    let peak = start;
+    let n = 0;
+    const sampled: BlockDevice = Object.create(vol) as BlockDevice;
+    sampled.read = (b, o) => {
+      if ((++n & 4095) === 0) peak = Math.max(peak, process.memoryUsage().rss);
+      return vol.read(b, o);
+    };
+    await runJob(sampled, JOBS[0]!, 2 ** 40, seconds, 7);
+    await runJob(sampled, JOBS[0]!, written, seconds, 8);
+    process.stderr.write(`filling ${formatSize(written)} on the bare file…\n`);
+    await fill(bare, written);
     const table: string[] = ['| job | bare file | volume | ratio |', '|---|---|---|---|'];
     for (const job of [...JOBS, ALLOCATING]) {
       const a: number[] = [];
@@ -67,17 +79,6 @@ async function main(): Promise<void> {
       table.push(`| ${job.name} | ${fmtRate(ma, job.unit)} ${job.unit} | ${fmtRate(mb, job.unit)} ${job.unit} | ${(mb / ma).toFixed(2)} |`);
       process.stderr.write(`${table[table.length - 1]}\n`);
     }
-    // Memory stays bounded whatever the volume size: random 4K reads over the whole 1 TiB and over the data.
-    const start = process.memoryUsage().rss;
-    let peak = start;
-    let n = 0;
-    const sampled: BlockDevice = Object.create(vol) as BlockDevice;
-    sampled.read = (b, o) => {
-      if ((++n & 4095) === 0) peak = Math.max(peak, process.memoryUsage().rss);
-      return vol.read(b, o);
-    };
-    await runJob(sampled, JOBS[0]!, 2 ** 40, seconds, 7);
-    await runJob(sampled, JOBS[0]!, written, seconds, 8);
     console.log(table.join('\n'));
     console.log(`\nRSS during 1 TiB random reads: peak ${formatSize(peak)} (${formatSize(start)} when they began; cache budget ${values.cache})`);
   } finally {
