@@ -140,16 +140,16 @@ export class Allocator {
     this.pending.set(cluster, opts);
   }
 
-  /**
-   * True when freed clusters should be released by a checkpoint now: a fair
-   * amount has piled up, or they are a large share of what is left, so that a
-   * nearly full pool does not report ENOSPC while space waits in quarantine.
-   */
   /** Freed clusters not yet allocatable. */
   get waiting(): number {
     return this.pending.size + this.committing.size + this.captured.size + this.punching.size;
   }
 
+  /**
+   * True when freed clusters should be released now: a fair amount has piled
+   * up, or they are a large share of what is left, so that a nearly full pool
+   * does not report ENOSPC while space waits to become reusable.
+   */
   wantsRelease(): boolean {
     const waiting = this.waiting;
     if (waiting === 0) return false;
