@@ -119,16 +119,8 @@ export class Registry {
    */
   add(record: PoolRecord): void {
     fs.mkdirSync(this.dir, { recursive: true });
-    const stored: PoolRecord = { ...record, backing: this.relativize(record.backing) };
     const final = this.recordPath(record.name);
-    const tmp = path.join(this.dir, `.${record.name}.${process.pid}.tmp`);
-    const fd = fs.openSync(tmp, 'w', 0o644);
-    try {
-      fs.writeSync(fd, JSON.stringify({ version: RECORD_VERSION, ...stored }, null, 2) + '\n');
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
+    const tmp = this.writeTemp(record);
     try {
       fs.linkSync(tmp, final);
     } catch (err) {
@@ -149,6 +141,18 @@ export class Registry {
   replace(record: PoolRecord): void {
     const final = this.recordPath(record.name);
     if (!fs.existsSync(final)) throw new Error(`pool '${record.name}' not found in ${this.home}`);
+    const tmp = this.writeTemp(record);
+    try {
+      fs.renameSync(tmp, final);
+    } catch (err) {
+      fs.rmSync(tmp, { force: true });
+      throw err;
+    }
+    syncDir(this.dir);
+  }
+
+  /** Writes the record, paths relative to the home where they can be, to a synced temporary file; returns its path. */
+  private writeTemp(record: PoolRecord): string {
     const stored: PoolRecord = { ...record, backing: this.relativize(record.backing) };
     const tmp = path.join(this.dir, `.${record.name}.${process.pid}.tmp`);
     const fd = fs.openSync(tmp, 'w', 0o644);
@@ -158,13 +162,7 @@ export class Registry {
     } finally {
       fs.closeSync(fd);
     }
-    try {
-      fs.renameSync(tmp, final);
-    } catch (err) {
-      fs.rmSync(tmp, { force: true });
-      throw err;
-    }
-    syncDir(this.dir);
+    return tmp;
   }
 
   remove(name: string): void {
