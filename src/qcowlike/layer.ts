@@ -63,6 +63,18 @@ export class Layer {
     return { l2, l2Cluster, at: pos.within * geo.entrySize };
   }
 
+  /**
+   * The entry of `vc`, loading what it needs; for readers, which may go on
+   * using the buffer after it leaves the cache (its bytes stay as they were).
+   */
+  async lookup(vc: number): Promise<EntryRef | null> {
+    for (;;) {
+      const ref = this.peek(vc);
+      if (ref !== undefined) return ref;
+      await this.ensure(vc);
+    }
+  }
+
   /** Creates the L2 table for `vc` (its L1 block must be in memory). Synchronous. */
   createTable(vc: number): EntryRef {
     const { store, alloc, geo } = this.core;

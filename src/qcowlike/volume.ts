@@ -91,11 +91,7 @@ export class VolumeHandle implements Volume {
     while (pos < end) {
       const vc = Math.floor(pos / C);
       let ref = layer.peek(vc);
-      if (ref === undefined) {
-        await layer.ensure(vc);
-        ref = layer.peek(vc);
-        if (ref === undefined) continue;
-      }
+      if (ref === undefined) ref = await layer.lookup(vc);
       if (ref === null) {
         // No L2 table: the whole span it would map is not in this layer.
         const spanEnd = Math.min(end, (Math.floor(vc / P) + 1) * P * C);
@@ -488,11 +484,7 @@ export class VolumeHandle implements Volume {
     while (pos < end && out.length < MAX_EXTENTS) {
       const vc = Math.floor(pos / C);
       let ref = layer.peek(vc);
-      if (ref === undefined) {
-        await layer.ensure(vc);
-        ref = layer.peek(vc);
-        if (ref === undefined) continue;
-      }
+      if (ref === undefined) ref = await layer.lookup(vc);
       if (ref === null) {
         const spanEnd = Math.min(end, (Math.floor(vc / P) + 1) * P * C);
         if (layer.parent) await this.statusLayer(layer.parent, pos, spanEnd - pos, out);
