@@ -19,6 +19,9 @@ interface DataPiece {
   vsc: number;
 }
 
+/** Checksums of the sub-clusters of the write being applied (grown as needed, never shrunk: 8192 entries cover 32 MiB). */
+let sumScratch = new Uint32Array(256);
+
 /** Block-status answers stop after this many runs; NBD lets a server answer less than was asked. */
 const MAX_EXTENTS = 65536;
 
@@ -311,8 +314,11 @@ export class VolumeHandle implements Volume {
       const s = segments[seg]!;
       return s.data.subarray(x - s.at, x - s.at + S);
     };
-    // Every sub-cluster's checksum, a segment at a time (one SIMD pass over a large write).
-    const sums = new Uint32Array((aEnd - aStart) / S);
+    // Every sub-cluster's checksum, a segment at a time (one SIMD pass over a large write), into a
+    // scratch array that is only read before this function first yields.
+    const count = (aEnd - aStart) / S;
+    if (sumScratch.length < count) sumScratch = new Uint32Array(count);
+    const sums = sumScratch;
     for (const sg of segments) dataChecksums(sg.data, S, sg.data.length / S, sums, (sg.at - aStart) / S);
     try {
       for (let vc = first; vc <= last; vc++) {
@@ -334,7 +340,8 @@ export class VolumeHandle implements Volume {
           zeros &= ~(1 << i);
         }
         // The cluster's part comes from one segment (the common case) or, at the edges, from several.
-        const within = segments.find((sg) => sg.at <= s && e <= sg.at + sg.data.length);
+        let within: { at: number; data: Buffer } | undefined;
+        for (const sg of segments) if (sg.at <= s && e <= sg.at + sg.data.length) within = sg;
         if (within) writes.push([host * C + (s - vc * C), within.data.subarray(s - within.at, e - within.at)]);
         else for (let x = s; x < e; x += S) writes.push([host * C + (x - vc * C), sliceAt(x)]);
         l2.writeUInt32LE(bits >>> 0, at + ENTRY_ALLOC);
