@@ -453,17 +453,20 @@ export class RaidArray implements BlockDevice {
       read: (m, buf, offset) => {
         const s = slots[m]!;
         if (s.source && Math.floor(offset / this.geometry.chunk) >= s.rebuiltRows) return this.sourceRead(m, s, buf, offset);
-        return s.dev!.read(buf, DATA_OFFSET + offset).then(undefined, (err: unknown) => this.memberError(m, err, 'read'));
+        if (!s.dev) return this.gone(m, 'read');
+        return s.dev.read(buf, DATA_OFFSET + offset).then(undefined, (err: unknown) => this.memberError(m, err, 'read'));
       },
       write: (m, buf, offset) => {
         const s = slots[m]!;
-        const done = s.dev!.write(buf, DATA_OFFSET + offset).then(undefined, (err: unknown) => this.memberError(m, err, 'write'));
+        if (!s.dev) return this.gone(m, 'write');
+        const done = s.dev.write(buf, DATA_OFFSET + offset).then(undefined, (err: unknown) => this.memberError(m, err, 'write'));
         if (!s.source) return done;
         return Promise.all([done, this.sourceWrite(s, (src) => src.write(buf, DATA_OFFSET + offset))]).then(() => undefined);
       },
       zero: (m, offset, length) => {
         const s = slots[m]!;
-        const done = s.dev!.writeZeroes(DATA_OFFSET + offset, length, { mayUnmap: true }).then(undefined, (err: unknown) => this.memberError(m, err, 'write'));
+        if (!s.dev) return this.gone(m, 'write');
+        const done = s.dev.writeZeroes(DATA_OFFSET + offset, length, { mayUnmap: true }).then(undefined, (err: unknown) => this.memberError(m, err, 'write'));
         if (!s.source) return done;
         return Promise.all([done, this.sourceWrite(s, (src) => src.writeZeroes(DATA_OFFSET + offset, length, { mayUnmap: true }))]).then(() => undefined);
       },
@@ -495,6 +498,15 @@ export class RaidArray implements BlockDevice {
   }
 
   /** A member request failed: fail the member (as md does) and let the request be retried degraded. */
+  /**
+   * A member removed while a request that chose it was waiting (a rebuild
+   * step, say): the request sees it as lost, and the retry picks the array's
+   * state as it is now.
+   */
+  private gone(m: number, op: 'read' | 'write'): Promise<never> {
+    return Promise.reject(new MemberLost(m, new BlockDeviceError('EIO', this.name, op, `member ${m} was removed`)));
+  }
+
   private memberError(m: number, err: unknown, op: 'read' | 'write'): never {
     if (err instanceof BlockDeviceError && (err.code === 'ERANGE' || err.code === 'EINVAL')) throw err;
     if (op === 'read') this.counters.readErrors++;

@@ -1,10 +1,14 @@
-import type { Reporter, TestModule } from 'vitest/node';
+import type { Reporter, SerializedError, TestModule } from 'vitest/node';
 
-/** Ends the run with one plain line, 'N passed, N failed, N skipped', that any CI log reader understands. */
+/**
+ * Ends the run with one plain line, 'N passed, N failed, N skipped', that any
+ * CI log reader understands. Errors outside any test (an unhandled rejection)
+ * fail the run, so they count as failures here too.
+ */
 export default class SummaryReporter implements Reporter {
-  onTestRunEnd(modules: ReadonlyArray<TestModule>): void {
+  onTestRunEnd(modules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<SerializedError>): void {
     let passed = 0;
-    let failed = 0;
+    let failed = unhandledErrors.length;
     let skipped = 0;
     for (const m of modules) {
       for (const t of m.children.allTests()) {
