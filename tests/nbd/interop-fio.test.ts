@@ -2,22 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { scratchDir } from '../support/scratch.js';
-import { hasTool, startServe, tool, type ServeProcess } from './support.js';
+import { hasTool, parseFio, startServe, tool, type ServeProcess } from './support.js';
 
 const scratch = scratchDir('nbd-fio');
 const haveFio = hasTool('fio');
-
-interface FioJob {
-  jobname: string;
-  error: number;
-  write: { io_bytes: number };
-  read: { io_bytes: number };
-}
-
-/** fio's nbd engine prints a line ahead of its JSON. */
-function parseFio(out: string): FioJob[] {
-  return (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: FioJob[] }).jobs;
-}
 
 describe.skipIf(!haveFio)('fio with the nbd engine against strata serve --file', () => {
   let s: ServeProcess;

@@ -172,3 +172,16 @@ export function expectBytesEqual(actual: Buffer, expected: Buffer, what: string)
     expect.fail(`${what}: first difference at byte ${i}`);
   }
 }
+
+/** One job of fio's JSON output, the fields the tests read. */
+export interface FioJob {
+  jobname: string;
+  error: number;
+  write: { io_bytes: number };
+  read: { io_bytes: number };
+}
+
+/** fio's nbd engine prints a line ahead of its JSON. */
+export function parseFio(out: string): FioJob[] {
+  return (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: FioJob[] }).jobs;
+}

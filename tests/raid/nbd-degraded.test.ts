@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
 import { Pool, type Volume } from '../../src/qcowlike/index.js';
 import { createArray, DATA_OFFSET, memberDataNeeded, type RebuildProgress } from '../../src/raid/index.js';
-import { hasTool, serveDevices, tool } from '../nbd/support.js';
+import { hasTool, parseFio, serveDevices, tool } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
 
 const MiB = 1024 * 1024;
@@ -15,18 +15,6 @@ const REBUILD_RATE = 12 * MiB;
 
 const scratch = scratchDir('raid-nbd');
 const haveTools = hasTool('fio') && hasTool('qemu-io');
-
-interface FioJob {
-  jobname: string;
-  error: number;
-  write: { io_bytes: number };
-  read: { io_bytes: number };
-}
-
-/** fio's nbd engine prints a line ahead of its JSON. */
-function parseFio(out: string): FioJob[] {
-  return (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: FioJob[] }).jobs;
-}
 
 /** Random 4K writes over [offset, offset + size) of the export, then fio reads every block back and checks its crc32c. */
 async function fioVerify(uri: string, offset: number, size: number): Promise<void> {
