@@ -1,7 +1,10 @@
 import fs from 'node:fs';
 import { tryLock, trim, unlock } from 'fs-native-extensions';
 import { checkRange, checkWritable, type BlockDevice, type WriteOptions, type WriteZeroesOptions } from './device.js';
+import { DirectIo } from './direct-io.js';
 import { BlockDeviceError, fromSystemError, type BlockOp } from './errors.js';
+import { directAlignment, directUnsupported } from './direct-open.js';
+import { sysfsBlockDir } from './sysfs.js';
 
 /**
  * How requests reach the file. Measured here (shared/PERF-NOTES.md): positioned
@@ -21,12 +24,20 @@ export interface FileOpenOptions {
   readOnly?: boolean;
   io?: FileIoMode;
   blockSize?: number;
+  /**
+   * Open with O_DIRECT: bypass the host page cache (qemu's cache=none). Any
+   * offset and length still work; every request goes through libuv's pool
+   * (`io` is ignored). Refused where the file system cannot do direct I/O.
+   */
+  direct?: boolean;
 }
 
 export interface FileCreateOptions {
   size: number;
   io?: FileIoMode;
   blockSize?: number;
+  /** As FileOpenOptions.direct. */
+  direct?: boolean;
   /** Replace an existing file instead of refusing. */
   overwrite?: boolean;
 }
@@ -47,49 +58,59 @@ export class FileDevice implements BlockDevice {
   private fd: number;
   private readonly io: FileIoMode;
   private punchSupported = true;
+  /** Present when the file was opened with O_DIRECT. */
+  private readonly direct: DirectIo | undefined;
 
-  private constructor(path: string, fd: number, size: number, readOnly: boolean, io: FileIoMode, blockSize: number) {
+  private constructor(path: string, fd: number, size: number, readOnly: boolean, io: FileIoMode, blockSize: number, alignment: number | undefined) {
     this.name = path;
     this.fd = fd;
     this.size = size;
     this.readOnly = readOnly;
     this.io = io;
     this.blockSize = blockSize;
+    this.direct = alignment === undefined ? undefined : new DirectIo(path, () => this.fd, alignment);
+  }
+
+  /** The unit direct I/O is aligned to (the logical block), or undefined for buffered I/O. */
+  get directAlignment(): number | undefined {
+    return this.direct?.alignment;
   }
 
   static create(path: string, opts: FileCreateOptions): FileDevice {
     if (!Number.isSafeInteger(opts.size) || opts.size <= 0) {
       throw new BlockDeviceError('EINVAL', path, 'open', `invalid size ${opts.size}`);
     }
+    const c = fs.constants;
+    const existed = opts.direct === true && fs.existsSync(path);
     let fd: number;
     try {
-      fd = fs.openSync(path, opts.overwrite ? 'w+' : 'wx+', 0o644);
+      fd = openFile(path, c.O_RDWR | c.O_CREAT | (opts.overwrite ? c.O_TRUNC : c.O_EXCL), opts.direct);
     } catch (err) {
-      throw fromSystemError(err, path, 'open');
+      // Linux creates the file before it finds that the file system refuses O_DIRECT.
+      if (opts.direct && !existed) fs.rmSync(path, { force: true });
+      throw err;
     }
+    let alignment: number | undefined;
     try {
       lockOrThrow(fd, path, false);
       fs.ftruncateSync(fd, opts.size);
+      if (opts.direct) alignment = directAlignment(fd, path, opts.size);
     } catch (err) {
       fs.closeSync(fd);
       throw fromSystemError(err, path, 'open');
     }
-    return new FileDevice(path, fd, opts.size, false, opts.io ?? 'auto', opts.blockSize ?? 512);
+    return new FileDevice(path, fd, opts.size, false, opts.io ?? 'auto', opts.blockSize ?? 512, alignment);
   }
 
   static open(path: string, opts: FileOpenOptions = {}): FileDevice {
     const readOnly = opts.readOnly ?? false;
-    let fd: number;
-    try {
-      fd = fs.openSync(path, readOnly ? 'r' : 'r+');
-    } catch (err) {
-      throw fromSystemError(err, path, 'open');
-    }
+    const fd = openFile(path, readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR, opts.direct);
     try {
       lockOrThrow(fd, path, readOnly);
       const st = fs.fstatSync(fd);
       const size = st.isBlockDevice() ? blockDeviceSize(st) : st.size;
-      return new FileDevice(path, fd, size, readOnly, opts.io ?? 'auto', opts.blockSize ?? 512);
+      const alignment = opts.direct ? directAlignment(fd, path, size, st) : undefined;
+      return new FileDevice(path, fd, size, readOnly, opts.io ?? 'auto', opts.blockSize ?? 512, alignment);
     } catch (err) {
       fs.closeSync(fd);
       throw fromSystemError(err, path, 'open');
@@ -106,6 +127,7 @@ export class FileDevice implements BlockDevice {
       this.checkOpen('read');
       checkRange(this, 'read', offset, buf.length);
       if (buf.length === 0) return Promise.resolve();
+      if (this.direct) return this.direct.read(buf, offset);
       if (this.goesSync(buf.length)) {
         this.readSync(buf, offset);
         return Promise.resolve();
@@ -122,6 +144,10 @@ export class FileDevice implements BlockDevice {
       checkWritable(this, 'write', offset, buf.length);
       checkRange(this, 'write', offset, buf.length);
       if (buf.length === 0) return opts?.fua ? this.flush() : Promise.resolve();
+      if (this.direct) {
+        const done = this.direct.write(buf, offset);
+        return opts?.fua ? done.then(() => this.flush()) : done;
+      }
       if (this.goesSync(buf.length)) {
         this.writeSync(buf, offset);
         return opts?.fua ? this.flush() : Promise.resolve();
@@ -209,7 +235,8 @@ export class FileDevice implements BlockDevice {
   private async punchOrZero(offset: number, length: number, op: BlockOp): Promise<void> {
     if (this.punchSupported) {
       try {
-        await trim(this.fd, offset, length);
+        if (this.direct) await this.direct.exclusive(offset, length, () => trim(this.fd, offset, length));
+        else await trim(this.fd, offset, length);
         return;
       } catch (err) {
         const e = fromSystemError(err, this.name, op, offset, length);
@@ -233,6 +260,16 @@ export class FileDevice implements BlockDevice {
   }
 }
 
+/** Opens with the given flags (plus O_DIRECT), naming the file system when it refuses direct I/O. */
+function openFile(path: string, flags: number, direct: boolean | undefined): number {
+  try {
+    return fs.openSync(path, direct ? flags | fs.constants.O_DIRECT : flags, 0o644);
+  } catch (err) {
+    if (direct && (err as NodeJS.ErrnoException).code === 'EINVAL') throw directUnsupported(path);
+    throw fromSystemError(err, path, 'open');
+  }
+}
+
 function lockOrThrow(fd: number, path: string, shared: boolean): void {
   if (!tryLock(fd, 0, 0, { shared })) {
     throw new BlockDeviceError('EBUSY', path, 'open', 'file is locked: another process (or another open in this one) is using it');
@@ -241,8 +278,6 @@ function lockOrThrow(fd: number, path: string, shared: boolean): void {
 
 /** Size of a raw block device from sysfs: Node has no BLKGETSIZE64. */
 function blockDeviceSize(st: fs.Stats): number {
-  const major = Math.floor(st.rdev / 256) & 0xfff;
-  const minor = (st.rdev & 0xff) | ((Math.floor(st.rdev / 4096) & 0xfff00));
-  const sectors = fs.readFileSync(`/sys/dev/block/${major}:${minor}/size`, 'utf8').trim();
+  const sectors = fs.readFileSync(`${sysfsBlockDir(st)}/size`, 'utf8').trim();
   return Number(sectors) * 512;
 }

@@ -2,7 +2,7 @@ import type { CatalogLayer } from './catalog.js';
 import type { PoolCore } from './core.js';
 import { readL1, writeHost, writeL1 } from './geometry.js';
 import { BlockType } from './metablock.js';
-import { RangeLock } from './range-lock.js';
+import { RangeLock } from '../blockdev/range-lock.js';
 
 /** Where one virtual cluster's L2 entry is. */
 export interface EntryRef {

@@ -1,8 +1,9 @@
 /**
- * Shared/exclusive locks over ranges of virtual clusters. Reads share; writes,
- * zeroing and discard are exclusive, because a partial sub-cluster write is a
- * read-modify-write that must not interleave with another on the same
- * sub-cluster. Uncontended acquisition is synchronous and allocates one record.
+ * Shared/exclusive locks over ranges of units (a volume's clusters, a direct
+ * file's sectors), inclusive at both ends. Reads share; writes, zeroing and
+ * discard are exclusive, because a partial-unit write is a read-modify-write
+ * that must not interleave with another on the same unit. Uncontended
+ * acquisition is synchronous and allocates one record.
  */
 interface Holder {
   first: number;
