@@ -19,6 +19,8 @@ export interface ControlServerOptions {
   /** The server's --rebuild-rate, for requests that give none. */
   rebuildRate: number;
   readOnly: boolean;
+  /** Members added here are opened with O_DIRECT, like the served array's (`serve --cache none`). */
+  direct: boolean;
   log: (message: string) => void;
 }
 
@@ -186,7 +188,7 @@ export class ControlServer {
   /** Opens (or creates) a new member for `fn`; if `fn` refuses it, the device is closed and a file made here removed. */
   private async withNewMember<T>(file: string, fn: (dev: FileDevice) => Promise<T>): Promise<T> {
     const existed = fs.existsSync(file);
-    const dev = newMember(file, this.array);
+    const dev = newMember(file, this.array, this.opts.direct);
     try {
       return await fn(dev);
     } catch (err) {

@@ -33,24 +33,27 @@ export interface OpenPoolOptions {
   readOnly: boolean;
   /** The pool is being served: a RAID array under it rebuilds in the background (rate in bytes/s, 0 = unlimited). */
   serving?: { rebuildRate: number };
+  /** Open the pool file or the RAID members with O_DIRECT, bypassing the host page cache (`serve --cache none`). */
+  direct?: boolean;
 }
 
 export async function openRegisteredPool(home: string, name: string, opts: OpenPoolOptions): Promise<OpenedPool> {
   const registry = new Registry(home);
   const record = registry.get(name);
   try {
-    return { ...(await openPool(registry, record, opts.readOnly, opts.serving)), record };
+    return { ...(await openPool(registry, record, opts)), record };
   } catch (err) {
     // A pool stopped uncleanly has journal left to replay, which a read-only
     // open refuses. Nobody else holds it (the device lock said so): replaying
     // is recovery, not a change to anything the user wrote.
     if (!(opts.readOnly && err instanceof PoolError && err.code === 'EBUSY')) throw err;
-    return { ...(await openPool(registry, record, false, opts.serving)), record };
+    return { ...(await openPool(registry, record, { ...opts, readOnly: false })), record };
   }
 }
 
-async function openPool(registry: Registry, record: PoolRecord, readOnly: boolean, serving?: { rebuildRate: number }): Promise<{ pool: Pool; raid?: OpenedArray; close: () => Promise<void> }> {
-  const { dev, raid } = await openBacking(registry, record, readOnly, serving);
+async function openPool(registry: Registry, record: PoolRecord, opts: OpenPoolOptions): Promise<{ pool: Pool; raid?: OpenedArray; close: () => Promise<void> }> {
+  const { readOnly } = opts;
+  const { dev, raid } = await openBacking(registry, record, opts);
   let pool: Pool;
   try {
     pool = await Pool.open(dev, { readOnly });
@@ -76,15 +79,15 @@ export async function withPool<T>(home: string, name: string, opts: OpenPoolOpti
   return result;
 }
 
-async function openBacking(registry: Registry, record: PoolRecord, readOnly: boolean, serving?: { rebuildRate: number }): Promise<{ dev: BlockDevice; raid?: OpenedArray }> {
+async function openBacking(registry: Registry, record: PoolRecord, opts: OpenPoolOptions): Promise<{ dev: BlockDevice; raid?: OpenedArray }> {
   if (record.backing.kind === 'raid') {
-    const raid = await openArray(registry, record, readOnly, serving);
+    const raid = await openArray(registry, record, opts);
     return { dev: raid.array, raid };
   }
   const path = registry.filePath(record);
   if (!fs.existsSync(path)) throw new Error(`pool '${record.name}': its file ${path} is missing`);
   try {
-    return { dev: FileDevice.open(path, { readOnly }) };
+    return { dev: FileDevice.open(path, { readOnly: opts.readOnly, direct: opts.direct ?? false }) };
   } catch (err) {
     if (err instanceof BlockDeviceError && err.code === 'EBUSY') {
       throw new PoolInUseError(`pool '${record.name}' is in use by another process (${path} is locked)`);
@@ -98,7 +101,7 @@ async function openBacking(registry: Registry, record: PoolRecord, readOnly: boo
  * warning when members are missing, refused only when more are gone than the
  * level survives. A served pool rebuilds a waiting member in the background.
  */
-async function openArray(registry: Registry, record: PoolRecord, readOnly: boolean, serving?: { rebuildRate: number }): Promise<OpenedArray> {
+async function openArray(registry: Registry, record: PoolRecord, { readOnly, serving, direct }: OpenPoolOptions): Promise<OpenedArray> {
   const say = (m: string): void => void process.stderr.write(`strata: pool '${record.name}': ${m}\n`);
   const listeners = new Set<(message: string) => void>();
   const defaultRate = serving?.rebuildRate ?? 0;
@@ -107,6 +110,7 @@ async function openArray(registry: Registry, record: PoolRecord, readOnly: boole
   // give one command its own rate.
   const options: AssembleOptions = {
     readOnly,
+    direct: direct ?? false,
     autoRebuild: serving !== undefined,
     rebuildRate: defaultRate,
     onEvent: (m) => {

@@ -4,11 +4,14 @@ import { FileDevice } from '../src/blockdev/index.js';
 import { DATA_OFFSET, type RaidArray } from '../src/raid/index.js';
 import type { Registry } from './registry.js';
 
-/** A new member: opened if the file exists, else created (sparse) at the size the array's members have. */
-export function newMember(file: string, like: RaidArray): FileDevice {
-  if (fs.existsSync(file)) return FileDevice.open(file);
+/**
+ * A new member: opened if the file exists, else created (sparse) at the size
+ * the array's members have. `direct` as the array's other members were opened.
+ */
+export function newMember(file: string, like: RaidArray, direct = false): FileDevice {
+  if (fs.existsSync(file)) return FileDevice.open(file, { direct });
   const g = like.geometry;
-  return FileDevice.create(file, { size: DATA_OFFSET + g.rows * g.chunk });
+  return FileDevice.create(file, { size: DATA_OFFSET + g.rows * g.chunk, direct });
 }
 
 /**

@@ -25,7 +25,11 @@ interface ServeOptions {
   tlsPsk?: string;
   maxConnections: string;
   rebuildRate: string;
+  cache: CacheMode;
 }
+
+/** As qemu-nbd --cache: writeback goes through the host page cache, none opens files with O_DIRECT. */
+type CacheMode = 'none' | 'writeback';
 
 const DEFAULT_LISTEN = '127.0.0.1:10809';
 const DEFAULT_POOL = 'pool0';
@@ -48,6 +52,7 @@ export const serveCommands: CommandGroup = (program) => {
     .option('--tls-ca <file>', 'require client certificates signed by this CA (PEM)')
     .option('--tls-psk <file>', 'pre-shared keys, one identity:hexkey per line (psktool format)')
     .option('--max-connections <n>', 'connections served at once', '128')
+    .addOption(new Option('--cache <mode>', 'host page cache for pool files, RAID members and --file: writeback (use it) or none (O_DIRECT, as qemu cache=none)').choices(['none', 'writeback']).default('writeback'))
     .option('--rebuild-rate <size>', 'RAID pools: background rebuild rate per second (0 = unlimited), also for raid add/replace sent to the server without --rate', '200M')
     .action(async (pools: string[], opts: ServeOptions, cmd: Command) => serve(pools, opts, globals(cmd).home));
 };
@@ -118,6 +123,7 @@ async function defaultPools(home: string): Promise<string[]> {
 async function servePools(home: string, poolNames: string[], opts: ServeOptions): Promise<Served> {
   if (opts.file !== undefined || opts.memory !== undefined) throw new Error('give pools, or --file, or --memory: not several');
   const readOnly = opts.readOnly ?? false;
+  const direct = opts.cache === 'none';
   const rebuildRate = parseSize(opts.rebuildRate);
   const opened: OpenedPool[] = [];
   const controls: ControlServer[] = [];
@@ -129,7 +135,7 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
   try {
     const exports: StaticExport[] = [];
     for (const poolName of new Set(poolNames)) {
-      const o = await openRegisteredPool(home, checkName('pool', poolName), { readOnly, serving: { rebuildRate } });
+      const o = await openRegisteredPool(home, checkName('pool', poolName), { readOnly, serving: { rebuildRate }, direct });
       opened.push(o);
       if (o.raid) {
         const raid = o.raid;
@@ -142,7 +148,7 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
             log(`pool '${poolName}': the registry could not record the new member list: ${oneLine(err)}`);
           }
         });
-        const control = await ControlServer.start({ home, pool: poolName, raid, rebuildRate, readOnly, log });
+        const control = await ControlServer.start({ home, pool: poolName, raid, rebuildRate, readOnly, direct, log });
         if (control) controls.push(control);
       }
       for (const v of await o.pool.listVolumes()) {
@@ -177,10 +183,11 @@ function serveDevice(opts: ServeOptions): Served {
   // Clients see the description: a file's name, never the server's directory layout.
   let description: string;
   if (opts.file !== undefined) {
-    device = FileDevice.open(opts.file, { readOnly: opts.readOnly ?? false });
+    device = FileDevice.open(opts.file, { readOnly: opts.readOnly ?? false, direct: opts.cache === 'none' });
     name = opts.export[0] ?? path.basename(opts.file, path.extname(opts.file));
     description = `raw image ${path.basename(opts.file)}`;
   } else {
+    if (opts.cache === 'none') throw new Error('--cache none applies to pools and --file, not to --memory');
     device = new SparseMemoryDevice(parseSize(opts.memory!));
     name = opts.export[0] ?? 'memory';
     description = `memory disk of ${opts.memory}`;

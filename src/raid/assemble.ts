@@ -9,6 +9,8 @@ export interface AssembleOptions extends RaidArrayOptions {
   uuid?: string;
   /** After an unclean shutdown, resync the regions the write-intent bitmap marks (default true). */
   resync?: boolean;
+  /** Open members given by path with O_DIRECT (see FileOpenOptions.direct). */
+  direct?: boolean;
 }
 
 export interface AssembleResult {
@@ -43,7 +45,7 @@ export async function assembleArray(members: MemberSpec[], opts: AssembleOptions
   for (const spec of members) {
     let dev: BlockDevice;
     try {
-      dev = typeof spec === 'string' ? FileDevice.open(spec, { readOnly: opts.readOnly ?? false }) : spec;
+      dev = typeof spec === 'string' ? FileDevice.open(spec, { readOnly: opts.readOnly ?? false, direct: opts.direct ?? false }) : spec;
     } catch (err) {
       if (err instanceof BlockDeviceError && err.code === 'EBUSY') {
         // Another process (a server) has the array open: assembling beside it would fork the array.
