@@ -3,10 +3,11 @@
  * members: 4 KiB random (QD16) and 1 MiB sequential (QD4) reads and writes,
  * degraded reads, and rebuild rate with and without foreground writes.
  * Members are in memory (this measures the RAID layer's own cost) or, with
- * --files, sparse files in a scratch directory (page cache). Medians of
+ * --files, sparse files in a scratch directory (page cache), or with
+ * --direct, such files opened with O_DIRECT (the disk itself). Medians of
  * --rounds runs of --secs seconds each.
  *
- *   node dist/bench/raid-array.js [--chunk 64K] [--size 128M] [--secs 1.5] [--rounds 3] [--files] [--only 5]
+ *   node dist/bench/raid-array.js [--chunk 64K] [--size 128M] [--secs 1.5] [--rounds 3] [--files | --direct] [--only 5]
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -28,7 +29,8 @@ const CHUNK = size(opt('chunk') ?? '64K');
 const SIZE = size(opt('size') ?? '128M');
 const SECS = Number(opt('secs') ?? '1.5');
 const ROUNDS = Number(opt('rounds') ?? '3');
-const FILES = process.argv.includes('--files');
+const DIRECT = process.argv.includes('--direct');
+const FILES = DIRECT || process.argv.includes('--files');
 const ONLY = opt('only');
 
 interface Shape {
@@ -48,7 +50,7 @@ let seq = 0;
 
 function member(bytes: number): BlockDevice {
   if (!FILES) return new MemoryDevice({ size: bytes });
-  return FileDevice.create(path.join(scratch, `m${seq++}.img`), { size: bytes });
+  return FileDevice.create(path.join(scratch, `m${seq++}.img`), { size: bytes, direct: DIRECT });
 }
 
 async function build(level: RaidLevel, n: number, arraySize: number): Promise<RaidArray> {
@@ -114,7 +116,7 @@ function fmt(bps: number, bs: number): string {
 }
 
 async function main(): Promise<void> {
-  console.log(`RAID array throughput, ${FILES ? 'file' : 'memory'} members, chunk ${CHUNK / 1024} KiB, ${SIZE / 1024 / 1024} MiB, median of ${ROUNDS} × ${SECS}s`);
+  console.log(`RAID array throughput, ${DIRECT ? 'file (O_DIRECT)' : FILES ? 'file' : 'memory'} members, chunk ${CHUNK / 1024} KiB, ${SIZE / 1024 / 1024} MiB, median of ${ROUNDS} × ${SECS}s`);
   for (const s of SHAPES) {
     const arraySize = commonSize();
     const raid = await build(s.level, s.members, arraySize);

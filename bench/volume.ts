@@ -2,8 +2,9 @@
  * In-process throughput of a thin volume (pool format with checksums and the
  * journal) against the bare file device on the same disk, alternating, medians
  * of rounds. Usage:
- *   node dist/bench/volume.js [--written 8G] [--seconds 3] [--rounds 3] [--dir DIR] [--cache 64M]
+ *   node dist/bench/volume.js [--written 8G] [--seconds 3] [--rounds 3] [--dir DIR] [--cache 64M] [--direct]
  * The volume is 1 TiB; `--written` of it is filled first, and reads hit it.
+ * `--direct` opens both the bare file and the pool file with O_DIRECT.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -32,14 +33,16 @@ async function main(): Promise<void> {
       rounds: { type: 'string', default: '3' },
       dir: { type: 'string' },
       cache: { type: 'string', default: '64M' },
+      direct: { type: 'boolean', default: false },
     },
   });
   const written = parseSize(values.written!);
   const seconds = Number(values.seconds);
   const rounds = Number(values.rounds);
   const dir = fs.mkdtempSync(path.join(values.dir ?? os.tmpdir(), 'strata-bench-'));
-  const bare = FileDevice.create(path.join(dir, 'bare.img'), { size: written * 2 });
-  const poolDev = FileDevice.create(path.join(dir, 'bench.pool'), { size: written * (rounds + 2) + (1 << 30) });
+  const direct = values.direct!;
+  const bare = FileDevice.create(path.join(dir, 'bare.img'), { size: written * 2, direct });
+  const poolDev = FileDevice.create(path.join(dir, 'bench.pool'), { size: written * (rounds + 2) + (1 << 30), direct });
   const pool = await Pool.create(poolDev, { cacheBytes: parseSize(values.cache!) });
   await pool.createVolume('bench', 2 ** 40);
   const vol = await pool.openVolume('bench');
@@ -79,6 +82,7 @@ async function main(): Promise<void> {
       table.push(`| ${job.name} | ${fmtRate(ma, job.unit)} ${job.unit} | ${fmtRate(mb, job.unit)} ${job.unit} | ${(mb / ma).toFixed(2)} |`);
       process.stderr.write(`${table[table.length - 1]}\n`);
     }
+    console.log(`${direct ? 'direct I/O (O_DIRECT)' : 'buffered I/O (host page cache)'}, ${formatSize(written)} written, medians of ${rounds} rounds of ${seconds} s\n`);
     console.log(table.join('\n'));
     console.log(`\nRSS during 1 TiB random reads: peak ${formatSize(peak)} (${formatSize(start)} when they began; cache budget ${values.cache})`);
   } finally {
