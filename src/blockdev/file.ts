@@ -97,6 +97,7 @@ export class FileDevice implements BlockDevice {
       if (opts.direct) alignment = directAlignment(fd, path, opts.size);
     } catch (err) {
       fs.closeSync(fd);
+      if (opts.direct && !existed) fs.rmSync(path, { force: true });
       throw fromSystemError(err, path, 'open');
     }
     return new FileDevice(path, fd, opts.size, false, opts.io ?? 'auto', opts.blockSize ?? 512, alignment);
@@ -278,6 +279,6 @@ function lockOrThrow(fd: number, path: string, shared: boolean): void {
 
 /** Size of a raw block device from sysfs: Node has no BLKGETSIZE64. */
 function blockDeviceSize(st: fs.Stats): number {
-  const sectors = fs.readFileSync(`${sysfsBlockDir(st)}/size`, 'utf8').trim();
+  const sectors = fs.readFileSync(`${sysfsBlockDir(st.rdev)}/size`, 'utf8').trim();
   return Number(sectors) * 512;
 }

@@ -133,6 +133,7 @@ describe('file device with direct I/O', () => {
     expect((err as BlockDeviceError).code).toBe('ENOTSUP');
     expect((err as Error).message).toMatch('direct I/O is not supported by the file system holding /proc/self/status');
     expect(() => FileDevice.create(p('odd.img'), { size: 1000, direct: true })).toThrowError(/multiple of 512 bytes \(it is 1000\)/);
+    expect(fs.existsSync(p('odd.img')), 'a refused create leaves no file').toBe(false);
     fs.writeFileSync(p('odd2.img'), Buffer.alloc(1500));
     expect(() => FileDevice.open(p('odd2.img'), { direct: true })).toThrowError(/multiple of 512/);
     // The refusal released the lock: a buffered open still works.
