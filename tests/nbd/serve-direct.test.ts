@@ -83,11 +83,14 @@ describe('strata serve --cache none', () => {
     }
   });
 
-  it.skipIf(!haveQemu)('opens every RAID member and a --file with O_DIRECT', async () => {
+  it.skipIf(!haveQemu)('opens every RAID member, one added while served, and a --file with O_DIRECT', async () => {
     const s = await startServe(['--home', home, 'r1', '--listen', '127.0.0.1:0', '--cache', 'none']);
     try {
       for (const m of ['m0', 'm1']) expect(serverFlags(s, path.join(scratch.dir, m))[0]! & O_DIRECT, m).toBe(O_DIRECT);
       await unalignedRoundTrip(s.uri);
+      // Through the server's control socket: the server opens the new member, the way it opened the others.
+      await strata('raid', 'add', '--pool', 'r1', path.join(scratch.dir, 'spare'));
+      expect(serverFlags(s, path.join(scratch.dir, 'spare'))[0]! & O_DIRECT).toBe(O_DIRECT);
     } finally {
       expect(await s.stop()).toBe(0);
     }
