@@ -1,6 +1,6 @@
 import xxhash, { type XXHashAPI } from 'xxhash-wasm';
 import { stripeHashable, xxh32Stripes } from './xxh32.js';
-import { xxh32Blocks } from './xxh32-simd.js';
+import { simdChecksums, xxh32Blocks } from './xxh32-simd.js';
 
 /**
  * xxHash through WebAssembly. The module is instantiated once; pools await
@@ -21,8 +21,15 @@ function ready(): XXHashAPI {
 
 const DATA_SEED = 0x53545241;
 
+const one = new Uint32Array(1);
+
 /** 32-bit checksum (XXH32) of a data sub-cluster, kept in its L2 entry. */
 export function dataChecksum(buf: Uint8Array): number {
+  // Past 16 KiB the WebAssembly loop outruns JavaScript by more than the copy into its memory costs.
+  if (buf.length >= 16384 && simdChecksums && buf.length % 16 === 0) {
+    xxh32Blocks(buf, buf.length, 1, DATA_SEED, one);
+    return one[0]!;
+  }
   return stripeHashable(buf) ? xxh32Stripes(buf, DATA_SEED) : ready().h32Raw(buf, DATA_SEED) >>> 0;
 }
 

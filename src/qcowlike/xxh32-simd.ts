@@ -57,19 +57,52 @@ function assemble(): Uint8Array {
     ...END, ...END,
     ...END,
   ];
+  const single = assembleSingle();
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec([[0x60, ...vec([[I32], [I32], [I32], [I32], [I32]]), 0]])),
-    ...section(3, vec([[0]])),
+    ...section(3, vec([[0], [0]])),
     ...section(5, vec([[0x00, 1]])),
-    ...section(7, vec([[...name('m'), 0x02, 0], [...name('lanes'), 0x00, 0]])),
-    ...section(10, vec([[...uleb(body.length), ...body]])),
+    ...section(7, vec([[...name('m'), 0x02, 0], [...name('lanes'), 0x00, 0], [...name('single'), 0x00, 1]])),
+    ...section(10, vec([[...uleb(body.length), ...body], [...uleb(single.length), ...single]])),
   ]);
 }
 
-type Lanes = (data: number, size: number, count: number, init: number, out: number) => void;
+/**
+ * The same stripe loop for blocks taken one at a time, in scalar i32
+ * arithmetic: a lone block gives the vector form one dependency chain and
+ * leaves it waiting on every multiply, while four scalar lanes run side by side.
+ */
+function assembleSingle(): number[] {
+  const [data, size, count, init, out, k, p, end] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const lanes = [8, 9, 10, 11];
+  const LOAD32 = (at: number): number[] => [0x28, 2, ...uleb(at)];
+  const STORE32 = (at: number): number[] => [0x36, 2, ...uleb(at)];
+  const ROTL = [0x77];
+  return [
+    ...vec([[7, I32]]),
+    ...i32(0), ...set(k),
+    ...BLOCK, ...LOOP,
+    ...get(k), ...get(count), ...GE_U, ...BR_IF(1),
+    ...lanes.flatMap((v, j) => [...get(init), ...LOAD32(4 * j), ...set(v)]),
+    ...get(data), ...get(k), ...get(size), ...MUL, ...ADD, ...tee(p), ...get(size), ...ADD, ...set(end),
+    ...BLOCK, ...LOOP,
+    ...get(p), ...get(end), ...GE_U, ...BR_IF(1),
+    ...lanes.flatMap((v, j) => [...get(v), ...get(p), ...LOAD32(4 * j), ...i32(P2), ...MUL, ...ADD, ...i32(13), ...ROTL, ...i32(P1), ...MUL, ...set(v)]),
+    ...get(p), ...i32(16), ...ADD, ...set(p),
+    ...BR(0),
+    ...END, ...END,
+    ...lanes.flatMap((v, j) => [...get(out), ...get(k), ...i32(16), ...MUL, ...ADD, ...get(v), ...STORE32(4 * j)]),
+    ...get(k), ...i32(1), ...ADD, ...set(k),
+    ...BR(0),
+    ...END, ...END,
+    ...END,
+  ];
+}
+
+type Kernel = (data: number, size: number, count: number, init: number, out: number) => void;
 const exports = instantiate(assemble());
-const kernel = exports && { memory: exports.m as WasmMemory, lanes: exports.lanes as Lanes };
+const kernel = exports && { memory: exports.m as WasmMemory, lanes: exports.lanes as Kernel, single: exports.single as Kernel };
 let seeded = -1;
 
 export const simdChecksums = kernel !== undefined;
@@ -84,13 +117,13 @@ function rotl(x: number, r: number): number {
  * multiple of 16.
  */
 export function xxh32Blocks(buf: Uint8Array, size: number, count: number, seed: number, sums: Uint32Array | number[], at = 0): void {
-  const simdCount = kernel && size % 16 === 0 ? count - (count % 4) : 0;
-  for (let k = simdCount; k < count; k++) {
-    const b = buf.subarray(k * size, (k + 1) * size);
-    sums[at + k] = stripeHashable(b) ? xxh32Stripes(b, seed) : xxh32Copy(b, seed);
+  if (!kernel || size % 16 !== 0 || size === 0) {
+    for (let k = 0; k < count; k++) {
+      const b = buf.subarray(k * size, (k + 1) * size);
+      sums[at + k] = stripeHashable(b) ? xxh32Stripes(b, seed) : xxh32Copy(b, seed);
+    }
+    return;
   }
-  if (!kernel || simdCount === 0) return;
-  count = simdCount;
   const lanesAt = 16;
   const dataAt = 16 + count * 16;
   ensureMemory(kernel.memory, dataAt + count * size);
@@ -104,7 +137,9 @@ export function xxh32Blocks(buf: Uint8Array, size: number, count: number, seed: 
     seeded = seed;
   }
   mem.set(buf.subarray(0, count * size), dataAt);
-  kernel.lanes(dataAt, size, count / 4, 0, lanesAt);
+  const grouped = count - (count % 4);
+  if (grouped > 0) kernel.lanes(dataAt, size, grouped / 4, 0, lanesAt);
+  if (grouped < count) kernel.single(dataAt + grouped * size, size, count - grouped, 0, lanesAt + grouped * 16);
   for (let k = 0; k < count; k++) {
     const w = (lanesAt >> 2) + k * 4;
     let h = (rotl(words[w]! | 0, 1) + rotl(words[w + 1]! | 0, 7) + rotl(words[w + 2]! | 0, 12) + rotl(words[w + 3]! | 0, 18)) | 0;

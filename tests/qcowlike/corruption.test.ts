@@ -46,6 +46,11 @@ describe('corruption is reported with its place, never returned as data', () => 
     const err = await vol.read(Buffer.alloc(4096), 6 * C).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ChecksumError);
     expect(String((err as Error).message)).toMatch(new RegExp(`volume 'vm1' at virtual offset ${6 * C}.*host offset ${host}`));
+    // Whole clusters, runs of sub-clusters and reads across clusters (each taking a different read path) all name the same place.
+    const place = new RegExp(`volume 'vm1' at virtual offset ${6 * C}.*host offset ${host}`);
+    for (const [len, at] of [[4096, 6 * C], [C, 6 * C], [2 * 4096, 6 * C], [2 * C, 5 * C + 4096], [100, 6 * C + 50]] as const) {
+      await expect(vol.read(Buffer.alloc(len), at)).rejects.toThrow(place);
+    }
     // The neighbouring sub-cluster is intact and still reads.
     const ok = Buffer.alloc(4096);
     await vol.read(ok, 6 * C + 4096);
