@@ -20,11 +20,13 @@ export enum RecordType {
   Init = 1,
   Delta = 2,
   Intent = 3,
+  /** Ends an INTENT: what was written under it is durable and its checksums committed. */
+  IntentEnd = 4,
 }
 
 export interface JournalRecord {
   type: RecordType;
-  /** INIT and INTENT: cluster index; DELTA: byte address on the device (cluster * size + offset). */
+  /** INIT, INTENT and INTENT_END: cluster index; DELTA: byte address on the device (cluster * size + offset). */
   target: number;
   payload: Buffer;
 }

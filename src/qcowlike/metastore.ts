@@ -57,7 +57,10 @@ export interface MetaStoreOptions {
  * recomputes the checksums of every allocated sub-cluster under the intents of
  * the replayed journal, adopting whatever each sector holds (old or new). A
  * checkpoint ends all intents; their number is bounded so that recovery reads
- * a bounded amount of data.
+ * a bounded amount of data. Past the bound, a commit that grants new intents
+ * ends the least recently used ones (INTENT_END records) instead: random
+ * overwrites over more tables than the bound then cost a shared commit per
+ * batch of new tables, never a checkpoint each.
  */
 export class MetaStore {
   readonly clusterSize: number;
@@ -225,9 +228,17 @@ export class MetaStore {
 
   // ---- intents -------------------------------------------------------------
 
+  /** L2 tables open for in-place overwrites now (never more than maxIntents). */
+  get openIntents(): number {
+    return this.intents.size;
+  }
+
   /** True when data under this L2 table may be overwritten in place now. Synchronous. */
   hasIntent(l2Cluster: number): boolean {
-    return this.intents.has(l2Cluster);
+    // Kept in order of last use: the commit that must end some ends the coldest.
+    if (!this.intents.delete(l2Cluster)) return false;
+    this.intents.add(l2Cluster);
+    return true;
   }
 
   /**
@@ -296,7 +307,7 @@ export class MetaStore {
 
   /** True when enough is pending that the caller should commit before going on. */
   get wantsCommit(): boolean {
-    return this.pendingBytes > this.journal.bytes / 4 || this.dirty.size >= this.maxDirty || this.intents.size >= this.maxIntents || this.hooks.some((h) => h.wantsCheckpoint?.());
+    return this.pendingBytes > this.journal.bytes / 4 || this.dirty.size >= this.maxDirty || this.hooks.some((h) => h.wantsCheckpoint?.());
   }
 
   /** Makes everything written so far durable (a client flush). */
@@ -336,13 +347,12 @@ export class MetaStore {
     let images: Array<{ block: Block; version: number; image: Buffer }> | undefined;
     try {
       records = this.captureRecords();
-      for (const c of granted) records.push({ type: RecordType.Intent, target: c, payload: Buffer.alloc(0) });
+      this.boundIntents(granted, records);
       for (const h of this.hooks) h.onCapture();
       const needCheckpoint =
         forceCheckpoint ||
         this.hooks.some((h) => h.wantsCheckpoint?.()) ||
         this.dirty.size >= this.maxDirty ||
-        this.intents.size + granted.size >= this.maxIntents ||
         this.journal.used + transactionSize(records) > this.journal.bytes * 0.6;
       if (needCheckpoint) {
         images = [...this.dirty.values()].map((block) => {
@@ -366,6 +376,26 @@ export class MetaStore {
     if (!images) for (const c of granted) this.intents.add(c);
     for (const h of this.hooks) await h.onCommitted?.();
     if (images) await this.writeHome(images);
+  }
+
+  /**
+   * Adds the INTENT records of this commit, first ending the least recently
+   * used intents so that at most maxIntents are open once it is durable. Runs
+   * under the closed gate: no write is in flight, and a writer that finds its
+   * table's intent ended here asks for a new one. Grants past the bound are
+   * dropped; their writers ask again.
+   */
+  private boundIntents(granted: Set<number>, records: JournalRecord[]): void {
+    // Tables asked for by writers come first in the set, those added to fill the commit after them.
+    for (const c of [...granted].slice(this.maxIntents)) granted.delete(c);
+    let excess = this.intents.size + granted.size - this.maxIntents;
+    for (const c of this.intents) {
+      if (excess <= 0) break;
+      this.intents.delete(c);
+      records.push({ type: RecordType.IntentEnd, target: c, payload: Buffer.alloc(0) });
+      excess--;
+    }
+    for (const c of granted) records.push({ type: RecordType.Intent, target: c, payload: Buffer.alloc(0) });
   }
 
   /** Turns every change since the last commit into journal records (synchronously, under the gate). */
@@ -462,6 +492,8 @@ export class MetaStore {
           r.payload.copy(img.buf, r.target - cluster * C);
         } else if (r.type === RecordType.Intent) {
           intents.add(r.target);
+        } else if (r.type === RecordType.IntentEnd) {
+          intents.delete(r.target);
         } else {
           throw new PoolError('ECORRUPT', `${this.dev.name}: journal record of unknown type ${r.type as number}`);
         }

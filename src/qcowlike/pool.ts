@@ -44,8 +44,10 @@ export class Pool implements PoolCore {
     readonly header: PoolHeader,
     cacheBytes: number,
     readonly readOnly: boolean,
+    maxIntents: number | undefined,
   ) {
     const C = header.clusterSize;
+    if (maxIntents !== undefined && !(Number.isSafeInteger(maxIntents) && maxIntents >= 1)) throw new PoolError('EINVAL', `maxIntents must be a whole number of tables, at least 1 (got ${maxIntents})`);
     this.geo = geometryFor(C, header.subclusters);
     this.store = new MetaStore(dev, C, {
       cacheBytes,
@@ -53,7 +55,7 @@ export class Pool implements PoolCore {
       journalBytes: header.journalClusters * C,
       dwStart: header.dwStart,
       dwClusters: header.dwClusters,
-      maxIntents: Math.max(16, Math.floor(MAX_INTENT_SPAN / (this.geo.entriesPerL2 * C))),
+      maxIntents: maxIntents ?? Math.max(16, Math.floor(MAX_INTENT_SPAN / (this.geo.entriesPerL2 * C))),
     });
     this.alloc = new Allocator(this.store, header);
   }
@@ -62,7 +64,7 @@ export class Pool implements PoolCore {
     await initChecksums();
     if (dev.readOnly) throw new PoolError('EROFS', `${dev.name}: cannot create a pool on a read-only device`);
     const header = planLayout(dev.size, opts.clusterSize ?? DEFAULT_CLUSTER, opts.journalBytes);
-    const pool = new Pool(dev, header, opts.cacheBytes ?? DEFAULT_CACHE, false);
+    const pool = new Pool(dev, header, opts.cacheBytes ?? DEFAULT_CACHE, false, opts.maxIntents);
     await dev.write(encodeHeader(header), 0);
     await pool.store.journal.reset(1n);
     pool.alloc.format();
@@ -79,7 +81,7 @@ export class Pool implements PoolCore {
     await dev.read(raw, 0);
     const header = decodeHeader(raw, dev.name, dev.size);
     const readOnly = opts.readOnly ?? dev.readOnly;
-    const pool = new Pool(dev, header, opts.cacheBytes ?? DEFAULT_CACHE, readOnly);
+    const pool = new Pool(dev, header, opts.cacheBytes ?? DEFAULT_CACHE, readOnly, opts.maxIntents);
     if (readOnly) {
       const pending = await pool.store.journal.read();
       if (pending.length > 0) throw new PoolError('EBUSY', `${dev.name}: pool was not closed cleanly and needs its journal replayed; open it read-write once`);

@@ -6,6 +6,12 @@ export interface PoolOpenOptions {
   /** Byte budget for cached metadata blocks (clean and dirty). Default 64 MiB. */
   cacheBytes?: number;
   readOnly?: boolean;
+  /**
+   * Most L2 tables open for in-place overwrites at once: after a crash, the
+   * allocated data they map is re-read. Default: 4 GiB of virtual space, at
+   * least 16 tables.
+   */
+  maxIntents?: number;
 }
 
 export interface PoolCreateOptions {
@@ -14,6 +20,12 @@ export interface PoolCreateOptions {
   /** Size of the metadata journal region; default scales with the device, 1–64 MiB. */
   journalBytes?: number;
   cacheBytes?: number;
+  /**
+   * Most L2 tables open for in-place overwrites at once: after a crash, the
+   * allocated data they map is re-read. Default: 4 GiB of virtual space, at
+   * least 16 tables.
+   */
+  maxIntents?: number;
 }
 
 export interface PoolStats {
