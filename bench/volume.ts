@@ -2,9 +2,10 @@
  * In-process throughput of a thin volume (pool format with checksums and the
  * journal) against the bare file device on the same disk, alternating, medians
  * of rounds. Usage:
- *   node dist/bench/volume.js [--written 8G] [--seconds 3] [--rounds 3] [--dir DIR] [--cache 64M] [--direct]
+ *   node dist/bench/volume.js [--written 8G] [--seconds 3] [--rounds 3] [--dir DIR] [--cache 64M] [--direct] [--only TEXT]
  * The volume is 1 TiB; `--written` of it is filled first, and reads hit it.
- * `--direct` opens both the bare file and the pool file with O_DIRECT.
+ * `--direct` opens both the bare file and the pool file with O_DIRECT;
+ * `--only TEXT` runs just the jobs whose name contains TEXT (e.g. `--only sequential`).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -34,6 +35,7 @@ async function main(): Promise<void> {
       dir: { type: 'string' },
       cache: { type: 'string', default: '64M' },
       direct: { type: 'boolean', default: false },
+      only: { type: 'string' },
     },
   });
   const written = parseSize(values.written!);
@@ -63,7 +65,7 @@ async function main(): Promise<void> {
     process.stderr.write(`filling ${formatSize(written)} on the bare file…\n`);
     await fill(bare, written);
     const table: string[] = ['| job | bare file | volume | ratio |', '|---|---|---|---|'];
-    for (const job of [...JOBS, ALLOCATING]) {
+    for (const job of [...JOBS, ALLOCATING].filter((j) => !values.only || j.name.includes(values.only))) {
       const a: number[] = [];
       const b: number[] = [];
       for (let r = 0; r < rounds; r++) {
