@@ -319,7 +319,7 @@ export const raidCommands: CommandGroup = (program) => {
       });
     });
 
-  membersOption(raid.command('scrub').description('compare mirrors / parity over the whole array and report mismatches'))
+  membersOption(raid.command('scrub').description('compare mirrors / parity over the whole array and report mismatches (on a degraded array: what redundancy remains)'))
     .argument('[pool]', 'the pool whose array to scrub (or give --members)')
     .option('--repair', 'make mismatching copies agree (RAID 6 locates a bad data block from P and Q; 3+ mirrors vote)')
     .action(async (pool: string | undefined, o: { members?: string[]; repair?: boolean }, cmd: Command) => {
@@ -355,6 +355,7 @@ function printScrub(report: ScrubReport, json: boolean): void {
   for (const m of report.mismatches) {
     process.stdout.write(`mismatch at ${m.offset} length ${m.length}: member(s) ${m.members.join(', ')}${m.repaired ? ' repaired' : ''}\n`);
   }
-  process.stdout.write(`scrubbed ${formatSize(report.bytesChecked)}: ${report.mismatches.length} mismatch(es)${report.repaired ? ', repaired' : ''}\n`);
+  const unchecked = report.bytesUnchecked > 0 ? `; ${formatSize(report.bytesUnchecked)} not checked (no redundancy left with members out)` : '';
+  process.stdout.write(`scrubbed ${formatSize(report.bytesChecked)}: ${report.mismatches.length} mismatch(es)${report.repaired ? ', repaired' : ''}${unchecked}\n`);
   if (report.mismatches.length > 0 && !report.repaired) process.exitCode = 1;
 }

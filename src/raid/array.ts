@@ -74,6 +74,8 @@ export interface ScrubOptions {
 
 export interface ScrubReport {
   bytesChecked: number;
+  /** Array bytes with no redundancy left to compare (members out): not checked. */
+  bytesUnchecked: number;
   mismatches: Mismatch[];
   repaired: boolean;
 }
@@ -381,19 +383,24 @@ export class RaidArray implements BlockDevice {
   async scrub(opts: ScrubOptions = {}): Promise<ScrubReport> {
     this.checkOpen('read');
     if (opts.repair && this.readOnly) throw new BlockDeviceError('EROFS', this.name, 'write', 'array is read-only');
-    // With a member out, stripes cannot be compared whole: a scrub that reported them clean would be a check that cannot fail.
-    if (this.status().degraded) throw new BlockDeviceError('EINVAL', this.name, 'read', 'array is degraded: scrub compares copies and parity only on a whole array (rebuild first)');
+    // With members out, a mismatch can be found but not always placed; repairing then could overwrite the only good copy.
+    if (opts.repair && this.status().degraded) {
+      throw new BlockDeviceError('EINVAL', this.name, 'write', 'array is degraded: scrub --repair needs every member (rebuild first; without --repair, scrub checks what redundancy remains)');
+    }
     const rows = this.geometry.rows;
     const step = rowsPerStep(this.geometry.chunk);
     const mismatches: Mismatch[] = [];
+    let unchecked = 0;
     for (let r = 0; r < rows; r += step) {
       const end = Math.min(rows, r + step);
-      const found = opts.repair ? await this.rowsIntending(r, end, () => this.engine.scrub(r, end, true)) : await this.engine.scrub(r, end, false);
-      mismatches.push(...found);
+      const part = opts.repair ? await this.rowsIntending(r, end, () => this.engine.scrub(r, end, true)) : await this.engine.scrub(r, end, false);
+      mismatches.push(...part.mismatches);
+      unchecked += part.unchecked;
       opts.onProgress?.(end / rows);
     }
     this.counters.mismatches += mismatches.length;
-    return { bytesChecked: this.engine.capacity, mismatches, repaired: opts.repair ?? false };
+    unchecked = Math.min(unchecked, this.engine.capacity);
+    return { bytesChecked: this.engine.capacity - unchecked, bytesUnchecked: unchecked, mismatches, repaired: opts.repair ?? false };
   }
 
   /** Makes every region the write-intent bitmap marks consistent again (after an unclean shutdown). */
@@ -403,7 +410,7 @@ export class RaidArray implements BlockDevice {
     const rr = this.geometry.regionRows;
     for (const g of regions) {
       const found = await this.engine.scrub(g * rr, Math.min(this.geometry.rows, (g + 1) * rr), true);
-      mismatches += found.length;
+      mismatches += found.mismatches.length;
       this.bitmap.clear(g);
     }
     this.counters.resyncedRegions += regions.length;

@@ -29,6 +29,12 @@ export interface Mismatch {
   repaired: boolean;
 }
 
+export interface ScrubPart {
+  mismatches: Mismatch[];
+  /** Array bytes in the rows that could not be compared: no second copy, no parity left to check. */
+  unchecked: number;
+}
+
 export interface Engine {
   /** Bytes of data the layout holds. */
   readonly capacity: number;
@@ -37,8 +43,12 @@ export interface Engine {
   read(buf: Uint8Array, offset: number): Promise<void>;
   write(buf: Uint8Array, offset: number): Promise<void>;
   zero(offset: number, length: number): Promise<void>;
-  /** Compares copies / parity over rows [r0, r1); with `repair` makes them agree. */
-  scrub(r0: number, r1: number, repair: boolean): Promise<Mismatch[]>;
+  /**
+   * Compares copies / parity over rows [r0, r1); with `repair` makes them
+   * agree. Where members are out, compares what redundancy remains, and counts
+   * as unchecked the array bytes that have none left.
+   */
+  scrub(r0: number, r1: number, repair: boolean): Promise<ScrubPart>;
   /** Recreates everything `member` holds in rows [r0, r1) from the other members. */
   rebuild(member: number, r0: number, r1: number): Promise<void>;
   copies(offset: number, length: number): number;

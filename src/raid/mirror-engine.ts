@@ -1,5 +1,5 @@
 import { BlockDeviceError } from '../blockdev/index.js';
-import { KeyedLock, settleAll, type Engine, type MemberIO, type Mismatch } from './engine.js';
+import { KeyedLock, settleAll, type Engine, type MemberIO, type Mismatch, type ScrubPart } from './engine.js';
 import type { MirrorLayout } from './levels/index.js';
 
 /** A piece of a request that falls inside one chunk. */
@@ -77,13 +77,14 @@ export class MirrorEngine implements Engine {
     );
   }
 
-  async scrub(r0: number, r1: number, repair: boolean): Promise<Mismatch[]> {
-    const found: Mismatch[] = [];
+  async scrub(r0: number, r1: number, repair: boolean): Promise<ScrubPart> {
+    const part: ScrubPart = { mismatches: [], unchecked: 0 };
     for (const c of this.chunksInRows(r0, r1)) {
       const m = await this.locks.with(c, () => this.scrubChunk(c, repair));
-      if (m) found.push(m);
+      if (m === 'unchecked') part.unchecked += this.layout.chunk;
+      else if (m) part.mismatches.push(m);
     }
-    return found;
+    return part;
   }
 
   async rebuild(member: number, r0: number, r1: number): Promise<void> {
@@ -190,7 +191,7 @@ export class MirrorEngine implements Engine {
    * wins, as md does. The pool's checksums settle the two-copy case through
    * the redundancy hook.
    */
-  private async scrubChunk(c: number, repair: boolean): Promise<Mismatch | undefined> {
+  private async scrubChunk(c: number, repair: boolean): Promise<Mismatch | 'unchecked' | undefined> {
     const { chunk: C, copies } = this.layout;
     const held: Array<{ member: number; row: number; buf: Buffer }> = [];
     try {
@@ -202,7 +203,7 @@ export class MirrorEngine implements Engine {
         held.push({ member: m, row, buf });
         await this.io.read(m, buf, row * C);
       }
-      if (held.length < 2) return undefined;
+      if (held.length < 2) return 'unchecked';
       const agree = held.map((h) => held.filter((o) => Buffer.compare(h.buf, o.buf) === 0).length);
       if (agree[0] === held.length) return undefined;
       const best = agree.indexOf(Math.max(...agree));

@@ -1,5 +1,5 @@
 import { BlockDeviceError } from '../blockdev/index.js';
-import { KeyedLock, settleAll, type Engine, type MemberIO, type Mismatch } from './engine.js';
+import { KeyedLock, settleAll, type Engine, type MemberIO, type Mismatch, type ScrubPart } from './engine.js';
 import { GF_LOG } from './gf256.js';
 import type { ParityLayout } from './levels/index.js';
 import { reconstruct } from './reconstruct.js';
@@ -93,13 +93,14 @@ export class ParityEngine implements Engine {
     await this.writeZeroBytes(lastFull * SD, end - lastFull * SD);
   }
 
-  async scrub(r0: number, r1: number, repair: boolean): Promise<Mismatch[]> {
-    const found: Mismatch[] = [];
+  async scrub(r0: number, r1: number, repair: boolean): Promise<ScrubPart> {
+    const part: ScrubPart = { mismatches: [], unchecked: 0 };
     for (let s = r0; s < r1; s++) {
       const m = await this.locks.with(s, () => this.scrubStripe(s, repair));
-      if (m) found.push(m);
+      if (m === 'unchecked') part.unchecked += this.stripeData;
+      else if (m) part.mismatches.push(m);
     }
-    return found;
+    return part;
   }
 
   /** Stripes of one step are rebuilt in parallel: member reads of different stripes overlap. */
@@ -367,9 +368,11 @@ export class ParityEngine implements Engine {
     for (const b of l.owned) this.io.give(b);
   }
 
-  private async scrubStripe(s: number, repair: boolean): Promise<Mismatch | undefined> {
+  private async scrubStripe(s: number, repair: boolean): Promise<Mismatch | 'unchecked' | undefined> {
     const { d, m, layout, io, C } = this;
-    for (let mm = 0; mm < layout.members; mm++) if (!io.readable(mm, s)) return undefined;
+    let out = 0;
+    for (let mm = 0; mm < layout.members; mm++) if (!io.readable(mm, s)) out++;
+    if (out > 0) return repair || out >= m ? 'unchecked' : this.checkDegraded(s);
     const l = await this.load(s, 0, C, () => false);
     const s1 = io.take();
     const s2 = io.take();
@@ -415,6 +418,30 @@ export class ParityEngine implements Engine {
     } finally {
       io.give(s1);
       io.give(s2);
+      this.release(l);
+    }
+  }
+
+  /**
+   * RAID 6 with one block of the stripe out: rebuilding it spends one of the
+   * two syndromes, and the other still checks the rest. A mismatch cannot be
+   * pinned to a block with one syndrome, so it is reported against the parity
+   * read, and never repaired here: rewriting parity from data that may be the
+   * bad block would throw away the copy the pool's checksums can still rebuild.
+   */
+  private async checkDegraded(s: number): Promise<Mismatch | undefined> {
+    const { d, layout, io, C } = this;
+    const l = await this.load(s, 0, C, () => false);
+    const p = io.take();
+    const q = io.take();
+    try {
+      computePQ(l.blocks.slice(0, d), p, q, C);
+      if (Buffer.compare(p, l.blocks[d]!) === 0 && Buffer.compare(q, l.blocks[d + 1]!) === 0) return undefined;
+      const members = [layout.pMember(s), layout.qMember(s)].filter((mm) => io.readable(mm, s));
+      return { offset: s * this.stripeData, length: this.stripeData, members, repaired: false };
+    } finally {
+      io.give(p);
+      io.give(q);
       this.release(l);
     }
   }

@@ -106,9 +106,13 @@ describe('strata raid (the command line)', () => {
     const after = JSON.parse(strata('--home', home, '--json', 'raid', 'status', 'pool0').out) as { state: string; members: Array<{ state: string }> };
     expect(after.state).toBe('degraded');
     expect(after.members[2]!.state).toBe('missing');
-    // A degraded array cannot be compared whole: scrub says so instead of reporting it clean.
-    const scrub = strata('--home', home, 'raid', 'scrub', 'pool0');
-    expect(scrub.code).toBe(1);
-    expect(scrub.err).toMatch(/degraded.*rebuild first/);
+    // Degraded RAID 6 over 4 with one member out: every stripe is still checked with the syndrome left.
+    const scrub = strata('--home', home, '--json', 'raid', 'scrub', 'pool0');
+    expect(scrub.code, scrub.err).toBe(0);
+    expect(JSON.parse(scrub.out)).toMatchObject({ bytesChecked: 1 << 20, bytesUnchecked: 0, mismatches: [] });
+    // Repair could overwrite the only good copy of a block it cannot place: refused until the rebuild.
+    const repair = strata('--home', home, 'raid', 'scrub', 'pool0', '--repair');
+    expect(repair.code).toBe(1);
+    expect(repair.err).toMatch(/degraded.*--repair needs every member.*rebuild first/);
   });
 });
