@@ -2,6 +2,7 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
 import { loadTls, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type StaticExport, type TlsMode } from '../../src/nbd/index.js';
+import { cacheOption, type CacheMode } from '../cache-option.js';
 import { ControlServer } from '../control-server.js';
 import { oneLine, openRegisteredPool, withPool, type OpenedPool } from '../open-pool.js';
 import { globals } from '../output.js';
@@ -28,9 +29,6 @@ interface ServeOptions {
   cache: CacheMode;
 }
 
-/** As qemu-nbd --cache: writeback goes through the host page cache, none opens files with O_DIRECT. */
-type CacheMode = 'none' | 'writeback';
-
 const DEFAULT_LISTEN = '127.0.0.1:10809';
 const DEFAULT_POOL = 'pool0';
 const DEFAULT_VOLUME = 'vm1';
@@ -52,7 +50,7 @@ export const serveCommands: CommandGroup = (program) => {
     .option('--tls-ca <file>', 'require client certificates signed by this CA (PEM)')
     .option('--tls-psk <file>', 'pre-shared keys, one identity:hexkey per line (psktool format)')
     .option('--max-connections <n>', 'connections served at once', '128')
-    .addOption(new Option('--cache <mode>', 'host page cache for pool files, RAID members and --file: writeback (use it) or none (O_DIRECT, as qemu cache=none)').choices(['none', 'writeback']).default('writeback'))
+    .addOption(cacheOption('pool files, RAID members and --file'))
     .option('--rebuild-rate <size>', 'RAID pools: background rebuild rate per second (0 = unlimited), also for raid add/replace sent to the server without --rate', '200M')
     .action(async (pools: string[], opts: ServeOptions, cmd: Command) => serve(pools, opts, globals(cmd).home));
 };

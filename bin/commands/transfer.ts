@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import type { Command } from 'commander';
 import { tryLock } from 'fs-native-extensions';
 import { PoolError, type Volume } from '../../src/qcowlike/index.js';
+import { cacheOption, type CacheMode } from '../cache-option.js';
 import { aboutVolume, withPool } from '../open-pool.js';
 import { globals, ProgressBar, report } from '../output.js';
 import { parseVolumeRef, Registry } from '../registry.js';
@@ -21,22 +22,24 @@ export const transferCommands: CommandGroup = (program) => {
     .command('import <pool/vol> <file>')
     .description('copy a raw image into a volume, creating it at the image size if it does not exist; zero runs are not written')
     .option('--size <size>', 'size of the volume to create (default: the size of FILE)')
-    .action((ref: string, file: string, opts: { size?: string }, cmd: Command) => interruptible(() => importImage(ref, file, opts, cmd)));
+    .addOption(cacheOption("the pool's files"))
+    .action((ref: string, file: string, opts: { size?: string; cache: CacheMode }, cmd: Command) => interruptible(() => importImage(ref, file, opts, cmd)));
   program
     .command('export <pool/vol> <file>')
     .description('copy a volume into a sparse raw image; holes and zero runs stay holes')
     .option('--force', 'overwrite FILE if it exists')
-    .action((ref: string, file: string, opts: { force?: boolean }, cmd: Command) => interruptible(() => exportImage(ref, file, opts, cmd)));
+    .addOption(cacheOption("the pool's files"))
+    .action((ref: string, file: string, opts: { force?: boolean; cache: CacheMode }, cmd: Command) => interruptible(() => exportImage(ref, file, opts, cmd)));
 };
 
-async function importImage(ref: string, file: string, opts: { size?: string }, cmd: Command): Promise<void> {
+async function importImage(ref: string, file: string, opts: { size?: string; cache: CacheMode }, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const { pool: poolName, volume: name } = parseVolumeRef(ref);
   const wanted = opts.size === undefined ? undefined : parseSize(opts.size);
   const fd = openSource(file);
   try {
     const fileSize = fs.fstatSync(fd).size;
-    const result = await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
+    const result = await withPool(g.home, poolName, { readOnly: false, direct: opts.cache === 'none' }, async ({ pool }) => {
       const existing = await pool.volumeInfo(name).catch((err: unknown) => {
         if (err instanceof PoolError && err.code === 'ENOENT') return null;
         throw err;
@@ -135,10 +138,10 @@ async function inParallel<T>(items: Iterator<T> | AsyncIterator<T>, work: (item:
   if (failure) throw failure.err;
 }
 
-async function exportImage(ref: string, file: string, opts: { force?: boolean }, cmd: Command): Promise<void> {
+async function exportImage(ref: string, file: string, opts: { force?: boolean; cache: CacheMode }, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const { pool: poolName, volume: name } = parseVolumeRef(ref);
-  const result = await withPool(g.home, poolName, { readOnly: true }, async ({ pool }) => {
+  const result = await withPool(g.home, poolName, { readOnly: true, direct: opts.cache === 'none' }, async ({ pool }) => {
     const volume = await aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
     try {
       const fd = openTarget(file, opts.force === true, new Registry(g.home));
