@@ -11,10 +11,7 @@ export interface GoRequest {
 
 /** NBD_OPT_INFO / NBD_OPT_GO data: name length, name, count of info requests, the requests. */
 export function parseGo(data: Buffer): GoRequest {
-  if (data.length < 6) throw new OptionError(`option data of ${data.length} bytes is too short (at least 6)`);
-  const nameLength = data.readUInt32BE(0);
-  if (nameLength > data.length - 6) throw new OptionError(`export name length ${nameLength} does not fit in ${data.length} bytes of option data`);
-  const name = readString(data, 4, nameLength);
+  const { name, nameLength } = exportName(data, 2);
   const count = data.readUInt16BE(4 + nameLength);
   if (data.length !== 6 + nameLength + 2 * count) {
     throw new OptionError(`${count} information requests do not match ${data.length - 6 - nameLength} remaining bytes`);
@@ -31,10 +28,7 @@ export interface MetaContextRequest {
 
 /** NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT data: export name, then counted queries. */
 export function parseMetaContext(data: Buffer): MetaContextRequest {
-  if (data.length < 8) throw new OptionError(`option data of ${data.length} bytes is too short (at least 8)`);
-  const nameLength = data.readUInt32BE(0);
-  if (nameLength > data.length - 8) throw new OptionError(`export name length ${nameLength} does not fit in ${data.length} bytes of option data`);
-  const name = readString(data, 4, nameLength);
+  const { name, nameLength } = exportName(data, 4);
   let at = 4 + nameLength;
   const count = data.readUInt32BE(at);
   at += 4;
@@ -49,6 +43,15 @@ export function parseMetaContext(data: Buffer): MetaContextRequest {
   }
   if (at !== data.length) throw new OptionError(`${data.length - at} bytes follow the last query`);
   return { name, queries };
+}
+
+/** The export name that starts GO/INFO and META_CONTEXT data, with at least `tail` bytes of count after it. */
+function exportName(data: Buffer, tail: number): { name: string; nameLength: number } {
+  const least = 4 + tail;
+  if (data.length < least) throw new OptionError(`option data of ${data.length} bytes is too short (at least ${least})`);
+  const nameLength = data.readUInt32BE(0);
+  if (nameLength > data.length - least) throw new OptionError(`export name length ${nameLength} does not fit in ${data.length} bytes of option data`);
+  return { name: readString(data, 4, nameLength), nameLength };
 }
 
 /** A protocol string: UTF-8, no NUL, at most 4096 bytes. */

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileDevice } from '../../src/blockdev/index.js';
 import { Pool } from '../../src/qcowlike/index.js';
 import { nonzeroBlocks, sparseImage } from './image.js';
-import { allocated, buildCli, fails, json, ok, repo, strata } from './strata.js';
+import { allocated, buildCli, fails, json, ok, repo } from './strata.js';
 import { scratchDir } from '../support/scratch.js';
 
 const scratch = scratchDir('cli-transfer');
@@ -231,7 +231,7 @@ describe('strata import / export', () => {
     fs.writeFileSync(img, randomBytes(64 << 20));
     const cli = path.join(repo, 'dist/bin/strata.js');
     // No waiting for the first second here (the delay itself is unit-tested): only the terminal decides.
-    const env = { ...process.env, STRATA_PROGRESS_DELAY: '0' };
+    const env: NodeJS.ProcessEnv = { ...process.env, STRATA_PROGRESS_DELAY: '0' };
     delete env.STRATA_HOME;
     // `script` gives the command a terminal for stdout and stderr, and copies what it shows.
     const tty = spawnSync('script', ['-qec', `${process.execPath} ${cli} --home ${home} import p0/tty ${img}`, '/dev/null'], { encoding: 'utf8', env });

@@ -2,34 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { OptionError, parseGo, parseMetaContext } from '../../src/nbd/options.js';
 import { propertyRuns } from '../support/scratch.js';
-
-function goData(name: string, infos: number[]): Buffer {
-  const n = Buffer.from(name, 'utf8');
-  const b = Buffer.alloc(6 + n.length + 2 * infos.length);
-  b.writeUInt32BE(n.length, 0);
-  n.copy(b, 4);
-  b.writeUInt16BE(infos.length, 4 + n.length);
-  infos.forEach((t, i) => b.writeUInt16BE(t, 6 + n.length + 2 * i));
-  return b;
-}
-
-function metaData(name: string, queries: string[]): Buffer {
-  const parts: Buffer[] = [];
-  const n = Buffer.from(name, 'utf8');
-  const head = Buffer.alloc(4);
-  head.writeUInt32BE(n.length);
-  parts.push(head, n);
-  const count = Buffer.alloc(4);
-  count.writeUInt32BE(queries.length);
-  parts.push(count);
-  for (const q of queries) {
-    const qb = Buffer.from(q, 'utf8');
-    const l = Buffer.alloc(4);
-    l.writeUInt32BE(qb.length);
-    parts.push(l, qb);
-  }
-  return Buffer.concat(parts);
-}
+import { goData, metaData } from './wire.js';
 
 const text = fc.string({ maxLength: 40 }).filter((s) => !s.includes('\0'));
 

@@ -105,18 +105,23 @@ describe.skipIf(!haveTools)('TLS', () => {
     const setup = loadTls({ mode: 'require', psk: pskFile });
     const s = await serveDevices([{ name: 'd', device: new MemoryDevice({ size: 1024 * 1024 }) }], { tls: setup });
     const [identity, hex] = fs.readFileSync(pskFile, 'utf8').trim().split(':');
+    /** A raw connection taken through STARTTLS to a PSK session: the socket beneath and the TLS layer over it. */
+    const upgrade = async (): Promise<{ raw: net.Socket; secure: tls.TLSSocket }> => {
+      const raw = net.connect(s.port, '127.0.0.1');
+      raw.on('error', () => undefined);
+      const p = await new Promise<RawPeer>((resolve) => raw.once('connect', () => resolve(RawPeer.wrap(raw))));
+      await greet(p);
+      p.send(option(K.OPT_STARTTLS));
+      expect((await optReply(p)).type).toBe(K.REP_ACK);
+      p.detach();
+      const secure = tls.connect({ socket: raw, ciphers: 'PSK', maxVersion: 'TLSv1.2', checkServerIdentity: () => undefined, pskCallback: () => ({ identity: identity!, psk: Buffer.from(hex!, 'hex') }) });
+      secure.on('error', () => undefined);
+      await new Promise((resolve) => secure.once('secureConnect', resolve));
+      return { raw, secure };
+    };
     try {
       for (const stage of ['handshake', 'transmission'] as const) {
-        const raw = net.connect(s.port, '127.0.0.1');
-        raw.on('error', () => undefined);
-        const p = await new Promise<RawPeer>((resolve) => raw.once('connect', () => resolve(RawPeer.wrap(raw))));
-        await greet(p);
-        p.send(option(K.OPT_STARTTLS));
-        expect((await optReply(p)).type).toBe(K.REP_ACK);
-        p.detach();
-        const secure = tls.connect({ socket: raw, ciphers: 'PSK', maxVersion: 'TLSv1.2', checkServerIdentity: () => undefined, pskCallback: () => ({ identity: identity!, psk: Buffer.from(hex!, 'hex') }) });
-        secure.on('error', () => undefined);
-        await new Promise((resolve) => secure.once('secureConnect', resolve));
+        const { raw, secure } = await upgrade();
         if (stage === 'transmission') {
           const hdr = Buffer.alloc(16);
           hdr.writeBigUInt64BE(0x49484156454f5054n, 0);
@@ -130,16 +135,7 @@ describe.skipIf(!haveTools)('TLS', () => {
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
       // A record that is not TLS, once TLS is up, is a TLS error on the server's side.
-      const raw = net.connect(s.port, '127.0.0.1');
-      raw.on('error', () => undefined);
-      const p = await new Promise<RawPeer>((resolve) => raw.once('connect', () => resolve(RawPeer.wrap(raw))));
-      await greet(p);
-      p.send(option(K.OPT_STARTTLS));
-      expect((await optReply(p)).type).toBe(K.REP_ACK);
-      p.detach();
-      const secure = tls.connect({ socket: raw, ciphers: 'PSK', maxVersion: 'TLSv1.2', checkServerIdentity: () => undefined, pskCallback: () => ({ identity: identity!, psk: Buffer.from(hex!, 'hex') }) });
-      secure.on('error', () => undefined);
-      await new Promise((resolve) => secure.once('secureConnect', resolve));
+      const { raw, secure } = await upgrade();
       // Written beneath the client's TLS layer, straight to the socket.
       const fd = (raw as unknown as { _handle: { fd: number } })._handle.fd;
       const closed = new Promise((resolve) => secure.once('close', resolve));

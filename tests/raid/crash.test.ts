@@ -31,7 +31,7 @@ function copyOf(image: Buffer, name: string): MemoryDevice {
   return m;
 }
 
-async function crashedArray(c: LevelCase, sims: CrashSimulator[], seed: number): Promise<BlockDevice[]> {
+async function crashedArray(sims: CrashSimulator[], seed: number): Promise<BlockDevice[]> {
   return Promise.all(sims.map(async (s, i) => (await s.crash(seed * 31 + i)).device));
 }
 
@@ -77,7 +77,7 @@ describe('power loss on every member mid-write', () => {
               model.set(data, o.offset);
               pending.push({ offset: o.offset, data });
             }
-            const survivors = await crashedArray(c, sims, crashSeed);
+            const survivors = await crashedArray(sims, crashSeed);
             const { array: again } = await assembleArray(survivors);
             const settled = await contents(again);
             checkAfterCrash(settled, committed, pending);
@@ -110,7 +110,7 @@ describe('power loss on every member mid-write', () => {
     // Stripe 3 is rows 3 of every member: one region of one row.
     await array.write(pattern(5000, 2), 3 * 3 * CHUNK + 10);
     expect(array.dirtyRegions()).toEqual([3]);
-    const survivors = await crashedArray(c, sims, 5);
+    const survivors = await crashedArray(sims, 5);
     const { array: again, warnings } = await assembleArray(survivors);
     expect(warnings.some((w) => /resynced 1 dirty region/.test(w))).toBe(true);
     expect(again.status().counters.resyncedRegions).toBe(1);

@@ -36,6 +36,20 @@ function blocks(count: number, len: number, shift: number, seed: number): Uint8A
   return out;
 }
 
+/** computePQ and computeP equal the byte-by-byte definition; returns the Q computed. */
+function expectParityOfDefinition(data: Uint8Array[], len: number): Uint8Array {
+  const p = new Uint8Array(len);
+  const q = new Uint8Array(len);
+  computePQ(data, p, q, len);
+  const [np, nq] = naivePQ(data, len);
+  expect(Buffer.compare(p, np)).toBe(0);
+  expect(Buffer.compare(q, nq)).toBe(0);
+  const p2 = new Uint8Array(len);
+  computeP(data, p2, len);
+  expect(Buffer.compare(p2, np)).toBe(0);
+  return q;
+}
+
 describe('GF(2^8) and parity arithmetic', () => {
   it('field identities hold for the 0x11d field with generator 2', () => {
     expect(gfPow2(8)).toBe(0x1d);
@@ -47,15 +61,7 @@ describe('GF(2^8) and parity arithmetic', () => {
     fc.assert(
       fc.property(fc.integer({ min: 2, max: 12 }), fc.integer({ min: 0, max: 600 }), fc.integer({ min: 0, max: 3 }), fc.integer(), (d, len, shift, seed) => {
         const data = blocks(d, len, shift, seed);
-        const p = new Uint8Array(len);
-        const q = new Uint8Array(len);
-        computePQ(data, p, q, len);
-        const [np, nq] = naivePQ(data, len);
-        expect(Buffer.compare(p, np)).toBe(0);
-        expect(Buffer.compare(q, nq)).toBe(0);
-        const p2 = new Uint8Array(len);
-        computeP(data, p2, len);
-        expect(Buffer.compare(p2, np)).toBe(0);
+        const q = expectParityOfDefinition(data, len);
         // Q updated by one block's term equals Q recomputed with that block changed.
         const i = seed % d >= 0 ? seed % d : -(seed % d);
         const delta = blocks(1, len, 0, seed + 7)[0]!;
@@ -72,15 +78,7 @@ describe('GF(2^8) and parity arithmetic', () => {
     fc.assert(
       fc.property(fc.integer({ min: 2, max: 8 }), fc.integer({ min: 4096, max: 20_000 }), fc.integer({ min: 0, max: 3 }), fc.integer(), (d, len, shift, seed) => {
         const data = blocks(d, len, shift, seed);
-        const p = new Uint8Array(len);
-        const q = new Uint8Array(len);
-        computePQ(data, p, q, len);
-        const [np, nq] = naivePQ(data, len);
-        expect(Buffer.compare(p, np)).toBe(0);
-        expect(Buffer.compare(q, nq)).toBe(0);
-        const p2 = new Uint8Array(len);
-        computeP(data, p2, len);
-        expect(Buffer.compare(p2, np)).toBe(0);
+        expectParityOfDefinition(data, len);
       }),
       { numRuns: propertyRuns(40, 10) },
     );

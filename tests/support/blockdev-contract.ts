@@ -86,7 +86,7 @@ export async function runAgainstModel(dev: BlockDevice, model: Uint8Array, ops: 
         model.fill(0, o.offset, o.offset + o.length);
         break;
       case 'concurrentWrites': {
-        const datas = o.offsets.map((off, i) => pattern(o.length, o.seed + i));
+        const datas = o.offsets.map((_, i) => pattern(o.length, o.seed + i));
         await Promise.all(o.offsets.map((off, i) => dev.write(datas[i]!, off)));
         o.offsets.forEach((off, i) => model.set(datas[i]!, off));
         break;

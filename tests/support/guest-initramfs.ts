@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -30,9 +31,7 @@ export function buildInitramfs(
     files.set(guestPath, { data: fs.readFileSync(hostPath), executable: (stat.mode & 0o111) !== 0 });
   };
 
-  if (!/not a dynamic executable|statically linked/.test(lddOutput(BUSYBOX))) {
-    throw new Error(`${BUSYBOX} is not static; install busybox-static`);
-  }
+  assert.match(lddOutput(BUSYBOX), /not a dynamic executable|statically linked/, `${BUSYBOX} is not static; install busybox-static`);
   addHostFile(BUSYBOX);
   for (const program of E2FS_PROGRAMS) {
     addHostFile(program);
@@ -79,7 +78,7 @@ function sharedLibraries(program: string): string[] {
     const m = /=>\s*(\/\S+)/.exec(line) ?? /^\s*(\/\S+)\s+\(/.exec(line);
     if (m) libs.push(m[1]);
   }
-  if (libs.length === 0) throw new Error(`ldd ${program} listed no libraries: is ${program} installed?`);
+  assert.notEqual(libs.length, 0, `ldd ${program} listed no libraries: is ${program} installed?`);
   return libs;
 }
 
@@ -106,8 +105,9 @@ export function moduleLoadOrder(modulesDir: string, wanted: string[]): string[] 
     seen.add(name);
     const file = byName.get(name);
     if (!file) {
-      if (builtin.split('\n').some((l) => path.basename(l).replace(MODULE_FILE, '').replace(/-/g, '_') === name)) return;
-      throw new Error(`kernel module ${name} is neither in ${modulesDir}/kernel nor built in`);
+      const isBuiltin = builtin.split('\n').some((l) => path.basename(l).replace(MODULE_FILE, '').replace(/-/g, '_') === name);
+      assert.ok(isBuiltin, `kernel module ${name} is neither in ${modulesDir}/kernel nor built in`);
+      return;
     }
     for (const dep of moduleDepends(file)) visit(dep);
     order.push(file);
