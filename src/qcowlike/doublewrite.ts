@@ -8,10 +8,18 @@ import { metaChecksum } from './checksum.js';
  * area and flushes; at recovery, a home block that fails its checksum is
  * restored from here when the area belongs to the interrupted checkpoint
  * (same journal generation). Journal deltas then bring it up to date.
- * Layout: cluster 0 holds magic, generation, count, the cluster indices and a
- * hash; cluster 1+i holds the image of block i.
+ * Layout: cluster 0 holds magic, generation, count, one (cluster, image hash)
+ * pair per block and a hash; cluster 1+i holds the image of block i.
+ *
+ * The head and the images go out in one flush epoch, so the head can survive
+ * a power loss that the images do not: a slot may still hold a sealed,
+ * self-consistent image of another block from an earlier checkpoint. The
+ * image hash in the head tells such a slot apart; without it, recovery would
+ * "restore" a home block with the wrong block's image.
  */
-const MAGIC = Buffer.from('STRDWBL1', 'latin1');
+const MAGIC = Buffer.from('STRDWBL2', 'latin1');
+const HEAD = 24;
+const ENTRY = 16;
 
 export interface DoubleWriteEntry {
   cluster: number;
@@ -28,22 +36,30 @@ export class DoubleWrite {
     clusters: number,
     private readonly clusterSize: number,
   ) {
-    this.capacity = Math.min(clusters - 1, Math.floor((clusterSize - 32) / 8));
+    this.capacity = Math.min(clusters - 1, Math.floor((clusterSize - HEAD - 8) / ENTRY));
   }
 
   async write(generation: bigint, entries: readonly DoubleWriteEntry[]): Promise<void> {
+    if (entries.length > this.capacity) throw new Error(`internal: ${entries.length} blocks for a double-write area of ${this.capacity}`);
     const C = this.clusterSize;
     const head = Buffer.alloc(C);
     MAGIC.copy(head, 0);
     head.writeBigUInt64LE(generation, 8);
     head.writeUInt32LE(entries.length, 16);
-    entries.forEach((e, i) => head.writeBigUInt64LE(BigInt(e.cluster), 24 + i * 8));
+    entries.forEach((e, i) => {
+      head.writeBigUInt64LE(BigInt(e.cluster), HEAD + i * ENTRY);
+      head.writeBigUInt64LE(metaChecksum(e.image), HEAD + i * ENTRY + 8);
+    });
     head.writeBigUInt64LE(metaChecksum(head.subarray(0, C - 8)), C - 8);
     await Promise.all(entries.map((e, i) => this.dev.write(e.image, (this.startCluster + 1 + i) * C)));
     await this.dev.write(head, this.startCluster * C);
   }
 
-  /** The entries of the area if it is intact and of the given generation; else none. */
+  /**
+   * The entries of the area if its head is intact and of the given
+   * generation, each only if its slot holds exactly the image the head
+   * names; else none.
+   */
   async read(generation: bigint): Promise<DoubleWriteEntry[]> {
     const C = this.clusterSize;
     const head = Buffer.alloc(C);
@@ -56,7 +72,8 @@ export class DoubleWrite {
     for (let i = 0; i < count; i++) {
       const image = Buffer.alloc(C);
       await this.dev.read(image, (this.startCluster + 1 + i) * C);
-      out.push({ cluster: Number(head.readBigUInt64LE(24 + i * 8)), image });
+      if (metaChecksum(image) !== head.readBigUInt64LE(HEAD + i * ENTRY + 8)) continue;
+      out.push({ cluster: Number(head.readBigUInt64LE(HEAD + i * ENTRY)), image });
     }
     return out;
   }

@@ -55,15 +55,16 @@ export function subclustersFor(clusterSize: number): number {
   return Math.min(32, Math.max(1, clusterSize / 4096));
 }
 
-export function planLayout(deviceSize: number, clusterSize: number, journalBytes?: number): PoolHeader {
+export function planLayout(deviceSize: number, clusterSize: number, regions: { journalBytes?: number; doubleWriteBytes?: number } = {}): PoolHeader {
   if (!Number.isInteger(Math.log2(clusterSize)) || clusterSize < MIN_CLUSTER || clusterSize > MAX_CLUSTER) {
     throw new PoolError('EINVAL', `cluster size ${clusterSize} must be a power of two from 4K to 2M`);
   }
   const C = clusterSize;
   const total = Math.floor(deviceSize / C);
   const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v));
-  const journalClusters = Math.max(4, Math.ceil((journalBytes ?? clamp(deviceSize / 32, 1 << 20, 64 << 20)) / C));
-  const dwClusters = Math.max(17, Math.ceil(clamp(deviceSize / 64, 1 << 20, 32 << 20) / C));
+  const journalClusters = Math.max(4, Math.ceil((regions.journalBytes ?? clamp(deviceSize / 32, 1 << 20, 64 << 20)) / C));
+  // A head and at least one slot; small areas only for tests and tiny pools.
+  const dwClusters = regions.doubleWriteBytes !== undefined ? Math.max(2, Math.ceil(regions.doubleWriteBytes / C)) : Math.max(17, Math.ceil(clamp(deviceSize / 64, 1 << 20, 32 << 20) / C));
   const bitsPerBlock = (C - TRAILER) * 8;
   const bitmapBlocks = Math.ceil(total / bitsPerBlock);
   const journalStart = ROOT_CLUSTER + 1;

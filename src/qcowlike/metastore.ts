@@ -427,8 +427,9 @@ export class MetaStore {
       await this.dw.write(this.journal.generation, batch.map((x) => ({ cluster: x.block.cluster, image: x.image })));
       await this.dev.flush();
       await Promise.all(batch.map((x) => this.dev.write(x.image, x.block.cluster * C)));
+      // The next batch overwrites the area that can repair these home writes: they must be durable first.
+      await this.dev.flush();
     }
-    await this.dev.flush();
     await this.journal.reset(this.journal.generation + 1n);
     await this.dev.flush();
     for (const { block, version } of images) {

@@ -63,7 +63,7 @@ export class Pool implements PoolCore {
   static async create(dev: BlockDevice, opts: PoolCreateOptions = {}): Promise<Pool> {
     await initChecksums();
     if (dev.readOnly) throw new PoolError('EROFS', `${dev.name}: cannot create a pool on a read-only device`);
-    const header = planLayout(dev.size, opts.clusterSize ?? DEFAULT_CLUSTER, opts.journalBytes);
+    const header = planLayout(dev.size, opts.clusterSize ?? DEFAULT_CLUSTER, opts);
     const pool = new Pool(dev, header, opts.cacheBytes ?? DEFAULT_CACHE, false, opts.maxIntents);
     await dev.write(encodeHeader(header), 0);
     await pool.store.journal.reset(1n);

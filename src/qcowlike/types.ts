@@ -19,6 +19,11 @@ export interface PoolCreateOptions {
   clusterSize?: number;
   /** Size of the metadata journal region; default scales with the device, 1–64 MiB. */
   journalBytes?: number;
+  /**
+   * Size of the double-write area, which bounds how many metadata blocks one
+   * pass of a checkpoint writes home; default scales with the device, 1–32 MiB.
+   */
+  doubleWriteBytes?: number;
   cacheBytes?: number;
   /**
    * Most L2 tables open for in-place overwrites at once: after a crash, the

@@ -46,6 +46,8 @@ interface CrashCase {
   deviceBytes: number;
   layout: Layout;
   maxIntents?: number;
+  /** A double-write area smaller than a checkpoint, so that checkpoints write home in several passes. */
+  doubleWriteBytes?: number;
   ops: Op[];
   cutAfter: number;
   seed: number;
@@ -57,7 +59,7 @@ async function crashCase(c: CrashCase): Promise<void> {
   const base = new MemoryDevice({ size: c.deviceBytes });
   const opts = { cacheBytes: 8 * c.clusterSize, journalBytes: 96 * 1024, maxIntents: c.maxIntents };
   {
-    const pool = await Pool.create(base, { clusterSize: c.clusterSize, ...opts });
+    const pool = await Pool.create(base, { clusterSize: c.clusterSize, doubleWriteBytes: c.doubleWriteBytes, ...opts });
     await pool.createVolume('v', (layout.windows - 1) * layout.stride + layout.win);
     await pool.store.checkpoint();
   }
@@ -129,13 +131,15 @@ describe('pool crash consistency', () => {
     await fc.assert(
       fc.asyncProperty(
         fc.constantFrom(4096, 16384, 65536),
+        fc.boolean(),
         fc.array(opArb, { minLength: 1, maxLength: 25 }),
         fc.integer({ min: 0, max: 400 }),
         fc.integer(),
-        async (clusterSize, ops, cutAfter, seed) => {
+        async (clusterSize, smallDoubleWrite, ops, cutAfter, seed) => {
           // Small devices, so that freed clusters come round again for reuse within one workload.
           const deviceBytes = { 4096: 1536, 16384: 2048, 65536: 3072 }[clusterSize]! * 1024;
-          await crashCase({ clusterSize, deviceBytes, layout: { windows: 1, win: VOL, stride: VOL }, ops, cutAfter, seed });
+          const doubleWriteBytes = smallDoubleWrite ? 3 * clusterSize : undefined;
+          await crashCase({ clusterSize, deviceBytes, layout: { windows: 1, win: VOL, stride: VOL }, doubleWriteBytes, ops, cutAfter, seed });
         },
       ),
       { numRuns: propertyRuns(800, 60) },
