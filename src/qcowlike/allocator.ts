@@ -38,6 +38,12 @@ export class Allocator {
   private hint: number;
   private used = 0;
   private readonly fresh = new Set<number>();
+  /**
+   * Clusters that only the catalog may take: a full pool must still be able
+   * to write the catalog that deletes a volume (set by the pool to the
+   * catalog's size plus one).
+   */
+  catalogReserve = 0;
   /** Freed since the last capture. */
   private pending = new Map<number, FreeOptions>();
   /** Freed before the capture of the commit now running. */
@@ -115,12 +121,18 @@ export class Allocator {
     return this.allocateRun(1);
   }
 
-  /** `count` contiguous free clusters (L1 tables, the catalog); returns the first. Synchronous. */
-  allocateRun(count: number): number {
+  /**
+   * `count` contiguous free clusters (L1 tables, the catalog); returns the
+   * first. Only the catalog may take the last `catalogReserve` clusters.
+   * Synchronous.
+   */
+  allocateRun(count: number, opts: { catalog?: boolean } = {}): number {
     const total = this.header.totalClusters;
-    const start = this.findRun(this.hint, total, count) ?? this.findRun(this.header.dataStart, this.hint, count);
+    const reserve = opts.catalog ? 0 : this.catalogReserve;
+    const start = this.freeClusters - this.waiting - count < reserve ? undefined : (this.findRun(this.hint, total, count) ?? this.findRun(this.header.dataStart, this.hint, count));
     if (start === undefined) {
-      throw new BlockDeviceError('ENOSPC', this.store.dev.name, 'write', `pool is full: no ${count === 1 ? 'free cluster' : `${count} contiguous free clusters`} left (${this.freeClusters} free of ${total})`);
+      const kept = reserve > 0 ? `, ${reserve} kept so that the catalog can always be rewritten` : '';
+      throw new BlockDeviceError('ENOSPC', this.store.dev.name, 'write', `pool is full: no ${count === 1 ? 'free cluster' : `${count} contiguous free clusters`} left (${this.freeClusters} free of ${total}${kept})`);
     }
     for (let c = start; c < start + count; c++) {
       this.setBit(c, true);

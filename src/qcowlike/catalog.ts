@@ -16,6 +16,8 @@ export interface CatalogLayer {
   l1Blocks: number;
   frozen: boolean;
   created: string;
+  /** No volume or snapshot uses the layer any more; its clusters are being freed (finished at open after a crash). */
+  reclaiming?: boolean;
 }
 
 export interface CatalogVolume {

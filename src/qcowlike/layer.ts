@@ -87,17 +87,25 @@ export class Layer {
     return { l2, l2Cluster, at: pos.within * geo.entrySize };
   }
 
-  /** Every L2 table of the layer: [index of first virtual cluster it maps, L2 cluster]. */
+  /** Unhooks the L2 table of `vc` from the L1 (its L1 block must be in memory); the caller frees it. Synchronous. */
+  clearTable(vc: number): void {
+    const pos = this.l1Pos(vc);
+    writeL1(this.core.store.peek(pos.block)!, pos.index, 0);
+    this.core.store.markDirty(pos.block, pos.index * 8, 8);
+  }
+
+  /**
+   * Every L2 table of the layer: [index of first virtual cluster it maps, L2
+   * cluster]. Walks the whole L1, past the layer's size too, so that nothing
+   * a map still points at is missed.
+   */
   async *tables(): AsyncGenerator<[number, number]> {
     const { store, geo } = this.core;
-    const l2count = Math.ceil(Math.ceil(this.size / geo.clusterSize) / geo.entriesPerL2);
     for (let b = 0; b < this.rec.l1Blocks; b++) {
       const l1 = store.peek(this.rec.l1Start + b) ?? (await store.load(this.rec.l1Start + b, BlockType.L1, this.id));
       for (let i = 0; i < geo.entriesPerL1Block; i++) {
-        const l2i = b * geo.entriesPerL1Block + i;
-        if (l2i >= l2count) return;
         const c = readL1(l1, i);
-        if (c !== 0) yield [l2i * geo.entriesPerL2, c];
+        if (c !== 0) yield [(b * geo.entriesPerL1Block + i) * geo.entriesPerL2, c];
       }
     }
   }

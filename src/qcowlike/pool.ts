@@ -94,7 +94,10 @@ export class Pool implements PoolCore {
     const bytes = Buffer.alloc(ptr.bytes);
     await dev.read(bytes, ptr.start * header.clusterSize);
     pool.catalog = decodeCatalog(bytes, ptr, `${dev.name}: catalog at offset ${ptr.start * header.clusterSize}`);
+    pool.alloc.catalogReserve = ptr.clusters + 1;
     pool.buildLayers();
+    // A delete cut short goes on in the background; a failure leaves it for the next open.
+    if (!readOnly) pool.serialize(() => pool.reclaimInterrupted()).catch(() => undefined);
     return pool;
   }
 
@@ -133,21 +136,53 @@ export class Pool implements PoolCore {
     for (const l of this.catalog.layers) make(l.id);
   }
 
-  /** Writes the catalog into fresh clusters and switches the root to it (journaled; committed by the caller). */
-  private async writeCatalog(): Promise<void> {
+  /**
+   * Writes the catalog into fresh clusters and switches the root to it
+   * (journaled; committed by the caller). The allocation, the switch and the
+   * freeing of the old run happen before the first await.
+   */
+  private writeCatalog(): Promise<void> {
     const C = this.geo.clusterSize;
     const bytes = encodeCatalog(this.catalog);
     const clusters = Math.max(1, Math.ceil(bytes.length / C));
-    const start = this.alloc.allocateRun(clusters);
+    const start = this.alloc.allocateRun(clusters, { catalog: true });
+    this.alloc.catalogReserve = clusters + 1;
     const padded = Buffer.alloc(clusters * C);
     bytes.copy(padded);
-    await this.dev.write(padded, start * C);
     const root = this.store.peek(ROOT_CLUSTER)!;
     const old = readPointer(root);
     writePointer(root, { start, clusters, bytes: bytes.length, hash: metaChecksum(bytes) });
     this.store.markDirty(ROOT_CLUSTER, 0, POINTER_BYTES);
     // Catalog clusters are written directly, never through the journal: free after the commit.
     if (old.start !== 0) for (let c = old.start; c < old.start + old.clusters; c++) this.alloc.free(c);
+    return this.dev.write(padded, start * C);
+  }
+
+  /**
+   * Changes the catalog together with the metadata that goes with it, as one
+   * step that no commit can split (a volume being written commits whenever its
+   * client flushes): `change` runs synchronously under the write gate, and the
+   * new catalog reaches the device before the gate opens again, so a commit
+   * captures all of it or none. `change` returns false when a block it needs
+   * is not in memory; then `prepare` loads and it runs again. Commits.
+   */
+  private async changeCatalog(change: () => boolean | void, prepare?: () => Promise<void>): Promise<void> {
+    for (;;) {
+      const gate = this.store.enter();
+      if (gate) await gate;
+      let done = false;
+      try {
+        if (change() !== false) {
+          await this.writeCatalog();
+          done = true;
+        }
+      } finally {
+        this.store.exit();
+      }
+      if (done) break;
+      await prepare?.();
+    }
+    await this.store.commit();
   }
 
   private serialize<T>(fn: () => Promise<T>): Promise<T> {
@@ -178,17 +213,17 @@ export class Pool implements PoolCore {
       if (!NAME.test(name)) throw new PoolError('EINVAL', `invalid volume name '${name}' (letters, digits, '.', '_', '-'; up to 64; no '/' or '@')`);
       if (this.catalog.volumes.some((v) => v.name === name)) throw new PoolError('EEXIST', `volume '${name}' already exists`);
       size = checkSize(size);
-      const l1Blocks = l1BlocksFor(this.geo, size);
-      const id = this.catalog.nextLayerId++;
-      const l1Start = this.alloc.allocateRun(l1Blocks);
-      for (let i = 0; i < l1Blocks; i++) this.store.create(l1Start + i, BlockType.L1, id);
-      const now = new Date().toISOString();
-      const rec: CatalogLayer = { id, parent: null, size, l1Start, l1Blocks, frozen: false, created: now };
-      this.catalog.layers.push(rec);
-      this.catalog.volumes.push({ name, layer: id, size, created: now, readOnly: false });
-      this.layers.set(id, new Layer(rec, null, this));
-      await this.writeCatalog();
-      await this.store.commit();
+      await this.changeCatalog(() => {
+        const l1Blocks = l1BlocksFor(this.geo, size);
+        const l1Start = this.alloc.allocateRun(l1Blocks);
+        const id = this.catalog.nextLayerId++;
+        for (let i = 0; i < l1Blocks; i++) this.store.create(l1Start + i, BlockType.L1, id);
+        const now = new Date().toISOString();
+        const rec: CatalogLayer = { id, parent: null, size, l1Start, l1Blocks, frozen: false, created: now };
+        this.catalog.layers.push(rec);
+        this.catalog.volumes.push({ name, layer: id, size, created: now, readOnly: false });
+        this.layers.set(id, new Layer(rec, null, this));
+      });
       const prealloc = opts.preallocation ?? 'off';
       if (prealloc !== 'off') await this.preallocate(name, prealloc);
       return this.infoOf(name);
@@ -214,38 +249,77 @@ export class Pool implements PoolCore {
     }
   }
 
+  /**
+   * Deletes a volume in two steps: the volume leaves the catalog at once and
+   * its layer is marked as being reclaimed (one commit); then its clusters are
+   * freed a table at a time, each table's entry in the L1 cleared in the same
+   * step, so that a power loss at any point leaves a pool whose maps and
+   * bitmap agree, and the next open finishes the work.
+   */
   async deleteVolume(name: string): Promise<void> {
     return this.serialize(async () => {
       this.checkAdmin();
       const v = this.volumeRec(name);
       if ((this.openCounts.get(name) ?? 0) > 0) throw new PoolError('EBUSY', `volume '${name}' is in use`);
       const layer = this.layers.get(v.layer)!;
-      await this.freeLayer(layer);
-      this.catalog.volumes = this.catalog.volumes.filter((x) => x !== v);
-      this.catalog.layers = this.catalog.layers.filter((l) => l.id !== layer.id);
-      this.layers.delete(layer.id);
-      await this.writeCatalog();
-      await this.store.commit();
+      await this.changeCatalog(() => {
+        this.catalog.volumes = this.catalog.volumes.filter((x) => x !== v);
+        layer.rec.reclaiming = true;
+      });
+      await this.reclaimLayer(layer);
     });
   }
 
-  /** Frees every cluster a layer owns: data, L2 tables, its L1 run. */
-  private async freeLayer(layer: Layer): Promise<void> {
-    const { entriesPerL2: P, entrySize: E } = this.geo;
-    for await (const [, l2c] of layer.tables()) {
-      const l2 = this.store.peek(l2c) ?? (await this.store.load(l2c, BlockType.L2, layer.id));
-      for (let i = 0; i < P; i++) {
-        const host = readHost(l2, i * E);
-        if (host !== 0) this.alloc.free(host, { punch: true });
+  /** Frees every cluster a layer being reclaimed owns, then the layer itself. */
+  private async reclaimLayer(layer: Layer): Promise<void> {
+    await this.dropTables(layer, 0);
+    await this.changeCatalog(() => {
+      for (let b = 0; b < layer.rec.l1Blocks; b++) {
+        this.store.forget(layer.rec.l1Start + b);
+        this.alloc.free(layer.rec.l1Start + b, { metadata: true, punch: true });
       }
-      this.store.forget(l2c);
-      this.alloc.free(l2c, { metadata: true, punch: true });
+      this.catalog.layers = this.catalog.layers.filter((l) => l.id !== layer.id);
+      this.layers.delete(layer.id);
+    });
+  }
+
+  /**
+   * Frees the L2 tables of a layer that map virtual clusters from `fromVc`
+   * on, with the data they point at. Each table goes in one synchronous step
+   * under the write gate, its L1 entry cleared in the same step, so every
+   * commit sees a map and a bitmap that agree.
+   */
+  private async dropTables(layer: Layer, fromVc: number): Promise<void> {
+    const { entriesPerL2: P, entrySize: E } = this.geo;
+    for await (const [firstVc, l2c] of layer.tables()) {
+      if (firstVc < fromVc) continue;
+      for (;;) {
+        await layer.ensure(firstVc);
+        const gate = this.store.enter();
+        if (gate) await gate;
+        try {
+          const ref = layer.peek(firstVc);
+          if (ref === undefined) continue;
+          if (ref === null || ref.l2Cluster !== l2c) break;
+          for (let i = 0; i < P; i++) {
+            const host = readHost(ref.l2, i * E);
+            if (host !== 0) this.alloc.free(host, { punch: true });
+          }
+          layer.clearTable(firstVc);
+          this.store.forget(l2c);
+          this.alloc.free(l2c, { metadata: true, punch: true });
+          break;
+        } finally {
+          this.store.exit();
+        }
+      }
       if (this.store.wantsCommit) await this.store.commit();
     }
-    for (let b = 0; b < layer.rec.l1Blocks; b++) {
-      this.store.forget(layer.rec.l1Start + b);
-      this.alloc.free(layer.rec.l1Start + b, { metadata: true, punch: true });
-    }
+  }
+
+  /** Finishes the reclaiming that a crash or a failure interrupted. */
+  private async reclaimInterrupted(): Promise<void> {
+    for (const layer of [...this.layers.values()]) if (layer.rec.reclaiming) await this.reclaimLayer(layer);
   }
 
   async resizeVolume(name: string, size: number, opts: { force?: boolean } = {}): Promise<void> {
@@ -262,24 +336,44 @@ export class Pool implements PoolCore {
         const vol = this.handle(name, layer, false);
         await vol.discard(size, layer.size - size);
         await vol.close();
+        // Tables wholly past the new end would be kept by the map but never used again.
+        const P = this.geo.entriesPerL2;
+        await this.dropTables(layer, Math.ceil(Math.ceil(size / this.geo.clusterSize) / P) * P);
       }
       const need = l1BlocksFor(this.geo, size);
-      if (need > layer.rec.l1Blocks) await this.growL1(layer, need);
-      layer.rec.size = size;
-      v.size = size;
-      await this.writeCatalog();
-      await this.store.commit();
+      await this.changeCatalog(
+        () => {
+          if (need > layer.rec.l1Blocks && !this.growL1(layer, need)) return false;
+          layer.rec.size = size;
+          v.size = size;
+          return true;
+        },
+        () => this.loadL1(layer),
+      );
     });
   }
 
-  /** Moves a layer's L1 table to a larger contiguous run. */
-  private async growL1(layer: Layer, blocks: number): Promise<void> {
+  private async loadL1(layer: Layer): Promise<void> {
+    for (let b = 0; b < layer.rec.l1Blocks; b++) await this.store.load(layer.rec.l1Start + b, BlockType.L1, layer.id);
+  }
+
+  /**
+   * Moves a layer's L1 table to a larger contiguous run; synchronous, so no
+   * write can change the old table between the copy and the switch. False
+   * (nothing done) when a block of the old table is not in memory.
+   */
+  private growL1(layer: Layer, blocks: number): boolean {
+    const old: Buffer[] = [];
+    for (let b = 0; b < layer.rec.l1Blocks; b++) {
+      const buf = this.store.peek(layer.rec.l1Start + b);
+      if (!buf) return false;
+      old.push(buf);
+    }
     const start = this.alloc.allocateRun(blocks);
     for (let b = 0; b < blocks; b++) {
       const fresh = this.store.create(start + b, BlockType.L1, layer.id);
-      if (b < layer.rec.l1Blocks) {
-        const old = this.store.peek(layer.rec.l1Start + b) ?? (await this.store.load(layer.rec.l1Start + b, BlockType.L1, layer.id));
-        old.copy(fresh, 0, 0, fresh.length - 16);
+      if (b < old.length) {
+        old[b]!.copy(fresh, 0, 0, fresh.length - 16);
         this.store.markDirty(start + b, 0, fresh.length - 16);
       }
     }
@@ -289,6 +383,7 @@ export class Pool implements PoolCore {
     }
     layer.rec.l1Start = start;
     layer.rec.l1Blocks = blocks;
+    return true;
   }
 
   private async allocatedBeyond(layer: Layer, size: number): Promise<number> {

@@ -10,10 +10,15 @@ describe('allocator', () => {
     pool.alloc.free(a);
     pool.alloc.free(b, { metadata: true });
     const seen = new Set<number>();
-    while (pool.alloc.freeClusters > 2) seen.add(pool.alloc.allocate());
+    const reserve = pool.alloc.catalogReserve;
+    expect(reserve).toBeGreaterThan(0);
+    while (pool.alloc.freeClusters > 2 + reserve) seen.add(pool.alloc.allocate());
     expect(seen.has(a) || seen.has(b)).toBe(false);
-    // Only the two freed clusters are free: neither can be had before the commit that freed them.
-    expect(() => pool.alloc.allocate()).toThrow(/pool is full/);
+    // Only the two freed clusters and the catalog's reserve are free: neither freed one can be had
+    // before the commit that freed them, and the reserve is the catalog's alone.
+    expect(() => pool.alloc.allocate()).toThrow(/pool is full.*kept so that the catalog can always be rewritten/);
+    const forCatalog = pool.alloc.allocateRun(reserve, { catalog: true });
+    expect(seen.has(forCatalog) || forCatalog === a || forCatalog === b).toBe(false);
   });
 
   it('releases freed data at the commit, freed metadata only at the checkpoint', async () => {
@@ -35,7 +40,7 @@ describe('allocator', () => {
     const { pool } = await memoryPool({ deviceSize: 4 << 20, clusterSize: 65536 });
     await pool.createVolume('v', 8 << 20);
     const vol = await pool.openVolume('v');
-    const free = pool.alloc.freeClusters;
+    const free = pool.alloc.freeClusters - pool.alloc.catalogReserve;
     // Fill all but two clusters (one more L2 table may be needed), then free half of them without a checkpoint.
     const data = Buffer.alloc(65536, 7);
     for (let i = 0; i < free - 1; i++) await vol.write(data, i * 65536);
@@ -52,6 +57,7 @@ describe('allocator', () => {
 
   it('reports a full pool as ENOSPC naming the pool state', async () => {
     const { pool } = await memoryPool({ deviceSize: 4 << 20, clusterSize: 65536 });
+    const empty = pool.alloc.usedClusters;
     await pool.createVolume('v', 64 << 20);
     const vol = await pool.openVolume('v');
     const data = Buffer.alloc(1 << 20, 1);
@@ -59,5 +65,12 @@ describe('allocator', () => {
     for (let i = 0; i < 64 && !error; i++) await vol.write(data, i << 20).catch((e: unknown) => (error = e));
     expect(error).toMatchObject({ code: 'ENOSPC' });
     expect(String(error)).toMatch(/pool is full/);
+    // A full pool can still delete: the catalog that drops the volume has its clusters kept aside.
+    await vol.close();
+    await pool.deleteVolume('v');
+    await pool.store.checkpoint();
+    expect(pool.alloc.usedClusters).toBe(empty);
+    expect((await pool.check()).problems).toEqual([]);
+    expect(await pool.listVolumes()).toEqual([]);
   });
 });

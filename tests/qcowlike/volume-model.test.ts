@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { MemoryDevice } from '../../src/blockdev/index.js';
+import { MemoryDevice, Rng } from '../../src/blockdev/index.js';
 import { Pool, type Volume } from '../../src/qcowlike/index.js';
 import { pattern } from '../support/blockdev-contract.js';
 import { reopenable } from '../support/pool.js';
@@ -101,6 +101,36 @@ describe('volume against a plain byte array', () => {
       { numRuns: propertyRuns(400) },
     );
   }, 600_000);
+
+  it('grows online while writes land everywhere, even when the L1 table must move and is not all in memory', async () => {
+    // 4 KiB clusters: an L1 block covers 510 tables of 204 clusters (about 407 MiB); growing past that moves the L1.
+    const l1Span = 510 * 204 * 4096;
+    const dev = new MemoryDevice({ size: 64 << 20 });
+    const pool = await Pool.create(dev, { clusterSize: 4096, cacheBytes: 8 * 4096 });
+    await pool.createVolume('v', l1Span + (1 << 20));
+    const vol = await pool.openVolume('v');
+    const rng = new Rng(3);
+    const written = new Map<number, Buffer>();
+    const writer = async (n: number): Promise<void> => {
+      for (let k = 0; k < n; k++) {
+        const at = rng.below((l1Span + (1 << 20)) / 4096) * 4096;
+        const data = pattern(4096, k * 31 + at);
+        written.set(at, data);
+        await vol.write(data, at);
+      }
+    };
+    for (const size of [2 * l1Span, 3 * l1Span + (5 << 20)]) {
+      await Promise.all([writer(150), pool.resizeVolume('v', size), writer(150)]);
+    }
+    const back = Buffer.alloc(4096);
+    for (const [at, data] of written) {
+      await vol.read(back, at);
+      expect(back.equals(data), `data at ${at}`).toBe(true);
+    }
+    await vol.close();
+    expect((await pool.check()).problems).toEqual([]);
+    await pool.close();
+  });
 
   it('refuses to shrink over data without force, and names what would be lost', async () => {
     const pool = await Pool.create(new MemoryDevice({ size: 16 << 20 }));
