@@ -19,6 +19,8 @@ interface Block {
   ranges: Array<[number, number]>;
   /** Kept in memory for the pool's lifetime (allocation bitmap, root). */
   pinned: boolean;
+  /** The journal generation whose log holds this block's INIT, if any: replay rebuilds it whole, without its home copy. */
+  initGeneration?: bigint;
 }
 
 /** Work a commit or checkpoint does at capture time and once it is done, for the layers that own clusters. */
@@ -409,6 +411,7 @@ export class MetaStore {
         p.writeUInt32LE(block.owner >>> 0, 4);
         records.push({ type: RecordType.Init, target: block.cluster, payload: p });
         block.needsInit = false;
+        block.initGeneration = this.journal.generation;
       }
       for (const [s, e] of block.ranges) {
         records.push({ type: RecordType.Delta, target: block.cluster * C + s, payload: Buffer.from(block.buf.subarray(s, e)) });
@@ -422,14 +425,21 @@ export class MetaStore {
 
   private async writeHome(images: Array<{ block: Block; version: number; image: Buffer }>): Promise<void> {
     const C = this.clusterSize;
-    for (let i = 0; i < images.length; i += this.dw.capacity) {
-      const batch = images.slice(i, i + this.dw.capacity);
-      await this.dw.write(this.journal.generation, batch.map((x) => ({ cluster: x.block.cluster, image: x.image })));
+    const generation = this.journal.generation;
+    // A block created in this generation needs no copy in the double-write area: the journal holds
+    // its INIT and every change since, so replay rebuilds it whatever a torn home write left.
+    const rebuilt = images.filter((x) => x.block.initGeneration === generation);
+    const guarded = images.filter((x) => x.block.initGeneration !== generation);
+    await Promise.all(rebuilt.map((x) => this.dev.write(x.image, x.block.cluster * C)));
+    for (let i = 0; i < guarded.length; i += this.dw.capacity) {
+      const batch = guarded.slice(i, i + this.dw.capacity);
+      await this.dw.write(generation, batch.map((x) => ({ cluster: x.block.cluster, image: x.image })));
       await this.dev.flush();
       await Promise.all(batch.map((x) => this.dev.write(x.image, x.block.cluster * C)));
       // The next batch overwrites the area that can repair these home writes: they must be durable first.
       await this.dev.flush();
     }
+    if (guarded.length === 0) await this.dev.flush();
     await this.journal.reset(this.journal.generation + 1n);
     await this.dev.flush();
     for (const { block, version } of images) {
