@@ -4,6 +4,7 @@ import { Option, type Command } from 'commander';
 import { FileDevice } from '../../src/blockdev/index.js';
 import { Pool, type CheckProblem, type CheckReport, type PoolStats } from '../../src/qcowlike/index.js';
 import { createArray } from '../../src/raid/index.js';
+import { cacheOption, type CacheMode } from '../cache-option.js';
 import { oneLine, openRegisteredPool, PoolInUseError, withPool } from '../open-pool.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../registry.js';
@@ -44,6 +45,7 @@ export const poolCommands: CommandGroup = (program) => {
     .command('check <pool>')
     .description('verify every structure and checksum of a pool; exits 1 if problems remain')
     .option('--repair', 'fix what can be fixed without guessing')
+    .addOption(cacheOption("the pool's files (none keeps a whole-pool read out of the host page cache)"))
     .action(checkPool);
   pool
     .command('delete <pool>')
@@ -182,11 +184,11 @@ async function poolInfo(name: string, _opts: unknown, cmd: Command): Promise<voi
   ]);
 }
 
-async function checkPool(name: string, opts: { repair?: boolean }, cmd: Command): Promise<void> {
+async function checkPool(name: string, opts: { repair?: boolean; cache: CacheMode }, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const repair = opts.repair === true;
   // Check opens the pool for writing even without --repair: it checkpoints the journal first, so it reads settled metadata.
-  const result = await withPool(g.home, checkName('pool', name), { readOnly: false }, async ({ pool }) => pool.check({ repair }));
+  const result = await withPool(g.home, checkName('pool', name), { readOnly: false, direct: opts.cache === 'none' }, async ({ pool }) => pool.check({ repair }));
   const remaining = result.problems.filter((p) => !p.repaired).length;
   if (g.json) printJson({ pool: name, clean: remaining === 0, ...result });
   else printCheck(name, result, repair);

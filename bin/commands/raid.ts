@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { Command } from 'commander';
 import { assembleArray, createArray, DEFAULT_CHUNK, type ArrayStatus, type RaidArray, type RaidLevel, type RebuildProgress, type ScrubReport } from '../../src/raid/index.js';
+import { cacheOption, type CacheMode } from '../cache-option.js';
 import { ControlClient, type ControlOk } from '../control-client.js';
 import type { ControlRequest } from '../control-protocol.js';
 import { globals } from '../output.js';
@@ -73,9 +74,9 @@ function progressPrinter(what: string): { update: (fraction: number, bytes: numb
   };
 }
 
-async function open(members: string[], readOnly = false): Promise<RaidArray> {
+async function open(members: string[], readOnly = false, direct = false): Promise<RaidArray> {
   if (members.length === 0) throw new Error('no members given (use --members a.img,b.img,…)');
-  const { array, warnings } = await assembleArray(members, { readOnly, onEvent: say });
+  const { array, warnings } = await assembleArray(members, { readOnly, onEvent: say, direct });
   for (const w of warnings) say(`warning: ${w}`);
   return array;
 }
@@ -87,8 +88,8 @@ async function rebuildForeground(array: RaidArray, rate: number): Promise<void> 
   bar.done();
 }
 
-async function withArray(members: string[], fn: (a: RaidArray) => Promise<void>, readOnly = false): Promise<void> {
-  const array = await open(members, readOnly);
+async function withArray(members: string[], fn: (a: RaidArray) => Promise<void>, readOnly = false, direct = false): Promise<void> {
+  const array = await open(members, readOnly, direct);
   try {
     await fn(array);
   } finally {
@@ -305,7 +306,8 @@ export const raidCommands: CommandGroup = (program) => {
 
   rateOption(membersOption(raid.command('rebuild').description('finish a rebuild in the foreground, from its checkpoint (of a served pool: wait for the server\'s)')))
     .argument('[pool]', 'the pool whose array to rebuild (or give --members)')
-    .action(async (pool: string | undefined, o: { members?: string[]; rate?: number }, cmd: Command) => {
+    .addOption(cacheOption('the members (of an array not being served)'))
+    .action(async (pool: string | undefined, o: { members?: string[]; rate?: number; cache: CacheMode }, cmd: Command) => {
       const where = { ...o, ...(pool ? { pool } : {}) };
       const client = await servedPool(where, cmd);
       if (client) {
@@ -313,25 +315,36 @@ export const raidCommands: CommandGroup = (program) => {
         if (!r.rebuilding) say('nothing to rebuild: every member is in sync');
         return;
       }
-      await withArray(membersOf(where, cmd), async (a) => {
-        if (!a.needsRebuild()) say('nothing to rebuild: every member is in sync');
-        await rebuildForeground(a, o.rate ?? 0);
-      });
+      await withArray(
+        membersOf(where, cmd),
+        async (a) => {
+          if (!a.needsRebuild()) say('nothing to rebuild: every member is in sync');
+          await rebuildForeground(a, o.rate ?? 0);
+        },
+        false,
+        o.cache === 'none',
+      );
     });
 
   membersOption(raid.command('scrub').description('compare mirrors / parity over the whole array and report mismatches (on a degraded array: what redundancy remains)'))
     .argument('[pool]', 'the pool whose array to scrub (or give --members)')
     .option('--repair', 'make mismatching copies agree (RAID 6 locates a bad data block from P and Q; 3+ mirrors vote)')
-    .action(async (pool: string | undefined, o: { members?: string[]; repair?: boolean }, cmd: Command) => {
+    .addOption(cacheOption('the members (of an array not being served)'))
+    .action(async (pool: string | undefined, o: { members?: string[]; repair?: boolean; cache: CacheMode }, cmd: Command) => {
       const where = { ...o, ...(pool ? { pool } : {}) };
       const client = await servedPool(where, cmd);
       if (client) return printScrub((await online(client, { op: 'scrub', repair: o.repair ?? false }, 'scrubbing')).report!, globals(cmd).json);
-      await withArray(membersOf(where, cmd), async (a) => {
-        const bar = progressPrinter('scrubbing');
-        const report = await a.scrub({ repair: o.repair ?? false, onProgress: (f) => bar.update(f, f * a.size) });
-        bar.done();
-        printScrub(report, globals(cmd).json);
-      });
+      await withArray(
+        membersOf(where, cmd),
+        async (a) => {
+          const bar = progressPrinter('scrubbing');
+          const report = await a.scrub({ repair: o.repair ?? false, onProgress: (f) => bar.update(f, f * a.size) });
+          bar.done();
+          printScrub(report, globals(cmd).json);
+        },
+        false,
+        o.cache === 'none',
+      );
     });
 };
 

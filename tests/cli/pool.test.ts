@@ -166,6 +166,11 @@ describe('strata pool', () => {
     const report = json<{ clean: boolean; problems: unknown[] }>(home, ['pool', 'check', 'p0']);
     expect(report.clean).toBe(true);
     expect(report.problems).toEqual([]);
+    // Past the host page cache too; the switch reaches the file: O_DIRECT refuses a file that ends mid-sector.
+    expect(ok(home, ['pool', 'check', 'p0', '--cache', 'none'])).toMatch(/0 problems/);
+    const file = path.join(home, 'p0.pool');
+    fs.truncateSync(file, fs.statSync(file).size + 100);
+    expect(fails(home, ['pool', 'check', 'p0', '--cache', 'none'])).toMatch(/direct I\/O needs a size that is a multiple of 512 bytes/);
   });
 
   it('checks a pool with a corrupted data cluster: names the place and exits 1, with or without --repair', () => {
