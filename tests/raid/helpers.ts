@@ -1,4 +1,6 @@
+import { expect } from 'vitest';
 import { MemoryDevice, type BlockDevice } from '../../src/blockdev/index.js';
+import type { Volume } from '../../src/qcowlike/index.js';
 import { createArray, DATA_OFFSET, memberDataNeeded, type RaidArray, type RaidLevel } from '../../src/raid/index.js';
 
 export interface LevelCase {
@@ -53,4 +55,20 @@ export function subsets(n: number, k: number): number[][] {
   };
   rec(0, []);
   return out;
+}
+
+/** A run of one repeated byte written into a volume. */
+export interface Fill {
+  p: number;
+  at: number;
+  len: number;
+}
+
+/** Reads each fill back from the volume and expects exactly its byte. */
+export async function expectFills(vol: Volume, fills: readonly Fill[]): Promise<void> {
+  for (const b of fills) {
+    const back = Buffer.alloc(b.len);
+    await vol.read(back, b.at);
+    expect(back.equals(Buffer.alloc(b.len, b.p)), `pattern ${b.p.toString(16)} at ${b.at / 2 ** 20}M`).toBe(true);
+  }
 }

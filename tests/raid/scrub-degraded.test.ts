@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../../src/blockdev/index.js';
 import { DATA_OFFSET } from '../../src/raid/index.js';
 import { pattern } from '../support/blockdev-contract.js';
-import { CHUNK, memoryArray } from './helpers.js';
+import { CHUNK, memoryArray, type LevelCase } from './helpers.js';
 
 const SIZE = 96 * 1024;
 
@@ -12,6 +12,15 @@ function corruptChunk(member: MemoryDevice, row: number): void {
   member.readSync(b, DATA_OFFSET + row * CHUNK);
   for (let i = 0; i < CHUNK; i += 97) b[i]! ^= 0x3c;
   member.writeSync(b, DATA_OFFSET + row * CHUNK);
+}
+
+/** Writes an array of `c`'s shape, fails `out`, and expects scrub to find nothing left to compare. */
+async function expectNothingToCompare(c: LevelCase, out: number[], seed: number): Promise<void> {
+  const { array } = await memoryArray(c, SIZE);
+  await array.write(pattern(SIZE, seed), 0);
+  for (const m of out) await array.fail(m);
+  expect(await array.scrub()).toMatchObject({ bytesChecked: 0, bytesUnchecked: array.size, mismatches: [] });
+  await array.close();
 }
 
 describe('scrub of a degraded array checks the redundancy that remains', () => {
@@ -32,17 +41,8 @@ describe('scrub of a degraded array checks the redundancy that remains', () => {
   });
 
   it('RAID 6 with two members out and RAID 5 with one have nothing left to compare, and say so', async () => {
-    const r6 = await memoryArray({ level: 6, members: 5, tolerates: 2 }, SIZE);
-    await r6.array.write(pattern(SIZE, 4), 0);
-    await r6.array.fail(0);
-    await r6.array.fail(2);
-    expect(await r6.array.scrub()).toMatchObject({ bytesChecked: 0, bytesUnchecked: r6.array.size, mismatches: [] });
-    const r5 = await memoryArray({ level: 5, members: 4, tolerates: 1 }, SIZE);
-    await r5.array.write(pattern(SIZE, 5), 0);
-    await r5.array.fail(3);
-    expect(await r5.array.scrub()).toMatchObject({ bytesChecked: 0, bytesUnchecked: r5.array.size, mismatches: [] });
-    await r6.array.close();
-    await r5.array.close();
+    await expectNothingToCompare({ level: 6, members: 5, tolerates: 2 }, [0, 2], 4);
+    await expectNothingToCompare({ level: 5, members: 4, tolerates: 1 }, [3], 5);
   });
 
   it('three mirrors with one out compare the two left; two with one out have nothing to compare', async () => {
@@ -53,11 +53,7 @@ describe('scrub of a degraded array checks the redundancy that remains', () => {
     const found = await three.array.scrub();
     expect(found.bytesUnchecked).toBe(0);
     expect(found.mismatches.map((m) => m.offset)).toEqual([5 * CHUNK]);
-    const two = await memoryArray({ level: 1, members: 2, tolerates: 1 }, SIZE);
-    await two.array.write(pattern(SIZE, 7), 0);
-    await two.array.fail(1);
-    expect(await two.array.scrub()).toMatchObject({ bytesChecked: 0, bytesUnchecked: two.array.size, mismatches: [] });
     await three.array.close();
-    await two.array.close();
+    await expectNothingToCompare({ level: 1, members: 2, tolerates: 1 }, [1], 7);
   });
 });

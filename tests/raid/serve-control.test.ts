@@ -8,6 +8,7 @@ import { Pool } from '../../src/qcowlike/index.js';
 import { assembleArray } from '../../src/raid/index.js';
 import { hasTool, startServe, STRATA, tool, type ServeProcess } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
+import { expectFills } from './helpers.js';
 
 const MiB = 1024 * 1024;
 const scratch = scratchDir('raid-serve');
@@ -155,11 +156,7 @@ describe.skipIf(!haveTools)('raid commands on a pool that strata serve is servin
     await array.fail(2);
     const pool = await Pool.open(array);
     const vol = await pool.openVolume('vm', { readOnly: true });
-    for (const b of [...PATTERNS, { p: 0x77, at: 110 * MiB, len: 4 * MiB }]) {
-      const back = Buffer.alloc(b.len);
-      await vol.read(back, b.at);
-      expect(back.equals(Buffer.alloc(b.len, b.p)), `pattern ${b.p.toString(16)} at ${b.at / MiB}M`).toBe(true);
-    }
+    await expectFills(vol, [...PATTERNS, { p: 0x77, at: 110 * MiB, len: 4 * MiB }]);
     await vol.close();
     await pool.close();
   }, 60_000);
