@@ -16,6 +16,12 @@ export interface FaultRule {
   times?: number;
   /** The error code to fail with; 'EIO' if omitted. */
   error?: BlockErrorCode;
+  /**
+   * A failed write first lands a seeded subset of its 512-byte sectors, as a
+   * disk that fails midway (or a file system that fills up midway) leaves
+   * part of the request written. Off by default: the write reaches nothing.
+   */
+  torn?: boolean;
 }
 
 export interface FaultyDeviceOptions {
@@ -34,7 +40,8 @@ interface RuleState {
 
 /**
  * Wraps any device and fails chosen requests with chosen errors. A failed
- * write does not reach the inner device at all, as when a disk rejects it.
+ * write does not reach the inner device at all, as when a disk rejects it,
+ * unless its rule tears it (some sectors land first).
  */
 export class FaultyDevice implements BlockDevice {
   readonly name: string;
@@ -77,8 +84,20 @@ export class FaultyDevice implements BlockDevice {
   }
 
   async write(buf: Uint8Array, offset: number, opts?: WriteOptions): Promise<void> {
-    await this.gate('write', offset, buf.length);
-    return this.inner.write(buf, offset, opts);
+    const fired = await this.gate('write', offset, buf.length, false);
+    if (!fired) return this.inner.write(buf, offset, opts);
+    if (fired.rule.torn) await this.landSome(buf, offset);
+    throw fired.error;
+  }
+
+  private async landSome(buf: Uint8Array, offset: number): Promise<void> {
+    const SECTOR = 512;
+    for (let s = Math.floor(offset / SECTOR) * SECTOR; s < offset + buf.length; s += SECTOR) {
+      if (this.rng.below(2) === 0) continue;
+      const from = Math.max(s, offset);
+      const to = Math.min(s + SECTOR, offset + buf.length);
+      await this.inner.write(buf.subarray(from - offset, to - offset), from);
+    }
   }
 
   async flush(): Promise<void> {
@@ -100,7 +119,8 @@ export class FaultyDevice implements BlockDevice {
     return this.inner.close();
   }
 
-  private async gate(op: BlockOp, offset: number, length: number): Promise<void> {
+  /** Applies latency and the rules; throws the fault, or with `throwIt` false returns it. */
+  private async gate(op: BlockOp, offset: number, length: number, throwIt = true): Promise<{ rule: FaultRule; error: BlockDeviceError } | undefined> {
     if (this.latencyMs > 0) {
       const ms = this.jitter ? this.rng.next() * this.latencyMs : this.latencyMs;
       await new Promise((r) => setTimeout(r, ms));
@@ -115,7 +135,10 @@ export class FaultyDevice implements BlockDevice {
       if (r.probability !== undefined && this.rng.next() >= r.probability) continue;
       s.fired++;
       this.failures[op]++;
-      throw new BlockDeviceError(r.error ?? 'EIO', this.name, op, 'injected fault', offset, length);
+      const error = new BlockDeviceError(r.error ?? 'EIO', this.name, op, 'injected fault', offset, length);
+      if (throwIt) throw error;
+      return { rule: r, error };
     }
+    return undefined;
   }
 }

@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import type { BlockDevice } from '../blockdev/index.js';
+import { BlockDeviceError, type BlockDevice } from '../blockdev/index.js';
 import { DoubleWrite } from './doublewrite.js';
 import { ChecksumError, PoolError } from './errors.js';
 import { Journal, RecordType, transactionSize, type JournalRecord } from './journal.js';
@@ -25,6 +25,8 @@ interface Block {
 
 /** Work a commit or checkpoint does at capture time and once it is done, for the layers that own clusters. */
 export interface EpochHooks {
+  /** Called once a commit has closed the write gate, before it captures: a write that metadata already points at and that failed earlier is retried here (a failure fails the commit). */
+  beforeCommit?(): Promise<void>;
   /** Called synchronously when a commit captures state: data written in place until now is about to be referenced durably. */
   onCapture(): void;
   /** Called once the transaction of a commit is durable. */
@@ -88,8 +90,20 @@ export class MetaStore {
   private inflight = 0;
   private draining: { gate: Promise<void>; open: () => void; drained: () => void } | undefined;
   private hooks: EpochHooks[] = [];
+  /**
+   * Records captured by commits that failed before they were durable: the
+   * next commit carries them first, so no later transaction can make durable
+   * a reference to something only they describe (a block's INIT, a delta).
+   */
+  private carried: JournalRecord[] = [];
+  /** A checkpoint wrote its blocks home but not the new journal header: the next commit writes it first. */
+  private resetPending: bigint | undefined;
+  /** Set once a device flush has failed: what was written since the last good flush is of unknown durability. */
+  private fenced: Error | undefined;
   /** Counts of checksum failures repaired from redundancy below. */
   repairedBlocks = 0;
+  /** Checkpoints that failed after their commit was durable (the commit still succeeded). */
+  failedCheckpoints = 0;
 
   constructor(
     readonly dev: BlockDevice,
@@ -312,6 +326,38 @@ export class MetaStore {
     return this.pendingBytes > this.journal.bytes / 4 || this.dirty.size >= this.maxDirty || this.hooks.some((h) => h.wantsCheckpoint?.());
   }
 
+  /**
+   * Throws when the pool must not take new writes: after a failed device
+   * flush (the kernel may have dropped what it could not write, and a later
+   * flush would report success all the same, so nothing written since the
+   * last good flush can be trusted to be on disk), or while metadata that
+   * failed to commit fills the journal.
+   */
+  checkWritable(): void {
+    if (this.fenced) throw this.fenced;
+    if (this.carriedBytes() > this.journal.bytes / 2) {
+      throw new BlockDeviceError('ENOSPC', this.dev.name, 'write', 'metadata changes cannot be committed (the last commits failed); free space on the host, then flush');
+    }
+  }
+
+  /** The error every write and commit gets once a device flush has failed, if one has. */
+  get fence(): Error | undefined {
+    return this.fenced;
+  }
+
+  private carriedBytes(): number {
+    return this.carried.length === 0 ? 0 : transactionSize(this.carried);
+  }
+
+  private async flushDevice(): Promise<void> {
+    try {
+      await this.dev.flush();
+    } catch (err) {
+      this.fenced ??= new BlockDeviceError('EIO', this.dev.name, 'flush', `a flush of the pool's device failed (${err instanceof Error ? err.message : String(err)}); the pool takes no more writes until it is opened again`);
+      throw err;
+    }
+  }
+
   /** Makes everything written so far durable (a client flush). */
   commit(): Promise<void> {
     return this.serialize(() => this.commitLocked(false));
@@ -329,7 +375,18 @@ export class MetaStore {
   }
 
   private async commitLocked(forceCheckpoint: boolean): Promise<void> {
+    if (this.fenced) throw this.fenced;
+    if (this.resetPending !== undefined) {
+      await this.journal.reset(this.resetPending);
+      this.resetPending = undefined;
+    }
     const reopen = await this.drain();
+    try {
+      for (const h of this.hooks) await h.beforeCommit?.();
+    } catch (err) {
+      reopen();
+      throw err;
+    }
     const granted = this.intentsWanted;
     this.intentsWanted = new Set();
     this.nextGrant = undefined;
@@ -350,6 +407,9 @@ export class MetaStore {
     try {
       records = this.captureRecords();
       this.boundIntents(granted, records);
+      // What earlier failed commits captured goes first: records are images, so later ones win.
+      if (this.carried.length > 0) records = this.carried.concat(records);
+      this.carried = records;
       for (const h of this.hooks) h.onCapture();
       const needCheckpoint =
         forceCheckpoint ||
@@ -369,15 +429,23 @@ export class MetaStore {
       reopen();
     }
     // Data written in place before the capture must be durable before metadata points at it.
-    await this.dev.flush();
+    await this.flushDevice();
     if (records.length > 0) {
       if (transactionSize(records) > this.journal.free) throw new PoolError('ENOSPC', `${this.dev.name}: metadata journal overflow (${transactionSize(records)} bytes pending)`);
       await this.journal.append(records);
-      await this.dev.flush();
+      await this.flushDevice();
     }
+    this.carried = [];
     if (!images) for (const c of granted) this.intents.add(c);
     for (const h of this.hooks) await h.onCommitted?.();
-    if (images) await this.writeHome(images);
+    if (!images) return;
+    try {
+      await this.writeHome(images);
+    } catch (err) {
+      // The commit itself is durable: a checkpoint that could not finish leaves the journal as it is.
+      if (forceCheckpoint || this.fenced) throw err;
+      this.failedCheckpoints++;
+    }
   }
 
   /**
@@ -424,24 +492,36 @@ export class MetaStore {
   }
 
   private async writeHome(images: Array<{ block: Block; version: number; image: Buffer }>): Promise<void> {
-    const C = this.clusterSize;
     const generation = this.journal.generation;
     // A block created in this generation needs no copy in the double-write area: the journal holds
     // its INIT and every change since, so replay rebuilds it whatever a torn home write left.
     const rebuilt = images.filter((x) => x.block.initGeneration === generation);
     const guarded = images.filter((x) => x.block.initGeneration !== generation);
-    await Promise.all(rebuilt.map((x) => this.dev.write(x.image, x.block.cluster * C)));
+    await this.writeBlocksHome(rebuilt);
     for (let i = 0; i < guarded.length; i += this.dw.capacity) {
       const batch = guarded.slice(i, i + this.dw.capacity);
       await this.dw.write(generation, batch.map((x) => ({ cluster: x.block.cluster, image: x.image })));
-      await this.dev.flush();
-      await Promise.all(batch.map((x) => this.dev.write(x.image, x.block.cluster * C)));
-      // The next batch overwrites the area that can repair these home writes: they must be durable first.
-      await this.dev.flush();
+      await this.flushDevice();
+      try {
+        await this.writeBlocksHome(batch);
+        // The next batch overwrites the area that can repair these home writes: they must be durable first.
+        await this.flushDevice();
+      } catch (err) {
+        // Their home copies may be torn, and the area that could repair them is rewritten by the next
+        // checkpoint: journal each of them whole, so replay never needs its home copy.
+        for (const x of batch) this.reinit(x.block);
+        throw err;
+      }
     }
-    if (guarded.length === 0) await this.dev.flush();
-    await this.journal.reset(this.journal.generation + 1n);
-    await this.dev.flush();
+    if (guarded.length === 0) await this.flushDevice();
+    try {
+      await this.journal.reset(generation + 1n);
+    } catch (err) {
+      // The header may or may not have landed: it must be written before anything is appended again.
+      this.resetPending = generation + 1n;
+      throw err;
+    }
+    await this.flushDevice();
     for (const { block, version } of images) {
       if (block.version !== version || this.dirty.get(block.cluster) !== block) continue;
       this.dirty.delete(block.cluster);
@@ -449,6 +529,24 @@ export class MetaStore {
       else this.clean.set(block.cluster, block);
     }
     for (const h of this.hooks) await h.onCheckpoint();
+  }
+
+  /** Writes sealed images over their home copies, every write settled before a failure is reported. */
+  private async writeBlocksHome(items: ReadonlyArray<{ block: Block; image: Buffer }>): Promise<void> {
+    const C = this.clusterSize;
+    const results = await Promise.allSettled(items.map((x) => this.dev.write(x.image, x.block.cluster * C)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /** Journals a block whole at the next commit (an INIT and one delta of all of it), as if it were new. */
+  private reinit(block: Block): void {
+    if (this.dirty.get(block.cluster) !== block) return;
+    block.needsInit = true;
+    block.version++;
+    block.ranges = [[0, this.clusterSize - TRAILER]];
+    this.changed.add(block);
+    this.pendingBytes += this.clusterSize;
   }
 
   // ---- recovery --------------------------------------------------------------
@@ -489,8 +587,19 @@ export class MetaStore {
       }
       return img;
     };
+    // A block journaled whole (INIT) later in the log needs nothing from before it, nor its home copy.
+    const lastInit = new Map<number, number>();
+    let index = 0;
+    for (const txn of txns) for (const r of txn) {
+      if (r.type === RecordType.Init) lastInit.set(r.target, index);
+      index++;
+    }
+    index = 0;
     for (const txn of txns) {
       for (const r of txn) {
+        const at = index++;
+        const cluster = r.type === RecordType.Delta ? Math.floor(r.target / C) : r.target;
+        if ((r.type === RecordType.Init || r.type === RecordType.Delta) && at < (lastInit.get(cluster) ?? -1)) continue;
         if (r.type === RecordType.Init) {
           const buf = Buffer.alloc(C);
           const t = C - TRAILER;
@@ -498,7 +607,6 @@ export class MetaStore {
           buf.writeUInt32LE(r.payload.readUInt32LE(4), t + 4);
           images.set(r.target, { cluster: r.target, buf, type: r.payload.readUInt32LE(0), owner: r.payload.readUInt32LE(4), version: 1, needsInit: false, ranges: [], pinned: false });
         } else if (r.type === RecordType.Delta) {
-          const cluster = Math.floor(r.target / C);
           const img = await imageOf(cluster);
           r.payload.copy(img.buf, r.target - cluster * C);
         } else if (r.type === RecordType.Intent) {

@@ -36,6 +36,8 @@ export class Pool implements PoolCore {
   private readonly openCounts = new Map<string, number>();
   private admin: Promise<void> = Promise.resolve();
   private closed = false;
+  /** A catalog whose write failed while the root already names it: written again before any commit. */
+  private unwrittenCatalog: { bytes: Buffer; offset: number } | undefined;
   /** Journal transactions replayed when the pool was opened (non-zero after an unclean stop). */
   replayed = 0;
 
@@ -58,6 +60,16 @@ export class Pool implements PoolCore {
       maxIntents: maxIntents ?? Math.max(16, Math.floor(MAX_INTENT_SPAN / (this.geo.entriesPerL2 * C))),
     });
     this.alloc = new Allocator(this.store, header);
+    this.store.addHooks({
+      beforeCommit: async () => {
+        const c = this.unwrittenCatalog;
+        if (!c) return;
+        await this.dev.write(c.bytes, c.offset);
+        if (this.unwrittenCatalog === c) this.unwrittenCatalog = undefined;
+      },
+      onCapture: () => undefined,
+      onCheckpoint: async () => undefined,
+    });
   }
 
   static async create(dev: BlockDevice, opts: PoolCreateOptions = {}): Promise<Pool> {
@@ -155,7 +167,12 @@ export class Pool implements PoolCore {
     this.store.markDirty(ROOT_CLUSTER, 0, POINTER_BYTES);
     // Catalog clusters are written directly, never through the journal: free after the commit.
     if (old.start !== 0) for (let c = old.start; c < old.start + old.clusters; c++) this.alloc.free(c);
-    return this.dev.write(padded, start * C);
+    const offset = start * C;
+    this.unwrittenCatalog = { bytes: padded, offset };
+    // Until its bytes are on the device no commit may capture the root that names them (see beforeCommit).
+    return this.dev.write(padded, offset).then(() => {
+      if (this.unwrittenCatalog?.offset === offset) this.unwrittenCatalog = undefined;
+    });
   }
 
   /**
@@ -477,7 +494,8 @@ export class Pool implements PoolCore {
   async close(): Promise<void> {
     if (this.closed) return;
     await this.admin;
-    if (!this.readOnly) await this.store.checkpoint();
+    // After a failed device flush nothing more is written: the next open replays what was durable.
+    if (!this.readOnly && !this.store.fence) await this.store.checkpoint();
     this.closed = true;
     await this.dev.close();
   }

@@ -6,6 +6,19 @@ import { ENTRY_ALLOC, ENTRY_SUMS, ENTRY_ZERO, readHost } from './geometry.js';
 import type { Layer } from './layer.js';
 import type { Volume } from './types.js';
 
+/** An L2 entry as it was before a write changed it, to put back if the data write fails. */
+interface EntryUndo {
+  l2Cluster: number;
+  l2: Buffer;
+  at: number;
+  entry: Buffer;
+  /** The host cluster this write allocated for the entry, or -1. */
+  allocated: number;
+  /** The sub-clusters of the entry the write covered. */
+  first: number;
+  count: number;
+}
+
 interface DataPiece {
   /** Host byte offset of the sub-cluster. */
   host: number;
@@ -347,6 +360,9 @@ export class VolumeHandle implements Volume {
     const { geo, store, alloc } = this.core;
     const { clusterSize: C, subclusterSize: S, entrySize: E } = geo;
     const writes: Array<[number, Buffer]> = [];
+    const undo: EntryUndo[] = [];
+    // The entries as they were, to put back if a data write fails: one allocation per request.
+    const before = Buffer.allocUnsafe((last - first + 1) * E);
     let failure: unknown;
     let seg = 0;
     const sliceAt = (x: number): Buffer => {
@@ -367,8 +383,13 @@ export class VolumeHandle implements Volume {
         const ref = this.layer.peek(vc) ?? this.layer.createTable(vc);
         const { l2, at } = ref;
         let host = readHost(l2, at);
+        const entry = before.subarray((vc - first) * E, (vc - first + 1) * E);
+        l2.copy(entry, 0, at, at + E);
+        const u: EntryUndo = { l2Cluster: ref.l2Cluster, l2, at, entry, allocated: -1, first: (s - vc * C) / S, count: (e - s) / S };
+        undo.push(u);
         if (host === 0) {
           host = alloc.allocate();
+          u.allocated = host;
           this.layer.setHost(ref, host);
         }
         let bits = l2.readUInt32LE(at + ENTRY_ALLOC);
@@ -392,8 +413,57 @@ export class VolumeHandle implements Volume {
       // Keep what was decided consistent with the device: issue the writes already mapped, then fail.
       failure = err;
     }
-    await Promise.all(coalesce(writes).map(([off, b]) => this.core.dev.write(b, off)));
+    const runs = coalesce(writes);
+    if (runs.length === 1 && failure === undefined) {
+      try {
+        await this.core.dev.write(runs[0]![1], runs[0]![0]);
+      } catch (err) {
+        await this.undoWrite(undo);
+        throw err;
+      }
+      return;
+    }
+    const results = await Promise.allSettled(runs.map(([off, b]) => this.core.dev.write(b, off)));
+    const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (rejected) {
+      await this.undoWrite(undo);
+      throw rejected.reason;
+    }
     if (failure) throw failure;
+  }
+
+  /**
+   * A data write failed (a full host, an I/O error): put the map back as the
+   * device can back it, before the write gate lets a commit capture it.
+   * Clusters this write allocated go back to the pool; sub-clusters it
+   * overwrote hold old or new bytes in each sector, so their checksums are
+   * taken again from what the device now holds.
+   */
+  private async undoWrite(undo: EntryUndo[]): Promise<void> {
+    const { geo, store, alloc } = this.core;
+    const { clusterSize: C, subclusterSize: S, entrySize: E } = geo;
+    for (const u of undo) {
+      const now = readHost(u.l2, u.at);
+      u.entry.copy(u.l2, u.at);
+      store.markDirty(u.l2Cluster, u.at, E);
+      if (u.allocated !== -1 && now === u.allocated) alloc.free(u.allocated);
+    }
+    const sc = Buffer.alloc(S);
+    for (const u of undo) {
+      const host = readHost(u.l2, u.at);
+      const bits = u.l2.readUInt32LE(u.at + ENTRY_ALLOC);
+      for (let i = u.first; i < u.first + u.count; i++) {
+        if (host === 0 || !(bits & (1 << i))) continue;
+        try {
+          await this.core.dev.read(sc, host * C + i * S);
+        } catch {
+          // Unreadable now: its old checksum stays, and a read reports the place.
+          continue;
+        }
+        u.l2.writeUInt32LE(dataChecksum(sc), u.at + ENTRY_SUMS + 4 * i);
+        store.markDirty(u.l2Cluster, u.at + ENTRY_SUMS + 4 * i, 4);
+      }
+    }
   }
 
   /** Brings every table of clusters first..last into memory, so that the caller can then work without yielding. */
@@ -567,6 +637,7 @@ export class VolumeHandle implements Volume {
     this.checkOpen(op);
     if (this.readOnly || this.core.readOnly) throw new BlockDeviceError('EROFS', this.name, op, 'volume is read-only', offset, length);
     checkRange(this, op, offset, length);
+    this.core.store.checkWritable();
   }
 }
 
