@@ -104,6 +104,8 @@ export class MetaStore {
   repairedBlocks = 0;
   /** Checkpoints that failed after their commit was durable (the commit still succeeded). */
   failedCheckpoints = 0;
+  /** Why the last checkpoint failed, until one succeeds. */
+  private checkpointError: Error | undefined;
 
   constructor(
     readonly dev: BlockDevice,
@@ -333,10 +335,14 @@ export class MetaStore {
    * last good flush can be trusted to be on disk), or while metadata that
    * failed to commit fills the journal.
    */
-  checkWritable(): void {
+  checkWritable(op: 'write' | 'discard' | 'writeZeroes'): void {
     if (this.fenced) throw this.fenced;
     if (this.carriedBytes() > this.journal.bytes / 2) {
-      throw new BlockDeviceError('ENOSPC', this.dev.name, 'write', 'metadata changes cannot be committed (the last commits failed); free space on the host, then flush');
+      throw new BlockDeviceError('ENOSPC', this.dev.name, op, 'metadata changes cannot be committed (the last commits failed); free space on the host, then flush');
+    }
+    // Data writes stop first, so that the journal keeps room for the discards and deletes that free space.
+    if (op === 'write' && this.checkpointError && this.journal.used > this.journal.bytes * 0.8) {
+      throw new BlockDeviceError('ENOSPC', this.dev.name, op, `the metadata journal is nearly full and checkpoints fail (${this.checkpointError.message}); discard or delete to free space`);
     }
   }
 
@@ -443,9 +449,12 @@ export class MetaStore {
       await this.writeHome(images);
     } catch (err) {
       // The commit itself is durable: a checkpoint that could not finish leaves the journal as it is.
+      this.checkpointError = err instanceof Error ? err : new Error(String(err));
       if (forceCheckpoint || this.fenced) throw err;
       this.failedCheckpoints++;
+      return;
     }
+    this.checkpointError = undefined;
   }
 
   /**

@@ -78,6 +78,10 @@ export class Pool implements PoolCore {
     const header = planLayout(dev.size, opts.clusterSize ?? DEFAULT_CLUSTER, opts);
     const pool = new Pool(dev, header, opts.cacheBytes ?? DEFAULT_CACHE, false, opts.maxIntents);
     await dev.write(encodeHeader(header), 0);
+    // The journal and the double-write area take host space now, so that a host file system that
+    // fills up later cannot refuse the commits that discard and delete need to give space back.
+    const C = header.clusterSize;
+    await dev.writeZeroes(header.journalStart * C, (header.journalClusters + header.dwClusters) * C);
     await pool.store.journal.reset(1n);
     pool.alloc.format();
     pool.store.create(ROOT_CLUSTER, BlockType.Root, 0, true);
@@ -220,6 +224,7 @@ export class Pool implements PoolCore {
   private checkAdmin(): void {
     if (this.closed) throw new PoolError('EINVAL', `pool ${this.dev.name} is closed`);
     if (this.readOnly) throw new PoolError('EROFS', `pool ${this.dev.name} is open read-only`);
+    if (this.store.fence) throw this.store.fence;
   }
 
   // ---- volumes ---------------------------------------------------------------

@@ -637,7 +637,7 @@ export class VolumeHandle implements Volume {
     this.checkOpen(op);
     if (this.readOnly || this.core.readOnly) throw new BlockDeviceError('EROFS', this.name, op, 'volume is read-only', offset, length);
     checkRange(this, op, offset, length);
-    this.core.store.checkWritable();
+    this.core.store.checkWritable(op);
   }
 }
 
