@@ -410,6 +410,7 @@ export class MetaStore {
   private async commitCaptured(granted: Set<number>, forceCheckpoint: boolean, reopen: () => void): Promise<void> {
     let records: JournalRecord[];
     let images: Array<{ block: Block; version: number; image: Buffer }> | undefined;
+    let prior: number[] = [];
     try {
       records = this.captureRecords();
       this.boundIntents(granted, records);
@@ -429,6 +430,7 @@ export class MetaStore {
           return { block, version: block.version, image };
         });
         // From this capture on, in-place writes need an intent of the next generation.
+        prior = [...this.intents];
         this.intents.clear();
       }
     } finally {
@@ -450,6 +452,9 @@ export class MetaStore {
     } catch (err) {
       // The commit itself is durable: a checkpoint that could not finish leaves the journal as it is.
       this.checkpointError = err instanceof Error ? err : new Error(String(err));
+      // The journal was not reset, so the intents of this generation still hold, these grants included:
+      // without them every overwrite would ask for a commit that asks for the checkpoint again.
+      if (this.resetPending === undefined) for (const c of [...prior, ...granted]) this.intents.add(c);
       if (forceCheckpoint || this.fenced) throw err;
       this.failedCheckpoints++;
       return;
