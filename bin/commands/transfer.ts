@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { tryLock } from 'fs-native-extensions';
 import { PoolError, type Volume } from '../../src/qcowlike/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
+import { isFileTooLarge, tooLargeMessage } from '../file-size-limit.js';
 import { IncompleteVolumeError } from '../incomplete.js';
 import { aboutVolume, findVolume, withPool } from '../open-pool.js';
 import { globals, ProgressBar, report } from '../output.js';
@@ -162,6 +163,7 @@ async function exportImage(ref: string, file: string, opts: { force?: boolean; a
         try {
           fs.ftruncateSync(fd, volume.size);
         } catch (err) {
+          if (isFileTooLarge(err)) throw new Error(`cannot export ${ref}: ${tooLargeMessage(file, volume.size)}`);
           throw new Error(`cannot make ${file} ${formatSize(volume.size)} long: ${systemReason(err)}`);
         }
         const copied = await copyFromVolume(volume, { fd, file }, new ProgressBar(`export ${ref}`, volume.size));

@@ -52,6 +52,13 @@ describe('a pool create that fails leaves nothing behind', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`strata: cannot create pool 'q': ${home}/q.pool: this process may make files (ulimit -f) of at most 1M (1048576 bytes), not 1G\n`);
     expect(fs.existsSync(home)).toBe(false);
+    // An export larger than the limit says the same, and leaves no file.
+    ok(home, ['pool', 'create', 'p', '--size', '64M']);
+    ok(home, ['volume', 'create', 'p/v', '2M']);
+    const out = fresh('out.raw');
+    const e = withFileLimit(2048, home, ['export', 'p/v', out]);
+    expect(e).toEqual({ code: 1, stderr: `strata: cannot export p/v: ${out}: this process may make files (ulimit -f) of at most 1M (1048576 bytes), not 2M\n` });
+    expect(fs.existsSync(out)).toBe(false);
   });
 
   it('--raid: member files it created are removed, whichever member failed; members that existed are kept', () => {
