@@ -106,11 +106,14 @@ describe('an import that did not finish', () => {
     // 64G of holes: reading them takes far longer than the signal takes to arrive.
     fs.closeSync(fs.openSync(img, 'w'));
     fs.truncateSync(img, 64 * 1024 ** 3);
+    const poolFile = path.join(home, 'p0.pool');
+    const start = allocated(poolFile);
     const child = spawn(process.execPath, [cli, '--home', home, 'import', 'p0/v', img], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    // The pool is locked while the import runs, so nothing can ask it how far it is: give it time to start copying.
-    await new Promise((r) => setTimeout(r, 1500));
+    // The pool is locked while the import runs, so nothing can ask it how far it is; the pool file growing
+    // (the new volume's catalog and journal) says the import is under way, its signal handlers in place.
+    while (child.exitCode === null && allocated(poolFile) === start) await new Promise((r) => setTimeout(r, 10));
     child.kill('SIGTERM');
     expect(await new Promise((r) => child.once('exit', r))).toBe(1);
     expect(stderr).toBe('strata: interrupted\n');
