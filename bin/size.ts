@@ -1,12 +1,17 @@
 /** Sizes as users type and read them: 512, 4K, 64M, 20G, 1T (powers of 1024). */
 const UNITS = ['', 'K', 'M', 'G', 'T', 'P'] as const;
 
+/** The largest byte count Strata reads, prints and stores exactly (2^53 − 1, 8P less one byte). */
+export const MAX_SIZE = Number.MAX_SAFE_INTEGER;
+
 export function parseSize(text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$/i.exec(text);
   if (!m) throw new Error(`invalid size '${text}' (use a number with an optional K, M, G, T or P suffix)`);
   const exp = UNITS.indexOf(m[2]!.toUpperCase() as (typeof UNITS)[number]);
   const value = Number(m[1]) * 1024 ** exp;
-  if (!Number.isSafeInteger(value)) throw new Error(`invalid size '${text}' (not a whole number of bytes)`);
+  // Past 2^53 a Number no longer holds every whole byte count: that, not fractions, is what 8P and beyond run into.
+  if (value > MAX_SIZE) throw new Error(`size '${text}' is too large: sizes go up to ${MAX_SIZE} bytes (8P less one byte)`);
+  if (!Number.isInteger(value)) throw new Error(`invalid size '${text}' (not a whole number of bytes)`);
   return value;
 }
 

@@ -2,6 +2,8 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { commandGroups } from './commands/index.js';
+import { checkHome } from './home.js';
+import { globals } from './output.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -12,7 +14,9 @@ export function buildProgram(): Command {
     .option('--home <dir>', 'where pools are registered (env STRATA_HOME)', process.env.STRATA_HOME ?? './strata-data')
     .option('--json', 'machine-readable output')
     .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    // Every command meets the home first, so a home that is a file or unreadable is one line for all of them.
+    .hook('preAction', (_program, action) => checkHome(globals(action).home));
   for (const register of commandGroups) register(program);
   return program;
 }

@@ -1,11 +1,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
-import { FileDevice } from '../../src/blockdev/index.js';
+import { BlockDeviceError, FileDevice } from '../../src/blockdev/index.js';
 import { Pool, type CheckProblem, type CheckReport, type PoolStats } from '../../src/qcowlike/index.js';
 import { createArray } from '../../src/raid/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { oneLine, openRegisteredPool, PoolInUseError, withPool } from '../open-pool.js';
+import { isFileTooLarge, tooLargeMessage } from '../file-size-limit.js';
+import { makeHome, removeMadeDirs } from '../home.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
@@ -82,9 +84,12 @@ async function createPool(name: string, opts: { size: string; path?: string; clu
 /** A pool on a new sparse file (HOME/NAME.pool unless `at` is given), registered once it is whole. */
 export async function createFilePool(registry: Registry, name: string, size: number, at: string | undefined, clusterSize: number | undefined): Promise<{ record: PoolRecord; file: string }> {
   const file = at === undefined ? registry.defaultPoolPath(name) : path.resolve(at);
-  if (fs.existsSync(file)) throw new Error(`${file} already exists (pick another --path, or delete it first)`);
-  if (at === undefined) fs.mkdirSync(path.dirname(file), { recursive: true });
-  else if (!fs.existsSync(path.dirname(file))) throw new Error(`directory ${path.dirname(file)} does not exist`);
+  if (at !== undefined && !fs.existsSync(path.dirname(file))) throw new Error(`directory ${path.dirname(file)} does not exist`);
+  const madeDirs = makeHome(registry.home);
+  if (fs.existsSync(file)) {
+    removeMadeDirs(madeDirs);
+    throw new Error(`${file} already exists (pick another --path, or delete it first)`);
+  }
 
   const record: PoolRecord = { name, backing: { kind: 'file', path: file }, created: new Date().toISOString() };
   let fileCreated = false;
@@ -102,20 +107,37 @@ export async function createFilePool(registry: Registry, name: string, size: num
     registry.add(record);
   } catch (err) {
     // Only a file this command made is removed; one that appeared under the same name meanwhile is someone else's.
+    // (FileDevice.create removes the file it made when it fails itself, an EFBIG from ftruncate for one.)
     if (fileCreated) fs.rmSync(file, { force: true });
-    throw new Error(`cannot create pool '${name}': ${oneLine(err)}`);
+    // Measured before the directories go: the limit is found by growing a scratch file next to the pool's.
+    const error = new Error(`cannot create pool '${name}': ${isFileTooLarge(err) ? tooLargeMessage(file, size) : oneLine(err)}`);
+    removeMadeDirs(madeDirs);
+    throw error;
   }
   return { record, file };
 }
 
 /** A pool on a new RAID array: member files are created (sparse) to fit `size` bytes of array. */
 async function createRaidPool(registry: Registry, name: string, level: RaidLevel, members: string[], size: number, chunk: number | undefined, clusterSize: number | undefined): Promise<void> {
+  const madeDirs = makeHome(registry.home);
   const existed = members.filter((m) => fs.existsSync(m));
+  // Only member files this command made are removed, whichever step failed.
+  const undo = (): void => {
+    for (const m of members) if (!existed.includes(m)) fs.rmSync(m, { force: true });
+    removeMadeDirs(madeDirs);
+  };
+  const failure = (err: unknown): Error => {
+    const file = err instanceof BlockDeviceError ? err.device : undefined;
+    return new Error(`cannot create pool '${name}': ${isFileTooLarge(err) && file !== undefined ? `member ${tooLargeMessage(file)}` : oneLine(err)}`);
+  };
   let array;
   try {
     array = await createArray({ level: Number(level) as 0 | 1 | 5 | 6 | 10, members, size, name, ...(chunk === undefined ? {} : { chunk }) });
   } catch (err) {
-    throw new Error(`cannot create pool '${name}': ${oneLine(err)}`);
+    // createArray closes what it opened; the members it created stay behind unless removed here.
+    const error = failure(err);
+    undo();
+    throw error;
   }
   try {
     const created = await Pool.create(array, clusterSize === undefined ? {} : { clusterSize });
@@ -123,9 +145,9 @@ async function createRaidPool(registry: Registry, name: string, level: RaidLevel
     registry.add({ name, backing: { kind: 'raid', level, members, chunk: array.geometry.chunk }, created: new Date().toISOString() });
   } catch (err) {
     await array.close().catch(() => undefined);
-    // Only member files this command made are removed.
-    for (const m of members) if (!existed.includes(m)) fs.rmSync(m, { force: true });
-    throw new Error(`cannot create pool '${name}': ${oneLine(err)}`);
+    const error = failure(err);
+    undo();
+    throw error;
   }
 }
 

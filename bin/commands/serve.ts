@@ -4,6 +4,7 @@ import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
 import { loadTls, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type StaticExport, type TlsMode } from '../../src/nbd/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { ControlServer } from '../control-server.js';
+import { IncompleteVolumeError } from '../incomplete.js';
 import { oneLine, openRegisteredPool, withPool, type OpenedPool } from '../open-pool.js';
 import { globals } from '../output.js';
 import { recordMembers } from '../raid-members.js';
@@ -19,6 +20,7 @@ interface ServeOptions {
   socket?: string;
   export: string[];
   readOnly?: boolean;
+  allowIncomplete?: boolean;
   tls: TlsMode;
   tlsCert?: string;
   tlsKey?: string;
@@ -44,6 +46,7 @@ export const serveCommands: CommandGroup = (program) => {
     .option('--socket <path>', 'Unix socket to listen on')
     .option('--export <name>', 'volume to serve (repeatable; default all), or the export name of --file / --memory', collect, [])
     .option('--read-only', 'refuse every write')
+    .option('--allow-incomplete', 'also serve volumes whose import did not finish (what they hold is partial)')
     .addOption(new Option('--tls <mode>', 'off, on (clients may upgrade) or require (only STARTTLS before TLS)').choices(['off', 'on', 'require']).default('off'))
     .option('--tls-cert <file>', 'X.509 server certificate (PEM)')
     .option('--tls-key <file>', 'private key of --tls-cert (PEM)')
@@ -132,6 +135,8 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
   };
   try {
     const exports: StaticExport[] = [];
+    // Volumes an import left incomplete: not served unless named with --allow-incomplete; a warning says why.
+    const held: { name: string; pool: string; volume: string }[] = [];
     for (const poolName of new Set(poolNames)) {
       const o = await openRegisteredPool(home, checkName('pool', poolName), { readOnly, serving: { rebuildRate }, direct });
       opened.push(o);
@@ -151,6 +156,10 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
       }
       for (const v of await o.pool.listVolumes()) {
         const name = poolNames.length > 1 ? `${poolName}/${v.name}` : v.name;
+        if (v.incomplete && opts.allowIncomplete !== true) {
+          held.push({ name, pool: poolName, volume: v.name });
+          continue;
+        }
         exports.push({
           name,
           description: `volume ${poolName}/${v.name}, ${formatSize(v.size)}`,
@@ -159,7 +168,16 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
         });
       }
     }
+    const incomplete = (n: string): void => {
+      const h = held.find((x) => x.name === n);
+      if (h) throw new IncompleteVolumeError(h.pool, h.volume, '--allow-incomplete serves what it holds');
+    };
+    for (const n of opts.export) incomplete(n);
+    if (opts.export.length === 0) {
+      for (const h of held) process.stderr.write(`strata serve: not serving ${h.pool}/${h.volume}: it is incomplete, its import did not finish (--allow-incomplete serves it)\n`);
+    }
     const chosen = opts.export.length === 0 ? exports : opts.export.map((n) => exports.find((e) => e.name === n) ?? missingExport(n, exports));
+    if (chosen.length === 0 && held.length > 0) throw new Error(`no volumes to serve in ${poolNames.join(', ')}: every one is incomplete (re-run its import, or --allow-incomplete)`);
     if (chosen.length === 0) throw new Error(`no volumes to serve in ${poolNames.join(', ')} (create one: strata volume create ${poolNames[0]}/NAME SIZE)`);
     return { source: new StaticExportSource(chosen), uriName: chosen[0]!.name, close: closeAll };
   } catch (err) {

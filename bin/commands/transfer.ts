@@ -3,7 +3,9 @@ import type { Command } from 'commander';
 import { tryLock } from 'fs-native-extensions';
 import { PoolError, type Volume } from '../../src/qcowlike/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
-import { aboutVolume, withPool } from '../open-pool.js';
+import { isFileTooLarge, tooLargeMessage } from '../file-size-limit.js';
+import { IncompleteVolumeError } from '../incomplete.js';
+import { aboutVolume, findVolume, withPool } from '../open-pool.js';
 import { globals, ProgressBar, report } from '../output.js';
 import { parseVolumeRef, Registry } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
@@ -28,8 +30,9 @@ export const transferCommands: CommandGroup = (program) => {
     .command('export <pool/vol> <file>')
     .description('copy a volume into a sparse raw image; holes and zero runs stay holes')
     .option('--force', 'overwrite FILE if it exists')
+    .option('--allow-incomplete', 'export a volume whose import did not finish (what it holds is partial)')
     .addOption(cacheOption("the pool's files"))
-    .action((ref: string, file: string, opts: { force?: boolean; cache: CacheMode }, cmd: Command) => interruptible(() => exportImage(ref, file, opts, cmd)));
+    .action((ref: string, file: string, opts: { force?: boolean; allowIncomplete?: boolean; cache: CacheMode }, cmd: Command) => interruptible(() => exportImage(ref, file, opts, cmd)));
 };
 
 async function importImage(ref: string, file: string, opts: { size?: string; cache: CacheMode }, cmd: Command): Promise<void> {
@@ -44,8 +47,10 @@ async function importImage(ref: string, file: string, opts: { size?: string; cac
         if (err instanceof PoolError && err.code === 'ENOENT') return null;
         throw err;
       });
-      const exists = existing !== null;
-      if (existing) {
+      // An import that was cut short (killed, or a crash) left its volume marked incomplete: this one starts it over.
+      const redo = existing?.incomplete === true;
+      const exists = existing !== null && !redo;
+      if (existing && exists) {
         const size = existing.size;
         if (wanted !== undefined && wanted !== size) throw new Error(`volume ${ref} exists with size ${formatSize(size)}; --size ${opts.size} only applies when import creates it`);
         if (size < fileSize) throw new Error(`${file} (${formatSize(fileSize)}) does not fit in ${ref} (${formatSize(size)})`);
@@ -53,26 +58,33 @@ async function importImage(ref: string, file: string, opts: { size?: string; cac
         const size = wanted ?? fileSize;
         if (size === 0) throw new Error(`${file} is empty: give --size to create ${ref}`);
         if (size < fileSize) throw new Error(`--size ${opts.size} is smaller than ${file} (${formatSize(fileSize)})`);
-        await pool.createVolume(name, size);
+        // Thrown away whole rather than overwritten, so the result is exactly what a first import gives (thin, new size).
+        if (redo) await pool.deleteVolume(name);
+        // Marked incomplete until the copy is durable, so that a SIGKILL or a power loss midway cannot leave what looks like a good volume.
+        await pool.createVolume(name, size, { incomplete: true });
       }
       const volume = await pool.openVolume(name);
       let copied: { bytesWritten: number; zeroBytes: number };
       try {
         // A new volume reads zeroes everywhere already; an existing one must have its zero runs zeroed.
         copied = await copyIntoVolume({ fd, file, size: fileSize }, volume, !exists, new ProgressBar(`import ${ref}`, fileSize));
-        await volume.flush();
+        // For a volume this import created, one commit makes the data durable and clears the mark.
+        if (exists) await volume.flush();
+        else await pool.completeVolume(name);
       } catch (err) {
         await volume.close().catch(() => undefined);
-        // A volume this import created holds only part of the image: remove it so a retry starts clean.
+        // A volume this import created holds only part of the image: remove it so a retry starts clean
+        // (if that fails too, it stays marked incomplete, and the next import of it starts over).
         if (!exists) await pool.deleteVolume(name).catch(() => undefined);
         throw err;
       }
       const volumeSize = volume.size;
       await volume.close();
-      return { ...copied, created: !exists, volumeSize };
+      return { ...copied, created: !exists, replacedIncomplete: redo, volumeSize };
     });
     const json = { pool: poolName, volume: name, file, fileSize, ...result };
-    report(g, json, `imported ${file} into ${ref}${result.created ? ` (created, ${formatSize(result.volumeSize)})` : ''}: ${formatSize(fileSize)} read, ${formatSize(result.bytesWritten)} written, ${formatSize(result.zeroBytes)} of zeroes not written`);
+    const how = result.replacedIncomplete ? ` (created anew over an incomplete import, ${formatSize(result.volumeSize)})` : result.created ? ` (created, ${formatSize(result.volumeSize)})` : '';
+    report(g, json, `imported ${file} into ${ref}${how}: ${formatSize(fileSize)} read, ${formatSize(result.bytesWritten)} written, ${formatSize(result.zeroBytes)} of zeroes not written`);
   } finally {
     fs.closeSync(fd);
   }
@@ -138,10 +150,12 @@ async function inParallel<T>(items: Iterator<T> | AsyncIterator<T>, work: (item:
   if (failure) throw failure.err;
 }
 
-async function exportImage(ref: string, file: string, opts: { force?: boolean; cache: CacheMode }, cmd: Command): Promise<void> {
+async function exportImage(ref: string, file: string, opts: { force?: boolean; allowIncomplete?: boolean; cache: CacheMode }, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const { pool: poolName, volume: name } = parseVolumeRef(ref);
   const result = await withPool(g.home, poolName, { readOnly: true, direct: opts.cache === 'none' }, async ({ pool }) => {
+    const info = await findVolume(pool, poolName, name);
+    if (info.incomplete && opts.allowIncomplete !== true) throw new IncompleteVolumeError(poolName, name, '--allow-incomplete exports what it holds');
     const volume = await aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
     try {
       const fd = openTarget(file, opts.force === true, new Registry(g.home));
@@ -149,6 +163,7 @@ async function exportImage(ref: string, file: string, opts: { force?: boolean; c
         try {
           fs.ftruncateSync(fd, volume.size);
         } catch (err) {
+          if (isFileTooLarge(err)) throw new Error(`cannot export ${ref}: ${tooLargeMessage(file, volume.size)}`);
           throw new Error(`cannot make ${file} ${formatSize(volume.size)} long: ${systemReason(err)}`);
         }
         const copied = await copyFromVolume(volume, { fd, file }, new ProgressBar(`export ${ref}`, volume.size));

@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
 import type { Pool, Preallocation, VolumeInfo } from '../../src/qcowlike/index.js';
+import { INCOMPLETE_ADVICE } from '../incomplete.js';
 import { aboutVolume, findVolume, withPool } from '../open-pool.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, parseVolumeRef } from '../registry.js';
@@ -55,6 +56,7 @@ async function listVolumes(poolName: string, _opts: unknown, cmd: Command): Prom
     { header: 'ALLOCATED', value: (v) => formatSize(v.allocatedBytes), align: 'right' },
     { header: 'LAYERS', value: (v) => String(v.layers.length), align: 'right' },
     { header: 'MODE', value: (v) => (v.readOnly ? 'ro' : 'rw') },
+    { header: 'STATE', value: (v) => (v.incomplete ? 'incomplete' : 'ready') },
     // UTC to the second; info and JSON have the full ISO time.
     { header: 'CREATED', value: (v) => v.created.replace('T', ' ').slice(0, 19) },
   ]);
@@ -72,6 +74,7 @@ async function volumeInfo(ref: string, _opts: unknown, cmd: Command): Promise<vo
     ['size', bytes(info.size)],
     ['allocated', `${bytes(info.allocatedBytes)}, ${info.size === 0 ? '0' : ((100 * info.allocatedBytes) / info.size).toFixed(1)}% of size`],
     ['mode', info.readOnly ? 'read-only' : 'read-write'],
+    ['state', info.incomplete ? `incomplete: ${INCOMPLETE_ADVICE}` : 'ready'],
     ['created', info.created],
     ['layers', chain],
   ]);

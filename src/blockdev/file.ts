@@ -81,7 +81,8 @@ export class FileDevice implements BlockDevice {
       throw new BlockDeviceError('EINVAL', path, 'open', `invalid size ${opts.size}`);
     }
     const c = fs.constants;
-    const existed = opts.direct === true && fs.existsSync(path);
+    // Without overwrite, O_EXCL opens only a file this call makes: a failure after the open removes it.
+    const existed = (opts.direct === true || opts.overwrite === true) && fs.existsSync(path);
     let fd: number;
     try {
       fd = openFile(path, c.O_RDWR | c.O_CREAT | (opts.overwrite ? c.O_TRUNC : c.O_EXCL), opts.direct);
@@ -97,7 +98,8 @@ export class FileDevice implements BlockDevice {
       if (opts.direct) alignment = directAlignment(fd, path, opts.size);
     } catch (err) {
       fs.closeSync(fd);
-      if (opts.direct && !existed) fs.rmSync(path, { force: true });
+      // A file too large for the file system (EFBIG) must not stay behind as an empty file that blocks a retry.
+      if (!existed) fs.rmSync(path, { force: true });
       throw fromSystemError(err, path, 'open');
     }
     return new FileDevice(path, fd, opts.size, false, opts.io ?? 'auto', opts.blockSize ?? 512, alignment);

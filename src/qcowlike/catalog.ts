@@ -26,6 +26,12 @@ export interface CatalogVolume {
   size: number;
   created: string;
   readOnly: boolean;
+  /**
+   * Set when a copy into a new volume (an import) begins, cleared in the
+   * commit that makes the last of the copy durable: a volume whose copy was
+   * cut short still says so after a crash. Absent means complete.
+   */
+  incomplete?: true;
 }
 
 export interface CatalogSnapshot {

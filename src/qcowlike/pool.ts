@@ -229,7 +229,8 @@ export class Pool implements PoolCore {
 
   // ---- volumes ---------------------------------------------------------------
 
-  async createVolume(name: string, size: number, opts: { preallocation?: Preallocation } = {}): Promise<VolumeInfo> {
+  /** `incomplete` marks the volume as being filled (see completeVolume). */
+  async createVolume(name: string, size: number, opts: { preallocation?: Preallocation; incomplete?: boolean } = {}): Promise<VolumeInfo> {
     return this.serialize(async () => {
       this.checkAdmin();
       if (!NAME.test(name)) throw new PoolError('EINVAL', `invalid volume name '${name}' (letters, digits, '.', '_', '-'; up to 64; no '/' or '@')`);
@@ -243,7 +244,7 @@ export class Pool implements PoolCore {
         const now = new Date().toISOString();
         const rec: CatalogLayer = { id, parent: null, size, l1Start, l1Blocks, frozen: false, created: now };
         this.catalog.layers.push(rec);
-        this.catalog.volumes.push({ name, layer: id, size, created: now, readOnly: false });
+        this.catalog.volumes.push({ name, layer: id, size, created: now, readOnly: false, ...(opts.incomplete === true ? { incomplete: true as const } : {}) });
         this.layers.set(id, new Layer(rec, null, this));
       });
       const prealloc = opts.preallocation ?? 'off';
@@ -269,6 +270,22 @@ export class Pool implements PoolCore {
       await vol.close();
       await this.store.commit();
     }
+  }
+
+  /**
+   * Clears a volume's incomplete mark in the commit that also makes every
+   * write to it so far durable (a commit flushes data before it appends the
+   * catalog's change), so the mark is gone only once the contents are there.
+   */
+  async completeVolume(name: string): Promise<void> {
+    return this.serialize(async () => {
+      this.checkAdmin();
+      const v = this.volumeRec(name);
+      if (v.incomplete === undefined) return this.store.commit();
+      await this.changeCatalog(() => {
+        delete v.incomplete;
+      });
+    });
   }
 
   /**
@@ -461,7 +478,7 @@ export class Pool implements PoolCore {
     for (let l: Layer | null = this.layers.get(v.layer)!; l; l = l.parent) {
       layers.push({ id: l.id, parent: l.rec.parent, frozen: l.rec.frozen, allocatedBytes: await this.layerAllocated(l) });
     }
-    return { name, size: v.size, allocatedBytes: layers[0]!.allocatedBytes, created: v.created, readOnly: v.readOnly, layers };
+    return { name, size: v.size, allocatedBytes: layers[0]!.allocatedBytes, created: v.created, readOnly: v.readOnly, incomplete: v.incomplete === true, layers };
   }
 
   /** Bytes of data a layer holds itself: its allocated sub-clusters. Reads every L2 table of the layer. */

@@ -63,6 +63,8 @@ export interface VolumeInfo {
   allocatedBytes: number;
   created: string;
   readOnly: boolean;
+  /** The copy that filled the volume (an import) has not finished: its contents are partial. */
+  incomplete: boolean;
   /** Top layer first. */
   layers: LayerInfo[];
 }

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { formatSize, parseSize } from '../../bin/size.js';
+import { formatSize, MAX_SIZE, parseSize } from '../../bin/size.js';
 import { propertyRuns } from '../support/scratch.js';
 
 describe('sizes', () => {
@@ -17,9 +17,17 @@ describe('sizes', () => {
   });
 
   it('refuses what is not a whole number of bytes, naming the text', () => {
-    for (const bad of ['', 'abc', '-1', '1X', '1e3', '0.3K', '1.5', '99999999999P', '1 2K']) {
+    for (const bad of ['', 'abc', '-1', '1X', '1e3', '0.3K', '1.5', '1 2K']) {
       expect(() => parseSize(bad)).toThrowError(`invalid size '${bad}'`);
     }
+  });
+
+  it('refuses sizes past what a byte count holds exactly by naming the limit, not as fractions', () => {
+    for (const big of ['8P', '100P', '99999999999P', '9007199254740992']) {
+      expect(() => parseSize(big)).toThrowError(`size '${big}' is too large: sizes go up to 9007199254740991 bytes (8P less one byte)`);
+    }
+    expect(parseSize('9007199254740991')).toBe(MAX_SIZE);
+    expect(parseSize('7P')).toBe(7 * 1024 ** 5);
   });
 
   it('prints exact sizes in their largest whole unit', () => {

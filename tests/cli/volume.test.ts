@@ -49,9 +49,9 @@ describe('strata volume', () => {
     ok(home, ['volume', 'create', 'p0/b-long-volume-name', '1T']);
     ok(home, ['volume', 'create', 'p0/a', '512K']);
     const lines = ok(home, ['volume', 'list', 'p0']).trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^NAME\s+SIZE\s+ALLOCATED\s+LAYERS\s+MODE\s+CREATED$/);
-    expect(lines[1]).toMatch(/^a\s+512K\s+0\s+1\s+rw\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
-    expect(lines[2]).toMatch(/^b-long-volume-name\s+1T\s+0\s+1\s+rw\s+/);
+    expect(lines[0]).toMatch(/^NAME\s+SIZE\s+ALLOCATED\s+LAYERS\s+MODE\s+STATE\s+CREATED$/);
+    expect(lines[1]).toMatch(/^a\s+512K\s+0\s+1\s+rw\s+ready\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
+    expect(lines[2]).toMatch(/^b-long-volume-name\s+1T\s+0\s+1\s+rw\s+ready\s+/);
     expect(lines[1]!.indexOf('rw')).toBe(lines[2]!.indexOf('rw'));
     expect(json<VolumeJson[]>(home, ['volume', 'list', 'p0']).map((v) => [v.name, v.size])).toEqual([
       ['a', 512 * 1024],
