@@ -143,6 +143,21 @@ export class Allocator {
     return start;
   }
 
+  /**
+   * Takes exactly [start, start+count) if all of it is free and allocatable
+   * now; false otherwise. Synchronous.
+   */
+  allocateAt(start: number, count: number): boolean {
+    if (start < this.header.dataStart || start + count > this.header.totalClusters) return false;
+    for (let c = start; c < start + count; c++) if (this.isUsed(c) || this.isWaiting(c)) return false;
+    for (let c = start; c < start + count; c++) {
+      this.setBit(c, true);
+      this.fresh.add(c);
+    }
+    this.used += count;
+    return true;
+  }
+
   /** Frees a cluster; it becomes reusable once that is durable (see the class comment). Synchronous. */
   free(cluster: number, opts: FreeOptions = {}): void {
     if (!this.isUsed(cluster)) throw new Error(`internal: double free of cluster ${cluster}`);

@@ -638,7 +638,13 @@ export class MetaStore {
       if (img.type === BlockType.L2) await adopt(img.buf);
     }
     for (const b of images.values()) this.dirty.set(b.cluster, b);
-    await this.checkpoint();
+    try {
+      await this.checkpoint();
+    } catch (err) {
+      // A host that is full (or a bad sector) must not keep the pool from opening: the journal still
+      // holds everything replayed, its intents still hold, and the checkpoint runs again later.
+      if (this.fenced) throw err;
+    }
     return txns.length;
   }
 }

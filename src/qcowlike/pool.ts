@@ -36,6 +36,8 @@ export class Pool implements PoolCore {
   private readonly openCounts = new Map<string, number>();
   private admin: Promise<void> = Promise.resolve();
   private closed = false;
+  /** The run the catalog left at its last rewrite (still backed by the host): the next rewrite's first choice. */
+  private spareCatalog: { start: number; clusters: number } | undefined;
   /** A catalog whose write failed while the root already names it: written again before any commit. */
   private unwrittenCatalog: { bytes: Buffer; offset: number } | undefined;
   /** Journal transactions replayed when the pool was opened (non-zero after an unclean stop). */
@@ -161,7 +163,10 @@ export class Pool implements PoolCore {
     const C = this.geo.clusterSize;
     const bytes = encodeCatalog(this.catalog);
     const clusters = Math.max(1, Math.ceil(bytes.length / C));
-    const start = this.alloc.allocateRun(clusters, { catalog: true });
+    // The catalog alternates between two runs when it can: the one it left last time was never
+    // punched, so a host file system that is full can still take the catalog of a delete.
+    const spare = this.spareCatalog;
+    const start = spare && spare.clusters >= clusters && this.alloc.allocateAt(spare.start, clusters) ? spare.start : this.alloc.allocateRun(clusters, { catalog: true });
     this.alloc.catalogReserve = clusters + 1;
     const padded = Buffer.alloc(clusters * C);
     bytes.copy(padded);
@@ -171,6 +176,7 @@ export class Pool implements PoolCore {
     this.store.markDirty(ROOT_CLUSTER, 0, POINTER_BYTES);
     // Catalog clusters are written directly, never through the journal: free after the commit.
     if (old.start !== 0) for (let c = old.start; c < old.start + old.clusters; c++) this.alloc.free(c);
+    this.spareCatalog = old.start !== 0 ? { start: old.start, clusters: old.clusters } : undefined;
     const offset = start * C;
     this.unwrittenCatalog = { bytes: padded, offset };
     // Until its bytes are on the device no commit may capture the root that names them (see beforeCommit).

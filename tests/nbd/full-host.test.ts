@@ -42,31 +42,39 @@ describe.skipIf(!root)('a served pool on a host file system that fills up', () =
     expect(hasTool('qemu-io')).toBe(true);
     ok(home, ['pool', 'create', 'p', '--size', '256M']);
     ok(home, ['volume', 'create', 'p/v', '200M']);
+    ok(home, ['volume', 'create', 'p/w', '200M']);
+    const pool = path.join(home, 'p.pool');
     const srv = await startServe(['--home', home, 'p', '--listen', '127.0.0.1:0']);
-    const uri = srv.uri;
-    const io = (...cmds: string[]): Promise<string> => tool('qemu-io', ['-f', 'raw', uri, ...cmds.flatMap((c) => ['-c', c])]);
+    const uri = (name: string): string => srv.uri.replace(/\/[^/]*$/, `/${name}`);
+    const io = (name: string, ...cmds: string[]): Promise<string> => tool('qemu-io', ['-f', 'raw', uri(name), ...cmds.flatMap((c) => ['-c', c])]);
     try {
-      await io('write -P 0x41 0 32M', 'flush');
+      await io('w', 'write -P 0x57 0 8M', 'flush');
+      await io('v', 'write -P 0x41 0 32M', 'flush');
       // 64 MiB more cannot fit in what is left of the 64 MiB host.
-      await expect(io('write -P 0x42 32M 64M')).rejects.toThrow(/No space left on device/);
-      expect(await io('flush')).not.toMatch(/failed/);
+      await expect(io('v', 'write -P 0x42 32M 64M')).rejects.toThrow(/No space left on device/);
+      expect(await io('v', 'flush')).not.toMatch(/failed/);
       // An overwrite of data already on the host needs no new host space: acknowledged, then durable.
-      const out = await io('write -P 0x43 0 4k', 'flush');
+      const out = await io('v', 'write -P 0x43 0 4k', 'flush');
       expect(out).toMatch(/wrote 4096\/4096/);
       expect(out).not.toMatch(/failed/);
       // Discard hands space back: the pool file shrinks on the host and new writes fit again.
-      const before = allocated(path.join(home, 'p.pool'));
-      await io('discard 16M 16M', 'flush');
-      expect(allocated(path.join(home, 'p.pool'))).toBeLessThan(before - 8 * MiB);
-      await io('write -P 0x44 16M 4M', 'flush');
+      const before = allocated(pool);
+      await io('v', 'discard 16M 16M', 'flush');
+      expect(allocated(pool)).toBeLessThan(before - 8 * MiB);
+      await io('v', 'write -P 0x44 16M 4M', 'flush');
+      // Fill the host again, then lose the server.
+      await expect(io('v', 'write -P 0x45 40M 64M')).rejects.toThrow(/No space left on device/);
     } finally {
       await srv.stop('SIGKILL');
     }
-    // Room again on the host: the pool opens, replays, and checks clean.
-    execFileSync('mount', ['-o', 'remount,size=256M', mnt]);
+    // On the full host the pool still opens (its replay cannot checkpoint yet) and checks clean.
     const check = strata(home, ['pool', 'check', 'p']);
     expect(check.stdout + check.stderr).toMatch(/0 problems/);
     expect(check.code).toBe(0);
+    execFileSync('mount', ['-o', 'remount,size=256M', mnt]);
+    const before = allocated(pool);
+    ok(home, ['volume', 'delete', 'p/w']);
+    expect(allocated(pool)).toBeLessThan(before - 6 * MiB);
     const img = path.join(dir, 'out.raw');
     ok(home, ['export', 'p/v', img]);
     const got = fs.readFileSync(img);
@@ -74,10 +82,10 @@ describe.skipIf(!root)('a served pool on a host file system that fills up', () =
     expect(got.subarray(4096, 16 * MiB).equals(pattern(0x41, 16 * MiB - 4096))).toBe(true);
     expect(got.subarray(16 * MiB, 20 * MiB).equals(pattern(0x44, 4 * MiB))).toBe(true);
     expect(got.subarray(20 * MiB, 32 * MiB).every((b) => b === 0)).toBe(true);
-    // What the failed write left beyond 32 MiB is old (zeroes) or new in every sector, never garbage.
-    for (let s = 32 * MiB; s < 96 * MiB; s += 512) {
+    // What the failed writes left is old (zeroes) or new in every sector, never garbage.
+    for (let s = 32 * MiB; s < 104 * MiB; s += 512) {
       const b = got[s]!;
-      expect(b === 0 || b === 0x42, `sector at ${s}`).toBe(true);
+      expect(b === 0 || b === 0x42 || (b === 0x45 && s >= 40 * MiB), `sector at ${s}`).toBe(true);
       expect(got.subarray(s, s + 512).every((x) => x === b)).toBe(true);
     }
   }, 180_000);
