@@ -1,15 +1,18 @@
 import type { BlockDevice } from '../blockdev/index.js';
 import { Allocator } from './allocator.js';
-import { decodeCatalog, emptyCatalog, encodeCatalog, readPointer, writePointer, POINTER_BYTES, type Catalog, type CatalogLayer } from './catalog.js';
+import { COPY_POINTER_AT, decodeCatalog, emptyCatalog, encodeCatalog, readPointer, type Catalog, type CatalogLayer, type CatalogPointer } from './catalog.js';
 import { dataChecksum, initChecksums, metaChecksum } from './checksum.js';
 import type { PoolCore } from './core.js';
 import { PoolError } from './errors.js';
-import { ENTRY_ALLOC, ENTRY_SUMS, geometryFor, l1BlocksFor, readHost, type Geometry } from './geometry.js';
-import { HEADER_BYTES, ROOT_CLUSTER, decodeHeader, encodeHeader, planLayout, type PoolHeader } from './header.js';
+import { ENTRY_ALLOC, ENTRY_SUMS, geometryFor, l1BlocksFor, readHost, readL1, type Geometry } from './geometry.js';
+import { COPY_CLUSTERS, HEADER_BYTES, INCOMPAT_COPIES, ROOT_CLUSTER, planLayout, type PoolHeader } from './header.js';
+import { readHeader, writeHeader } from './header-copies.js';
+import { createRoot, loadRoot, setRoot } from './root-copies.js';
+import { mapClaims, rebuildBitmapBlock } from './bitmap-rebuild.js';
 import { Layer } from './layer.js';
-import { BlockType } from './metablock.js';
+import { BlockType, TRAILER } from './metablock.js';
 import { MetaStore } from './metastore.js';
-import type { CheckReport, LayerInfo, PoolCreateOptions, PoolOpenOptions, PoolStats, Preallocation, Volume, VolumeInfo } from './types.js';
+import type { CheckProblem, CheckReport, LayerInfo, PoolCreateOptions, PoolOpenOptions, PoolStats, Preallocation, Volume, VolumeInfo } from './types.js';
 import { VolumeHandle } from './volume.js';
 import { checkPool } from './check.js';
 
@@ -38,6 +41,8 @@ export class Pool implements PoolCore {
   private closed = false;
   /** Journal transactions replayed when the pool was opened (non-zero after an unclean stop). */
   replayed = 0;
+  /** Damage found (and on a writable pool repaired) while opening; the next check reports it. */
+  readonly openProblems: CheckProblem[] = [];
 
   private constructor(
     readonly dev: BlockDevice,
@@ -58,6 +63,11 @@ export class Pool implements PoolCore {
       maxIntents: maxIntents ?? Math.max(16, Math.floor(MAX_INTENT_SPAN / (this.geo.entriesPerL2 * C))),
     });
     this.alloc = new Allocator(this.store, header);
+    if (header.incompat & INCOMPAT_COPIES) this.store.journal.copyAt = (header.copiesStart + 1) * C;
+  }
+
+  private get hasCopies(): boolean {
+    return (this.header.incompat & INCOMPAT_COPIES) !== 0n;
   }
 
   static async create(dev: BlockDevice, opts: PoolCreateOptions = {}): Promise<Pool> {
@@ -65,10 +75,10 @@ export class Pool implements PoolCore {
     if (dev.readOnly) throw new PoolError('EROFS', `${dev.name}: cannot create a pool on a read-only device`);
     const header = planLayout(dev.size, opts.clusterSize ?? DEFAULT_CLUSTER, opts);
     const pool = new Pool(dev, header, opts.cacheBytes ?? DEFAULT_CACHE, false, opts.maxIntents);
-    await dev.write(encodeHeader(header), 0);
+    await writeHeader(dev, header);
     await pool.store.journal.reset(1n);
     pool.alloc.format();
-    pool.store.create(ROOT_CLUSTER, BlockType.Root, 0, true);
+    createRoot(pool.store, header);
     await pool.writeCatalog();
     await pool.store.checkpoint();
     return pool;
@@ -77,28 +87,127 @@ export class Pool implements PoolCore {
   static async open(dev: BlockDevice, opts: PoolOpenOptions = {}): Promise<Pool> {
     await initChecksums();
     if (dev.size < HEADER_BYTES) throw new PoolError('EFORMAT', `${dev.name} is not a Strata pool (only ${dev.size} bytes)`);
-    const raw = Buffer.alloc(HEADER_BYTES);
-    await dev.read(raw, 0);
-    const header = decodeHeader(raw, dev.name, dev.size);
+    const found = await readHeader(dev);
+    const header = found.header;
     const readOnly = opts.readOnly ?? dev.readOnly;
     const pool = new Pool(dev, header, opts.cacheBytes ?? DEFAULT_CACHE, readOnly, opts.maxIntents);
+    const notes = pool.openProblems;
+    for (const b of found.bad) notes.push({ kind: 'header', hostOffset: b.offset, message: `pool header ${b.offset === 0 ? '' : 'copy '}at offset ${b.offset} is damaged (${b.why}); ${readOnly ? 'read from a copy' : 'rewritten'}`, repaired: !readOnly });
     if (readOnly) {
       const pending = await pool.store.journal.read();
       if (pending.length > 0) throw new PoolError('EBUSY', `${dev.name}: pool was not closed cleanly and needs its journal replayed; open it read-write once`);
     } else {
       pool.replayed = await pool.store.recover((l2) => pool.adoptTable(l2));
     }
-    await pool.alloc.load();
-    const root = await pool.store.load(ROOT_CLUSTER, BlockType.Root, 0, true);
-    const ptr = readPointer(root);
-    const bytes = Buffer.alloc(ptr.bytes);
-    await dev.read(bytes, ptr.start * header.clusterSize);
-    pool.catalog = decodeCatalog(bytes, ptr, `${dev.name}: catalog at offset ${ptr.start * header.clusterSize}`);
-    pool.alloc.catalogReserve = ptr.clusters + 1;
+    for (const d of pool.store.journal.headerDamage) {
+      if (d.damaged) notes.push({ kind: 'journal', hostOffset: d.offset, message: `journal header ${d.offset === header.journalStart * header.clusterSize ? '' : 'copy '}at offset ${d.offset} is damaged (${d.why}); ${readOnly ? 'read from its copy' : 'rewritten'}`, repaired: !readOnly });
+    }
+    const C = header.clusterSize;
+    for (const [cluster, why] of pool.store.replaySkipped) {
+      notes.push({ kind: 'journal', hostOffset: cluster * C, message: `journal replay left the metadata block at offset ${cluster * C} as it was: it is damaged (${why}), so the changes journaled for it were not applied`, repaired: false });
+    }
+    notes.push(...(await loadRoot(pool.store, header, readOnly)));
+    const fellBack = await pool.readCatalog();
     pool.buildLayers();
+    await pool.alloc.load((index, err) => pool.rebuildBitmapBlock(index, err));
+    let repairs = notes.some((n) => n.repaired) || pool.store.journal.headerDamage.length > 0;
+    if (!readOnly && fellBack) {
+      // Both copies of the catalog written afresh; the damaged run is freed with the old pointers.
+      const gate = pool.store.enter();
+      if (gate) await gate;
+      try {
+        await pool.writeCatalog();
+      } finally {
+        pool.store.exit();
+      }
+      repairs = true;
+    }
+    if (!readOnly && repairs) {
+      if (found.bad.length > 0) await writeHeader(dev, header, found.bad.map((b) => b.offset));
+      // Writes the rebuilt and re-copied blocks home and both journal header copies.
+      await pool.store.checkpoint();
+    }
     // A delete cut short goes on in the background; a failure leaves it for the next open.
     if (!readOnly) pool.serialize(() => pool.reclaimInterrupted()).catch(() => undefined);
     return pool;
+  }
+
+  /**
+   * Reads the catalog the root points at; when it fails its checksum, its
+   * second copy. Returns true when it had to take the copy.
+   */
+  private async readCatalog(): Promise<boolean> {
+    const C = this.geo.clusterSize;
+    const root = this.store.peek(ROOT_CLUSTER)!;
+    const ptrs: CatalogPointer[] = [readPointer(root)];
+    const second = readPointer(root, COPY_POINTER_AT);
+    if (this.hasCopies && second.start !== 0) ptrs.push(second);
+    let first: unknown;
+    for (const [i, ptr] of ptrs.entries()) {
+      const where = `${this.dev.name}: catalog${i === 0 ? '' : ' copy'} at offset ${ptr.start * C}`;
+      try {
+        const bytes = Buffer.alloc(ptr.bytes);
+        await this.dev.read(bytes, ptr.start * C);
+        this.catalog = decodeCatalog(bytes, ptr, where);
+      } catch (err) {
+        first ??= err;
+        continue;
+      }
+      this.alloc.catalogReserve = this.catalogReserveFor(ptr.clusters);
+      if (i > 0) {
+        const why = first instanceof Error ? first.message : String(first);
+        this.openProblems.push({ kind: 'catalog', hostOffset: ptrs[0]!.start * C, message: `${why}; ${this.readOnly ? 'read from' : 'rewritten from'} its copy at offset ${ptr.start * C}`, repaired: !this.readOnly });
+      }
+      return i > 0;
+    }
+    throw first;
+  }
+
+  private catalogReserveFor(clusters: number): number {
+    return this.hasCopies ? 2 * clusters + 2 : clusters + 1;
+  }
+
+  /**
+   * A bitmap block that fails to load: rebuilt from what it still says and
+   * every cluster the maps claim (docs/FORMAT.md), and put in its place —
+   * written home at the next checkpoint on a writable pool, only in memory
+   * on a read-only one.
+   */
+  private async rebuildBitmapBlock(index: number, err: unknown): Promise<Buffer> {
+    const C = this.geo.clusterSize;
+    const cluster = this.header.bitmapStart + index;
+    const damaged = Buffer.alloc(C);
+    await this.dev.read(damaged, cluster * C).catch(() => undefined);
+    this.claims ??= await mapClaims(this.store, this.geo, this.layers.values(), this.fixedClaims());
+    const { content, restored } = rebuildBitmapBlock(damaged, index, this.header, this.claims);
+    let buf: Buffer;
+    if (this.readOnly) {
+      buf = Buffer.alloc(C);
+      content.copy(buf);
+      this.store.install(cluster, buf, BlockType.Bitmap, index);
+    } else {
+      buf = this.store.create(cluster, BlockType.Bitmap, index, true);
+      content.copy(buf);
+      this.store.markDirty(cluster, 0, C - TRAILER);
+    }
+    const why = err instanceof Error ? err.message : String(err);
+    this.openProblems.push({
+      kind: 'bitmap',
+      hostOffset: cluster * C,
+      message: `allocation bitmap block ${index} at offset ${cluster * C} is damaged (${why}); rebuilt from the maps (${restored} cluster${restored === 1 ? '' : 's'} in use that it called free)${this.readOnly ? ' in memory only' : ''}`,
+      repaired: !this.readOnly,
+    });
+    return buf;
+  }
+
+  private claims: Set<number> | undefined;
+
+  /** Clusters in use outside the layer maps: the catalog runs, and the copies region when it lies in the data area. */
+  private fixedClaims(): number[] {
+    const out: number[] = [];
+    for (const r of this.catalogClusters()) for (let c = r.start; c < r.start + r.clusters; c++) out.push(c);
+    if (this.hasCopies) for (let c = this.header.copiesStart; c < this.header.copiesStart + COPY_CLUSTERS; c++) if (c < this.header.totalClusters) out.push(c);
+    return out;
   }
 
   /**
@@ -146,16 +255,24 @@ export class Pool implements PoolCore {
     const bytes = encodeCatalog(this.catalog);
     const clusters = Math.max(1, Math.ceil(bytes.length / C));
     const start = this.alloc.allocateRun(clusters, { catalog: true });
-    this.alloc.catalogReserve = clusters + 1;
+    let second: number | undefined;
+    if (this.hasCopies) {
+      try {
+        second = this.alloc.allocateRun(clusters, { catalog: true });
+      } catch {
+        // A pool too full for two copies keeps one until space is freed.
+        second = undefined;
+      }
+    }
+    this.alloc.catalogReserve = this.catalogReserveFor(clusters);
     const padded = Buffer.alloc(clusters * C);
     bytes.copy(padded);
-    const root = this.store.peek(ROOT_CLUSTER)!;
-    const old = readPointer(root);
-    writePointer(root, { start, clusters, bytes: bytes.length, hash: metaChecksum(bytes) });
-    this.store.markDirty(ROOT_CLUSTER, 0, POINTER_BYTES);
+    const old = this.catalogClusters();
+    const hash = metaChecksum(bytes);
+    setRoot(this.store, this.header, { start, clusters, bytes: bytes.length, hash }, second === undefined ? undefined : { start: second, clusters, bytes: bytes.length, hash });
     // Catalog clusters are written directly, never through the journal: free after the commit.
-    if (old.start !== 0) for (let c = old.start; c < old.start + old.clusters; c++) this.alloc.free(c);
-    return this.dev.write(padded, start * C);
+    for (const r of old) for (let c = r.start; c < r.start + r.clusters; c++) this.alloc.free(c);
+    return Promise.all([start, ...(second === undefined ? [] : [second])].map((at) => this.dev.write(padded, at * C))).then(() => undefined);
   }
 
   /**
@@ -446,9 +563,21 @@ export class Pool implements PoolCore {
   private async layerAllocated(layer: Layer): Promise<number> {
     const { entriesPerL2: P, entrySize: E, subclusterSize: S } = this.geo;
     let subclusters = 0;
-    for await (const [, l2c] of layer.tables()) {
-      const l2 = this.store.peek(l2c) ?? (await this.store.load(l2c, BlockType.L2, layer.id));
-      for (let i = 0; i < P; i++) subclusters += popcount(l2.readUInt32LE(i * E + ENTRY_ALLOC));
+    // A damaged table counts as empty here (check reports it): one bad block must not hide every volume's listing.
+    for (let b = 0; b < layer.rec.l1Blocks; b++) {
+      let l1: Buffer;
+      try {
+        l1 = this.store.peek(layer.rec.l1Start + b) ?? (await this.store.load(layer.rec.l1Start + b, BlockType.L1, layer.id));
+      } catch {
+        continue;
+      }
+      for (let j = 0; j < this.geo.entriesPerL1Block; j++) {
+        const l2c = readL1(l1, j);
+        if (l2c === 0) continue;
+        const l2 = this.store.peek(l2c) ?? (await this.store.load(l2c, BlockType.L2, layer.id).catch(() => undefined));
+        if (!l2) continue;
+        for (let i = 0; i < P; i++) subclusters += popcount(l2.readUInt32LE(i * E + ENTRY_ALLOC));
+      }
     }
     return subclusters * S;
   }
@@ -458,15 +587,23 @@ export class Pool implements PoolCore {
     return this.serialize(async () => {
       await this.store.checkpoint();
       const volumeOf = (id: number): string | undefined => this.catalog.volumes.find((v) => v.layer === id)?.name;
-      const report = await checkPool(this, [...this.layers.values()], this.catalogClusters(), opts.repair ?? false, volumeOf);
+      const copies = this.hasCopies && this.header.copiesStart < this.header.totalClusters ? { start: this.header.copiesStart, clusters: COPY_CLUSTERS } : undefined;
+      const report = await checkPool(this, [...this.layers.values()], this.catalogClusters(), opts.repair ?? false, volumeOf, copies);
       if (report.repaired > 0) await this.store.checkpoint();
+      // What opening the pool found and mended comes first, once.
+      const found = this.openProblems.splice(0);
+      report.problems.unshift(...found);
+      report.repaired += found.filter((p) => p.repaired).length;
       return report;
     });
   }
 
-  private catalogClusters(): { start: number; clusters: number } {
-    const p = readPointer(this.store.peek(ROOT_CLUSTER)!);
-    return { start: p.start, clusters: p.clusters };
+  /** The catalog's runs: the one the root points at, and its second copy. */
+  private catalogClusters(): Array<{ start: number; clusters: number }> {
+    const root = this.store.peek(ROOT_CLUSTER)!;
+    const out: Array<{ start: number; clusters: number }> = [];
+    for (const p of this.hasCopies ? [readPointer(root), readPointer(root, COPY_POINTER_AT)] : [readPointer(root)]) if (p.start !== 0) out.push({ start: p.start, clusters: p.clusters });
+    return out;
   }
 
   async flush(): Promise<void> {
