@@ -1,4 +1,5 @@
 import { dataChecksum } from './checksum.js';
+import { DoubleWrite } from './doublewrite.js';
 import type { PoolCore } from './core.js';
 import { ENTRY_ALLOC, ENTRY_SUMS, readHost, readL1 } from './geometry.js';
 import type { PoolHeader } from './header.js';
@@ -166,6 +167,17 @@ export async function checkPool(
         }
       }
     }
+  }
+
+  // The double-write area is only read after a crash mid-checkpoint; check runs after a checkpoint, when it is idle.
+  const dw = new DoubleWrite(dev, header.dwStart, header.dwClusters, C);
+  const dwWhy = await dw.headDamage().catch((err: unknown) => (err as Error).message);
+  if (dwWhy !== null) {
+    if (repair) {
+      await dw.clear();
+      repaired++;
+    }
+    problems.push({ kind: 'journal', hostOffset: header.dwStart * C, message: `double-write head at offset ${header.dwStart * C} is damaged (${dwWhy})${repair ? '; cleared' : ''}`, repaired: repair });
   }
 
   let leaked = 0;

@@ -133,8 +133,9 @@ export class Pool implements PoolCore {
   }
 
   /**
-   * Reads the catalog the root points at; when it fails its checksum, its
-   * second copy. Returns true when it had to take the copy.
+   * Reads the catalog the root points at and its second copy, and takes the
+   * first that verifies. Returns true when either is damaged (a writable
+   * pool then writes both afresh).
    */
   private async readCatalog(): Promise<boolean> {
     const C = this.geo.clusterSize;
@@ -142,25 +143,29 @@ export class Pool implements PoolCore {
     const ptrs: CatalogPointer[] = [readPointer(root)];
     const second = readPointer(root, COPY_POINTER_AT);
     if (this.hasCopies && second.start !== 0) ptrs.push(second);
-    let first: unknown;
+    const bad: Array<{ ptr: CatalogPointer; err: unknown }> = [];
+    let chosen: CatalogPointer | undefined;
     for (const [i, ptr] of ptrs.entries()) {
       const where = `${this.dev.name}: catalog${i === 0 ? '' : ' copy'} at offset ${ptr.start * C}`;
       try {
         const bytes = Buffer.alloc(ptr.bytes);
         await this.dev.read(bytes, ptr.start * C);
-        this.catalog = decodeCatalog(bytes, ptr, where);
+        const catalog = decodeCatalog(bytes, ptr, where);
+        if (!chosen) {
+          this.catalog = catalog;
+          chosen = ptr;
+        }
       } catch (err) {
-        first ??= err;
-        continue;
+        bad.push({ ptr, err });
       }
-      this.alloc.catalogReserve = this.catalogReserveFor(ptr.clusters);
-      if (i > 0) {
-        const why = first instanceof Error ? first.message : String(first);
-        this.openProblems.push({ kind: 'catalog', hostOffset: ptrs[0]!.start * C, message: `${why}; ${this.readOnly ? 'read from' : 'rewritten from'} its copy at offset ${ptr.start * C}`, repaired: !this.readOnly });
-      }
-      return i > 0;
     }
-    throw first;
+    if (!chosen) throw bad[0]!.err;
+    this.alloc.catalogReserve = this.catalogReserveFor(chosen.clusters);
+    for (const { ptr, err } of bad) {
+      const why = err instanceof Error ? err.message : String(err);
+      this.openProblems.push({ kind: 'catalog', hostOffset: ptr.start * C, message: `${why}; ${this.readOnly ? 'read from the other copy' : 'both copies rewritten'}`, repaired: !this.readOnly });
+    }
+    return bad.length > 0;
   }
 
   private catalogReserveFor(clusters: number): number {
