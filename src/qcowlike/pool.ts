@@ -591,16 +591,55 @@ export class Pool implements PoolCore {
   async check(opts: { repair?: boolean } = {}): Promise<CheckReport> {
     return this.serialize(async () => {
       await this.store.checkpoint();
+      const added = opts.repair && !this.readOnly && !this.hasCopies ? await this.addCopies() : undefined;
       const volumeOf = (id: number): string | undefined => this.catalog.volumes.find((v) => v.layer === id)?.name;
       const copies = this.hasCopies && this.header.copiesStart < this.header.totalClusters ? { start: this.header.copiesStart, clusters: COPY_CLUSTERS } : undefined;
       const report = await checkPool(this, [...this.layers.values()], this.catalogClusters(), opts.repair ?? false, volumeOf, copies);
       if (report.repaired > 0) await this.store.checkpoint();
       // What opening the pool found and mended comes first, once.
       const found = this.openProblems.splice(0);
+      if (added) found.push(added);
       report.problems.unshift(...found);
       report.repaired += found.filter((p) => p.repaired).length;
       return report;
     });
+  }
+
+  /**
+   * Gives a pool from an earlier build the copies of header, root, catalog
+   * and journal header (check --repair). The copies region comes from the
+   * data area; everything it needs is made durable by a checkpoint before
+   * the header that names it is written, so a crash in between leaves only
+   * the region and the catalog's copy as leaked clusters (the next
+   * check --repair frees them and starts again). Builds that do not know the
+   * copies refuse the pool from then on.
+   */
+  private async addCopies(): Promise<CheckProblem | undefined> {
+    const C = this.geo.clusterSize;
+    const gate = this.store.enter();
+    if (gate) await gate;
+    let start: number;
+    try {
+      try {
+        start = this.alloc.allocateRun(COPY_CLUSTERS);
+      } catch {
+        return undefined;
+      }
+      this.header.copiesStart = start;
+      this.header.incompat |= INCOMPAT_COPIES;
+      this.store.journal.copyAt = (start + 1) * C;
+      const copy = this.store.create(start, BlockType.Root, 1, true);
+      this.store.peek(ROOT_CLUSTER)!.copy(copy, 0, 0, C - TRAILER);
+      this.store.markDirty(start, 0, C - TRAILER);
+      await this.writeCatalog();
+    } finally {
+      this.store.exit();
+    }
+    // The journal's reset at the end of the checkpoint writes both of its header copies.
+    await this.store.checkpoint();
+    await writeHeader(this.dev, this.header);
+    await this.dev.flush();
+    return { kind: 'header', hostOffset: 0, message: `the pool kept no copies of its header, root block, catalog and journal header; added them (copies region at offset ${start * C})`, repaired: true };
   }
 
   /** The catalog's runs: the one the root points at, and its second copy. */

@@ -88,4 +88,30 @@ describe('pools from before the copies', () => {
     expect((await again.check()).problems).toEqual([]);
     await again.close();
   });
+
+  it('check --repair gives such a pool its copies; from then on a flipped header, root or journal header byte costs nothing', async () => {
+    const base = await oldPool();
+    const pool = await Pool.open(reopenable(base));
+    const report = await pool.check({ repair: true });
+    expect(report.problems).toEqual([expect.objectContaining({ kind: 'header', repaired: true, message: expect.stringMatching(/added them \(copies region at offset \d+\)/) })]);
+    const { copiesStart, clusterSize: C, journalStart } = pool.header;
+    expect(pool.header.incompat & INCOMPAT_COPIES).toBe(INCOMPAT_COPIES);
+    await pool.close();
+    const upgraded = Buffer.alloc(base.size);
+    await base.read(upgraded, 0);
+    const again = await Pool.open(reopenable(base));
+    expect((await again.check()).problems).toEqual([]);
+    await again.close();
+    for (const at of [20, C + 3, journalStart * C + 8, copiesStart * C + 3, (copiesStart + 1) * C + 8, 512 + 20]) {
+      const dev = new MemoryDevice({ size: upgraded.length });
+      await dev.write(upgraded, 0);
+      await flip(dev, at);
+      const p = await Pool.open(reopenable(dev));
+      await expectData(p);
+      const r = await p.check();
+      expect(r.problems.filter((x) => !x.repaired), `flip at ${at}`).toEqual([]);
+      expect(r.problems.length, `flip at ${at}`).toBe(1);
+      await p.close();
+    }
+  });
 });
