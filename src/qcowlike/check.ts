@@ -201,7 +201,7 @@ export async function checkPool(
   let quarantined = 0;
   for (const [by, clusters] of held) {
     quarantined += clusters.length;
-    const because = by ? `${by.what} is damaged` : `damaged ${damaged.length === 1 ? 'table' : 'tables'} (${damaged.map((d) => `offset ${d.hostOffset}`).join(', ')}) may reference them`;
+    const because = by ? `${by.what} is damaged` : `${damaged.map((d) => d.what).join('; ')} ${damaged.length === 1 ? 'is' : 'are'} damaged and may reference them`;
     problems.push({
       kind: 'quarantine',
       hostOffset: by?.hostOffset,

@@ -3,7 +3,7 @@ import { Allocator } from './allocator.js';
 import { COPY_POINTER_AT, decodeCatalog, emptyCatalog, encodeCatalog, readPointer, type Catalog, type CatalogLayer, type CatalogPointer } from './catalog.js';
 import { dataChecksum, initChecksums, metaChecksum } from './checksum.js';
 import type { PoolCore } from './core.js';
-import { PoolError } from './errors.js';
+import { PoolError, damageReason } from './errors.js';
 import { ENTRY_ALLOC, ENTRY_SUMS, geometryFor, l1BlocksFor, readHost, readL1, type Geometry } from './geometry.js';
 import { COPY_CLUSTERS, HEADER_BYTES, INCOMPAT_COPIES, ROOT_CLUSTER, planLayout, type PoolHeader } from './header.js';
 import { readHeader, writeHeader } from './header-copies.js';
@@ -195,7 +195,7 @@ export class Pool implements PoolCore {
       content.copy(buf);
       this.store.markDirty(cluster, 0, C - TRAILER);
     }
-    const why = err instanceof Error ? err.message : String(err);
+    const why = damageReason(err);
     this.openProblems.push({
       kind: 'bitmap',
       hostOffset: cluster * C,

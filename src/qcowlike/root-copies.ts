@@ -1,5 +1,6 @@
 import { COPY_POINTER_AT, POINTER_BYTES, ROOT_BYTES, ROOT_SEQUENCE_AT, writePointer, type CatalogPointer } from './catalog.js';
 import { INCOMPAT_COPIES, ROOT_CLUSTER, type PoolHeader } from './header.js';
+import { damageReason } from './errors.js';
 import { BlockType, TRAILER } from './metablock.js';
 import type { MetaStore } from './metastore.js';
 import type { CheckProblem } from './types.js';
@@ -44,7 +45,7 @@ export async function loadRoot(store: MetaStore, h: PoolHeader, readOnly: boolea
   for (const f of found) {
     if (f === best || f.buf?.subarray(0, C - TRAILER).equals(good.subarray(0, C - TRAILER))) continue;
     const what = f.owner === 0 ? 'root block' : 'copy of the root block';
-    const why = f.buf ? `sequence ${seq(f.buf)}, behind ${seq(good)}` : (f.err as Error).message;
+    const why = f.buf ? `sequence ${seq(f.buf)}, behind ${seq(good)}` : damageReason(f.err);
     if (readOnly) {
       const copy = Buffer.from(good);
       store.install(f.cluster, copy, BlockType.Root, f.owner);
