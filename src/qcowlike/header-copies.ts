@@ -50,20 +50,22 @@ export async function readHeader(dev: BlockDevice): Promise<HeaderFound> {
     raws.set(offset, b);
     return b;
   };
-  let chosen: { offset: number; raw: Buffer } | undefined;
+  let chosen: { offset: number; raw: Buffer; header: PoolHeader } | undefined;
   for (const offset of candidates) {
     const raw = await readAt(offset);
-    if (raw && sealed(raw)) {
-      chosen = { offset, raw };
-      break;
-    }
+    if (!raw || !sealed(raw)) continue;
+    const header = decodeHeader(raw, dev.name, dev.size, offset);
+    // A copy counts only where its own header puts one: the last sector of a pool without a copy there is data.
+    if (!headerOffsets(header, dev.size).includes(offset)) continue;
+    chosen = { offset, raw, header };
+    break;
   }
   if (!chosen) {
     const primary = raws.get(0) ?? Buffer.alloc(HEADER_BYTES);
     decodeHeader(primary, dev.name, dev.size);
     throw new Error(`internal: header at offset 0 neither verifies nor fails`);
   }
-  const header = decodeHeader(chosen.raw, dev.name, dev.size, chosen.offset);
+  const header = chosen.header;
   const bad: HeaderFound['bad'] = [];
   for (const offset of headerOffsets(header, dev.size)) {
     const raw = raws.get(offset) ?? (await readAt(offset));

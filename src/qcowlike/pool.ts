@@ -12,6 +12,7 @@ import { mapClaims, rebuildBitmapBlock } from './bitmap-rebuild.js';
 import { Layer } from './layer.js';
 import { BlockType, TRAILER } from './metablock.js';
 import { MetaStore } from './metastore.js';
+import { DoubleWrite } from './doublewrite.js';
 import type { CheckProblem, CheckReport, LayerInfo, PoolCreateOptions, PoolOpenOptions, PoolStats, Preallocation, Volume, VolumeInfo } from './types.js';
 import { VolumeHandle } from './volume.js';
 import { checkPool } from './check.js';
@@ -105,6 +106,13 @@ export class Pool implements PoolCore {
     const C = header.clusterSize;
     for (const [cluster, why] of pool.store.replaySkipped) {
       notes.push({ kind: 'journal', hostOffset: cluster * C, message: `journal replay left the metadata block at offset ${cluster * C} as it was: it is damaged (${why}), so the changes journaled for it were not applied`, repaired: false });
+    }
+    // After recovery the double-write area is idle until the next checkpoint: a damaged head can go.
+    const dw = new DoubleWrite(dev, header.dwStart, header.dwClusters, C);
+    const dwWhy = await dw.headDamage().catch((err: unknown) => damageReason(err));
+    if (dwWhy !== null) {
+      if (!readOnly) await dw.clear();
+      notes.push({ kind: 'journal', hostOffset: header.dwStart * C, message: `double-write head at offset ${header.dwStart * C} is damaged (${dwWhy})${readOnly ? '' : '; cleared'}`, repaired: !readOnly });
     }
     notes.push(...(await loadRoot(pool.store, header, readOnly)));
     const fellBack = await pool.readCatalog();

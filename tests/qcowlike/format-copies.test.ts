@@ -3,7 +3,8 @@ import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { MemoryDevice, type BlockDevice } from '../../src/blockdev/index.js';
 import { Pool } from '../../src/qcowlike/index.js';
-import { INCOMPAT_COPIES } from '../../src/qcowlike/header.js';
+import { INCOMPAT_COPIES, encodeHeader, planLayout } from '../../src/qcowlike/header.js';
+import { initChecksums } from '../../src/qcowlike/checksum.js';
 import { reopenable } from '../support/pool.js';
 
 /**
@@ -113,5 +114,15 @@ describe('pools from before the copies', () => {
       expect(r.problems.length, `flip at ${at}`).toBe(1);
       await p.close();
     }
+  });
+
+  it('a sealed header in the last sector is taken only where its own geometry puts a copy', async () => {
+    const dev = await oldPool();
+    await initChecksums();
+    // The header of a smaller pool (as in an image stored in a volume) lands in the device's last sector.
+    const stray = planLayout(4 << 20, 65536);
+    await dev.write(encodeHeader(stray), dev.size - 512);
+    await flip(dev, 20);
+    await expect(Pool.open(reopenable(dev))).rejects.toThrow(/pool header \(offset 0\) is damaged: checksum mismatch/);
   });
 });
