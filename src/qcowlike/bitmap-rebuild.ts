@@ -10,9 +10,27 @@ import { BlockType, TRAILER } from './metablock.js';
  * (`extra`), each layer's L1 blocks, its L2 tables and the data they point
  * at. A table that cannot be read claims nothing here; the caller keeps what
  * the damaged bitmap block still says, so that its clusters stay in use.
+ * One bit per cluster, as the bitmap itself: 2 MiB per TiB of pool.
  */
-export async function mapClaims(store: MetaStore, geo: Geometry, layers: Iterable<Layer>, extra: Iterable<number>): Promise<Set<number>> {
-  const claims = new Set<number>(extra);
+export class Claims {
+  private readonly bits: Uint8Array;
+
+  constructor(readonly clusters: number) {
+    this.bits = new Uint8Array(Math.ceil(clusters / 8));
+  }
+
+  add(c: number): void {
+    if (c >= 0 && c < this.clusters) this.bits[c >> 3]! |= 1 << (c & 7);
+  }
+
+  has(c: number): boolean {
+    return c >= 0 && c < this.clusters && (this.bits[c >> 3]! & (1 << (c & 7))) !== 0;
+  }
+}
+
+export async function mapClaims(store: MetaStore, geo: Geometry, clusters: number, layers: Iterable<Layer>, extra: Iterable<number>): Promise<Claims> {
+  const claims = new Claims(clusters);
+  for (const c of extra) claims.add(c);
   const { entriesPerL1Block, entriesPerL2: P, entrySize: E } = geo;
   for (const layer of layers) {
     for (let b = 0; b < layer.rec.l1Blocks; b++) {
@@ -51,7 +69,7 @@ export async function mapClaims(store: MetaStore, geo: Geometry, layers: Iterabl
  * data area, past the end of the pool). Returns the bytes before the trailer
  * and how many bits it set that the damaged block had clear.
  */
-export function rebuildBitmapBlock(damaged: Buffer, index: number, header: PoolHeader, claims: Set<number>): { content: Buffer; restored: number } {
+export function rebuildBitmapBlock(damaged: Buffer, index: number, header: PoolHeader, claims: Claims): { content: Buffer; restored: number } {
   const C = header.clusterSize;
   const bits = (C - TRAILER) * 8;
   const content = Buffer.alloc(C - TRAILER);

@@ -8,7 +8,7 @@ import { ENTRY_ALLOC, ENTRY_SUMS, geometryFor, l1BlocksFor, readHost, readL1, ty
 import { COPY_CLUSTERS, HEADER_BYTES, INCOMPAT_COPIES, ROOT_CLUSTER, planLayout, type PoolHeader } from './header.js';
 import { readHeader, writeHeader } from './header-copies.js';
 import { createRoot, loadRoot, setRoot } from './root-copies.js';
-import { mapClaims, rebuildBitmapBlock } from './bitmap-rebuild.js';
+import { mapClaims, rebuildBitmapBlock, type Claims } from './bitmap-rebuild.js';
 import { Layer } from './layer.js';
 import { BlockType, TRAILER } from './metablock.js';
 import { MetaStore } from './metastore.js';
@@ -118,6 +118,7 @@ export class Pool implements PoolCore {
     const fellBack = await pool.readCatalog();
     pool.buildLayers();
     await pool.alloc.load((index, err) => pool.rebuildBitmapBlock(index, err));
+    pool.claims = undefined;
     let repairs = notes.some((n) => n.repaired) || pool.store.journal.headerDamage.length > 0;
     if (!readOnly && fellBack) {
       // Both copies of the catalog written afresh; the damaged run is freed with the old pointers.
@@ -191,7 +192,7 @@ export class Pool implements PoolCore {
     const cluster = this.header.bitmapStart + index;
     const damaged = Buffer.alloc(C);
     await this.dev.read(damaged, cluster * C).catch(() => undefined);
-    this.claims ??= await mapClaims(this.store, this.geo, this.layers.values(), this.fixedClaims());
+    this.claims ??= await mapClaims(this.store, this.geo, this.header.totalClusters, this.layers.values(), this.fixedClaims());
     const { content, restored } = rebuildBitmapBlock(damaged, index, this.header, this.claims);
     let buf: Buffer;
     if (this.readOnly) {
@@ -213,7 +214,8 @@ export class Pool implements PoolCore {
     return buf;
   }
 
-  private claims: Set<number> | undefined;
+  /** What the maps claim, while damaged bitmap blocks are rebuilt at open. */
+  private claims: Claims | undefined;
 
   /** Clusters in use outside the layer maps: the catalog runs, and the copies region when it lies in the data area. */
   private fixedClaims(): number[] {
