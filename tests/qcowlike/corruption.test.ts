@@ -118,17 +118,37 @@ describe('corruption is reported with its place, never returned as data', () => 
     }
   });
 
-  it('a flipped bitmap byte: the pool still opens, the block is rebuilt from the maps, and check says so', async () => {
+  it('a bitmap block that calls a used cluster free: the pool opens, the block is rebuilt from the maps, and new writes go elsewhere', async () => {
     const { dev, data } = await poolWithData();
     const at = await findBlock(dev, 'BMAP');
-    await flip(dev, at + 8);
+    // Clear exactly the bit of a cluster that holds vm1's data.
+    const host = Math.floor((await findOnDevice(dev, data.subarray(0, 64))) / C);
+    const b = Buffer.alloc(1);
+    await dev.read(b, at + (host >> 3));
+    b[0]! &= ~(1 << (host & 7));
+    await dev.write(b, at + (host >> 3));
     const pool = await Pool.open(reopenable(dev));
+    // Fill the pool's free space: nothing may land on the cluster the damaged block called free.
+    await pool.createVolume('fill', 8 << 20);
+    const fill = await pool.openVolume('fill');
+    await fill.write(Buffer.alloc(8 << 20, 0xab), 0);
+    await fill.close();
     const vol = await pool.openVolume('vm1');
     const got = Buffer.alloc(data.length);
     await vol.read(got, 5 * C);
     expect(got.equals(data)).toBe(true);
     await vol.close();
-    // Bits the flip set stay set (the rebuild never frees what the damaged block called used): leaks that repair frees.
+    const report = await pool.check();
+    expect(report.problems).toEqual([expect.objectContaining({ kind: 'bitmap', hostOffset: at, repaired: true, message: expect.stringMatching(/rebuilt from the maps \(1 cluster in use that it called free\)/) })]);
+    await pool.close();
+    expect((await (await Pool.open(reopenable(dev))).check()).problems).toEqual([]);
+  });
+
+  it('a flipped bitmap byte that marks free clusters used: rebuilt, and check --repair frees the bits the flip set', async () => {
+    const { dev } = await poolWithData();
+    const at = await findBlock(dev, 'BMAP');
+    await flip(dev, at + 8);
+    const pool = await Pool.open(reopenable(dev));
     const report = await pool.check({ repair: true });
     expect(report.problems.find((p) => p.hostOffset === at)).toMatchObject({ kind: 'bitmap', repaired: true });
     expect(report.problems.filter((p) => !p.repaired)).toEqual([]);
