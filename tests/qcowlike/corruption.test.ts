@@ -217,6 +217,37 @@ describe('corruption is reported with its place, never returned as data', () => 
     expect(report.problems.some((p) => p.kind === 'checksum' && p.hostOffset === at)).toBe(true);
   });
 
+  it('a damaged L1 block costs only the part of the volume it maps', async () => {
+    // 4 KiB clusters: one L1 block maps 510 tables of 204 clusters, 406 MiB; this volume needs two.
+    const dev = new MemoryDevice({ size: 16 << 20 });
+    const pool = await Pool.create(reopenable(dev), { clusterSize: 4096 });
+    await pool.createVolume('big', 420 << 20);
+    const vol = await pool.openVolume('big');
+    const data = pattern(8192, 5);
+    await vol.write(data, 0);
+    await vol.write(data, 410 << 20);
+    await vol.close();
+    await pool.close();
+    // The root (cluster 1) points at the catalog, which names the layer's L1 run.
+    const root = Buffer.alloc(16);
+    await dev.read(root, 4096);
+    const json = Buffer.alloc(root.readUInt32LE(12));
+    await dev.read(json, Number(root.readBigUInt64LE(0)) * 4096);
+    const { l1Start, l1Blocks } = (JSON.parse(json.toString('utf8')) as { layers: Array<{ l1Start: number; l1Blocks: number }> }).layers[0]!;
+    expect(l1Blocks).toBe(2);
+    await flip(dev, l1Start * 4096 + 3);
+    const again = await Pool.open(reopenable(dev));
+    const v = await again.openVolume('big');
+    const got = Buffer.alloc(8192);
+    await v.read(got, 410 << 20);
+    expect(got.equals(data)).toBe(true);
+    await expect(v.read(got, 0)).rejects.toThrow(new RegExp(`L1 table block.*which maps virtual offsets 0-\\d+ of layer 1 \\(host offset ${l1Start * 4096}\\)`));
+    await v.close();
+    const report = await again.check({ repair: true });
+    expect(report.problems.find((p) => p.kind === 'quarantine')?.message).toMatch(new RegExp(`^\\d+ clusters? held in quarantine because L1 block 0 of volume 'big' \\(layer 1\\) at offset ${l1Start * 4096} is damaged`));
+    await again.close();
+  });
+
   it('check finds and repairs a leaked cluster and a used cluster marked free', async () => {
     const { dev } = await poolWithData();
     const pool = await Pool.open(reopenable(dev));
