@@ -235,6 +235,7 @@ function printCheck(name: string, result: CheckReport, repaired: boolean): void 
     `${count(result.leakedClusters, 'leaked cluster')}`,
     `${count(result.corruptBlocks, 'corrupt block')}`,
   ];
+  if (result.quarantinedClusters > 0) parts.push(`${count(result.quarantinedClusters, 'cluster')} held in quarantine`);
   if (repaired) parts.push(`${result.repaired} repaired`);
   process.stdout.write(`pool '${name}': ${parts.join(', ')}\n`);
 }

@@ -92,8 +92,20 @@ export class Allocator {
     this.used = this.header.dataStart;
   }
 
-  async load(): Promise<void> {
-    for (let i = 0; i < this.header.bitmapBlocks; i++) this.blocks.push(await this.store.load(this.header.bitmapStart + i, BlockType.Bitmap, i, true));
+  /**
+   * Loads the bitmap. A block that fails to load is handed to `onDamaged`,
+   * which returns the block to use in its place (rebuilt from the maps);
+   * without it, the failure is thrown.
+   */
+  async load(onDamaged?: (index: number, err: unknown) => Promise<Buffer>): Promise<void> {
+    for (let i = 0; i < this.header.bitmapBlocks; i++) {
+      try {
+        this.blocks.push(await this.store.load(this.header.bitmapStart + i, BlockType.Bitmap, i, true));
+      } catch (err) {
+        if (!onDamaged) throw err;
+        this.blocks.push(await onDamaged(i, err));
+      }
+    }
     this.used = 0;
     for (let c = 0; c < this.header.totalClusters; c++) if (this.isUsed(c)) this.used++;
   }

@@ -53,7 +53,12 @@ export function emptyCatalog(): Catalog {
   return { version: 1, nextLayerId: 1, layers: [], volumes: [], snapshots: [] };
 }
 
-/** Root block layout: u64 first cluster, u32 clusters, u32 bytes, u64 xxh64 of the bytes. */
+/**
+ * Root block layout: the catalog pointer (u64 first cluster, u32 clusters,
+ * u32 bytes, u64 xxh64 of the bytes) at 0; in pools with copies, the pointer
+ * to the catalog's second copy at 24 (start 0 = none) and a u64 sequence at
+ * 48, bumped on every catalog write, that orders the root and its copy.
+ */
 export interface CatalogPointer {
   start: number;
   clusters: number;
@@ -61,18 +66,23 @@ export interface CatalogPointer {
   hash: bigint;
 }
 
-export function readPointer(root: Buffer): CatalogPointer {
-  return { start: Number(root.readBigUInt64LE(0)), clusters: root.readUInt32LE(8), bytes: root.readUInt32LE(12), hash: root.readBigUInt64LE(16) };
+export function readPointer(root: Buffer, at = 0): CatalogPointer {
+  return { start: Number(root.readBigUInt64LE(at)), clusters: root.readUInt32LE(at + 8), bytes: root.readUInt32LE(at + 12), hash: root.readBigUInt64LE(at + 16) };
 }
 
-export function writePointer(root: Buffer, p: CatalogPointer): void {
-  root.writeBigUInt64LE(BigInt(p.start), 0);
-  root.writeUInt32LE(p.clusters, 8);
-  root.writeUInt32LE(p.bytes, 12);
-  root.writeBigUInt64LE(p.hash, 16);
+export function writePointer(root: Buffer, p: CatalogPointer, at = 0): void {
+  root.writeBigUInt64LE(BigInt(p.start), at);
+  root.writeUInt32LE(p.clusters, at + 8);
+  root.writeUInt32LE(p.bytes, at + 12);
+  root.writeBigUInt64LE(p.hash, at + 16);
 }
 
 export const POINTER_BYTES = 24;
+/** Where the second copy's pointer and the root's sequence sit. */
+export const COPY_POINTER_AT = 24;
+export const ROOT_SEQUENCE_AT = 48;
+/** Bytes of the root that a pool with copies writes. */
+export const ROOT_BYTES = 56;
 
 export function encodeCatalog(c: Catalog): Buffer {
   return Buffer.from(JSON.stringify(c), 'utf8');

@@ -1,4 +1,5 @@
 import { dataChecksum } from './checksum.js';
+import { DoubleWrite } from './doublewrite.js';
 import type { PoolCore } from './core.js';
 import { ENTRY_ALLOC, ENTRY_SUMS, readHost, readL1 } from './geometry.js';
 import type { PoolHeader } from './header.js';
@@ -15,13 +16,20 @@ import type { CheckProblem, CheckReport } from './types.js';
  * metadata block and every allocated data sub-cluster is read and verified.
  * Repair fixes only the bitmap (leaks and wrongly-free clusters): the rest
  * cannot be fixed without guessing, so it is reported with its place.
+ *
+ * A map table that cannot be read may reference clusters nobody else claims:
+ * while any is damaged, such clusters are held in quarantine (kept in use,
+ * listed, never freed by repair), so that whatever it pointed at can still be
+ * salvaged. Each held cluster is charged to the damaged table whose raw bytes
+ * name it, or else to all of them.
  */
 export async function checkPool(
   pool: PoolCore & { header: PoolHeader },
   layers: Layer[],
-  catalogRun: { start: number; clusters: number },
+  catalogRuns: Array<{ start: number; clusters: number }>,
   repair: boolean,
   volumeOf: (layer: number) => string | undefined = () => undefined,
+  copiesRegion?: { start: number; clusters: number },
 ): Promise<CheckReport> {
   const { store, alloc, geo, header, dev } = pool;
   const C = geo.clusterSize;
@@ -51,7 +59,35 @@ export async function checkPool(
     return true;
   };
 
-  for (let c = catalogRun.start; c < catalogRun.start + catalogRun.clusters; c++) claim(c, 'the catalog');
+  catalogRuns.forEach((run, i) => {
+    for (let c = run.start; c < run.start + run.clusters; c++) claim(c, i === 0 ? 'the catalog' : 'the copy of the catalog');
+  });
+  if (copiesRegion) for (let c = copiesRegion.start; c < copiesRegion.start + copiesRegion.clusters; c++) claim(c, 'the copies region');
+  /** Tables that failed to load, and the clusters their raw bytes still name. */
+  const damaged: Array<{ what: string; hostOffset: number; names: Set<number> }> = [];
+  const inData = (c: number): boolean => c >= header.dataStart && c < header.totalClusters;
+  const rawNames = async (cluster: number, kind: 'L1' | 'L2', layerId: number): Promise<Set<number>> => {
+    const raw = Buffer.alloc(C);
+    const names = new Set<number>();
+    try {
+      await dev.read(raw, cluster * C);
+    } catch {
+      return names;
+    }
+    if (kind === 'L2') {
+      for (let e = 0; e < geo.entriesPerL2; e++) if (inData(readHost(raw, e * geo.entrySize))) names.add(readHost(raw, e * geo.entrySize));
+      return names;
+    }
+    // An L1's tables may still verify on their own: their data is then named too.
+    for (let i = 0; i < geo.entriesPerL1Block; i++) {
+      const l2c = readL1(raw, i);
+      if (!inData(l2c)) continue;
+      names.add(l2c);
+      const l2 = await store.load(l2c, BlockType.L2, layerId).catch(() => undefined);
+      if (l2) for (let e = 0; e < geo.entriesPerL2; e++) if (inData(readHost(l2, e * geo.entrySize))) names.add(readHost(l2, e * geo.entrySize));
+    }
+    return names;
+  };
 
   for (const layer of layers) {
     const vol = volumeOf(layer.id);
@@ -65,6 +101,7 @@ export async function checkPool(
       } catch (err) {
         corruptBlocks++;
         problems.push({ kind: 'checksum', hostOffset: l1c * C, layer: layer.id, volume: vol, message: `L1 block ${b} of ${name}: ${(err as Error).message}`, repaired: false });
+        damaged.push({ what: `L1 block ${b} of ${name} at offset ${l1c * C}`, hostOffset: l1c * C, names: await rawNames(l1c, 'L1', layer.id) });
         continue;
       }
       for (let i = 0; i < geo.entriesPerL1Block; i++) {
@@ -78,6 +115,7 @@ export async function checkPool(
         } catch (err) {
           corruptBlocks++;
           problems.push({ kind: 'checksum', hostOffset: l2c * C, layer: layer.id, volume: vol, virtualOffset: firstVc * C, message: `L2 table of ${name}: ${(err as Error).message}`, repaired: false });
+          damaged.push({ what: `L2 table at offset ${l2c * C} (${name}, virtual offset ${firstVc * C})`, hostOffset: l2c * C, names: await rawNames(l2c, 'L2', layer.id) });
           continue;
         }
         await checkTable(l2, firstVc);
@@ -131,9 +169,21 @@ export async function checkPool(
     }
   }
 
+  // Reported only: a checkpoint of a volume may be writing the area right now. The next open clears it.
+  const dwWhy = await new DoubleWrite(dev, header.dwStart, header.dwClusters, C).headDamage().catch((err: unknown) => (err as Error).message);
+  if (dwWhy !== null) problems.push({ kind: 'journal', hostOffset: header.dwStart * C, message: `double-write head at offset ${header.dwStart * C} is damaged (${dwWhy}); the next read-write open clears it`, repaired: false });
+
   let leaked = 0;
+  const held = new Map<(typeof damaged)[number] | undefined, number[]>();
   for (let c = header.dataStart; c < header.totalClusters; c++) {
     if (!alloc.isUsed(c) || owners.has(c)) continue;
+    if (damaged.length > 0) {
+      const by = damaged.find((d) => d.names.has(c));
+      const list = held.get(by) ?? [];
+      list.push(c);
+      held.set(by, list);
+      continue;
+    }
     leaked++;
     if (repair) {
       alloc.repairBit(c, false);
@@ -141,5 +191,29 @@ export async function checkPool(
     }
     problems.push({ kind: 'leak', hostOffset: c * C, message: `cluster ${c} is marked in use but nothing refers to it`, repaired: repair });
   }
-  return { problems, clustersChecked: owners.size, leakedClusters: leaked, corruptBlocks, repaired };
+  let quarantined = 0;
+  for (const [by, clusters] of held) {
+    quarantined += clusters.length;
+    const because = by ? `${by.what} is damaged` : `${damaged.map((d) => d.what).join('; ')} ${damaged.length === 1 ? 'is' : 'are'} damaged and may reference them`;
+    problems.push({
+      kind: 'quarantine',
+      hostOffset: by?.hostOffset,
+      clusters,
+      message: `${clusters.length} cluster${clusters.length === 1 ? '' : 's'} held in quarantine because ${because}: ${runs(clusters)}`,
+      repaired: false,
+    });
+  }
+  return { problems, clustersChecked: owners.size, leakedClusters: leaked, quarantinedClusters: quarantined, corruptBlocks, repaired };
+}
+
+/** Clusters as runs, "12-15, 40". */
+function runs(clusters: number[]): string {
+  const out: string[] = [];
+  for (let i = 0; i < clusters.length; ) {
+    let j = i;
+    while (j + 1 < clusters.length && clusters[j + 1] === clusters[j]! + 1) j++;
+    out.push(i === j ? `${clusters[i]}` : `${clusters[i]}-${clusters[j]}`);
+    i = j + 1;
+  }
+  return `clusters ${out.join(', ')}`;
 }

@@ -56,6 +56,26 @@ export class DoubleWrite {
   }
 
   /**
+   * Null when the head is sound or was never written (all zeroes), else what
+   * is wrong with it. A damaged head only costs the restoring of torn home
+   * blocks after a crash in the middle of a checkpoint, but it is damage.
+   */
+  async headDamage(): Promise<string | null> {
+    const C = this.clusterSize;
+    const head = Buffer.alloc(C);
+    await this.dev.read(head, this.startCluster * C);
+    if (head.every((b) => b === 0)) return null;
+    if (!head.subarray(0, 7).equals(MAGIC.subarray(0, 7))) return 'no double-write magic';
+    if (head.readBigUInt64LE(C - 8) !== metaChecksum(head.subarray(0, C - 8))) return 'checksum mismatch';
+    return null;
+  }
+
+  /** Empties the area (as in a new pool); only between checkpoints, when nothing needs it. */
+  async clear(): Promise<void> {
+    await this.dev.write(Buffer.alloc(this.clusterSize), this.startCluster * this.clusterSize);
+  }
+
+  /**
    * The entries of the area if its head is intact and of the given
    * generation, each only if its slot holds exactly the image the head
    * names; else none.

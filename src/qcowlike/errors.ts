@@ -25,3 +25,9 @@ export class ChecksumError extends BlockDeviceError {
     this.name = 'ChecksumError';
   }
 }
+
+/** Why a block failed to load, in a few words ("checksum mismatch"), for messages that name the place themselves. */
+export function damageReason(err: unknown): string {
+  if (err instanceof ChecksumError) return err.what.slice(err.what.lastIndexOf(': ') + 2);
+  return err instanceof Error ? err.message : String(err);
+}

@@ -16,7 +16,14 @@ export const HEADER_BYTES = 512;
 /** Feature bits an older reader must refuse when it does not know them. */
 export const INCOMPAT_JOURNAL = 1n << 0n;
 export const INCOMPAT_SUBCLUSTERS = 1n << 1n;
-export const KNOWN_INCOMPAT = INCOMPAT_JOURNAL | INCOMPAT_SUBCLUSTERS;
+/**
+ * The pool keeps copies of the blocks everything depends on (header, root,
+ * catalog, journal header; docs/FORMAT.md). Incompatible because a writer
+ * that does not know them would update one copy and leave the other stale,
+ * and its check would free the catalog's second copy as leaked.
+ */
+export const INCOMPAT_COPIES = 1n << 2n;
+export const KNOWN_INCOMPAT = INCOMPAT_JOURNAL | INCOMPAT_SUBCLUSTERS | INCOMPAT_COPIES;
 /** Bits a reader may ignore. None defined yet. */
 export const KNOWN_COMPAT = 0n;
 /** Bits a writer that does not know them must clear. None defined yet. */
@@ -26,6 +33,8 @@ export const MIN_CLUSTER = 4096;
 export const MAX_CLUSTER = 2 * 1024 * 1024;
 /** The root metadata block sits at a fixed cluster. */
 export const ROOT_CLUSTER = 1;
+/** The copies region: the root block's copy, then a cluster holding the journal header's copy. */
+export const COPY_CLUSTERS = 2;
 
 export interface PoolHeader {
   version: number;
@@ -45,6 +54,8 @@ export interface PoolHeader {
   dataStart: number;
   totalClusters: number;
   created: number;
+  /** First cluster of the copies region (with INCOMPAT_COPIES), else 0. */
+  copiesStart: number;
 }
 
 /**
@@ -60,7 +71,8 @@ export function planLayout(deviceSize: number, clusterSize: number, regions: { j
     throw new PoolError('EINVAL', `cluster size ${clusterSize} must be a power of two from 4K to 2M`);
   }
   const C = clusterSize;
-  const total = Math.floor(deviceSize / C);
+  // The copies region takes the last clusters of the device, as far from the primaries as the device allows.
+  const total = Math.floor(deviceSize / C) - COPY_CLUSTERS;
   const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v));
   const journalClusters = Math.max(4, Math.ceil((regions.journalBytes ?? clamp(deviceSize / 32, 1 << 20, 64 << 20)) / C));
   // A head and at least one slot; small areas only for tests and tiny pools.
@@ -76,7 +88,7 @@ export function planLayout(deviceSize: number, clusterSize: number, regions: { j
   }
   return {
     version: VERSION,
-    incompat: KNOWN_INCOMPAT,
+    incompat: INCOMPAT_JOURNAL | INCOMPAT_SUBCLUSTERS | INCOMPAT_COPIES,
     compat: 0n,
     autoclear: 0n,
     clusterSize: C,
@@ -92,6 +104,7 @@ export function planLayout(deviceSize: number, clusterSize: number, regions: { j
     dataStart,
     totalClusters: total,
     created: Date.now(),
+    copiesStart: total,
   };
 }
 
@@ -117,14 +130,15 @@ export function encodeHeader(h: PoolHeader): Buffer {
   u64(h.dataStart, 120);
   u64(h.totalClusters, 128);
   u64(h.created, 136);
+  if (h.incompat & INCOMPAT_COPIES) u64(h.copiesStart, 144);
   b.writeBigUInt64LE(metaChecksum(b.subarray(0, HEADER_BYTES - 8)), HEADER_BYTES - 8);
   return b;
 }
 
 /** Decodes and validates; every refusal names what is wrong. */
-export function decodeHeader(b: Buffer, deviceName: string, deviceSize: number): PoolHeader {
-  const where = `${deviceName}: pool header (offset 0)`;
-  if (!b.subarray(0, 8).equals(MAGIC)) throw new PoolError('EFORMAT', `${deviceName} is not a Strata pool (no pool magic at offset 0)`);
+export function decodeHeader(b: Buffer, deviceName: string, deviceSize: number, at = 0): PoolHeader {
+  const where = `${deviceName}: pool header (offset ${at})`;
+  if (!b.subarray(0, 8).equals(MAGIC)) throw new PoolError('EFORMAT', `${deviceName} is not a Strata pool (no pool magic at offset ${at})`);
   if (b.readBigUInt64LE(HEADER_BYTES - 8) !== metaChecksum(b.subarray(0, HEADER_BYTES - 8))) {
     throw new PoolError('ECORRUPT', `${where} is damaged: checksum mismatch`);
   }
@@ -153,6 +167,7 @@ export function decodeHeader(b: Buffer, deviceName: string, deviceSize: number):
     dataStart: u64(120),
     totalClusters: u64(128),
     created: u64(136),
+    copiesStart: incompat & INCOMPAT_COPIES ? u64(144) : 0,
   };
   if (h.clusterSize < MIN_CLUSTER || h.clusterSize > MAX_CLUSTER || h.subclusters !== subclustersFor(h.clusterSize)) {
     throw new PoolError('ECORRUPT', `${where}: impossible cluster geometry (${h.clusterSize} bytes, ${h.subclusters} sub-clusters)`);
@@ -162,6 +177,10 @@ export function decodeHeader(b: Buffer, deviceName: string, deviceSize: number):
   }
   if (!(h.journalStart === ROOT_CLUSTER + 1 && h.dwStart === h.journalStart + h.journalClusters && h.bitmapStart === h.dwStart + h.dwClusters && h.dataStart === h.bitmapStart + h.bitmapBlocks && h.dataStart < h.totalClusters)) {
     throw new PoolError('ECORRUPT', `${where}: region table is inconsistent`);
+  }
+  if (h.incompat & INCOMPAT_COPIES) {
+    const end = Math.floor(deviceSize / h.clusterSize);
+    if (!(h.copiesStart >= h.dataStart && h.copiesStart + COPY_CLUSTERS <= end)) throw new PoolError('ECORRUPT', `${where}: copies region at cluster ${h.copiesStart} is outside the device`);
   }
   return h;
 }

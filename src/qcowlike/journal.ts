@@ -77,16 +77,64 @@ export class Journal {
     return this.bytes - this.used;
   }
 
+  /**
+   * Byte offset of the header's copy (pools with copies, docs/FORMAT.md), or
+   * undefined. Both copies are written together; read() takes the newest one
+   * that verifies, so a crash between the two writes, or a damaged one, costs
+   * nothing.
+   */
+  copyAt: number | undefined;
+  /** What read() found wrong with a header copy (damaged, or a generation behind), for the pool to report. */
+  headerDamage: Array<{ offset: number; why: string; damaged: boolean }> = [];
+
   /** Writes a fresh, empty journal of the given generation (at creation and after each checkpoint). */
   async reset(generation: bigint): Promise<void> {
+    await this.writeHeader(generation);
+    this.generation = generation;
+    this.seq = 0n;
+    this.used = SECTOR;
+  }
+
+  /** Rewrites every header copy with the current generation, leaving the log as it is (a copy found bad at open). */
+  async rewriteHeader(): Promise<void> {
+    await this.writeHeader(this.generation);
+    this.headerDamage = [];
+  }
+
+  private async writeHeader(generation: bigint): Promise<void> {
     const h = Buffer.alloc(SECTOR);
     HEADER_MAGIC.copy(h, 0);
     h.writeBigUInt64LE(generation, 8);
     h.writeBigUInt64LE(metaChecksum(h.subarray(0, SECTOR - 8)), SECTOR - 8);
-    await this.dev.write(h, this.start);
-    this.generation = generation;
-    this.seq = 0n;
-    this.used = SECTOR;
+    await Promise.all([this.start, ...(this.copyAt === undefined ? [] : [this.copyAt])].map((at) => this.dev.write(h, at)));
+  }
+
+  /** The generation of the newest header copy that verifies; notes the others in headerDamage. */
+  private async readHeader(): Promise<bigint> {
+    const found: Array<{ offset: number; generation: bigint | undefined }> = [];
+    for (const offset of [this.start, ...(this.copyAt === undefined ? [] : [this.copyAt])]) {
+      const h = Buffer.alloc(SECTOR);
+      let ok = false;
+      try {
+        await this.dev.read(h, offset);
+        ok = h.subarray(0, 8).equals(HEADER_MAGIC) && h.readBigUInt64LE(SECTOR - 8) === metaChecksum(h.subarray(0, SECTOR - 8));
+      } catch {
+        ok = false;
+      }
+      found.push({ offset, generation: ok ? h.readBigUInt64LE(8) : undefined });
+    }
+    let best: bigint | undefined;
+    for (const f of found) if (f.generation !== undefined && (best === undefined || f.generation > best)) best = f.generation;
+    if (best === undefined) {
+      const copy = this.copyAt === undefined ? '' : ` and its copy at offset ${this.copyAt}`;
+      throw new PoolError('ECORRUPT', `${this.dev.name}: journal header at offset ${this.start}${copy} ${this.copyAt === undefined ? 'is' : 'are'} damaged`);
+    }
+    this.headerDamage = [];
+    for (const f of found) {
+      if (f.generation === best) continue;
+      this.headerDamage.push(f.generation === undefined ? { offset: f.offset, why: 'checksum mismatch', damaged: true } : { offset: f.offset, why: `generation ${f.generation}, behind ${best}`, damaged: false });
+    }
+    return best;
   }
 
   async append(records: readonly JournalRecord[]): Promise<void> {
@@ -99,16 +147,11 @@ export class Journal {
 
   /**
    * Reads the header and every valid transaction of the current generation.
-   * A damaged header is an error (the journal cannot be trusted); a torn or
+   * A header with no copy that verifies is an error (the journal cannot be trusted); a torn or
    * missing transaction simply ends the log, as it was never acknowledged.
    */
   async read(): Promise<JournalRecord[][]> {
-    const h = Buffer.alloc(SECTOR);
-    await this.dev.read(h, this.start);
-    if (!h.subarray(0, 8).equals(HEADER_MAGIC) || h.readBigUInt64LE(SECTOR - 8) !== metaChecksum(h.subarray(0, SECTOR - 8))) {
-      throw new PoolError('ECORRUPT', `${this.dev.name}: journal header at offset ${this.start} is damaged`);
-    }
-    this.generation = h.readBigUInt64LE(8);
+    this.generation = await this.readHeader();
     this.seq = 0n;
     this.used = SECTOR;
     const txns: JournalRecord[][] = [];

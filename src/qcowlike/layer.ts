@@ -1,6 +1,7 @@
 import type { CatalogLayer } from './catalog.js';
 import type { PoolCore } from './core.js';
 import { readL1, writeHost, writeL1 } from './geometry.js';
+import { ChecksumError } from './errors.js';
 import { BlockType } from './metablock.js';
 import { RangeLock } from '../blockdev/range-lock.js';
 
@@ -41,13 +42,26 @@ export class Layer {
     return { block: this.rec.l1Start + Math.floor(l2i / g.entriesPerL1Block), index: l2i % g.entriesPerL1Block, within: vc % g.entriesPerL2 };
   }
 
-  /** Brings the L1 block and (if there is one) the L2 block of `vc` into memory. */
+  /**
+   * Brings the L1 block and (if there is one) the L2 block of `vc` into
+   * memory. A block that fails to verify is an EIO that also names the
+   * virtual range it maps: that range, and only that, is unreadable.
+   */
   async ensure(vc: number): Promise<void> {
-    const { store } = this.core;
+    const { store, geo } = this.core;
     const pos = this.l1Pos(vc);
-    const l1 = store.peek(pos.block) ?? (await store.load(pos.block, BlockType.L1, this.id));
+    let l1 = store.peek(pos.block);
+    if (!l1) {
+      const span = geo.entriesPerL1Block * geo.entriesPerL2 * geo.clusterSize;
+      l1 = await store.load(pos.block, BlockType.L1, this.id).catch((err: unknown) => this.mapping(err, pos.block - this.rec.l1Start, span));
+    }
     const l2c = readL1(l1, pos.index);
-    if (l2c !== 0 && !store.peek(l2c)) await store.load(l2c, BlockType.L2, this.id);
+    if (l2c !== 0 && !store.peek(l2c)) await store.load(l2c, BlockType.L2, this.id).catch((err: unknown) => this.mapping(err, Math.floor(vc / geo.entriesPerL2), geo.entriesPerL2 * geo.clusterSize));
+  }
+
+  private mapping(err: unknown, index: number, span: number): never {
+    if (!(err instanceof ChecksumError)) throw err;
+    throw new ChecksumError(err.device, `${err.what}, which maps virtual offsets ${index * span}-${(index + 1) * span - 1} of layer ${this.id}`, err.hostOffset);
   }
 
   /** The entry of `vc`: null when the layer has no L2 table there, undefined when a block is not in memory. */

@@ -106,6 +106,8 @@ export class MetaStore {
   failedCheckpoints = 0;
   /** Why the last checkpoint failed, until one succeeds. */
   private checkpointError: Error | undefined;
+  /** Home blocks that journal replay found damaged, and why: their journaled changes were not applied. */
+  readonly replaySkipped = new Map<number, string>();
 
   constructor(
     readonly dev: BlockDevice,
@@ -178,6 +180,15 @@ export class MetaStore {
     this.changed.add(block);
     this.pendingBytes += 24;
     return buf;
+  }
+
+  /**
+   * Puts a block in memory as if read from home, without writing it (a
+   * read-only pool standing in a verified copy for a damaged block).
+   */
+  install(cluster: number, buf: Buffer, type: BlockType, owner: number): void {
+    this.forget(cluster);
+    this.pinned.set(cluster, { cluster, buf, type, owner, version: 0, needsInit: false, ranges: [], pinned: true });
   }
 
   /** Records that bytes [offset, offset+length) of an in-memory block were changed. Synchronous. */
@@ -587,16 +598,27 @@ export class MetaStore {
     if (txns.length === 0) return 0;
     const images = new Map<number, Block>();
     const intents = new Set<number>();
-    const imageOf = async (cluster: number): Promise<Block> => {
+    // A damaged home block keeps its damage: patching and resealing it would pass corruption off as
+    // sound. Its changes are skipped; whoever reads it later gets an error naming it (or, for the
+    // bitmap and the root, the pool rebuilds it or takes its copy).
+    const imageOf = async (cluster: number): Promise<Block | undefined> => {
       let img = images.get(cluster);
       if (!img) {
+        if (this.replaySkipped.has(cluster)) return undefined;
         const buf = Buffer.alloc(C);
-        await this.dev.read(buf, cluster * C);
         const t = C - TRAILER;
-        const type = buf.readUInt32LE(t) as BlockType;
-        const why = verifyBlock(buf, type, undefined);
-        if (why !== null) throw new PoolError('ECORRUPT', `${this.dev.name}: journal replay needs metadata block at offset ${cluster * C}, which is damaged (${why})`);
-        img = { cluster, buf, type, owner: buf.readUInt32LE(t + 4), version: 1, needsInit: false, ranges: [], pinned: false };
+        let why: string | null;
+        try {
+          await this.dev.read(buf, cluster * C);
+          why = verifyBlock(buf, buf.readUInt32LE(t) as BlockType, undefined);
+        } catch (err) {
+          why = (err as Error).message;
+        }
+        if (why !== null) {
+          this.replaySkipped.set(cluster, why);
+          return undefined;
+        }
+        img = { cluster, buf, type: buf.readUInt32LE(t) as BlockType, owner: buf.readUInt32LE(t + 4), version: 1, needsInit: false, ranges: [], pinned: false };
         images.set(cluster, img);
       }
       return img;
@@ -622,7 +644,7 @@ export class MetaStore {
           images.set(r.target, { cluster: r.target, buf, type: r.payload.readUInt32LE(0), owner: r.payload.readUInt32LE(4), version: 1, needsInit: false, ranges: [], pinned: false });
         } else if (r.type === RecordType.Delta) {
           const img = await imageOf(cluster);
-          r.payload.copy(img.buf, r.target - cluster * C);
+          if (img) r.payload.copy(img.buf, r.target - cluster * C);
         } else if (r.type === RecordType.Intent) {
           intents.add(r.target);
         } else if (r.type === RecordType.IntentEnd) {
@@ -635,7 +657,7 @@ export class MetaStore {
     for (const c of intents) {
       const img = await imageOf(c);
       // A table freed after its intent is no longer an L2 table of anyone: nothing to adopt.
-      if (img.type === BlockType.L2) await adopt(img.buf);
+      if (img?.type === BlockType.L2) await adopt(img.buf);
     }
     for (const b of images.values()) this.dirty.set(b.cluster, b);
     try {

@@ -1,15 +1,19 @@
 import type { BlockDevice } from '../blockdev/index.js';
 import { Allocator } from './allocator.js';
-import { decodeCatalog, emptyCatalog, encodeCatalog, readPointer, writePointer, POINTER_BYTES, type Catalog, type CatalogLayer } from './catalog.js';
+import { COPY_POINTER_AT, decodeCatalog, emptyCatalog, encodeCatalog, readPointer, type Catalog, type CatalogLayer, type CatalogPointer } from './catalog.js';
 import { dataChecksum, initChecksums, metaChecksum } from './checksum.js';
 import type { PoolCore } from './core.js';
-import { PoolError } from './errors.js';
-import { ENTRY_ALLOC, ENTRY_SUMS, geometryFor, l1BlocksFor, readHost, type Geometry } from './geometry.js';
-import { HEADER_BYTES, ROOT_CLUSTER, decodeHeader, encodeHeader, planLayout, type PoolHeader } from './header.js';
+import { PoolError, damageReason } from './errors.js';
+import { ENTRY_ALLOC, ENTRY_SUMS, geometryFor, l1BlocksFor, readHost, readL1, type Geometry } from './geometry.js';
+import { COPY_CLUSTERS, HEADER_BYTES, INCOMPAT_COPIES, ROOT_CLUSTER, planLayout, type PoolHeader } from './header.js';
+import { readHeader, writeHeader } from './header-copies.js';
+import { createRoot, loadRoot, readCatalogSpares, setCatalogSpares, setRoot } from './root-copies.js';
+import { mapClaims, rebuildBitmapBlock, type Claims } from './bitmap-rebuild.js';
 import { Layer } from './layer.js';
-import { BlockType } from './metablock.js';
+import { BlockType, TRAILER } from './metablock.js';
 import { MetaStore } from './metastore.js';
-import type { CheckReport, LayerInfo, PoolCreateOptions, PoolOpenOptions, PoolStats, Preallocation, Volume, VolumeInfo } from './types.js';
+import { DoubleWrite } from './doublewrite.js';
+import type { CheckProblem, CheckReport, LayerInfo, PoolCreateOptions, PoolOpenOptions, PoolStats, Preallocation, Volume, VolumeInfo } from './types.js';
 import { VolumeHandle } from './volume.js';
 import { checkPool } from './check.js';
 
@@ -36,12 +40,12 @@ export class Pool implements PoolCore {
   private readonly openCounts = new Map<string, number>();
   private admin: Promise<void> = Promise.resolve();
   private closed = false;
-  /** The run the catalog left at its last rewrite (still backed by the host): the next rewrite's first choice. */
-  private spareCatalog: { start: number; clusters: number } | undefined;
-  /** A catalog whose write failed while the root already names it: written again before any commit. */
-  private unwrittenCatalog: { bytes: Buffer; offset: number } | undefined;
+  /** Catalog runs whose write failed while the root already names them: written again before any commit. */
+  private readonly unwrittenCatalog = new Set<{ bytes: Buffer; offset: number }>();
   /** Journal transactions replayed when the pool was opened (non-zero after an unclean stop). */
   replayed = 0;
+  /** Damage found (and on a writable pool repaired) while opening; the next check reports it. */
+  readonly openProblems: CheckProblem[] = [];
 
   private constructor(
     readonly dev: BlockDevice,
@@ -62,16 +66,22 @@ export class Pool implements PoolCore {
       maxIntents: maxIntents ?? Math.max(16, Math.floor(MAX_INTENT_SPAN / (this.geo.entriesPerL2 * C))),
     });
     this.alloc = new Allocator(this.store, header);
+    if (header.incompat & INCOMPAT_COPIES) this.store.journal.copyAt = (header.copiesStart + 1) * C;
     this.store.addHooks({
       beforeCommit: async () => {
-        const c = this.unwrittenCatalog;
-        if (!c) return;
-        await this.dev.write(c.bytes, c.offset);
-        if (this.unwrittenCatalog === c) this.unwrittenCatalog = undefined;
+        // No commit may capture a root that names catalog bytes the device does not hold.
+        for (const w of [...this.unwrittenCatalog]) {
+          await this.dev.write(w.bytes, w.offset);
+          this.unwrittenCatalog.delete(w);
+        }
       },
       onCapture: () => undefined,
       onCheckpoint: async () => undefined,
     });
+  }
+
+  private get hasCopies(): boolean {
+    return (this.header.incompat & INCOMPAT_COPIES) !== 0n;
   }
 
   static async create(dev: BlockDevice, opts: PoolCreateOptions = {}): Promise<Pool> {
@@ -79,14 +89,14 @@ export class Pool implements PoolCore {
     if (dev.readOnly) throw new PoolError('EROFS', `${dev.name}: cannot create a pool on a read-only device`);
     const header = planLayout(dev.size, opts.clusterSize ?? DEFAULT_CLUSTER, opts);
     const pool = new Pool(dev, header, opts.cacheBytes ?? DEFAULT_CACHE, false, opts.maxIntents);
-    await dev.write(encodeHeader(header), 0);
+    await writeHeader(dev, header);
     // The journal and the double-write area take host space now, so that a host file system that
     // fills up later cannot refuse the commits that discard and delete need to give space back.
     const C = header.clusterSize;
     await dev.writeZeroes(header.journalStart * C, (header.journalClusters + header.dwClusters) * C);
     await pool.store.journal.reset(1n);
     pool.alloc.format();
-    pool.store.create(ROOT_CLUSTER, BlockType.Root, 0, true);
+    createRoot(pool.store, header);
     await pool.writeCatalog();
     await pool.store.checkpoint();
     return pool;
@@ -95,28 +105,141 @@ export class Pool implements PoolCore {
   static async open(dev: BlockDevice, opts: PoolOpenOptions = {}): Promise<Pool> {
     await initChecksums();
     if (dev.size < HEADER_BYTES) throw new PoolError('EFORMAT', `${dev.name} is not a Strata pool (only ${dev.size} bytes)`);
-    const raw = Buffer.alloc(HEADER_BYTES);
-    await dev.read(raw, 0);
-    const header = decodeHeader(raw, dev.name, dev.size);
+    const found = await readHeader(dev);
+    const header = found.header;
     const readOnly = opts.readOnly ?? dev.readOnly;
     const pool = new Pool(dev, header, opts.cacheBytes ?? DEFAULT_CACHE, readOnly, opts.maxIntents);
+    const notes = pool.openProblems;
+    for (const b of found.bad) notes.push({ kind: 'header', hostOffset: b.offset, message: `pool header ${b.offset === 0 ? '' : 'copy '}at offset ${b.offset} is damaged (${b.why}); ${readOnly ? 'read from a copy' : 'rewritten'}`, repaired: !readOnly });
     if (readOnly) {
       const pending = await pool.store.journal.read();
       if (pending.length > 0) throw new PoolError('EBUSY', `${dev.name}: pool was not closed cleanly and needs its journal replayed; open it read-write once`);
     } else {
       pool.replayed = await pool.store.recover((l2) => pool.adoptTable(l2));
     }
-    await pool.alloc.load();
-    const root = await pool.store.load(ROOT_CLUSTER, BlockType.Root, 0, true);
-    const ptr = readPointer(root);
-    const bytes = Buffer.alloc(ptr.bytes);
-    await dev.read(bytes, ptr.start * header.clusterSize);
-    pool.catalog = decodeCatalog(bytes, ptr, `${dev.name}: catalog at offset ${ptr.start * header.clusterSize}`);
-    pool.alloc.catalogReserve = ptr.clusters + 1;
+    for (const d of pool.store.journal.headerDamage) {
+      if (d.damaged) notes.push({ kind: 'journal', hostOffset: d.offset, message: `journal header ${d.offset === header.journalStart * header.clusterSize ? '' : 'copy '}at offset ${d.offset} is damaged (${d.why}); ${readOnly ? 'read from its copy' : 'rewritten'}`, repaired: !readOnly });
+    }
+    const C = header.clusterSize;
+    for (const [cluster, why] of pool.store.replaySkipped) {
+      notes.push({ kind: 'journal', hostOffset: cluster * C, message: `journal replay left the metadata block at offset ${cluster * C} as it was: it is damaged (${why}), so the changes journaled for it were not applied`, repaired: false });
+    }
+    // After recovery the double-write area is idle until the next checkpoint: a damaged head can go.
+    const dw = new DoubleWrite(dev, header.dwStart, header.dwClusters, C);
+    const dwWhy = await dw.headDamage().catch((err: unknown) => damageReason(err));
+    if (dwWhy !== null) {
+      if (!readOnly) await dw.clear();
+      notes.push({ kind: 'journal', hostOffset: header.dwStart * C, message: `double-write head at offset ${header.dwStart * C} is damaged (${dwWhy})${readOnly ? '' : '; cleared'}`, repaired: !readOnly });
+    }
+    notes.push(...(await loadRoot(pool.store, header, readOnly)));
+    const fellBack = await pool.readCatalog();
     pool.buildLayers();
+    await pool.alloc.load((index, err) => pool.rebuildBitmapBlock(index, err));
+    pool.claims = undefined;
+    let repairs = notes.some((n) => n.repaired) || pool.store.journal.headerDamage.length > 0;
+    if (!readOnly && fellBack) {
+      // Both copies of the catalog written afresh; the damaged run is freed with the old pointers.
+      const gate = pool.store.enter();
+      if (gate) await gate;
+      try {
+        await pool.writeCatalog();
+      } finally {
+        pool.store.exit();
+      }
+      repairs = true;
+    }
+    if (!readOnly && repairs) {
+      if (found.bad.length > 0) await writeHeader(dev, header, found.bad.map((b) => b.offset));
+      // Writes the rebuilt and re-copied blocks home and both journal header copies.
+      await pool.store.checkpoint();
+    }
     // A delete cut short goes on in the background; a failure leaves it for the next open.
     if (!readOnly) pool.serialize(() => pool.reclaimInterrupted()).catch(() => undefined);
     return pool;
+  }
+
+  /**
+   * Reads the catalog the root points at and its second copy, and takes the
+   * first that verifies. Returns true when either is damaged (a writable
+   * pool then writes both afresh).
+   */
+  private async readCatalog(): Promise<boolean> {
+    const C = this.geo.clusterSize;
+    const root = this.store.peek(ROOT_CLUSTER)!;
+    const ptrs: CatalogPointer[] = [readPointer(root)];
+    const second = readPointer(root, COPY_POINTER_AT);
+    if (this.hasCopies && second.start !== 0) ptrs.push(second);
+    const bad: Array<{ ptr: CatalogPointer; err: unknown }> = [];
+    let chosen: CatalogPointer | undefined;
+    for (const [i, ptr] of ptrs.entries()) {
+      const where = `${this.dev.name}: catalog${i === 0 ? '' : ' copy'} at offset ${ptr.start * C}`;
+      try {
+        const bytes = Buffer.alloc(ptr.bytes);
+        await this.dev.read(bytes, ptr.start * C);
+        const catalog = decodeCatalog(bytes, ptr, where);
+        if (!chosen) {
+          this.catalog = catalog;
+          chosen = ptr;
+        }
+      } catch (err) {
+        bad.push({ ptr, err });
+      }
+    }
+    if (!chosen) throw bad[0]!.err;
+    this.alloc.catalogReserve = this.catalogReserveFor(chosen.clusters);
+    for (const { ptr, err } of bad) {
+      const why = err instanceof Error ? err.message : String(err);
+      this.openProblems.push({ kind: 'catalog', hostOffset: ptr.start * C, message: `${why}; ${this.readOnly ? 'read from the other copy' : 'both copies rewritten'}`, repaired: !this.readOnly });
+    }
+    return bad.length > 0;
+  }
+
+  private catalogReserveFor(clusters: number): number {
+    return this.hasCopies ? 2 * clusters + 2 : clusters + 1;
+  }
+
+  /**
+   * A bitmap block that fails to load: rebuilt from what it still says and
+   * every cluster the maps claim (docs/FORMAT.md), and put in its place —
+   * written home at the next checkpoint on a writable pool, only in memory
+   * on a read-only one.
+   */
+  private async rebuildBitmapBlock(index: number, err: unknown): Promise<Buffer> {
+    const C = this.geo.clusterSize;
+    const cluster = this.header.bitmapStart + index;
+    const damaged = Buffer.alloc(C);
+    await this.dev.read(damaged, cluster * C).catch(() => undefined);
+    this.claims ??= await mapClaims(this.store, this.geo, this.header.totalClusters, this.layers.values(), this.fixedClaims());
+    const { content, restored } = rebuildBitmapBlock(damaged, index, this.header, this.claims);
+    let buf: Buffer;
+    if (this.readOnly) {
+      buf = Buffer.alloc(C);
+      content.copy(buf);
+      this.store.install(cluster, buf, BlockType.Bitmap, index);
+    } else {
+      buf = this.store.create(cluster, BlockType.Bitmap, index, true);
+      content.copy(buf);
+      this.store.markDirty(cluster, 0, C - TRAILER);
+    }
+    const why = damageReason(err);
+    this.openProblems.push({
+      kind: 'bitmap',
+      hostOffset: cluster * C,
+      message: `allocation bitmap block ${index} at offset ${cluster * C} is damaged (${why}); rebuilt from the maps (${restored} cluster${restored === 1 ? '' : 's'} in use that it called free)${this.readOnly ? ' in memory only' : ''}`,
+      repaired: !this.readOnly,
+    });
+    return buf;
+  }
+
+  /** What the maps claim, while damaged bitmap blocks are rebuilt at open. */
+  private claims: Claims | undefined;
+
+  /** Clusters in use outside the layer maps: the catalog runs, and the copies region when it lies in the data area. */
+  private fixedClaims(): number[] {
+    const out: number[] = [];
+    for (const r of this.catalogClusters()) for (let c = r.start; c < r.start + r.clusters; c++) out.push(c);
+    if (this.hasCopies) for (let c = this.header.copiesStart; c < this.header.copiesStart + COPY_CLUSTERS; c++) if (c < this.header.totalClusters) out.push(c);
+    return out;
   }
 
   /**
@@ -163,25 +286,41 @@ export class Pool implements PoolCore {
     const C = this.geo.clusterSize;
     const bytes = encodeCatalog(this.catalog);
     const clusters = Math.max(1, Math.ceil(bytes.length / C));
-    // The catalog alternates between two runs when it can: the one it left last time was never
-    // punched, so a host file system that is full can still take the catalog of a delete.
-    const spare = this.spareCatalog;
-    const start = spare && spare.clusters >= clusters && this.alloc.allocateAt(spare.start, clusters) ? spare.start : this.alloc.allocateRun(clusters, { catalog: true });
-    this.alloc.catalogReserve = clusters + 1;
+    // Runs the last rewrite left first: catalog runs are never punched, so they are still backed by
+    // the host, and a host file system that is full can still take the catalog of a delete.
+    const spares = readCatalogSpares(this.store, this.header).filter((r) => r.clusters >= clusters);
+    const takeSpare = (): number | undefined => {
+      for (let r = spares.shift(); r; r = spares.shift()) if (this.alloc.allocateAt(r.start, clusters)) return r.start;
+      return undefined;
+    };
+    const start = takeSpare() ?? this.alloc.allocateRun(clusters, { catalog: true });
+    let second: number | undefined;
+    if (this.hasCopies) {
+      second = takeSpare();
+      if (second === undefined) {
+        try {
+          second = this.alloc.allocateRun(clusters, { catalog: true });
+        } catch {
+          // A pool too full for two copies keeps one until space is freed.
+          second = undefined;
+        }
+      }
+    }
+    this.alloc.catalogReserve = this.catalogReserveFor(clusters);
     const padded = Buffer.alloc(clusters * C);
     bytes.copy(padded);
-    const root = this.store.peek(ROOT_CLUSTER)!;
-    const old = readPointer(root);
-    writePointer(root, { start, clusters, bytes: bytes.length, hash: metaChecksum(bytes) });
-    this.store.markDirty(ROOT_CLUSTER, 0, POINTER_BYTES);
+    const old = this.catalogClusters();
+    const hash = metaChecksum(bytes);
+    setRoot(this.store, this.header, { start, clusters, bytes: bytes.length, hash }, second === undefined ? undefined : { start: second, clusters, bytes: bytes.length, hash });
     // Catalog clusters are written directly, never through the journal: free after the commit.
-    if (old.start !== 0) for (let c = old.start; c < old.start + old.clusters; c++) this.alloc.free(c);
-    this.spareCatalog = old.start !== 0 ? { start: old.start, clusters: old.clusters } : undefined;
-    const offset = start * C;
-    this.unwrittenCatalog = { bytes: padded, offset };
-    // Until its bytes are on the device no commit may capture the root that names them (see beforeCommit).
-    return this.dev.write(padded, offset).then(() => {
-      if (this.unwrittenCatalog?.offset === offset) this.unwrittenCatalog = undefined;
+    setCatalogSpares(this.store, this.header, old);
+    for (const r of old) for (let c = r.start; c < r.start + r.clusters; c++) this.alloc.free(c);
+    const writes = [start, ...(second === undefined ? [] : [second])].map((at) => ({ bytes: padded, offset: at * C }));
+    for (const w of writes) this.unwrittenCatalog.add(w);
+    // A write that fails stays listed: it is written again before any commit (see beforeCommit).
+    return Promise.allSettled(writes.map((w) => this.dev.write(w.bytes, w.offset).then(() => this.unwrittenCatalog.delete(w)))).then((results) => {
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
     });
   }
 
@@ -491,9 +630,21 @@ export class Pool implements PoolCore {
   private async layerAllocated(layer: Layer): Promise<number> {
     const { entriesPerL2: P, entrySize: E, subclusterSize: S } = this.geo;
     let subclusters = 0;
-    for await (const [, l2c] of layer.tables()) {
-      const l2 = this.store.peek(l2c) ?? (await this.store.load(l2c, BlockType.L2, layer.id));
-      for (let i = 0; i < P; i++) subclusters += popcount(l2.readUInt32LE(i * E + ENTRY_ALLOC));
+    // A damaged table counts as empty here (check reports it): one bad block must not hide every volume's listing.
+    for (let b = 0; b < layer.rec.l1Blocks; b++) {
+      let l1: Buffer;
+      try {
+        l1 = this.store.peek(layer.rec.l1Start + b) ?? (await this.store.load(layer.rec.l1Start + b, BlockType.L1, layer.id));
+      } catch {
+        continue;
+      }
+      for (let j = 0; j < this.geo.entriesPerL1Block; j++) {
+        const l2c = readL1(l1, j);
+        if (l2c === 0) continue;
+        const l2 = this.store.peek(l2c) ?? (await this.store.load(l2c, BlockType.L2, layer.id).catch(() => undefined));
+        if (!l2) continue;
+        for (let i = 0; i < P; i++) subclusters += popcount(l2.readUInt32LE(i * E + ENTRY_ALLOC));
+      }
     }
     return subclusters * S;
   }
@@ -502,16 +653,63 @@ export class Pool implements PoolCore {
   async check(opts: { repair?: boolean } = {}): Promise<CheckReport> {
     return this.serialize(async () => {
       await this.store.checkpoint();
+      const added = opts.repair && !this.readOnly && !this.hasCopies ? await this.addCopies() : undefined;
       const volumeOf = (id: number): string | undefined => this.catalog.volumes.find((v) => v.layer === id)?.name;
-      const report = await checkPool(this, [...this.layers.values()], this.catalogClusters(), opts.repair ?? false, volumeOf);
+      const copies = this.hasCopies && this.header.copiesStart < this.header.totalClusters ? { start: this.header.copiesStart, clusters: COPY_CLUSTERS } : undefined;
+      const report = await checkPool(this, [...this.layers.values()], this.catalogClusters(), opts.repair ?? false, volumeOf, copies);
       if (report.repaired > 0) await this.store.checkpoint();
+      // What opening the pool found and mended comes first, once.
+      const found = this.openProblems.splice(0);
+      if (added) found.push(added);
+      report.problems.unshift(...found);
+      report.repaired += found.filter((p) => p.repaired).length;
       return report;
     });
   }
 
-  private catalogClusters(): { start: number; clusters: number } {
-    const p = readPointer(this.store.peek(ROOT_CLUSTER)!);
-    return { start: p.start, clusters: p.clusters };
+  /**
+   * Gives a pool from an earlier build the copies of header, root, catalog
+   * and journal header (check --repair). The copies region comes from the
+   * data area; everything it needs is made durable by a checkpoint before
+   * the header that names it is written, so a crash in between leaves only
+   * the region and the catalog's copy as leaked clusters (the next
+   * check --repair frees them and starts again). Builds that do not know the
+   * copies refuse the pool from then on.
+   */
+  private async addCopies(): Promise<CheckProblem | undefined> {
+    const C = this.geo.clusterSize;
+    const gate = this.store.enter();
+    if (gate) await gate;
+    let start: number;
+    try {
+      try {
+        start = this.alloc.allocateRun(COPY_CLUSTERS);
+      } catch {
+        return undefined;
+      }
+      this.header.copiesStart = start;
+      this.header.incompat |= INCOMPAT_COPIES;
+      this.store.journal.copyAt = (start + 1) * C;
+      const copy = this.store.create(start, BlockType.Root, 1, true);
+      this.store.peek(ROOT_CLUSTER)!.copy(copy, 0, 0, C - TRAILER);
+      this.store.markDirty(start, 0, C - TRAILER);
+      await this.writeCatalog();
+    } finally {
+      this.store.exit();
+    }
+    // The journal's reset at the end of the checkpoint writes both of its header copies.
+    await this.store.checkpoint();
+    await writeHeader(this.dev, this.header);
+    await this.dev.flush();
+    return { kind: 'header', hostOffset: 0, message: `the pool kept no copies of its header, root block, catalog and journal header; added them (copies region at offset ${start * C})`, repaired: true };
+  }
+
+  /** The catalog's runs: the one the root points at, and its second copy. */
+  private catalogClusters(): Array<{ start: number; clusters: number }> {
+    const root = this.store.peek(ROOT_CLUSTER)!;
+    const out: Array<{ start: number; clusters: number }> = [];
+    for (const p of this.hasCopies ? [readPointer(root), readPointer(root, COPY_POINTER_AT)] : [readPointer(root)]) if (p.start !== 0) out.push({ start: p.start, clusters: p.clusters });
+    return out;
   }
 
   async flush(): Promise<void> {

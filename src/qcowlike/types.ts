@@ -70,7 +70,7 @@ export interface VolumeInfo {
 }
 
 export interface CheckProblem {
-  kind: 'checksum' | 'leak' | 'overlap' | 'dangling' | 'header' | 'journal' | 'catalog' | 'bitmap';
+  kind: 'checksum' | 'leak' | 'overlap' | 'dangling' | 'header' | 'journal' | 'catalog' | 'bitmap' | 'root' | 'quarantine';
   /** Byte offset on the pool device where the problem is, when there is one place. */
   hostOffset?: number;
   volume?: string;
@@ -78,12 +78,16 @@ export interface CheckProblem {
   virtualOffset?: number;
   message: string;
   repaired: boolean;
+  /** Quarantine: the clusters held. */
+  clusters?: number[];
 }
 
 export interface CheckReport {
   problems: CheckProblem[];
   clustersChecked: number;
   leakedClusters: number;
+  /** Clusters in use that nothing readable claims but a damaged table may: kept, never freed by repair. */
+  quarantinedClusters: number;
   corruptBlocks: number;
   repaired: number;
 }

@@ -83,9 +83,9 @@ describe('corruption is reported with its place, never returned as data', () => 
     expect(report.problems.some((p) => p.kind === 'checksum' && p.hostOffset === at && /L1 block/.test(p.message))).toBe(true);
   });
 
-  it('a damaged header gives a clear message, not a stack trace', async () => {
+  it('a header damaged in every copy gives a clear message, not a stack trace', async () => {
     const { dev } = await poolWithData();
-    await flip(dev, 20);
+    for (const at of [20, 512 + 20, dev.size - 512 + 20]) await flip(dev, at);
     await expect(Pool.open(reopenable(dev))).rejects.toThrow(/pool header \(offset 0\) is damaged: checksum mismatch/);
     await expect(Pool.open(new MemoryDevice({ size: 1 << 20 }))).rejects.toThrow(/is not a Strata pool/);
   });
@@ -102,22 +102,150 @@ describe('corruption is reported with its place, never returned as data', () => 
     await expect(Pool.open(reopenable(dev))).rejects.toThrow(/features this Strata does not know.*0x10000000000/);
   });
 
-  it('a damaged catalog, bitmap or journal header is refused at open with its place', async () => {
+  it('a catalog, bitmap or journal header damaged together with its copy is refused at open with its place', async () => {
     for (const [what, locate, message] of [
       ['catalog', async (d: BlockDevice) => {
-        // The root block (cluster 1) points at the live catalog; older copies may linger in free clusters.
-        const ptr = Buffer.alloc(8);
+        // The root block (cluster 1) points at the live catalog (offset 0) and its copy (offset 24).
+        const ptr = Buffer.alloc(32);
         await d.read(ptr, C);
-        return Number(ptr.readBigUInt64LE(0)) * C;
+        return [Number(ptr.readBigUInt64LE(0)) * C, Number(ptr.readBigUInt64LE(24)) * C];
       }, /catalog checksum mismatch/],
-      ['bitmap', (d: BlockDevice) => findBlock(d, 'BMAP'), /allocation bitmap block.*checksum mismatch/],
-      ['journal', async () => 2 * C + 8, /journal header at offset 131072 is damaged/],
+      ['journal', async (d: BlockDevice) => [2 * C, d.size - 2 * C + C], /journal header at offset 131072 and its copy at offset \d+ are damaged/],
     ] as const) {
       const { dev } = await poolWithData();
-      const at = await locate(dev);
-      await flip(dev, at + 8);
+      for (const at of await locate(dev)) await flip(dev, at + 8);
       await expect(Pool.open(reopenable(dev)), what).rejects.toThrow(message);
     }
+  });
+
+  it('a bitmap block that calls a used cluster free: the pool opens, the block is rebuilt from the maps, and new writes go elsewhere', async () => {
+    const { dev, data } = await poolWithData();
+    const at = await findBlock(dev, 'BMAP');
+    // Clear exactly the bit of a cluster that holds vm1's data.
+    const host = Math.floor((await findOnDevice(dev, data.subarray(0, 64))) / C);
+    const b = Buffer.alloc(1);
+    await dev.read(b, at + (host >> 3));
+    b[0]! &= ~(1 << (host & 7));
+    await dev.write(b, at + (host >> 3));
+    const pool = await Pool.open(reopenable(dev));
+    // Fill the pool's free space: nothing may land on the cluster the damaged block called free.
+    await pool.createVolume('fill', 8 << 20);
+    const fill = await pool.openVolume('fill');
+    await fill.write(Buffer.alloc(8 << 20, 0xab), 0);
+    await fill.close();
+    const vol = await pool.openVolume('vm1');
+    const got = Buffer.alloc(data.length);
+    await vol.read(got, 5 * C);
+    expect(got.equals(data)).toBe(true);
+    await vol.close();
+    const report = await pool.check();
+    expect(report.problems).toEqual([expect.objectContaining({ kind: 'bitmap', hostOffset: at, repaired: true, message: expect.stringMatching(/rebuilt from the maps \(1 cluster in use that it called free\)/) })]);
+    await pool.close();
+    expect((await (await Pool.open(reopenable(dev))).check()).problems).toEqual([]);
+  });
+
+  it('a flipped bitmap byte that marks free clusters used: rebuilt, and check --repair frees the bits the flip set', async () => {
+    const { dev } = await poolWithData();
+    const at = await findBlock(dev, 'BMAP');
+    await flip(dev, at + 8);
+    const pool = await Pool.open(reopenable(dev));
+    const report = await pool.check({ repair: true });
+    expect(report.problems.find((p) => p.hostOffset === at)).toMatchObject({ kind: 'bitmap', repaired: true });
+    expect(report.problems.filter((p) => !p.repaired)).toEqual([]);
+    await pool.close();
+    expect((await (await Pool.open(reopenable(dev))).check()).problems).toEqual([]);
+  });
+
+  it('a flipped root byte: the pool opens from the root\'s copy and rewrites the root', async () => {
+    const { dev, data } = await poolWithData();
+    await flip(dev, C + 2);
+    const pool = await Pool.open(reopenable(dev));
+    const vol = await pool.openVolume('vm1');
+    const got = Buffer.alloc(data.length);
+    await vol.read(got, 5 * C);
+    expect(got.equals(data)).toBe(true);
+    await vol.close();
+    const report = await pool.check();
+    expect(report.problems.find((p) => p.hostOffset === C)).toMatchObject({ repaired: true });
+    await pool.close();
+    expect((await (await Pool.open(reopenable(dev))).check()).problems).toEqual([]);
+  });
+
+  it('check --repair holds what a damaged L2 table maps in quarantine instead of freeing it', async () => {
+    const { dev } = await poolWithData();
+    const at = await findBlock(dev, 'L2  ');
+    await flip(dev, at + 17);
+    const pool = await Pool.open(reopenable(dev));
+    expect((await pool.listVolumes()).map((v) => v.name)).toEqual(['vm1']);
+    const used = pool.alloc.usedClusters;
+    const report = await pool.check({ repair: true });
+    expect(pool.alloc.usedClusters).toBe(used);
+    expect(report.problems.filter((p) => p.kind === 'leak')).toEqual([]);
+    const held = report.problems.find((p) => p.kind === 'quarantine');
+    expect(held?.message).toMatch(new RegExp(`^3 clusters held in quarantine because L2 table at offset ${at} .*is damaged`));
+    for (const c of held?.clusters ?? []) expect(pool.alloc.isUsed(c)).toBe(true);
+    await pool.close();
+  });
+
+  it('a damaged L2 table with journaled changes does not stop the open; the rest of the pool reads', async () => {
+    const { dev, data } = await poolWithData();
+    const pool = await Pool.open(reopenable(dev));
+    await pool.createVolume('vm2', 1 << 20);
+    const vol = await pool.openVolume('vm1');
+    await vol.write(Buffer.alloc(4096, 7), 5 * C);
+    await vol.flush();
+    await vol.close();
+    const other = await pool.openVolume('vm2');
+    await other.write(data.subarray(0, C), 0);
+    await other.flush();
+    await other.close();
+    // Power lost here, with the journal holding both volumes' changes; then the old home of vm1's table is damaged.
+    const at = await findBlock(dev, 'L2  ');
+    await flip(dev, at + 17);
+    const again = await Pool.open(reopenable(dev));
+    expect(again.replayed).toBeGreaterThan(0);
+    const v2 = await again.openVolume('vm2');
+    const got = Buffer.alloc(C);
+    await v2.read(got, 0);
+    expect(got.equals(data.subarray(0, C))).toBe(true);
+    await v2.close();
+    const v1 = await again.openVolume('vm1');
+    await expect(v1.read(Buffer.alloc(4096), 5 * C)).rejects.toThrow(new RegExp(`host offset ${at}`));
+    await v1.close();
+    const report = await again.check();
+    expect(report.problems.some((p) => p.kind === 'journal' && p.hostOffset === at)).toBe(true);
+    expect(report.problems.some((p) => p.kind === 'checksum' && p.hostOffset === at)).toBe(true);
+  });
+
+  it('a damaged L1 block costs only the part of the volume it maps', async () => {
+    // 4 KiB clusters: one L1 block maps 510 tables of 204 clusters, 406 MiB; this volume needs two.
+    const dev = new MemoryDevice({ size: 16 << 20 });
+    const pool = await Pool.create(reopenable(dev), { clusterSize: 4096 });
+    await pool.createVolume('big', 420 << 20);
+    const vol = await pool.openVolume('big');
+    const data = pattern(8192, 5);
+    await vol.write(data, 0);
+    await vol.write(data, 410 << 20);
+    await vol.close();
+    await pool.close();
+    // The root (cluster 1) points at the catalog, which names the layer's L1 run.
+    const root = Buffer.alloc(16);
+    await dev.read(root, 4096);
+    const json = Buffer.alloc(root.readUInt32LE(12));
+    await dev.read(json, Number(root.readBigUInt64LE(0)) * 4096);
+    const { l1Start, l1Blocks } = (JSON.parse(json.toString('utf8')) as { layers: Array<{ l1Start: number; l1Blocks: number }> }).layers[0]!;
+    expect(l1Blocks).toBe(2);
+    await flip(dev, l1Start * 4096 + 3);
+    const again = await Pool.open(reopenable(dev));
+    const v = await again.openVolume('big');
+    const got = Buffer.alloc(8192);
+    await v.read(got, 410 << 20);
+    expect(got.equals(data)).toBe(true);
+    await expect(v.read(got, 0)).rejects.toThrow(new RegExp(`L1 table block.*which maps virtual offsets 0-\\d+ of layer 1 \\(host offset ${l1Start * 4096}\\)`));
+    await v.close();
+    const report = await again.check({ repair: true });
+    expect(report.problems.find((p) => p.kind === 'quarantine')?.message).toMatch(new RegExp(`^\\d+ clusters? held in quarantine because L1 block 0 of volume 'big' \\(layer 1\\) at offset ${l1Start * 4096} is damaged`));
+    await again.close();
   });
 
   it('check finds and repairs a leaked cluster and a used cluster marked free', async () => {
