@@ -141,7 +141,8 @@ export class Allocator {
   allocateRun(count: number, opts: { catalog?: boolean } = {}): number {
     const total = this.header.totalClusters;
     const reserve = opts.catalog ? 0 : this.catalogReserve;
-    const start = this.freeClusters - this.waiting - count < reserve ? undefined : (this.findRun(this.hint, total, count) ?? this.findRun(this.header.dataStart, this.hint, count));
+    const keep = opts.catalog ? undefined : this.catalogSpares;
+    const start = this.freeClusters - this.waiting - count < reserve ? undefined : (this.findRun(this.hint, total, count, keep) ?? this.findRun(this.header.dataStart, this.hint, count, keep));
     if (start === undefined) {
       const kept = reserve > 0 ? `, ${reserve} kept so that the catalog can always be rewritten` : '';
       throw new BlockDeviceError('ENOSPC', this.store.dev.name, 'write', `pool is full: no ${count === 1 ? 'free cluster' : `${count} contiguous free clusters`} left (${this.freeClusters} free of ${total}${kept})`);
@@ -202,7 +203,21 @@ export class Allocator {
     this.used += used ? 1 : -1;
   }
 
-  private findRun(from: number, to: number, count: number): number | undefined {
+  /**
+   * Clusters the last catalog rewrite left: free, but handed out to the
+   * catalog only. They were written and never punched, so a host file
+   * system that is full still backs them, and the catalog of a delete can
+   * always be written there.
+   */
+  private catalogSpares = new Set<number>();
+
+  /** Sets the catalog's spare runs (replacing the previous ones, which go back to general use). Synchronous. */
+  setCatalogSpares(runs: ReadonlyArray<{ start: number; clusters: number }>): void {
+    this.catalogSpares = new Set();
+    for (const r of runs) for (let c = r.start; c < r.start + r.clusters; c++) this.catalogSpares.add(c);
+  }
+
+  private findRun(from: number, to: number, count: number, keep?: Set<number>): number | undefined {
     let runStart = from;
     let runLen = 0;
     for (let c = from; c < to; c++) {
@@ -215,7 +230,7 @@ export class Allocator {
           continue;
         }
       }
-      if (this.isUsed(c) || this.isWaiting(c)) {
+      if (this.isUsed(c) || this.isWaiting(c) || keep?.has(c)) {
         runLen = 0;
         continue;
       }

@@ -587,16 +587,25 @@ export class MetaStore {
     const C = this.clusterSize;
     const txns = await this.journal.read();
     const restore = await this.dw.read(this.journal.generation);
+    const images = new Map<number, Block>();
+    /** Blocks whose home could not be restored (a full host): they live in memory and the journal only. */
+    const homeless = new Set<number>();
     for (const e of restore) {
       const home = Buffer.alloc(C);
       await this.dev.read(home, e.cluster * C);
       const t = e.image.length - TRAILER;
       const type = e.image.readUInt32LE(t) as BlockType;
       if (verifyBlock(e.image, type, undefined) !== null) continue;
-      if (verifyBlock(home, type, undefined) !== null) await this.dev.write(e.image, e.cluster * C);
+      if (verifyBlock(home, type, undefined) === null) continue;
+      try {
+        await this.dev.write(e.image, e.cluster * C);
+      } catch (err) {
+        if (this.fenced) throw err;
+        images.set(e.cluster, { cluster: e.cluster, buf: Buffer.from(e.image), type, owner: e.image.readUInt32LE(t + 4), version: 1, needsInit: false, ranges: [], pinned: false });
+        homeless.add(e.cluster);
+      }
     }
-    if (txns.length === 0) return 0;
-    const images = new Map<number, Block>();
+    if (txns.length === 0 && homeless.size === 0) return 0;
     const intents = new Set<number>();
     // A damaged home block keeps its damage: patching and resealing it would pass corruption off as
     // sound. Its changes are skipped; whoever reads it later gets an error naming it (or, for the
@@ -660,6 +669,12 @@ export class MetaStore {
       if (img?.type === BlockType.L2) await adopt(img.buf);
     }
     for (const b of images.values()) this.dirty.set(b.cluster, b);
+    // The double-write area is all that backs these; the checkpoint below rewrites it, so the journal
+    // takes them whole first (its commit precedes the area's rewrite).
+    for (const c of homeless) {
+      const b = images.get(c);
+      if (b) this.reinit(b);
+    }
     try {
       await this.checkpoint();
     } catch (err) {

@@ -135,6 +135,7 @@ export class Pool implements PoolCore {
     const fellBack = await pool.readCatalog();
     pool.buildLayers();
     await pool.alloc.load((index, err) => pool.rebuildBitmapBlock(index, err));
+    pool.alloc.setCatalogSpares(readCatalogSpares(pool.store, header));
     pool.claims = undefined;
     let repairs = notes.some((n) => n.repaired) || pool.store.journal.headerDamage.length > 0;
     if (!readOnly && fellBack) {
@@ -314,6 +315,7 @@ export class Pool implements PoolCore {
     setRoot(this.store, this.header, { start, clusters, bytes: bytes.length, hash }, second === undefined ? undefined : { start: second, clusters, bytes: bytes.length, hash });
     // Catalog clusters are written directly, never through the journal: free after the commit.
     setCatalogSpares(this.store, this.header, old);
+    this.alloc.setCatalogSpares(old);
     for (const r of old) for (let c = r.start; c < r.start + r.clusters; c++) this.alloc.free(c);
     const writes = [start, ...(second === undefined ? [] : [second])].map((at) => ({ bytes: padded, offset: at * C }));
     for (const w of writes) this.unwrittenCatalog.add(w);
@@ -652,7 +654,11 @@ export class Pool implements PoolCore {
   /** Walks every structure; see check.ts. */
   async check(opts: { repair?: boolean } = {}): Promise<CheckReport> {
     return this.serialize(async () => {
-      await this.store.checkpoint();
+      // The walk reads metadata through the store, so it needs no checkpoint; a host that is full
+      // (the checkpoint cannot write home yet) must not stop a check. A stopped pool still throws.
+      await this.store.checkpoint().catch((err: unknown) => {
+        if (this.store.fence) throw err;
+      });
       const added = opts.repair && !this.readOnly && !this.hasCopies ? await this.addCopies() : undefined;
       const volumeOf = (id: number): string | undefined => this.catalog.volumes.find((v) => v.layer === id)?.name;
       const copies = this.hasCopies && this.header.copiesStart < this.header.totalClusters ? { start: this.header.copiesStart, clusters: COPY_CLUSTERS } : undefined;
@@ -721,7 +727,14 @@ export class Pool implements PoolCore {
     if (this.closed) return;
     await this.admin;
     // After a failed device flush nothing more is written: the next open replays what was durable.
-    if (!this.readOnly && !this.store.fence) await this.store.checkpoint();
+    if (!this.readOnly && !this.store.fence) {
+      await this.store.commit();
+      // Everything is durable in the journal now; a checkpoint that cannot write home (a full host)
+      // only leaves the next open a replay to do.
+      await this.store.checkpoint().catch((err: unknown) => {
+        if (this.store.fence) throw err;
+      });
+    }
     this.closed = true;
     await this.dev.close();
   }
