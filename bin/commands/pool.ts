@@ -187,13 +187,15 @@ async function poolInfo(name: string, _opts: unknown, cmd: Command): Promise<voi
 async function checkPool(name: string, opts: { repair?: boolean; cache: CacheMode }, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const repair = opts.repair === true;
-  // Check opens the pool for writing even without --repair: it checkpoints the journal first, so it reads settled metadata.
-  const result = await withPool(g.home, checkName('pool', name), { readOnly: false, direct: opts.cache === 'none' }, async ({ pool }) => pool.check({ repair }));
+  // Without --repair nothing is written: a bad copy with a good one beside it is reported pending. A pool
+  // stopped uncleanly is still opened for writing once, to replay its journal (see openRegisteredPool).
+  const result = await withPool(g.home, checkName('pool', name), { readOnly: !repair, direct: opts.cache === 'none' }, async ({ pool }) => pool.check({ repair }));
   const remaining = result.problems.filter((p) => !p.repaired).length;
   if (g.json) printJson({ pool: name, clean: remaining === 0, ...result });
   else printCheck(name, result, repair);
   if (remaining > 0) {
-    process.stderr.write(`strata: pool '${name}' has ${count(remaining, 'unrepaired problem')}${repair ? '' : ' (try --repair)'}\n`);
+    const pending = result.pendingRepairs > 0 ? `, ${result.pendingRepairs} of them pending repair (a good copy exists)` : '';
+    process.stderr.write(`strata: pool '${name}' has ${count(remaining, 'unrepaired problem')}${pending}${repair ? '' : ' (try --repair)'}\n`);
     process.exitCode = 1;
   }
 }
@@ -203,7 +205,7 @@ function printCheck(name: string, result: CheckReport, repaired: boolean): void 
     printTable(result.problems, [
       { header: 'PROBLEM', value: (p) => p.kind },
       { header: 'WHERE', value: where },
-      { header: 'STATE', value: (p) => (p.repaired ? 'repaired' : 'open') },
+      { header: 'STATE', value: (p) => (p.repaired ? 'repaired' : p.pending ? 'pending' : 'open') },
       { header: 'DETAIL', value: (p) => oneLine(p.message) },
     ]);
   }
@@ -213,6 +215,7 @@ function printCheck(name: string, result: CheckReport, repaired: boolean): void 
     `${count(result.leakedClusters, 'leaked cluster')}`,
     `${count(result.corruptBlocks, 'corrupt block')}`,
   ];
+  if (result.pendingRepairs > 0) parts.push(count(result.pendingRepairs, 'pending repair'));
   if (repaired) parts.push(`${result.repaired} repaired`);
   process.stdout.write(`pool '${name}': ${parts.join(', ')}\n`);
 }

@@ -13,8 +13,11 @@ import type { CheckProblem, CheckReport } from './types.js';
  * is dangling, a claimed cluster the bitmap calls free is a bitmap error, and
  * a cluster the bitmap calls used that nobody claims is a leak. Every
  * metadata block and every allocated data sub-cluster is read and verified.
- * Repair fixes only the bitmap (leaks and wrongly-free clusters): the rest
- * cannot be fixed without guessing, so it is reported with its place.
+ * Repair fixes only the bitmap (leaks and wrongly-free clusters) and, with
+ * redundancy below, bad copies that another copy's checksum proves wrong: the
+ * rest cannot be fixed without guessing, so it is reported with its place.
+ * Without repair (or on a read-only pool) a bad copy with a good one beside it
+ * is reported *pending*: found, servable, not yet rewritten.
  */
 export async function checkPool(
   pool: PoolCore & { header: PoolHeader },
@@ -29,6 +32,8 @@ export async function checkPool(
   const owners = new Map<number, string>();
   let repaired = 0;
   let corruptBlocks = 0;
+  // A check that may not write still asks the redundancy below for a good copy, to tell a pending repair from lost data.
+  const defer = !repair || pool.readOnly;
 
   const claim = (cluster: number, what: string, layer?: number): boolean => {
     if (cluster < header.dataStart || cluster >= header.totalClusters) {
@@ -86,6 +91,7 @@ export async function checkPool(
 
     async function checkTable(l2: Buffer, firstVc: number): Promise<void> {
       const data = Buffer.alloc(C);
+      const mirrored = dev.redundancy?.mirrored === true;
       for (let e = 0; e < geo.entriesPerL2; e++) {
         const at = e * geo.entrySize;
         const host = readHost(l2, at);
@@ -95,15 +101,32 @@ export async function checkPool(
         const bits = l2.readUInt32LE(at + ENTRY_ALLOC);
         if (bits === 0) continue;
         await dev.read(data, host * C);
+        let verified = 0;
         for (let s = 0; s < geo.subclusters; s++) {
           if (!(bits & (1 << s))) continue;
           const sc = data.subarray(s * geo.subclusterSize, (s + 1) * geo.subclusterSize);
           const sum = l2.readUInt32LE(at + ENTRY_SUMS + 4 * s);
-          if (dataChecksum(sc) === sum) continue;
+          if (dataChecksum(sc) === sum) {
+            verified |= 1 << s;
+            continue;
+          }
           corruptBlocks++;
           const hostOffset = host * C + s * geo.subclusterSize;
           // With redundancy below (RAID), a copy that verifies is the right one: rewrite the bad member from it.
-          if (repair && (await store.fromRedundancy(sc, hostOffset, (b) => dataChecksum(b) === sum))) {
+          if (await store.fromRedundancy(sc, hostOffset, (b) => dataChecksum(b) === sum, defer)) {
+            if (defer) {
+              problems.push({
+                kind: 'checksum',
+                hostOffset,
+                layer: layer.id,
+                volume: vol,
+                virtualOffset: voff + s * geo.subclusterSize,
+                message: `data of ${name} at virtual offset ${voff + s * geo.subclusterSize} failed its checksum on one copy; another copy verifies (repair pending: check --repair rewrites it)`,
+                repaired: false,
+                pending: true,
+              });
+              continue;
+            }
             repaired++;
             pool.counters.repairedData++;
             problems.push({
@@ -127,8 +150,71 @@ export async function checkPool(
             repaired: false,
           });
         }
+        // A sub-cluster recovered above had every differing replica rewritten (or recorded pending) already.
+        if (mirrored && verified !== 0) await checkReplicas(l2, at, host, voff, data, verified);
       }
     }
+
+    /**
+     * Mirrors: the normal read picks one replica per chunk, so a bad sector on
+     * the other would wait, unseen, for the day it is the only copy left (or
+     * for a scrub to copy it over the good one). Verify every replica of the
+     * sub-clusters whose good data is known.
+     */
+    async function checkReplicas(l2: Buffer, at: number, host: number, voff: number, good: Buffer, verified: number): Promise<void> {
+      const r = dev.redundancy!;
+      const S = geo.subclusterSize;
+      const replica = Buffer.alloc(C);
+      // Every replica, the one the normal read chose included: which one that was is the array's business.
+      for (let copy = 0; copy < r.copies(host * C, C); copy++) {
+        try {
+          await r.readCopy(replica, host * C, copy);
+        } catch {
+          continue;
+        }
+        for (let s = 0; s < geo.subclusters; s++) {
+          if (!(verified & (1 << s))) continue;
+          const sum = l2.readUInt32LE(at + ENTRY_SUMS + 4 * s);
+          if (dataChecksum(replica.subarray(s * S, (s + 1) * S)) === sum) continue;
+          corruptBlocks++;
+          const hostOffset = host * C + s * S;
+          const virtualOffset = voff + s * S;
+          const sc = good.subarray(s * S, (s + 1) * S);
+          await r.repair(sc, hostOffset, { defer });
+          if (defer) store.pendingRepairs.set(hostOffset, S);
+          else {
+            repaired++;
+            pool.counters.repairedData++;
+          }
+          problems.push({
+            kind: 'checksum',
+            hostOffset,
+            layer: layer.id,
+            volume: vol,
+            virtualOffset,
+            message: defer
+              ? `data of ${name} at virtual offset ${virtualOffset} failed its checksum on mirror copy ${copy}; another copy verifies (repair pending: check --repair rewrites it)`
+              : `data of ${name} at virtual offset ${virtualOffset} failed its checksum on mirror copy ${copy}; rewritten from a copy that verifies`,
+            repaired: !defer,
+            ...(defer ? { pending: true } : {}),
+          });
+        }
+      }
+    }
+  }
+
+  // Metadata blocks served from a good copy while the pool could not write (at open, or during this walk).
+  const reported = new Set(problems.map((p) => p.hostOffset));
+  for (const [hostOffset, length] of store.pendingRepairs) {
+    if (reported.has(hostOffset)) continue;
+    corruptBlocks++;
+    problems.push({
+      kind: 'checksum',
+      hostOffset,
+      message: `${length} bytes at host offset ${hostOffset} failed their checksum on one copy; another copy verifies (repair pending: check --repair rewrites it)`,
+      repaired: false,
+      pending: true,
+    });
   }
 
   let leaked = 0;
@@ -141,5 +227,6 @@ export async function checkPool(
     }
     problems.push({ kind: 'leak', hostOffset: c * C, message: `cluster ${c} is marked in use but nothing refers to it`, repaired: repair });
   }
-  return { problems, clustersChecked: owners.size, leakedClusters: leaked, corruptBlocks, repaired };
+  const pendingRepairs = problems.filter((p) => p.pending === true).length;
+  return { problems, clustersChecked: owners.size, leakedClusters: leaked, corruptBlocks, repaired, pendingRepairs };
 }

@@ -43,6 +43,8 @@ export interface MetaStoreOptions {
   dwClusters: number;
   /** Most L2 tables under intent at once (bounds what recovery must re-read). */
   maxIntents: number;
+  /** A read-only open: a bad copy found on read is recorded as a pending repair, never rewritten. */
+  readOnly?: boolean;
 }
 
 /**
@@ -90,6 +92,9 @@ export class MetaStore {
   private hooks: EpochHooks[] = [];
   /** Counts of checksum failures repaired from redundancy below. */
   repairedBlocks = 0;
+  /** Bad copies found while read-only (or by a check told not to repair), by device offset: a good copy was returned, the repair waits. */
+  readonly pendingRepairs = new Map<number, number>();
+  private readonly readOnly: boolean;
 
   constructor(
     readonly dev: BlockDevice,
@@ -103,6 +108,7 @@ export class MetaStore {
     this.maxDirty = Math.max(4, Math.min(this.dw.capacity, Math.floor(budgetBlocks / 2)));
     this.clean = new LRUCache<number, Block>({ max: Math.max(4, budgetBlocks - this.maxDirty) });
     this.maxIntents = opts.maxIntents;
+    this.readOnly = opts.readOnly ?? false;
   }
 
   addHooks(h: EpochHooks): void {
@@ -206,8 +212,12 @@ export class MetaStore {
     return { cluster, buf, type, owner: buf.readUInt32LE(t + 4), version: 0, needsInit: false, ranges: [], pinned: false };
   }
 
-  /** Tries every other copy the device below offers; on success fills `buf`, repairs the bad copy, and returns true. */
-  async fromRedundancy(buf: Buffer, offset: number, ok: (b: Buffer) => boolean): Promise<boolean> {
+  /**
+   * Tries every other copy the device below offers; on success fills `buf`,
+   * repairs the bad copy (read-only, or with `defer`: records the repair as
+   * pending with the device below, and here) and returns true.
+   */
+  async fromRedundancy(buf: Buffer, offset: number, ok: (b: Buffer) => boolean, defer = this.readOnly): Promise<boolean> {
     const r = this.dev.redundancy;
     if (!r) return false;
     const copies = r.copies(offset, buf.length);
@@ -220,8 +230,14 @@ export class MetaStore {
       }
       if (ok(alt)) {
         alt.copy(buf);
-        await r.repair(alt, offset);
-        this.repairedBlocks++;
+        if (defer || this.dev.readOnly) {
+          await r.repair(alt, offset, { defer: true });
+          this.pendingRepairs.set(offset, buf.length);
+        } else {
+          await r.repair(alt, offset);
+          this.pendingRepairs.delete(offset);
+          this.repairedBlocks++;
+        }
         return true;
       }
     }

@@ -56,6 +56,7 @@ export class Pool implements PoolCore {
       dwStart: header.dwStart,
       dwClusters: header.dwClusters,
       maxIntents: maxIntents ?? Math.max(16, Math.floor(MAX_INTENT_SPAN / (this.geo.entriesPerL2 * C))),
+      readOnly,
     });
     this.alloc = new Allocator(this.store, header);
   }
@@ -455,8 +456,10 @@ export class Pool implements PoolCore {
 
   /** Walks every structure; see check.ts. */
   async check(opts: { repair?: boolean } = {}): Promise<CheckReport> {
+    if (opts.repair && this.readOnly) throw new PoolError('EROFS', `pool ${this.dev.name} is open read-only: check --repair needs to write`);
     return this.serialize(async () => {
-      await this.store.checkpoint();
+      // A read-only open found the journal empty (or refused to open): the metadata is settled already.
+      if (!this.readOnly) await this.store.checkpoint();
       const volumeOf = (id: number): string | undefined => this.catalog.volumes.find((v) => v.layer === id)?.name;
       const report = await checkPool(this, [...this.layers.values()], this.catalogClusters(), opts.repair ?? false, volumeOf);
       if (report.repaired > 0) await this.store.checkpoint();

@@ -76,6 +76,8 @@ export interface CheckProblem {
   virtualOffset?: number;
   message: string;
   repaired: boolean;
+  /** A bad copy with a good one beside it in the redundancy below, not rewritten (read-only, or check without repair). */
+  pending?: boolean;
 }
 
 export interface CheckReport {
@@ -84,6 +86,8 @@ export interface CheckReport {
   leakedClusters: number;
   corruptBlocks: number;
   repaired: number;
+  /** Problems that are pending repairs (see CheckProblem.pending). */
+  pendingRepairs: number;
 }
 
 /** A volume as the NBD layer and the CLI use it: a BlockDevice whose blockStatus reports holes and zeroes. */

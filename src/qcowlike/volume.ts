@@ -226,7 +226,8 @@ export class VolumeHandle implements Volume {
   private async recover(sc: Buffer, p: DataPiece): Promise<void> {
     const ok = await this.core.store.fromRedundancy(sc, p.host, (b) => dataChecksum(b) === p.sum);
     if (ok) {
-      this.core.counters.repairedData++;
+      // Read-only: served from the good copy, the rewrite left pending (MetaStore.pendingRepairs).
+      if (!this.core.readOnly) this.core.counters.repairedData++;
       return;
     }
     this.core.counters.corruptData++;
