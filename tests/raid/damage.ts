@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import { initChecksums } from '../../src/qcowlike/checksum.js';
 import { BlockType, verifyBlock } from '../../src/qcowlike/metablock.js';
 import { assembleArray, DATA_OFFSET } from '../../src/raid/index.js';
 import { MirrorLayout, ParityLayout } from '../../src/raid/levels/index.js';
@@ -26,6 +27,7 @@ const key = (b: Buffer): string => createHash('sha1').update(b).digest('hex');
  * the one that normally serves that L2 table's reads.
  */
 export async function damageOneMember(paths: string[], image: Buffer, chunk: number, count: number, runBytes: number): Promise<Damage> {
+  await initChecksums();
   const { array } = await assembleArray(paths, { readOnly: true });
   const g = array.geometry;
   const whole = Buffer.alloc(array.size);
