@@ -833,8 +833,11 @@ export class RaidArray implements BlockDevice {
     const differ = await this.retrying('read', offset, good.length, () => this.engine.repair(good, offset, true));
     if (differ.size > 0) {
       const members = [...differ].sort((a, b) => a - b);
-      this.pending.add({ offset, length: good.length, members });
-      this.event(`repair of ${good.length} bytes at ${offset} on member(s) ${members.join(', ')} pending (open read-only)`);
+      const first = this.pending.size === 0;
+      // One line per open, not one per block: a zeroed stretch of a member is thousands of them.
+      if (this.pending.add({ offset, length: good.length, members }) && first) {
+        this.event(`a bad copy at ${offset} (member(s) ${members.join(', ')}) was read from the redundancy; its repair, and any more like it, is pending (open read-only; raid status counts them)`);
+      }
     }
     return 0;
   }

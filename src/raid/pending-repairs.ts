@@ -10,32 +10,51 @@ export interface PendingRepair {
   members: number[];
 }
 
+/** Largest range one record grows to by merging: what carrying it out reads and compares at once. */
+const MAX_MERGED = 1024 * 1024;
+
 /**
- * The pending repairs of an open array, one per range (a range found bad again
- * merges its members into the record). They live in memory; whoever opened the
- * array read-only may keep them (the CLI stores them in its home) and hand
+ * The pending repairs of an open array. Ranges that touch or overlap merge
+ * (their members too), up to 1 MiB, so a zeroed stretch of a member is a few
+ * records, not one per checksummed block. They live in memory; whoever opened
+ * the array read-only may keep them (the CLI stores them in its home) and hand
  * them to the next open, which repairs them when it may write.
  */
 export class PendingRepairs {
-  private readonly byRange = new Map<string, PendingRepair>();
+  private readonly byOffset = new Map<number, PendingRepair>();
 
   get size(): number {
-    return this.byRange.size;
+    return this.byOffset.size;
   }
 
-  add(p: PendingRepair): void {
-    const key = `${p.offset}+${p.length}`;
-    const had = this.byRange.get(key);
-    const members = [...new Set([...(had?.members ?? []), ...p.members])].sort((a, b) => a - b);
-    this.byRange.set(key, { offset: p.offset, length: p.length, members });
+  /** Records a repair; true if it covers bytes no record covered before. */
+  add(p: PendingRepair): boolean {
+    let merged: PendingRepair = { offset: p.offset, length: p.length, members: [...p.members] };
+    let fresh = true;
+    for (let again = true; again; ) {
+      again = false;
+      for (const e of this.byOffset.values()) {
+        const start = Math.min(e.offset, merged.offset);
+        const end = Math.max(e.offset + e.length, merged.offset + merged.length);
+        if (e.offset > merged.offset + merged.length || merged.offset > e.offset + e.length || end - start > MAX_MERGED) continue;
+        if (e.offset <= p.offset && p.offset + p.length <= e.offset + e.length && p.members.every((m) => e.members.includes(m))) fresh = false;
+        this.byOffset.delete(e.offset);
+        merged = { offset: start, length: end - start, members: [...new Set([...e.members, ...merged.members])] };
+        again = true;
+        break;
+      }
+    }
+    merged.members.sort((a, b) => a - b);
+    this.byOffset.set(merged.offset, merged);
+    return fresh;
   }
 
   delete(p: PendingRepair): void {
-    this.byRange.delete(`${p.offset}+${p.length}`);
+    this.byOffset.delete(p.offset);
   }
 
   list(): PendingRepair[] {
-    return [...this.byRange.values()].sort((a, b) => a.offset - b.offset).map((p) => ({ ...p, members: [...p.members] }));
+    return [...this.byOffset.values()].sort((a, b) => a.offset - b.offset).map((p) => ({ ...p, members: [...p.members] }));
   }
 }
 
