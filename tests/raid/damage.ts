@@ -89,14 +89,20 @@ export async function damageOneMember(paths: string[], image: Buffer, chunk: num
     }
   }
   if (ranges.length < count) throw new Error(`found only ${ranges.length} runs to damage`);
-  const fd = fs.openSync(paths[member]!, 'r+');
+  const damage = { member, ranges, l2ArrayOffset: l2 };
+  zeroAgain(paths, damage);
+  return damage;
+}
+
+/** Zeroes the runs of `damage` (again): the same damage after a repair. */
+export function zeroAgain(paths: string[], damage: Damage): void {
+  const fd = fs.openSync(paths[damage.member]!, 'r+');
   try {
-    for (const r of ranges) fs.writeSync(fd, Buffer.alloc(r.length), 0, r.length, DATA_OFFSET + r.at);
+    for (const r of damage.ranges) fs.writeSync(fd, Buffer.alloc(r.length), 0, r.length, DATA_OFFSET + r.at);
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
   }
-  return { member, ranges, l2ArrayOffset: l2 };
 }
 
 /** A digest of every member file, to prove a read-only open wrote nothing. */

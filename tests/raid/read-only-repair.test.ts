@@ -5,7 +5,7 @@ import { Pool } from '../../src/qcowlike/index.js';
 import { assembleArray, createArray, DATA_OFFSET, type PendingRepair } from '../../src/raid/index.js';
 import { pattern } from '../support/blockdev-contract.js';
 import { scratchDir } from '../support/scratch.js';
-import { damageOneMember, memberDigests, type Damage } from './damage.js';
+import { damageOneMember, memberDigests, zeroAgain, type Damage } from './damage.js';
 
 const MiB = 1024 * 1024;
 const CHUNK = 64 * 1024;
@@ -109,6 +109,23 @@ for (const level of [1, 5] as const) {
       expect((await array2.scrub()).mismatches).toEqual([]);
       expect((await pool.check()).problems).toEqual([]);
       expect((await readVolume(pool, image.length)).equals(image)).toBe(true);
+      await pool.close();
+    });
+
+    it('a plain read-write open reading the damaged blocks repairs them (mirrors: whichever replica the read picked)', async () => {
+      zeroAgain(paths, damage);
+      {
+        const { array } = await assembleArray(paths);
+        const pool = await Pool.open(array);
+        expect((await readVolume(pool, image.length)).equals(image)).toBe(true);
+        expect(array.status().counters.repairs).toBeGreaterThan(0);
+        expect(array.pendingRepairs()).toEqual([]);
+        await pool.close();
+      }
+      const { array } = await assembleArray(paths, { readOnly: true });
+      const pool = await Pool.open(array, { readOnly: true });
+      expect((await readVolume(pool, image.length)).equals(image)).toBe(true);
+      expect(array.pendingRepairs()).toEqual([]);
       await pool.close();
     });
   });
