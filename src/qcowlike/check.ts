@@ -181,8 +181,7 @@ export async function checkPool(
           const virtualOffset = voff + s * S;
           const sc = good.subarray(s * S, (s + 1) * S);
           await r.repair(sc, hostOffset, { defer });
-          if (defer) store.pendingRepairs.set(hostOffset, S);
-          else {
+          if (!defer) {
             repaired++;
             pool.counters.repairedData++;
           }
@@ -203,7 +202,7 @@ export async function checkPool(
     }
   }
 
-  // Metadata blocks served from a good copy while the pool could not write (at open, or during this walk).
+  // Metadata blocks read from a good copy while the pool could not write (at open, by reads, or in this walk).
   const reported = new Set(problems.map((p) => p.hostOffset));
   for (const [hostOffset, length] of store.pendingRepairs) {
     if (reported.has(hostOffset)) continue;

@@ -92,7 +92,7 @@ export class MetaStore {
   private hooks: EpochHooks[] = [];
   /** Counts of checksum failures repaired from redundancy below. */
   repairedBlocks = 0;
-  /** Bad copies found while read-only (or by a check told not to repair), by device offset: a good copy was returned, the repair waits. */
+  /** Metadata blocks read from a good copy while read-only, by device offset (→ length): their repair waits (check reports them). */
   readonly pendingRepairs = new Map<number, number>();
   private readonly readOnly: boolean;
 
@@ -207,6 +207,7 @@ export class MetaStore {
     if (verifyBlock(buf, type, owner) !== null) {
       const good = await this.fromRedundancy(buf, offset, (b) => verifyBlock(b, type, owner) === null);
       if (!good) throw new ChecksumError(this.dev.name, `${blockTypeName(type)} ${cluster}: ${verifyBlock(buf, type, owner)}`, offset);
+      if (this.readOnly || this.dev.readOnly) this.pendingRepairs.set(offset, buf.length);
     }
     const t = buf.length - TRAILER;
     return { cluster, buf, type, owner: buf.readUInt32LE(t + 4), version: 0, needsInit: false, ranges: [], pinned: false };
@@ -214,8 +215,8 @@ export class MetaStore {
 
   /**
    * Tries every other copy the device below offers; on success fills `buf`,
-   * repairs the bad copy (read-only, or with `defer`: records the repair as
-   * pending with the device below, and here) and returns true.
+   * repairs the bad copy (read-only, or with `defer`: has the device below
+   * record the repair as pending) and returns true.
    */
   async fromRedundancy(buf: Buffer, offset: number, ok: (b: Buffer) => boolean, defer = this.readOnly): Promise<boolean> {
     const r = this.dev.redundancy;
@@ -232,10 +233,8 @@ export class MetaStore {
         alt.copy(buf);
         if (defer || this.dev.readOnly) {
           await r.repair(alt, offset, { defer: true });
-          this.pendingRepairs.set(offset, buf.length);
         } else {
           await r.repair(alt, offset);
-          this.pendingRepairs.delete(offset);
           this.repairedBlocks++;
         }
         return true;

@@ -226,7 +226,7 @@ export class VolumeHandle implements Volume {
   private async recover(sc: Buffer, p: DataPiece): Promise<void> {
     const ok = await this.core.store.fromRedundancy(sc, p.host, (b) => dataChecksum(b) === p.sum);
     if (ok) {
-      // Read-only: served from the good copy, the rewrite left pending (MetaStore.pendingRepairs).
+      // Read-only: served from the good copy, the rewrite left pending with the device below.
       if (!this.core.readOnly) this.core.counters.repairedData++;
       return;
     }
