@@ -1,4 +1,4 @@
-import { dataChecksum } from './checksum.js';
+import { dataChecksum, dataChecksums } from './checksum.js';
 import type { PoolCore } from './core.js';
 import { ENTRY_ALLOC, ENTRY_SUMS, readHost, readL1 } from './geometry.js';
 import type { PoolHeader } from './header.js';
@@ -165,17 +165,19 @@ export async function checkPool(
       const r = dev.redundancy!;
       const S = geo.subclusterSize;
       const replica = Buffer.alloc(C);
-      // Every replica, the one the normal read chose included: which one that was is the array's business.
-      for (let copy = 0; copy < r.copies(host * C, C); copy++) {
+      const sums = new Uint32Array(geo.subclusters);
+      // Copy 0 is the normal read, verified above: the others are the replicas it did not pick.
+      for (let copy = 1; copy < r.copies(host * C, C); copy++) {
         try {
           await r.readCopy(replica, host * C, copy);
         } catch {
           continue;
         }
+        // The whole cluster at once: the SIMD kernel hashes four sub-clusters together.
+        dataChecksums(replica, S, geo.subclusters, sums);
         for (let s = 0; s < geo.subclusters; s++) {
           if (!(verified & (1 << s))) continue;
-          const sum = l2.readUInt32LE(at + ENTRY_SUMS + 4 * s);
-          if (dataChecksum(replica.subarray(s * S, (s + 1) * S)) === sum) continue;
+          if (sums[s] === l2.readUInt32LE(at + ENTRY_SUMS + 4 * s)) continue;
           corruptBlocks++;
           const hostOffset = host * C + s * S;
           const virtualOffset = voff + s * S;
