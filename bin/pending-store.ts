@@ -12,8 +12,14 @@ function message(err: unknown): string {
   return (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, ' ');
 }
 
-function fileOf(home: string, array: RaidArray): string {
-  return path.join(path.resolve(home), 'pending-repairs', `${array.geometry.uuid}.json`);
+function fileOf(home: string, array: RaidArray | string): string {
+  const uuid = typeof array === 'string' ? array : array.geometry.uuid;
+  return path.join(path.resolve(home), 'pending-repairs', `${uuid}.json`);
+}
+
+/** The array is gone (its pool deleted): so are its pending repairs. */
+export function forgetPending(home: string, arrayUuid: string): void {
+  fs.rmSync(fileOf(home, arrayUuid), { force: true });
 }
 
 /** Hands the repairs stored for this array to it. A damaged file is reported and ignored: the pool's checksums find the damage again. */

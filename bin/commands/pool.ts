@@ -6,6 +6,7 @@ import { Pool, type CheckProblem, type CheckReport, type PoolStats } from '../..
 import { createArray } from '../../src/raid/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { oneLine, openRegisteredPool, PoolInUseError, withPool } from '../open-pool.js';
+import { forgetPending } from '../pending-store.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
@@ -245,9 +246,11 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
   // The file is removed only once it has opened as a Strata pool: a registration
   // edited to point elsewhere must not make `delete --force` remove any file.
   let isPool = false;
+  let arrayUuid: string | undefined;
   try {
-    const { pool, close } = await openRegisteredPool(g.home, name, { readOnly: true });
+    const { pool, close, raid } = await openRegisteredPool(g.home, name, { readOnly: true });
     isPool = true;
+    arrayUuid = raid?.array.geometry.uuid;
     const volumes = pool.stats().volumes > 0 ? (await pool.listVolumes()).map((v) => v.name) : [];
     await close();
     if (volumes.length > 0 && !force) {
@@ -262,6 +265,7 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
     const members = registry.memberPaths(record);
     registry.remove(name);
     if (isPool) for (const m of members) fs.rmSync(m, { force: true });
+    if (isPool && arrayUuid !== undefined) forgetPending(g.home, arrayUuid);
     report(g, { deleted: name, path: null, kept: isPool ? null : members.join(',') }, isPool ? `deleted pool '${name}' (removed its ${members.length} RAID members)` : `deleted pool '${name}' from the registry; left its members in place (they do not open as a pool)`);
     return;
   }

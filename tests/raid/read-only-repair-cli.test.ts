@@ -5,7 +5,7 @@ import { pattern } from '../support/blockdev-contract.js';
 import { scratchDir } from '../support/scratch.js';
 import { buildCli, strata, type Run } from '../cli/strata.js';
 import { hasTool, startServe, tool } from '../nbd/support.js';
-import { damageOneMember } from './damage.js';
+import { damageOneMember, zeroAgain, type Damage } from './damage.js';
 
 const MiB = 1024 * 1024;
 const scratch = scratchDir('raid-ro-cli');
@@ -49,12 +49,14 @@ for (const level of [1, 5] as const) {
     const image = pattern(16 * MiB, 70 + level);
     const raw = path.join(scratch.dir, `r${level}.raw`);
     let l2ArrayOffset = -1;
+    let damage: Damage;
 
     it('is set up: pool create, import, then 1 MiB runs of one member zeroed', async () => {
       succeeds(home, 'pool', 'create', 'p', '--raid', String(level), '--members', members.join(','), '--size', '32M', '--chunk', '64K');
       fs.writeFileSync(raw, image);
       succeeds(home, 'import', 'p/v', raw);
-      l2ArrayOffset = (await damageOneMember(members, image, 64 * 1024, 3, MiB)).l2ArrayOffset;
+      damage = await damageOneMember(members, image, 64 * 1024, 3, MiB);
+      l2ArrayOffset = damage.l2ArrayOffset;
     });
 
     it('export (a read-only open) writes the exact image and leaves the repairs pending, which raid status counts', () => {
@@ -115,6 +117,15 @@ for (const level of [1, 5] as const) {
       const again = succeeds(home, 'export', 'p/v', out);
       expect(again.stderr).not.toMatch(/pending/);
       expect(sameFile(out, image)).toBe(true);
+    });
+
+    it('pending repairs are kept in the home until the pool is deleted', () => {
+      zeroAgain(members, damage);
+      succeeds(home, 'export', 'p/v', path.join(scratch.dir, `r${level}-again.raw`), '--force');
+      const dir = path.join(home, 'pending-repairs');
+      expect(fs.readdirSync(dir)).toHaveLength(1);
+      succeeds(home, 'pool', 'delete', 'p', '--force');
+      expect(fs.readdirSync(dir)).toEqual([]);
     });
   });
 }
