@@ -151,6 +151,7 @@ export class RaidArray implements BlockDevice {
   private rebuilding: { progress: RebuildProgress | undefined; stop: boolean; done: Promise<void> } | undefined;
   private readonly counters = { repairs: 0, readErrors: 0, writeErrors: 0, mismatches: 0, resyncedRegions: 0 };
   private readonly pending = new PendingRepairs();
+  private toldPending = false;
 
   constructor(
     readonly geometry: ArrayGeometry,
@@ -461,7 +462,7 @@ export class RaidArray implements BlockDevice {
         } catch {
           continue;
         }
-        const differ = await this.engine.repair(buf, p.offset, true);
+        const differ = await this.retrying('read', p.offset, p.length, () => this.engine.repair(buf, p.offset, true));
         if (differ.size === 0) agree = c === 0;
         else if ([...differ].every((m) => p.members.includes(m))) {
           await this.redundancy!.repair(buf, p.offset);
@@ -833,9 +834,9 @@ export class RaidArray implements BlockDevice {
     const differ = await this.retrying('read', offset, good.length, () => this.engine.repair(good, offset, true));
     if (differ.size > 0) {
       const members = [...differ].sort((a, b) => a - b);
-      const first = this.pending.size === 0;
       // One line per open, not one per block: a zeroed stretch of a member is thousands of them.
-      if (this.pending.add({ offset, length: good.length, members }) && first) {
+      if (this.pending.add({ offset, length: good.length, members }) && !this.toldPending) {
+        this.toldPending = true;
         this.event(`a bad copy at ${offset} (member(s) ${members.join(', ')}) was read from the redundancy; its repair, and any more like it, is pending (open read-only; raid status counts them)`);
       }
     }
