@@ -206,13 +206,13 @@ export async function checkPool(
 
   // Metadata blocks read from a good copy while the pool could not write (at open, by reads, or in this walk).
   const reported = new Set(problems.map((p) => p.hostOffset));
-  for (const [hostOffset, length] of store.pendingRepairs) {
+  for (const [hostOffset, what] of store.pendingRepairs) {
     if (reported.has(hostOffset)) continue;
     corruptBlocks++;
     problems.push({
       kind: 'checksum',
       hostOffset,
-      message: `${length} bytes at host offset ${hostOffset} failed their checksum on one copy; another copy verifies (repair pending: check --repair rewrites it)`,
+      message: `${what} (host offset ${hostOffset}) failed its checksum on one copy; another copy verifies (repair pending: check --repair rewrites it)`,
       repaired: false,
       pending: true,
     });

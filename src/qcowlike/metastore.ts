@@ -92,8 +92,8 @@ export class MetaStore {
   private hooks: EpochHooks[] = [];
   /** Counts of checksum failures repaired from redundancy below. */
   repairedBlocks = 0;
-  /** Metadata blocks read from a good copy while read-only, by device offset (→ length): their repair waits (check reports them). */
-  readonly pendingRepairs = new Map<number, number>();
+  /** Metadata blocks read from a good copy while read-only, by device offset (→ which block): their repair waits (check reports them). */
+  readonly pendingRepairs = new Map<number, string>();
   private readonly readOnly: boolean;
 
   constructor(
@@ -207,7 +207,7 @@ export class MetaStore {
     if (verifyBlock(buf, type, owner) !== null) {
       const good = await this.fromRedundancy(buf, offset, (b) => verifyBlock(b, type, owner) === null);
       if (!good) throw new ChecksumError(this.dev.name, `${blockTypeName(type)} ${cluster}: ${verifyBlock(buf, type, owner)}`, offset);
-      if (this.readOnly || this.dev.readOnly) this.pendingRepairs.set(offset, buf.length);
+      if (this.readOnly || this.dev.readOnly) this.pendingRepairs.set(offset, `${blockTypeName(type)} ${cluster}`);
     }
     const t = buf.length - TRAILER;
     return { cluster, buf, type, owner: buf.readUInt32LE(t + 4), version: 0, needsInit: false, ranges: [], pinned: false };
