@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { BlockDeviceError, FileDevice, type BlockDevice } from '../src/blockdev/index.js';
 import { Pool, PoolError, type VolumeInfo } from '../src/qcowlike/index.js';
 import { assembleArray, type AssembleOptions, type RaidArray } from '../src/raid/index.js';
+import { loadPending, repairPendingNow, savePending } from './pending-store.js';
 import { Registry, type PoolRecord } from './registry.js';
 
 export interface OpenedPool {
@@ -62,7 +63,12 @@ async function openPool(registry: Registry, record: PoolRecord, opts: OpenPoolOp
     if (err instanceof PoolError) throw new PoolError(err.code, `pool '${record.name}': ${oneLine(err)}`);
     throw new Error(`pool '${record.name}': ${oneLine(err)}`);
   }
-  return { pool, ...(raid ? { raid } : {}), close: () => pool.close() };
+  const close = async (): Promise<void> => {
+    await pool.close();
+    // What a read-only open served from a good copy but could not rewrite waits for the next read-write open.
+    if (raid) savePending(registry.home, raid.array);
+  };
+  return { pool, ...(raid ? { raid } : {}), close };
 }
 
 /** Runs `fn` on an open pool and always closes it, so the journal is checkpointed and the lock released. */
@@ -121,6 +127,8 @@ async function openArray(registry: Registry, record: PoolRecord, { readOnly, ser
   try {
     const { array, warnings } = await assembleArray(registry.memberPaths(record), options);
     for (const w of warnings) say(w);
+    loadPending(registry.home, array, say);
+    await repairPendingNow(registry.home, array, say);
     if (serving && array.needsRebuild()) {
       array.rebuild({ rate: serving.rebuildRate }).catch((err: unknown) => say(`rebuild stopped: ${oneLine(err)}`));
     }

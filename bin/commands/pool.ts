@@ -8,6 +8,7 @@ import { cacheOption, type CacheMode } from '../cache-option.js';
 import { oneLine, openRegisteredPool, PoolInUseError, withPool } from '../open-pool.js';
 import { isFileTooLarge, tooLargeMessage } from '../file-size-limit.js';
 import { makeHome, removeMadeDirs } from '../home.js';
+import { forgetPending } from '../pending-store.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
@@ -209,13 +210,15 @@ async function poolInfo(name: string, _opts: unknown, cmd: Command): Promise<voi
 async function checkPool(name: string, opts: { repair?: boolean; cache: CacheMode }, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const repair = opts.repair === true;
-  // Check opens the pool for writing even without --repair: it checkpoints the journal first, so it reads settled metadata.
-  const result = await withPool(g.home, checkName('pool', name), { readOnly: false, direct: opts.cache === 'none' }, async ({ pool }) => pool.check({ repair }));
+  // Without --repair nothing is written: a bad copy with a good one beside it is reported pending. A pool
+  // stopped uncleanly is still opened for writing once, to replay its journal (see openRegisteredPool).
+  const result = await withPool(g.home, checkName('pool', name), { readOnly: !repair, direct: opts.cache === 'none' }, async ({ pool }) => pool.check({ repair }));
   const remaining = result.problems.filter((p) => !p.repaired).length;
   if (g.json) printJson({ pool: name, clean: remaining === 0, ...result });
   else printCheck(name, result, repair);
   if (remaining > 0) {
-    process.stderr.write(`strata: pool '${name}' has ${count(remaining, 'unrepaired problem')}${repair ? '' : ' (try --repair)'}\n`);
+    const pending = result.pendingRepairs > 0 ? `, ${result.pendingRepairs} of them pending repair (a good copy exists)` : '';
+    process.stderr.write(`strata: pool '${name}' has ${count(remaining, 'unrepaired problem')}${pending}${repair ? '' : ' (try --repair)'}\n`);
     process.exitCode = 1;
   }
 }
@@ -225,7 +228,7 @@ function printCheck(name: string, result: CheckReport, repaired: boolean): void 
     printTable(result.problems, [
       { header: 'PROBLEM', value: (p) => p.kind },
       { header: 'WHERE', value: where },
-      { header: 'STATE', value: (p) => (p.repaired ? 'repaired' : 'open') },
+      { header: 'STATE', value: (p) => (p.repaired ? 'repaired' : p.pending ? 'pending' : 'open') },
       { header: 'DETAIL', value: (p) => oneLine(p.message) },
     ]);
   }
@@ -236,6 +239,7 @@ function printCheck(name: string, result: CheckReport, repaired: boolean): void 
     `${count(result.corruptBlocks, 'corrupt block')}`,
   ];
   if (result.quarantinedClusters > 0) parts.push(`${count(result.quarantinedClusters, 'cluster')} held in quarantine`);
+  if (result.pendingRepairs > 0) parts.push(count(result.pendingRepairs, 'pending repair'));
   if (repaired) parts.push(`${result.repaired} repaired`);
   process.stdout.write(`pool '${name}': ${parts.join(', ')}\n`);
 }
@@ -265,9 +269,11 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
   // The file is removed only once it has opened as a Strata pool: a registration
   // edited to point elsewhere must not make `delete --force` remove any file.
   let isPool = false;
+  let arrayUuid: string | undefined;
   try {
-    const { pool, close } = await openRegisteredPool(g.home, name, { readOnly: true });
+    const { pool, close, raid } = await openRegisteredPool(g.home, name, { readOnly: true });
     isPool = true;
+    arrayUuid = raid?.array.geometry.uuid;
     const volumes = pool.stats().volumes > 0 ? (await pool.listVolumes()).map((v) => v.name) : [];
     await close();
     if (volumes.length > 0 && !force) {
@@ -282,6 +288,7 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
     const members = registry.memberPaths(record);
     registry.remove(name);
     if (isPool) for (const m of members) fs.rmSync(m, { force: true });
+    if (isPool && arrayUuid !== undefined) forgetPending(g.home, arrayUuid);
     report(g, { deleted: name, path: null, kept: isPool ? null : members.join(',') }, isPool ? `deleted pool '${name}' (removed its ${members.length} RAID members)` : `deleted pool '${name}' from the registry; left its members in place (they do not open as a pool)`);
     return;
   }

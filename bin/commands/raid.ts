@@ -5,6 +5,7 @@ import { cacheOption, type CacheMode } from '../cache-option.js';
 import { ControlClient, type ControlOk } from '../control-client.js';
 import type { ControlRequest } from '../control-protocol.js';
 import { globals } from '../output.js';
+import { loadPending, repairPendingNow, savePending } from '../pending-store.js';
 import { memberArg, newMember, recordMembers } from '../raid-members.js';
 import { Registry } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
@@ -43,7 +44,11 @@ function printStatus(st: ArrayStatus, json: boolean): void {
   for (const s of st.spares) out.push(`  spare  ${'spare'.padEnd(11)} ${s.device}`);
   if (st.rebuild) out.push(`  rebuild: member ${st.rebuild.role} ${(st.rebuild.fraction * 100).toFixed(1)}%`);
   const c = st.counters;
-  out.push(`  repairs ${c.repairs}  read errors ${c.readErrors}  write errors ${c.writeErrors}  mismatches ${c.mismatches}  resynced regions ${c.resyncedRegions}  dirty regions ${st.dirtyRegions}`);
+  out.push(`  repairs ${c.repairs}  pending repairs ${c.pendingRepairs}  read errors ${c.readErrors}  write errors ${c.writeErrors}  mismatches ${c.mismatches}  resynced regions ${c.resyncedRegions}  dirty regions ${st.dirtyRegions}`);
+  const shown = st.pendingRepairs.slice(0, 8);
+  for (const p of shown) out.push(`  pending: ${formatSize(p.length)} at ${p.offset} on member(s) ${p.members.join(', ')}`);
+  if (st.pendingRepairs.length > shown.length) out.push(`  pending: … and ${st.pendingRepairs.length - shown.length} more (--json lists them all)`);
+  if (st.pendingRepairs.length > 0) out.push('  (found while open read-only; the next read-write open of the pool, pool check --repair or raid scrub --repair rewrites them)');
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
@@ -74,10 +79,11 @@ function progressPrinter(what: string): { update: (fraction: number, bytes: numb
   };
 }
 
-async function open(members: string[], readOnly = false, direct = false): Promise<RaidArray> {
+async function open(home: string, members: string[], readOnly = false, direct = false): Promise<RaidArray> {
   if (members.length === 0) throw new Error('no members given (use --members a.img,b.img,…)');
   const { array, warnings } = await assembleArray(members, { readOnly, onEvent: say, direct });
   for (const w of warnings) say(`warning: ${w}`);
+  loadPending(home, array, (m) => say(`warning: ${m}`));
   return array;
 }
 
@@ -88,12 +94,14 @@ async function rebuildForeground(array: RaidArray, rate: number): Promise<void> 
   bar.done();
 }
 
-async function withArray(members: string[], fn: (a: RaidArray) => Promise<void>, readOnly = false, direct = false): Promise<void> {
-  const array = await open(members, readOnly, direct);
+/** Runs `fn` on the array opened from `members`; the repairs it still has pending afterwards are stored in the home. */
+async function withArray(home: string, members: string[], fn: (a: RaidArray) => Promise<void>, readOnly = false, direct = false): Promise<void> {
+  const array = await open(home, members, readOnly, direct);
   try {
     await fn(array);
   } finally {
     await array.close();
+    savePending(home, array);
   }
 }
 
@@ -220,7 +228,7 @@ export const raidCommands: CommandGroup = (program) => {
     .description('assemble an array from its members in any order, report stale, foreign and missing ones, resync after an unclean shutdown')
     .argument('<members...>', 'member files')
     .action(async (members: string[], _o: unknown, cmd: Command) => {
-      await withArray(members, async (a) => printStatus(a.status(), globals(cmd).json));
+      await withArray(globals(cmd).home, members, async (a) => printStatus(a.status(), globals(cmd).json));
     });
 
   membersOption(raid.command('status').description('per-member state, degraded or not, rebuild progress, repair counters'))
@@ -230,7 +238,7 @@ export const raidCommands: CommandGroup = (program) => {
       const json = globals(cmd).json;
       const client = await servedPool(where, cmd);
       if (client) return printStatus((await online(client, { op: 'status' })).status, json);
-      await withArray(membersOf(where, cmd), async (a) => printStatus(a.status(), json), true);
+      await withArray(globals(cmd).home, membersOf(where, cmd), async (a) => printStatus(a.status(), json), true);
     });
 
   rateOption(poolOption(raid.command('fail').description('mark a member faulty (refused if the array could not survive it); a hot spare takes over and is rebuilt')))
@@ -242,7 +250,7 @@ export const raidCommands: CommandGroup = (program) => {
         say(`${member} marked faulty`);
         return rebuildingLine(o.pool!, r.status);
       }
-      await withArray(membersOf(o, cmd), async (a) => {
+      await withArray(globals(cmd).home, membersOf(o, cmd), async (a) => {
         await a.fail(memberFor(o, member));
         say(`${member} marked faulty`);
         record(o, cmd, a);
@@ -259,7 +267,7 @@ export const raidCommands: CommandGroup = (program) => {
         await online(client, { op: 'remove', member: memberFor(o, member) });
         return say(`${member} removed`);
       }
-      await withArray(membersOf(o, cmd), async (a) => {
+      await withArray(globals(cmd).home, membersOf(o, cmd), async (a) => {
         await a.remove(memberFor(o, member));
         say(`${member} removed`);
         record(o, cmd, a);
@@ -277,7 +285,7 @@ export const raidCommands: CommandGroup = (program) => {
         said(r.role!);
         return o.wait === true ? waitOnline(o.pool!, cmd) : rebuildingLine(o.pool!, r.status);
       }
-      await withArray(membersOf(o, cmd), async (a) => {
+      await withArray(globals(cmd).home, membersOf(o, cmd), async (a) => {
         const role = await a.add(newMember(memberFor(o, file), a));
         said(role);
         record(o, cmd, a);
@@ -296,7 +304,7 @@ export const raidCommands: CommandGroup = (program) => {
         say(`${file} takes member role ${String(r.role)}`);
         return o.wait === true ? waitOnline(o.pool!, cmd) : rebuildingLine(o.pool!, r.status);
       }
-      await withArray(membersOf(o, cmd), async (a) => {
+      await withArray(globals(cmd).home, membersOf(o, cmd), async (a) => {
         const role = await a.replace(memberFor(o, old), newMember(memberFor(o, file), a));
         say(`${file} takes member role ${role}`);
         record(o, cmd, a);
@@ -316,6 +324,7 @@ export const raidCommands: CommandGroup = (program) => {
         return;
       }
       await withArray(
+        globals(cmd).home,
         membersOf(where, cmd),
         async (a) => {
           if (!a.needsRebuild()) say('nothing to rebuild: every member is in sync');
@@ -335,8 +344,11 @@ export const raidCommands: CommandGroup = (program) => {
       const client = await servedPool(where, cmd);
       if (client) return printScrub((await online(client, { op: 'scrub', repair: o.repair ?? false }, 'scrubbing')).report!, globals(cmd).json);
       await withArray(
+        globals(cmd).home,
         membersOf(where, cmd),
         async (a) => {
+          // Repairs a read-only open left pending name the bad member: fix them from the others before parity is trusted.
+          if (o.repair) await repairPendingNow(globals(cmd).home, a, say);
           const bar = progressPrinter('scrubbing');
           const report = await a.scrub({ repair: o.repair ?? false, onProgress: (f) => bar.update(f, f * a.size) });
           bar.done();

@@ -30,12 +30,30 @@ export interface Extent {
  * differs is rewritten.
  */
 export interface Redundancy {
+  /**
+   * True when the copies are whole replicas (RAID 1/10): a copy the normal
+   * read does not pick is then checked only if someone reads it, so a
+   * checksummed walk reads every one. Parity reconstructions are not: a bad
+   * data block shows on the normal read, bad parity to scrub.
+   */
+  readonly mirrored?: boolean;
   /** How many distinct ways the range can be read: mirror copies or parity reconstructions. 1 = no redundancy. */
   copies(offset: number, length: number): number;
   /** Reads the range by way `copy` (0 is the normal path; 1 … copies-1 the alternatives). */
   readCopy(buf: Uint8Array, offset: number, copy: number): Promise<void>;
-  /** `good` is verified correct for the range: rewrite every copy that differs. Resolves to how many members were repaired. */
-  repair(good: Uint8Array, offset: number): Promise<number>;
+  /**
+   * `good` is verified correct for the range: rewrite every copy that differs.
+   * Resolves to how many members were repaired. With `defer` (the reader holds
+   * a read-only open), or on a read-only device, nothing is written: the copies
+   * that differ are recorded as *pending* repairs, which the device reports
+   * and a later read-write open carries out, and it resolves to 0.
+   */
+  repair(good: Uint8Array, offset: number, opts?: RepairOptions): Promise<number>;
+}
+
+export interface RepairOptions {
+  /** Record the repair as pending instead of writing (a read-only open above a writable device). */
+  defer?: boolean;
 }
 
 /**

@@ -1,4 +1,4 @@
-export type { BlockDevice, Extent, Redundancy, WriteOptions, WriteZeroesOptions } from './device.js';
+export type { BlockDevice, Extent, Redundancy, RepairOptions, WriteOptions, WriteZeroesOptions } from './device.js';
 export { checkRange, checkWritable } from './device.js';
 export { BlockDeviceError, fromSystemError, type BlockErrorCode, type BlockOp } from './errors.js';
 export { FileDevice, type FileCreateOptions, type FileOpenOptions, type FileIoMode } from './file.js';

@@ -1,4 +1,4 @@
-import { dataChecksum } from './checksum.js';
+import { dataChecksum, dataChecksums } from './checksum.js';
 import { DoubleWrite } from './doublewrite.js';
 import type { PoolCore } from './core.js';
 import { ENTRY_ALLOC, ENTRY_SUMS, readHost, readL1 } from './geometry.js';
@@ -14,8 +14,11 @@ import type { CheckProblem, CheckReport } from './types.js';
  * is dangling, a claimed cluster the bitmap calls free is a bitmap error, and
  * a cluster the bitmap calls used that nobody claims is a leak. Every
  * metadata block and every allocated data sub-cluster is read and verified.
- * Repair fixes only the bitmap (leaks and wrongly-free clusters): the rest
- * cannot be fixed without guessing, so it is reported with its place.
+ * Repair fixes only the bitmap (leaks and wrongly-free clusters) and, with
+ * redundancy below, bad copies that another copy's checksum proves wrong: the
+ * rest cannot be fixed without guessing, so it is reported with its place.
+ * Without repair (or on a read-only pool) a bad copy with a good one beside it
+ * is reported *pending*: found, servable, not yet rewritten.
  *
  * A map table that cannot be read may reference clusters nobody else claims:
  * while any is damaged, such clusters are held in quarantine (kept in use,
@@ -37,6 +40,8 @@ export async function checkPool(
   const owners = new Map<number, string>();
   let repaired = 0;
   let corruptBlocks = 0;
+  // A check that may not write still asks the redundancy below for a good copy, to tell a pending repair from lost data.
+  const defer = !repair || pool.readOnly;
 
   const claim = (cluster: number, what: string, layer?: number): boolean => {
     if (cluster < header.dataStart || cluster >= header.totalClusters) {
@@ -124,6 +129,7 @@ export async function checkPool(
 
     async function checkTable(l2: Buffer, firstVc: number): Promise<void> {
       const data = Buffer.alloc(C);
+      const mirrored = dev.redundancy?.mirrored === true;
       for (let e = 0; e < geo.entriesPerL2; e++) {
         const at = e * geo.entrySize;
         const host = readHost(l2, at);
@@ -133,15 +139,32 @@ export async function checkPool(
         const bits = l2.readUInt32LE(at + ENTRY_ALLOC);
         if (bits === 0) continue;
         await dev.read(data, host * C);
+        let verified = 0;
         for (let s = 0; s < geo.subclusters; s++) {
           if (!(bits & (1 << s))) continue;
           const sc = data.subarray(s * geo.subclusterSize, (s + 1) * geo.subclusterSize);
           const sum = l2.readUInt32LE(at + ENTRY_SUMS + 4 * s);
-          if (dataChecksum(sc) === sum) continue;
+          if (dataChecksum(sc) === sum) {
+            verified |= 1 << s;
+            continue;
+          }
           corruptBlocks++;
           const hostOffset = host * C + s * geo.subclusterSize;
           // With redundancy below (RAID), a copy that verifies is the right one: rewrite the bad member from it.
-          if (repair && (await store.fromRedundancy(sc, hostOffset, (b) => dataChecksum(b) === sum))) {
+          if (await store.fromRedundancy(sc, hostOffset, (b) => dataChecksum(b) === sum, defer)) {
+            if (defer) {
+              problems.push({
+                kind: 'checksum',
+                hostOffset,
+                layer: layer.id,
+                volume: vol,
+                virtualOffset: voff + s * geo.subclusterSize,
+                message: `data of ${name} at virtual offset ${voff + s * geo.subclusterSize} failed its checksum on one copy; another copy verifies (repair pending: check --repair rewrites it)`,
+                repaired: false,
+                pending: true,
+              });
+              continue;
+            }
             repaired++;
             pool.counters.repairedData++;
             problems.push({
@@ -165,8 +188,72 @@ export async function checkPool(
             repaired: false,
           });
         }
+        // A sub-cluster recovered above had every differing replica rewritten (or recorded pending) already.
+        if (mirrored && verified !== 0) await checkReplicas(l2, at, host, voff, data, verified);
       }
     }
+
+    /**
+     * Mirrors: the normal read picks one replica per chunk, so a bad sector on
+     * the other would wait, unseen, for the day it is the only copy left (or
+     * for a scrub to copy it over the good one). Verify every replica of the
+     * sub-clusters whose good data is known.
+     */
+    async function checkReplicas(l2: Buffer, at: number, host: number, voff: number, good: Buffer, verified: number): Promise<void> {
+      const r = dev.redundancy!;
+      const S = geo.subclusterSize;
+      const replica = Buffer.alloc(C);
+      const sums = new Uint32Array(geo.subclusters);
+      // Copy 0 is the normal read, verified above: the others are the replicas it did not pick.
+      for (let copy = 1; copy < r.copies(host * C, C); copy++) {
+        try {
+          await r.readCopy(replica, host * C, copy);
+        } catch {
+          continue;
+        }
+        // The whole cluster at once: the SIMD kernel hashes four sub-clusters together.
+        dataChecksums(replica, S, geo.subclusters, sums);
+        for (let s = 0; s < geo.subclusters; s++) {
+          if (!(verified & (1 << s))) continue;
+          if (sums[s] === l2.readUInt32LE(at + ENTRY_SUMS + 4 * s)) continue;
+          corruptBlocks++;
+          const hostOffset = host * C + s * S;
+          const virtualOffset = voff + s * S;
+          const sc = good.subarray(s * S, (s + 1) * S);
+          await r.repair(sc, hostOffset, { defer });
+          if (!defer) {
+            repaired++;
+            pool.counters.repairedData++;
+          }
+          problems.push({
+            kind: 'checksum',
+            hostOffset,
+            layer: layer.id,
+            volume: vol,
+            virtualOffset,
+            message: defer
+              ? `data of ${name} at virtual offset ${virtualOffset} failed its checksum on mirror copy ${copy}; another copy verifies (repair pending: check --repair rewrites it)`
+              : `data of ${name} at virtual offset ${virtualOffset} failed its checksum on mirror copy ${copy}; rewritten from a copy that verifies`,
+            repaired: !defer,
+            ...(defer ? { pending: true } : {}),
+          });
+        }
+      }
+    }
+  }
+
+  // Metadata blocks read from a good copy while the pool could not write (at open, by reads, or in this walk).
+  const reported = new Set(problems.map((p) => p.hostOffset));
+  for (const [hostOffset, what] of store.pendingRepairs) {
+    if (reported.has(hostOffset)) continue;
+    corruptBlocks++;
+    problems.push({
+      kind: 'checksum',
+      hostOffset,
+      message: `${what} (host offset ${hostOffset}) failed its checksum on one copy; another copy verifies (repair pending: check --repair rewrites it)`,
+      repaired: false,
+      pending: true,
+    });
   }
 
   // Reported only: a checkpoint of a volume may be writing the area right now. The next open clears it.
@@ -203,7 +290,8 @@ export async function checkPool(
       repaired: false,
     });
   }
-  return { problems, clustersChecked: owners.size, leakedClusters: leaked, quarantinedClusters: quarantined, corruptBlocks, repaired };
+  const pendingRepairs = problems.filter((p) => p.pending === true).length;
+  return { problems, clustersChecked: owners.size, leakedClusters: leaked, quarantinedClusters: quarantined, corruptBlocks, repaired, pendingRepairs };
 }
 
 /** Clusters as runs, "12-15, 40". */

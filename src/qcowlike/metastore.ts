@@ -45,6 +45,8 @@ export interface MetaStoreOptions {
   dwClusters: number;
   /** Most L2 tables under intent at once (bounds what recovery must re-read). */
   maxIntents: number;
+  /** A read-only open: a bad copy found on read is recorded as a pending repair, never rewritten. */
+  readOnly?: boolean;
 }
 
 /**
@@ -108,6 +110,9 @@ export class MetaStore {
   private checkpointError: Error | undefined;
   /** Home blocks that journal replay found damaged, and why: their journaled changes were not applied. */
   readonly replaySkipped = new Map<number, string>();
+  /** Metadata blocks read from a good copy while read-only, by device offset (→ which block): their repair waits (check reports them). */
+  readonly pendingRepairs = new Map<number, string>();
+  private readonly readOnly: boolean;
 
   constructor(
     readonly dev: BlockDevice,
@@ -121,6 +126,7 @@ export class MetaStore {
     this.maxDirty = Math.max(4, Math.min(this.dw.capacity, Math.floor(budgetBlocks / 2)));
     this.clean = new LRUCache<number, Block>({ max: Math.max(4, budgetBlocks - this.maxDirty) });
     this.maxIntents = opts.maxIntents;
+    this.readOnly = opts.readOnly ?? false;
   }
 
   addHooks(h: EpochHooks): void {
@@ -228,13 +234,18 @@ export class MetaStore {
     if (verifyBlock(buf, type, owner) !== null) {
       const good = await this.fromRedundancy(buf, offset, (b) => verifyBlock(b, type, owner) === null);
       if (!good) throw new ChecksumError(this.dev.name, `${blockTypeName(type)} ${cluster}: ${verifyBlock(buf, type, owner)}`, offset);
+      if (this.readOnly || this.dev.readOnly) this.pendingRepairs.set(offset, `${blockTypeName(type)} ${cluster}`);
     }
     const t = buf.length - TRAILER;
     return { cluster, buf, type, owner: buf.readUInt32LE(t + 4), version: 0, needsInit: false, ranges: [], pinned: false };
   }
 
-  /** Tries every other copy the device below offers; on success fills `buf`, repairs the bad copy, and returns true. */
-  async fromRedundancy(buf: Buffer, offset: number, ok: (b: Buffer) => boolean): Promise<boolean> {
+  /**
+   * Tries every other copy the device below offers; on success fills `buf`,
+   * repairs the bad copy (read-only, or with `defer`: has the device below
+   * record the repair as pending) and returns true.
+   */
+  async fromRedundancy(buf: Buffer, offset: number, ok: (b: Buffer) => boolean, defer = this.readOnly): Promise<boolean> {
     const r = this.dev.redundancy;
     if (!r) return false;
     const copies = r.copies(offset, buf.length);
@@ -247,8 +258,12 @@ export class MetaStore {
       }
       if (ok(alt)) {
         alt.copy(buf);
-        await r.repair(alt, offset);
-        this.repairedBlocks++;
+        if (defer || this.dev.readOnly) {
+          await r.repair(alt, offset, { defer: true });
+        } else {
+          await r.repair(alt, offset);
+          this.repairedBlocks++;
+        }
         return true;
       }
     }

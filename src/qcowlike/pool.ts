@@ -64,6 +64,7 @@ export class Pool implements PoolCore {
       dwStart: header.dwStart,
       dwClusters: header.dwClusters,
       maxIntents: maxIntents ?? Math.max(16, Math.floor(MAX_INTENT_SPAN / (this.geo.entriesPerL2 * C))),
+      readOnly,
     });
     this.alloc = new Allocator(this.store, header);
     if (header.incompat & INCOMPAT_COPIES) this.store.journal.copyAt = (header.copiesStart + 1) * C;
@@ -653,12 +654,16 @@ export class Pool implements PoolCore {
 
   /** Walks every structure; see check.ts. */
   async check(opts: { repair?: boolean } = {}): Promise<CheckReport> {
+    if (opts.repair && this.readOnly) throw new PoolError('EROFS', `pool ${this.dev.name} is open read-only: check --repair needs to write`);
     return this.serialize(async () => {
       // The walk reads metadata through the store, so it needs no checkpoint; a host that is full
       // (the checkpoint cannot write home yet) must not stop a check. A stopped pool still throws.
-      await this.store.checkpoint().catch((err: unknown) => {
-        if (this.store.fence) throw err;
-      });
+      // A read-only open found the journal empty (or refused to open): the metadata is settled already.
+      if (!this.readOnly) {
+        await this.store.checkpoint().catch((err: unknown) => {
+          if (this.store.fence) throw err;
+        });
+      }
       const added = opts.repair && !this.readOnly && !this.hasCopies ? await this.addCopies() : undefined;
       const volumeOf = (id: number): string | undefined => this.catalog.volumes.find((v) => v.layer === id)?.name;
       const copies = this.hasCopies && this.header.copiesStart < this.header.totalClusters ? { start: this.header.copiesStart, clusters: COPY_CLUSTERS } : undefined;

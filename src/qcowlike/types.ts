@@ -80,6 +80,8 @@ export interface CheckProblem {
   repaired: boolean;
   /** Quarantine: the clusters held. */
   clusters?: number[];
+  /** A bad copy with a good one beside it in the redundancy below, not rewritten (read-only, or check without repair). */
+  pending?: boolean;
 }
 
 export interface CheckReport {
@@ -90,6 +92,8 @@ export interface CheckReport {
   quarantinedClusters: number;
   corruptBlocks: number;
   repaired: number;
+  /** Problems that are pending repairs (see CheckProblem.pending). */
+  pendingRepairs: number;
 }
 
 /** A volume as the NBD layer and the CLI use it: a BlockDevice whose blockStatus reports holes and zeroes. */

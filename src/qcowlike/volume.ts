@@ -239,7 +239,8 @@ export class VolumeHandle implements Volume {
   private async recover(sc: Buffer, p: DataPiece): Promise<void> {
     const ok = await this.core.store.fromRedundancy(sc, p.host, (b) => dataChecksum(b) === p.sum);
     if (ok) {
-      this.core.counters.repairedData++;
+      // Read-only: served from the good copy, the rewrite left pending with the device below.
+      if (!this.core.readOnly) this.core.counters.repairedData++;
       return;
     }
     this.core.counters.corruptData++;

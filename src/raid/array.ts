@@ -4,6 +4,7 @@ import { levelDescriptor, MirrorLayout, ParityLayout, type LevelDescriptor, type
 import { MirrorEngine } from './mirror-engine.js';
 import { ParityEngine } from './parity-engine.js';
 import { BITMAP_OFFSET, DATA_OFFSET, encodeSuperblock, newUuid, slotOffset, SPARE_ROLE, type MemberState, type RoleEntry } from './superblock.js';
+import { PendingRepairs, type PendingRepair } from './pending-repairs.js';
 import { WriteIntentBitmap } from './write-intent.js';
 
 /** The shape of an array, fixed at creation and carried in every superblock. */
@@ -103,6 +104,8 @@ export interface ArrayStatus {
   spares: MemberStatus[];
   rebuild: RebuildProgress | undefined;
   dirtyRegions: number;
+  /** Repairs found needed while the array was open read-only, not yet written (see PendingRepair). */
+  pendingRepairs: PendingRepair[];
   counters: {
     /** Member copies rewritten through the redundancy hook (checksum-driven self-heal). */
     repairs: number;
@@ -112,6 +115,8 @@ export interface ArrayStatus {
     mismatches: number;
     /** Dirty regions resynced after an unclean shutdown. */
     resyncedRegions: number;
+    /** Ranges with a repair pending (read-only open): a copy differs from data the pool verified. */
+    pendingRepairs: number;
   };
 }
 
@@ -145,6 +150,8 @@ export class RaidArray implements BlockDevice {
   private closed = false;
   private rebuilding: { progress: RebuildProgress | undefined; stop: boolean; done: Promise<void> } | undefined;
   private readonly counters = { repairs: 0, readErrors: 0, writeErrors: 0, mismatches: 0, resyncedRegions: 0 };
+  private readonly pending = new PendingRepairs();
+  private toldPending = false;
 
   constructor(
     readonly geometry: ArrayGeometry,
@@ -261,7 +268,8 @@ export class RaidArray implements BlockDevice {
       spares: this.spares.map((s) => member(s, 'spare')),
       rebuild: this.rebuilding?.progress,
       dirtyRegions: this.bitmap.dirtyRegions().length,
-      counters: { ...this.counters },
+      pendingRepairs: this.pending.list(),
+      counters: { ...this.counters, pendingRepairs: this.pending.size },
     };
   }
 
@@ -417,6 +425,58 @@ export class RaidArray implements BlockDevice {
     this.counters.mismatches += mismatches;
     if (regions.length) await this.storeBitmap(this.bitmap.bits, true);
     return { regions: regions.length, mismatches };
+  }
+
+  /** Repairs recorded while read-only and not yet written. */
+  pendingRepairs(): PendingRepair[] {
+    return this.pending.list();
+  }
+
+  /** Takes repairs recorded by an earlier read-only open (kept by the caller), to report them and to carry them out. */
+  addPendingRepairs(list: PendingRepair[]): void {
+    for (const p of list) this.pending.add(p);
+  }
+
+  /**
+   * Carries out the pending repairs (a read-write open, before it serves).
+   * The data the pool verified is not kept, so each range is read by every
+   * way the array offers, and a way is taken as right only when the copies
+   * that differ from it are among the members recorded as bad: the same
+   * verdict the checksum gave. A range whose copies all agree now (rewritten
+   * since) is dropped; one no way explains is dropped with an event, to be
+   * found again by the pool's checksums (pool check --repair).
+   */
+  async repairPending(): Promise<{ repaired: number; dropped: number }> {
+    this.checkOpen('write');
+    if (this.readOnly) return { repaired: 0, dropped: 0 };
+    if (this.status().degraded) return { repaired: 0, dropped: 0 };
+    let repaired = 0;
+    let dropped = 0;
+    for (const p of this.pending.list()) {
+      const buf = Buffer.alloc(p.length);
+      let fixed = false;
+      let agree = false;
+      for (let c = 0; c < this.engine.copies(p.offset, p.length) && !fixed && !agree; c++) {
+        try {
+          await this.engine.readCopy(buf, p.offset, c);
+        } catch {
+          continue;
+        }
+        const differ = await this.retrying('read', p.offset, p.length, () => this.engine.repair(buf, p.offset, true));
+        if (differ.size === 0) agree = c === 0;
+        else if ([...differ].every((m) => p.members.includes(m))) {
+          await this.redundancy!.repair(buf, p.offset);
+          fixed = true;
+        }
+      }
+      this.pending.delete(p);
+      if (fixed) repaired++;
+      else if (!agree) {
+        dropped++;
+        this.event(`pending repair of ${p.length} bytes at ${p.offset} (member(s) ${p.members.join(', ')}) no longer matches what the members hold; left to the pool's checksums`);
+      }
+    }
+    return { repaired, dropped };
   }
 
   /** Dirty regions of the write-intent bitmap, for tests and status. */
@@ -739,6 +799,7 @@ export class RaidArray implements BlockDevice {
 
   private makeRedundancy(): Redundancy {
     return {
+      mirrored: this.level.kind === 'mirror',
       copies: (offset, length) => {
         checkRange(this, 'read', offset, length);
         return this.engine.copies(offset, length);
@@ -753,7 +814,8 @@ export class RaidArray implements BlockDevice {
           throw err;
         }
       },
-      repair: async (good, offset) => {
+      repair: async (good, offset, opts) => {
+        if (this.readOnly || opts?.defer) return this.deferRepair(good, offset);
         this.checkOpen('write');
         checkWritable(this, 'write', offset, good.length);
         checkRange(this, 'write', offset, good.length);
@@ -763,6 +825,22 @@ export class RaidArray implements BlockDevice {
         return fixed.size;
       },
     };
+  }
+
+  /** A read-only open may not write: note which members differ from the verified data, for a later read-write open. */
+  private async deferRepair(good: Uint8Array, offset: number): Promise<number> {
+    this.checkOpen('read');
+    checkRange(this, 'read', offset, good.length);
+    const differ = await this.retrying('read', offset, good.length, () => this.engine.repair(good, offset, true));
+    if (differ.size > 0) {
+      const members = [...differ].sort((a, b) => a - b);
+      // One line per open, not one per block: a zeroed stretch of a member is thousands of them.
+      if (this.pending.add({ offset, length: good.length, members }) && !this.toldPending) {
+        this.toldPending = true;
+        this.event(`a bad copy at ${offset} (member(s) ${members.join(', ')}) was read from the redundancy; its repair, and any more like it, is pending (open read-only; raid status counts them)`);
+      }
+    }
+    return 0;
   }
 
   private event(message: string): void {

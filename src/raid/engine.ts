@@ -53,8 +53,12 @@ export interface Engine {
   rebuild(member: number, r0: number, r1: number): Promise<void>;
   copies(offset: number, length: number): number;
   readCopy(buf: Uint8Array, offset: number, copy: number): Promise<void>;
-  /** Rewrites every copy of the range that differs from `good`; resolves to the members rewritten. */
-  repair(good: Uint8Array, offset: number): Promise<Set<number>>;
+  /**
+   * Rewrites every copy of the range that differs from `good`; resolves to the
+   * members rewritten. With `dryRun` nothing is written: it resolves to the
+   * members that would be (a read-only array records them as pending).
+   */
+  repair(good: Uint8Array, offset: number, dryRun?: boolean): Promise<Set<number>>;
 }
 
 /** A member failed under a request: the core retries the request on the degraded array. */

@@ -4,3 +4,4 @@ export { assembleArray, type AssembleOptions, type AssembleResult } from './asse
 export type { Mismatch } from './engine.js';
 export { levelDescriptor, type LevelDescriptor, type RaidLevel } from './levels/index.js';
 export { DATA_OFFSET } from './superblock.js';
+export { parsePendingRepairs, type PendingRepair } from './pending-repairs.js';

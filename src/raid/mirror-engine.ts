@@ -123,7 +123,7 @@ export class MirrorEngine implements Engine {
     await settleAll(pieces(this.layout.chunk, offset, buf.length).map((p) => this.readPiece(buf, p, copy)));
   }
 
-  async repair(good: Uint8Array, offset: number): Promise<Set<number>> {
+  async repair(good: Uint8Array, offset: number, dryRun = false): Promise<Set<number>> {
     const fixed = new Set<number>();
     const { chunk: C, copies } = this.layout;
     const scratch = this.io.take();
@@ -138,7 +138,7 @@ export class MirrorEngine implements Engine {
             const have = scratch.subarray(0, p.length);
             await this.io.read(m, have, row * C + p.within);
             if (Buffer.compare(have, want) === 0) continue;
-            await this.io.write(m, want, row * C + p.within);
+            if (!dryRun) await this.io.write(m, want, row * C + p.within);
             fixed.add(m);
           }
         });
@@ -154,8 +154,11 @@ export class MirrorEngine implements Engine {
     const { chunk: C, copies } = this.layout;
     const dst = p.at === 0 && p.length === buf.length ? buf : buf.subarray(p.at, p.at + p.length);
     if (copy >= 0) {
-      const m = this.layout.member(p.chunk, copy);
-      const row = this.layout.row(p.chunk, copy);
+      // Numbered from the replica a normal read starts with, so that copy 0 is the normal path and the
+      // alternatives a checksum failure tries (1 …) are the other replicas, whichever chunk it is.
+      const r = (p.chunk + copy) % copies;
+      const m = this.layout.member(p.chunk, r);
+      const row = this.layout.row(p.chunk, r);
       if (!this.io.readable(m, row)) return Promise.reject(new BlockDeviceError('EIO', this.name, 'read', `copy ${copy} is on member ${m}, which is not in sync`, p.chunk * C + p.within, p.length));
       return this.io.read(m, dst, row * C + p.within);
     }

@@ -148,7 +148,7 @@ export class ParityEngine implements Engine {
     );
   }
 
-  async repair(good: Uint8Array, offset: number): Promise<Set<number>> {
+  async repair(good: Uint8Array, offset: number, dryRun = false): Promise<Set<number>> {
     const fixed = new Set<number>();
     for (const p of this.pieces(offset, good.length)) {
       await this.locks.with(p.stripe, async () => {
@@ -163,7 +163,7 @@ export class ParityEngine implements Engine {
           const dm = this.layout.dataMember(s, p.index);
           if (Buffer.compare(l.blocks[p.index]!, want) !== 0) {
             if (this.io.readable(dm, s) && this.io.writable(dm)) {
-              await this.io.write(dm, want, at);
+              if (!dryRun) await this.io.write(dm, want, at);
               fixed.add(dm);
             }
             l.blocks[p.index]!.set(want);
@@ -175,12 +175,12 @@ export class ParityEngine implements Engine {
           else computePQ(data, P, Q, L);
           const pm = this.layout.pMember(s);
           if (this.io.readable(pm, s) && Buffer.compare(P, l.blocks[this.d]!) !== 0) {
-            await this.io.write(pm, P, at);
+            if (!dryRun) await this.io.write(pm, P, at);
             fixed.add(pm);
           }
           const qm = this.layout.qMember(s);
           if (this.m === 2 && this.io.readable(qm, s) && Buffer.compare(Q, l.blocks[this.d + 1]!) !== 0) {
-            await this.io.write(qm, Q, at);
+            if (!dryRun) await this.io.write(qm, Q, at);
             fixed.add(qm);
           }
         } finally {
