@@ -42,6 +42,8 @@ export interface NbdServerStats {
   handshakeTimeouts: number;
   /** Bytes held for requests and their replies, against the budget. */
   budget: BudgetStats;
+  /** The most bytes any one connection holds right now. */
+  largestConnection: number;
   /** The pooled buffers behind them. */
   buffers: BufferPoolStats;
 }
@@ -99,6 +101,7 @@ export class NbdServer {
       idleClosed,
       handshakeTimeouts,
       budget: this.budget.stats,
+      largestConnection: Math.max(0, ...[...this.transmissions].map((t) => t.bufferedBytes)),
       buffers: this.buffers.stats,
     };
   }
