@@ -46,8 +46,8 @@ function rssOf(pid: number): number {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Fixed newstyle, NBD_OPT_EXPORT_NAME, then `requests` 1 MiB READs; the replies are never read. */
-async function slowReader(port: number, exportName: string, requests: number): Promise<net.Socket> {
+/** Fixed newstyle, NBD_OPT_EXPORT_NAME, then `requests` 1 MiB READs; the replies are never read. Undefined if the server turned it away. */
+async function slowReader(port: number, exportName: string, requests: number): Promise<net.Socket | undefined> {
   const s = net.connect({ port, host: '127.0.0.1' });
   await new Promise<void>((resolve, reject) => {
     s.once('connect', resolve);
@@ -55,12 +55,12 @@ async function slowReader(port: number, exportName: string, requests: number): P
   });
   s.on('error', () => undefined);
   let got = Buffer.alloc(0);
-  await new Promise<void>((resolve, reject) => {
+  const negotiated = await new Promise<boolean>((resolve) => {
     const onData = (d: Buffer): void => {
       got = Buffer.concat([got, d]);
       if (got.length >= 18 + 10) {
         s.off('data', onData);
-        resolve();
+        resolve(true);
       } else if (got.length >= 18 && got.length - d.length < 18) sendOptions();
     };
     const sendOptions = (): void => {
@@ -74,8 +74,9 @@ async function slowReader(port: number, exportName: string, requests: number): P
       s.write(Buffer.concat([flags, opt, name]));
     };
     s.on('data', onData);
-    s.once('close', () => reject(new Error('the server closed the connection during the handshake')));
+    s.once('close', () => resolve(false));
   });
+  if (!negotiated) return undefined;
   s.pause();
   const batch = Buffer.alloc(28 * requests);
   for (let i = 0; i < requests; i++) {
@@ -91,7 +92,17 @@ async function slowReader(port: number, exportName: string, requests: number): P
   return s;
 }
 
-async function round(clients: number, args: Args): Promise<{ before: number; peak: number; after: number }> {
+interface Round {
+  before: number;
+  peak: number;
+  after: number;
+  /** The server's accounted bytes while the clients sat there (its stats, via SIGUSR1); undefined if it printed none. */
+  accounted: number | undefined;
+  /** Clients the server took (the per-address cap may refuse some). */
+  served: number;
+}
+
+async function round(clients: number, args: Args): Promise<Round> {
   const child = spawn(process.execPath, [strataCli(), 'serve', '--memory', '64M', '--listen', '127.0.0.1:0', ...args.serveArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -105,26 +116,41 @@ async function round(clients: number, args: Args): Promise<{ before: number; pea
     await sleep(500);
     const before = rssOf(pid);
     const sockets: net.Socket[] = [];
-    for (let i = 0; i < clients; i++) sockets.push(await slowReader(Number(m[1]), m[2]!, args.requests));
+    for (let i = 0; i < clients; i++) {
+      const s = await slowReader(Number(m[1]), m[2]!, args.requests);
+      if (s) sockets.push(s);
+    }
     let peak = before;
     for (let t = 0; t < 30; t++) {
       await sleep(100);
       peak = Math.max(peak, rssOf(pid));
     }
+    const accounted = await budgetUsed(child, () => stderr);
     for (const s of sockets) s.destroy();
     await sleep(args.settleSeconds * 1000);
-    return { before, peak, after: rssOf(pid) };
+    return { before, peak, after: rssOf(pid), accounted, served: sockets.length };
   } finally {
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));
   }
 }
 
+async function budgetUsed(child: ReturnType<typeof spawn>, stderr: () => string): Promise<number | undefined> {
+  const from = stderr().length;
+  child.kill('SIGUSR1');
+  for (let i = 0; i < 20; i++) {
+    await sleep(50);
+    const line = stderr().slice(from).split('\n').find((l) => l.startsWith('{"stats"'));
+    if (line) return (JSON.parse(line) as { stats: { budget: { used: number } } }).stats.budget.used;
+  }
+  return undefined;
+}
+
 const args = parseArgs(process.argv.slice(2));
 const mib = (n: number): string => `${(n / MIB).toFixed(0)}M`;
-console.log(`| slow clients | requests each | RSS before | RSS peak | RSS ${args.settleSeconds} s after they close |`);
-console.log('|---|---|---|---|---|');
+console.log(`| slow clients (served) | requests each | RSS before | RSS peak | accounted at peak | RSS ${args.settleSeconds} s after they close |`);
+console.log('|---|---|---|---|---|---|');
 for (const n of args.clients) {
   const r = await round(n, args);
-  console.log(`| ${n} | ${args.requests} × 1 MiB | ${mib(r.before)} | ${mib(r.peak)} | ${mib(r.after)} |`);
+  console.log(`| ${n} (${r.served}) | ${args.requests} × 1 MiB | ${mib(r.before)} | ${mib(r.peak)} | ${r.accounted === undefined ? 'n/a' : mib(r.accounted)} | ${mib(r.after)} |`);
 }
