@@ -88,7 +88,9 @@ export class RequestParser {
   private run(): void {
     while (!this.stopped) {
       if (this.state === State.Header) {
-        if (this.available < REQUEST_HEADER || this.sink.full(this.peek(6, 2), this.peek(24, 4))) return;
+        if (this.available < REQUEST_HEADER) return;
+        // A header without the magic is fatal at once, whatever room its garbage would ask for.
+        if (this.peek(0, 4) === REQUEST_MAGIC && this.sink.full(this.peek(6, 2), this.peek(24, 4))) return;
         this.header();
       } else if (this.state === State.Payload) {
         if (!this.payload()) return;

@@ -117,6 +117,14 @@ describe('clients that pipeline large reads and never read the replies', () => {
         expect(back[2].equals(data.subarray(4096, 8192))).toBe(true);
       }
       await c.flush();
+      // A stream that cannot be framed is closed at once, not left waiting for the room its garbage asks for.
+      const garbage = await RawPeer.connect(served.port);
+      peers.push(garbage);
+      await go(garbage, 'disk');
+      const bad = request(K.CMD_READ, 0, 1n, 0, 32 * MIB);
+      bad.writeUInt32BE(0xdeadbeef, 0);
+      garbage.send(bad);
+      await garbage.closedByServer();
       // All the while the slow ones still sat at the budget.
       expect(server.stats.budget.used).toBeLessThanOrEqual(BUDGET);
       expect(server.stats.budget.waiting).toBeGreaterThan(0);
