@@ -1,7 +1,9 @@
 import path from 'node:path';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { Option, type Command } from 'commander';
 import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
-import { loadTls, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type StaticExport, type TlsMode } from '../../src/nbd/index.js';
+import { DEFAULT_MAX_BUFFER, DEFAULT_MAX_PER_ADDRESS, loadTls, MIN_MAX_BUFFER, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type NbdServerStats, type StaticExport, type TlsMode } from '../../src/nbd/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { ControlServer } from '../control-server.js';
 import { IncompleteVolumeError } from '../incomplete.js';
@@ -27,6 +29,10 @@ interface ServeOptions {
   tlsCa?: string;
   tlsPsk?: string;
   maxConnections: string;
+  maxConnectionsPerAddress: string;
+  maxBuffer: string;
+  idleTimeout: string;
+  handshakeTimeout: string;
   rebuildRate: string;
   cache: CacheMode;
 }
@@ -53,6 +59,10 @@ export const serveCommands: CommandGroup = (program) => {
     .option('--tls-ca <file>', 'require client certificates signed by this CA (PEM)')
     .option('--tls-psk <file>', 'pre-shared keys, one identity:hexkey per line (psktool format)')
     .option('--max-connections <n>', 'connections served at once', '128')
+    .option('--max-connections-per-address <n>', 'connections from one client IP address (0 = no cap; Unix-socket clients are not counted)', String(DEFAULT_MAX_PER_ADDRESS))
+    .option('--max-buffer <size>', `reply and write-payload bytes held for all clients together; readers that do not keep up are paused (at least ${formatSize(MIN_MAX_BUFFER)})`, formatSize(DEFAULT_MAX_BUFFER))
+    .option('--idle-timeout <seconds>', 'close a connection after this long with no request and no reply delivered (0 = never)', '0')
+    .option('--handshake-timeout <seconds>', 'drop a client that has not finished the handshake (TLS included) by then', '30')
     .addOption(cacheOption('pool files, RAID members and --file'))
     .option('--rebuild-rate <size>', 'RAID pools: background rebuild rate per second (0 = unlimited), also for raid add/replace sent to the server without --rate', '200M')
     .action(async (pools: string[], opts: ServeOptions, cmd: Command) => serve(pools, opts, globals(cmd).home));
@@ -72,6 +82,12 @@ interface Served {
 async function serve(pools: string[], opts: ServeOptions, home: string): Promise<void> {
   const maxConnections = Number(opts.maxConnections);
   if (!Number.isSafeInteger(maxConnections) || maxConnections < 1) throw new Error(`invalid --max-connections '${opts.maxConnections}'`);
+  const perAddress = Number(opts.maxConnectionsPerAddress);
+  if (!Number.isSafeInteger(perAddress) || perAddress < 0) throw new Error(`invalid --max-connections-per-address '${opts.maxConnectionsPerAddress}'`);
+  const maxBuffer = parseSize(opts.maxBuffer);
+  if (maxBuffer < MIN_MAX_BUFFER) throw new Error(`--max-buffer ${opts.maxBuffer} is below the minimum of ${formatSize(MIN_MAX_BUFFER)} (two requests of the largest size)`);
+  const idleTimeoutMs = seconds('--idle-timeout', opts.idleTimeout, 0);
+  const handshakeTimeoutMs = seconds('--handshake-timeout', opts.handshakeTimeout, 1);
   const tlsFiles: Parameters<typeof loadTls>[0] = { mode: opts.tls };
   if (opts.tlsCert !== undefined) tlsFiles.cert = opts.tlsCert;
   if (opts.tlsKey !== undefined) tlsFiles.key = opts.tlsKey;
@@ -86,8 +102,16 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
     readOnly: opts.readOnly ?? false,
     tls,
     maxConnections,
+    maxConnectionsPerAddress: perAddress,
+    maxBufferBytes: maxBuffer,
+    idleTimeoutMs,
+    handshakeTimeoutMs,
+    releaseMemory: collectSoon(),
     log: (m) => process.stderr.write(`strata serve: ${m}\n`),
   });
+  // The counters on demand (kill -USR1), as one JSON line on stderr.
+  const dumpStats = (): void => void process.stderr.write(`${JSON.stringify({ stats: server.stats })}\n`);
+  process.on('SIGUSR1', dumpStats);
   try {
     const bound: ListenAddress[] = [];
     for (const a of addresses) bound.push(await server.listen(a));
@@ -97,7 +121,10 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
     if (tls.mode !== 'off') for (const b of bound) process.stdout.write(`${nbdUri(b, name, true)}\n`);
     await untilSignal();
     await server.close();
+    const summary = refusalSummary(server.stats);
+    if (summary) process.stderr.write(`strata serve: ${summary}\n`);
   } finally {
+    process.off('SIGUSR1', dumpStats);
     await served.close();
   }
 }
@@ -242,6 +269,43 @@ function qemuLine(address: ListenAddress, name: string, tls: undefined | 'x509' 
   const where = 'socket' in address ? `server.type=unix,server.path=${address.socket}` : `server.type=inet,server.host=${address.host},server.port=${address.port}`;
   const creds = tls === 'x509' ? 'tls-creds-x509,id=tls0,endpoint=client,dir=CERTDIR' : `tls-creds-psk,id=tls0,endpoint=client,dir=KEYDIR,username=${tls.psk}`;
   return `qemu-system-x86_64 -object ${creds} -drive driver=nbd,${where},export=${name},tls-creds=tls0,format=raw,if=virtio`;
+}
+
+function seconds(flag: string, text: string, min: number): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || n < min || n > 365 * 86400) throw new Error(`invalid ${flag} '${text}' (seconds${min > 0 ? `, at least ${min}` : ', 0 for never'})`);
+  return Math.round(n * 1000);
+}
+
+/** What the server turned away or cut off while it ran, in one line; undefined when nothing. */
+export function refusalSummary(stats: NbdServerStats): string | undefined {
+  const { refused, idleClosed, handshakeTimeouts } = stats;
+  const parts: string[] = [];
+  if (refused.connectionLimit > 0) parts.push(`${refused.connectionLimit} connections refused at --max-connections`);
+  if (refused.perAddressLimit > 0) parts.push(`${refused.perAddressLimit} refused at --max-connections-per-address`);
+  if (idleClosed > 0) parts.push(`${idleClosed} closed idle`);
+  if (handshakeTimeouts > 0) parts.push(`${handshakeTimeouts} dropped for not finishing the handshake`);
+  return parts.length > 0 ? parts.join(', ') : undefined;
+}
+
+/**
+ * Dropped buffer slabs are unmapped only when V8 collects them, and an idle
+ * server may not collect for hours: run a full collection shortly after
+ * (once per burst of releases). The gc function is taken from a fresh context
+ * after exposing it, as --expose-gc would.
+ */
+function collectSoon(): () => void {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as (() => void) | undefined;
+  let pending: NodeJS.Timeout | undefined;
+  return () => {
+    if (!gc || pending) return;
+    pending = setTimeout(() => {
+      pending = undefined;
+      gc();
+    }, 100);
+    pending.unref();
+  };
 }
 
 function untilSignal(): Promise<void> {

@@ -1,4 +1,4 @@
-export { NbdServer, type NbdServerOptions, type ListenAddress } from './server.js';
+export { NbdServer, DEFAULT_MAX_BUFFER, DEFAULT_MAX_PER_ADDRESS, MIN_MAX_BUFFER, type NbdServerOptions, type NbdServerStats, type ListenAddress } from './server.js';
 export { StaticExportSource, type ExportSource, type ExportListing, type OpenedExport, type StaticExport } from './exports.js';
 export { loadTls, type TlsMode, type TlsSetup, type TlsFiles } from './tls.js';
 export { SparseMemoryDevice } from './sparse-memory.js';

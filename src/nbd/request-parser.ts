@@ -1,4 +1,4 @@
-import { ioBuffers } from './buffer-pool.js';
+import { BufferPool } from './buffer-pool.js';
 import { CMD_WRITE, MAX_PAYLOAD, REQUEST_MAGIC } from './constants.js';
 
 /** One transmission request as it came off the wire. */
@@ -23,8 +23,12 @@ export interface ParserSink {
   request(req: Request): void;
   /** The stream cannot be parsed any further (bad magic): the connection must close. */
   fatal(reason: string): void;
-  /** Checked before each request: true stops parsing until resume() (backpressure). */
-  full(): boolean;
+  /**
+   * Asked before each request is taken off the stream, with its type and
+   * length: true stops parsing (the request stays unread) until resume()
+   * (backpressure); false means the sink has made room for it.
+   */
+  full(type: number, length: number): boolean;
 }
 
 const enum State {
@@ -51,7 +55,10 @@ export class RequestParser {
   private stopped = false;
   private readonly scratch = Buffer.alloc(REQUEST_HEADER);
 
-  constructor(private readonly sink: ParserSink) {}
+  constructor(
+    private readonly sink: ParserSink,
+    private readonly buffers: BufferPool = new BufferPool(),
+  ) {}
 
   push(chunk: Buffer): void {
     if (this.stopped || chunk.length === 0) return;
@@ -68,7 +75,7 @@ export class RequestParser {
   /** Drops buffered input; nothing more is parsed (DISC, fatal error, close). */
   stop(): void {
     this.stopped = true;
-    if (this.pending?.pooled) ioBuffers.give(this.pending.pooled);
+    if (this.pending?.pooled) this.buffers.give(this.pending.pooled);
     this.pending = undefined;
     this.chunks = [];
     this.available = 0;
@@ -81,7 +88,9 @@ export class RequestParser {
   private run(): void {
     while (!this.stopped) {
       if (this.state === State.Header) {
-        if (this.available < REQUEST_HEADER || this.sink.full()) return;
+        if (this.available < REQUEST_HEADER) return;
+        // A header without the magic is fatal at once, whatever room its garbage would ask for.
+        if (this.peek(0, 4) === REQUEST_MAGIC && this.sink.full(this.peek(6, 2), this.peek(24, 4))) return;
         this.header();
       } else if (this.state === State.Payload) {
         if (!this.payload()) return;
@@ -130,7 +139,7 @@ export class RequestParser {
         this.consume(req.length);
         this.finish();
       } else {
-        req.pooled = ioBuffers.take(req.length);
+        req.pooled = this.buffers.take(req.length);
         req.payload = req.pooled.subarray(0, req.length);
       }
     }
@@ -163,6 +172,22 @@ export class RequestParser {
     this.pending = undefined;
     this.state = State.Header;
     this.sink.request(req);
+  }
+
+  /** A big-endian field of the next header (`width` 2 or 4 bytes at `at`), read without consuming it. */
+  private peek(at: number, width: 2 | 4): number {
+    let value = 0;
+    let chunk = 0;
+    let pos = this.head + at;
+    while (pos >= this.chunks[chunk]!.length) pos -= this.chunks[chunk++]!.length;
+    for (let i = 0; i < width; i++) {
+      value = value * 256 + this.chunks[chunk]![pos]!;
+      if (++pos === this.chunks[chunk]!.length) {
+        chunk++;
+        pos = 0;
+      }
+    }
+    return value;
   }
 
   /** Copies n buffered bytes into dst at `at`, consuming them. */

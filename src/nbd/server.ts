@@ -1,10 +1,13 @@
 import fs from 'node:fs';
 import net from 'node:net';
+import { BufferBudget, type BudgetStats } from './buffer-budget.js';
+import { BufferPool, type BufferPoolStats } from './buffer-pool.js';
+import { MAX_PAYLOAD } from './constants.js';
 import { ExportTable } from './export-table.js';
 import type { ExportSource } from './exports.js';
 import { Handshake } from './handshake.js';
 import type { TlsSetup } from './tls.js';
-import { DEFAULT_LIMITS, Transmission, type NbdSocket, type TransmissionLimits } from './transmission.js';
+import { budgetFloor, DEFAULT_LIMITS, Transmission, type NbdSocket, type TransmissionLimits } from './transmission.js';
 
 export interface NbdServerOptions {
   source: ExportSource;
@@ -13,15 +16,48 @@ export interface NbdServerOptions {
   tls?: TlsSetup;
   /** Connections beyond this are closed at once. */
   maxConnections?: number;
+  /** Connections from one TCP address beyond this are closed at once (0: no cap; Unix-socket clients are not counted). */
+  maxConnectionsPerAddress?: number;
+  /** Reply and payload bytes the whole server may hold (default 256 MiB, at least 64 MiB). */
+  maxBufferBytes?: number;
+  /** Bytes one connection may hold (default a quarter of the shared part of the budget, at most 64 MiB). */
+  maxConnectionBufferBytes?: number;
   limits?: Partial<TransmissionLimits>;
-  /** A client must finish the handshake (or TLS) within this time. */
+  /** A client must finish the handshake (TLS included) within this time, however it trickles its bytes. */
   handshakeTimeoutMs?: number;
+  /** A connection with nothing received, delivered or running for this long is closed (0, the default: never). */
+  idleTimeoutMs?: number;
+  /** Called after pooled buffers were dropped, so their memory can be collected now rather than at the next GC. */
+  releaseMemory?: () => void;
   log?: (message: string) => void;
+}
+
+/** What the server counts instead of logging a line per event. */
+export interface NbdServerStats {
+  connections: number;
+  transmissions: number;
+  /** Connections closed at accept: the server-wide cap, the per-address cap, shutdown. */
+  refused: { connectionLimit: number; perAddressLimit: number; shuttingDown: number };
+  idleClosed: number;
+  handshakeTimeouts: number;
+  /** Bytes held for requests and their replies, against the budget. */
+  budget: BudgetStats;
+  /** The most bytes any one connection holds right now. */
+  largestConnection: number;
+  /** The pooled buffers behind them. */
+  buffers: BufferPoolStats;
 }
 
 export type ListenAddress = { host: string; port: number } | { socket: string };
 
 const DEFAULT_MAX_CONNECTIONS = 128;
+export const DEFAULT_MAX_PER_ADDRESS = 32;
+export const DEFAULT_MAX_BUFFER = 256 * 1024 * 1024;
+/** The smallest budget whose shared part still holds a request of the largest size. */
+export const MIN_MAX_BUFFER = 2 * MAX_PAYLOAD;
+/** What one connection may hold at most, by default (less when a quarter of the shared budget is less). */
+const MAX_CONNECTION_BUFFER = 64 * 1024 * 1024;
+const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
 
 /**
  * An NBD server: one listener or more (TCP, Unix socket), many connections,
@@ -37,12 +73,37 @@ export class NbdServer {
   private readonly sessions = new Set<Promise<unknown>>();
   private readonly limits: TransmissionLimits;
   private readonly log: (message: string) => void;
+  private readonly maxConnections: number;
+  private readonly perAddress = new Map<string, number>();
+  private readonly buffers: BufferPool;
+  private readonly budget: BufferBudget;
+  private readonly counts = { connectionLimit: 0, perAddressLimit: 0, shuttingDown: 0, idleClosed: 0, handshakeTimeouts: 0 };
   private shuttingDown = false;
 
   constructor(private readonly opts: NbdServerOptions) {
     this.exports = new ExportTable(opts.source, opts.readOnly ?? false);
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.log = opts.log ?? (() => undefined);
+    this.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    const total = opts.maxBufferBytes ?? DEFAULT_MAX_BUFFER;
+    if (!(total >= MIN_MAX_BUFFER)) throw new RangeError(`the buffer budget must be at least ${MIN_MAX_BUFFER} bytes`);
+    const floor = budgetFloor(total, this.maxConnections);
+    this.budget = new BufferBudget({ total, perConnection: opts.maxConnectionBufferBytes ?? MAX_CONNECTION_BUFFER, slots: this.maxConnections, floor });
+    this.buffers = new BufferPool(opts.releaseMemory);
+  }
+
+  get stats(): NbdServerStats {
+    const { idleClosed, handshakeTimeouts, connectionLimit, perAddressLimit, shuttingDown } = this.counts;
+    return {
+      connections: this.connections.size,
+      transmissions: this.transmissions.size,
+      refused: { connectionLimit, perAddressLimit, shuttingDown },
+      idleClosed,
+      handshakeTimeouts,
+      budget: this.budget.stats,
+      largestConnection: Math.max(0, ...[...this.transmissions].map((t) => t.bufferedBytes)),
+      buffers: this.buffers.stats,
+    };
   }
 
   /** Starts listening; resolves with the address actually bound (port 0 picks a free one). */
@@ -90,13 +151,30 @@ export class NbdServer {
 
   private accept(socket: net.Socket): void {
     socket.on('error', () => socket.destroy());
-    if (this.shuttingDown || this.connections.size >= (this.opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS)) {
-      this.log(`refusing a connection from ${describe(socket)}: ${this.shuttingDown ? 'shutting down' : 'connection limit reached'}`);
-      socket.destroy();
+    // Refusals are counted (stats), not logged: a flood of them would flood the log.
+    const address = peerAddress(socket);
+    const fromAddress = address === undefined ? 0 : (this.perAddress.get(address) ?? 0);
+    const perAddressCap = this.opts.maxConnectionsPerAddress ?? DEFAULT_MAX_PER_ADDRESS;
+    if (this.shuttingDown) this.counts.shuttingDown++;
+    else if (this.connections.size >= this.maxConnections) this.counts.connectionLimit++;
+    else if (perAddressCap > 0 && fromAddress >= perAddressCap) this.counts.perAddressLimit++;
+    else {
+      this.connections.add(socket);
+      if (address !== undefined) this.perAddress.set(address, fromAddress + 1);
+      socket.on('close', () => {
+        this.connections.delete(socket);
+        if (address === undefined) return;
+        const left = (this.perAddress.get(address) ?? 1) - 1;
+        if (left > 0) this.perAddress.set(address, left);
+        else this.perAddress.delete(address);
+      });
+      this.startSession(socket);
       return;
     }
-    this.connections.add(socket);
-    socket.on('close', () => this.connections.delete(socket));
+    socket.destroy();
+  }
+
+  private startSession(socket: net.Socket): void {
     const session = this.serve(socket).catch((err: unknown) => {
       this.log(`connection from ${describe(socket)} failed: ${err instanceof Error ? err.message : String(err)}`);
       socket.destroy();
@@ -106,17 +184,29 @@ export class NbdServer {
   }
 
   private async serve(socket: net.Socket): Promise<void> {
-    const timeout = this.opts.handshakeTimeoutMs ?? 30_000;
-    socket.setTimeout(timeout, () => socket.destroy());
+    const timeout = this.opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    // A deadline, not an inactivity timer: a client trickling a byte now and then must not hold its slot.
+    const deadline = setTimeout(() => {
+      this.counts.handshakeTimeouts++;
+      socket.destroy();
+    }, timeout);
     const tls = this.opts.tls ?? { mode: 'off' };
     const hs = new Handshake(socket, { source: this.opts.source, exports: this.exports, tls, isShuttingDown: () => this.shuttingDown, timeoutMs: timeout });
-    const result = await hs.run();
-    socket.setTimeout(0);
+    let result: Awaited<ReturnType<Handshake['run']>>;
+    try {
+      result = await hs.run();
+    } finally {
+      clearTimeout(deadline);
+    }
     if (!result) return;
     const t = new Transmission(result.socket as NbdSocket, result.export, {
       structured: result.structured,
       metaContextId: result.metaContextId,
       limits: this.limits,
+      buffers: this.buffers,
+      budget: this.budget,
+      idleTimeoutMs: this.opts.idleTimeoutMs ?? 0,
+      onIdleClose: () => this.counts.idleClosed++,
       log: this.log,
     });
     this.transmissions.add(t);
@@ -125,9 +215,18 @@ export class NbdServer {
       await t.start(result.leftover);
     } finally {
       this.transmissions.delete(t);
+      // Nobody left to reuse them: pooled buffers go back to the system.
+      if (this.transmissions.size === 0) this.buffers.trim();
       await this.exports.release(result.export);
     }
   }
+}
+
+/** The client's IP address (IPv4-mapped IPv6 as plain IPv4); undefined for a Unix socket. */
+function peerAddress(socket: net.Socket): string | undefined {
+  const a = socket.remoteAddress;
+  if (a === undefined) return undefined;
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
 }
 
 function describe(socket: net.Socket): string {

@@ -1,6 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { BlockDeviceError, type Extent } from '../blockdev/index.js';
-import { ioBuffers } from './buffer-pool.js';
+import { classOf, type BufferPool } from './buffer-pool.js';
+import type { BudgetAccount, BufferBudget } from './buffer-budget.js';
 import {
   CMD_BLOCK_STATUS,
   CMD_CACHE,
@@ -38,28 +39,57 @@ export interface TransmissionOptions {
   /** Id of the base:allocation context when the client selected it for this export. */
   metaContextId: number | undefined;
   limits: TransmissionLimits;
+  /** Pooled reply and payload buffers, shared by the server's connections. */
+  buffers: BufferPool;
+  /** The server-wide bound on buffered bytes; this connection opens its account there. */
+  budget: BufferBudget;
+  /** Close the connection after this long with nothing received, nothing delivered and nothing running (0: never). */
+  idleTimeoutMs: number;
+  /** Told when the idle timeout closed this connection. */
+  onIdleClose: () => void;
   log: (message: string) => void;
 }
 
 /**
- * Backpressure: reading stops while any limit is reached, so a client that
- * pipelines without end or never reads its replies cannot grow the server.
- * One request is always admitted, so a 32 MiB request still makes progress.
+ * Backpressure: reading stops while a limit is reached (here the number of
+ * requests running; bytes are the budget's), so a client that pipelines
+ * without end or never reads its replies cannot grow the server.
  */
 export interface TransmissionLimits {
   maxRequests: number;
-  /** READ lengths and WRITE payloads of requests in flight. */
-  maxBytes: number;
-  /** Reply bytes queued on the socket that the client has not read yet. */
-  maxQueuedReplyBytes: number;
 }
 
-export const DEFAULT_LIMITS: TransmissionLimits = { maxRequests: 256, maxBytes: 64 * 1024 * 1024, maxQueuedReplyBytes: 64 * 1024 * 1024 };
+export const DEFAULT_LIMITS: TransmissionLimits = { maxRequests: 256 };
+
+/**
+ * What a request holds from the moment it is read until its reply is in the
+ * kernel: its pooled buffer (READ reply, WRITE payload; the whole size class)
+ * and its reply. Every request pays for a reply, so that a client sending
+ * endless FLUSHes and reading nothing is bounded too.
+ */
+const REPLY_COST = 512;
+/** The protocol asks for no more than 2^20 descriptors per block-status chunk; fewer is allowed, and bounds the reply. */
+const MAX_DESCRIPTORS = 1 << 16;
+
+/**
+ * A slot's floor in a budget of `total` shared by `slots` connections: the
+ * largest request size class within half the budget's share per slot, with
+ * its reply, so that a request of that size always runs.
+ */
+const MIN_FLOOR_CLASS = 4096;
+export function budgetFloor(total: number, slots: number): number {
+  const share = Math.floor(total / (2 * slots));
+  return share < MIN_FLOOR_CLASS ? share : 2 ** Math.floor(Math.log2(share)) + REPLY_COST;
+}
+
+export function requestCost(type: number, length: number): number {
+  if ((type === CMD_READ || type === CMD_WRITE) && length > 0 && length <= MAX_PAYLOAD) return REPLY_COST + classOf(length);
+  if (type === CMD_BLOCK_STATUS) return REPLY_COST + 8 * MAX_DESCRIPTORS;
+  return REPLY_COST;
+}
 
 /** Reads shorter than this are sent as one data chunk: looking holes up costs more than sending a few zeroes. */
 const SPARSE_READ_MIN = 64 * 1024;
-/** The protocol asks for no more than 2^20 descriptors per block-status chunk. */
-const MAX_DESCRIPTORS = 1 << 20;
 const FUA = { fua: true } as const;
 /** CACHE reads through in pieces of this size. */
 const PREFETCH_CHUNK = 1 << 20;
@@ -95,7 +125,8 @@ class Job implements RangeHold {
     readonly start: number,
     readonly end: number,
     readonly exclusive: boolean,
-    readonly bytes: number,
+    /** Budget bytes held until the reply is written. */
+    public cost: number,
   ) {}
   proceed(): void {
     this.conn.execute(this);
@@ -109,9 +140,14 @@ class Job implements RangeHold {
  * turn go out in one batch (cork, uncork on setImmediate: +14% measured).
  */
 export class Transmission implements ParserSink {
-  private readonly parser = new RequestParser(this);
+  private readonly parser: RequestParser;
+  private readonly account: BudgetAccount;
   private inflight = 0;
-  private inflightBytes = 0;
+  /** Charged by full() for the request the parser is about to hand over. */
+  private charged = 0;
+  private roomCheck = false;
+  private lastActivity = Date.now();
+  private idleTimer: NodeJS.Timeout | undefined;
   private corked = false;
   private stalled = false;
   private ending = false;
@@ -126,6 +162,13 @@ export class Transmission implements ParserSink {
     private readonly opts: TransmissionOptions,
   ) {
     this.whenFinished = new Promise((resolve) => (this.resolveFinished = resolve));
+    this.parser = new RequestParser(this, opts.buffers);
+    this.account = opts.budget.open(() => this.roomFreed());
+  }
+
+  /** Budget bytes this connection holds. */
+  get bufferedBytes(): number {
+    return this.account.bytes;
   }
 
   /** Starts serving; `leftover` is whatever followed the handshake in the last chunk read. */
@@ -134,18 +177,25 @@ export class Transmission implements ParserSink {
     if (s.destroyed) {
       // Closed while the handshake was finishing (server shutdown, client gone).
       this.closed = true;
+      this.account.close();
       this.maybeFinish();
       return this.whenFinished;
     }
-    s.on('data', (chunk: Buffer) => this.parser.push(chunk));
-    s.on('drain', () => this.unstall());
+    s.on('data', (chunk: Buffer) => {
+      this.lastActivity = Date.now();
+      this.parser.push(chunk);
+    });
     s.on('error', () => s.destroy());
     s.on('end', () => this.endInput());
     s.on('close', () => {
       this.closed = true;
       this.parser.stop();
+      clearTimeout(this.idleTimer);
+      // Replies still queued went with the socket: their bytes are free.
+      this.account.close();
       this.maybeFinish();
     });
+    if (this.opts.idleTimeoutMs > 0) this.armIdle(this.opts.idleTimeoutMs);
     if (leftover.length > 0) this.parser.push(leftover);
     s.resume();
     return this.whenFinished;
@@ -157,15 +207,25 @@ export class Transmission implements ParserSink {
     return this.whenFinished;
   }
 
-  full(): boolean {
-    const busy =
-      this.socket.writableLength >= this.opts.limits.maxQueuedReplyBytes ||
-      (this.inflight > 0 && (this.inflight >= this.opts.limits.maxRequests || this.inflightBytes >= this.opts.limits.maxBytes));
-    if (busy && !this.stalled) {
-      this.stalled = true;
-      this.socket.pause();
+  full(type: number, length: number): boolean {
+    const cost = requestCost(type, length);
+    const busy = this.inflight >= this.opts.limits.maxRequests || !this.account.tryCharge(cost);
+    if (busy) {
+      if (!this.stalled) {
+        this.stalled = true;
+        this.socket.pause();
+      }
+      return true;
     }
-    return busy;
+    this.charged = cost;
+    return false;
+  }
+
+  /** The charge full() made for the request being handed over. */
+  private takeCharge(): number {
+    const c = this.charged;
+    this.charged = 0;
+    return c;
   }
 
   fatal(reason: string): void {
@@ -177,7 +237,10 @@ export class Transmission implements ParserSink {
     const { type, flags, offset, length } = req;
     const exp = this.exp;
     const size = exp.device.size;
-    if (type === CMD_DISC) return this.endInput();
+    if (type === CMD_DISC) {
+      this.account.release(this.takeCharge());
+      return this.endInput();
+    }
     const allowed = ALLOWED_FLAGS[type];
     if (allowed === undefined) return this.reject(req, NBD_EINVAL, `unknown command ${type}`);
     if (flags & ~allowed || (flags & CMD_FLAG_DF && !this.opts.structured)) {
@@ -188,32 +251,32 @@ export class Transmission implements ParserSink {
       case CMD_READ:
         if (length > MAX_PAYLOAD) return this.reject(req, NBD_EINVAL, `read of ${length} bytes exceeds the maximum of ${MAX_PAYLOAD}`);
         if (beyond) return this.reject(req, NBD_EINVAL, `read beyond the end of the export (size ${size})`);
-        return this.admit(req, false, length);
+        return this.admit(req, false);
       case CMD_WRITE:
         if (length > MAX_PAYLOAD) return this.reject(req, NBD_EINVAL, `write of ${length} bytes exceeds the maximum of ${MAX_PAYLOAD}`);
         if (exp.readOnly) return this.reject(req, NBD_EPERM, `export '${exp.name}' is read-only`);
         if (beyond) return this.reject(req, NBD_ENOSPC, `write beyond the end of the export (size ${size})`);
-        return this.admit(req, true, length);
+        return this.admit(req, true);
       case CMD_FLUSH:
         if (offset !== 0 || length !== 0) return this.reject(req, NBD_EINVAL, 'flush offset and length must be zero');
         return this.admitUnlocked(req);
       case CMD_TRIM:
         if (exp.readOnly) return this.reject(req, NBD_EPERM, `export '${exp.name}' is read-only`);
         if (beyond) return this.reject(req, NBD_EINVAL, `trim beyond the end of the export (size ${size})`);
-        return this.admit(req, true, 0);
+        return this.admit(req, true);
       case CMD_WRITE_ZEROES:
         if (exp.readOnly) return this.reject(req, NBD_EPERM, `export '${exp.name}' is read-only`);
         if (beyond) return this.reject(req, NBD_ENOSPC, `write zeroes beyond the end of the export (size ${size})`);
         // Zeroes that must stay allocated are written out: no faster than a WRITE.
         if (flags & CMD_FLAG_FAST_ZERO && flags & CMD_FLAG_NO_HOLE) return this.reject(req, NBD_ENOTSUP, 'zeroes without holes are not fast here');
-        return this.admit(req, true, 0);
+        return this.admit(req, true);
       case CMD_CACHE:
         if (beyond) return this.reject(req, NBD_EINVAL, `cache beyond the end of the export (size ${size})`);
         return this.admitUnlocked(req);
       case CMD_BLOCK_STATUS:
         if (this.opts.metaContextId === undefined) return this.reject(req, NBD_EINVAL, 'no metadata context was selected for this export');
         if (length === 0 || beyond) return this.reject(req, NBD_EINVAL, `block status range is empty or beyond the end of the export (size ${size})`);
-        return this.admit(req, false, 0);
+        return this.admit(req, false);
     }
   }
 
@@ -259,33 +322,32 @@ export class Transmission implements ParserSink {
    * a megabyte at a time so a 32 MiB request needs no 32 MiB buffer.
    */
   private async prefetch(offset: number, length: number): Promise<void> {
-    const buf = ioBuffers.take(Math.min(PREFETCH_CHUNK, Math.max(1, length)));
+    const buf = this.opts.buffers.take(Math.min(PREFETCH_CHUNK, Math.max(1, length)));
     try {
       for (let done = 0; done < length; done += PREFETCH_CHUNK) {
         const n = Math.min(PREFETCH_CHUNK, length - done);
         await this.exp.device.read(buf.subarray(0, n), offset + done);
       }
     } finally {
-      ioBuffers.give(buf);
+      this.opts.buffers.give(buf);
     }
   }
 
   private read(job: Job): void {
     const { req } = job;
     const dev = this.exp.device;
-    const pooled = ioBuffers.take(req.length);
-    const view = pooled.subarray(0, req.length);
     if (req.length === 0) {
-      ioBuffers.give(pooled);
       return this.complete(job, this.opts.structured ? noneChunk(req.cookieHi, req.cookieLo) : simpleReply(0, req.cookieHi, req.cookieLo));
     }
+    const pooled = this.opts.buffers.take(req.length);
+    const view = pooled.subarray(0, req.length);
     const sparse = this.opts.structured && dev.blockStatus !== undefined && req.length >= SPARSE_READ_MIN && !(req.flags & CMD_FLAG_DF);
     const reading = sparse ? this.readSparse(job, view) : dev.read(view, req.offset).then(() => [this.dataHeader(req, req.offset, req.length, true), view]);
     reading
       .then(
         (parts) => this.complete(job, parts, pooled),
         (err: unknown) => {
-          ioBuffers.give(pooled);
+          this.opts.buffers.give(pooled);
           this.fail(job, err);
         },
       )
@@ -328,23 +390,22 @@ export class Transmission implements ParserSink {
   }
 
   private reject(req: Request, error: number, message: string): void {
-    if (req.pooled) ioBuffers.give(req.pooled);
-    this.send(this.errorReply(req, error, message));
+    if (req.pooled) this.opts.buffers.give(req.pooled);
+    this.send(this.errorReply(req, error, message), this.takeCharge());
   }
 
   private errorReply(req: Request, error: number, message: string): Buffer {
     return this.opts.structured ? errorChunk(error, message, req.cookieHi, req.cookieLo) : simpleReply(error, req.cookieHi, req.cookieLo);
   }
 
-  private admit(req: Request, exclusive: boolean, bytes: number): void {
-    const job = new Job(this, req, req.offset, req.offset + req.length, exclusive, bytes);
+  private admit(req: Request, exclusive: boolean): void {
+    const job = new Job(this, req, req.offset, req.offset + req.length, exclusive, this.takeCharge());
     this.inflight++;
-    this.inflightBytes += bytes;
     if (this.exp.lock.acquire(job)) this.execute(job);
   }
 
   private admitUnlocked(req: Request): void {
-    const job = new Job(this, req, 0, 0, false, 0);
+    const job = new Job(this, req, 0, 0, false, this.takeCharge());
     this.inflight++;
     this.execute(job);
   }
@@ -360,7 +421,9 @@ export class Transmission implements ParserSink {
 
   private complete(job: Job, reply: Buffer | Buffer[], pooled?: Buffer): void {
     this.settle(job);
-    this.send(reply, pooled);
+    this.lastActivity = Date.now();
+    this.send(reply, job.cost, pooled);
+    job.cost = 0;
     this.unstall();
     this.maybeFinish();
   }
@@ -369,9 +432,8 @@ export class Transmission implements ParserSink {
     if (job.finished) return;
     job.finished = true;
     this.exp.lock.release(job);
-    if (job.req.pooled) ioBuffers.give(job.req.pooled);
+    if (job.req.pooled) this.opts.buffers.give(job.req.pooled);
     this.inflight--;
-    this.inflightBytes -= job.bytes;
   }
 
   /**
@@ -382,14 +444,21 @@ export class Transmission implements ParserSink {
   private broken(job: Job, err: unknown): void {
     this.opts.log(`export '${this.exp.name}': closing a connection after an internal error: ${messageOf(err)}`);
     this.settle(job);
+    this.account.release(job.cost);
     this.socket.destroy();
     this.maybeFinish();
   }
 
-  private send(reply: Buffer | Buffer[], pooled?: Buffer): void {
+  /**
+   * Writes a reply; `cost` (what the request was charged) stays charged until
+   * the kernel has the reply, which is when the client's unread replies stop
+   * costing us memory.
+   */
+  private send(reply: Buffer | Buffer[], cost: number, pooled?: Buffer): void {
     const s = this.socket;
     if (this.closed || s.destroyed) {
-      if (pooled) ioBuffers.give(pooled);
+      if (pooled) this.opts.buffers.give(pooled);
+      this.account.release(cost);
       return;
     }
     if (!this.corked) {
@@ -400,28 +469,62 @@ export class Transmission implements ParserSink {
         s.uncork();
       });
     }
-    if (!Array.isArray(reply)) {
-      s.write(reply);
-      return;
-    }
-    const last = reply.length - 1;
-    for (let i = 0; i < last; i++) s.write(reply[i]);
-    if (pooled) s.write(reply[last], () => ioBuffers.give(pooled));
-    else s.write(reply[last]);
+    const parts = Array.isArray(reply) ? reply : [reply];
+    let bytes = 0;
+    for (const p of parts) bytes += p.length;
+    // A reply larger than its charge (a long error message) is charged in full: the bound stays true.
+    const held = Math.max(cost, bytes);
+    if (held > cost) this.account.force(held - cost);
+    const last = parts.length - 1;
+    for (let i = 0; i < last; i++) s.write(parts[i]);
+    s.write(parts[last], () => {
+      if (pooled) this.opts.buffers.give(pooled);
+      this.lastActivity = Date.now();
+      this.account.release(held);
+      this.unstall();
+    });
+  }
+
+  /** Another connection freed shared room: try again, on a later turn (the budget must not be re-entered). */
+  private roomFreed(): void {
+    if (this.roomCheck) return;
+    this.roomCheck = true;
+    setImmediate(() => {
+      this.roomCheck = false;
+      this.unstall();
+    });
   }
 
   private unstall(): void {
-    if (!this.stalled || this.ending || this.full()) return;
+    if (!this.stalled || this.ending || this.closed) return;
     this.stalled = false;
-    this.socket.resume();
     this.parser.resume();
+    // The parser may have stopped again at once; the socket stays paused then.
+    if (!this.stalled) this.socket.resume();
   }
 
   /** No more requests will be read (DISC, end of input, shutdown); close once in-flight ones are answered. */
   private endInput(): void {
     this.ending = true;
     this.parser.stop();
+    this.account.stopWaiting();
     this.maybeFinish();
+  }
+
+  /** Closes a connection on which nothing at all has happened for the idle timeout. */
+  private armIdle(ms: number): void {
+    this.idleTimer = setTimeout(() => {
+      if (this.closed) return;
+      const now = Date.now();
+      // A request the device is still working on is not idleness.
+      if (this.inflight > 0) this.lastActivity = now;
+      const quiet = now - this.lastActivity;
+      if (quiet < this.opts.idleTimeoutMs) return this.armIdle(this.opts.idleTimeoutMs - quiet);
+      this.opts.log(`closing a connection to export '${this.exp.name}' idle for ${Math.round(quiet / 1000)} s`);
+      this.opts.onIdleClose();
+      this.socket.destroy();
+    }, ms);
+    this.idleTimer.unref();
   }
 
   private maybeFinish(): void {

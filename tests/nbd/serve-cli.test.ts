@@ -2,9 +2,9 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { FileDevice } from '../../src/blockdev/index.js';
-import { NbdClient } from '../../src/nbd/index.js';
+import { NbdClient, type NbdServerStats } from '../../src/nbd/index.js';
 import { pattern } from '../support/blockdev-contract.js';
 import { scratchDir } from '../support/scratch.js';
 import { CMD_READ } from '../../src/nbd/constants.js';
@@ -124,7 +124,30 @@ describe('strata serve', () => {
     expect((await failing(['--memory', '1M', '--tls', 'on'])).stderr).toMatch(/^strata: --tls on needs --tls-cert/);
     expect((await failing(['--memory', '1M', '--tls', 'require', '--tls-psk', path.join(scratch.dir, 'none.psk')])).stderr).toMatch(/^strata: cannot read TLS PSK file/);
     expect((await failing(['--memory', '1M', '--file', 'x.raw'])).stderr).toMatch(/^strata: give one of --file PATH or --memory SIZE, not both/);
+    expect((await failing(['--memory', '1M', '--max-buffer', '16M'])).stderr).toMatch(/^strata: --max-buffer 16M is below the minimum of 64M/);
+    expect((await failing(['--memory', '1M', '--idle-timeout', 'soon'])).stderr).toMatch(/^strata: invalid --idle-timeout 'soon'/);
+    expect((await failing(['--memory', '1M', '--max-connections-per-address', '-1'])).stderr).toMatch(/^strata: invalid --max-connections-per-address '-1'/);
     for (const r of [missing]) expect(r.stderr.trim().split('\n').length).toBe(1);
+  });
+
+  it('caps connections per address, and reports what it turned away on SIGUSR1 and when it stops', async () => {
+    const s = await startServe(['--memory', '1M', '--listen', '127.0.0.1:0', '--max-connections-per-address', '1', '--max-buffer', '128M']);
+    const port = Number(/:(\d+)\//.exec(s.uri)![1]);
+    const first = await RawPeer.connect(port);
+    try {
+      await first.read(18);
+      const second = await RawPeer.connect(port);
+      await second.closedByServer();
+      s.child.kill('SIGUSR1');
+      await vi.waitFor(() => expect(s.stderr()).toMatch(/"stats"/));
+      const stats = JSON.parse(s.stderr().split('\n').find((l) => l.startsWith('{'))!) as { stats: NbdServerStats };
+      expect(stats.stats.refused.perAddressLimit).toBe(1);
+      expect(stats.stats.budget.total).toBe(128 * 1024 * 1024);
+    } finally {
+      first.destroy();
+      expect(await s.stop()).toBe(0);
+    }
+    expect(s.stderr()).toMatch(/^strata serve: 1 refused at --max-connections-per-address$/m);
   });
 
   it('refuses to start a second server on a socket that is in use', async () => {
