@@ -91,10 +91,10 @@ export class Pool implements PoolCore {
     const header = planLayout(dev.size, opts.clusterSize ?? DEFAULT_CLUSTER, opts);
     const pool = new Pool(dev, header, opts.cacheBytes ?? DEFAULT_CACHE, false, opts.maxIntents);
     await writeHeader(dev, header);
-    // The journal and the double-write area take host space now, so that a host file system that
-    // fills up later cannot refuse the commits that discard and delete need to give space back.
+    // The journal takes host space now, so that a host file system that fills up later cannot refuse
+    // the commits that discard and delete need to give space back (checkpoints may wait; commits not).
     const C = header.clusterSize;
-    await dev.writeZeroes(header.journalStart * C, (header.journalClusters + header.dwClusters) * C);
+    await dev.writeZeroes(header.journalStart * C, header.journalClusters * C);
     await pool.store.journal.reset(1n);
     pool.alloc.format();
     createRoot(pool.store, header);

@@ -41,7 +41,8 @@ describe('strata volume', () => {
     const v = json<VolumeJson>(home, ['volume', 'create', 'p0/vm2', '1.5G']);
     expect(v).toMatchObject({ pool: 'p0', name: 'vm2', size: 1.5 * 1024 ** 3, allocatedBytes: 0, readOnly: false });
     expect(v.layers).toHaveLength(1);
-    expect(allocated(path.join(home, 'p0.pool'))).toBeLessThan(64 << 20);
+    // The 64M journal and little else: volumes allocate nothing until written.
+    expect(allocated(path.join(home, 'p0.pool'))).toBeLessThan(72 << 20);
   });
 
   it('lists volumes aligned and as JSON', () => {
