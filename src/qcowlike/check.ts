@@ -152,30 +152,11 @@ export async function checkPool(
           const hostOffset = host * C + s * geo.subclusterSize;
           // With redundancy below (RAID), a copy that verifies is the right one: rewrite the bad member from it.
           if (await store.fromRedundancy(sc, hostOffset, (b) => dataChecksum(b) === sum, defer)) {
-            if (defer) {
-              problems.push({
-                kind: 'checksum',
-                hostOffset,
-                layer: layer.id,
-                volume: vol,
-                virtualOffset: voff + s * geo.subclusterSize,
-                message: `data of ${name} at virtual offset ${voff + s * geo.subclusterSize} failed its checksum on one copy; another copy verifies (repair pending: check --repair rewrites it)`,
-                repaired: false,
-                pending: true,
-              });
-              continue;
+            if (!defer) {
+              repaired++;
+              pool.counters.repairedData++;
             }
-            repaired++;
-            pool.counters.repairedData++;
-            problems.push({
-              kind: 'checksum',
-              hostOffset,
-              layer: layer.id,
-              volume: vol,
-              virtualOffset: voff + s * geo.subclusterSize,
-              message: `data of ${name} at virtual offset ${voff + s * geo.subclusterSize} failed its checksum; rewritten from a copy that verifies`,
-              repaired: true,
-            });
+            problems.push(copyProblem(hostOffset, voff + s * geo.subclusterSize, 'one copy'));
             continue;
           }
           problems.push({
@@ -191,6 +172,22 @@ export async function checkPool(
         // A sub-cluster recovered above had every differing replica rewritten (or recorded pending) already.
         if (mirrored && verified !== 0) await checkReplicas(l2, at, host, voff, data, verified);
       }
+    }
+
+    /** A data sub-cluster that failed its checksum on `where` while another copy verifies: rewritten, or pending. */
+    function copyProblem(hostOffset: number, virtualOffset: number, where: string): CheckProblem {
+      return {
+        kind: 'checksum',
+        hostOffset,
+        layer: layer.id,
+        volume: vol,
+        virtualOffset,
+        message: defer
+          ? `data of ${name} at virtual offset ${virtualOffset} failed its checksum on ${where}; another copy verifies (repair pending: check --repair rewrites it)`
+          : `data of ${name} at virtual offset ${virtualOffset} failed its checksum${where === 'one copy' ? '' : ` on ${where}`}; rewritten from a copy that verifies`,
+        repaired: !defer,
+        ...(defer ? { pending: true } : {}),
+      };
     }
 
     /**
@@ -225,18 +222,7 @@ export async function checkPool(
             repaired++;
             pool.counters.repairedData++;
           }
-          problems.push({
-            kind: 'checksum',
-            hostOffset,
-            layer: layer.id,
-            volume: vol,
-            virtualOffset,
-            message: defer
-              ? `data of ${name} at virtual offset ${virtualOffset} failed its checksum on mirror copy ${copy}; another copy verifies (repair pending: check --repair rewrites it)`
-              : `data of ${name} at virtual offset ${virtualOffset} failed its checksum on mirror copy ${copy}; rewritten from a copy that verifies`,
-            repaired: !defer,
-            ...(defer ? { pending: true } : {}),
-          });
+          problems.push(copyProblem(hostOffset, virtualOffset, `mirror copy ${copy}`));
         }
       }
     }
