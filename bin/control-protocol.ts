@@ -1,16 +1,17 @@
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
+import { ADMIN_OPS, parseAdminRequest, type AdminRequest } from '../src/host/admin.js';
 import type { ArrayStatus, ScrubReport } from '../src/raid/index.js';
 import { checkName } from './registry.js';
 
 /**
- * The control channel of a served RAID pool: `strata serve` listens on
- * HOME/run/POOL.sock (mode 0600) and the raid commands send it one JSON
- * request per line. A request gets zero or more progress lines, then exactly
+ * The control channel of a served pool: `strata serve` listens on
+ * HOME/run/POOL.sock (mode 0600) and the pool, volume, map and raid commands
+ * send it one JSON request per line. A request gets zero or more progress lines, then exactly
  * one reply line with `ok`. Member files are absolute paths: the server's
  * working directory is not the client's.
  */
-export type ControlRequest =
+export type RaidRequest =
   | { op: 'status' }
   | { op: 'fail'; member: string; rate?: number }
   | { op: 'remove'; member: string }
@@ -20,13 +21,15 @@ export type ControlRequest =
   | { op: 'rebuild'; rate?: number }
   | { op: 'scrub'; repair?: boolean };
 
+export type ControlRequest = RaidRequest | AdminRequest;
+
 export interface ControlProgress {
   progress: number;
   bytes: number;
 }
 
 export type ControlReply =
-  | { ok: true; status: ArrayStatus; messages: string[]; role?: number | 'spare'; report?: ScrubReport; rebuilding?: boolean }
+  | { ok: true; status?: ArrayStatus; messages: string[]; role?: number | 'spare'; report?: ScrubReport; rebuilding?: boolean; result?: unknown }
   | { ok: false; error: string };
 
 export type ControlLine = ControlProgress | ControlReply;
@@ -72,6 +75,7 @@ export function parseRequest(line: string): ControlRequest {
     if (typeof r[key] !== 'boolean') throw new Error(`'${key}' must be true or false`);
     return r[key];
   };
+  if (typeof r.op === 'string' && ADMIN_OPS.has(r.op)) return parseAdminRequest(r);
   switch (r.op) {
     case 'status':
       return { op: 'status' };
@@ -88,7 +92,7 @@ export function parseRequest(line: string): ControlRequest {
     case 'scrub':
       return { op: 'scrub', repair: flag('repair') };
     default:
-      throw new Error(`unknown request '${String(r.op)}' (status, fail, remove, add, replace, rebuild, scrub)`);
+      throw new Error(`unknown request '${String(r.op)}' (status, fail, remove, add, replace, rebuild, scrub, ${[...ADMIN_OPS].join(', ')})`);
   }
 }
 

@@ -2,8 +2,10 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { FileDevice } from '../src/blockdev/index.js';
+import { ADMIN_OPS, runAdmin, type AdminContext, type AdminRequest } from '../src/host/admin.js';
+import type { Pool } from '../src/qcowlike/index.js';
 import type { RaidArray } from '../src/raid/index.js';
-import { controlSocketPath, LineSplitter, MAX_LINE, parseRequest, type ControlLine, type ControlReply, type ControlRequest } from './control-protocol.js';
+import { controlSocketPath, LineSplitter, MAX_LINE, parseRequest, type ControlLine, type ControlReply, type ControlRequest, type RaidRequest } from './control-protocol.js';
 import { oneLine, type OpenedArray } from './open-pool.js';
 import { newMember, recordMembers } from './raid-members.js';
 import { Registry } from './registry.js';
@@ -15,7 +17,12 @@ const PROGRESS_MS = 250;
 export interface ControlServerOptions {
   home: string;
   pool: string;
-  raid: OpenedArray;
+  /** The served pool, for the pool and volume commands. */
+  opened: Pool;
+  /** The array under it, when it is on RAID, for the raid commands. */
+  raid?: OpenedArray;
+  /** What the server knows of the volumes' clients, and how it hears of new ones. */
+  admin: Pick<AdminContext, 'clientsOf' | 'changed'>;
   /** The server's --rebuild-rate, for requests that give none. */
   rebuildRate: number;
   readOnly: boolean;
@@ -25,12 +32,16 @@ export interface ControlServerOptions {
 }
 
 /**
- * Lets the raid commands manage the array under a pool while `strata serve`
- * holds its members locked: status, fail, remove, add, replace, rebuild and
- * scrub run here, on the open array, while clients keep their I/O going.
+ * Lets every command manage a pool while `strata serve` holds it locked: the
+ * pool and volume verbs (the same functions the CLI runs in-process) and, on
+ * a RAID pool, status, fail, remove, add, replace, rebuild and scrub, run
+ * here on the open pool while clients keep their I/O going. Requests from
+ * all connections run one at a time, so two administrators never interleave.
  */
 export class ControlServer {
   private readonly connections = new Set<net.Socket>();
+  /** Every request, from every connection, in arrival order. */
+  private queue: Promise<void> = Promise.resolve();
 
   private constructor(
     private readonly server: net.Server,
@@ -46,7 +57,7 @@ export class ControlServer {
    */
   static async start(opts: ControlServerOptions): Promise<ControlServer | undefined> {
     const file = controlSocketPath(opts.home, opts.pool);
-    const warn = (why: string): undefined => void opts.log(`pool '${opts.pool}': no control socket (${why}); raid commands cannot reach it while it is served`);
+    const warn = (why: string): undefined => void opts.log(`pool '${opts.pool}': no control socket (${why}); commands cannot reach it while it is served`);
     if (Buffer.byteLength(file) > MAX_SOCKET_PATH) return warn(`${file} is longer than a Unix socket path may be`);
     try {
       fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
@@ -78,7 +89,8 @@ export class ControlServer {
   async close(): Promise<void> {
     for (const c of this.connections) c.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
-    await this.opts.raid.rebuildsAt(this.opts.rebuildRate, async () => undefined);
+    await this.queue;
+    await this.opts.raid?.rebuildsAt(this.opts.rebuildRate, async () => undefined);
     fs.rmSync(this.socketPath, { force: true });
   }
 
@@ -104,32 +116,44 @@ export class ControlServer {
       }
       for (const line of got) {
         if (line.trim() === '') continue;
-        chain = chain.then(async () => send(conn, await this.answer(line, conn)));
+        chain = chain.then(() => {
+          const run = this.queue.then(async () => send(conn, await this.answer(line, conn)));
+          this.queue = run.catch(() => undefined);
+          return run;
+        });
       }
     });
   }
 
   private async answer(line: string, conn: net.Socket): Promise<ControlReply> {
     const messages: string[] = [];
-    const unlisten = this.opts.raid.listen((m) => messages.push(m));
+    const unlisten = this.opts.raid?.listen((m) => messages.push(m));
     try {
       const req = parseRequest(line);
+      if (isAdmin(req)) return { ok: true, messages, result: await this.admin(req) };
       const out = await this.run(req, (l) => send(conn, l));
       return { ok: true, status: this.array.status(), messages, ...out };
     } catch (err) {
       return { ok: false, error: oneLine(err) };
     } finally {
-      unlisten();
+      unlisten?.();
     }
   }
 
+  private admin(req: AdminRequest): Promise<unknown> {
+    const writes = !(req.op === 'pool-info' || req.op === 'pool-check' || req.op === 'volume-list' || req.op === 'volume-info' || req.op === 'map');
+    if (writes && this.opts.readOnly) throw new Error(`pool '${this.opts.pool}' is served read-only`);
+    return runAdmin(this.opts.opened, req, { poolName: this.opts.pool, online: true, ...this.opts.admin });
+  }
+
   private get array(): RaidArray {
+    if (!this.opts.raid) throw new Error(`pool '${this.opts.pool}' is not on a RAID array`);
     return this.opts.raid.array;
   }
 
-  private async run(req: ControlRequest, progress: (l: ControlLine) => void): Promise<Partial<Extract<ControlReply, { ok: true }>>> {
-    const { raid } = this.opts;
+  private async run(req: RaidRequest, progress: (l: ControlLine) => void): Promise<Partial<Extract<ControlReply, { ok: true }>>> {
     const a = this.array;
+    const raid = this.opts.raid!;
     if (req.op !== 'status' && !(req.op === 'scrub' && !req.repair) && this.opts.readOnly) throw new Error(`pool '${this.opts.pool}' is served read-only`);
     const rate = 'rate' in req && req.rate !== undefined ? req.rate : this.opts.rebuildRate;
     switch (req.op) {
@@ -205,6 +229,10 @@ export class ControlServer {
       throw new Error(`done, but the registry could not record the new member list: ${oneLine(err)}`);
     }
   }
+}
+
+function isAdmin(req: ControlRequest): req is AdminRequest {
+  return ADMIN_OPS.has(req.op);
 }
 
 function send(conn: net.Socket, line: ControlLine): void {

@@ -9,6 +9,7 @@ import { oneLine, openRegisteredPool, PoolInUseError, withPool } from '../open-p
 import { isFileTooLarge, tooLargeMessage } from '../file-size-limit.js';
 import { makeHome, removeMadeDirs } from '../home.js';
 import { forgetPending } from '../pending-store.js';
+import { adminOnPool } from '../admin-client.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
@@ -161,7 +162,7 @@ async function listPools(_opts: unknown, cmd: Command): Promise<void> {
     try {
       record = registry.get(name);
       const r = record;
-      rows.push(await withPool(g.home, name, { readOnly: true }, async ({ pool }) => summarize(registry, r, pool.stats())));
+      rows.push(summarize(registry, r, await adminOnPool(g.home, name, { op: 'pool-info' }, { readOnly: true })));
     } catch (err) {
       // One broken, busy or badly registered pool must not hide the others.
       rows.push({ name, backing: record && absoluteBacking(registry, record), created: record && record.created, error: oneLine(err) });
@@ -186,7 +187,8 @@ async function listPools(_opts: unknown, cmd: Command): Promise<void> {
 async function poolInfo(name: string, _opts: unknown, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const registry = new Registry(g.home);
-  const summary = await withPool(g.home, checkName('pool', name), { readOnly: true }, async ({ pool, record }) => summarize(registry, record, pool.stats()));
+  const record = registry.get(checkName('pool', name));
+  const summary = summarize(registry, record, await adminOnPool(g.home, name, { op: 'pool-info' }, { readOnly: true }));
   if (g.json) return printJson(summary);
   const bytes = (n: number): string => `${formatSize(n)} (${n} bytes)`;
   printFields([
@@ -212,7 +214,8 @@ async function checkPool(name: string, opts: { repair?: boolean; cache: CacheMod
   const repair = opts.repair === true;
   // Without --repair nothing is written: a bad copy with a good one beside it is reported pending. A pool
   // stopped uncleanly is still opened for writing once, to replay its journal (see openRegisteredPool).
-  const result = await withPool(g.home, checkName('pool', name), { readOnly: !repair, direct: opts.cache === 'none' }, async ({ pool }) => pool.check({ repair }));
+  // On a served pool the server runs the check, holding writes for the walk (heldWritesMs); --repair needs it stopped.
+  const result = await adminOnPool(g.home, checkName('pool', name), { op: 'pool-check', repair }, { readOnly: !repair, direct: opts.cache === 'none' });
   const remaining = result.problems.filter((p) => !p.repaired).length;
   if (g.json) printJson({ pool: name, clean: remaining === 0, ...result });
   else printCheck(name, result, repair);

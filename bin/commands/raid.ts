@@ -153,7 +153,7 @@ async function servedPool(where: Where, cmd: Command): Promise<ControlClient | u
 }
 
 /** One request to the server, its events printed as the in-process commands print theirs, the progress as a bar. */
-async function online(client: ControlClient, req: ControlRequest, what?: string): Promise<ControlOk> {
+async function online(client: ControlClient, req: ControlRequest, what?: string): Promise<ControlOk & { status: ArrayStatus }> {
   const bar = what ? progressPrinter(what) : undefined;
   let first: number | undefined;
   try {
@@ -167,7 +167,8 @@ async function online(client: ControlClient, req: ControlRequest, what?: string)
     });
     bar?.done();
     for (const m of reply.messages) say(m);
-    return reply;
+    if (!reply.status) throw new Error(`the server of pool '${client.pool}' answered without the array's status`);
+    return { ...reply, status: reply.status };
   } finally {
     client.close();
   }

@@ -3,9 +3,10 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { Option, type Command } from 'commander';
 import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
-import { DEFAULT_MAX_BUFFER, DEFAULT_MAX_PER_ADDRESS, loadTls, MIN_MAX_BUFFER, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type NbdServerStats, type StaticExport, type TlsMode } from '../../src/nbd/index.js';
+import { DEFAULT_MAX_BUFFER, DEFAULT_MAX_PER_ADDRESS, loadTls, MIN_MAX_BUFFER, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type NbdServerStats, type ExportListing, type TlsMode } from '../../src/nbd/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { ControlServer } from '../control-server.js';
+import { PoolExportSource, type ServedPool } from '../../src/host/pool-exports.js';
 import { IncompleteVolumeError } from '../incomplete.js';
 import { oneLine, openRegisteredPool, withPool, type OpenedPool } from '../open-pool.js';
 import { globals } from '../output.js';
@@ -77,6 +78,8 @@ interface Served {
   source: ExportSource;
   uriName: string;
   close(): Promise<void>;
+  /** Hands over the server once it exists (the control socket asks it who is connected). */
+  attach?(server: NbdServer): void;
 }
 
 async function serve(pools: string[], opts: ServeOptions, home: string): Promise<void> {
@@ -109,6 +112,7 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
     releaseMemory: collectSoon(),
     log: (m) => process.stderr.write(`strata serve: ${m}\n`),
   });
+  served.attach?.(server);
   // The counters on demand (kill -USR1), as one JSON line on stderr.
   const dumpStats = (): void => void process.stderr.write(`${JSON.stringify({ stats: server.stats })}\n`);
   process.on('SIGUSR1', dumpStats);
@@ -160,16 +164,23 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
     for (const c of controls.splice(0)) await c.close();
     for (const o of opened.splice(0)) await o.close();
   };
+  // The server is made once the pools are open; until then nobody is connected.
+  let server: NbdServer | undefined;
   try {
-    const exports: StaticExport[] = [];
-    // Volumes an import left incomplete: not served unless named with --allow-incomplete; a warning says why.
-    const held: { name: string; pool: string; volume: string }[] = [];
+    const servedPools: ServedPool[] = [];
     for (const poolName of new Set(poolNames)) {
       const o = await openRegisteredPool(home, checkName('pool', poolName), { readOnly, serving: { rebuildRate }, direct });
       opened.push(o);
-      if (o.raid) {
-        const raid = o.raid;
-        const log = (m: string): void => void process.stderr.write(`strata serve: ${m}\n`);
+      servedPools.push({ name: poolName, pool: o.pool });
+    }
+    const only = opts.export.length > 0 ? new Set(opts.export) : undefined;
+    const source = new PoolExportSource(servedPools, { readOnly, allowIncomplete: opts.allowIncomplete === true, ...(only ? { only } : {}), describe: (pool, volume, size) => `volume ${pool}/${volume}, ${formatSize(size)}` });
+    const log = (m: string): void => void process.stderr.write(`strata serve: ${m}
+`);
+    for (const o of opened) {
+      const poolName = o.record.name;
+      const raid = o.raid;
+      if (raid) {
         // A member that fails on its own may bring in a hot spare: the registry follows the member set.
         raid.listen(() => {
           try {
@@ -178,42 +189,31 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
             log(`pool '${poolName}': the registry could not record the new member list: ${oneLine(err)}`);
           }
         });
-        const control = await ControlServer.start({ home, pool: poolName, raid, rebuildRate, readOnly, direct, log });
-        if (control) controls.push(control);
       }
-      for (const v of await o.pool.listVolumes()) {
-        const name = poolNames.length > 1 ? `${poolName}/${v.name}` : v.name;
-        if (v.incomplete && opts.allowIncomplete !== true) {
-          held.push({ name, pool: poolName, volume: v.name });
-          continue;
-        }
-        exports.push({
-          name,
-          description: `volume ${poolName}/${v.name}, ${formatSize(v.size)}`,
-          readOnly: readOnly || v.readOnly,
-          open: () => o.pool.openVolume(v.name, { readOnly }),
-        });
-      }
+      const admin = { clientsOf: (volume: string) => server?.clientsOf(source.exportName(poolName, volume)) ?? 0 };
+      const control = await ControlServer.start({ home, pool: poolName, opened: o.pool, ...(raid ? { raid } : {}), admin, rebuildRate, readOnly, direct, log });
+      if (control) controls.push(control);
     }
-    const incomplete = (n: string): void => {
+    const held = source.held();
+    const exports = await source.list();
+    for (const n of opts.export) {
       const h = held.find((x) => x.name === n);
       if (h) throw new IncompleteVolumeError(h.pool, h.volume, '--allow-incomplete serves what it holds');
-    };
-    for (const n of opts.export) incomplete(n);
+      if (!exports.some((e) => e.name === n)) missingExport(n, exports);
+    }
     if (opts.export.length === 0) {
       for (const h of held) process.stderr.write(`strata serve: not serving ${h.pool}/${h.volume}: it is incomplete, its import did not finish (--allow-incomplete serves it)\n`);
     }
-    const chosen = opts.export.length === 0 ? exports : opts.export.map((n) => exports.find((e) => e.name === n) ?? missingExport(n, exports));
-    if (chosen.length === 0 && held.length > 0) throw new Error(`no volumes to serve in ${poolNames.join(', ')}: every one is incomplete (re-run its import, or --allow-incomplete)`);
-    if (chosen.length === 0) throw new Error(`no volumes to serve in ${poolNames.join(', ')} (create one: strata volume create ${poolNames[0]}/NAME SIZE)`);
-    return { source: new StaticExportSource(chosen), uriName: chosen[0]!.name, close: closeAll };
+    if (exports.length === 0 && held.length > 0) throw new Error(`no volumes to serve in ${poolNames.join(', ')}: every one is incomplete (re-run its import, or --allow-incomplete)`);
+    if (exports.length === 0) throw new Error(`no volumes to serve in ${poolNames.join(', ')} (create one: strata volume create ${poolNames[0]}/NAME SIZE)`);
+    return { source, uriName: opts.export[0] ?? exports[0]!.name, close: closeAll, attach: (s) => void (server = s) };
   } catch (err) {
     await closeAll();
     throw err;
   }
 }
 
-function missingExport(name: string, exports: StaticExport[]): never {
+function missingExport(name: string, exports: ExportListing[]): never {
   throw new Error(`no volume '${name}' to serve (there are: ${exports.map((e) => e.name).join(', ') || 'none'})`);
 }
 

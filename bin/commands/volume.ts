@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
-import type { Pool, Preallocation, VolumeInfo } from '../../src/qcowlike/index.js';
+import type { Preallocation, VolumeInfo } from '../../src/qcowlike/index.js';
+import { adminOnPool } from '../admin-client.js';
 import { INCOMPLETE_ADVICE } from '../incomplete.js';
-import { aboutVolume, findVolume, withPool } from '../open-pool.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, parseVolumeRef } from '../registry.js';
 import { formatSize, parseSize } from '../size.js';
@@ -35,15 +35,13 @@ async function createVolume(ref: string, sizeText: string, opts: { preallocation
   const { pool: poolName, volume } = parseVolumeRef(ref);
   const size = parseSize(sizeText);
   if (size === 0) throw new Error('a volume needs a size above 0');
-  const info = await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
-    return aboutVolume(poolName, volume, () => pool.createVolume(volume, size, { preallocation: opts.preallocation }));
-  });
+  const info = await adminOnPool(g.home, poolName, { op: 'volume-create', volume, size, preallocation: opts.preallocation }, { readOnly: false });
   report(g, { pool: poolName, ...info }, `created volume ${ref}: ${formatSize(info.size)}${opts.preallocation === 'off' ? '' : `, preallocation ${opts.preallocation}`}`);
 }
 
 async function listVolumes(poolName: string, _opts: unknown, cmd: Command): Promise<void> {
   const g = globals(cmd);
-  const volumes = await withPool(g.home, checkName('pool', poolName), { readOnly: true }, async ({ pool }) => pool.listVolumes());
+  const volumes = await adminOnPool(g.home, checkName('pool', poolName), { op: 'volume-list' }, { readOnly: true });
   volumes.sort((a, b) => a.name.localeCompare(b.name));
   if (g.json) return printJson(volumes.map((v): VolumeSummary => ({ pool: poolName, ...v })));
   if (volumes.length === 0) {
@@ -65,7 +63,7 @@ async function listVolumes(poolName: string, _opts: unknown, cmd: Command): Prom
 async function volumeInfo(ref: string, _opts: unknown, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const { pool: poolName, volume } = parseVolumeRef(ref);
-  const info = await withPool(g.home, poolName, { readOnly: true }, async ({ pool }) => findVolume(pool, poolName, volume));
+  const info = await adminOnPool(g.home, poolName, { op: 'volume-info', volume }, { readOnly: true });
   if (g.json) return printJson({ pool: poolName, ...info } satisfies VolumeSummary);
   const bytes = (n: number): string => `${formatSize(n)} (${n} bytes)`;
   const chain = info.layers.map((l) => `layer ${l.id} (${l.frozen ? 'frozen, ' : ''}${formatSize(l.allocatedBytes)})`).join(' -> ');
@@ -86,44 +84,13 @@ async function resizeVolume(ref: string, sizeText: string, opts: { force?: boole
   const grow = sizeText.startsWith('+');
   const amount = parseSize(grow ? sizeText.slice(1) : sizeText);
   const force = opts.force === true;
-  const [before, after] = await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
-    const old = (await findVolume(pool, poolName, volume)).size;
-    const size = grow ? old + amount : amount;
-    if (size === 0) throw new Error('a volume needs a size above 0');
-    if (size < old && !force) {
-      const beyond = await dataBeyond(pool, volume, size);
-      if (beyond > 0) throw new Error(`cannot shrink ${ref} from ${formatSize(old)} to ${formatSize(size)}: ${formatSize(beyond)} of data lies beyond ${formatSize(size)} (--force discards it)`);
-    }
-    await pool.resizeVolume(volume, size, { force });
-    return [old, size];
-  });
-  report(g, { pool: poolName, volume, oldSize: before, size: after }, `resized ${ref}: ${formatSize(before)} -> ${formatSize(after)}`);
-}
-
-/** Bytes the volume holds (allocated, data or zero) past `size`: what a shrink to `size` would throw away. */
-async function dataBeyond(pool: Pool, volume: string, size: number): Promise<number> {
-  const vol = await pool.openVolume(volume, { readOnly: true });
-  try {
-    const rest = vol.size - size;
-    let bytes = 0;
-    for (let pos = size; pos < vol.size; ) {
-      const extents = await vol.blockStatus(pos, vol.size - pos);
-      for (const e of extents) if (!e.hole) bytes += e.length;
-      const last = extents.at(-1);
-      if (!last || last.offset + last.length <= pos) break;
-      pos = last.offset + last.length;
-    }
-    return Math.min(bytes, rest);
-  } finally {
-    await vol.close();
-  }
+  const r = await adminOnPool(g.home, poolName, { op: 'volume-resize', volume, size: amount, grow, force }, { readOnly: false });
+  report(g, { pool: poolName, volume, oldSize: r.oldSize, size: r.size }, `resized ${ref}: ${formatSize(r.oldSize)} -> ${formatSize(r.size)}`);
 }
 
 async function deleteVolume(ref: string, _opts: unknown, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const { pool: poolName, volume } = parseVolumeRef(ref);
-  await withPool(g.home, poolName, { readOnly: false }, async ({ pool }) => {
-    await aboutVolume(poolName, volume, () => pool.deleteVolume(volume));
-  });
+  await adminOnPool(g.home, poolName, { op: 'volume-delete', volume }, { readOnly: false });
   report(g, { deleted: ref }, `deleted volume ${ref}`);
 }

@@ -80,6 +80,11 @@ export class ExportTable {
     await Promise.all(this.closing.values());
   }
 
+  /** Connections using an export now (0 when it is not open). */
+  clients(canonical: string): number {
+    return this.entries.get(canonical)?.refs ?? 0;
+  }
+
   get openCount(): number {
     return this.entries.size;
   }

@@ -133,6 +133,11 @@ export class NbdServer {
   get openExports(): number {
     return this.exports.openCount;
   }
+  /** Connections using the export with this canonical name now. */
+  clientsOf(name: string): number {
+    return this.exports.clients(name);
+  }
+
 
   /** Stops listening, lets in-flight requests finish, closes every connection and releases every export. */
   async close(): Promise<void> {

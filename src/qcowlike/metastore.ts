@@ -390,6 +390,22 @@ export class MetaStore {
     }
   }
 
+  /**
+   * Runs `fn` with the write gate closed and no commit running: no write
+   * changes metadata or data meanwhile (reads go on). For an online check.
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    let out!: T;
+    return this.serialize(async () => {
+      const reopen = await this.drain();
+      try {
+        out = await fn();
+      } finally {
+        reopen();
+      }
+    }).then(() => out);
+  }
+
   /** Makes everything written so far durable (a client flush). */
   commit(): Promise<void> {
     return this.serialize(() => this.commitLocked(false));

@@ -610,6 +610,11 @@ export class Pool implements PoolCore {
     };
   }
 
+  /** The catalog's volumes as they are now, without walking any map (cheap: a server asks on every connection). */
+  volumeRecords(): Array<{ name: string; size: number; readOnly: boolean; incomplete: boolean }> {
+    return this.catalog.volumes.map((v) => ({ name: v.name, size: v.size, readOnly: v.readOnly, incomplete: v.incomplete === true }));
+  }
+
   async listVolumes(): Promise<VolumeInfo[]> {
     const out: VolumeInfo[] = [];
     for (const v of this.catalog.volumes) out.push(await this.infoOf(v.name));
@@ -716,6 +721,30 @@ export class Pool implements PoolCore {
   }
 
   /** The catalog's runs: the one the root points at, and its second copy. */
+  /**
+   * A check of a pool that is being served: read-only, repairing nothing,
+   * with writes held at the gate for the walk so that it sees maps, bitmap
+   * and data that agree (reads go on). Returns how long writes were held.
+   */
+  async checkOnline(): Promise<CheckReport & { heldWritesMs: number }> {
+    return this.serialize(async () => {
+      await this.store.checkpoint().catch((err: unknown) => {
+        if (this.store.fence) throw err;
+      });
+      const volumeOf = (id: number): string | undefined => this.catalog.volumes.find((v) => v.layer === id)?.name;
+      const copies = this.hasCopies && this.header.copiesStart < this.header.totalClusters ? { start: this.header.copiesStart, clusters: COPY_CLUSTERS } : undefined;
+      const started = performance.now();
+      let held = 0;
+      const report = await this.store.exclusive(async () => {
+        const r = await checkPool(this, [...this.layers.values()], this.catalogClusters(), false, volumeOf, copies);
+        held = performance.now() - started;
+        return r;
+      });
+      report.problems.unshift(...this.openProblems.splice(0));
+      return { ...report, heldWritesMs: Math.round(held) };
+    });
+  }
+
   private catalogClusters(): Array<{ start: number; clusters: number }> {
     const root = this.store.peek(ROOT_CLUSTER)!;
     const out: Array<{ start: number; clusters: number }> = [];

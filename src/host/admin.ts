@@ -1,0 +1,182 @@
+import { Pool, PoolError, type CheckReport, type PoolStats, type Preallocation, type VolumeInfo } from '../qcowlike/index.js';
+import { formatSize } from './size.js';
+import { volumeRuns, type MapRun } from './volume-runs.js';
+
+/**
+ * The administrative verbs on one pool, each written once. The CLI runs them
+ * in-process on a pool it opened, or sends them over the control socket of
+ * the `strata serve` that holds the pool, which runs the same function on its
+ * open pool: either way the result is the same value, printed the same way.
+ */
+export type AdminRequest =
+  | { op: 'pool-info' }
+  | { op: 'pool-check'; repair: boolean }
+  | { op: 'volume-list' }
+  | { op: 'volume-info'; volume: string }
+  | { op: 'volume-create'; volume: string; size: number; preallocation: Preallocation }
+  | { op: 'volume-resize'; volume: string; size: number; grow: boolean; force: boolean }
+  | { op: 'volume-delete'; volume: string }
+  | { op: 'map'; volume: string };
+
+export interface AdminResults {
+  'pool-info': PoolStats;
+  'pool-check': CheckReport;
+  'volume-list': VolumeInfo[];
+  'volume-info': VolumeInfo;
+  'volume-create': VolumeInfo;
+  'volume-resize': { oldSize: number; size: number };
+  'volume-delete': { deleted: string };
+  map: MapRun[];
+}
+
+export type AdminResult<R extends AdminRequest> = AdminResults[R['op']];
+
+/** What the pool's host knows beyond the pool: who uses a volume (a served pool's connections). */
+export interface AdminContext {
+  /** The pool's registered name, for messages. */
+  poolName: string;
+  /** Clients connected to a volume now (0 when not served). */
+  clientsOf?(volume: string): number;
+  /** Called after the set of volumes or their sizes changed (a server refreshes what it exports). */
+  changed?(): void;
+  /** The pool is served: a check must not stop I/O for long and cannot repair under load. */
+  online?: boolean;
+}
+
+/** Errors that name the volume the way the user typed it. */
+export class AdminError extends Error {
+  constructor(
+    readonly code: 'ENOENT' | 'EEXIST' | 'EINVAL' | 'EBUSY',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AdminError';
+  }
+}
+
+export async function runAdmin<R extends AdminRequest>(pool: Pool, req: R, ctx: AdminContext): Promise<AdminResult<R>> {
+  return (await dispatch(pool, req, ctx)) as AdminResult<R>;
+}
+
+async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promise<AdminResults[AdminRequest['op']]> {
+  const about = <T>(volume: string, fn: () => Promise<T>): Promise<T> => aboutVolume(ctx.poolName, volume, fn);
+  switch (req.op) {
+    case 'pool-info':
+      return pool.stats();
+    case 'pool-check':
+      if (ctx.online && req.repair) throw new AdminError('EBUSY', `pool '${ctx.poolName}' is served: check --repair needs the pool stopped (stop strata serve first); a check without --repair runs online`);
+      return ctx.online ? pool.checkOnline() : pool.check({ repair: req.repair });
+    case 'volume-list':
+      return pool.listVolumes();
+    case 'volume-info':
+      return about(req.volume, () => pool.volumeInfo(req.volume));
+    case 'volume-create': {
+      if (req.size <= 0) throw new AdminError('EINVAL', 'a volume needs a size above 0');
+      const info = await about(req.volume, () => pool.createVolume(req.volume, req.size, { preallocation: req.preallocation }));
+      ctx.changed?.();
+      return info;
+    }
+    case 'volume-resize': {
+      const old = (await about(req.volume, () => pool.volumeInfo(req.volume))).size;
+      const size = req.grow ? old + req.size : req.size;
+      if (size <= 0) throw new AdminError('EINVAL', 'a volume needs a size above 0');
+      if (size < old && !req.force) {
+        const beyond = await dataBeyond(pool, req.volume, size);
+        if (beyond > 0) throw new AdminError('EINVAL', `cannot shrink ${ctx.poolName}/${req.volume} from ${formatSize(old)} to ${formatSize(size)}: ${formatSize(beyond)} of data lies beyond ${formatSize(size)} (--force discards it)`);
+      }
+      await pool.resizeVolume(req.volume, size, { force: req.force });
+      ctx.changed?.();
+      return { oldSize: old, size };
+    }
+    case 'volume-delete': {
+      const clients = ctx.clientsOf?.(req.volume) ?? 0;
+      if (clients > 0) throw new AdminError('EBUSY', `volume '${ctx.poolName}/${req.volume}' has ${clients} connected client${clients === 1 ? '' : 's'}; disconnect ${clients === 1 ? 'it' : 'them'} first`);
+      await about(req.volume, () => pool.deleteVolume(req.volume));
+      ctx.changed?.();
+      return { deleted: `${ctx.poolName}/${req.volume}` };
+    }
+    case 'map': {
+      const volume = await about(req.volume, () => pool.openVolume(req.volume, { readOnly: true }));
+      try {
+        const all: MapRun[] = [];
+        for await (const run of volumeRuns(volume)) all.push(run);
+        return all;
+      } finally {
+        await volume.close();
+      }
+    }
+  }
+}
+
+/** Bytes the volume holds (allocated, data or zero) past `size`: what a shrink to `size` would throw away. */
+async function dataBeyond(pool: Pool, volume: string, size: number): Promise<number> {
+  const vol = await pool.openVolume(volume, { readOnly: true });
+  try {
+    let bytes = 0;
+    for (let pos = size; pos < vol.size; ) {
+      const extents = await vol.blockStatus(pos, vol.size - pos);
+      for (const e of extents) if (!e.hole) bytes += e.length;
+      const last = extents.at(-1);
+      if (!last || last.offset + last.length <= pos) break;
+      pos = last.offset + last.length;
+    }
+    return Math.min(bytes, vol.size - size);
+  } finally {
+    await vol.close();
+  }
+}
+
+/** Runs a pool call about one volume, and says "missing" or "already there" the way the user named it. */
+export async function aboutVolume<T>(poolName: string, volume: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof PoolError && err.code === 'ENOENT') throw new AdminError('ENOENT', `volume '${volume}' not found in pool '${poolName}'`);
+    if (err instanceof PoolError && err.code === 'EEXIST') throw new AdminError('EEXIST', `volume '${poolName}/${volume}' already exists`);
+    throw err;
+  }
+}
+
+const PREALLOCATIONS: readonly Preallocation[] = ['off', 'metadata', 'full'];
+const VOLUME_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** Checks a request that came over the control socket, field by field; the error names what is wrong. */
+export function parseAdminRequest(raw: Record<string, unknown>): AdminRequest {
+  const volume = (): string => {
+    const v = raw.volume;
+    if (typeof v !== 'string' || !VOLUME_NAME.test(v)) throw new Error(`'${String(raw.op)}' needs 'volume' (a volume name)`);
+    return v;
+  };
+  const bytes = (key: string): number => {
+    const v = raw[key];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new Error(`'${key}' must be a whole number of bytes`);
+    return v;
+  };
+  const flag = (key: string): boolean => {
+    if (raw[key] === undefined) return false;
+    if (typeof raw[key] !== 'boolean') throw new Error(`'${key}' must be true or false`);
+    return raw[key];
+  };
+  switch (raw.op) {
+    case 'pool-info':
+    case 'volume-list':
+      return { op: raw.op };
+    case 'pool-check':
+      return { op: 'pool-check', repair: flag('repair') };
+    case 'volume-info':
+    case 'volume-delete':
+    case 'map':
+      return { op: raw.op, volume: volume() };
+    case 'volume-create': {
+      const p = raw.preallocation ?? 'off';
+      if (typeof p !== 'string' || !PREALLOCATIONS.includes(p as Preallocation)) throw new Error(`'preallocation' must be one of ${PREALLOCATIONS.join(', ')}`);
+      return { op: 'volume-create', volume: volume(), size: bytes('size'), preallocation: p as Preallocation };
+    }
+    case 'volume-resize':
+      return { op: 'volume-resize', volume: volume(), size: bytes('size'), grow: flag('grow'), force: flag('force') };
+    default:
+      throw new Error(`unknown request '${String(raw.op)}'`);
+  }
+}
+
+export const ADMIN_OPS: ReadonlySet<string> = new Set(['pool-info', 'pool-check', 'volume-list', 'volume-info', 'volume-create', 'volume-resize', 'volume-delete', 'map']);

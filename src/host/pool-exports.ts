@@ -1,0 +1,83 @@
+import type { ExportListing, ExportSource, OpenedExport } from '../nbd/exports.js';
+import type { Pool } from '../qcowlike/index.js';
+
+export interface ServedPool {
+  name: string;
+  pool: Pool;
+}
+
+export interface PoolExportOptions {
+  readOnly: boolean;
+  /** Serve volumes an import left incomplete too. */
+  allowIncomplete: boolean;
+  /** Serve only these export names (`--export`); every volume, present and future, when undefined. */
+  only?: ReadonlySet<string>;
+  describe(pool: string, volume: string, size: number): string;
+}
+
+interface Entry {
+  pool: ServedPool;
+  volume: string;
+  readOnly: boolean;
+  description: string;
+}
+
+/**
+ * The volumes of served pools as NBD exports, read from the catalogs each
+ * time a client lists or names one: a volume created while the pool is
+ * served is exported at once, a deleted one is gone, a resized one shows its
+ * new size to new connections. Names are `VOL` when one pool is served and
+ * `POOL/VOL` when several are; `POOL/VOL` always answers too.
+ */
+export class PoolExportSource implements ExportSource {
+  constructor(
+    private readonly pools: readonly ServedPool[],
+    private readonly opts: PoolExportOptions,
+  ) {}
+
+  /** The export name of a volume (what clients type and what the server counts connections by). */
+  exportName(pool: string, volume: string): string {
+    return this.pools.length > 1 ? `${pool}/${volume}` : volume;
+  }
+
+  /** Volumes not served because an import left them incomplete (and --allow-incomplete was not given). */
+  held(): Array<{ pool: string; volume: string; name: string }> {
+    const out: Array<{ pool: string; volume: string; name: string }> = [];
+    for (const p of this.pools) for (const v of p.pool.volumeRecords()) if (v.incomplete && !this.opts.allowIncomplete) out.push({ pool: p.name, volume: v.name, name: this.exportName(p.name, v.name) });
+    return out;
+  }
+
+  private table(): Map<string, Entry> {
+    const out = new Map<string, Entry>();
+    for (const p of this.pools) {
+      for (const v of p.pool.volumeRecords()) {
+        if (v.incomplete && !this.opts.allowIncomplete) continue;
+        const name = this.exportName(p.name, v.name);
+        if (this.opts.only && !this.opts.only.has(name)) continue;
+        out.set(name, { pool: p, volume: v.name, readOnly: this.opts.readOnly || v.readOnly, description: this.opts.describe(p.name, v.name, v.size) });
+      }
+    }
+    return out;
+  }
+
+  async list(): Promise<ExportListing[]> {
+    return [...this.table()].map(([name, e]) => ({ name, description: e.description }));
+  }
+
+  async resolve(name: string): Promise<string | undefined> {
+    const table = this.table();
+    if (table.has(name)) return name;
+    if (name === '') return table.keys().next().value;
+    // POOL/VOL answers when one pool is served and its exports go by VOL.
+    const slash = name.indexOf('/');
+    if (this.pools.length === 1 && slash > 0 && name.slice(0, slash) === this.pools[0]!.name && table.has(name.slice(slash + 1))) return name.slice(slash + 1);
+    return undefined;
+  }
+
+  async open(canonical: string): Promise<OpenedExport> {
+    const e = this.table().get(canonical);
+    if (!e) throw new Error(`no export named '${canonical}'`);
+    const device = await e.pool.pool.openVolume(e.volume, { readOnly: e.readOnly });
+    return { device, readOnly: e.readOnly || device.readOnly, description: e.description, release: () => device.close() };
+  }
+}
