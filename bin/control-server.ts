@@ -35,12 +35,13 @@ export interface ControlServerOptions {
  * Lets every command manage a pool while `strata serve` holds it locked: the
  * pool and volume verbs (the same functions the CLI runs in-process) and, on
  * a RAID pool, status, fail, remove, add, replace, rebuild and scrub, run
- * here on the open pool while clients keep their I/O going. Requests from
- * all connections run one at a time, so two administrators never interleave.
+ * here on the open pool while clients keep their I/O going. Pool and volume
+ * verbs from all connections run one at a time, so two administrators never
+ * interleave.
  */
 export class ControlServer {
   private readonly connections = new Set<net.Socket>();
-  /** Every request, from every connection, in arrival order. */
+  /** The pool and volume verbs, from every connection, in arrival order. */
   private queue: Promise<void> = Promise.resolve();
 
   private constructor(
@@ -116,11 +117,7 @@ export class ControlServer {
       }
       for (const line of got) {
         if (line.trim() === '') continue;
-        chain = chain.then(() => {
-          const run = this.queue.then(async () => send(conn, await this.answer(line, conn)));
-          this.queue = run.catch(() => undefined);
-          return run;
-        });
+        chain = chain.then(async () => send(conn, await this.answer(line, conn)));
       }
     });
   }
@@ -140,10 +137,16 @@ export class ControlServer {
     }
   }
 
+  /** Pool and volume verbs from every connection run one at a time (raid verbs keep their own order: a rebuild may take hours). */
   private admin(req: AdminRequest): Promise<unknown> {
     const writes = !(req.op === 'pool-info' || req.op === 'pool-check' || req.op === 'volume-list' || req.op === 'volume-info' || req.op === 'map');
     if (writes && this.opts.readOnly) throw new Error(`pool '${this.opts.pool}' is served read-only`);
-    return runAdmin(this.opts.opened, req, { poolName: this.opts.pool, online: true, ...this.opts.admin });
+    const run = this.queue.then(() => runAdmin(this.opts.opened, req, { poolName: this.opts.pool, online: true, ...this.opts.admin }));
+    this.queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
   }
 
   private get array(): RaidArray {

@@ -3,7 +3,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { Option, type Command } from 'commander';
 import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
-import { DEFAULT_MAX_BUFFER, DEFAULT_MAX_PER_ADDRESS, loadTls, MIN_MAX_BUFFER, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type NbdServerStats, type ExportListing, type TlsMode } from '../../src/nbd/index.js';
+import { DEFAULT_MAX_BUFFER, DEFAULT_MAX_PER_ADDRESS, loadTls, MIN_MAX_BUFFER, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type NbdServerStats, type TlsMode } from '../../src/nbd/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { ControlServer } from '../control-server.js';
 import { PoolExportSource, type ServedPool } from '../../src/host/pool-exports.js';
@@ -199,7 +199,7 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
     for (const n of opts.export) {
       const h = held.find((x) => x.name === n);
       if (h) throw new IncompleteVolumeError(h.pool, h.volume, '--allow-incomplete serves what it holds');
-      if (!exports.some((e) => e.name === n)) missingExport(n, exports);
+      if (!exports.some((e) => e.name === n)) missingExport(n, source.allNames());
     }
     if (opts.export.length === 0) {
       for (const h of held) process.stderr.write(`strata serve: not serving ${h.pool}/${h.volume}: it is incomplete, its import did not finish (--allow-incomplete serves it)\n`);
@@ -213,8 +213,8 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
   }
 }
 
-function missingExport(name: string, exports: ExportListing[]): never {
-  throw new Error(`no volume '${name}' to serve (there are: ${exports.map((e) => e.name).join(', ') || 'none'})`);
+function missingExport(name: string, names: string[]): never {
+  throw new Error(`no volume '${name}' to serve (there are: ${names.join(', ') || 'none'})`);
 }
 
 /** --file or --memory: one device, open for the server's lifetime (a file keeps its lock while connections come and go). */

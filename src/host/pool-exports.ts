@@ -47,17 +47,28 @@ export class PoolExportSource implements ExportSource {
     return out;
   }
 
-  private table(): Map<string, Entry> {
+  /** Every servable volume by export name; `--export` narrows it to those named, in their order. */
+  private table(all = false): Map<string, Entry> {
     const out = new Map<string, Entry>();
     for (const p of this.pools) {
       for (const v of p.pool.volumeRecords()) {
         if (v.incomplete && !this.opts.allowIncomplete) continue;
         const name = this.exportName(p.name, v.name);
-        if (this.opts.only && !this.opts.only.has(name)) continue;
         out.set(name, { pool: p, volume: v.name, readOnly: this.opts.readOnly || v.readOnly, description: this.opts.describe(p.name, v.name, v.size) });
       }
     }
-    return out;
+    if (all || !this.opts.only) return out;
+    const picked = new Map<string, Entry>();
+    for (const name of this.opts.only) {
+      const e = out.get(name);
+      if (e) picked.set(name, e);
+    }
+    return picked;
+  }
+
+  /** Every volume that could be served, whatever `--export` picked (for messages). */
+  allNames(): string[] {
+    return [...this.table(true).keys()];
   }
 
   async list(): Promise<ExportListing[]> {

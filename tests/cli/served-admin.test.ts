@@ -3,6 +3,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { controlSocketPath } from '../../bin/control-protocol.js';
+import { NbdClient } from '../../src/nbd/index.js';
 import { hasTool, parseFio, startServe, tool, type ServeProcess } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
 import { buildCli, fails, ok, strata } from './strata.js';
@@ -91,12 +92,13 @@ describe('every pool and volume command works on a served pool', () => {
 
   it('refuses to delete a volume with connected clients, and check --repair online, and says why', async () => {
     ok(home, ['volume', 'create', 'p/busy', '16M']);
-    // A client that finished the handshake on 'busy' holds it open: qemu-io sleeping between two commands.
-    const held = tool('qemu-io', ['-f', 'raw', uri('busy'), '-c', 'sleep 1500', '-c', 'read 0 4k']);
-    await new Promise((r) => setTimeout(r, 600));
+    // A client past the handshake on 'busy' holds it open.
+    const client = await NbdClient.connect({ port: Number(port()), export: 'busy' });
     expect(fails(home, ['volume', 'delete', 'p/busy'])).toBe("strata: volume 'p/busy' has 1 connected client; disconnect it first");
-    await held;
-    ok(home, ['volume', 'delete', 'p/busy']);
+    await client.disconnect();
+    // The export is released once the server has seen the disconnect.
+    for (let i = 0; i < 50 && strata(home, ['volume', 'delete', 'p/busy', '--json']).code !== 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(fails(home, ['volume', 'info', 'p/busy'])).toMatch(/not found/);
     expect(fails(home, ['pool', 'check', 'p', '--repair'])).toMatch(/is served: check --repair needs the pool stopped/);
   }, 60_000);
 
