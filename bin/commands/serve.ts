@@ -3,6 +3,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { Option, type Command } from 'commander';
 import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
+import { hostMetrics, serveMetrics, type MetricsEndpoint, type MetricsSource } from '../../src/host/metrics.js';
 import { DEFAULT_MAX_BUFFER, DEFAULT_MAX_PER_ADDRESS, loadTls, MIN_MAX_BUFFER, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type NbdServerStats, type StaticExport, type TlsMode } from '../../src/nbd/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { ControlServer } from '../control-server.js';
@@ -35,6 +36,7 @@ interface ServeOptions {
   handshakeTimeout: string;
   rebuildRate: string;
   cache: CacheMode;
+  metrics?: string;
 }
 
 const DEFAULT_LISTEN = '127.0.0.1:10809';
@@ -64,6 +66,7 @@ export const serveCommands: CommandGroup = (program) => {
     .option('--idle-timeout <seconds>', 'close a connection after this long with no request and no reply delivered (0 = never)', '0')
     .option('--handshake-timeout <seconds>', 'drop a client that has not finished the handshake (TLS included) by then', '30')
     .addOption(cacheOption('pool files, RAID members and --file'))
+    .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks a free one)')
     .option('--rebuild-rate <size>', 'RAID pools: background rebuild rate per second (0 = unlimited), also for raid add/replace sent to the server without --rate', '200M')
     .action(async (pools: string[], opts: ServeOptions, cmd: Command) => serve(pools, opts, globals(cmd).home));
 };
@@ -76,6 +79,8 @@ function collect(value: string, previous: string[]): string[] {
 interface Served {
   source: ExportSource;
   uriName: string;
+  /** The pools behind the exports, for the metrics. */
+  pools: MetricsSource['pools'];
   close(): Promise<void>;
 }
 
@@ -95,6 +100,7 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
   if (opts.tlsPsk !== undefined) tlsFiles.psk = opts.tlsPsk;
   const tls = loadTls(tlsFiles);
   const addresses = listenAddresses(opts);
+  const metricsAt = opts.metrics === undefined ? undefined : parseHostPort('--metrics', opts.metrics);
   const useDevice = opts.file !== undefined || opts.memory !== undefined;
   const served = useDevice ? serveDevice(opts) : await servePools(home, pools.length > 0 ? pools : await defaultPools(home), opts);
   const server = new NbdServer({
@@ -112,11 +118,14 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
   // The counters on demand (kill -USR1), as one JSON line on stderr.
   const dumpStats = (): void => void process.stderr.write(`${JSON.stringify({ stats: server.stats })}\n`);
   process.on('SIGUSR1', dumpStats);
+  let metrics: MetricsEndpoint | undefined;
   try {
     const bound: ListenAddress[] = [];
     for (const a of addresses) bound.push(await server.listen(a));
+    if (metricsAt) metrics = await serveMetrics(hostMetrics({ server, pools: served.pools }), metricsAt.host, metricsAt.port);
     const name = served.uriName;
     for (const b of bound) process.stdout.write(`${nbdUri(b, name)}\n`);
+    if (metrics) process.stdout.write(`metrics: ${metrics.url}\n`);
     process.stdout.write(`${qemuLine(bound[0]!, name, tls.mode === 'off' ? undefined : tls.psk ? { psk: [...tls.psk.keys()][0]! } : 'x509')}\n`);
     if (tls.mode !== 'off') for (const b of bound) process.stdout.write(`${nbdUri(b, name, true)}\n`);
     await untilSignal();
@@ -125,6 +134,7 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
     if (summary) process.stderr.write(`strata serve: ${summary}\n`);
   } finally {
     process.off('SIGUSR1', dumpStats);
+    await metrics?.close();
     await served.close();
   }
 }
@@ -162,11 +172,13 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
   };
   try {
     const exports: StaticExport[] = [];
+    const pools: Served['pools'][number][] = [];
     // Volumes an import left incomplete: not served unless named with --allow-incomplete; a warning says why.
     const held: { name: string; pool: string; volume: string }[] = [];
     for (const poolName of new Set(poolNames)) {
       const o = await openRegisteredPool(home, checkName('pool', poolName), { readOnly, serving: { rebuildRate }, direct });
       opened.push(o);
+      pools.push({ name: poolName, pool: o.pool, ...(o.raid ? { array: o.raid.array } : {}) });
       if (o.raid) {
         const raid = o.raid;
         const log = (m: string): void => void process.stderr.write(`strata serve: ${m}\n`);
@@ -206,7 +218,7 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
     const chosen = opts.export.length === 0 ? exports : opts.export.map((n) => exports.find((e) => e.name === n) ?? missingExport(n, exports));
     if (chosen.length === 0 && held.length > 0) throw new Error(`no volumes to serve in ${poolNames.join(', ')}: every one is incomplete (re-run its import, or --allow-incomplete)`);
     if (chosen.length === 0) throw new Error(`no volumes to serve in ${poolNames.join(', ')} (create one: strata volume create ${poolNames[0]}/NAME SIZE)`);
-    return { source: new StaticExportSource(chosen), uriName: chosen[0]!.name, close: closeAll };
+    return { source: new StaticExportSource(chosen), uriName: chosen[0]!.name, pools, close: closeAll };
   } catch (err) {
     await closeAll();
     throw err;
@@ -239,6 +251,7 @@ function serveDevice(opts: ServeOptions): Served {
   return {
     source,
     uriName: name,
+    pools: [],
     close: async () => {
       try {
         await device.flush();
@@ -251,15 +264,15 @@ function serveDevice(opts: ServeOptions): Served {
 
 function listenAddresses(opts: ServeOptions): ListenAddress[] {
   const out: ListenAddress[] = [];
-  if (opts.listen !== undefined || opts.socket === undefined) out.push(parseHostPort(opts.listen ?? DEFAULT_LISTEN));
+  if (opts.listen !== undefined || opts.socket === undefined) out.push(parseHostPort('--listen', opts.listen ?? DEFAULT_LISTEN));
   if (opts.socket !== undefined) out.push({ socket: path.resolve(opts.socket) });
   return out;
 }
 
-function parseHostPort(text: string): { host: string; port: number } {
+function parseHostPort(flag: string, text: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
   const port = Number(m?.[3]);
-  if (!m || port > 65535) throw new Error(`invalid --listen '${text}' (use HOST:PORT, [IPv6]:PORT)`);
+  if (!m || port > 65535) throw new Error(`invalid ${flag} '${text}' (use HOST:PORT, [IPv6]:PORT)`);
   return { host: m[1] ?? m[2]!, port };
 }
 
