@@ -13,6 +13,7 @@ import { globals } from '../output.js';
 import { recordMembers } from '../raid-members.js';
 import { checkName, Registry } from '../registry.js';
 import { createFilePool } from './pool.js';
+import { DEFAULT_LISTEN, parseHostPort } from '../host-port.js';
 import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
 
@@ -39,7 +40,6 @@ interface ServeOptions {
   metrics?: string;
 }
 
-const DEFAULT_LISTEN = '127.0.0.1:10809';
 const DEFAULT_POOL = 'pool0';
 const DEFAULT_VOLUME = 'vm1';
 
@@ -267,13 +267,6 @@ function listenAddresses(opts: ServeOptions): ListenAddress[] {
   if (opts.listen !== undefined || opts.socket === undefined) out.push(parseHostPort('--listen', opts.listen ?? DEFAULT_LISTEN));
   if (opts.socket !== undefined) out.push({ socket: path.resolve(opts.socket) });
   return out;
-}
-
-function parseHostPort(flag: string, text: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
-  const port = Number(m?.[3]);
-  if (!m || port > 65535) throw new Error(`invalid ${flag} '${text}' (use HOST:PORT, [IPv6]:PORT)`);
-  return { host: m[1] ?? m[2]!, port };
 }
 
 /** A qemu command line that attaches the export; with TLS, CERTDIR / KEYDIR stand for the client's credentials directory. */

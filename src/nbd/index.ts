@@ -6,3 +6,4 @@ export { NbdClient, NbdClientError, type NbdClientOptions, type ExportDetails } 
 export { NbdDevice } from './client-device.js';
 export { nbdUri } from './uri.js';
 export { ExportStats, CommandStats, COMMAND_KINDS, LATENCY_BOUNDS, type CommandKind } from './export-stats.js';
+export { libvirtDiskXml, type LibvirtDiskOptions } from './libvirt-disk.js';
