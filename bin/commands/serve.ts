@@ -120,9 +120,10 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
   process.on('SIGUSR1', dumpStats);
   let metrics: MetricsEndpoint | undefined;
   try {
+    // The metrics endpoint first: when its address is taken, no NBD listener is left open behind the error.
+    if (metricsAt) metrics = await serveMetrics(hostMetrics({ server, pools: served.pools }), metricsAt.host, metricsAt.port);
     const bound: ListenAddress[] = [];
     for (const a of addresses) bound.push(await server.listen(a));
-    if (metricsAt) metrics = await serveMetrics(hostMetrics({ server, pools: served.pools }), metricsAt.host, metricsAt.port);
     const name = served.uriName;
     for (const b of bound) process.stdout.write(`${nbdUri(b, name)}\n`);
     if (metrics) process.stdout.write(`metrics: ${metrics.url}\n`);

@@ -157,20 +157,29 @@ describe.skipIf(!hasTool('fio'))('strata serve --metrics', () => {
     expect(info.usedBytes).toBeGreaterThan(16 * MiB);
   });
 
-  it('answers 404 off /metrics, and a bad --metrics address in one line', async () => {
+  it('answers 404 off /metrics; a bad or taken --metrics address is one line, and the server exits', async () => {
+    const refusal = async (metrics: string): Promise<string> =>
+      run(process.execPath, [STRATA, '--home', home, 'serve', 'p0', '--listen', '127.0.0.1:0', '--metrics', metrics], { timeout: 10_000 }).then(
+        () => '',
+        (e: { stderr: string; code: number }) => `${e.code} ${e.stderr}`,
+      );
     const s = await startServe(['--home', home, 'p0', '--listen', '127.0.0.1:0', '--metrics', '127.0.0.1:0']);
     try {
-      const res = await fetch(metricsUrl(s).replace(/\/metrics$/, '/'));
+      const url = metricsUrl(s);
+      const res = await fetch(url.replace(/\/metrics$/, '/'));
       expect(res.status).toBe(404);
       await res.text();
+      // The pool is held by the running server, so this serve stops on the pool, not on the port: use a memory disk.
+      const taken = /:(\d+)\/metrics$/.exec(url)![1]!;
+      const err = await run(process.execPath, [STRATA, 'serve', '--memory', '1M', '--listen', '127.0.0.1:0', '--metrics', `127.0.0.1:${taken}`], { timeout: 10_000 }).then(
+        () => '',
+        (e: { stderr: string; code: number }) => `${e.code} ${e.stderr}`,
+      );
+      expect(err).toMatch(/^1 strata: .*EADDRINUSE.*\n$/);
     } finally {
       expect(await s.stop()).toBe(0);
     }
-    const err = await run(process.execPath, [STRATA, '--home', home, 'serve', 'p0', '--listen', '127.0.0.1:0', '--metrics', 'nowhere'], { timeout: 10_000 }).then(
-      () => '',
-      (e: { stderr: string }) => e.stderr,
-    );
-    expect(err).toBe("strata: invalid --metrics 'nowhere' (use HOST:PORT, [IPv6]:PORT)\n");
+    expect(await refusal('nowhere')).toBe("1 strata: invalid --metrics 'nowhere' (use HOST:PORT, [IPv6]:PORT)\n");
   });
 });
 
