@@ -3,6 +3,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { Option, type Command } from 'commander';
 import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
+import { hostMetrics, serveMetrics, type MetricsEndpoint, type MetricsSource } from '../../src/host/metrics.js';
 import { DEFAULT_MAX_BUFFER, DEFAULT_MAX_PER_ADDRESS, loadTls, MIN_MAX_BUFFER, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type NbdServerStats, type TlsMode } from '../../src/nbd/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { ControlServer } from '../control-server.js';
@@ -13,6 +14,7 @@ import { globals } from '../output.js';
 import { recordMembers } from '../raid-members.js';
 import { checkName, Registry } from '../registry.js';
 import { createFilePool } from './pool.js';
+import { DEFAULT_LISTEN, parseHostPort } from '../host-port.js';
 import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
 
@@ -36,9 +38,9 @@ interface ServeOptions {
   handshakeTimeout: string;
   rebuildRate: string;
   cache: CacheMode;
+  metrics?: string;
 }
 
-const DEFAULT_LISTEN = '127.0.0.1:10809';
 const DEFAULT_POOL = 'pool0';
 const DEFAULT_VOLUME = 'vm1';
 
@@ -65,6 +67,7 @@ export const serveCommands: CommandGroup = (program) => {
     .option('--idle-timeout <seconds>', 'close a connection after this long with no request and no reply delivered (0 = never)', '0')
     .option('--handshake-timeout <seconds>', 'drop a client that has not finished the handshake (TLS included) by then', '30')
     .addOption(cacheOption('pool files, RAID members and --file'))
+    .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks a free one)')
     .option('--rebuild-rate <size>', 'RAID pools: background rebuild rate per second (0 = unlimited), also for raid add/replace sent to the server without --rate', '200M')
     .action(async (pools: string[], opts: ServeOptions, cmd: Command) => serve(pools, opts, globals(cmd).home));
 };
@@ -77,6 +80,8 @@ function collect(value: string, previous: string[]): string[] {
 interface Served {
   source: ExportSource;
   uriName: string;
+  /** The pools behind the exports, for the metrics. */
+  pools: MetricsSource['pools'];
   close(): Promise<void>;
   /** Hands over the server once it exists (the control socket asks it who is connected). */
   attach?(server: NbdServer): void;
@@ -98,6 +103,7 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
   if (opts.tlsPsk !== undefined) tlsFiles.psk = opts.tlsPsk;
   const tls = loadTls(tlsFiles);
   const addresses = listenAddresses(opts);
+  const metricsAt = opts.metrics === undefined ? undefined : parseHostPort('--metrics', opts.metrics);
   const useDevice = opts.file !== undefined || opts.memory !== undefined;
   const served = useDevice ? serveDevice(opts) : await servePools(home, pools.length > 0 ? pools : await defaultPools(home), opts);
   const server = new NbdServer({
@@ -116,11 +122,15 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
   // The counters on demand (kill -USR1), as one JSON line on stderr.
   const dumpStats = (): void => void process.stderr.write(`${JSON.stringify({ stats: server.stats })}\n`);
   process.on('SIGUSR1', dumpStats);
+  let metrics: MetricsEndpoint | undefined;
   try {
+    // The metrics endpoint first: when its address is taken, no NBD listener is left open behind the error.
+    if (metricsAt) metrics = await serveMetrics(hostMetrics({ server, pools: served.pools }), metricsAt.host, metricsAt.port);
     const bound: ListenAddress[] = [];
     for (const a of addresses) bound.push(await server.listen(a));
     const name = served.uriName;
     for (const b of bound) process.stdout.write(`${nbdUri(b, name)}\n`);
+    if (metrics) process.stdout.write(`metrics: ${metrics.url}\n`);
     process.stdout.write(`${qemuLine(bound[0]!, name, tls.mode === 'off' ? undefined : tls.psk ? { psk: [...tls.psk.keys()][0]! } : 'x509')}\n`);
     if (tls.mode !== 'off') for (const b of bound) process.stdout.write(`${nbdUri(b, name, true)}\n`);
     await untilSignal();
@@ -129,6 +139,7 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
     if (summary) process.stderr.write(`strata serve: ${summary}\n`);
   } finally {
     process.off('SIGUSR1', dumpStats);
+    await metrics?.close();
     await served.close();
   }
 }
@@ -168,10 +179,12 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
   let server: NbdServer | undefined;
   try {
     const servedPools: ServedPool[] = [];
+    const pools: Served['pools'][number][] = [];
     for (const poolName of new Set(poolNames)) {
       const o = await openRegisteredPool(home, checkName('pool', poolName), { readOnly, serving: { rebuildRate }, direct });
       opened.push(o);
       servedPools.push({ name: poolName, pool: o.pool });
+      pools.push({ name: poolName, pool: o.pool, ...(o.raid ? { array: o.raid.array } : {}) });
     }
     const only = opts.export.length > 0 ? new Set(opts.export) : undefined;
     const source = new PoolExportSource(servedPools, { readOnly, allowIncomplete: opts.allowIncomplete === true, ...(only ? { only } : {}), describe: (pool, volume, size) => `volume ${pool}/${volume}, ${formatSize(size)}` });
@@ -206,7 +219,7 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
     }
     if (exports.length === 0 && held.length > 0) throw new Error(`no volumes to serve in ${poolNames.join(', ')}: every one is incomplete (re-run its import, or --allow-incomplete)`);
     if (exports.length === 0) throw new Error(`no volumes to serve in ${poolNames.join(', ')} (create one: strata volume create ${poolNames[0]}/NAME SIZE)`);
-    return { source, uriName: opts.export[0] ?? exports[0]!.name, close: closeAll, attach: (s) => void (server = s) };
+    return { source, uriName: opts.export[0] ?? exports[0]!.name, pools, close: closeAll, attach: (s) => void (server = s) };
   } catch (err) {
     await closeAll();
     throw err;
@@ -239,6 +252,7 @@ function serveDevice(opts: ServeOptions): Served {
   return {
     source,
     uriName: name,
+    pools: [],
     close: async () => {
       try {
         await device.flush();
@@ -251,16 +265,9 @@ function serveDevice(opts: ServeOptions): Served {
 
 function listenAddresses(opts: ServeOptions): ListenAddress[] {
   const out: ListenAddress[] = [];
-  if (opts.listen !== undefined || opts.socket === undefined) out.push(parseHostPort(opts.listen ?? DEFAULT_LISTEN));
+  if (opts.listen !== undefined || opts.socket === undefined) out.push(parseHostPort('--listen', opts.listen ?? DEFAULT_LISTEN));
   if (opts.socket !== undefined) out.push({ socket: path.resolve(opts.socket) });
   return out;
-}
-
-function parseHostPort(text: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
-  const port = Number(m?.[3]);
-  if (!m || port > 65535) throw new Error(`invalid --listen '${text}' (use HOST:PORT, [IPv6]:PORT)`);
-  return { host: m[1] ?? m[2]!, port };
 }
 
 /** A qemu command line that attaches the export; with TLS, CERTDIR / KEYDIR stand for the client's credentials directory. */

@@ -1,6 +1,9 @@
+import path from 'node:path';
 import { Option, type Command } from 'commander';
+import { libvirtDiskXml, type ListenAddress } from '../../src/nbd/index.js';
 import type { Preallocation, VolumeInfo } from '../../src/qcowlike/index.js';
 import { adminOnPool } from '../admin-client.js';
+import { DEFAULT_LISTEN, parseHostPort } from '../host-port.js';
 import { INCOMPLETE_ADVICE } from '../incomplete.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, parseVolumeRef } from '../registry.js';
@@ -18,7 +21,16 @@ export const volumeCommands: CommandGroup = (program) => {
     .addOption(new Option('--preallocation <mode>', 'allocate up front: off (thin), metadata, or full').choices(PREALLOCATIONS).default('off'))
     .action(createVolume);
   volume.command('list <pool>').description("list a pool's volumes").action(listVolumes);
-  volume.command('info <pool/vol>').description('show one volume').action(volumeInfo);
+  volume
+    .command('info <pool/vol>')
+    .description('show one volume')
+    .option('--libvirt', "print the libvirt <disk type='network'> element that attaches the served volume")
+    .option('--listen <host:port>', `with --libvirt: the address strata serve listens on (default ${DEFAULT_LISTEN})`)
+    .option('--socket <path>', 'with --libvirt: the Unix socket strata serve listens on')
+    .option('--export <name>', 'with --libvirt: the export name (default the volume name)')
+    .option('--target <dev>', 'with --libvirt: the guest disk name', 'vdb')
+    .option('--tls', 'with --libvirt: the server runs with --tls on or require')
+    .action(volumeInfo);
   volume
     .command('resize <pool/vol> <size>')
     .description('grow or shrink a volume (SIZE, or +SIZE to grow by)')
@@ -60,10 +72,20 @@ async function listVolumes(poolName: string, _opts: unknown, cmd: Command): Prom
   ]);
 }
 
-async function volumeInfo(ref: string, _opts: unknown, cmd: Command): Promise<void> {
+interface InfoOptions {
+  libvirt?: boolean;
+  listen?: string;
+  socket?: string;
+  export?: string;
+  target: string;
+  tls?: boolean;
+}
+
+async function volumeInfo(ref: string, opts: InfoOptions, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const { pool: poolName, volume } = parseVolumeRef(ref);
   const info = await adminOnPool(g.home, poolName, { op: 'volume-info', volume }, { readOnly: true });
+  if (opts.libvirt === true) return printLibvirt(volume, info.readOnly, opts, g.json);
   if (g.json) return printJson({ pool: poolName, ...info } satisfies VolumeSummary);
   const bytes = (n: number): string => `${formatSize(n)} (${n} bytes)`;
   const chain = info.layers.map((l) => `layer ${l.id} (${l.frozen ? 'frozen, ' : ''}${formatSize(l.allocatedBytes)})`).join(' -> ');
@@ -93,4 +115,12 @@ async function deleteVolume(ref: string, _opts: unknown, cmd: Command): Promise<
   const { pool: poolName, volume } = parseVolumeRef(ref);
   await adminOnPool(g.home, poolName, { op: 'volume-delete', volume }, { readOnly: false });
   report(g, { deleted: ref }, `deleted volume ${ref}`);
+}
+
+function printLibvirt(volume: string, readOnly: boolean, opts: InfoOptions, json: boolean): void {
+  if (opts.listen !== undefined && opts.socket !== undefined) throw new Error('give --listen or --socket, not both');
+  const address: ListenAddress = opts.socket !== undefined ? { socket: path.resolve(opts.socket) } : parseHostPort('--listen', opts.listen ?? DEFAULT_LISTEN);
+  const xml = libvirtDiskXml({ exportName: opts.export ?? volume, address, target: opts.target, tls: opts.tls === true, readOnly });
+  if (json) return printJson({ libvirt: xml });
+  process.stdout.write(xml);
 }

@@ -5,3 +5,5 @@ export { SparseMemoryDevice } from './sparse-memory.js';
 export { NbdClient, NbdClientError, type NbdClientOptions, type ExportDetails } from './client.js';
 export { NbdDevice } from './client-device.js';
 export { nbdUri } from './uri.js';
+export { ExportStats, CommandStats, COMMAND_KINDS, LATENCY_BOUNDS, type CommandKind } from './export-stats.js';
+export { libvirtDiskXml, type LibvirtDiskOptions } from './libvirt-disk.js';

@@ -5,6 +5,7 @@ import { BufferPool, type BufferPoolStats } from './buffer-pool.js';
 import { MAX_PAYLOAD } from './constants.js';
 import { ExportTable } from './export-table.js';
 import type { ExportSource } from './exports.js';
+import { ExportStats } from './export-stats.js';
 import { Handshake } from './handshake.js';
 import type { TlsSetup } from './tls.js';
 import { budgetFloor, DEFAULT_LIMITS, Transmission, type NbdSocket, type TransmissionLimits } from './transmission.js';
@@ -78,6 +79,8 @@ export class NbdServer {
   private readonly buffers: BufferPool;
   private readonly budget: BufferBudget;
   private readonly counts = { connectionLimit: 0, perAddressLimit: 0, shuttingDown: 0, idleClosed: 0, handshakeTimeouts: 0 };
+  /** Kept by name for the server's lifetime, so counters survive the export being closed and reopened between connections. */
+  private readonly perExport = new Map<string, ExportStats>();
   private shuttingDown = false;
 
   constructor(private readonly opts: NbdServerOptions) {
@@ -104,6 +107,11 @@ export class NbdServer {
       largestConnection: Math.max(0, ...[...this.transmissions].map((t) => t.bufferedBytes)),
       buffers: this.buffers.stats,
     };
+  }
+
+  /** Every export that has had a connection, with what it served. */
+  get exportStats(): ReadonlyMap<string, ExportStats> {
+    return this.perExport;
   }
 
   /** Starts listening; resolves with the address actually bound (port 0 picks a free one). */
@@ -204,6 +212,9 @@ export class NbdServer {
       clearTimeout(deadline);
     }
     if (!result) return;
+    const name = result.export.name;
+    let stats = this.perExport.get(name);
+    if (!stats) this.perExport.set(name, (stats = new ExportStats(name)));
     const t = new Transmission(result.socket as NbdSocket, result.export, {
       structured: result.structured,
       metaContextId: result.metaContextId,
@@ -212,13 +223,16 @@ export class NbdServer {
       budget: this.budget,
       idleTimeoutMs: this.opts.idleTimeoutMs ?? 0,
       onIdleClose: () => this.counts.idleClosed++,
+      stats,
       log: this.log,
     });
     this.transmissions.add(t);
+    stats.connections++;
     try {
       if (this.shuttingDown) void t.shutdown();
       await t.start(result.leftover);
     } finally {
+      stats.connections--;
       this.transmissions.delete(t);
       // Nobody left to reuse them: pooled buffers go back to the system.
       if (this.transmissions.size === 0) this.buffers.trim();

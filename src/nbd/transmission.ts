@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { BlockDeviceError, type Extent } from '../blockdev/index.js';
 import { classOf, type BufferPool } from './buffer-pool.js';
@@ -27,6 +28,7 @@ import {
 import { messageOf, nbdErrorOf } from './errors.js';
 import { coalesce } from './extent-runs.js';
 import type { ServedExport } from './export-table.js';
+import type { CommandKind, CommandStats, ExportStats } from './export-stats.js';
 import type { RangeHold } from './range-lock.js';
 import { blockStatusChunk, errorChunk, noneChunk, offsetDataHeader, offsetHole, simpleReply } from './replies.js';
 import { RequestParser, type ParserSink, type Request } from './request-parser.js';
@@ -47,6 +49,8 @@ export interface TransmissionOptions {
   idleTimeoutMs: number;
   /** Told when the idle timeout closed this connection. */
   onIdleClose: () => void;
+  /** The export's counters, shared by its connections. */
+  stats: ExportStats;
   log: (message: string) => void;
 }
 
@@ -105,6 +109,16 @@ const COMMAND_NAMES: Record<number, string> = {
   [CMD_BLOCK_STATUS]: 'block status',
 };
 
+const COMMAND_KIND: Record<number, CommandKind> = {
+  [CMD_READ]: 'read',
+  [CMD_WRITE]: 'write',
+  [CMD_FLUSH]: 'flush',
+  [CMD_TRIM]: 'trim',
+  [CMD_CACHE]: 'cache',
+  [CMD_WRITE_ZEROES]: 'zero',
+  [CMD_BLOCK_STATUS]: 'block_status',
+};
+
 const ALLOWED_FLAGS: Record<number, number> = {
   [CMD_READ]: CMD_FLAG_FUA | CMD_FLAG_DF,
   [CMD_WRITE]: CMD_FLAG_FUA,
@@ -119,6 +133,9 @@ const ALLOWED_FLAGS: Record<number, number> = {
 class Job implements RangeHold {
   waiting = false;
   finished = false;
+  failed = false;
+  /** performance.now() at admission. */
+  readonly admitted = performance.now();
   constructor(
     readonly conn: Transmission,
     readonly req: Request,
@@ -391,6 +408,11 @@ export class Transmission implements ParserSink {
 
   private reject(req: Request, error: number, message: string): void {
     if (req.pooled) this.opts.buffers.give(req.pooled);
+    const counted = this.counted(req.type);
+    if (counted) {
+      counted.ops++;
+      counted.errors++;
+    }
     this.send(this.errorReply(req, error, message), this.takeCharge());
   }
 
@@ -412,6 +434,7 @@ export class Transmission implements ParserSink {
 
   private fail(job: Job, err: unknown): void {
     const { req } = job;
+    job.failed = true;
     const error = nbdErrorOf(err);
     this.opts.log(`export '${this.exp.name}': command ${req.type} at ${req.offset}+${req.length} failed: ${messageOf(err)}`);
     // The full message names server paths; the client learns what failed and where, the log the rest.
@@ -431,6 +454,13 @@ export class Transmission implements ParserSink {
   private settle(job: Job): void {
     if (job.finished) return;
     job.finished = true;
+    const counted = this.counted(job.req.type);
+    if (counted) {
+      counted.ops++;
+      if (job.failed) counted.errors++;
+      else if (job.req.type !== CMD_FLUSH) counted.bytes += job.req.length;
+      counted.observe((performance.now() - job.admitted) / 1000);
+    }
     this.exp.lock.release(job);
     if (job.req.pooled) this.opts.buffers.give(job.req.pooled);
     this.inflight--;
@@ -443,6 +473,7 @@ export class Transmission implements ParserSink {
    */
   private broken(job: Job, err: unknown): void {
     this.opts.log(`export '${this.exp.name}': closing a connection after an internal error: ${messageOf(err)}`);
+    job.failed = true;
     this.settle(job);
     this.account.release(job.cost);
     this.socket.destroy();
@@ -483,6 +514,12 @@ export class Transmission implements ParserSink {
       this.account.release(held);
       this.unstall();
     });
+  }
+
+  /** The counters of a command type; undefined for one the protocol does not know (refused, not counted). */
+  private counted(type: number): CommandStats | undefined {
+    const kind = COMMAND_KIND[type];
+    return kind === undefined ? undefined : this.opts.stats.commands[kind];
   }
 
   /** Another connection freed shared room: try again, on a later turn (the budget must not be re-entered). */
