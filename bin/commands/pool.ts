@@ -9,6 +9,7 @@ import { oneLine, openRegisteredPool, PoolInUseError, withPool } from '../open-p
 import { isFileTooLarge, tooLargeMessage } from '../file-size-limit.js';
 import { makeHome, removeMadeDirs } from '../home.js';
 import { raidCreateMessage } from '../raid-create-message.js';
+import { whyUnrepaired } from '../check-why.js';
 import { forgetPending } from '../pending-store.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../registry.js';
@@ -263,13 +264,18 @@ async function checkPool(name: string, opts: { repair?: boolean; cache: CacheMod
   const repair = opts.repair === true;
   // Without --repair nothing is written: a bad copy with a good one beside it is reported pending. A pool
   // stopped uncleanly is still opened for writing once, to replay its journal (see openRegisteredPool).
-  const result = await withPool(g.home, checkName('pool', name), { readOnly: !repair, direct: opts.cache === 'none' }, async ({ pool }) => pool.check({ repair }));
+  const { result, redundant } = await withPool(g.home, checkName('pool', name), { readOnly: !repair, direct: opts.cache === 'none' }, async ({ pool, raid }) => ({
+    result: await pool.check({ repair }),
+    redundant: raid !== undefined && raid.array.geometry.level !== 0,
+  }));
   const remaining = result.problems.filter((p) => !p.repaired).length;
-  if (g.json) printJson({ pool: name, clean: remaining === 0, ...result });
+  if (g.json) printJson({ pool: name, clean: remaining === 0, ...result, ...(repair && remaining > 0 ? { unrepairedBecause: whyUnrepaired(result.problems, redundant) } : {}) });
   else printCheck(name, result, repair);
   if (remaining > 0) {
     const pending = result.pendingRepairs > 0 ? `, ${result.pendingRepairs} of them pending repair (a good copy exists)` : '';
-    process.stderr.write(`strata: pool '${name}' has ${count(remaining, 'unrepaired problem')}${pending}${repair ? '' : ' (try --repair)'}\n`);
+    // With --repair, the one line says why what is left was left: a repair that repaired nothing must not read as a failed one.
+    const why = repair ? `; ${result.repaired === 0 ? 'nothing repaired' : `${result.repaired} repaired`}: ${whyUnrepaired(result.problems, redundant)}` : ' (try --repair)';
+    process.stderr.write(`strata: pool '${name}' has ${count(remaining, 'unrepaired problem')}${repair ? '' : pending}${why}\n`);
     process.exitCode = 1;
   }
 }

@@ -6,6 +6,7 @@ import { cacheOption, type CacheMode } from '../cache-option.js';
 import { isFileTooLarge, tooLargeMessage } from '../file-size-limit.js';
 import { openImageSource, readFully, systemReason, type ImageSource } from '../image-source.js';
 import { IncompleteVolumeError } from '../incomplete.js';
+import { mergeRanges, readVerified, type Range } from '../salvage-read.js';
 import { aboutVolume, findVolume, withPool } from '../open-pool.js';
 import { globals, ProgressBar, report } from '../output.js';
 import { parseVolumeRef, Registry } from '../registry.js';
@@ -33,8 +34,9 @@ export const transferCommands: CommandGroup = (program) => {
     .description('copy a volume into a sparse raw image (or to stdout with -); holes and zero runs stay holes')
     .option('--force', 'overwrite FILE if it exists')
     .option('--allow-incomplete', 'export a volume whose import did not finish (what it holds is partial)')
+    .option('--salvage', 'write what verifies; zero-fill and report what does not (as qemu-img convert --salvage)')
     .addOption(cacheOption("the pool's files"))
-    .action((ref: string, file: string, opts: { force?: boolean; allowIncomplete?: boolean; cache: CacheMode }, cmd: Command) => interruptible(() => exportImage(ref, file, opts, cmd)));
+    .action((ref: string, file: string, opts: ExportOptions, cmd: Command) => interruptible(() => exportImage(ref, file, opts, cmd)));
 };
 
 interface ImportOptions {
@@ -211,7 +213,15 @@ async function inParallel<T>(items: Iterator<T> | AsyncIterator<T>, work: (item:
   if (failure) throw failure.err;
 }
 
-async function exportImage(ref: string, file: string, opts: { force?: boolean; allowIncomplete?: boolean; cache: CacheMode }, cmd: Command): Promise<void> {
+interface ExportOptions {
+  force?: boolean;
+  allowIncomplete?: boolean;
+  salvage?: boolean;
+  cache: CacheMode;
+}
+
+async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: Command): Promise<void> {
+  const bad: Range[] | undefined = opts.salvage === true ? [] : undefined;
   const g = globals(cmd);
   const { pool: poolName, volume: name } = parseVolumeRef(ref);
   const result = await withPool(g.home, poolName, { readOnly: true, direct: opts.cache === 'none' }, async ({ pool }) => {
@@ -220,7 +230,7 @@ async function exportImage(ref: string, file: string, opts: { force?: boolean; a
     const volume = await aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
     if (file === '-') {
       try {
-        return { size: volume.size, ...(await copyToStdout(volume, new ProgressBar(`export ${ref}`, volume.size))) };
+        return { size: volume.size, ...(await copyToStdout(volume, new ProgressBar(`export ${ref}`, volume.size), bad)) };
       } finally {
         await volume.close();
       }
@@ -234,7 +244,7 @@ async function exportImage(ref: string, file: string, opts: { force?: boolean; a
           if (isFileTooLarge(err)) throw new Error(`cannot export ${ref}: ${tooLargeMessage(file, volume.size)}`);
           throw new Error(`cannot make ${file} ${formatSize(volume.size)} long: ${systemReason(err)}`);
         }
-        const copied = await copyFromVolume(volume, { fd, file }, new ProgressBar(`export ${ref}`, volume.size));
+        const copied = await copyFromVolume(volume, { fd, file }, new ProgressBar(`export ${ref}`, volume.size), bad);
         fs.fsyncSync(fd);
         fs.closeSync(fd);
         return { size: volume.size, ...copied };
@@ -248,14 +258,24 @@ async function exportImage(ref: string, file: string, opts: { force?: boolean; a
       await volume.close();
     }
   });
+  const unreadable = bad === undefined ? undefined : mergeRanges(bad);
+  const lost = (unreadable ?? []).reduce((sum, r) => sum + r.length, 0);
+  const salvaged = unreadable === undefined ? {} : { unreadable, unreadableBytes: lost };
+  const target = file === '-' ? 'stdout' : file;
+  if (unreadable !== undefined && !g.json) {
+    const shown = unreadable.slice(0, 10);
+    for (const r of shown) process.stderr.write(`strata: warning: ${ref}: ${formatSize(r.length)} at offset ${r.offset} does not verify; zero-filled in ${target}\n`);
+    if (unreadable.length > shown.length) process.stderr.write(`strata: warning: ${ref}: … and ${unreadable.length - shown.length} more ranges (--json lists them all)\n`);
+  }
+  const lostText = unreadable === undefined ? '' : `, ${formatSize(lost)} unreadable (zero-filled)`;
   if (file === '-') {
     // The image is on stdout: the summary goes to stderr, in JSON with --json.
-    const json = { pool: poolName, volume: name, file: 'stdout', ...result };
-    process.stderr.write(g.json ? `${JSON.stringify(json, null, 2)}\n` : `exported ${ref} to stdout: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} of data\n`);
+    const json = { pool: poolName, volume: name, file: 'stdout', ...result, ...salvaged };
+    process.stderr.write(g.json ? `${JSON.stringify(json, null, 2)}\n` : `exported ${ref} to stdout: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} of data${lostText}\n`);
     return;
   }
-  const json = { pool: poolName, volume: name, file, ...result };
-  report(g, json, `exported ${ref} to ${file}: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} written, ${formatSize(result.size - result.bytesWritten)} left sparse`);
+  const json = { pool: poolName, volume: name, file, ...result, ...salvaged };
+  report(g, json, `exported ${ref} to ${file}: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} written, ${formatSize(result.size - result.bytesWritten)} left sparse${lostText}`);
 }
 
 /**
@@ -263,7 +283,7 @@ async function exportImage(ref: string, file: string, opts: { force?: boolean; a
  * runs from one shared zero buffer without reading them. Waits for the reader
  * (stdout's drain), so memory stays at one chunk whatever the pipe's pace.
  */
-async function copyToStdout(volume: Volume, bar: ProgressBar): Promise<{ bytesWritten: number }> {
+async function copyToStdout(volume: Volume, bar: ProgressBar, bad: Range[] | undefined): Promise<{ bytesWritten: number }> {
   let bytesWritten = 0;
   const zero = Buffer.alloc(CHUNK);
   const put = async (buf: Buffer): Promise<void> => {
@@ -278,7 +298,7 @@ async function copyToStdout(volume: Volume, bar: ProgressBar): Promise<{ bytesWr
         else {
           // A fresh buffer per chunk: the stream may still hold the previous one.
           const chunk = Buffer.allocUnsafe(length);
-          await volume.read(chunk, pos);
+          await readVerified(volume, chunk, pos, bad);
           await put(chunk);
           bytesWritten += length;
         }
@@ -291,7 +311,7 @@ async function copyToStdout(volume: Volume, bar: ProgressBar): Promise<{ bytesWr
   return { bytesWritten };
 }
 
-async function copyFromVolume(volume: Volume, target: { fd: number; file: string }, bar: ProgressBar): Promise<{ bytesWritten: number }> {
+async function copyFromVolume(volume: Volume, target: { fd: number; file: string }, bar: ProgressBar, bad: Range[] | undefined): Promise<{ bytesWritten: number }> {
   let bytesWritten = 0;
   let done = 0;
   const buffers = Array.from({ length: DEPTH }, () => Buffer.allocUnsafe(CHUNK));
@@ -305,7 +325,7 @@ async function copyFromVolume(volume: Volume, target: { fd: number; file: string
   try {
     await inParallel(dataChunks(), async ({ offset, length }, slot) => {
       const chunk = buffers[slot]!.subarray(0, length);
-      await volume.read(chunk, offset);
+      await readVerified(volume, chunk, offset, bad);
       for (const piece of runsOf(chunk)) {
         if (piece.zero) continue;
         await writeAll(target, chunk.subarray(piece.offset, piece.offset + piece.length), offset + piece.offset);
