@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { commandGroups } from './commands/index.js';
 import { checkHome } from './home.js';
 import { globals } from './output.js';
+import { raidCreateMessage } from './raid-create-message.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -31,7 +32,7 @@ async function main(argv: string[]): Promise<number> {
       // Help and version end through here too, with exit code 0.
       return err.exitCode === 0 ? 0 : 2;
     }
-    process.stderr.write(`strata: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`strata: ${raidCreateMessage(err) ?? (err instanceof Error ? err.message : String(err))}\n`);
     return 1;
   }
 }

@@ -8,6 +8,8 @@ import { cacheOption, type CacheMode } from '../cache-option.js';
 import { oneLine, openRegisteredPool, PoolInUseError, withPool } from '../open-pool.js';
 import { isFileTooLarge, tooLargeMessage } from '../file-size-limit.js';
 import { makeHome, removeMadeDirs } from '../home.js';
+import { raidCreateMessage } from '../raid-create-message.js';
+import { whyUnrepaired } from '../check-why.js';
 import { forgetPending } from '../pending-store.js';
 import { adminOnPool } from '../admin-client.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
@@ -35,12 +37,15 @@ export const poolCommands: CommandGroup = (program) => {
   pool
     .command('create <pool>')
     .description('create a pool (a sparse file by default) and register it under the home directory')
-    .option('--size <size>', 'size of the pool file', DEFAULT_POOL_SIZE)
+    .option('--size <size>', `size of the pool file (default ${DEFAULT_POOL_SIZE}); with --raid, of the array (default: all the existing members hold, else ${DEFAULT_POOL_SIZE})`)
     .option('--path <file>', 'pool file (default HOME/POOL.pool)')
     .option('--cluster-size <size>', 'allocation unit, a power of two from 4K to 2M (default 64K)')
     .addOption(new Option('--raid <level>', 'build the pool on a RAID array of --members').choices(RAID_LEVELS))
     .option('--members <files>', 'comma-separated RAID member files')
     .option('--chunk <size>', 'RAID chunk size')
+    .option('--spares <files>', 'comma-separated RAID hot spares')
+    .option('--copies <n>', 'RAID 10: copies of each chunk (default 2)')
+    .option('--force', 'RAID: reuse members that belong to another array')
     .action(createPool);
 
   pool.command('list').description('list registered pools').action(listPools);
@@ -58,27 +63,45 @@ export const poolCommands: CommandGroup = (program) => {
     .action(deletePool);
 };
 
-async function createPool(name: string, opts: { size: string; path?: string; clusterSize?: string; raid?: RaidLevel; members?: string; chunk?: string }, cmd: Command): Promise<void> {
+interface CreateOptions {
+  size?: string;
+  path?: string;
+  clusterSize?: string;
+  raid?: RaidLevel;
+  members?: string;
+  chunk?: string;
+  spares?: string;
+  copies?: string;
+  force?: boolean;
+}
+
+async function createPool(name: string, opts: CreateOptions, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const registry = new Registry(g.home);
   checkName('pool', name);
-  if (opts.raid === undefined && (opts.members !== undefined || opts.chunk !== undefined)) {
-    throw new Error('--members and --chunk go with --raid LEVEL');
+  if (opts.raid === undefined) {
+    const raidOnly = (['members', 'chunk', 'spares', 'copies', 'force'] as const).filter((o) => opts[o] !== undefined);
+    if (raidOnly.length > 0) throw new Error(`${raidOnly.map((o) => `--${o}`).join(', ')} ${raidOnly.length === 1 ? 'goes' : 'go'} with --raid LEVEL`);
   }
   if (registry.has(name)) throw new Error(`pool '${name}' already exists in ${g.home}`);
-  const size = parseSize(opts.size);
   const clusterSize = opts.clusterSize === undefined ? undefined : parseSize(opts.clusterSize);
   if (opts.raid !== undefined) {
-    const members = (opts.members ?? '').split(',').filter((m) => m !== '').map((m) => path.resolve(m));
+    const files = (list: string | undefined): string[] => (list ?? '').split(',').filter((m) => m !== '').map((m) => path.resolve(m));
+    const members = files(opts.members);
     if (members.length === 0) throw new Error(`--raid ${opts.raid} needs --members FILE,FILE,…`);
+    const spares = files(opts.spares);
+    // As mdadm: members that exist size the array; only a set of new files falls back to the default size.
+    const size = opts.size !== undefined ? parseSize(opts.size) : [...members, ...spares].some((m) => fs.existsSync(m)) ? undefined : parseSize(DEFAULT_POOL_SIZE);
+    const copies = opts.copies === undefined ? undefined : parseCopies(opts.copies);
     const chunk = opts.chunk === undefined ? undefined : parseSize(opts.chunk);
-    await createRaidPool(registry, name, opts.raid, members, size, chunk, clusterSize);
+    await createRaidPool(registry, name, opts.raid, { members, spares, size, chunk, copies, force: opts.force === true }, clusterSize);
     const record = registry.get(name);
     const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, p.stats()));
-    report(g, summary, `created pool '${name}': ${formatSize(summary.deviceSize)} on RAID ${opts.raid} over ${members.length} members (cluster size ${formatSize(summary.clusterSize)})`);
+    const spared = spares.length > 0 ? ` and ${count(spares.length, 'spare')}` : '';
+    report(g, summary, `created pool '${name}': ${formatSize(summary.deviceSize)} on RAID ${opts.raid} over ${members.length} members${spared} (cluster size ${formatSize(summary.clusterSize)})`);
     return;
   }
-  const { record, file } = await createFilePool(registry, name, size, opts.path, clusterSize);
+  const { record, file } = await createFilePool(registry, name, parseSize(opts.size ?? DEFAULT_POOL_SIZE), opts.path, clusterSize);
   const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, p.stats()));
   report(g, summary, `created pool '${name}': ${formatSize(summary.deviceSize)} at ${file} (cluster size ${formatSize(summary.clusterSize)})`);
 }
@@ -119,22 +142,50 @@ export async function createFilePool(registry: Registry, name: string, size: num
   return { record, file };
 }
 
-/** A pool on a new RAID array: member files are created (sparse) to fit `size` bytes of array. */
-async function createRaidPool(registry: Registry, name: string, level: RaidLevel, members: string[], size: number, chunk: number | undefined, clusterSize: number | undefined): Promise<void> {
+function parseCopies(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 2) throw new Error(`invalid --copies '${text}' (a whole number from 2)`);
+  return n;
+}
+
+interface RaidSpec {
+  members: string[];
+  spares: string[];
+  /** Array bytes; undefined: what the existing members hold. */
+  size: number | undefined;
+  chunk: number | undefined;
+  copies: number | undefined;
+  force: boolean;
+}
+
+/** A pool on a new RAID array: missing member files are created (sparse) to fit the array. */
+async function createRaidPool(registry: Registry, name: string, level: RaidLevel, spec: RaidSpec, clusterSize: number | undefined): Promise<void> {
+  const { members, spares, size, chunk, copies, force } = spec;
   const madeDirs = makeHome(registry.home);
-  const existed = members.filter((m) => fs.existsSync(m));
+  const files = [...members, ...spares];
+  const existed = files.filter((m) => fs.existsSync(m));
   // Only member files this command made are removed, whichever step failed.
   const undo = (): void => {
-    for (const m of members) if (!existed.includes(m)) fs.rmSync(m, { force: true });
+    for (const m of files) if (!existed.includes(m)) fs.rmSync(m, { force: true });
     removeMadeDirs(madeDirs);
   };
   const failure = (err: unknown): Error => {
     const file = err instanceof BlockDeviceError ? err.device : undefined;
-    return new Error(`cannot create pool '${name}': ${isFileTooLarge(err) && file !== undefined ? `member ${tooLargeMessage(file)}` : oneLine(err)}`);
+    const why = isFileTooLarge(err) && file !== undefined ? `member ${tooLargeMessage(file)}` : (raidCreateMessage(err) ?? oneLine(err));
+    return new Error(`cannot create pool '${name}': ${why}`);
   };
   let array;
   try {
-    array = await createArray({ level: Number(level) as 0 | 1 | 5 | 6 | 10, members, size, name, ...(chunk === undefined ? {} : { chunk }) });
+    array = await createArray({
+      level: Number(level) as 0 | 1 | 5 | 6 | 10,
+      members,
+      name,
+      force,
+      ...(spares.length > 0 ? { spares } : {}),
+      ...(size === undefined ? {} : { size }),
+      ...(chunk === undefined ? {} : { chunk }),
+      ...(copies === undefined ? {} : { copies }),
+    });
   } catch (err) {
     // createArray closes what it opened; the members it created stay behind unless removed here.
     const error = failure(err);
@@ -144,7 +195,8 @@ async function createRaidPool(registry: Registry, name: string, level: RaidLevel
   try {
     const created = await Pool.create(array, clusterSize === undefined ? {} : { clusterSize });
     await created.close();
-    registry.add({ name, backing: { kind: 'raid', level, members, chunk: array.geometry.chunk }, created: new Date().toISOString() });
+    // Spares are registered with the members, as a later `raid add` of a spare records them: assembly tells them apart.
+    registry.add({ name, backing: { kind: 'raid', level, members: files, chunk: array.geometry.chunk }, created: new Date().toISOString() });
   } catch (err) {
     await array.close().catch(() => undefined);
     const error = failure(err);
@@ -215,13 +267,17 @@ async function checkPool(name: string, opts: { repair?: boolean; cache: CacheMod
   // Without --repair nothing is written: a bad copy with a good one beside it is reported pending. A pool
   // stopped uncleanly is still opened for writing once, to replay its journal (see openRegisteredPool).
   // On a served pool the server runs the check, holding writes for the walk (heldWritesMs); --repair needs it stopped.
-  const result = await adminOnPool(g.home, checkName('pool', name), { op: 'pool-check', repair }, { readOnly: !repair, direct: opts.cache === 'none' });
+  const record = new Registry(g.home).get(checkName('pool', name));
+  const redundant = record.backing.kind === 'raid' && record.backing.level !== '0';
+  const result = await adminOnPool(g.home, name, { op: 'pool-check', repair }, { readOnly: !repair, direct: opts.cache === 'none' });
   const remaining = result.problems.filter((p) => !p.repaired).length;
-  if (g.json) printJson({ pool: name, clean: remaining === 0, ...result });
+  if (g.json) printJson({ pool: name, clean: remaining === 0, ...result, ...(repair && remaining > 0 ? { unrepairedBecause: whyUnrepaired(result.problems, redundant) } : {}) });
   else printCheck(name, result, repair);
   if (remaining > 0) {
     const pending = result.pendingRepairs > 0 ? `, ${result.pendingRepairs} of them pending repair (a good copy exists)` : '';
-    process.stderr.write(`strata: pool '${name}' has ${count(remaining, 'unrepaired problem')}${pending}${repair ? '' : ' (try --repair)'}\n`);
+    // With --repair, the one line says why what is left was left: a repair that repaired nothing must not read as a failed one.
+    const why = repair ? `; ${result.repaired === 0 ? 'nothing repaired' : `${result.repaired} repaired`}: ${whyUnrepaired(result.problems, redundant)}` : ' (try --repair)';
+    process.stderr.write(`strata: pool '${name}' has ${count(remaining, 'unrepaired problem')}${repair ? '' : pending}${why}\n`);
     process.exitCode = 1;
   }
 }

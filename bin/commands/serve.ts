@@ -9,6 +9,7 @@ import { cacheOption, type CacheMode } from '../cache-option.js';
 import { ControlServer } from '../control-server.js';
 import { PoolExportSource, type ServedPool } from '../../src/host/pool-exports.js';
 import { IncompleteVolumeError } from '../incomplete.js';
+import { clientLines, type ClientTls } from '../qemu-lines.js';
 import { oneLine, openRegisteredPool, withPool, type OpenedPool } from '../open-pool.js';
 import { globals } from '../output.js';
 import { recordMembers } from '../raid-members.js';
@@ -47,7 +48,7 @@ const DEFAULT_VOLUME = 'vm1';
 export const serveCommands: CommandGroup = (program) => {
   program
     .command('serve')
-    .description('export volumes, a raw file or a memory disk over NBD until SIGINT/SIGTERM')
+    .description('export volumes, a raw file or a memory disk over NBD until SIGINT, SIGTERM or SIGHUP')
     .argument('[pools...]', 'pools whose volumes to serve (each volume by its name)')
     .option('--file <path>', 'serve a raw image or plain file')
     .option('--memory <size>', 'serve a throwaway in-memory disk of this size')
@@ -123,6 +124,8 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
   const dumpStats = (): void => void process.stderr.write(`${JSON.stringify({ stats: server.stats })}\n`);
   process.on('SIGUSR1', dumpStats);
   let metrics: MetricsEndpoint | undefined;
+  // Listened for before the first line is printed: a client (or a test) that stops the server as soon as it reads the URI must not kill it.
+  const stopped = untilSignal();
   try {
     // The metrics endpoint first: when its address is taken, no NBD listener is left open behind the error.
     if (metricsAt) metrics = await serveMetrics(hostMetrics({ server, pools: served.pools }), metricsAt.host, metricsAt.port);
@@ -131,9 +134,11 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
     const name = served.uriName;
     for (const b of bound) process.stdout.write(`${nbdUri(b, name)}\n`);
     if (metrics) process.stdout.write(`metrics: ${metrics.url}\n`);
-    process.stdout.write(`${qemuLine(bound[0]!, name, tls.mode === 'off' ? undefined : tls.psk ? { psk: [...tls.psk.keys()][0]! } : 'x509')}\n`);
-    if (tls.mode !== 'off') for (const b of bound) process.stdout.write(`${nbdUri(b, name, true)}\n`);
-    await untilSignal();
+    const lines = clientLines(bound, name, clientTls(opts, tls.mode !== 'off' && tls.psk));
+    process.stdout.write(`${lines.qemu}\n`);
+    for (const u of lines.tlsUris) process.stdout.write(`${u}\n`);
+    for (const n of lines.notes) process.stderr.write(`strata serve: ${n}\n`);
+    await stopped;
     await server.close();
     const summary = refusalSummary(server.stats);
     if (summary) process.stderr.write(`strata serve: ${summary}\n`);
@@ -270,12 +275,11 @@ function listenAddresses(opts: ServeOptions): ListenAddress[] {
   return out;
 }
 
-/** A qemu command line that attaches the export; with TLS, CERTDIR / KEYDIR stand for the client's credentials directory. */
-function qemuLine(address: ListenAddress, name: string, tls: undefined | 'x509' | { psk: string }): string {
-  if (!tls) return `qemu-system-x86_64 -drive file=${nbdUri(address, name).replace(/,/g, ',,')},format=raw,if=virtio`;
-  const where = 'socket' in address ? `server.type=unix,server.path=${address.socket}` : `server.type=inet,server.host=${address.host},server.port=${address.port}`;
-  const creds = tls === 'x509' ? 'tls-creds-x509,id=tls0,endpoint=client,dir=CERTDIR' : `tls-creds-psk,id=tls0,endpoint=client,dir=KEYDIR,username=${tls.psk}`;
-  return `qemu-system-x86_64 -object ${creds} -drive driver=nbd,${where},export=${name},tls-creds=tls0,format=raw,if=virtio`;
+/** The client side of the server's TLS set-up, for the printed lines (undefined: TLS off). */
+function clientTls(opts: ServeOptions, psk: Map<string, Buffer> | undefined | false): ClientTls | undefined {
+  if (psk === false) return undefined;
+  if (psk && opts.tlsPsk !== undefined) return { kind: 'psk', file: opts.tlsPsk, identity: [...psk.keys()][0]! };
+  return { kind: 'x509', cert: opts.tlsCert!, clientCertRequired: opts.tlsCa !== undefined };
 }
 
 function seconds(flag: string, text: string, min: number): number {
@@ -320,10 +324,13 @@ function untilSignal(): Promise<void> {
     const done = (): void => {
       process.off('SIGINT', done);
       process.off('SIGTERM', done);
+      process.off('SIGHUP', done);
       resolve();
     };
     process.on('SIGINT', done);
     process.on('SIGTERM', done);
+    // A closed terminal (or a `kill -HUP` meant as "stop") ends serving cleanly, as SIGTERM does, instead of killing mid-request.
+    process.on('SIGHUP', done);
   });
 }
 

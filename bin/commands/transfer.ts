@@ -1,10 +1,12 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import { tryLock } from 'fs-native-extensions';
-import { PoolError, type Volume } from '../../src/qcowlike/index.js';
+import { PoolError, type Pool, type Volume } from '../../src/qcowlike/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { isFileTooLarge, tooLargeMessage } from '../file-size-limit.js';
+import { openImageSource, readFully, systemReason, type ImageSource } from '../image-source.js';
 import { IncompleteVolumeError } from '../incomplete.js';
+import { mergeRanges, readVerified, type Range } from '../salvage-read.js';
 import { aboutVolume, findVolume, withPool } from '../open-pool.js';
 import { globals, ProgressBar, report } from '../output.js';
 import { parseVolumeRef, Registry } from '../registry.js';
@@ -22,26 +24,34 @@ const GRANULE = 4096;
 export const transferCommands: CommandGroup = (program) => {
   program
     .command('import <pool/vol> <file>')
-    .description('copy a raw image into a volume, creating it at the image size if it does not exist; zero runs are not written')
-    .option('--size <size>', 'size of the volume to create (default: the size of FILE)')
+    .description('copy a raw image (FILE, or - for stdin) into a volume, creating it at the image size if it does not exist; zero runs are not written')
+    .option('--size <size>', 'size of the volume to create (default: the size of FILE; needed for a pipe)')
+    .option('--force', 'overwrite an existing volume that holds data')
     .addOption(cacheOption("the pool's files"))
-    .action((ref: string, file: string, opts: { size?: string; cache: CacheMode }, cmd: Command) => interruptible(() => importImage(ref, file, opts, cmd)));
+    .action((ref: string, file: string, opts: ImportOptions, cmd: Command) => interruptible(() => importImage(ref, file, opts, cmd)));
   program
     .command('export <pool/vol> <file>')
-    .description('copy a volume into a sparse raw image; holes and zero runs stay holes')
+    .description('copy a volume into a sparse raw image (or to stdout with -); holes and zero runs stay holes')
     .option('--force', 'overwrite FILE if it exists')
     .option('--allow-incomplete', 'export a volume whose import did not finish (what it holds is partial)')
+    .option('--salvage', 'write what verifies; zero-fill and report what does not (as qemu-img convert --salvage)')
     .addOption(cacheOption("the pool's files"))
-    .action((ref: string, file: string, opts: { force?: boolean; allowIncomplete?: boolean; cache: CacheMode }, cmd: Command) => interruptible(() => exportImage(ref, file, opts, cmd)));
+    .action((ref: string, file: string, opts: ExportOptions, cmd: Command) => interruptible(() => exportImage(ref, file, opts, cmd)));
 };
 
-async function importImage(ref: string, file: string, opts: { size?: string; cache: CacheMode }, cmd: Command): Promise<void> {
+interface ImportOptions {
+  size?: string;
+  force?: boolean;
+  cache: CacheMode;
+}
+
+async function importImage(ref: string, fileArg: string, opts: ImportOptions, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const { pool: poolName, volume: name } = parseVolumeRef(ref);
   const wanted = opts.size === undefined ? undefined : parseSize(opts.size);
-  const fd = openSource(file);
+  const source = openImageSource(fileArg, CHUNK);
+  const file = source.file;
   try {
-    const fileSize = fs.fstatSync(fd).size;
     const result = await withPool(g.home, poolName, { readOnly: false, direct: opts.cache === 'none' }, async ({ pool }) => {
       const existing = await pool.volumeInfo(name).catch((err: unknown) => {
         if (err instanceof PoolError && err.code === 'ENOENT') return null;
@@ -50,24 +60,31 @@ async function importImage(ref: string, file: string, opts: { size?: string; cac
       // An import that was cut short (killed, or a crash) left its volume marked incomplete: this one starts it over.
       const redo = existing?.incomplete === true;
       const exists = existing !== null && !redo;
+      const fileSize = source.size;
       if (existing && exists) {
         const size = existing.size;
         if (wanted !== undefined && wanted !== size) throw new Error(`volume ${ref} exists with size ${formatSize(size)}; --size ${opts.size} only applies when import creates it`);
-        if (size < fileSize) throw new Error(`${file} (${formatSize(fileSize)}) does not fit in ${ref} (${formatSize(size)})`);
+        if (fileSize !== null && size < fileSize) throw new Error(`${file} (${formatSize(fileSize)}) does not fit in ${ref} (${formatSize(size)})`);
+        // As export over an existing file: what the volume holds is not overwritten unless asked.
+        if (opts.force !== true && (await holdsData(pool, name))) throw new Error(`volume ${ref} holds data; use --force to overwrite it`);
       } else {
-        const size = wanted ?? fileSize;
+        if (fileSize === null && wanted === undefined) throw new Error(`${file} is a pipe, whose size is not known: give --size to create ${ref}`);
+        const size = wanted ?? fileSize ?? 0;
         if (size === 0) throw new Error(`${file} is empty: give --size to create ${ref}`);
-        if (size < fileSize) throw new Error(`--size ${opts.size} is smaller than ${file} (${formatSize(fileSize)})`);
+        if (fileSize !== null && size < fileSize) throw new Error(`--size ${opts.size} is smaller than ${file} (${formatSize(fileSize)})`);
         // Thrown away whole rather than overwritten, so the result is exactly what a first import gives (thin, new size).
         if (redo) await pool.deleteVolume(name);
         // Marked incomplete until the copy is durable, so that a SIGKILL or a power loss midway cannot leave what looks like a good volume.
         await pool.createVolume(name, size, { incomplete: true });
       }
       const volume = await pool.openVolume(name);
-      let copied: { bytesWritten: number; zeroBytes: number };
+      let copied: { bytesWritten: number; zeroBytes: number; bytesRead: number };
       try {
         // A new volume reads zeroes everywhere already; an existing one must have its zero runs zeroed.
-        copied = await copyIntoVolume({ fd, file, size: fileSize }, volume, !exists, new ProgressBar(`import ${ref}`, fileSize));
+        copied =
+          fileSize === null
+            ? await copyStreamIntoVolume(source, volume, ref, !exists, new ProgressBar(`import ${ref}`, volume.size))
+            : { ...(await copyIntoVolume({ fd: source.fd, file, size: fileSize }, volume, !exists, new ProgressBar(`import ${ref}`, fileSize))), bytesRead: fileSize };
         // For a volume this import created, one commit makes the data durable and clears the mark.
         if (exists) await volume.flush();
         else await pool.completeVolume(name);
@@ -82,12 +99,58 @@ async function importImage(ref: string, file: string, opts: { size?: string; cac
       await volume.close();
       return { ...copied, created: !exists, replacedIncomplete: redo, volumeSize };
     });
-    const json = { pool: poolName, volume: name, file, fileSize, ...result };
+    const { bytesRead, ...rest } = result;
+    const json = { pool: poolName, volume: name, file, fileSize: bytesRead, ...rest };
     const how = result.replacedIncomplete ? ` (created anew over an incomplete import, ${formatSize(result.volumeSize)})` : result.created ? ` (created, ${formatSize(result.volumeSize)})` : '';
-    report(g, json, `imported ${file} into ${ref}${how}: ${formatSize(fileSize)} read, ${formatSize(result.bytesWritten)} written, ${formatSize(result.zeroBytes)} of zeroes not written`);
+    report(g, json, `imported ${file} into ${ref}${how}: ${formatSize(bytesRead)} read, ${formatSize(result.bytesWritten)} written, ${formatSize(result.zeroBytes)} of zeroes not written`);
   } finally {
-    fs.closeSync(fd);
+    source.close();
   }
+}
+
+/** Whether any byte of the volume is allocated data (zero runs and holes do not count). */
+async function holdsData(pool: Pool, name: string): Promise<boolean> {
+  const volume = await pool.openVolume(name, { readOnly: true });
+  try {
+    for await (const run of volumeRuns(volume)) if (!run.zero) return true;
+    return false;
+  } finally {
+    await volume.close();
+  }
+}
+
+/**
+ * A pipe is read once, front to back, a chunk at a time (its first bytes were
+ * read already to look at its magic); a stream longer than the volume fails
+ * the import rather than being cut short.
+ */
+async function copyStreamIntoVolume(src: ImageSource, volume: Volume, ref: string, fresh: boolean, bar: ProgressBar): Promise<{ bytesWritten: number; zeroBytes: number; bytesRead: number }> {
+  let bytesWritten = 0;
+  let zeroBytes = 0;
+  let pos = 0;
+  const buf = Buffer.allocUnsafe(CHUNK);
+  let chunk: Buffer = src.head;
+  try {
+    while (chunk.length > 0) {
+      if (interrupt.signal.aborted) throw new Error('interrupted');
+      if (pos + chunk.length > volume.size) throw new Error(`${src.file} holds more than ${ref} (${formatSize(volume.size)})`);
+      for (const run of runsOf(chunk)) {
+        if (run.zero) {
+          zeroBytes += run.length;
+          if (!fresh) await volume.writeZeroes(pos + run.offset, run.length, { mayUnmap: true });
+        } else {
+          await volume.write(chunk.subarray(run.offset, run.offset + run.length), pos + run.offset);
+          bytesWritten += run.length;
+        }
+      }
+      pos += chunk.length;
+      bar.update(pos);
+      chunk = readFully(src.fd, src.file, buf);
+    }
+  } finally {
+    bar.finish();
+  }
+  return { bytesWritten, zeroBytes, bytesRead: pos };
 }
 
 interface Source {
@@ -150,13 +213,28 @@ async function inParallel<T>(items: Iterator<T> | AsyncIterator<T>, work: (item:
   if (failure) throw failure.err;
 }
 
-async function exportImage(ref: string, file: string, opts: { force?: boolean; allowIncomplete?: boolean; cache: CacheMode }, cmd: Command): Promise<void> {
+interface ExportOptions {
+  force?: boolean;
+  allowIncomplete?: boolean;
+  salvage?: boolean;
+  cache: CacheMode;
+}
+
+async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: Command): Promise<void> {
+  const bad: Range[] | undefined = opts.salvage === true ? [] : undefined;
   const g = globals(cmd);
   const { pool: poolName, volume: name } = parseVolumeRef(ref);
   const result = await withPool(g.home, poolName, { readOnly: true, direct: opts.cache === 'none' }, async ({ pool }) => {
     const info = await findVolume(pool, poolName, name);
     if (info.incomplete && opts.allowIncomplete !== true) throw new IncompleteVolumeError(poolName, name, '--allow-incomplete exports what it holds');
     const volume = await aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
+    if (file === '-') {
+      try {
+        return { size: volume.size, ...(await copyToStdout(volume, new ProgressBar(`export ${ref}`, volume.size), bad)) };
+      } finally {
+        await volume.close();
+      }
+    }
     try {
       const fd = openTarget(file, opts.force === true, new Registry(g.home));
       try {
@@ -166,7 +244,7 @@ async function exportImage(ref: string, file: string, opts: { force?: boolean; a
           if (isFileTooLarge(err)) throw new Error(`cannot export ${ref}: ${tooLargeMessage(file, volume.size)}`);
           throw new Error(`cannot make ${file} ${formatSize(volume.size)} long: ${systemReason(err)}`);
         }
-        const copied = await copyFromVolume(volume, { fd, file }, new ProgressBar(`export ${ref}`, volume.size));
+        const copied = await copyFromVolume(volume, { fd, file }, new ProgressBar(`export ${ref}`, volume.size), bad);
         fs.fsyncSync(fd);
         fs.closeSync(fd);
         return { size: volume.size, ...copied };
@@ -180,11 +258,60 @@ async function exportImage(ref: string, file: string, opts: { force?: boolean; a
       await volume.close();
     }
   });
-  const json = { pool: poolName, volume: name, file, ...result };
-  report(g, json, `exported ${ref} to ${file}: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} written, ${formatSize(result.size - result.bytesWritten)} left sparse`);
+  const unreadable = bad === undefined ? undefined : mergeRanges(bad);
+  const lost = (unreadable ?? []).reduce((sum, r) => sum + r.length, 0);
+  const salvaged = unreadable === undefined ? {} : { unreadable, unreadableBytes: lost };
+  const target = file === '-' ? 'stdout' : file;
+  if (unreadable !== undefined && !g.json) {
+    const shown = unreadable.slice(0, 10);
+    for (const r of shown) process.stderr.write(`strata: warning: ${ref}: ${formatSize(r.length)} at offset ${r.offset} does not verify; zero-filled in ${target}\n`);
+    if (unreadable.length > shown.length) process.stderr.write(`strata: warning: ${ref}: … and ${unreadable.length - shown.length} more ranges (--json lists them all)\n`);
+  }
+  const lostText = unreadable === undefined ? '' : `, ${formatSize(lost)} unreadable (zero-filled)`;
+  if (file === '-') {
+    // The image is on stdout: the summary goes to stderr, in JSON with --json.
+    const json = { pool: poolName, volume: name, file: 'stdout', ...result, ...salvaged };
+    process.stderr.write(g.json ? `${JSON.stringify(json, null, 2)}\n` : `exported ${ref} to stdout: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} of data${lostText}\n`);
+    return;
+  }
+  const json = { pool: poolName, volume: name, file, ...result, ...salvaged };
+  report(g, json, `exported ${ref} to ${file}: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} written, ${formatSize(result.size - result.bytesWritten)} left sparse${lostText}`);
 }
 
-async function copyFromVolume(volume: Volume, target: { fd: number; file: string }, bar: ProgressBar): Promise<{ bytesWritten: number }> {
+/**
+ * A stream has no holes: every byte of the volume is written in order, zero
+ * runs from one shared zero buffer without reading them. Waits for the reader
+ * (stdout's drain), so memory stays at one chunk whatever the pipe's pace.
+ */
+async function copyToStdout(volume: Volume, bar: ProgressBar, bad: Range[] | undefined): Promise<{ bytesWritten: number }> {
+  let bytesWritten = 0;
+  const zero = Buffer.alloc(CHUNK);
+  const put = async (buf: Buffer): Promise<void> => {
+    if (!process.stdout.write(buf)) await new Promise<void>((resolve) => process.stdout.once('drain', resolve));
+  };
+  try {
+    for await (const run of volumeRuns(volume)) {
+      for (let pos = run.offset; pos < run.offset + run.length; pos += CHUNK) {
+        if (interrupt.signal.aborted) throw new Error('interrupted');
+        const length = Math.min(CHUNK, run.offset + run.length - pos);
+        if (run.zero) await put(zero.subarray(0, length));
+        else {
+          // A fresh buffer per chunk: the stream may still hold the previous one.
+          const chunk = Buffer.allocUnsafe(length);
+          await readVerified(volume, chunk, pos, bad);
+          await put(chunk);
+          bytesWritten += length;
+        }
+        bar.update(pos + length);
+      }
+    }
+  } finally {
+    bar.finish();
+  }
+  return { bytesWritten };
+}
+
+async function copyFromVolume(volume: Volume, target: { fd: number; file: string }, bar: ProgressBar, bad: Range[] | undefined): Promise<{ bytesWritten: number }> {
   let bytesWritten = 0;
   let done = 0;
   const buffers = Array.from({ length: DEPTH }, () => Buffer.allocUnsafe(CHUNK));
@@ -198,7 +325,7 @@ async function copyFromVolume(volume: Volume, target: { fd: number; file: string
   try {
     await inParallel(dataChunks(), async ({ offset, length }, slot) => {
       const chunk = buffers[slot]!.subarray(0, length);
-      await volume.read(chunk, offset);
+      await readVerified(volume, chunk, offset, bad);
       for (const piece of runsOf(chunk)) {
         if (piece.zero) continue;
         await writeAll(target, chunk.subarray(piece.offset, piece.offset + piece.length), offset + piece.offset);
@@ -253,20 +380,6 @@ const zeroes = Buffer.alloc(GRANULE);
 
 function isZero(buf: Buffer, start: number, end: number): boolean {
   return buf.compare(zeroes, 0, end - start, start, end) === 0;
-}
-
-function openSource(file: string): number {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (err) {
-    throw new Error(`cannot read ${file}: ${systemReason(err)}`);
-  }
-  if (!fs.fstatSync(fd).isFile()) {
-    fs.closeSync(fd);
-    throw new Error(`${file} is not a regular file`);
-  }
-  return fd;
 }
 
 /**
@@ -333,14 +446,4 @@ function writeAll(target: { fd: number; file: string }, buf: Buffer, position: n
     };
     step(0);
   });
-}
-
-function systemReason(err: unknown): string {
-  const e = err as NodeJS.ErrnoException;
-  if (e.code === 'ENOENT') return 'no such file';
-  if (e.code === 'EACCES' || e.code === 'EPERM') return 'permission denied';
-  if (e.code === 'EISDIR') return 'is a directory';
-  if (e.code === 'ENOSPC') return 'no space left on the device';
-  if (e.code === 'EFBIG') return 'larger than the file system allows';
-  return e.message;
 }

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { FileDevice, type BlockDevice } from '../blockdev/index.js';
 import { RaidArray, type MemberSlot, type RaidArrayOptions } from './array.js';
 import { levelDescriptor, type RaidLevel } from './levels/index.js';
+import { MemberInUseError, MemberTooSmallError } from './create-errors.js';
 import { BITMAP_MAX_BYTES, DATA_OFFSET, initChecksum, MAX_ENTRIES, newestSuperblock, newUuid } from './superblock.js';
 
 export const DEFAULT_CHUNK = 512 * 1024;
@@ -17,7 +18,11 @@ export interface CreateArrayOptions extends RaidArrayOptions {
   spares?: MemberSpec[];
   /** Chunk size in bytes, a power of two from 4 KiB; 512 KiB if absent. */
   chunk?: number;
-  /** Array size in bytes; the largest the members hold if absent. New member files are created to fit it. */
+  /**
+   * Array size in bytes. If absent, the largest the members hold: the smallest
+   * existing member, less its superblock and bitmap, sizes every member (as
+   * mdadm does), and member files that do not exist are created at that size.
+   */
   size?: number;
   /** RAID 10: copies of each chunk (default 2). */
   copies?: number;
@@ -54,20 +59,17 @@ function validate(opts: CreateArrayOptions): { chunk: number; copies: number } {
   return { chunk, copies };
 }
 
-async function openMember(spec: MemberSpec, minSize: number, force: boolean, opened: BlockDevice[]): Promise<BlockDevice> {
+async function openMember(spec: MemberSpec, force: boolean, opened: BlockDevice[]): Promise<BlockDevice | string> {
   let dev: BlockDevice;
   if (typeof spec !== 'string') dev = spec;
   else if (fs.existsSync(spec)) dev = FileDevice.open(spec);
-  else {
-    if (minSize <= 0) throw new Error(`member ${spec} does not exist; give --size so it can be created`);
-    dev = FileDevice.create(spec, { size: minSize });
-  }
+  else return spec;
   opened.push(dev);
   if (!force && dev.size >= DATA_OFFSET) {
     const header = Buffer.alloc(2 * 4096);
     await dev.read(header, 0);
     const sb = newestSuperblock(header);
-    if (sb) throw new Error(`${dev.name} is already a member of RAID ${sb.level} array ${sb.arrayUuid}${sb.name ? ` (${sb.name})` : ''}; use force to reuse it`);
+    if (sb) throw new MemberInUseError(dev.name, sb.level, sb.arrayUuid, sb.name);
   }
   return dev;
 }
@@ -85,18 +87,31 @@ export async function createArray(opts: CreateArrayOptions): Promise<RaidArray> 
   const wantData = opts.size !== undefined ? memberDataNeeded(opts.level, n, chunk, opts.size, copies) : 0;
   const opened: BlockDevice[] = [];
   try {
-    const members: BlockDevice[] = [];
-    for (const m of opts.members) members.push(await openMember(m, wantData > 0 ? DATA_OFFSET + wantData : 0, opts.force ?? false, opened));
-    const spares: BlockDevice[] = [];
-    for (const m of opts.spares ?? []) spares.push(await openMember(m, wantData > 0 ? DATA_OFFSET + wantData : 0, opts.force ?? false, opened));
-    const smallest = Math.min(...[...members, ...spares].map((d) => d.size));
-    const rows = wantData > 0 ? wantData / chunk : Math.floor((smallest - DATA_OFFSET) / chunk);
+    // Existing members are opened (and checked for a superblock) before any missing one is created.
+    const found: (BlockDevice | string)[] = [];
+    for (const m of [...opts.members, ...(opts.spares ?? [])]) found.push(await openMember(m, opts.force ?? false, opened));
+    const existing = found.filter((d): d is BlockDevice => typeof d !== 'string');
+    const smallestExisting = existing.length > 0 ? Math.min(...existing.map((d) => d.size)) : 0;
+    const newSize = wantData > 0 ? DATA_OFFSET + wantData : smallestExisting;
+    const devices = found.map((d) => {
+      if (typeof d !== 'string') return d;
+      if (newSize <= DATA_OFFSET) throw new Error(`member ${d} does not exist, and no array size or existing member says how large to make it`);
+      const dev = FileDevice.create(d, { size: newSize });
+      opened.push(dev);
+      return dev;
+    });
+    const members = devices.slice(0, n);
+    const spares = devices.slice(n);
+    const smallest = Math.min(...devices.map((d) => d.size));
+    const capacityOf = (r: number): number => (level.kind === 'parity' ? r * (n - level.parity) * chunk : Math.floor((r * n) / copies) * chunk);
+    const fitRows = Math.max(0, Math.floor((smallest - DATA_OFFSET) / chunk));
+    const rows = wantData > 0 ? wantData / chunk : fitRows;
     if (rows < 1 || smallest < DATA_OFFSET + rows * chunk) {
-      const small = [...members, ...spares].find((d) => d.size < DATA_OFFSET + Math.max(1, rows) * chunk);
-      throw new Error(`member ${small?.name} is too small: it holds ${small?.size} bytes, the array needs ${DATA_OFFSET + Math.max(1, rows) * chunk} per member`);
+      const needed = DATA_OFFSET + Math.max(1, rows) * chunk;
+      const small = devices.find((d) => d.size < needed)!;
+      throw new MemberTooSmallError(small.name, small.size, needed, capacityOf(fitRows), opts.size);
     }
-    const capacityRows = rows;
-    const capacity = level.kind === 'parity' ? capacityRows * (n - level.parity) * chunk : Math.floor((capacityRows * n) / copies) * chunk;
+    const capacity = capacityOf(rows);
     const size = opts.size ?? capacity;
     if (size <= 0 || size > capacity) throw new Error(`array size ${size} does not fit: the members hold ${capacity} bytes at RAID ${opts.level}`);
     let regionRows = Math.max(1, Math.ceil((opts.bitmapRegion ?? DEFAULT_REGION) / chunk));

@@ -146,7 +146,7 @@ describe('strata pool', () => {
     expect(ok(home, ['pool', 'delete', 'r', '--force'])).toMatch(/removed its 4 RAID members/);
     for (const f of m) expect(fs.existsSync(f)).toBe(false);
     expect(fails(home, ['pool', 'create', 'r', '--raid', '1'])).toBe('strata: --raid 1 needs --members FILE,FILE,…');
-    expect(fails(home, ['pool', 'create', 'r', '--members', m[0]!])).toBe('strata: --members and --chunk go with --raid LEVEL');
+    expect(fails(home, ['pool', 'create', 'r', '--members', m[0]!])).toBe('strata: --members goes with --raid LEVEL');
     const usage = strata(home, ['pool', 'create', 'r', '--raid', '4', '--members', m[0]!]);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toMatch(/--raid.*4.*invalid|Allowed choices/);

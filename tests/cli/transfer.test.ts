@@ -94,7 +94,8 @@ describe('strata import / export', () => {
     ok(home, ['import', 'p0/v', full]);
     const sparse = file('sparse.raw');
     sparseImage(sparse, size, 99, 1 << 20);
-    const r = json<ImportJson>(home, ['import', 'p0/v', sparse]);
+    expect(fails(home, ['import', 'p0/v', sparse])).toBe('strata: volume p0/v holds data; use --force to overwrite it');
+    const r = json<ImportJson>(home, ['import', 'p0/v', sparse, '--force']);
     expect(r.created).toBe(false);
     const out = file('out.raw');
     ok(home, ['export', 'p0/v', out]);
