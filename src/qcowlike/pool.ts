@@ -1,4 +1,4 @@
-import type { BlockDevice } from '../blockdev/index.js';
+import { allocatedBytes, type BlockDevice } from '../blockdev/index.js';
 import { Allocator } from './allocator.js';
 import { COPY_POINTER_AT, decodeCatalog, emptyCatalog, encodeCatalog, readPointer, type Catalog, type CatalogLayer, type CatalogPointer } from './catalog.js';
 import { dataChecksum, initChecksums, metaChecksum } from './checksum.js';
@@ -574,11 +574,12 @@ export class Pool implements PoolCore {
   }
 
   private async allocatedBeyond(layer: Layer, size: number): Promise<number> {
-    let bytes = 0;
     const vol = this.handle('(scan)', layer, true);
-    for (const e of await vol.blockStatus(size, layer.size - size)) if (!e.hole) bytes += e.length;
-    await vol.close();
-    return bytes;
+    try {
+      return await allocatedBytes(vol, size);
+    } finally {
+      await vol.close();
+    }
   }
 
   async openVolume(name: string, opts: { readOnly?: boolean } = {}): Promise<Volume> {
