@@ -1,4 +1,4 @@
-import { allocatedBytes, type BlockDevice } from '../blockdev/index.js';
+import { allocatedBytes, Serializer, type BlockDevice } from '../blockdev/index.js';
 import { Allocator } from './allocator.js';
 import { COPY_POINTER_AT, decodeCatalog, emptyCatalog, encodeCatalog, readPointer, type Catalog, type CatalogLayer, type CatalogPointer } from './catalog.js';
 import { dataChecksum, initChecksums, metaChecksum } from './checksum.js';
@@ -38,7 +38,7 @@ export class Pool implements PoolCore {
   private catalog: Catalog = emptyCatalog();
   private readonly layers = new Map<number, Layer>();
   private readonly openCounts = new Map<string, number>();
-  private admin: Promise<void> = Promise.resolve();
+  private readonly admin = new Serializer();
   private closed = false;
   /** Catalog runs whose write failed while the root already names them: written again before any commit. */
   private readonly unwrittenCatalog = new Set<{ bytes: Buffer; offset: number }>();
@@ -355,12 +355,7 @@ export class Pool implements PoolCore {
   }
 
   private serialize<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.admin.then(fn);
-    this.admin = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    return run;
+    return this.admin.run(fn);
   }
 
   private volumeRec(name: string): Catalog['volumes'][number] {
@@ -731,7 +726,7 @@ export class Pool implements PoolCore {
   /** Checkpoints (so the next open replays nothing) and closes the device. */
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.admin;
+    await this.admin.idle();
     // After a failed device flush nothing more is written: the next open replays what was durable.
     if (!this.readOnly && !this.store.fence) {
       await this.store.commit();

@@ -1,4 +1,4 @@
-import { BlockDeviceError, checkRange, checkWritable, type BlockDevice, type BlockOp, type Redundancy, type WriteOptions, type WriteZeroesOptions } from '../blockdev/index.js';
+import { BlockDeviceError, Serializer, checkRange, checkWritable, type BlockDevice, type BlockOp, type Redundancy, type WriteOptions, type WriteZeroesOptions } from '../blockdev/index.js';
 import { BufferPool, MemberLost, type Engine, type MemberIO, type Mismatch } from './engine.js';
 import { levelDescriptor, MirrorLayout, ParityLayout, type LevelDescriptor, type RaidLevel } from './levels/index.js';
 import { MirrorEngine } from './mirror-engine.js';
@@ -146,7 +146,7 @@ export class RaidArray implements BlockDevice {
   private readonly pool: BufferPool;
   private readonly bitmap: WriteIntentBitmap;
   private events: number;
-  private meta: Promise<void> = Promise.resolve();
+  private readonly meta = new Serializer();
   private closed = false;
   private rebuilding: { progress: RebuildProgress | undefined; stop: boolean; done: Promise<void> } | undefined;
   private readonly counters = { repairs: 0, readErrors: 0, writeErrors: 0, mismatches: 0, resyncedRegions: 0 };
@@ -602,7 +602,7 @@ export class RaidArray implements BlockDevice {
         if (!(err instanceof MemberLost)) throw err;
         // The failure must be on disk before the request completes, or a crash could
         // bring the failed member back as if it were current.
-        await this.meta.catch(() => undefined);
+        await this.meta.idle();
         if (this.failed() || attempt >= this.geometry.members) {
           throw new BlockDeviceError('EIO', this.name, op, `array has failed: ${this.slots.filter((s) => s.state !== 'active').length} of ${this.slots.length} members unavailable`, offset, length, err.cause);
         }
@@ -643,15 +643,13 @@ export class RaidArray implements BlockDevice {
       }
     });
     await Promise.all(jobs);
-    await this.meta.catch(() => undefined);
+    await this.meta.idle();
     if (this.failed()) throw new BlockDeviceError('EIO', this.name, 'flush', 'array has failed: too many members lost');
   }
 
   /** Superblock updates are serialized; each bumps the event counter and goes to every live member and spare. */
   private persist(clean = false): Promise<void> {
-    const run = this.meta.then(() => this.writeSuperblocks(clean));
-    this.meta = run.catch(() => undefined);
-    return run;
+    return this.meta.run(() => this.writeSuperblocks(clean));
   }
 
   private async writeSuperblocks(clean: boolean): Promise<void> {
@@ -715,7 +713,7 @@ export class RaidArray implements BlockDevice {
         }
       }),
     );
-    await this.meta.catch(() => undefined);
+    await this.meta.idle();
   }
 
   /** A failed role with a hot spare waiting: the spare takes it and is rebuilt. */
