@@ -27,7 +27,7 @@ import {
 import { messageOf, nbdErrorOf } from './errors.js';
 import { coalesce } from './extent-runs.js';
 import type { ServedExport } from './export-table.js';
-import type { RangeHold } from './range-lock.js';
+import type { OrderedHold } from './request-order.js';
 import { blockStatusChunk, errorChunk, noneChunk, offsetDataHeader, offsetHole, simpleReply } from './replies.js';
 import { RequestParser, type ParserSink, type Request } from './request-parser.js';
 
@@ -115,8 +115,8 @@ const ALLOWED_FLAGS: Record<number, number> = {
   [CMD_BLOCK_STATUS]: CMD_FLAG_FUA | CMD_FLAG_REQ_ONE,
 };
 
-/** One request admitted for execution; it is its own range-lock hold. */
-class Job implements RangeHold {
+/** One request admitted for execution; it is its own hold in the export's request order. */
+class Job implements OrderedHold {
   waiting = false;
   finished = false;
   constructor(
@@ -401,7 +401,7 @@ export class Transmission implements ParserSink {
   private admit(req: Request, exclusive: boolean): void {
     const job = new Job(this, req, req.offset, req.offset + req.length, exclusive, this.takeCharge());
     this.inflight++;
-    if (this.exp.lock.acquire(job)) this.execute(job);
+    if (this.exp.order.acquire(job)) this.execute(job);
   }
 
   private admitUnlocked(req: Request): void {
@@ -431,7 +431,7 @@ export class Transmission implements ParserSink {
   private settle(job: Job): void {
     if (job.finished) return;
     job.finished = true;
-    this.exp.lock.release(job);
+    this.exp.order.release(job);
     if (job.req.pooled) this.opts.buffers.give(job.req.pooled);
     this.inflight--;
   }
