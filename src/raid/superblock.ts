@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import xxhash, { type XXHashAPI } from 'xxhash-wasm';
+import type { XXHashAPI } from 'xxhash-wasm';
+import { loadXxhash, xxhashLoaded } from '../blockdev/xxhash.js';
 import { levelDescriptor, type RaidLevel } from './levels/index.js';
 
 /**
@@ -57,10 +58,14 @@ export interface Superblock {
   table: RoleEntry[];
 }
 
-let hasher: XXHashAPI | undefined;
-export async function initChecksum(): Promise<XXHashAPI> {
-  hasher ??= await xxhash();
-  return hasher;
+export function initChecksum(): Promise<XXHashAPI> {
+  return loadXxhash();
+}
+
+function hasher(): XXHashAPI {
+  const h = xxhashLoaded();
+  if (!h) throw new Error('superblock checksum not initialised');
+  return h;
 }
 
 export function newUuid(): string {
@@ -69,7 +74,7 @@ export function newUuid(): string {
 
 /** Encodes into a 4 KiB block with its checksum. initChecksum() must have resolved. */
 export function encodeSuperblock(sb: Superblock): Buffer {
-  if (!hasher) throw new Error('superblock checksum not initialised');
+  const h = hasher();
   if (sb.table.length > MAX_ENTRIES) throw new Error(`too many members and spares (at most ${MAX_ENTRIES})`);
   const b = Buffer.alloc(SUPERBLOCK_SIZE);
   b.write(MAGIC, 0, 'latin1');
@@ -98,15 +103,15 @@ export function encodeSuperblock(sb: Superblock): Buffer {
     b.writeUInt8(STATE_CODES.indexOf(e.state), at + 16);
     b.writeBigUInt64LE(BigInt(e.rebuiltRows), at + 24);
   });
-  b.writeBigUInt64LE(hasher.h64Raw(b.subarray(0, CHECKSUM_AT)), CHECKSUM_AT);
+  b.writeBigUInt64LE(h.h64Raw(b.subarray(0, CHECKSUM_AT)), CHECKSUM_AT);
   return b;
 }
 
 /** Decodes one slot; undefined when it is not a valid Strata RAID superblock (wrong magic or checksum). */
 export function decodeSuperblock(b: Buffer): Superblock | undefined {
-  if (!hasher) throw new Error('superblock checksum not initialised');
+  const h = hasher();
   if (b.length < SUPERBLOCK_SIZE || b.toString('latin1', 0, 8) !== MAGIC) return undefined;
-  if (b.readBigUInt64LE(CHECKSUM_AT) !== hasher.h64Raw(b.subarray(0, CHECKSUM_AT))) return undefined;
+  if (b.readBigUInt64LE(CHECKSUM_AT) !== h.h64Raw(b.subarray(0, CHECKSUM_AT))) return undefined;
   const version = b.readUInt32LE(8);
   if (version !== VERSION) throw new Error(`superblock version ${version} is not supported (this build reads version ${VERSION})`);
   const entries = b.readUInt16LE(54);
