@@ -10,6 +10,7 @@ import { readHeader, writeHeader } from './header-copies.js';
 import { createRoot, loadRoot, readCatalogSpares, setCatalogSpares, setRoot } from './root-copies.js';
 import { mapClaims, rebuildBitmapBlock, type Claims } from './bitmap-rebuild.js';
 import { Layer } from './layer.js';
+import { isValidName, NAME_RULE } from './names.js';
 import { BlockType, TRAILER } from './metablock.js';
 import { MetaStore } from './metastore.js';
 import { DoubleWrite } from './doublewrite.js';
@@ -23,7 +24,6 @@ const DEFAULT_CACHE = 64 * 1024 * 1024;
 export const MAX_VOLUME_SIZE = 64 * 2 ** 40;
 /** At most this much virtual space under in-place-write intents: the most a recovery re-reads. */
 const MAX_INTENT_SPAN = 4 * 2 ** 30;
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /**
  * A pool: one BlockDevice holding a catalog of thin volumes, each the top
@@ -376,7 +376,7 @@ export class Pool implements PoolCore {
   async createVolume(name: string, size: number, opts: { preallocation?: Preallocation; incomplete?: boolean } = {}): Promise<VolumeInfo> {
     return this.serialize(async () => {
       this.checkAdmin();
-      if (!NAME.test(name)) throw new PoolError('EINVAL', `invalid volume name '${name}' (letters, digits, '.', '_', '-'; up to 64; no '/' or '@')`);
+      if (!isValidName(name)) throw new PoolError('EINVAL', `invalid volume name '${name}' (${NAME_RULE})`);
       if (this.catalog.volumes.some((v) => v.name === name)) throw new PoolError('EEXIST', `volume '${name}' already exists`);
       size = checkSize(size);
       await this.changeCatalog(() => {
