@@ -3,6 +3,7 @@ import { FileDevice, type BlockDevice } from '../blockdev/index.js';
 import { RaidArray, type MemberSlot, type RaidArrayOptions } from './array.js';
 import { levelDescriptor, type RaidLevel } from './levels/index.js';
 import { BITMAP_MAX_BYTES, DATA_OFFSET, initChecksum, MAX_ENTRIES, newestSuperblock, newUuid } from './superblock.js';
+import { RaidError } from './errors.js';
 
 export const DEFAULT_CHUNK = 512 * 1024;
 /** md's default bitmap chunk for large arrays: one bitmap write per 64 MiB of member made dirty. */
@@ -39,18 +40,18 @@ export function memberDataNeeded(level: RaidLevel, members: number, chunk: numbe
 function validate(opts: CreateArrayOptions): { chunk: number; copies: number } {
   const level = levelDescriptor(opts.level);
   const n = opts.members.length;
-  if (n < level.minMembers) throw new Error(`RAID ${opts.level} needs at least ${level.minMembers} members, got ${n}`);
-  if (n + (opts.spares?.length ?? 0) > MAX_ENTRIES) throw new Error(`too many members and spares (at most ${MAX_ENTRIES})`);
+  if (n < level.minMembers) throw new RaidError('EINVAL', `RAID ${opts.level} needs at least ${level.minMembers} members, got ${n}`);
+  if (n + (opts.spares?.length ?? 0) > MAX_ENTRIES) throw new RaidError('EINVAL', `too many members and spares (at most ${MAX_ENTRIES})`);
   const chunk = opts.chunk ?? DEFAULT_CHUNK;
   if (!Number.isInteger(chunk) || chunk < 4096 || (chunk & (chunk - 1)) !== 0 || chunk > 64 * 1024 * 1024) {
-    throw new Error(`invalid chunk size ${chunk} (a power of two from 4K to 64M)`);
+    throw new RaidError('EINVAL', `invalid chunk size ${chunk} (a power of two from 4K to 64M)`);
   }
   const copies = level.copies(n, opts.copies ?? 2);
-  if (opts.level === 10 && (copies < 2 || copies > n)) throw new Error(`RAID 10 copies must be from 2 to the member count (${n}), got ${copies}`);
-  if (opts.level !== 10 && opts.copies !== undefined && opts.level !== 1) throw new Error(`--copies applies to RAID 10 only`);
+  if (opts.level === 10 && (copies < 2 || copies > n)) throw new RaidError('EINVAL', `RAID 10 copies must be from 2 to the member count (${n}), got ${copies}`);
+  if (opts.level !== 10 && opts.copies !== undefined && opts.level !== 1) throw new RaidError('EINVAL', `a copy count applies to RAID 10 only`);
   const paths = opts.members.filter((m): m is string => typeof m === 'string');
   const dup = paths.find((p, i) => paths.indexOf(p) !== i);
-  if (dup) throw new Error(`member ${dup} is given twice`);
+  if (dup) throw new RaidError('EEXIST', `member ${dup} is given twice`);
   return { chunk, copies };
 }
 
@@ -59,7 +60,7 @@ async function openMember(spec: MemberSpec, minSize: number, force: boolean, ope
   if (typeof spec !== 'string') dev = spec;
   else if (fs.existsSync(spec)) dev = FileDevice.open(spec);
   else {
-    if (minSize <= 0) throw new Error(`member ${spec} does not exist; give --size so it can be created`);
+    if (minSize <= 0) throw new RaidError('ENOENT', `member ${spec} does not exist; give a size so it can be created`);
     dev = FileDevice.create(spec, { size: minSize });
   }
   opened.push(dev);
@@ -67,7 +68,7 @@ async function openMember(spec: MemberSpec, minSize: number, force: boolean, ope
     const header = Buffer.alloc(2 * 4096);
     await dev.read(header, 0);
     const sb = newestSuperblock(header);
-    if (sb) throw new Error(`${dev.name} is already a member of RAID ${sb.level} array ${sb.arrayUuid}${sb.name ? ` (${sb.name})` : ''}; use force to reuse it`);
+    if (sb) throw new RaidError('EEXIST', `${dev.name} is already a member of RAID ${sb.level} array ${sb.arrayUuid}${sb.name ? ` (${sb.name})` : ''}; use force to reuse it`);
   }
   return dev;
 }
@@ -93,14 +94,14 @@ export async function createArray(opts: CreateArrayOptions): Promise<RaidArray> 
     const rows = wantData > 0 ? wantData / chunk : Math.floor((smallest - DATA_OFFSET) / chunk);
     if (rows < 1 || smallest < DATA_OFFSET + rows * chunk) {
       const small = [...members, ...spares].find((d) => d.size < DATA_OFFSET + Math.max(1, rows) * chunk);
-      throw new Error(`member ${small?.name} is too small: it holds ${small?.size} bytes, the array needs ${DATA_OFFSET + Math.max(1, rows) * chunk} per member`);
+      throw new RaidError('ENOSPC', `member ${small?.name} is too small: it holds ${small?.size} bytes, the array needs ${DATA_OFFSET + Math.max(1, rows) * chunk} per member`);
     }
     const capacityRows = rows;
     const capacity = level.kind === 'parity' ? capacityRows * (n - level.parity) * chunk : Math.floor((capacityRows * n) / copies) * chunk;
     const size = opts.size ?? capacity;
-    if (size <= 0 || size > capacity) throw new Error(`array size ${size} does not fit: the members hold ${capacity} bytes at RAID ${opts.level}`);
+    if (size <= 0 || size > capacity) throw new RaidError('ENOSPC', `array size ${size} does not fit: the members hold ${capacity} bytes at RAID ${opts.level}`);
     let regionRows = Math.max(1, Math.ceil((opts.bitmapRegion ?? DEFAULT_REGION) / chunk));
-    if (opts.bitmapRegion !== undefined && opts.bitmapRegion % chunk !== 0) throw new Error(`bitmap region ${opts.bitmapRegion} must be a multiple of the chunk size ${chunk}`);
+    if (opts.bitmapRegion !== undefined && opts.bitmapRegion % chunk !== 0) throw new RaidError('EINVAL', `bitmap region ${opts.bitmapRegion} must be a multiple of the chunk size ${chunk}`);
     while (Math.ceil(rows / regionRows) > BITMAP_MAX_BYTES * 8) regionRows *= 2;
     for (const dev of [...members, ...spares]) {
       await dev.writeZeroes(0, DATA_OFFSET);

@@ -5,3 +5,5 @@ export type { Mismatch } from './engine.js';
 export { levelDescriptor, type LevelDescriptor, type RaidLevel } from './levels/index.js';
 export { DATA_OFFSET } from './superblock.js';
 export { parsePendingRepairs, type PendingRepair } from './pending-repairs.js';
+
+export { RaidError, type RaidErrorCode } from './errors.js';

@@ -4,6 +4,7 @@ import { raid1 } from './raid1.js';
 import { raid10 } from './raid10.js';
 import { raid5 } from './raid5.js';
 import { raid6 } from './raid6.js';
+import { RaidError } from '../errors.js';
 
 export type { LevelDescriptor, RaidLevel } from './level.js';
 export { MirrorLayout } from './mirror-layout.js';
@@ -13,6 +14,6 @@ const LEVELS: Record<RaidLevel, LevelDescriptor> = { 0: raid0, 1: raid1, 5: raid
 
 export function levelDescriptor(level: number): LevelDescriptor {
   const d = LEVELS[level as RaidLevel];
-  if (!d) throw new Error(`unknown RAID level ${level} (use 0, 1, 5, 6 or 10)`);
+  if (!d) throw new RaidError('EINVAL', `unknown RAID level ${level} (use 0, 1, 5, 6 or 10)`);
   return d;
 }
