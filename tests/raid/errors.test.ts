@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../../src/blockdev/index.js';
-import { assembleArray, createArray, parsePendingRepairs, RaidError, type RaidErrorCode } from '../../src/raid/index.js';
+import { assembleArray, createArray, parsePendingRepairs, parseRaidLevel, RAID_LEVELS, RaidError, type RaidErrorCode } from '../../src/raid/index.js';
 import { memoryArray } from './helpers.js';
 
 async function code(p: Promise<unknown> | (() => unknown)): Promise<RaidErrorCode | string> {
@@ -27,5 +27,11 @@ describe('RAID errors are typed', () => {
     expect(await code(array.fail(0))).toBe('ESTATE');
     expect(await code(array.fail(1))).toBe('ESTATE');
     await array.close();
+  });
+
+  it('reads RAID levels one way, as typed or as stored', () => {
+    expect(RAID_LEVELS.map(String).map(parseRaidLevel)).toEqual([...RAID_LEVELS]);
+    expect(parseRaidLevel(6)).toBe(6);
+    for (const bad of ['2', '-1', '1e1', '', 'raid5', 7]) expect(parseRaidLevel(bad)).toBeUndefined();
   });
 });
