@@ -513,7 +513,7 @@ export class Pool implements PoolCore {
       if (size < layer.size) {
         const kept = await this.allocatedBeyond(layer, size);
         if (kept > 0 && !opts.force) {
-          throw new PoolError('EINVAL', `shrinking '${name}' to ${size} bytes would discard ${kept} allocated bytes beyond that point (use --force)`);
+          throw new PoolError('EINVAL', `shrinking '${name}' to ${size} bytes would discard ${kept} allocated bytes beyond that point (resize with force to discard them)`);
         }
         const vol = this.handle(name, layer, false);
         await vol.discard(size, layer.size - size);
@@ -650,7 +650,7 @@ export class Pool implements PoolCore {
 
   /** Walks every structure; see check.ts. */
   async check(opts: { repair?: boolean } = {}): Promise<CheckReport> {
-    if (opts.repair && this.readOnly) throw new PoolError('EROFS', `pool ${this.dev.name} is open read-only: check --repair needs to write`);
+    if (opts.repair && this.readOnly) throw new PoolError('EROFS', `pool ${this.dev.name} is open read-only: a repairing check needs to write`);
     return this.serialize(async () => {
       // The walk reads metadata through the store, so it needs no checkpoint; a host that is full
       // (the checkpoint cannot write home yet) must not stop a check. A stopped pool still throws.

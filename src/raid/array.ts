@@ -394,7 +394,7 @@ export class RaidArray implements BlockDevice {
     if (opts.repair && this.readOnly) throw new BlockDeviceError('EROFS', this.name, 'write', 'array is read-only');
     // With members out, a mismatch can be found but not always placed; repairing then could overwrite the only good copy.
     if (opts.repair && this.status().degraded) {
-      throw new BlockDeviceError('EINVAL', this.name, 'write', 'array is degraded: scrub --repair needs every member (rebuild first; without --repair, scrub checks what redundancy remains)');
+      throw new BlockDeviceError('EINVAL', this.name, 'write', 'array is degraded: a repairing scrub needs every member (rebuild first; a scrub that only checks checks what redundancy remains)');
     }
     const rows = this.geometry.rows;
     const step = rowsPerStep(this.geometry.chunk);
