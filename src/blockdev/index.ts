@@ -7,6 +7,7 @@ export { FileDevice, type FileCreateOptions, type FileOpenOptions, type FileIoMo
 export { AlignedBuffers, SlotPool, sharedAlignedBuffers, type AlignedBuffersOptions } from './aligned-buffers.js';
 export { RangeLock } from './range-lock.js';
 export { MemoryDevice, type MemoryDeviceOptions } from './memory.js';
+export { PassThroughDevice } from './pass-through.js';
 export { FaultyDevice, type FaultRule, type FaultyDeviceOptions } from './faulty.js';
 export { CrashSimulator, type CrashReport } from './crash.js';
 export { Rng } from './rng.js';
