@@ -1,6 +1,7 @@
 export type { BlockDevice, Extent, Redundancy, RepairOptions, WriteOptions, WriteZeroesOptions } from './device.js';
 export { checkRange, checkWritable } from './device.js';
 export { Serializer } from './serializer.js';
+export { pieces, type Piece } from './pieces.js';
 export { walkExtents, allocatedBytes, STATUS_SPAN, type Walkable } from './extent-walker.js';
 export { BlockDeviceError, fromSystemError, type BlockErrorCode, type BlockOp } from './errors.js';
 export { FileDevice, type FileCreateOptions, type FileOpenOptions, type FileIoMode } from './file.js';
