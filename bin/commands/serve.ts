@@ -102,6 +102,7 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
   if (opts.tlsKey !== undefined) tlsFiles.key = opts.tlsKey;
   if (opts.tlsCa !== undefined) tlsFiles.ca = opts.tlsCa;
   if (opts.tlsPsk !== undefined) tlsFiles.psk = opts.tlsPsk;
+  checkTlsFlags(tlsFiles);
   const tls = loadTls(tlsFiles);
   const addresses = listenAddresses(opts);
   const metricsAt = opts.metrics === undefined ? undefined : parseHostPort('--metrics', opts.metrics);
@@ -334,4 +335,10 @@ function untilSignal(): Promise<void> {
   });
 }
 
-
+/** The TLS option combinations, refused in the words of the command line before the library reads any file. */
+function checkTlsFlags(f: Parameters<typeof loadTls>[0]): void {
+  if (f.mode === 'off' && (f.cert || f.key || f.psk || f.ca)) throw new Error('--tls-cert, --tls-key, --tls-ca and --tls-psk need --tls on or --tls require');
+  if (f.mode === 'off') return;
+  if (f.psk && (f.cert || f.key || f.ca)) throw new Error('give either --tls-psk or --tls-cert with --tls-key (and --tls-ca), not both');
+  if (!f.psk && (!f.cert || !f.key)) throw new Error(`--tls ${f.mode} needs --tls-cert and --tls-key, or --tls-psk`);
+}

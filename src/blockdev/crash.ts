@@ -1,6 +1,7 @@
 import { checkRange, checkWritable, type BlockDevice, type WriteOptions, type WriteZeroesOptions } from './device.js';
 import { BlockDeviceError, type BlockOp } from './errors.js';
 import { Rng } from './rng.js';
+import { Serializer } from './serializer.js';
 
 /** The unit a power loss can tear a write at: one sector. */
 const SECTOR = 512;
@@ -35,7 +36,7 @@ export class CrashSimulator implements BlockDevice {
   readonly discardZeroes = true;
   readonly readOnly: boolean;
   private pending: PendingOp[] = [];
-  private flushing: Promise<void> = Promise.resolve();
+  private readonly flushing = new Serializer();
   private dead = false;
   private budget = Infinity;
 
@@ -99,14 +100,12 @@ export class CrashSimulator implements BlockDevice {
   async flush(): Promise<void> {
     this.checkAlive('flush');
     const batch = this.pending.slice();
-    const run = this.flushing.then(async () => {
+    await this.flushing.run(async () => {
       for (const op of batch) await this.apply(op, undefined);
       await this.inner.flush();
       const done = new Set(batch);
       this.pending = this.pending.filter((op) => !done.has(op));
     });
-    this.flushing = run.catch(() => undefined);
-    await run;
   }
 
   async close(): Promise<void> {
@@ -125,7 +124,7 @@ export class CrashSimulator implements BlockDevice {
   async crash(seed: number): Promise<CrashReport> {
     if (this.dead) throw new BlockDeviceError('EIO', this.name, 'flush', 'device already crashed');
     this.dead = true;
-    await this.flushing;
+    await this.flushing.idle();
     const rng = new Rng(seed);
     const report: CrashReport = { pending: this.pending.length, kept: 0, dropped: 0, torn: 0, device: this.inner };
     for (const op of this.pending) {

@@ -1,4 +1,5 @@
 import type { BlockDevice, WriteOptions, WriteZeroesOptions } from './device.js';
+import { PassThroughDevice } from './pass-through.js';
 import { BlockDeviceError, type BlockErrorCode, type BlockOp } from './errors.js';
 import { Rng } from './rng.js';
 
@@ -41,15 +42,10 @@ interface RuleState {
 /**
  * Wraps any device and fails chosen requests with chosen errors. A failed
  * write does not reach the inner device at all, as when a disk rejects it,
- * unless its rule tears it (some sectors land first).
+ * unless its rule tears it (some sectors land first). Block status and the
+ * redundancy hook pass through ungated.
  */
-export class FaultyDevice implements BlockDevice {
-  readonly name: string;
-  readonly size: number;
-  readonly blockSize: number;
-  readonly preferredBlockSize: number;
-  readonly discardZeroes: boolean;
-  readonly readOnly: boolean;
+export class FaultyDevice extends PassThroughDevice {
   /** Count of requests failed so far, per operation. */
   readonly failures: Record<BlockOp, number> = { read: 0, write: 0, flush: 0, discard: 0, writeZeroes: 0 };
   private rules: RuleState[] = [];
@@ -57,17 +53,16 @@ export class FaultyDevice implements BlockDevice {
   private readonly latencyMs: number;
   private readonly jitter: boolean;
 
-  constructor(readonly inner: BlockDevice, opts: FaultyDeviceOptions = {}) {
-    this.name = `faulty(${inner.name})`;
-    this.size = inner.size;
-    this.blockSize = inner.blockSize;
-    this.preferredBlockSize = inner.preferredBlockSize;
-    this.discardZeroes = inner.discardZeroes;
-    this.readOnly = inner.readOnly;
+  constructor(inner: BlockDevice, opts: FaultyDeviceOptions = {}) {
+    super(inner);
     this.rng = new Rng(opts.seed ?? 1);
     this.latencyMs = opts.latencyMs ?? 0;
     this.jitter = opts.jitter ?? false;
     for (const r of opts.rules ?? []) this.addRule(r);
+  }
+
+  override get name(): string {
+    return `faulty(${this.inner.name})`;
   }
 
   addRule(rule: FaultRule): void {
@@ -78,12 +73,12 @@ export class FaultyDevice implements BlockDevice {
     this.rules = [];
   }
 
-  async read(buf: Uint8Array, offset: number): Promise<void> {
+  override async read(buf: Uint8Array, offset: number): Promise<void> {
     await this.gate('read', offset, buf.length);
     return this.inner.read(buf, offset);
   }
 
-  async write(buf: Uint8Array, offset: number, opts?: WriteOptions): Promise<void> {
+  override async write(buf: Uint8Array, offset: number, opts?: WriteOptions): Promise<void> {
     const fired = await this.gate('write', offset, buf.length, false);
     if (!fired) return this.inner.write(buf, offset, opts);
     if (fired.rule.torn) await this.landSome(buf, offset);
@@ -100,23 +95,19 @@ export class FaultyDevice implements BlockDevice {
     }
   }
 
-  async flush(): Promise<void> {
+  override async flush(): Promise<void> {
     await this.gate('flush', 0, this.size);
     return this.inner.flush();
   }
 
-  async discard(offset: number, length: number): Promise<void> {
+  override async discard(offset: number, length: number): Promise<void> {
     await this.gate('discard', offset, length);
     return this.inner.discard(offset, length);
   }
 
-  async writeZeroes(offset: number, length: number, opts?: WriteZeroesOptions): Promise<void> {
+  override async writeZeroes(offset: number, length: number, opts?: WriteZeroesOptions): Promise<void> {
     await this.gate('writeZeroes', offset, length);
     return this.inner.writeZeroes(offset, length, opts);
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
   }
 
   /** Applies latency and the rules; throws the fault, or with `throwIt` false returns it. */

@@ -1,10 +1,14 @@
 export type { BlockDevice, Extent, Redundancy, RepairOptions, WriteOptions, WriteZeroesOptions } from './device.js';
 export { checkRange, checkWritable } from './device.js';
+export { Serializer } from './serializer.js';
+export { pieces, type Piece } from './pieces.js';
+export { walkExtents, allocatedBytes, STATUS_SPAN, type Walkable } from './extent-walker.js';
 export { BlockDeviceError, fromSystemError, type BlockErrorCode, type BlockOp } from './errors.js';
 export { FileDevice, type FileCreateOptions, type FileOpenOptions, type FileIoMode } from './file.js';
 export { AlignedBuffers, SlotPool, sharedAlignedBuffers, type AlignedBuffersOptions } from './aligned-buffers.js';
 export { RangeLock } from './range-lock.js';
 export { MemoryDevice, type MemoryDeviceOptions } from './memory.js';
+export { PassThroughDevice } from './pass-through.js';
 export { FaultyDevice, type FaultRule, type FaultyDeviceOptions } from './faulty.js';
 export { CrashSimulator, type CrashReport } from './crash.js';
 export { Rng } from './rng.js';

@@ -1,5 +1,6 @@
 import { checkRange, checkWritable, type BlockDevice, type WriteOptions, type WriteZeroesOptions } from './device.js';
 import { BlockDeviceError } from './errors.js';
+import { pieces } from './pieces.js';
 
 /** Pages of 64 KiB: small enough that sparse use stays sparse, large enough that a map lookup per page is cheap. */
 const PAGE = 64 * 1024;
@@ -40,16 +41,10 @@ export class MemoryDevice implements BlockDevice {
   readSync(buf: Uint8Array, offset: number): void {
     this.checkOpen('read');
     checkRange(this, 'read', offset, buf.length);
-    let done = 0;
-    while (done < buf.length) {
-      const pos = offset + done;
-      const index = Math.floor(pos / PAGE);
-      const within = pos - index * PAGE;
-      const n = Math.min(PAGE - within, buf.length - done);
-      const page = this.pages.get(index);
-      if (page) buf.set(page.subarray(within, within + n), done);
-      else buf.fill(0, done, done + n);
-      done += n;
+    for (const { chunk, within, length: n, at } of pieces(PAGE, offset, buf.length)) {
+      const page = this.pages.get(chunk);
+      if (page) buf.set(page.subarray(within, within + n), at);
+      else buf.fill(0, at, at + n);
     }
   }
 
@@ -61,19 +56,13 @@ export class MemoryDevice implements BlockDevice {
     this.checkOpen('write');
     checkWritable(this, 'write', offset, buf.length);
     checkRange(this, 'write', offset, buf.length);
-    let done = 0;
-    while (done < buf.length) {
-      const pos = offset + done;
-      const index = Math.floor(pos / PAGE);
-      const within = pos - index * PAGE;
-      const n = Math.min(PAGE - within, buf.length - done);
-      let page = this.pages.get(index);
+    for (const { chunk, within, length: n, at } of pieces(PAGE, offset, buf.length)) {
+      let page = this.pages.get(chunk);
       if (!page) {
-        page = Buffer.alloc(Math.min(PAGE, this.size - index * PAGE));
-        this.pages.set(index, page);
+        page = Buffer.alloc(Math.min(PAGE, this.size - chunk * PAGE));
+        this.pages.set(chunk, page);
       }
-      page.set(buf.subarray(done, done + n), within);
-      done += n;
+      page.set(buf.subarray(at, at + n), within);
     }
   }
 
@@ -101,18 +90,12 @@ export class MemoryDevice implements BlockDevice {
   }
 
   private zeroRange(offset: number, length: number): void {
-    let done = 0;
-    while (done < length) {
-      const pos = offset + done;
-      const index = Math.floor(pos / PAGE);
-      const within = pos - index * PAGE;
-      const n = Math.min(PAGE - within, length - done);
-      const page = this.pages.get(index);
+    for (const { chunk, within, length: n } of pieces(PAGE, offset, length)) {
+      const page = this.pages.get(chunk);
       if (page) {
-        if (within === 0 && n === page.length) this.pages.delete(index);
+        if (within === 0 && n === page.length) this.pages.delete(chunk);
         else page.fill(0, within, within + n);
       }
-      done += n;
     }
   }
 

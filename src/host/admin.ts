@@ -1,3 +1,4 @@
+import { allocatedBytes } from '../blockdev/index.js';
 import { Pool, PoolError, type CheckReport, type PoolStats, type Preallocation, type VolumeInfo } from '../qcowlike/index.js';
 import { formatSize } from './size.js';
 import { volumeRuns, type MapRun } from './volume-runs.js';
@@ -112,15 +113,7 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
 async function dataBeyond(pool: Pool, volume: string, size: number): Promise<number> {
   const vol = await pool.openVolume(volume, { readOnly: true });
   try {
-    let bytes = 0;
-    for (let pos = size; pos < vol.size; ) {
-      const extents = await vol.blockStatus(pos, vol.size - pos);
-      for (const e of extents) if (!e.hole) bytes += e.length;
-      const last = extents.at(-1);
-      if (!last || last.offset + last.length <= pos) break;
-      pos = last.offset + last.length;
-    }
-    return Math.min(bytes, vol.size - size);
+    return await allocatedBytes(vol, size);
   } finally {
     await vol.close();
   }

@@ -1,6 +1,6 @@
 import type { BlockDevice } from '../blockdev/index.js';
 import type { ExportSource, OpenedExport } from './exports.js';
-import { RangeLock } from './range-lock.js';
+import { RequestOrder } from './request-order.js';
 
 /** An export as the connections using it share it: one device, one ordering of overlapping requests. */
 export interface ServedExport {
@@ -8,7 +8,7 @@ export interface ServedExport {
   readonly device: BlockDevice;
   readonly readOnly: boolean;
   readonly description: string | undefined;
-  readonly lock: RangeLock;
+  readonly order: RequestOrder;
 }
 
 interface Entry {
@@ -44,7 +44,7 @@ export class ExportTable {
         device: opened.device,
         readOnly: this.forceReadOnly || opened.readOnly || opened.device.readOnly,
         description: opened.description,
-        lock: new RangeLock(),
+        order: new RequestOrder(),
         opened,
       }));
       entry = { refs: 0, ready };

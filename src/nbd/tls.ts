@@ -30,10 +30,10 @@ export interface TlsFiles {
 /** Loads certificates or keys; errors name the file and what is wrong with it. */
 export function loadTls(files: TlsFiles): TlsSetup {
   if (files.mode === 'off') {
-    if (files.cert || files.key || files.psk || files.ca) throw new Error('--tls-cert, --tls-key, --tls-ca and --tls-psk need --tls on or --tls require');
+    if (files.cert || files.key || files.psk || files.ca) throw new Error('certificate, key, CA and PSK files need TLS on or required');
     return { mode: 'off' };
   }
-  if (files.psk && (files.cert || files.key || files.ca)) throw new Error('give either --tls-psk or --tls-cert with --tls-key (and --tls-ca), not both');
+  if (files.psk && (files.cert || files.key || files.ca)) throw new Error('give either a PSK file or a certificate with its key (and a CA), not both');
   if (files.psk) {
     const psk = readPskFile(files.psk);
     // PSK suites only exist up to TLS 1.2 in OpenSSL's server callback API.
@@ -45,7 +45,7 @@ export function loadTls(files: TlsFiles): TlsSetup {
     };
     return { mode: files.mode, server, psk };
   }
-  if (!files.cert || !files.key) throw new Error(`--tls ${files.mode} needs --tls-cert and --tls-key, or --tls-psk`);
+  if (!files.cert || !files.key) throw new Error(`TLS ${files.mode} needs a certificate and its key, or a PSK file`);
   const cert = readFile(files.cert, 'certificate');
   const key = readFile(files.key, 'key');
   const ca = files.ca === undefined ? undefined : readFile(files.ca, 'CA certificate');

@@ -29,7 +29,7 @@ import { messageOf, nbdErrorOf } from './errors.js';
 import { coalesce } from './extent-runs.js';
 import type { ServedExport } from './export-table.js';
 import type { CommandKind, CommandStats, ExportStats } from './export-stats.js';
-import type { RangeHold } from './range-lock.js';
+import type { OrderedHold } from './request-order.js';
 import { blockStatusChunk, errorChunk, noneChunk, offsetDataHeader, offsetHole, simpleReply } from './replies.js';
 import { RequestParser, type ParserSink, type Request } from './request-parser.js';
 
@@ -129,8 +129,8 @@ const ALLOWED_FLAGS: Record<number, number> = {
   [CMD_BLOCK_STATUS]: CMD_FLAG_FUA | CMD_FLAG_REQ_ONE,
 };
 
-/** One request admitted for execution; it is its own range-lock hold. */
-class Job implements RangeHold {
+/** One request admitted for execution; it is its own hold in the export's request order. */
+class Job implements OrderedHold {
   waiting = false;
   finished = false;
   failed = false;
@@ -423,7 +423,7 @@ export class Transmission implements ParserSink {
   private admit(req: Request, exclusive: boolean): void {
     const job = new Job(this, req, req.offset, req.offset + req.length, exclusive, this.takeCharge());
     this.inflight++;
-    if (this.exp.lock.acquire(job)) this.execute(job);
+    if (this.exp.order.acquire(job)) this.execute(job);
   }
 
   private admitUnlocked(req: Request): void {
@@ -461,7 +461,7 @@ export class Transmission implements ParserSink {
       else if (job.req.type !== CMD_FLUSH) counted.bytes += job.req.length;
       counted.observe((performance.now() - job.admitted) / 1000);
     }
-    this.exp.lock.release(job);
+    this.exp.order.release(job);
     if (job.req.pooled) this.opts.buffers.give(job.req.pooled);
     this.inflight--;
   }

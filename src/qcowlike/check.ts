@@ -183,7 +183,7 @@ export async function checkPool(
         volume: vol,
         virtualOffset,
         message: defer
-          ? `data of ${name} at virtual offset ${virtualOffset} failed its checksum on ${where}; another copy verifies (repair pending: check --repair rewrites it)`
+          ? `data of ${name} at virtual offset ${virtualOffset} failed its checksum on ${where}; another copy verifies (repair pending: a repairing check rewrites it)`
           : `data of ${name} at virtual offset ${virtualOffset} failed its checksum${where === 'one copy' ? '' : ` on ${where}`}; rewritten from a copy that verifies`,
         repaired: !defer,
         ...(defer ? { pending: true } : {}),
@@ -236,7 +236,7 @@ export async function checkPool(
     problems.push({
       kind: 'checksum',
       hostOffset,
-      message: `${what} (host offset ${hostOffset}) failed its checksum on one copy; another copy verifies (repair pending: check --repair rewrites it)`,
+      message: `${what} (host offset ${hostOffset}) failed its checksum on one copy; another copy verifies (repair pending: a repairing check rewrites it)`,
       repaired: false,
       pending: true,
     });

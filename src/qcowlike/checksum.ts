@@ -1,20 +1,15 @@
-import xxhash, { type XXHashAPI } from 'xxhash-wasm';
+import type { XXHashAPI } from 'xxhash-wasm';
+import { loadXxhash, xxhashLoaded } from '../blockdev/xxhash.js';
 import { stripeHashable, xxh32Stripes } from './xxh32.js';
 import { simdChecksums, xxh32Blocks } from './xxh32-simd.js';
 
-/**
- * xxHash through WebAssembly. The module is instantiated once; pools await
- * initChecksums() before any I/O so the hot path can hash synchronously.
- */
-let api: XXHashAPI | undefined;
-let loading: Promise<XXHashAPI> | undefined;
-
+/** Pools await initChecksums() before any I/O so the hot path can hash synchronously. */
 export async function initChecksums(): Promise<void> {
-  loading ??= xxhash();
-  api = await loading;
+  await loadXxhash();
 }
 
 function ready(): XXHashAPI {
+  const api = xxhashLoaded();
   if (!api) throw new Error('checksums used before initChecksums()');
   return api;
 }

@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import { BlockDeviceError, type BlockDevice } from '../blockdev/index.js';
+import { BlockDeviceError, Serializer, type BlockDevice } from '../blockdev/index.js';
 import { DoubleWrite } from './doublewrite.js';
 import { ChecksumError, PoolError } from './errors.js';
 import { Journal, RecordType, transactionSize, type JournalRecord } from './journal.js';
@@ -88,7 +88,7 @@ export class MetaStore {
   private readonly maxIntents: number;
   private pendingBytes = 0;
   private readonly maxDirty: number;
-  private serial: Promise<void> = Promise.resolve();
+  private readonly serial = new Serializer();
   private inflight = 0;
   private draining: { gate: Promise<void>; open: () => void; drained: () => void } | undefined;
   private hooks: EpochHooks[] = [];
@@ -417,9 +417,7 @@ export class MetaStore {
   }
 
   private serialize(fn: () => Promise<void>): Promise<void> {
-    const run = this.serial.then(fn);
-    this.serial = run.catch(() => undefined);
-    return run;
+    return this.serial.run(fn);
   }
 
   private async commitLocked(forceCheckpoint: boolean): Promise<void> {

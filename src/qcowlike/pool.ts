@@ -1,4 +1,4 @@
-import type { BlockDevice } from '../blockdev/index.js';
+import { allocatedBytes, Serializer, type BlockDevice } from '../blockdev/index.js';
 import { Allocator } from './allocator.js';
 import { COPY_POINTER_AT, decodeCatalog, emptyCatalog, encodeCatalog, readPointer, type Catalog, type CatalogLayer, type CatalogPointer } from './catalog.js';
 import { dataChecksum, initChecksums, metaChecksum } from './checksum.js';
@@ -10,6 +10,7 @@ import { readHeader, writeHeader } from './header-copies.js';
 import { createRoot, loadRoot, readCatalogSpares, setCatalogSpares, setRoot } from './root-copies.js';
 import { mapClaims, rebuildBitmapBlock, type Claims } from './bitmap-rebuild.js';
 import { Layer } from './layer.js';
+import { isValidName, NAME_RULE } from './names.js';
 import { BlockType, TRAILER } from './metablock.js';
 import { MetaStore } from './metastore.js';
 import { DoubleWrite } from './doublewrite.js';
@@ -23,7 +24,6 @@ const DEFAULT_CACHE = 64 * 1024 * 1024;
 export const MAX_VOLUME_SIZE = 64 * 2 ** 40;
 /** At most this much virtual space under in-place-write intents: the most a recovery re-reads. */
 const MAX_INTENT_SPAN = 4 * 2 ** 30;
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /**
  * A pool: one BlockDevice holding a catalog of thin volumes, each the top
@@ -38,7 +38,7 @@ export class Pool implements PoolCore {
   private catalog: Catalog = emptyCatalog();
   private readonly layers = new Map<number, Layer>();
   private readonly openCounts = new Map<string, number>();
-  private admin: Promise<void> = Promise.resolve();
+  private readonly admin = new Serializer();
   private closed = false;
   /** Catalog runs whose write failed while the root already names them: written again before any commit. */
   private readonly unwrittenCatalog = new Set<{ bytes: Buffer; offset: number }>();
@@ -355,12 +355,7 @@ export class Pool implements PoolCore {
   }
 
   private serialize<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.admin.then(fn);
-    this.admin = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    return run;
+    return this.admin.run(fn);
   }
 
   private volumeRec(name: string): Catalog['volumes'][number] {
@@ -381,7 +376,7 @@ export class Pool implements PoolCore {
   async createVolume(name: string, size: number, opts: { preallocation?: Preallocation; incomplete?: boolean } = {}): Promise<VolumeInfo> {
     return this.serialize(async () => {
       this.checkAdmin();
-      if (!NAME.test(name)) throw new PoolError('EINVAL', `invalid volume name '${name}' (letters, digits, '.', '_', '-'; up to 64; no '/' or '@')`);
+      if (!isValidName(name)) throw new PoolError('EINVAL', `invalid volume name '${name}' (${NAME_RULE})`);
       if (this.catalog.volumes.some((v) => v.name === name)) throw new PoolError('EEXIST', `volume '${name}' already exists`);
       size = checkSize(size);
       await this.changeCatalog(() => {
@@ -518,7 +513,7 @@ export class Pool implements PoolCore {
       if (size < layer.size) {
         const kept = await this.allocatedBeyond(layer, size);
         if (kept > 0 && !opts.force) {
-          throw new PoolError('EINVAL', `shrinking '${name}' to ${size} bytes would discard ${kept} allocated bytes beyond that point (use --force)`);
+          throw new PoolError('EINVAL', `shrinking '${name}' to ${size} bytes would discard ${kept} allocated bytes beyond that point (resize with force to discard them)`);
         }
         const vol = this.handle(name, layer, false);
         await vol.discard(size, layer.size - size);
@@ -574,11 +569,12 @@ export class Pool implements PoolCore {
   }
 
   private async allocatedBeyond(layer: Layer, size: number): Promise<number> {
-    let bytes = 0;
     const vol = this.handle('(scan)', layer, true);
-    for (const e of await vol.blockStatus(size, layer.size - size)) if (!e.hole) bytes += e.length;
-    await vol.close();
-    return bytes;
+    try {
+      return await allocatedBytes(vol, size);
+    } finally {
+      await vol.close();
+    }
   }
 
   async openVolume(name: string, opts: { readOnly?: boolean } = {}): Promise<Volume> {
@@ -659,7 +655,7 @@ export class Pool implements PoolCore {
 
   /** Walks every structure; see check.ts. */
   async check(opts: { repair?: boolean } = {}): Promise<CheckReport> {
-    if (opts.repair && this.readOnly) throw new PoolError('EROFS', `pool ${this.dev.name} is open read-only: check --repair needs to write`);
+    if (opts.repair && this.readOnly) throw new PoolError('EROFS', `pool ${this.dev.name} is open read-only: a repairing check needs to write`);
     return this.serialize(async () => {
       // The walk reads metadata through the store, so it needs no checkpoint; a host that is full
       // (the checkpoint cannot write home yet) must not stop a check. A stopped pool still throws.
@@ -759,7 +755,7 @@ export class Pool implements PoolCore {
   /** Checkpoints (so the next open replays nothing) and closes the device. */
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.admin;
+    await this.admin.idle();
     // After a failed device flush nothing more is written: the next open replays what was durable.
     if (!this.readOnly && !this.store.fence) {
       await this.store.commit();

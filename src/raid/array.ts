@@ -1,4 +1,4 @@
-import { BlockDeviceError, checkRange, checkWritable, type BlockDevice, type BlockOp, type Redundancy, type WriteOptions, type WriteZeroesOptions } from '../blockdev/index.js';
+import { BlockDeviceError, Serializer, checkRange, checkWritable, type BlockDevice, type BlockOp, type Redundancy, type WriteOptions, type WriteZeroesOptions } from '../blockdev/index.js';
 import { BufferPool, MemberLost, type Engine, type MemberIO, type Mismatch } from './engine.js';
 import { levelDescriptor, MirrorLayout, ParityLayout, type LevelDescriptor, type RaidLevel } from './levels/index.js';
 import { MirrorEngine } from './mirror-engine.js';
@@ -6,6 +6,7 @@ import { ParityEngine } from './parity-engine.js';
 import { BITMAP_OFFSET, DATA_OFFSET, encodeSuperblock, newUuid, slotOffset, SPARE_ROLE, type MemberState, type RoleEntry } from './superblock.js';
 import { PendingRepairs, type PendingRepair } from './pending-repairs.js';
 import { WriteIntentBitmap } from './write-intent.js';
+import { RaidError } from './errors.js';
 
 /** The shape of an array, fixed at creation and carried in every superblock. */
 export interface ArrayGeometry {
@@ -146,7 +147,7 @@ export class RaidArray implements BlockDevice {
   private readonly pool: BufferPool;
   private readonly bitmap: WriteIntentBitmap;
   private events: number;
-  private meta: Promise<void> = Promise.resolve();
+  private readonly meta = new Serializer();
   private closed = false;
   private rebuilding: { progress: RebuildProgress | undefined; stop: boolean; done: Promise<void> } | undefined;
   private readonly counters = { repairs: 0, readErrors: 0, writeErrors: 0, mismatches: 0, resyncedRegions: 0 };
@@ -180,7 +181,7 @@ export class RaidArray implements BlockDevice {
       this.engine = new ParityEngine(this.parity, io, this.name);
       this.preferredBlockSize = g.chunk * this.parity.dataPerStripe;
     }
-    if (this.engine.capacity < g.size) throw new Error(`${this.name}: size ${g.size} exceeds what the members hold (${this.engine.capacity})`);
+    if (this.engine.capacity < g.size) throw new RaidError('EINVAL', `${this.name}: size ${g.size} exceeds what the members hold (${this.engine.capacity})`);
     const regions = Math.ceil(g.rows / g.regionRows);
     this.bitmap = new WriteIntentBitmap(g.regionRows, regions, bitmapBits, (bits, durable) => this.storeBitmap(bits, durable));
     this.redundancy = g.level === 0 ? undefined : this.makeRedundancy();
@@ -277,11 +278,11 @@ export class RaidArray implements BlockDevice {
   roleOf(member: number | string): number {
     if (typeof member === 'number' || /^\d+$/.test(member)) {
       const r = Number(member);
-      if (r < 0 || r >= this.slots.length) throw new Error(`${this.name}: no member role ${r} (roles are 0 to ${this.slots.length - 1})`);
+      if (r < 0 || r >= this.slots.length) throw new RaidError('ENOENT', `${this.name}: no member role ${r} (roles are 0 to ${this.slots.length - 1})`);
       return r;
     }
     const r = this.slots.findIndex((s) => s.dev?.name === member);
-    if (r < 0) throw new Error(`${this.name}: '${member}' is not an active member of this array`);
+    if (r < 0) throw new RaidError('ENOENT', `${this.name}: '${member}' is not an active member of this array`);
     return r;
   }
 
@@ -289,9 +290,9 @@ export class RaidArray implements BlockDevice {
   async fail(member: number | string): Promise<void> {
     const role = this.roleOf(member);
     const s = this.slots[role]!;
-    if (s.state === 'faulty' || s.state === 'missing') throw new Error(`${this.name}: member ${role} is already ${s.state}`);
+    if (s.state === 'faulty' || s.state === 'missing') throw new RaidError('ESTATE', `${this.name}: member ${role} is already ${s.state}`);
     const without = this.slots.map((x, i) => i === role || !this.serving(x));
-    if (!this.survives(without)) throw new Error(`${this.name}: failing member ${role} (${s.dev?.name}) would lose data: RAID ${this.geometry.level} cannot survive it now`);
+    if (!this.survives(without)) throw new RaidError('ESTATE', `${this.name}: failing member ${role} (${s.dev?.name}) would lose data: RAID ${this.geometry.level} cannot survive it now`);
     s.state = 'faulty';
     this.event(`member ${role} (${s.dev?.name}) marked faulty`);
     await this.persist();
@@ -309,7 +310,7 @@ export class RaidArray implements BlockDevice {
     }
     const role = this.roleOf(member);
     const s = this.slots[role]!;
-    if (s.state === 'active' || s.state === 'rebuilding') throw new Error(`${this.name}: member ${role} (${s.dev?.name}) is ${s.state}; fail it first`);
+    if (s.state === 'active' || s.state === 'rebuilding') throw new RaidError('ESTATE', `${this.name}: member ${role} (${s.dev?.name}) is ${s.state}; fail it first`);
     const dev = s.dev;
     this.slots[role] = { dev: undefined, device: '', state: 'missing', rebuiltRows: 0 };
     await this.persist();
@@ -324,9 +325,9 @@ export class RaidArray implements BlockDevice {
   async add(dev: BlockDevice): Promise<number | 'spare'> {
     this.checkOpen('write');
     const need = DATA_OFFSET + this.geometry.rows * this.geometry.chunk;
-    if (dev.size < need) throw new Error(`${this.name}: ${dev.name} is too small (${dev.size} bytes; members need ${need})`);
+    if (dev.size < need) throw new RaidError('ENOSPC', `${this.name}: ${dev.name} is too small (${dev.size} bytes; members need ${need})`);
     if ([...this.slots, ...this.spares].some((s) => s.dev === dev || (s.dev && s.dev.name === dev.name && dev.name !== 'memory'))) {
-      throw new Error(`${this.name}: ${dev.name} is already in this array`);
+      throw new RaidError('EEXIST', `${this.name}: ${dev.name} is already in this array`);
     }
     await dev.writeZeroes(0, DATA_OFFSET);
     const slot: MemberSlot = { dev, device: newUuid(), state: 'spare', rebuiltRows: 0 };
@@ -351,7 +352,7 @@ export class RaidArray implements BlockDevice {
     const role = this.roleOf(member);
     const s = this.slots[role]!;
     const need = DATA_OFFSET + this.geometry.rows * this.geometry.chunk;
-    if (dev.size < need) throw new Error(`${this.name}: ${dev.name} is too small (${dev.size} bytes; members need ${need})`);
+    if (dev.size < need) throw new RaidError('ENOSPC', `${this.name}: ${dev.name} is too small (${dev.size} bytes; members need ${need})`);
     if (s.state === 'rebuilding' && !s.source) {
       s.state = 'faulty';
     }
@@ -360,7 +361,7 @@ export class RaidArray implements BlockDevice {
       await this.assign(role, { dev, device: newUuid(), state: 'spare', rebuiltRows: 0, source: s.dev });
       return role;
     }
-    if (s.state === 'rebuilding') throw new Error(`${this.name}: member ${role} is already being replaced`);
+    if (s.state === 'rebuilding') throw new RaidError('ESTATE', `${this.name}: member ${role} is already being replaced`);
     await this.remove(role);
     await dev.writeZeroes(0, DATA_OFFSET);
     await this.assign(role, { dev, device: newUuid(), state: 'spare', rebuiltRows: 0 });
@@ -393,7 +394,7 @@ export class RaidArray implements BlockDevice {
     if (opts.repair && this.readOnly) throw new BlockDeviceError('EROFS', this.name, 'write', 'array is read-only');
     // With members out, a mismatch can be found but not always placed; repairing then could overwrite the only good copy.
     if (opts.repair && this.status().degraded) {
-      throw new BlockDeviceError('EINVAL', this.name, 'write', 'array is degraded: scrub --repair needs every member (rebuild first; without --repair, scrub checks what redundancy remains)');
+      throw new BlockDeviceError('EINVAL', this.name, 'write', 'array is degraded: a repairing scrub needs every member (rebuild first; a scrub that only checks checks what redundancy remains)');
     }
     const rows = this.geometry.rows;
     const step = rowsPerStep(this.geometry.chunk);
@@ -602,7 +603,7 @@ export class RaidArray implements BlockDevice {
         if (!(err instanceof MemberLost)) throw err;
         // The failure must be on disk before the request completes, or a crash could
         // bring the failed member back as if it were current.
-        await this.meta.catch(() => undefined);
+        await this.meta.idle();
         if (this.failed() || attempt >= this.geometry.members) {
           throw new BlockDeviceError('EIO', this.name, op, `array has failed: ${this.slots.filter((s) => s.state !== 'active').length} of ${this.slots.length} members unavailable`, offset, length, err.cause);
         }
@@ -643,15 +644,13 @@ export class RaidArray implements BlockDevice {
       }
     });
     await Promise.all(jobs);
-    await this.meta.catch(() => undefined);
+    await this.meta.idle();
     if (this.failed()) throw new BlockDeviceError('EIO', this.name, 'flush', 'array has failed: too many members lost');
   }
 
   /** Superblock updates are serialized; each bumps the event counter and goes to every live member and spare. */
   private persist(clean = false): Promise<void> {
-    const run = this.meta.then(() => this.writeSuperblocks(clean));
-    this.meta = run.catch(() => undefined);
-    return run;
+    return this.meta.run(() => this.writeSuperblocks(clean));
   }
 
   private async writeSuperblocks(clean: boolean): Promise<void> {
@@ -715,7 +714,7 @@ export class RaidArray implements BlockDevice {
         }
       }),
     );
-    await this.meta.catch(() => undefined);
+    await this.meta.idle();
   }
 
   /** A failed role with a hot spare waiting: the spare takes it and is rebuilt. */

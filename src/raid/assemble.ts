@@ -3,6 +3,7 @@ import { RaidArray, type MemberSlot, type RaidArrayOptions } from './array.js';
 import type { MemberSpec } from './create.js';
 import { levelDescriptor, MirrorLayout, ParityLayout } from './levels/index.js';
 import { BITMAP_MAX_BYTES, BITMAP_OFFSET, DATA_OFFSET, initChecksum, newestSuperblock, SPARE_ROLE, superblockProblem, type Superblock } from './superblock.js';
+import { RaidError } from './errors.js';
 
 export interface AssembleOptions extends RaidArrayOptions {
   /** Assemble only the array with this UUID; otherwise the one most of the given members belong to. */
@@ -57,7 +58,7 @@ export async function assembleArray(members: MemberSpec[], opts: AssembleOptions
     }
     opened.push(dev);
     try {
-      if (dev.size < DATA_OFFSET) throw new Error('too small to be a member');
+      if (dev.size < DATA_OFFSET) throw new RaidError('ENOSPC', 'too small to be a member');
       const header = Buffer.alloc(DATA_OFFSET);
       await dev.read(header, 0);
       const sb = newestSuperblock(header);
@@ -79,7 +80,7 @@ export async function assembleArray(members: MemberSpec[], opts: AssembleOptions
   const uuid = opts.uuid ?? chooseArray(candidates);
   if (!uuid) {
     await closeAll(opened);
-    throw new Error(`no Strata RAID member among ${members.length} given device(s)${warnings.length ? `: ${warnings.join('; ')}` : ''}`);
+    throw new RaidError('ENOENT', `no Strata RAID member among ${members.length} given device(s)${warnings.length ? `: ${warnings.join('; ')}` : ''}`);
   }
   const ours = candidates.filter((c) => c.sb.arrayUuid === uuid);
   const used = new Set<BlockDevice>();
@@ -88,7 +89,7 @@ export async function assembleArray(members: MemberSpec[], opts: AssembleOptions
   }
   if (ours.length === 0) {
     await closeAll(opened);
-    throw new Error(`none of the given devices belongs to array ${uuid}`);
+    throw new RaidError('ENOENT', `none of the given devices belongs to array ${uuid}`);
   }
   const fresh = ours.reduce((a, b) => (b.sb.events > a.sb.events ? b : a)).sb;
   const n = fresh.members;
@@ -132,7 +133,7 @@ export async function assembleArray(members: MemberSpec[], opts: AssembleOptions
   if (!survives) {
     await closeAll([...used]);
     const down = failed.filter(Boolean).length;
-    throw new Error(`cannot assemble RAID ${fresh.level} array ${fresh.name || uuid}: ${down} of ${n} members are missing, stale or not yet rebuilt, more than it survives${warnings.length ? ` (${warnings.join('; ')})` : ''}`);
+    throw new RaidError('EDEGRADED', `cannot assemble RAID ${fresh.level} array ${fresh.name || uuid}: ${down} of ${n} members are missing, stale or not yet rebuilt, more than it survives${warnings.length ? ` (${warnings.join('; ')})` : ''}`);
   }
   if (failed.some(Boolean)) warnings.push(`array is degraded: ${failed.filter(Boolean).length} of ${n} members unavailable`);
 

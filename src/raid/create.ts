@@ -4,6 +4,7 @@ import { RaidArray, type MemberSlot, type RaidArrayOptions } from './array.js';
 import { levelDescriptor, type RaidLevel } from './levels/index.js';
 import { MemberInUseError, MemberTooSmallError } from './create-errors.js';
 import { BITMAP_MAX_BYTES, DATA_OFFSET, initChecksum, MAX_ENTRIES, newestSuperblock, newUuid } from './superblock.js';
+import { RaidError } from './errors.js';
 
 export const DEFAULT_CHUNK = 512 * 1024;
 /** md's default bitmap chunk for large arrays: one bitmap write per 64 MiB of member made dirty. */
@@ -44,18 +45,18 @@ export function memberDataNeeded(level: RaidLevel, members: number, chunk: numbe
 function validate(opts: CreateArrayOptions): { chunk: number; copies: number } {
   const level = levelDescriptor(opts.level);
   const n = opts.members.length;
-  if (n < level.minMembers) throw new Error(`RAID ${opts.level} needs at least ${level.minMembers} members, got ${n}`);
-  if (n + (opts.spares?.length ?? 0) > MAX_ENTRIES) throw new Error(`too many members and spares (at most ${MAX_ENTRIES})`);
+  if (n < level.minMembers) throw new RaidError('EINVAL', `RAID ${opts.level} needs at least ${level.minMembers} members, got ${n}`);
+  if (n + (opts.spares?.length ?? 0) > MAX_ENTRIES) throw new RaidError('EINVAL', `too many members and spares (at most ${MAX_ENTRIES})`);
   const chunk = opts.chunk ?? DEFAULT_CHUNK;
   if (!Number.isInteger(chunk) || chunk < 4096 || (chunk & (chunk - 1)) !== 0 || chunk > 64 * 1024 * 1024) {
-    throw new Error(`invalid chunk size ${chunk} (a power of two from 4K to 64M)`);
+    throw new RaidError('EINVAL', `invalid chunk size ${chunk} (a power of two from 4K to 64M)`);
   }
   const copies = level.copies(n, opts.copies ?? 2);
-  if (opts.level === 10 && (copies < 2 || copies > n)) throw new Error(`RAID 10 copies must be from 2 to the member count (${n}), got ${copies}`);
-  if (opts.level !== 10 && opts.copies !== undefined && opts.level !== 1) throw new Error(`--copies applies to RAID 10 only`);
+  if (opts.level === 10 && (copies < 2 || copies > n)) throw new RaidError('EINVAL', `RAID 10 copies must be from 2 to the member count (${n}), got ${copies}`);
+  if (opts.level !== 10 && opts.copies !== undefined && opts.level !== 1) throw new RaidError('EINVAL', `a copy count applies to RAID 10 only`);
   const paths = opts.members.filter((m): m is string => typeof m === 'string');
   const dup = paths.find((p, i) => paths.indexOf(p) !== i);
-  if (dup) throw new Error(`member ${dup} is given twice`);
+  if (dup) throw new RaidError('EEXIST', `member ${dup} is given twice`);
   return { chunk, copies };
 }
 
@@ -113,9 +114,9 @@ export async function createArray(opts: CreateArrayOptions): Promise<RaidArray> 
     }
     const capacity = capacityOf(rows);
     const size = opts.size ?? capacity;
-    if (size <= 0 || size > capacity) throw new Error(`array size ${size} does not fit: the members hold ${capacity} bytes at RAID ${opts.level}`);
+    if (size <= 0 || size > capacity) throw new RaidError('ENOSPC', `array size ${size} does not fit: the members hold ${capacity} bytes at RAID ${opts.level}`);
     let regionRows = Math.max(1, Math.ceil((opts.bitmapRegion ?? DEFAULT_REGION) / chunk));
-    if (opts.bitmapRegion !== undefined && opts.bitmapRegion % chunk !== 0) throw new Error(`bitmap region ${opts.bitmapRegion} must be a multiple of the chunk size ${chunk}`);
+    if (opts.bitmapRegion !== undefined && opts.bitmapRegion % chunk !== 0) throw new RaidError('EINVAL', `bitmap region ${opts.bitmapRegion} must be a multiple of the chunk size ${chunk}`);
     while (Math.ceil(rows / regionRows) > BITMAP_MAX_BYTES * 8) regionRows *= 2;
     for (const dev of [...members, ...spares]) {
       await dev.writeZeroes(0, DATA_OFFSET);

@@ -3,6 +3,8 @@ export { MemberInUseError, MemberTooSmallError } from './create-errors.js';
 export { createArray, memberDataNeeded, DEFAULT_CHUNK, DEFAULT_REGION, type CreateArrayOptions, type MemberSpec } from './create.js';
 export { assembleArray, type AssembleOptions, type AssembleResult } from './assemble.js';
 export type { Mismatch } from './engine.js';
-export { levelDescriptor, type LevelDescriptor, type RaidLevel } from './levels/index.js';
+export { levelDescriptor, parseRaidLevel, RAID_LEVELS, type LevelDescriptor, type RaidLevel } from './levels/index.js';
 export { DATA_OFFSET } from './superblock.js';
 export { parsePendingRepairs, type PendingRepair } from './pending-repairs.js';
+
+export { RaidError, type RaidErrorCode } from './errors.js';

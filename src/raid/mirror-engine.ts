@@ -1,29 +1,6 @@
-import { BlockDeviceError } from '../blockdev/index.js';
+import { BlockDeviceError, pieces, type Piece } from '../blockdev/index.js';
 import { KeyedLock, settleAll, type Engine, type MemberIO, type Mismatch, type ScrubPart } from './engine.js';
 import type { MirrorLayout } from './levels/index.js';
-
-/** A piece of a request that falls inside one chunk. */
-interface Piece {
-  chunk: number;
-  within: number;
-  length: number;
-  /** Offset of the piece in the request's buffer. */
-  at: number;
-}
-
-function pieces(chunkSize: number, offset: number, length: number): Piece[] {
-  const out: Piece[] = [];
-  let at = 0;
-  while (at < length) {
-    const pos = offset + at;
-    const chunk = Math.floor(pos / chunkSize);
-    const within = pos - chunk * chunkSize;
-    const n = Math.min(chunkSize - within, length - at);
-    out.push({ chunk, within, length: n, at });
-    at += n;
-  }
-  return out;
-}
 
 /**
  * RAID 0, 1 and 10: every write goes to each replica of its chunks in

@@ -1,3 +1,5 @@
+import { RaidError } from './errors.js';
+
 /**
  * A repair the array could not write: a reader above proved (by its checksum)
  * which data is right for the range, but the array was open read-only. The
@@ -60,7 +62,7 @@ export class PendingRepairs {
 
 /** Checks a stored list before it is trusted (a hand-edited or truncated file must not drive writes). */
 export function parsePendingRepairs(value: unknown, arraySize: number, members: number): PendingRepair[] {
-  if (!Array.isArray(value)) throw new Error('pending repairs: not a list');
+  if (!Array.isArray(value)) throw new RaidError('EFORMAT', 'pending repairs: not a list');
   return value.map((v: unknown, i) => {
     const r = v as Partial<PendingRepair> | null;
     const ok =
@@ -73,7 +75,7 @@ export function parsePendingRepairs(value: unknown, arraySize: number, members: 
       r.offset! + r.length! <= arraySize &&
       Array.isArray(r.members) &&
       r.members.every((m) => Number.isInteger(m) && m >= 0 && m < members);
-    if (!ok) throw new Error(`pending repairs: entry ${i} is malformed or outside the array`);
+    if (!ok) throw new RaidError('EFORMAT', `pending repairs: entry ${i} is malformed or outside the array`);
     return { offset: r.offset!, length: r.length!, members: [...r.members!] };
   });
 }

@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import xxhash, { type XXHashAPI } from 'xxhash-wasm';
+import type { XXHashAPI } from 'xxhash-wasm';
+import { loadXxhash, xxhashLoaded } from '../blockdev/xxhash.js';
 import { levelDescriptor, type RaidLevel } from './levels/index.js';
+import { RaidError } from './errors.js';
 
 /**
  * The member header. Every member starts with two 4 KiB superblock slots; an
@@ -57,10 +59,14 @@ export interface Superblock {
   table: RoleEntry[];
 }
 
-let hasher: XXHashAPI | undefined;
-export async function initChecksum(): Promise<XXHashAPI> {
-  hasher ??= await xxhash();
-  return hasher;
+export function initChecksum(): Promise<XXHashAPI> {
+  return loadXxhash();
+}
+
+function hasher(): XXHashAPI {
+  const h = xxhashLoaded();
+  if (!h) throw new Error('superblock checksum not initialised');
+  return h;
 }
 
 export function newUuid(): string {
@@ -69,8 +75,8 @@ export function newUuid(): string {
 
 /** Encodes into a 4 KiB block with its checksum. initChecksum() must have resolved. */
 export function encodeSuperblock(sb: Superblock): Buffer {
-  if (!hasher) throw new Error('superblock checksum not initialised');
-  if (sb.table.length > MAX_ENTRIES) throw new Error(`too many members and spares (at most ${MAX_ENTRIES})`);
+  const h = hasher();
+  if (sb.table.length > MAX_ENTRIES) throw new RaidError('EINVAL', `too many members and spares (at most ${MAX_ENTRIES})`);
   const b = Buffer.alloc(SUPERBLOCK_SIZE);
   b.write(MAGIC, 0, 'latin1');
   b.writeUInt32LE(VERSION, 8);
@@ -90,7 +96,7 @@ export function encodeSuperblock(sb: Superblock): Buffer {
   b.writeUInt16LE(sb.role, 96);
   b.writeBigUInt64LE(BigInt(sb.createdMs), 104);
   const name = Buffer.from(sb.name, 'utf8');
-  if (name.length > 48) throw new Error(`array name '${sb.name}' is longer than 48 bytes`);
+  if (name.length > 48) throw new RaidError('EINVAL', `array name '${sb.name}' is longer than 48 bytes`);
   name.copy(b, 112);
   sb.table.forEach((e, i) => {
     const at = TABLE_AT + i * ENTRY_SIZE;
@@ -98,17 +104,17 @@ export function encodeSuperblock(sb: Superblock): Buffer {
     b.writeUInt8(STATE_CODES.indexOf(e.state), at + 16);
     b.writeBigUInt64LE(BigInt(e.rebuiltRows), at + 24);
   });
-  b.writeBigUInt64LE(hasher.h64Raw(b.subarray(0, CHECKSUM_AT)), CHECKSUM_AT);
+  b.writeBigUInt64LE(h.h64Raw(b.subarray(0, CHECKSUM_AT)), CHECKSUM_AT);
   return b;
 }
 
 /** Decodes one slot; undefined when it is not a valid Strata RAID superblock (wrong magic or checksum). */
 export function decodeSuperblock(b: Buffer): Superblock | undefined {
-  if (!hasher) throw new Error('superblock checksum not initialised');
+  const h = hasher();
   if (b.length < SUPERBLOCK_SIZE || b.toString('latin1', 0, 8) !== MAGIC) return undefined;
-  if (b.readBigUInt64LE(CHECKSUM_AT) !== hasher.h64Raw(b.subarray(0, CHECKSUM_AT))) return undefined;
+  if (b.readBigUInt64LE(CHECKSUM_AT) !== h.h64Raw(b.subarray(0, CHECKSUM_AT))) return undefined;
   const version = b.readUInt32LE(8);
-  if (version !== VERSION) throw new Error(`superblock version ${version} is not supported (this build reads version ${VERSION})`);
+  if (version !== VERSION) throw new RaidError('EFORMAT', `superblock version ${version} is not supported (this build reads version ${VERSION})`);
   const entries = b.readUInt16LE(54);
   if (entries > MAX_ENTRIES) return undefined;
   const table: RoleEntry[] = [];

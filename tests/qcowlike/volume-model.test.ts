@@ -137,7 +137,7 @@ describe('volume against a plain byte array', () => {
     await pool.createVolume('v', 1 << 20);
     const vol = await pool.openVolume('v');
     await vol.write(Buffer.alloc(4096, 1), 900 * 1024);
-    await expect(pool.resizeVolume('v', 512 * 1024)).rejects.toThrow(/would discard 4096 allocated bytes.*--force/);
+    await expect(pool.resizeVolume('v', 512 * 1024)).rejects.toThrow(/would discard 4096 allocated bytes.*with force/);
     await pool.resizeVolume('v', 950 * 1024 - (950 * 1024) % 512);
     await vol.close();
     await pool.close();

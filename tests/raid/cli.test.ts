@@ -128,6 +128,6 @@ describe('strata raid (the command line)', () => {
     // Repair could overwrite the only good copy of a block it cannot place: refused until the rebuild.
     const repair = strata('--home', home, 'raid', 'scrub', 'pool0', '--repair');
     expect(repair.code).toBe(1);
-    expect(repair.err).toMatch(/degraded.*--repair needs every member.*rebuild first/);
+    expect(repair.err).toMatch(/degraded.*repairing scrub needs every member.*rebuild first/);
   });
 });

@@ -1,4 +1,4 @@
-import { MemoryDevice, type BlockDevice } from '../../src/blockdev/index.js';
+import { MemoryDevice, PassThroughDevice, type BlockDevice } from '../../src/blockdev/index.js';
 import { Pool } from '../../src/qcowlike/index.js';
 
 /** A pool on a fresh memory device, small enough for thousands of property cases. */
@@ -23,20 +23,10 @@ export async function findOnDevice(dev: BlockDevice, needle: Buffer, step = 512)
 }
 
 /** A view of a device whose close() does nothing, so a pool on it can be closed and opened again. */
+class Reopenable extends PassThroughDevice {
+  override async close(): Promise<void> {}
+}
+
 export function reopenable(dev: BlockDevice): BlockDevice {
-  return {
-    get name() { return dev.name; },
-    get size() { return dev.size; },
-    get blockSize() { return dev.blockSize; },
-    get preferredBlockSize() { return dev.preferredBlockSize; },
-    get discardZeroes() { return dev.discardZeroes; },
-    get readOnly() { return dev.readOnly; },
-    get redundancy() { return dev.redundancy; },
-    read: (b, o) => dev.read(b, o),
-    write: (b, o, w) => dev.write(b, o, w),
-    flush: () => dev.flush(),
-    discard: (o, l) => dev.discard(o, l),
-    writeZeroes: (o, l, w) => dev.writeZeroes(o, l, w),
-    close: async () => undefined,
-  };
+  return new Reopenable(dev);
 }

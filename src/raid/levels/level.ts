@@ -1,4 +1,12 @@
-export type RaidLevel = 0 | 1 | 5 | 6 | 10;
+/** Every level an array can have, as numbers; the one source for the type, for parsing and for option choices. */
+export const RAID_LEVELS = [0, 1, 5, 6, 10] as const;
+export type RaidLevel = (typeof RAID_LEVELS)[number];
+
+/** A level as a person or a stored record gives it ('5', 5); undefined when it is not one. */
+export function parseRaidLevel(value: string | number): RaidLevel | undefined {
+  const n = typeof value === 'number' ? value : /^\d+$/.test(value) ? Number(value) : NaN;
+  return RAID_LEVELS.find((l) => l === n);
+}
 
 /**
  * What a RAID level is, as data: the array core reads this to decide whether

@@ -1,5 +1,5 @@
 /** A request's claim on a byte range of an export. */
-export interface RangeHold {
+export interface OrderedHold {
   start: number;
   end: number;
   /** Writes, trims and zeroes are exclusive; reads share with reads. */
@@ -18,12 +18,12 @@ export interface RangeHold {
  * backwards in arrival order, so there is no deadlock; disjoint requests never
  * wait. Holds live in a Set, which iterates in insertion (arrival) order.
  */
-export class RangeLock {
-  private readonly holds = new Set<RangeHold>();
+export class RequestOrder {
+  private readonly holds = new Set<OrderedHold>();
   private waiters = 0;
 
   /** Registers the hold; true when it may start now, otherwise its proceed() is called later. */
-  acquire(hold: RangeHold): boolean {
+  acquire(hold: OrderedHold): boolean {
     hold.waiting = false;
     if (this.holds.size > 0) {
       for (const h of this.holds) {
@@ -38,7 +38,7 @@ export class RangeLock {
     return !hold.waiting;
   }
 
-  release(hold: RangeHold): void {
+  release(hold: OrderedHold): void {
     if (!this.holds.delete(hold)) return;
     if (hold.waiting) this.waiters--;
     if (this.waiters > 0) this.wake();
@@ -49,8 +49,8 @@ export class RangeLock {
   }
 
   private wake(): void {
-    const ready: RangeHold[] = [];
-    const earlier: RangeHold[] = [];
+    const ready: OrderedHold[] = [];
+    const earlier: OrderedHold[] = [];
     for (const h of this.holds) {
       if (h.waiting && !earlier.some((e) => conflicts(e, h))) {
         h.waiting = false;
@@ -65,6 +65,6 @@ export class RangeLock {
 }
 
 /** Empty ranges touch no byte, so they conflict with nothing. */
-function conflicts(a: RangeHold, b: RangeHold): boolean {
+function conflicts(a: OrderedHold, b: OrderedHold): boolean {
   return (a.exclusive || b.exclusive) && a.start < b.end && b.start < a.end && a.start < a.end && b.start < b.end;
 }

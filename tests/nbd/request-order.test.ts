@@ -1,9 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { RangeLock, type RangeHold } from '../../src/nbd/range-lock.js';
+import { RequestOrder, type OrderedHold } from '../../src/nbd/request-order.js';
 import { propertyRuns } from '../support/scratch.js';
 
-interface Held extends RangeHold {
+interface Held extends OrderedHold {
   id: number;
   started: boolean;
   released: boolean;
@@ -13,7 +13,7 @@ function overlap(a: Held, b: Held): boolean {
   return a.start < b.end && b.start < a.end && a.start < a.end && b.start < b.end && (a.exclusive || b.exclusive);
 }
 
-describe('range lock', () => {
+describe('request order', () => {
   it('never runs conflicting requests together and never lets a later one overtake an earlier one it conflicts with', () => {
     const step = fc.oneof(
       fc.record({ kind: fc.constant('add' as const), start: fc.integer({ min: 0, max: 60 }), len: fc.integer({ min: 0, max: 20 }), exclusive: fc.boolean() }),
@@ -21,7 +21,7 @@ describe('range lock', () => {
     );
     fc.assert(
       fc.property(fc.array(step, { maxLength: 80 }), (steps) => {
-        const lock = new RangeLock();
+        const lock = new RequestOrder();
         const all: Held[] = [];
         const start = (h: Held): void => {
           expect(h.started).toBe(false);
@@ -66,8 +66,8 @@ describe('range lock', () => {
   });
 
   it('lets reads of one range run together and disjoint writes run together', () => {
-    const lock = new RangeLock();
-    const mk = (start: number, end: number, exclusive: boolean): RangeHold => ({ start, end, exclusive, waiting: false, proceed: () => undefined });
+    const lock = new RequestOrder();
+    const mk = (start: number, end: number, exclusive: boolean): OrderedHold => ({ start, end, exclusive, waiting: false, proceed: () => undefined });
     expect(lock.acquire(mk(0, 100, false))).toBe(true);
     expect(lock.acquire(mk(50, 150, false))).toBe(true);
     expect(lock.acquire(mk(200, 300, true))).toBe(true);
