@@ -32,7 +32,10 @@ async function main(argv: string[]): Promise<number> {
       // Help and version end through here too, with exit code 0.
       return err.exitCode === 0 ? 0 : 2;
     }
-    process.stderr.write(`strata: ${raidCreateMessage(err) ?? (err instanceof Error ? err.message : String(err))}\n`);
+    const message = raidCreateMessage(err) ?? (err instanceof Error ? err.message : String(err));
+    // With --json, errors are JSON too: scripts read one document from stderr, with the same exit status.
+    if (program.opts<{ json?: boolean }>().json === true) process.stderr.write(`${JSON.stringify({ error: message })}\n`);
+    else process.stderr.write(`strata: ${message}\n`);
     return 1;
   }
 }
