@@ -22,7 +22,7 @@ export interface ControlServerOptions {
   /** The array under it, when it is on RAID, for the raid commands. */
   raid?: OpenedArray;
   /** What the server knows of the volumes' clients, and how it hears of new ones. */
-  admin: Pick<AdminContext, 'clientsOf' | 'changed'>;
+  admin: Pick<AdminContext, 'clientsOf' | 'disconnect' | 'changed'>;
   /** The server's --rebuild-rate, for requests that give none. */
   rebuildRate: number;
   readOnly: boolean;

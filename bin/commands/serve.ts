@@ -209,7 +209,10 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
           }
         });
       }
-      const admin = { clientsOf: (volume: string) => server?.clientsOf(source.exportName(poolName, volume)) ?? 0 };
+      const admin = {
+        clientsOf: (volume: string) => server?.clientsOf(source.exportName(poolName, volume)) ?? 0,
+        disconnect: async (volume: string) => (server ? server.disconnect(source.exportName(poolName, volume)) : 0),
+      };
       const control = await ControlServer.start({ home, pool: poolName, opened: o.pool, ...(raid ? { raid } : {}), admin, rebuildRate, readOnly, direct, log });
       if (control) controls.push(control);
     }

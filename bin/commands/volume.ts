@@ -36,7 +36,11 @@ export const volumeCommands: CommandGroup = (program) => {
     .description('grow or shrink a volume (SIZE, or +SIZE to grow by)')
     .option('--force', 'shrink even if data lies beyond the new end (it is discarded)')
     .action(resizeVolume);
-  volume.command('delete <pool/vol>').description('delete a volume and free its space').action(deleteVolume);
+  volume
+    .command('delete <pool/vol>')
+    .description('delete a volume and free its space')
+    .option('--force', 'on a served pool, end the connections using the volume first (their clients get an error)')
+    .action(deleteVolume);
 };
 
 /** What `volume info --json` gives: the pool's record of the volume, and which pool it is in. */
@@ -110,10 +114,10 @@ async function resizeVolume(ref: string, sizeText: string, opts: { force?: boole
   report(g, { pool: poolName, volume, oldSize: r.oldSize, size: r.size }, `resized ${ref}: ${formatSize(r.oldSize)} -> ${formatSize(r.size)}`);
 }
 
-async function deleteVolume(ref: string, _opts: unknown, cmd: Command): Promise<void> {
+async function deleteVolume(ref: string, opts: { force?: boolean }, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const { pool: poolName, volume } = parseVolumeRef(ref);
-  await adminOnPool(g.home, poolName, { op: 'volume-delete', volume }, { readOnly: false });
+  await adminOnPool(g.home, poolName, { op: 'volume-delete', volume, force: opts.force === true }, { readOnly: false });
   report(g, { deleted: ref }, `deleted volume ${ref}`);
 }
 

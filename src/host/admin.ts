@@ -16,7 +16,7 @@ export type AdminRequest =
   | { op: 'volume-info'; volume: string }
   | { op: 'volume-create'; volume: string; size: number; preallocation: Preallocation }
   | { op: 'volume-resize'; volume: string; size: number; grow: boolean; force: boolean }
-  | { op: 'volume-delete'; volume: string }
+  | { op: 'volume-delete'; volume: string; force: boolean }
   | { op: 'map'; volume: string };
 
 export interface AdminResults {
@@ -38,6 +38,8 @@ export interface AdminContext {
   poolName: string;
   /** Clients connected to a volume now (0 when not served). */
   clientsOf?(volume: string): number;
+  /** Ends the connections using a volume (a served pool); resolves once they are gone. */
+  disconnect?(volume: string): Promise<number>;
   /** Called after the set of volumes or their sizes changed (a server refreshes what it exports). */
   changed?(): void;
   /** The pool is served: a check must not stop I/O for long and cannot repair under load. */
@@ -91,7 +93,12 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
     }
     case 'volume-delete': {
       const clients = ctx.clientsOf?.(req.volume) ?? 0;
-      if (clients > 0) throw new AdminError('EBUSY', `volume '${ctx.poolName}/${req.volume}' has ${clients} connected client${clients === 1 ? '' : 's'}; disconnect ${clients === 1 ? 'it' : 'them'} first`);
+      if (clients > 0 && !req.force) throw new AdminError('EBUSY', `volume '${ctx.poolName}/${req.volume}' has ${clients} connected client${clients === 1 ? '' : 's'}; disconnect ${clients === 1 ? 'it' : 'them'} first, or force the delete to end ${clients === 1 ? 'its connection' : 'their connections'}`);
+      // The volume is checked first, so that a force on a missing name ends nobody's connection.
+      if (clients > 0) {
+        await about(req.volume, () => pool.volumeInfo(req.volume));
+        await ctx.disconnect?.(req.volume);
+      }
       await about(req.volume, () => pool.deleteVolume(req.volume));
       ctx.changed?.();
       return { deleted: `${ctx.poolName}/${req.volume}` };
@@ -157,9 +164,10 @@ export function parseAdminRequest(raw: Record<string, unknown>): AdminRequest {
     case 'pool-check':
       return { op: 'pool-check', repair: flag('repair') };
     case 'volume-info':
-    case 'volume-delete':
     case 'map':
       return { op: raw.op, volume: volume() };
+    case 'volume-delete':
+      return { op: 'volume-delete', volume: volume(), force: flag('force') };
     case 'volume-create': {
       const p = raw.preallocation ?? 'off';
       if (typeof p !== 'string' || !PREALLOCATIONS.includes(p as Preallocation)) throw new Error(`'preallocation' must be one of ${PREALLOCATIONS.join(', ')}`);

@@ -141,6 +141,20 @@ export class NbdServer {
   get openExports(): number {
     return this.exports.openCount;
   }
+  /**
+   * Ends every connection using an export, each as a server shutdown ends
+   * it (requests in flight are answered, then the connection closes), and
+   * resolves once the export is released; every other export goes on.
+   * Returns how many connections were ended.
+   */
+  async disconnect(name: string): Promise<number> {
+    const ending = [...this.transmissions].filter((t) => t.exportName === name);
+    await Promise.all(ending.map((t) => t.shutdown()));
+    for (let i = 0; i < 100 && this.exports.clients(name) > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    await this.exports.idle();
+    return ending.length;
+  }
+
   /** Connections using the export with this canonical name now. */
   clientsOf(name: string): number {
     return this.exports.clients(name);

@@ -219,6 +219,11 @@ export class Transmission implements ParserSink {
   }
 
   /** Server shutdown: stop taking requests, finish those in flight, then close. */
+  /** The export this connection uses. */
+  get exportName(): string {
+    return this.exp.name;
+  }
+
   shutdown(): Promise<void> {
     this.endInput();
     return this.whenFinished;

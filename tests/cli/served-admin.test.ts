@@ -94,10 +94,13 @@ describe('every pool and volume command works on a served pool', () => {
     ok(home, ['volume', 'create', 'p/busy', '16M']);
     // A client past the handshake on 'busy' holds it open.
     const client = await NbdClient.connect({ port: Number(port()), export: 'busy' });
-    expect(fails(home, ['volume', 'delete', 'p/busy'])).toBe("strata: volume 'p/busy' has 1 connected client; disconnect it first");
-    await client.disconnect();
-    // The export is released once the server has seen the disconnect.
-    for (let i = 0; i < 50 && strata(home, ['volume', 'delete', 'p/busy', '--json']).code !== 0; i++) await new Promise((r) => setTimeout(r, 100));
+    const other = await NbdClient.connect({ port: Number(port()), export: 'base' });
+    expect(fails(home, ['volume', 'delete', 'p/busy'])).toBe("strata: volume 'p/busy' has 1 connected client; disconnect it first, or force the delete to end its connection");
+    // --force ends that connection (its client gets an error), deletes, and the other export goes on.
+    expect(ok(home, ['volume', 'delete', 'p/busy', '--force'])).toBe('deleted volume p/busy\n');
+    await expect(client.read(0, 4096)).rejects.toThrow();
+    expect((await other.read(0, 4096)).every((b) => b === 0x5a)).toBe(true);
+    await other.disconnect();
     expect(fails(home, ['volume', 'info', 'p/busy'])).toMatch(/not found/);
     expect(fails(home, ['pool', 'check', 'p', '--repair'])).toMatch(/is served: check --repair needs the pool stopped/);
   }, 60_000);
