@@ -3,7 +3,7 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
-/** The fio jobs of the NBD benchmark, as in PERF-NOTES.md. */
+/** The fio jobs of the NBD benchmark (the README's benchmark table lists them). */
 export interface FioJob {
   name: string;
   rw: 'randread' | 'randwrite' | 'read' | 'write';

@@ -7,7 +7,7 @@ import { directAlignment, directUnsupported } from './direct-open.js';
 import { sysfsBlockDir } from './sysfs.js';
 
 /**
- * How requests reach the file. Measured here (shared/PERF-NOTES.md): positioned
+ * How requests reach the file. Measured on these machines: positioned
  * reads and writes on the main thread beat the libuv thread-pool hop by ~1.6x
  * for small requests served from the page cache; large requests go through the
  * pool so one of them never stalls the event loop for long.

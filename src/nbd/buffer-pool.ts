@@ -3,7 +3,7 @@
  *
  * Reuse matters: a fresh 1 MiB Buffer pays page faults on first touch, and
  * reusing reply and payload buffers was worth +50% on 1 MiB reads here
- * (PERF-NOTES). Slabs matter for giving memory back: glibc serves a 1 MiB
+ * (measured with bench/nbd). Slabs matter for giving memory back: glibc serves a 1 MiB
  * malloc from its heap once it has freed one such block (its mmap threshold
  * rises with every freed mmap, up to 32 MiB), and a heap fragmented by long
  * lived small blocks is never returned to the system: 2 GiB of reply buffers

@@ -4,7 +4,7 @@ import { BlockDeviceError, Rng, type BlockDevice } from '../../src/blockdev/inde
 import { propertyRuns } from './scratch.js';
 
 /**
- * The one property every BlockDevice must pass (DESIGN.md section 3): random
+ * The one property every BlockDevice must pass (the contract in src/blockdev/device.ts): random
  * sequences of read / write / flush / discard / write-zeroes, checked byte for
  * byte against a plain array. Every device, RAID level and volume runs it.
  */
