@@ -134,15 +134,9 @@ async function copyStreamIntoVolume(src: ImageSource, volume: Volume, ref: strin
     while (chunk.length > 0) {
       if (interrupt.signal.aborted) throw new Error('interrupted');
       if (pos + chunk.length > volume.size) throw new Error(`${src.file} holds more than ${ref} (${formatSize(volume.size)})`);
-      for (const run of runsOf(chunk)) {
-        if (run.zero) {
-          zeroBytes += run.length;
-          if (!fresh) await volume.writeZeroes(pos + run.offset, run.length, { mayUnmap: true });
-        } else {
-          await volume.write(chunk.subarray(run.offset, run.offset + run.length), pos + run.offset);
-          bytesWritten += run.length;
-        }
-      }
+      const n = await writeChunk(volume, chunk, pos, fresh);
+      bytesWritten += n.written;
+      zeroBytes += n.zero;
       pos += chunk.length;
       bar.update(pos);
       chunk = readFully(src.fd, src.file, buf);
@@ -151,6 +145,22 @@ async function copyStreamIntoVolume(src: ImageSource, volume: Volume, ref: strin
     bar.finish();
   }
   return { bytesWritten, zeroBytes, bytesRead: pos };
+}
+
+/** Writes one chunk of an image at `pos`: its data runs as writes, its zero runs as nothing on a new volume (it reads zeroes already) or as write-zeroes on an existing one. */
+async function writeChunk(volume: Volume, chunk: Buffer, pos: number, fresh: boolean): Promise<{ written: number; zero: number }> {
+  let written = 0;
+  let zero = 0;
+  for (const run of runsOf(chunk)) {
+    if (run.zero) {
+      zero += run.length;
+      if (!fresh) await volume.writeZeroes(pos + run.offset, run.length, { mayUnmap: true });
+    } else {
+      await volume.write(chunk.subarray(run.offset, run.offset + run.length), pos + run.offset);
+      written += run.length;
+    }
+  }
+  return { written, zero };
 }
 
 interface Source {
@@ -167,16 +177,9 @@ async function copyIntoVolume(src: Source, volume: Volume, fresh: boolean, bar: 
   try {
     await inParallel(chunkOffsets(src.size), async (pos, slot) => {
       const chunk = await readChunk(src, buffers[slot]!, pos);
-      for (const run of runsOf(chunk)) {
-        if (run.zero) {
-          zeroBytes += run.length;
-          // A new volume reads zeroes everywhere already; an existing one must have its zero runs zeroed.
-          if (!fresh) await volume.writeZeroes(pos + run.offset, run.length, { mayUnmap: true });
-        } else {
-          await volume.write(chunk.subarray(run.offset, run.offset + run.length), pos + run.offset);
-          bytesWritten += run.length;
-        }
-      }
+      const n = await writeChunk(volume, chunk, pos, fresh);
+      bytesWritten += n.written;
+      zeroBytes += n.zero;
       bar.update((done += chunk.length));
     });
   } finally {
