@@ -3,7 +3,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { Option, type Command } from 'commander';
 import { FileDevice, type BlockDevice } from '../../src/blockdev/index.js';
-import { hostMetrics, serveMetrics, type MetricsEndpoint, type MetricsSource } from '../../src/host/metrics.js';
+import type { MetricsEndpoint, MetricsSource } from '../../src/host/metrics.js';
 import { DEFAULT_MAX_BUFFER, DEFAULT_MAX_PER_ADDRESS, loadTls, MIN_MAX_BUFFER, NbdServer, nbdUri, SparseMemoryDevice, StaticExportSource, type ExportSource, type ListenAddress, type NbdServerStats, type TlsMode } from '../../src/nbd/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { ControlServer } from '../control-server.js';
@@ -129,7 +129,11 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
   const stopped = untilSignal();
   try {
     // The metrics endpoint first: when its address is taken, no NBD listener is left open behind the error.
-    if (metricsAt) metrics = await serveMetrics(hostMetrics({ server, pools: served.pools }), metricsAt.host, metricsAt.port);
+    if (metricsAt) {
+      // Loaded only when asked for: prom-client and its OpenTelemetry dependency cost every serve heap and start-up time.
+      const { hostMetrics, serveMetrics } = await import('../../src/host/metrics.js');
+      metrics = await serveMetrics(hostMetrics({ server, pools: served.pools }), metricsAt.host, metricsAt.port);
+    }
     const bound: ListenAddress[] = [];
     for (const a of addresses) bound.push(await server.listen(a));
     const name = served.uriName;

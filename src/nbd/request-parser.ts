@@ -54,17 +54,36 @@ export class RequestParser {
   private skipLeft = 0;
   private stopped = false;
   private readonly scratch = Buffer.alloc(REQUEST_HEADER);
+  /** The chunk being parsed when it is the socket's own buffer (see push). */
+  private transient: Buffer | undefined;
 
   constructor(
     private readonly sink: ParserSink,
     private readonly buffers: BufferPool = new BufferPool(),
   ) {}
 
-  push(chunk: Buffer): void {
+  /**
+   * Parses what `chunk` completes. A transient chunk is reused by the socket
+   * once this returns: no payload is handed on as a view of it, and what is
+   * left unparsed (a partial header, or everything after a request that does
+   * not fit yet) is copied.
+   */
+  push(chunk: Buffer, transient = false): void {
     if (this.stopped || chunk.length === 0) return;
     this.chunks.push(chunk);
     this.available += chunk.length;
-    this.run();
+    if (!transient) return this.run();
+    this.transient = chunk;
+    try {
+      this.run();
+    } finally {
+      this.transient = undefined;
+      const last = this.chunks.length - 1;
+      if (last >= 0 && this.chunks[last] === chunk) {
+        this.chunks[last] = Buffer.from(last === 0 ? chunk.subarray(this.head) : chunk);
+        if (last === 0) this.head = 0;
+      }
+    }
   }
 
   /** Continues after full() turned false. */
@@ -134,7 +153,7 @@ export class RequestParser {
       this.filled = 0;
       this.state = State.Payload;
       const first = this.chunks[0];
-      if (first && first.length - this.head >= req.length) {
+      if (first && first !== this.transient && first.length - this.head >= req.length) {
         req.payload = first.subarray(this.head, this.head + req.length);
         this.consume(req.length);
         this.finish();

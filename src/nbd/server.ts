@@ -7,6 +7,7 @@ import { ExportTable } from './export-table.js';
 import type { ExportSource } from './exports.js';
 import { ExportStats } from './export-stats.js';
 import { Handshake } from './handshake.js';
+import { ownReads, READ_BUFFER_BYTES } from './socket-reads.js';
 import type { TlsSetup } from './tls.js';
 import { budgetFloor, DEFAULT_LIMITS, Transmission, type NbdSocket, type TransmissionLimits } from './transmission.js';
 
@@ -47,6 +48,8 @@ export interface NbdServerStats {
   largestConnection: number;
   /** The pooled buffers behind them. */
   buffers: BufferPoolStats;
+  /** Connections reading into a buffer of their own (every plain one, when this Node allows it; see socket-reads.ts). */
+  ownReads: number;
 }
 
 export type ListenAddress = { host: string; port: number } | { socket: string };
@@ -82,6 +85,7 @@ export class NbdServer {
   /** Kept by name for the server's lifetime, so counters survive the export being closed and reopened between connections. */
   private readonly perExport = new Map<string, ExportStats>();
   private shuttingDown = false;
+  private ownReadCount = 0;
 
   constructor(private readonly opts: NbdServerOptions) {
     this.exports = new ExportTable(opts.source, opts.readOnly ?? false);
@@ -106,6 +110,7 @@ export class NbdServer {
       budget: this.budget.stats,
       largestConnection: Math.max(0, ...[...this.transmissions].map((t) => t.bufferedBytes)),
       buffers: this.buffers.stats,
+      ownReads: this.ownReadCount,
     };
   }
 
@@ -176,16 +181,18 @@ export class NbdServer {
     await this.exports.idle();
   }
 
-  private accept(socket: net.Socket): void {
-    socket.on('error', () => socket.destroy());
+  private accept(accepted: net.Socket): void {
+    accepted.on('error', () => accepted.destroy());
     // Refusals are counted (stats), not logged: a flood of them would flood the log.
-    const address = peerAddress(socket);
+    const address = peerAddress(accepted);
     const fromAddress = address === undefined ? 0 : (this.perAddress.get(address) ?? 0);
     const perAddressCap = this.opts.maxConnectionsPerAddress ?? DEFAULT_MAX_PER_ADDRESS;
     if (this.shuttingDown) this.counts.shuttingDown++;
     else if (this.connections.size >= this.maxConnections) this.counts.connectionLimit++;
     else if (perAddressCap > 0 && fromAddress >= perAddressCap) this.counts.perAddressLimit++;
     else {
+      const socket = this.withOwnReads(accepted);
+      if (socket !== accepted) socket.on('error', () => socket.destroy());
       this.connections.add(socket);
       if (address !== undefined) this.perAddress.set(address, fromAddress + 1);
       socket.on('close', () => {
@@ -198,7 +205,25 @@ export class NbdServer {
       this.startSession(socket);
       return;
     }
-    socket.destroy();
+    accepted.destroy();
+  }
+
+  /** A plain connection reads into a pooled buffer of its own (socket-reads.ts says why); TLS needs net's own reads. */
+  private withOwnReads(socket: net.Socket): net.Socket {
+    if ((this.opts.tls?.mode ?? 'off') !== 'off') return socket;
+    const buffer = this.buffers.take(READ_BUFFER_BYTES);
+    const adopted = ownReads(socket, buffer);
+    if (!adopted) {
+      this.buffers.give(buffer);
+      return socket;
+    }
+    this.ownReadCount++;
+    // No read lands in it once the connection is closed.
+    adopted.once('close', () => {
+      this.ownReadCount--;
+      this.buffers.give(buffer);
+    });
+    return adopted;
   }
 
   private startSession(socket: net.Socket): void {

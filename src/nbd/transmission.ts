@@ -32,6 +32,7 @@ import type { CommandKind, CommandStats, ExportStats } from './export-stats.js';
 import type { OrderedHold } from './request-order.js';
 import { blockStatusChunk, errorChunk, noneChunk, offsetDataHeader, offsetHole, simpleReply } from './replies.js';
 import { RequestParser, type ParserSink, type Request } from './request-parser.js';
+import { listenChunks } from './socket-reads.js';
 
 /** The socket a transmission runs on: a net.Socket or the TLSSocket wrapped around it. */
 export type NbdSocket = Duplex & { cork(): void; uncork(): void; readonly writableLength: number };
@@ -198,9 +199,9 @@ export class Transmission implements ParserSink {
       this.maybeFinish();
       return this.whenFinished;
     }
-    s.on('data', (chunk: Buffer) => {
+    listenChunks(s, (chunk, transient) => {
       this.lastActivity = Date.now();
-      this.parser.push(chunk);
+      this.parser.push(chunk, transient);
     });
     s.on('error', () => s.destroy());
     s.on('end', () => this.endInput());

@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream';
+import { listenChunks } from './socket-reads.js';
 
 /** The peer closed the connection, or broke the protocol, while a read was waiting. */
 export class ConnectionClosed extends Error {}
@@ -14,7 +15,9 @@ export class WireReader {
   private want = 0;
   private waiter: { resolve: (b: Buffer) => void; reject: (e: Error) => void } | undefined;
   private ended = false;
-  private readonly onData = (chunk: Buffer): void => {
+  private readonly unlisten: () => void;
+  private readonly onData = (chunk: Buffer, transient: boolean): void => {
+    if (transient) chunk = Buffer.from(chunk);
     this.chunks.push(chunk);
     this.available += chunk.length;
     this.deliver();
@@ -25,7 +28,7 @@ export class WireReader {
   };
 
   constructor(private readonly stream: Duplex) {
-    stream.on('data', this.onData);
+    this.unlisten = listenChunks(stream, this.onData);
     stream.on('end', this.onEnd);
     stream.on('close', this.onEnd);
   }
@@ -50,7 +53,7 @@ export class WireReader {
 
   /** Stops reading; returns bytes read ahead of the handshake's last message. */
   detach(): Buffer {
-    this.stream.off('data', this.onData);
+    this.unlisten();
     this.stream.off('end', this.onEnd);
     this.stream.off('close', this.onEnd);
     this.stream.pause();

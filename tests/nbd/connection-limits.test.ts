@@ -111,4 +111,21 @@ describe('connection slots', () => {
     await c.disconnect();
     expect(server.stats.handshakeTimeouts).toBe(1);
   });
+
+  it('reads a plain connection into a buffer of its own, handshake and requests alike, and gives the buffer back when it closes', async () => {
+    served = await serveDevices([{ name: 'disk', device: new SparseMemoryDevice(8 * MIB) }]);
+    const { server, port } = served;
+    const c = await NbdClient.connect({ port, export: 'disk' });
+    expect(server.stats.ownReads).toBe(1);
+    // Writes of every shape: a request split over reads, several in one read, one larger than the read buffer.
+    const data = Buffer.alloc(3 * MIB + 123);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 31 + (i >> 12)) & 255;
+    await Promise.all([c.write(data, 4096), c.write(data.subarray(0, 7), 1), c.write(data.subarray(0, 512), 7 * MIB)]);
+    expect((await c.read(4096, data.length)).equals(data)).toBe(true);
+    expect((await c.read(1, 7)).equals(data.subarray(0, 7))).toBe(true);
+    expect((await c.read(7 * MIB, 512)).equals(data.subarray(0, 512))).toBe(true);
+    await c.disconnect();
+    await vi.waitFor(() => expect(server.stats.ownReads).toBe(0));
+    expect(server.stats.buffers.inUseBytes).toBe(0);
+  });
 });

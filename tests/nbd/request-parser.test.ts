@@ -112,4 +112,42 @@ describe('request parser', () => {
     parser.resume();
     expect(got.map((r) => r.cookieLo)).toEqual([1, 2]);
   });
+
+  it('keeps nothing of a transient chunk: the reused read buffer of the socket may be overwritten after every push, stalls included', () => {
+    fc.assert(
+      fc.property(fc.array(wireRequest, { maxLength: 20 }), fc.array(fc.nat(), { maxLength: 40 }), fc.array(fc.boolean(), { maxLength: 60 }), (reqs, cuts, stalls) => {
+        const got: Request[] = [];
+        let asked = 0;
+        let stalled = false;
+        const full = (): boolean => (stalled = stalls[asked++ % Math.max(stalls.length, 1)] ?? false);
+        // The payloads are kept as handed over, not copied: a view of the read buffer would show the scribbles.
+        const parser = new RequestParser({ request: (r) => got.push(r), fatal: (m) => expect.fail(m), full });
+        const readBuffer = Buffer.alloc(4096);
+        for (const c of chop(Buffer.concat(reqs.map(encode)), cuts)) {
+          for (let at = 0; at < c.length; at += readBuffer.length) {
+            const n = c.copy(readBuffer, 0, at, at + readBuffer.length);
+            parser.push(readBuffer.subarray(0, n), true);
+            readBuffer.fill(0xa5);
+            // The socket stays paused while the parser is stalled; the sink makes room later.
+            for (let tries = 0; stalled && tries < 10; tries++) {
+              stalled = false;
+              parser.resume();
+            }
+            if (stalled) {
+              stalls = [];
+              parser.resume();
+            }
+          }
+        }
+        expect(got.length).toBe(reqs.length);
+        reqs.forEach((r, i) => {
+          const g = got[i]!;
+          expect([g.type, g.cookieHi, g.cookieLo, g.length]).toEqual([r.type, r.cookie[0], r.cookie[1], r.length]);
+          if (r.payload) expect(g.payload!.equals(r.payload)).toBe(true);
+        });
+        expect(parser.buffered).toBe(0);
+      }),
+      { numRuns: propertyRuns(1000) },
+    );
+  });
 });
