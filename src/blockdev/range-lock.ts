@@ -1,9 +1,10 @@
 /**
  * Shared/exclusive locks over ranges of units (a volume's clusters, a direct
- * file's sectors), inclusive at both ends. Reads share; writes, zeroing and
- * discard are exclusive, because a partial-unit write is a read-modify-write
- * that must not interleave with another on the same unit. Uncontended
- * acquisition is synchronous and allocates one record.
+ * file's sectors, a RAID array's chunks or stripes), inclusive at both ends.
+ * Reads share; writes, zeroing and discard are exclusive, because a
+ * partial-unit write is a read-modify-write that must not interleave with
+ * another on the same unit. Waiters are granted in arrival order among those
+ * that conflict. Uncontended acquisition is synchronous and allocates one record.
  */
 interface Holder {
   first: number;
@@ -27,6 +28,16 @@ export class RangeLock {
       return () => this.release(h);
     }
     return new Promise((grant) => this.waiters.push({ ...h, grant }));
+  }
+
+  /** Runs `fn` holding [first, last]; released however `fn` ends. */
+  async with<T>(first: number, last: number, exclusive: boolean, fn: () => Promise<T>): Promise<T> {
+    const release = await this.acquire(first, last, exclusive);
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
   }
 
   private conflicts(h: Holder): boolean {

@@ -72,35 +72,6 @@ export class MemberLost extends Error {
   }
 }
 
-/**
- * Serializes work per key (a stripe or a chunk) so read-modify-write of parity
- * and rebuild of a row never interleave with another writer of the same row.
- */
-export class KeyedLock {
-  private readonly tails = new Map<number, Promise<void>>();
-
-  async acquire(key: number): Promise<() => void> {
-    const prev = this.tails.get(key);
-    let release!: () => void;
-    const mine = new Promise<void>((r) => (release = r));
-    this.tails.set(key, mine);
-    if (prev) await prev;
-    return () => {
-      if (this.tails.get(key) === mine) this.tails.delete(key);
-      release();
-    };
-  }
-
-  async with<T>(key: number, fn: () => Promise<T>): Promise<T> {
-    const release = await this.acquire(key);
-    try {
-      return await fn();
-    } finally {
-      release();
-    }
-  }
-}
-
 /** Chunk-sized buffers reused across requests: no allocation (and no page faults) on the hot path. */
 export class BufferPool {
   private readonly free: Buffer[] = [];

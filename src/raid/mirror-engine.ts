@@ -1,5 +1,6 @@
+import { RangeLock } from '../blockdev/range-lock.js';
 import { BlockDeviceError, pieces, type Piece } from '../blockdev/index.js';
-import { KeyedLock, settleAll, type Engine, type MemberIO, type Mismatch, type ScrubPart } from './engine.js';
+import { settleAll, type Engine, type MemberIO, type Mismatch, type ScrubPart } from './engine.js';
 import type { MirrorLayout } from './levels/index.js';
 
 /**
@@ -10,7 +11,8 @@ import type { MirrorLayout } from './levels/index.js';
  */
 export class MirrorEngine implements Engine {
   readonly capacity: number;
-  private readonly locks = new KeyedLock();
+  /** Per chunk (mirrors) or stripe (parity), exclusive: a row's read-modify-write or rebuild never interleaves with another writer of it. */
+  private readonly locks = new RangeLock();
 
   constructor(
     private readonly layout: MirrorLayout,
@@ -34,14 +36,14 @@ export class MirrorEngine implements Engine {
   }
 
   async write(buf: Uint8Array, offset: number): Promise<void> {
-    await settleAll(pieces(this.layout.chunk, offset, buf.length).map((p) => this.locks.with(p.chunk, () => this.writePiece(buf.subarray(p.at, p.at + p.length), p))));
+    await settleAll(pieces(this.layout.chunk, offset, buf.length).map((p) => this.locks.with(p.chunk, p.chunk, true, () => this.writePiece(buf.subarray(p.at, p.at + p.length), p))));
   }
 
   async zero(offset: number, length: number): Promise<void> {
     const { chunk: C, copies } = this.layout;
     await settleAll(
       pieces(C, offset, length).map((p) =>
-        this.locks.with(p.chunk, async () => {
+        this.locks.with(p.chunk, p.chunk, true, async () => {
           const jobs: Promise<void>[] = [];
           for (let r = 0; r < copies; r++) {
             const m = this.layout.member(p.chunk, r);
@@ -57,7 +59,7 @@ export class MirrorEngine implements Engine {
   async scrub(r0: number, r1: number, repair: boolean): Promise<ScrubPart> {
     const part: ScrubPart = { mismatches: [], unchecked: 0 };
     for (const c of this.chunksInRows(r0, r1)) {
-      const m = await this.locks.with(c, () => this.scrubChunk(c, repair));
+      const m = await this.locks.with(c, c, true, () => this.scrubChunk(c, repair));
       if (m === 'unchecked') part.unchecked += this.layout.chunk;
       else if (m) part.mismatches.push(m);
     }
@@ -71,7 +73,7 @@ export class MirrorEngine implements Engine {
       for (let row = r0; row < r1; row++) {
         const c = this.layout.chunkAt(member, row);
         if (c < 0) continue;
-        await this.locks.with(c, async () => {
+        await this.locks.with(c, c, true, async () => {
           // Another replica first; the member itself is readable here only when hot-replaced (from the old device).
           const order = Array.from({ length: copies }, (_, r) => r).sort((a, b) => Number(this.layout.member(c, a) === member) - Number(this.layout.member(c, b) === member));
           for (const r of order) {
@@ -107,7 +109,7 @@ export class MirrorEngine implements Engine {
     try {
       for (const p of pieces(C, offset, good.length)) {
         const want = good.subarray(p.at, p.at + p.length);
-        await this.locks.with(p.chunk, async () => {
+        await this.locks.with(p.chunk, p.chunk, true, async () => {
           for (let r = 0; r < copies; r++) {
             const m = this.layout.member(p.chunk, r);
             const row = this.layout.row(p.chunk, r);

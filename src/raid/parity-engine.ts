@@ -1,5 +1,6 @@
+import { RangeLock } from '../blockdev/range-lock.js';
 import { BlockDeviceError } from '../blockdev/index.js';
-import { KeyedLock, settleAll, type Engine, type MemberIO, type Mismatch, type ScrubPart } from './engine.js';
+import { settleAll, type Engine, type MemberIO, type Mismatch, type ScrubPart } from './engine.js';
 import { GF_LOG } from './gf256.js';
 import type { ParityLayout } from './levels/index.js';
 import { reconstruct } from './reconstruct.js';
@@ -41,7 +42,8 @@ export class ParityEngine implements Engine {
   private readonly m: 1 | 2;
   private readonly C: number;
   private readonly stripeData: number;
-  private readonly locks = new KeyedLock();
+  /** Per chunk (mirrors) or stripe (parity), exclusive: a row's read-modify-write or rebuild never interleaves with another writer of it. */
+  private readonly locks = new RangeLock();
 
   constructor(
     private readonly layout: ParityLayout,
@@ -72,7 +74,7 @@ export class ParityEngine implements Engine {
       if (list) list.push(p);
       else byStripe.set(p.stripe, [p]);
     }
-    await settleAll([...byStripe].map(([s, ps]) => this.locks.with(s, () => this.writeStripe(s, buf, ps))));
+    await settleAll([...byStripe].map(([s, ps]) => this.locks.with(s, s, true, () => this.writeStripe(s, buf, ps))));
   }
 
   async zero(offset: number, length: number): Promise<void> {
@@ -84,7 +86,7 @@ export class ParityEngine implements Engine {
     await this.writeZeroBytes(offset, firstFull * SD - offset);
     // Whole stripes of zeroes have zero parity: zero every member, no reads.
     for (let s = firstFull; s < lastFull; s++) {
-      await this.locks.with(s, async () => {
+      await this.locks.with(s, s, true, async () => {
         const jobs: Promise<void>[] = [];
         for (let mm = 0; mm < this.layout.members; mm++) if (this.io.writable(mm)) jobs.push(this.io.zero(mm, s * this.C, this.C));
         await settleAll(jobs);
@@ -96,7 +98,7 @@ export class ParityEngine implements Engine {
   async scrub(r0: number, r1: number, repair: boolean): Promise<ScrubPart> {
     const part: ScrubPart = { mismatches: [], unchecked: 0 };
     for (let s = r0; s < r1; s++) {
-      const m = await this.locks.with(s, () => this.scrubStripe(s, repair));
+      const m = await this.locks.with(s, s, true, () => this.scrubStripe(s, repair));
       if (m === 'unchecked') part.unchecked += this.stripeData;
       else if (m) part.mismatches.push(m);
     }
@@ -107,7 +109,7 @@ export class ParityEngine implements Engine {
   async rebuild(member: number, r0: number, r1: number): Promise<void> {
     const jobs: Promise<void>[] = [];
     for (let s = r0; s < r1; s++) {
-      jobs.push(this.locks.with(s, async () => {
+      jobs.push(this.locks.with(s, s, true, async () => {
         const role = this.layout.roleIn(s, member);
         const idx = role >= 0 ? role : role === -1 ? this.d : this.d + 1;
         // Rows past the checkpoint are unreadable and rebuilt from parity, unless the
@@ -138,7 +140,7 @@ export class ParityEngine implements Engine {
     const viaQ = j >= this.layout.members;
     await settleAll(
       this.pieces(offset, buf.length).map((p) =>
-        this.locks.with(p.stripe, async () => {
+        this.locks.with(p.stripe, p.stripe, true, async () => {
           const other = this.m === 2 ? (viaQ ? this.layout.pMember(p.stripe) : this.layout.qMember(p.stripe)) : -1;
           const l = await this.load(p.stripe, p.within, p.length, (mm) => mm === skip || mm === other);
           buf.set(l.blocks[p.index]!, p.at);
@@ -151,7 +153,7 @@ export class ParityEngine implements Engine {
   async repair(good: Uint8Array, offset: number, dryRun = false): Promise<Set<number>> {
     const fixed = new Set<number>();
     for (const p of this.pieces(offset, good.length)) {
-      await this.locks.with(p.stripe, async () => {
+      await this.locks.with(p.stripe, p.stripe, true, async () => {
         const want = good.subarray(p.at, p.at + p.length);
         const l = await this.load(p.stripe, p.within, p.length, () => false);
         const s1 = this.io.take();
@@ -213,7 +215,7 @@ export class ParityEngine implements Engine {
     const dst = p.at === 0 && p.length === buf.length ? buf : buf.subarray(p.at, p.at + p.length);
     const m = this.layout.dataMember(p.stripe, p.index);
     if (this.io.readable(m, p.stripe)) return this.io.read(m, dst, p.stripe * this.C + p.within);
-    return this.locks.with(p.stripe, async () => {
+    return this.locks.with(p.stripe, p.stripe, true, async () => {
       const l = await this.load(p.stripe, p.within, p.length, () => false);
       dst.set(l.blocks[p.index]!);
       this.release(l);
