@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { commandGroups } from './commands/index.js';
-import { checkHome } from './home.js';
+import { checkHome } from '../src/host/home.js';
 import { globals } from './output.js';
 import { raidCreateMessage } from './raid-create-message.js';
 

@@ -2,12 +2,12 @@ import path from 'node:path';
 import { Command } from 'commander';
 import { assembleArray, createArray, DEFAULT_CHUNK, type ArrayStatus, type RaidArray, type RaidLevel, type RebuildProgress, type ScrubReport } from '../../src/raid/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
-import { ControlClient, type ControlOk } from '../control-client.js';
-import type { ControlRequest } from '../control-protocol.js';
+import { ControlClient, type ControlOk } from '../../src/host/control-client.js';
+import type { ControlRequest } from '../../src/host/control-protocol.js';
 import { globals } from '../output.js';
-import { loadPending, repairPendingNow, savePending } from '../pending-store.js';
-import { memberArg, newMember, recordMembers } from '../raid-members.js';
-import { Registry } from '../registry.js';
+import { loadPending, repairPendingNow, savePending } from '../../src/host/pending-store.js';
+import { memberArg, newMember, recordMembers } from '../../src/host/raid-members.js';
+import { Registry } from '../../src/host/registry.js';
 import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
 

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
-import { BlockDeviceError, FileDevice, type BlockDevice } from '../src/blockdev/index.js';
-import { Pool, PoolError, type VolumeInfo } from '../src/qcowlike/index.js';
-import { assembleArray, type AssembleOptions, type RaidArray } from '../src/raid/index.js';
+import { BlockDeviceError, FileDevice, type BlockDevice } from '../blockdev/index.js';
+import { Pool, PoolError, type VolumeInfo } from '../qcowlike/index.js';
+import { assembleArray, type AssembleOptions, type RaidArray } from '../raid/index.js';
 import { loadPending, repairPendingNow, savePending } from './pending-store.js';
 import { Registry, type PoolRecord } from './registry.js';
 

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
-import { ADMIN_OPS, parseAdminRequest, type AdminRequest } from '../src/host/admin.js';
-import type { ArrayStatus, ScrubReport } from '../src/raid/index.js';
+import { ADMIN_OPS, parseAdminRequest, type AdminRequest } from './admin.js';
+import type { ArrayStatus, ScrubReport } from '../raid/index.js';
 import { checkName } from './registry.js';
 
 /**

@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import type { FileDevice } from '../src/blockdev/index.js';
-import { ADMIN_OPS, runAdmin, type AdminContext, type AdminRequest } from '../src/host/admin.js';
-import type { Pool } from '../src/qcowlike/index.js';
-import type { RaidArray } from '../src/raid/index.js';
+import type { FileDevice } from '../blockdev/index.js';
+import { ADMIN_OPS, runAdmin, type AdminContext, type AdminRequest } from './admin.js';
+import type { Pool } from '../qcowlike/index.js';
+import type { RaidArray } from '../raid/index.js';
 import { controlSocketPath, LineSplitter, MAX_LINE, parseRequest, type ControlLine, type ControlReply, type ControlRequest, type RaidRequest } from './control-protocol.js';
 import { oneLine, type OpenedArray } from './open-pool.js';
 import { newMember, recordMembers } from './raid-members.js';

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { parsePendingRepairs, type PendingRepair, type RaidArray } from '../src/raid/index.js';
+import { parsePendingRepairs, type PendingRepair, type RaidArray } from '../raid/index.js';
 
 /**
  * Pending repairs outlive the read-only open that found them: they are kept
