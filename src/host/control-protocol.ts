@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { ADMIN_OPS, parseAdminRequest, type AdminRequest } from './admin.js';
-import type { ArrayStatus, ScrubReport } from '../raid/index.js';
+import { parseRaidRequest, RAID_OPS, type RaidRequest, type RaidResult } from './raid-admin.js';
 import { checkName } from './registry.js';
 
 /**
@@ -11,16 +11,6 @@ import { checkName } from './registry.js';
  * one reply line with `ok`. Member files are absolute paths: the server's
  * working directory is not the client's.
  */
-export type RaidRequest =
-  | { op: 'status' }
-  | { op: 'fail'; member: string; rate?: number }
-  | { op: 'remove'; member: string }
-  | { op: 'add'; file: string; rate?: number }
-  | { op: 'replace'; member: string; file: string; rate?: number }
-  /** Starts (or resumes, or joins) the rebuild of every role waiting for one; replies once the array is whole, sending progress meanwhile. */
-  | { op: 'rebuild'; rate?: number }
-  | { op: 'scrub'; repair?: boolean };
-
 export type ControlRequest = RaidRequest | AdminRequest;
 
 export interface ControlProgress {
@@ -29,7 +19,7 @@ export interface ControlProgress {
 }
 
 export type ControlReply =
-  | { ok: true; status?: ArrayStatus; messages: string[]; role?: number | 'spare'; report?: ScrubReport; rebuilding?: boolean; result?: unknown }
+  | ({ ok: true; messages: string[]; result?: unknown } & Partial<Omit<RaidResult, 'messages'>>)
   | { ok: false; error: string };
 
 export type ControlLine = ControlProgress | ControlReply;
@@ -51,49 +41,9 @@ export function parseRequest(line: string): ControlRequest {
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error('request is not a JSON object');
   const r = raw as Record<string, unknown>;
-  const str = (key: string): string => {
-    const v = r[key];
-    if (typeof v !== 'string' || v === '') throw new Error(`'${String(r.op)}' needs '${key}' (a string)`);
-    return v;
-  };
-  const file = (key: string): string => {
-    const v = str(key);
-    if (!path.isAbsolute(v)) throw new Error(`'${key}' must be an absolute path, got '${v}'`);
-    return path.normalize(v);
-  };
-  const member = (): string => {
-    const v = str('member');
-    return /^\d+$/.test(v) ? v : file('member');
-  };
-  const rate = (): { rate?: number } => {
-    if (r.rate === undefined) return {};
-    if (typeof r.rate !== 'number' || !Number.isSafeInteger(r.rate) || r.rate < 0) throw new Error(`'rate' must be a whole number of bytes per second, got ${JSON.stringify(r.rate)}`);
-    return { rate: r.rate };
-  };
-  const flag = (key: string): boolean => {
-    if (r[key] === undefined) return false;
-    if (typeof r[key] !== 'boolean') throw new Error(`'${key}' must be true or false`);
-    return r[key];
-  };
   if (typeof r.op === 'string' && ADMIN_OPS.has(r.op)) return parseAdminRequest(r);
-  switch (r.op) {
-    case 'status':
-      return { op: 'status' };
-    case 'fail':
-      return { op: 'fail', member: member(), ...rate() };
-    case 'remove':
-      return { op: 'remove', member: member() };
-    case 'add':
-      return { op: 'add', file: file('file'), ...rate() };
-    case 'replace':
-      return { op: 'replace', member: member(), file: file('file'), ...rate() };
-    case 'rebuild':
-      return { op: 'rebuild', ...rate() };
-    case 'scrub':
-      return { op: 'scrub', repair: flag('repair') };
-    default:
-      throw new Error(`unknown request '${String(r.op)}' (status, fail, remove, add, replace, rebuild, scrub, ${[...ADMIN_OPS].join(', ')})`);
-  }
+  if (typeof r.op === 'string' && RAID_OPS.has(r.op)) return parseRaidRequest(r);
+  throw new Error(`unknown request '${String(r.op)}' (${[...RAID_OPS, ...ADMIN_OPS].join(', ')})`);
 }
 
 /** Splits a UTF-8 byte stream into lines (a character may straddle chunks), refusing one longer than `max` characters. */
