@@ -11,6 +11,7 @@ import { makeHome, removeMadeDirs } from '../../src/host/home.js';
 import { raidCreateMessage } from '../raid-create-message.js';
 import { whyUnrepaired } from '../check-why.js';
 import { forgetPending } from '../../src/host/pending-store.js';
+import { backingType } from '../../src/host/pool-backing.js';
 import { adminOnPool } from '../../src/host/admin-client.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../../src/host/registry.js';
@@ -344,7 +345,7 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
     if (!force || err instanceof PoolInUseError) throw err;
   }
   if (record.backing.kind === 'raid') {
-    const members = registry.memberPaths(record);
+    const members = backingType(record.backing).files(registry, record);
     registry.remove(name);
     if (isPool) for (const m of members) fs.rmSync(m, { force: true });
     if (isPool && arrayUuid !== undefined) forgetPending(g.home, arrayUuid);
@@ -380,11 +381,11 @@ function summarize(registry: Registry, record: PoolRecord, stats: PoolStats): Po
 }
 
 function absoluteBacking(registry: Registry, record: PoolRecord): PoolBacking {
-  return record.backing.kind === 'file' ? { kind: 'file', path: registry.filePath(record) } : record.backing;
+  return backingType(record.backing).absolute(registry, record);
 }
 
 function describeBacking(b: PoolBacking): string {
-  return b.kind === 'file' ? b.path : `raid${b.level} (${b.members.join(', ')}; chunk ${formatSize(b.chunk)})`;
+  return backingType(b).describe(b);
 }
 
 function count(n: number, thing: string): string {

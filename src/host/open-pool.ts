@@ -1,8 +1,8 @@
-import fs from 'node:fs';
-import { BlockDeviceError, FileDevice, type BlockDevice } from '../blockdev/index.js';
 import { Pool, PoolError, type VolumeInfo } from '../qcowlike/index.js';
-import { assembleArray, type AssembleOptions, type RaidArray } from '../raid/index.js';
-import { loadPending, repairPendingNow, savePending } from './pending-store.js';
+import type { RaidArray } from '../raid/index.js';
+import { hostMessage } from './host-messages.js';
+import { backingType } from './pool-backing.js';
+import { oneLine } from './pool-errors.js';
 import { Registry, type PoolRecord } from './registry.js';
 
 export interface OpenedPool {
@@ -27,15 +27,17 @@ export interface OpenedArray {
 
 /**
  * The one place a registered pool is brought up from its record: every
- * command goes through here, so when RAID arrays arrive only this function
- * (and openBacking) learns to assemble them.
+ * command goes through here; what a pool lives on (a file, a RAID array)
+ * opens itself behind one interface (pool-backing.ts).
  */
 export interface OpenPoolOptions {
   readOnly: boolean;
   /** The pool is being served: a RAID array under it rebuilds in the background (rate in bytes/s, 0 = unlimited). */
   serving?: { rebuildRate: number };
-  /** Open the pool file or the RAID members with O_DIRECT, bypassing the host page cache (`serve --cache none`). */
+  /** Open the pool file or the RAID members with O_DIRECT, bypassing the host page cache (the server's uncached mode). */
   direct?: boolean;
+  /** Takes what opening found worth telling (a degraded array, a rebuild ending); default: the host's message sink. */
+  onMessage?: (message: string) => void;
 }
 
 export async function openRegisteredPool(home: string, name: string, opts: OpenPoolOptions): Promise<OpenedPool> {
@@ -54,7 +56,8 @@ export async function openRegisteredPool(home: string, name: string, opts: OpenP
 
 async function openPool(registry: Registry, record: PoolRecord, opts: OpenPoolOptions): Promise<{ pool: Pool; raid?: OpenedArray; close: () => Promise<void> }> {
   const { readOnly } = opts;
-  const { dev, raid } = await openBacking(registry, record, opts);
+  const say = opts.onMessage ?? hostMessage;
+  const { dev, raid, afterClose } = await backingType(record.backing).open(registry, record, opts, (m) => say(`pool '${record.name}': ${m}`));
   let pool: Pool;
   try {
     pool = await Pool.open(dev, { readOnly });
@@ -65,8 +68,7 @@ async function openPool(registry: Registry, record: PoolRecord, opts: OpenPoolOp
   }
   const close = async (): Promise<void> => {
     await pool.close();
-    // What a read-only open served from a good copy but could not rewrite waits for the next read-write open.
-    if (raid) savePending(registry.home, raid.array);
+    afterClose?.();
   };
   return { pool, ...(raid ? { raid } : {}), close };
 }
@@ -85,88 +87,7 @@ export async function withPool<T>(home: string, name: string, opts: OpenPoolOpti
   return result;
 }
 
-async function openBacking(registry: Registry, record: PoolRecord, opts: OpenPoolOptions): Promise<{ dev: BlockDevice; raid?: OpenedArray }> {
-  if (record.backing.kind === 'raid') {
-    const raid = await openArray(registry, record, opts);
-    return { dev: raid.array, raid };
-  }
-  const path = registry.filePath(record);
-  if (!fs.existsSync(path)) throw new Error(`pool '${record.name}': its file ${path} is missing`);
-  try {
-    return { dev: FileDevice.open(path, { readOnly: opts.readOnly, direct: opts.direct ?? false }) };
-  } catch (err) {
-    if (err instanceof BlockDeviceError && err.code === 'EBUSY') {
-      throw new PoolInUseError(`pool '${record.name}' is in use by another process (${path} is locked)`);
-    }
-    throw new Error(`pool '${record.name}': ${oneLine(err)}`);
-  }
-}
-
-/**
- * Assembles a pool's array from its registered members: degraded with a
- * warning when members are missing, refused only when more are gone than the
- * level survives. A served pool rebuilds a waiting member in the background.
- */
-async function openArray(registry: Registry, record: PoolRecord, { readOnly, serving, direct }: OpenPoolOptions): Promise<OpenedArray> {
-  const say = (m: string): void => void process.stderr.write(`strata: pool '${record.name}': ${m}\n`);
-  const listeners = new Set<(message: string) => void>();
-  const defaultRate = serving?.rebuildRate ?? 0;
-  // The array reads rebuildRate from these options each time it starts a
-  // background rebuild (a spare taking over, add, replace), so rebuildsAt can
-  // give one command its own rate.
-  const options: AssembleOptions = {
-    readOnly,
-    direct: direct ?? false,
-    autoRebuild: serving !== undefined,
-    rebuildRate: defaultRate,
-    onEvent: (m) => {
-      say(m);
-      for (const l of listeners) l(m);
-    },
-  };
-  try {
-    const { array, warnings } = await assembleArray(registry.memberPaths(record), options);
-    for (const w of warnings) say(w);
-    loadPending(registry.home, array, say);
-    await repairPendingNow(registry.home, array, say);
-    if (serving && array.needsRebuild()) {
-      array.rebuild({ rate: serving.rebuildRate }).catch((err: unknown) => say(`rebuild stopped: ${oneLine(err)}`));
-    }
-    let queue: Promise<unknown> = Promise.resolve();
-    return {
-      array,
-      rebuildsAt: <T>(rate: number, fn: () => Promise<T>): Promise<T> => {
-        // One at a time: the rate is shared state while fn runs.
-        const run = queue.then(async () => {
-          options.rebuildRate = rate;
-          try {
-            return await fn();
-          } finally {
-            options.rebuildRate = defaultRate;
-          }
-        });
-        queue = run.catch(() => undefined);
-        return run;
-      },
-      listen: (listener) => {
-        listeners.add(listener);
-        return () => void listeners.delete(listener);
-      },
-    };
-  } catch (err) {
-    if (err instanceof BlockDeviceError && err.code === 'EBUSY') {
-      throw new PoolInUseError(`pool '${record.name}' is in use by another process (its RAID members are locked)`);
-    }
-    throw new Error(`pool '${record.name}': ${oneLine(err)}`);
-  }
-}
-
-/** The pool's device is locked by another process (a server, another command): nothing may touch it. */
-export class PoolInUseError extends Error {}
-
-export function oneLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, ' ');
-}
+export { oneLine, PoolInUseError } from './pool-errors.js';
 
 /** The volume's record, or an error naming both the volume and the pool. */
 export function findVolume(pool: Pool, poolName: string, volume: string): Promise<VolumeInfo> {

@@ -4,6 +4,7 @@ import type { FileDevice } from '../blockdev/index.js';
 import type { ArrayStatus, RaidArray, ScrubReport } from '../raid/index.js';
 import { repairPendingNow } from './pending-store.js';
 import { newMember } from './raid-members.js';
+import { requestFlag } from './request-fields.js';
 
 /**
  * The RAID verbs on one open array, each written once. `strata raid` runs
@@ -89,11 +90,7 @@ export function parseRaidRequest(r: Record<string, unknown>): RaidRequest {
     if (typeof r.rate !== 'number' || !Number.isSafeInteger(r.rate) || r.rate < 0) throw new Error(`'rate' must be a whole number of bytes per second, got ${JSON.stringify(r.rate)}`);
     return { rate: r.rate };
   };
-  const flag = (key: string): boolean => {
-    if (r[key] === undefined) return false;
-    if (typeof r[key] !== 'boolean') throw new Error(`'${key}' must be true or false`);
-    return r[key];
-  };
+  const flag = (key: string): boolean => requestFlag(r, key);
   switch (r.op) {
     case 'status':
       return { op: 'status' };
