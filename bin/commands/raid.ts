@@ -298,6 +298,7 @@ export const raidCommands: CommandGroup = (program) => {
     });
 
   rateOption(poolOption(raid.command('fail').description('mark a member faulty (refused if the array could not survive it); a hot spare takes over and is rebuilt')))
+    .usage('[options] POOL MEMBER')
     .argument('<args...>', 'POOL MEMBER: the pool, then the member file or its role number')
     .action(async (args: string[], o: Where & { rate?: number }, cmd: Command) => {
       const { where, words } = named(o, args, ['MEMBER'], cmd);
@@ -308,6 +309,7 @@ export const raidCommands: CommandGroup = (program) => {
     });
 
   poolOption(raid.command('remove').description('remove a faulty or missing member (or a spare)'))
+    .usage('[options] POOL MEMBER')
     .argument('<args...>', 'POOL MEMBER: the pool, then the member file or its role number')
     .action(async (args: string[], o: Where, cmd: Command) => {
       const { where, words } = named(o, args, ['MEMBER'], cmd);
@@ -317,6 +319,7 @@ export const raidCommands: CommandGroup = (program) => {
     });
 
   waitOptions(rateOption(poolOption(raid.command('add').description('add a member: it fills a missing role and is rebuilt, or becomes a hot spare'))))
+    .usage('[options] POOL FILE')
     .argument('<args...>', 'POOL FILE: the pool, then the new member file (created at member size if absent)')
     .action(async (args: string[], o: Where & { rate?: number; wait?: boolean }, cmd: Command) => {
       const { where, words } = named(o, args, ['FILE'], cmd);
@@ -327,6 +330,7 @@ export const raidCommands: CommandGroup = (program) => {
     });
 
   waitOptions(rateOption(poolOption(raid.command('replace').description('replace a member with a new file (hot: an active member serves until the new one is whole), then rebuild'))))
+    .usage('[options] POOL OLD NEW')
     .argument('<args...>', 'POOL OLD NEW: the pool, the member to replace (file or role number), the new member file (created at member size if absent)')
     .action(async (args: string[], o: Where & { rate?: number; wait?: boolean }, cmd: Command) => {
       const { where, words } = named(o, args, ['OLD', 'NEW'], cmd);
