@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { tryLock } from 'fs-native-extensions';
 import { PoolError, type Pool, type Volume } from '../../src/qcowlike/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
-import { isFileTooLarge, tooLargeMessage } from '../file-size-limit.js';
+import { isFileTooLarge, tooLargeMessage } from '../../src/host/file-size-limit.js';
 import { openImageSource, readFully, systemReason, type ImageSource } from '../image-source.js';
 import { IncompleteVolumeError } from '../incomplete.js';
 import { mergeRanges, readVerified, type Range } from '../salvage-read.js';
