@@ -2,7 +2,8 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { commandGroups } from './commands/index.js';
-import { checkHome } from './home.js';
+import { checkHome } from '../src/host/home.js';
+import { setHostMessages } from '../src/host/host-messages.js';
 import { globals } from './output.js';
 import { raidCreateMessage } from './raid-create-message.js';
 
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
 }
 
 async function main(argv: string[]): Promise<number> {
+  setHostMessages((m) => void process.stderr.write(`strata: ${m}\n`));
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

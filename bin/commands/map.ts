@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { volumeRuns, type RunType } from '../../src/host/volume-runs.js';
-import { adminOnPool } from '../admin-client.js';
+import { adminOnPool } from '../../src/host/admin-client.js';
 import { globals, printJson, printTable } from '../output.js';
-import { parseVolumeRef } from '../registry.js';
+import { parseVolumeRef } from '../../src/host/registry.js';
 import { formatSize } from '../size.js';
 import type { CommandGroup } from './index.js';
 

@@ -1,19 +1,18 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
-import { BlockDeviceError, FileDevice } from '../../src/blockdev/index.js';
-import { Pool, type CheckProblem, type CheckReport, type PoolStats } from '../../src/qcowlike/index.js';
-import { createArray } from '../../src/raid/index.js';
+import type { CheckProblem, CheckReport, PoolStats } from '../../src/qcowlike/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
-import { oneLine, openRegisteredPool, PoolInUseError, withPool } from '../open-pool.js';
-import { isFileTooLarge, tooLargeMessage } from '../file-size-limit.js';
-import { makeHome, removeMadeDirs } from '../home.js';
+import { oneLine, openRegisteredPool, PoolInUseError, withPool } from '../../src/host/open-pool.js';
 import { raidCreateMessage } from '../raid-create-message.js';
 import { whyUnrepaired } from '../check-why.js';
-import { forgetPending } from '../pending-store.js';
-import { adminOnPool } from '../admin-client.js';
+import { forgetPending } from '../../src/host/pending-store.js';
+import { backingType } from '../../src/host/pool-backing.js';
+import { createFileBacked } from '../../src/host/file-backing.js';
+import { createRaidBacked, type RaidSpec } from '../../src/host/raid-backing.js';
+import { adminOnPool } from '../../src/host/admin-client.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
-import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../registry.js';
+import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../../src/host/registry.js';
 import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
 
@@ -107,39 +106,8 @@ async function createPool(name: string, opts: CreateOptions, cmd: Command): Prom
 }
 
 /** A pool on a new sparse file (HOME/NAME.pool unless `at` is given), registered once it is whole. */
-export async function createFilePool(registry: Registry, name: string, size: number, at: string | undefined, clusterSize: number | undefined): Promise<{ record: PoolRecord; file: string }> {
-  const file = at === undefined ? registry.defaultPoolPath(name) : path.resolve(at);
-  if (at !== undefined && !fs.existsSync(path.dirname(file))) throw new Error(`directory ${path.dirname(file)} does not exist`);
-  const madeDirs = makeHome(registry.home);
-  if (fs.existsSync(file)) {
-    removeMadeDirs(madeDirs);
-    throw new Error(`${file} already exists (pick another --path, or delete it first)`);
-  }
-
-  const record: PoolRecord = { name, backing: { kind: 'file', path: file }, created: new Date().toISOString() };
-  let fileCreated = false;
-  try {
-    const dev = FileDevice.create(file, { size });
-    fileCreated = true;
-    let created: Pool;
-    try {
-      created = await Pool.create(dev, clusterSize === undefined ? {} : { clusterSize });
-    } catch (err) {
-      await dev.close();
-      throw err;
-    }
-    await created.close();
-    registry.add(record);
-  } catch (err) {
-    // Only a file this command made is removed; one that appeared under the same name meanwhile is someone else's.
-    // (FileDevice.create removes the file it made when it fails itself, an EFBIG from ftruncate for one.)
-    if (fileCreated) fs.rmSync(file, { force: true });
-    // Measured before the directories go: the limit is found by growing a scratch file next to the pool's.
-    const error = new Error(`cannot create pool '${name}': ${isFileTooLarge(err) ? tooLargeMessage(file, size) : oneLine(err)}`);
-    removeMadeDirs(madeDirs);
-    throw error;
-  }
-  return { record, file };
+export function createFilePool(registry: Registry, name: string, size: number, at: string | undefined, clusterSize: number | undefined): Promise<{ record: PoolRecord; file: string }> {
+  return createFileBacked(registry, name, size, at, clusterSize);
 }
 
 function parseCopies(text: string): number {
@@ -148,61 +116,9 @@ function parseCopies(text: string): number {
   return n;
 }
 
-interface RaidSpec {
-  members: string[];
-  spares: string[];
-  /** Array bytes; undefined: what the existing members hold. */
-  size: number | undefined;
-  chunk: number | undefined;
-  copies: number | undefined;
-  force: boolean;
-}
-
-/** A pool on a new RAID array: missing member files are created (sparse) to fit the array. */
-async function createRaidPool(registry: Registry, name: string, level: RaidLevel, spec: RaidSpec, clusterSize: number | undefined): Promise<void> {
-  const { members, spares, size, chunk, copies, force } = spec;
-  const madeDirs = makeHome(registry.home);
-  const files = [...members, ...spares];
-  const existed = files.filter((m) => fs.existsSync(m));
-  // Only member files this command made are removed, whichever step failed.
-  const undo = (): void => {
-    for (const m of files) if (!existed.includes(m)) fs.rmSync(m, { force: true });
-    removeMadeDirs(madeDirs);
-  };
-  const failure = (err: unknown): Error => {
-    const file = err instanceof BlockDeviceError ? err.device : undefined;
-    const why = isFileTooLarge(err) && file !== undefined ? `member ${tooLargeMessage(file)}` : (raidCreateMessage(err) ?? oneLine(err));
-    return new Error(`cannot create pool '${name}': ${why}`);
-  };
-  let array;
-  try {
-    array = await createArray({
-      level: Number(level) as 0 | 1 | 5 | 6 | 10,
-      members,
-      name,
-      force,
-      ...(spares.length > 0 ? { spares } : {}),
-      ...(size === undefined ? {} : { size }),
-      ...(chunk === undefined ? {} : { chunk }),
-      ...(copies === undefined ? {} : { copies }),
-    });
-  } catch (err) {
-    // createArray closes what it opened; the members it created stay behind unless removed here.
-    const error = failure(err);
-    undo();
-    throw error;
-  }
-  try {
-    const created = await Pool.create(array, clusterSize === undefined ? {} : { clusterSize });
-    await created.close();
-    // Spares are registered with the members, as a later `raid add` of a spare records them: assembly tells them apart.
-    registry.add({ name, backing: { kind: 'raid', level, members: files, chunk: array.geometry.chunk }, created: new Date().toISOString() });
-  } catch (err) {
-    await array.close().catch(() => undefined);
-    const error = failure(err);
-    undo();
-    throw error;
-  }
+/** A pool on a new RAID array, refusals said in the terms of this command's options. */
+function createRaidPool(registry: Registry, name: string, level: RaidLevel, spec: RaidSpec, clusterSize: number | undefined): Promise<void> {
+  return createRaidBacked(registry, name, level, spec, clusterSize, raidCreateMessage);
 }
 
 async function listPools(_opts: unknown, cmd: Command): Promise<void> {
@@ -344,7 +260,7 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
     if (!force || err instanceof PoolInUseError) throw err;
   }
   if (record.backing.kind === 'raid') {
-    const members = registry.memberPaths(record);
+    const members = backingType(record.backing).files(registry, record);
     registry.remove(name);
     if (isPool) for (const m of members) fs.rmSync(m, { force: true });
     if (isPool && arrayUuid !== undefined) forgetPending(g.home, arrayUuid);
@@ -380,11 +296,11 @@ function summarize(registry: Registry, record: PoolRecord, stats: PoolStats): Po
 }
 
 function absoluteBacking(registry: Registry, record: PoolRecord): PoolBacking {
-  return record.backing.kind === 'file' ? { kind: 'file', path: registry.filePath(record) } : record.backing;
+  return backingType(record.backing).absolute(registry, record);
 }
 
 function describeBacking(b: PoolBacking): string {
-  return b.kind === 'file' ? b.path : `raid${b.level} (${b.members.join(', ')}; chunk ${formatSize(b.chunk)})`;
+  return backingType(b).describe(b);
 }
 
 function count(n: number, thing: string): string {

@@ -1,13 +1,13 @@
 import path from 'node:path';
 import { Command } from 'commander';
-import { assembleArray, createArray, DEFAULT_CHUNK, type ArrayStatus, type RaidArray, type RaidLevel, type RebuildProgress, type ScrubReport } from '../../src/raid/index.js';
+import { assembleArray, createArray, DEFAULT_CHUNK, type ArrayStatus, type RaidArray, type RaidLevel, type ScrubReport } from '../../src/raid/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
-import { ControlClient, type ControlOk } from '../control-client.js';
-import type { ControlRequest } from '../control-protocol.js';
-import { globals } from '../output.js';
-import { loadPending, repairPendingNow, savePending } from '../pending-store.js';
-import { memberArg, newMember, recordMembers } from '../raid-members.js';
-import { Registry } from '../registry.js';
+import { ControlClient } from '../../src/host/control-client.js';
+import { globals, printJson } from '../output.js';
+import { loadPending, savePending } from '../../src/host/pending-store.js';
+import { runRaid, type RaidProgress, type RaidRequest, type RaidResult } from '../../src/host/raid-admin.js';
+import { memberArg, recordMembers } from '../../src/host/raid-members.js';
+import { Registry } from '../../src/host/registry.js';
 import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
 
@@ -87,13 +87,6 @@ async function open(home: string, members: string[], readOnly = false, direct = 
   return array;
 }
 
-async function rebuildForeground(array: RaidArray, rate: number): Promise<void> {
-  if (!array.needsRebuild()) return;
-  const bar = progressPrinter('rebuilding');
-  await array.rebuild({ rate, onProgress: (p: RebuildProgress) => bar.update(p.fraction, p.bytesDone) });
-  bar.done();
-}
-
 /** Runs `fn` on the array opened from `members`; the repairs it still has pending afterwards are stored in the home. */
 async function withArray(home: string, members: string[], fn: (a: RaidArray) => Promise<void>, readOnly = false, direct = false): Promise<void> {
   const array = await open(home, members, readOnly, direct);
@@ -127,7 +120,7 @@ function membersOption(cmd: Command): Command {
 }
 
 function poolOption(cmd: Command): Command {
-  return membersOption(cmd).option('--pool <name>', 'the array under this registered pool');
+  return membersOption(cmd).option('--pool <name>', 'the array under this registered pool (the same as giving POOL first)');
 }
 
 function waitOptions(cmd: Command): Command {
@@ -138,6 +131,25 @@ function waitOptions(cmd: Command): Command {
 
 function rateOption(cmd: Command): Command {
   return cmd.option('--rate <size>', 'rebuild rate limit per second, e.g. 100M (default unlimited)', parseSize);
+}
+
+/**
+ * The words of a verb that names its array: POOL first, as `volume list POOL`
+ * does, unless --pool or --members named it. A missing or extra word is a
+ * command line error (exit 2), as commander's own are.
+ */
+function named(o: Where, args: string[], words: string[], cmd: Command): { where: Where; words: string[] } {
+  const byOption = o.pool !== undefined || o.members !== undefined;
+  const want = byOption ? words : ['POOL', ...words];
+  if (args.length !== want.length) cmd.error(`error: '${cmd.name()}' takes ${want.join(' ')}${byOption ? '' : ' (or --members a.img,b.img,… instead of POOL)'}`);
+  return byOption ? { where: o, words: args } : { where: { pool: args[0]! }, words: args.slice(1) };
+}
+
+/** The array of a verb with an optional POOL (status, rebuild, scrub). */
+function optionalPool(pool: string | undefined, o: Where): Where {
+  if (pool !== undefined && o.pool !== undefined && pool !== o.pool) throw new Error(`two pools named: '${pool}' and --pool '${o.pool}'`);
+  const p = pool ?? o.pool;
+  return { ...(o.members ? { members: o.members } : {}), ...(p !== undefined ? { pool: p } : {}) };
 }
 
 /**
@@ -152,41 +164,87 @@ async function servedPool(where: Where, cmd: Command): Promise<ControlClient | u
   return ControlClient.connect(home, where.pool);
 }
 
-/** One request to the server, its events printed as the in-process commands print theirs, the progress as a bar. */
-async function online(client: ControlClient, req: ControlRequest, what?: string): Promise<ControlOk & { status: ArrayStatus }> {
-  const bar = what ? progressPrinter(what) : undefined;
+/** A progress bar for a verb's progress; a rebuild joined midway shows the rate of the bytes done since the command began. */
+function progressFor(what: string): { update: (p: RaidProgress) => void; done: () => void } {
+  let bar: ReturnType<typeof progressPrinter> | undefined;
   let first: number | undefined;
-  try {
-    const reply = await client.request(req, (p) => {
-      // A rebuild joined midway: the rate shown is of the bytes done since the command began.
+  return {
+    update: (p) => {
       if (first === undefined && p.progress < 1) {
         first = p.bytes;
         return;
       }
-      bar?.update(p.progress, p.bytes - (first ?? 0));
-    });
-    bar?.done();
-    for (const m of reply.messages) say(m);
-    if (!reply.status) throw new Error(`the server of pool '${client.pool}' answered without the array's status`);
-    return { ...reply, status: reply.status };
-  } finally {
-    client.close();
+      bar ??= progressPrinter(what);
+      bar.update(p.progress, p.bytes - (first ?? 0));
+    },
+    done: () => bar?.done(),
+  };
+}
+
+/**
+ * Runs one RAID verb (src/host/raid-admin.ts) wherever the array is: over the
+ * control socket of the server that holds the pool, or in-process on the
+ * array this command assembles. The array's events are printed as they come
+ * (in-process) or as the server collected them, then the result is returned
+ * for the command to print the same way in both cases.
+ */
+async function raidVerb(where: Where, cmd: Command, build: (served: boolean) => RaidRequest, opts: { what: string; readOnly?: boolean; direct?: boolean }): Promise<{ result: RaidResult; served: boolean }> {
+  if (where.members && where.pool) throw new Error('give either a pool name or --members, not both');
+  const bar = progressFor(opts.what);
+  const client = await servedPool(where, cmd);
+  const req = build(client !== undefined);
+  let result: RaidResult | undefined;
+  if (client) {
+    try {
+      const reply = await client.request(req, bar.update);
+      if (!reply.status) throw new Error(`the server of pool '${client.pool}' answered without the array's status`);
+      result = { ...reply, status: reply.status };
+    } finally {
+      client.close();
+    }
+  } else {
+    const home = globals(cmd).home;
+    const pool = where.pool;
+    await withArray(
+      home,
+      membersOf(where, cmd),
+      async (a) => {
+        result = await runRaid(a, req, {
+          home,
+          rebuildRate: 0,
+          direct: opts.direct ?? false,
+          rebuildsAt: (_rate, fn) => fn(),
+          ...(pool !== undefined && !where.members ? { record: (arr: RaidArray) => void recordMembers(new Registry(home), pool, arr) } : {}),
+          progress: bar.update,
+        });
+      },
+      opts.readOnly ?? false,
+      opts.direct ?? false,
+    );
   }
+  bar.done();
+  for (const m of result!.messages) say(m);
+  return { result: result!, served: client !== undefined };
 }
 
-/** Keeps the registry's member list in step with the array a pool-named command changed. */
-function record(where: Where, cmd: Command, a: RaidArray): void {
-  if (where.pool && !where.members) recordMembers(new Registry(globals(cmd).home), where.pool, a);
-}
-
-function rebuildingLine(pool: string, st: ArrayStatus): void {
-  if (st.state === 'rebuilding') say(`rebuilding in the background (strata raid status ${pool}; strata raid rebuild ${pool} waits for it)`);
+/** What fail, remove, add, replace and rebuild print: a line on stderr, and with --json the array after the change on stdout. */
+function changed(cmd: Command, line: string | undefined, { result, served }: { result: RaidResult; served: boolean }, pool: string | undefined): void {
+  if (line) say(line);
+  if (served && result.status.state === 'rebuilding') say(`rebuilding in the background (strata raid status ${pool}; strata raid rebuild ${pool} waits for it)`);
+  if (globals(cmd).json) printJson({ ...(result.role !== undefined ? { role: result.role } : {}), ...(result.rebuilding !== undefined ? { rebuilding: result.rebuilding } : {}), status: result.status });
 }
 
 /** A member on the command line: for a pool, by the absolute path the array knows it by. */
 function memberFor(where: Where, member: string): string {
   return where.pool && !where.members ? memberArg(member) : member;
 }
+
+/** A new member file: for a pool, absolute (the registry and a server know members so); with --members, as given. */
+function newFile(where: Where, file: string): string {
+  return where.members ? file : path.resolve(file);
+}
+
+const rate = (o: { rate?: number }): { rate?: number } => (o.rate !== undefined ? { rate: o.rate } : {});
 
 export const raidCommands: CommandGroup = (program) => {
   const raid = program.command('raid').description('software RAID 0, 1, 5, 6 and 10 over member files');
@@ -232,146 +290,73 @@ export const raidCommands: CommandGroup = (program) => {
       await withArray(globals(cmd).home, members, async (a) => printStatus(a.status(), globals(cmd).json));
     });
 
-  membersOption(raid.command('status').description('per-member state, degraded or not, rebuild progress, repair counters'))
+  poolOption(raid.command('status').description('per-member state, degraded or not, rebuild progress, repair counters'))
     .argument('[pool]', 'the pool whose array to show (or give --members)')
-    .action(async (pool: string | undefined, o: { members?: string[] }, cmd: Command) => {
-      const where = { ...o, ...(pool ? { pool } : {}) };
-      const json = globals(cmd).json;
-      const client = await servedPool(where, cmd);
-      if (client) return printStatus((await online(client, { op: 'status' })).status, json);
-      await withArray(globals(cmd).home, membersOf(where, cmd), async (a) => printStatus(a.status(), json), true);
+    .action(async (pool: string | undefined, o: Where, cmd: Command) => {
+      const { result } = await raidVerb(optionalPool(pool, o), cmd, () => ({ op: 'status' }), { what: 'status', readOnly: true });
+      printStatus(result.status, globals(cmd).json);
     });
 
   rateOption(poolOption(raid.command('fail').description('mark a member faulty (refused if the array could not survive it); a hot spare takes over and is rebuilt')))
-    .argument('<member>', 'the member file, or its role number')
-    .action(async (member: string, o: Where & { rate?: number }, cmd: Command) => {
-      const client = await servedPool(o, cmd);
-      if (client) {
-        const r = await online(client, { op: 'fail', member: memberFor(o, member), ...(o.rate !== undefined ? { rate: o.rate } : {}) });
-        say(`${member} marked faulty`);
-        return rebuildingLine(o.pool!, r.status);
-      }
-      await withArray(globals(cmd).home, membersOf(o, cmd), async (a) => {
-        await a.fail(memberFor(o, member));
-        say(`${member} marked faulty`);
-        record(o, cmd, a);
-        // A hot spare took the role: rebuild it now, as md would in the background.
-        await rebuildForeground(a, o.rate ?? 0);
-      });
+    .usage('[options] POOL MEMBER')
+    .argument('<args...>', 'POOL MEMBER: the pool, then the member file or its role number')
+    .action(async (args: string[], o: Where & { rate?: number }, cmd: Command) => {
+      const { where, words } = named(o, args, ['MEMBER'], cmd);
+      const member = words[0]!;
+      // In-process the spare that takes the role is rebuilt now, as md would in the background; a server does it in the background.
+      const done = await raidVerb(where, cmd, (served) => ({ op: 'fail', member: memberFor(where, member), ...rate(o), wait: !served }), { what: 'rebuilding' });
+      changed(cmd, `${member} marked faulty`, done, where.pool);
     });
 
   poolOption(raid.command('remove').description('remove a faulty or missing member (or a spare)'))
-    .argument('<member>', 'the member file, or its role number')
-    .action(async (member: string, o: Where, cmd: Command) => {
-      const client = await servedPool(o, cmd);
-      if (client) {
-        await online(client, { op: 'remove', member: memberFor(o, member) });
-        return say(`${member} removed`);
-      }
-      await withArray(globals(cmd).home, membersOf(o, cmd), async (a) => {
-        await a.remove(memberFor(o, member));
-        say(`${member} removed`);
-        record(o, cmd, a);
-      });
+    .usage('[options] POOL MEMBER')
+    .argument('<args...>', 'POOL MEMBER: the pool, then the member file or its role number')
+    .action(async (args: string[], o: Where, cmd: Command) => {
+      const { where, words } = named(o, args, ['MEMBER'], cmd);
+      const member = words[0]!;
+      const done = await raidVerb(where, cmd, () => ({ op: 'remove', member: memberFor(where, member) }), { what: 'removing' });
+      changed(cmd, `${member} removed`, done, where.pool);
     });
 
   waitOptions(rateOption(poolOption(raid.command('add').description('add a member: it fills a missing role and is rebuilt, or becomes a hot spare'))))
-    .argument('<file>', 'the new member file (created at member size if absent)')
-    .action(async (file: string, o: Where & { rate?: number; wait?: boolean }, cmd: Command) => {
-      whichArray(o, cmd);
-      const said = (role: number | 'spare'): void => say(role === 'spare' ? `${file} added as a hot spare` : `${file} takes member role ${role}`);
-      const client = await servedPool(o, cmd);
-      if (client) {
-        const r = await online(client, { op: 'add', file: path.resolve(file), ...(o.rate !== undefined ? { rate: o.rate } : {}) });
-        said(r.role!);
-        return o.wait === true ? waitOnline(o.pool!, cmd) : rebuildingLine(o.pool!, r.status);
-      }
-      await withArray(globals(cmd).home, membersOf(o, cmd), async (a) => {
-        const role = await a.add(newMember(memberFor(o, file), a));
-        said(role);
-        record(o, cmd, a);
-        if (o.wait !== false) await rebuildForeground(a, o.rate ?? 0);
-      });
+    .usage('[options] POOL FILE')
+    .argument('<args...>', 'POOL FILE: the pool, then the new member file (created at member size if absent)')
+    .action(async (args: string[], o: Where & { rate?: number; wait?: boolean }, cmd: Command) => {
+      const { where, words } = named(o, args, ['FILE'], cmd);
+      const file = words[0]!;
+      const done = await raidVerb(where, cmd, (served) => ({ op: 'add', file: newFile(where, file), ...rate(o), wait: served ? o.wait === true : o.wait !== false }), { what: 'rebuilding' });
+      const role = done.result.role;
+      changed(cmd, role === 'spare' ? `${file} added as a hot spare` : `${file} takes member role ${String(role)}`, done, where.pool);
     });
 
   waitOptions(rateOption(poolOption(raid.command('replace').description('replace a member with a new file (hot: an active member serves until the new one is whole), then rebuild'))))
-    .argument('<old>', 'the member to replace (file or role number)')
-    .argument('<new>', 'the new member file (created at member size if absent)')
-    .action(async (old: string, file: string, o: Where & { rate?: number; wait?: boolean }, cmd: Command) => {
-      whichArray(o, cmd);
-      const client = await servedPool(o, cmd);
-      if (client) {
-        const r = await online(client, { op: 'replace', member: memberFor(o, old), file: path.resolve(file), ...(o.rate !== undefined ? { rate: o.rate } : {}) });
-        say(`${file} takes member role ${String(r.role)}`);
-        return o.wait === true ? waitOnline(o.pool!, cmd) : rebuildingLine(o.pool!, r.status);
-      }
-      await withArray(globals(cmd).home, membersOf(o, cmd), async (a) => {
-        const role = await a.replace(memberFor(o, old), newMember(memberFor(o, file), a));
-        say(`${file} takes member role ${role}`);
-        record(o, cmd, a);
-        if (o.wait !== false) await rebuildForeground(a, o.rate ?? 0);
-      });
+    .usage('[options] POOL OLD NEW')
+    .argument('<args...>', 'POOL OLD NEW: the pool, the member to replace (file or role number), the new member file (created at member size if absent)')
+    .action(async (args: string[], o: Where & { rate?: number; wait?: boolean }, cmd: Command) => {
+      const { where, words } = named(o, args, ['OLD', 'NEW'], cmd);
+      const [old, file] = [words[0]!, words[1]!];
+      const done = await raidVerb(where, cmd, (served) => ({ op: 'replace', member: memberFor(where, old), file: newFile(where, file), ...rate(o), wait: served ? o.wait === true : o.wait !== false }), { what: 'rebuilding' });
+      changed(cmd, `${file} takes member role ${String(done.result.role)}`, done, where.pool);
     });
 
-  rateOption(membersOption(raid.command('rebuild').description('finish a rebuild in the foreground, from its checkpoint (of a served pool: wait for the server\'s)')))
+  rateOption(poolOption(raid.command('rebuild').description('finish a rebuild in the foreground, from its checkpoint (of a served pool: wait for the server\'s)')))
     .argument('[pool]', 'the pool whose array to rebuild (or give --members)')
     .addOption(cacheOption('the members (of an array not being served)'))
-    .action(async (pool: string | undefined, o: { members?: string[]; rate?: number; cache: CacheMode }, cmd: Command) => {
-      const where = { ...o, ...(pool ? { pool } : {}) };
-      const client = await servedPool(where, cmd);
-      if (client) {
-        const r = await online(client, { op: 'rebuild', ...(o.rate !== undefined ? { rate: o.rate } : {}) }, 'rebuilding');
-        if (!r.rebuilding) say('nothing to rebuild: every member is in sync');
-        return;
-      }
-      await withArray(
-        globals(cmd).home,
-        membersOf(where, cmd),
-        async (a) => {
-          if (!a.needsRebuild()) say('nothing to rebuild: every member is in sync');
-          await rebuildForeground(a, o.rate ?? 0);
-        },
-        false,
-        o.cache === 'none',
-      );
+    .action(async (pool: string | undefined, o: Where & { rate?: number; cache: CacheMode }, cmd: Command) => {
+      const where = optionalPool(pool, o);
+      const done = await raidVerb(where, cmd, () => ({ op: 'rebuild', ...rate(o) }), { what: 'rebuilding', direct: o.cache === 'none' });
+      changed(cmd, done.result.rebuilding ? undefined : 'nothing to rebuild: every member is in sync', { ...done, served: false }, where.pool);
     });
 
-  membersOption(raid.command('scrub').description('compare mirrors / parity over the whole array and report mismatches (on a degraded array: what redundancy remains)'))
+  poolOption(raid.command('scrub').description('compare mirrors / parity over the whole array and report mismatches (on a degraded array: what redundancy remains)'))
     .argument('[pool]', 'the pool whose array to scrub (or give --members)')
     .option('--repair', 'make mismatching copies agree (RAID 6 locates a bad data block from P and Q; 3+ mirrors vote)')
     .addOption(cacheOption('the members (of an array not being served)'))
-    .action(async (pool: string | undefined, o: { members?: string[]; repair?: boolean; cache: CacheMode }, cmd: Command) => {
-      const where = { ...o, ...(pool ? { pool } : {}) };
-      const client = await servedPool(where, cmd);
-      if (client) return printScrub((await online(client, { op: 'scrub', repair: o.repair ?? false }, 'scrubbing')).report!, globals(cmd).json);
-      await withArray(
-        globals(cmd).home,
-        membersOf(where, cmd),
-        async (a) => {
-          // Repairs a read-only open left pending name the bad member: fix them from the others before parity is trusted.
-          if (o.repair) await repairPendingNow(globals(cmd).home, a, say);
-          const bar = progressPrinter('scrubbing');
-          const report = await a.scrub({ repair: o.repair ?? false, onProgress: (f) => bar.update(f, f * a.size) });
-          bar.done();
-          printScrub(report, globals(cmd).json);
-        },
-        false,
-        o.cache === 'none',
-      );
+    .action(async (pool: string | undefined, o: Where & { repair?: boolean; cache: CacheMode }, cmd: Command) => {
+      const { result } = await raidVerb(optionalPool(pool, o), cmd, () => ({ op: 'scrub', repair: o.repair ?? false }), { what: 'scrubbing', direct: o.cache === 'none' });
+      printScrub(result.report!, globals(cmd).json);
     });
 };
-
-/** add and replace change an array named by one option or the other: without either the command line is incomplete. */
-function whichArray(where: Where, cmd: Command): void {
-  if (!where.pool && !where.members) cmd.error("error: required option '--pool <name>' or '--members <files>' not specified");
-}
-
-/** `--wait` on a served pool: the server's rebuild, followed to its end with a progress bar. */
-async function waitOnline(pool: string, cmd: Command): Promise<void> {
-  const client = await servedPool({ pool }, cmd);
-  if (!client) throw new Error(`pool '${pool}' is no longer being served; its rebuild resumes at the next open`);
-  await online(client, { op: 'rebuild' }, 'rebuilding');
-}
 
 function printScrub(report: ScrubReport, json: boolean): void {
   if (json) {

@@ -2,11 +2,11 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { libvirtDiskXml, type ListenAddress } from '../../src/nbd/index.js';
 import type { Preallocation, VolumeInfo } from '../../src/qcowlike/index.js';
-import { adminOnPool } from '../admin-client.js';
+import { adminOnPool } from '../../src/host/admin-client.js';
 import { DEFAULT_LISTEN, parseHostPort } from '../host-port.js';
 import { INCOMPLETE_ADVICE } from '../incomplete.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
-import { checkName, parseVolumeRef } from '../registry.js';
+import { checkName, parseVolumeRef } from '../../src/host/registry.js';
 import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
 

@@ -2,6 +2,7 @@ import { allocatedBytes } from '../blockdev/index.js';
 import { Pool, PoolError, type CheckReport, type PoolStats, type Preallocation, type VolumeInfo } from '../qcowlike/index.js';
 import { formatSize } from './size.js';
 import { volumeRuns, type MapRun } from './volume-runs.js';
+import { requestFlag } from './request-fields.js';
 
 /**
  * The administrative verbs on one pool, each written once. The CLI runs them
@@ -152,11 +153,7 @@ export function parseAdminRequest(raw: Record<string, unknown>): AdminRequest {
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new Error(`'${key}' must be a whole number of bytes`);
     return v;
   };
-  const flag = (key: string): boolean => {
-    if (raw[key] === undefined) return false;
-    if (typeof raw[key] !== 'boolean') throw new Error(`'${key}' must be true or false`);
-    return raw[key];
-  };
+  const flag = (key: string): boolean => requestFlag(raw, key);
   switch (raw.op) {
     case 'pool-info':
     case 'volume-list':

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { largestFileSize } from '../../bin/file-size-limit.js';
+import { largestFileSize } from '../../src/host/file-size-limit.js';
 import { formatSize } from '../../bin/size.js';
 import { buildCli, fails, json, ok, repo } from './strata.js';
 import { scratchDir } from '../support/scratch.js';

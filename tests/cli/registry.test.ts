@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { checkName, parseVolumeRef, Registry, type PoolRecord } from '../../bin/registry.js';
+import { checkName, parseVolumeRef, Registry, type PoolRecord } from '../../src/host/registry.js';
 import { scratchDir } from '../support/scratch.js';
 
 const scratch = scratchDir('registry');

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { controlSocketPath } from '../../bin/control-protocol.js';
+import { controlSocketPath } from '../../src/host/control-protocol.js';
 import { NbdClient } from '../../src/nbd/index.js';
 import { hasTool, parseFio, startServe, tool, type ServeProcess } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';

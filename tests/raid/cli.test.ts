@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Registry } from '../../bin/registry.js';
+import { Registry } from '../../src/host/registry.js';
 import { assembleArray, DATA_OFFSET } from '../../src/raid/index.js';
 import { pattern } from '../support/blockdev-contract.js';
 import { scratchDir } from '../support/scratch.js';

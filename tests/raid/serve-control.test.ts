@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Registry } from '../../bin/registry.js';
+import { Registry } from '../../src/host/registry.js';
 import { Pool } from '../../src/qcowlike/index.js';
 import { assembleArray } from '../../src/raid/index.js';
 import { hasTool, startServe, STRATA, tool, type ServeProcess } from '../nbd/support.js';

@@ -1,4 +1,4 @@
-import { runAdmin, type AdminRequest, type AdminResult } from '../src/host/admin.js';
+import { runAdmin, type AdminRequest, type AdminResult } from './admin.js';
 import { ControlClient } from './control-client.js';
 import { withPool, type OpenPoolOptions } from './open-pool.js';
 

@@ -1,18 +1,17 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import type { FileDevice } from '../src/blockdev/index.js';
-import { ADMIN_OPS, runAdmin, type AdminContext, type AdminRequest } from '../src/host/admin.js';
-import type { Pool } from '../src/qcowlike/index.js';
-import type { RaidArray } from '../src/raid/index.js';
-import { controlSocketPath, LineSplitter, MAX_LINE, parseRequest, type ControlLine, type ControlReply, type ControlRequest, type RaidRequest } from './control-protocol.js';
+import { ADMIN_OPS, runAdmin, type AdminContext, type AdminRequest } from './admin.js';
+import type { Pool } from '../qcowlike/index.js';
+import type { RaidArray } from '../raid/index.js';
+import { controlSocketPath, LineSplitter, MAX_LINE, parseRequest, type ControlLine, type ControlReply, type ControlRequest } from './control-protocol.js';
+import { raidWrites, runRaid, type RaidRequest, type RaidResult } from './raid-admin.js';
 import { oneLine, type OpenedArray } from './open-pool.js';
-import { newMember, recordMembers } from './raid-members.js';
+import { recordMembers } from './raid-members.js';
 import { Registry } from './registry.js';
 
 /** The longest Unix socket path Linux takes (sun_path is 108 bytes with its NUL). */
 const MAX_SOCKET_PATH = 107;
-const PROGRESS_MS = 250;
 
 export interface ControlServerOptions {
   home: string;
@@ -128,8 +127,7 @@ export class ControlServer {
     try {
       const req = parseRequest(line);
       if (isAdmin(req)) return { ok: true, messages, result: await this.admin(req) };
-      const out = await this.run(req, (l) => send(conn, l));
-      return { ok: true, status: this.array.status(), messages, ...out };
+      return { ok: true, ...(await this.raid(req, (l) => send(conn, l))) };
     } catch (err) {
       return { ok: false, error: oneLine(err) };
     } finally {
@@ -149,85 +147,25 @@ export class ControlServer {
     return run;
   }
 
-  private get array(): RaidArray {
-    if (!this.opts.raid) throw new Error(`pool '${this.opts.pool}' is not on a RAID array`);
-    return this.opts.raid.array;
+  /** A RAID verb, run by the same function as `strata raid` runs in-process, on the served array. */
+  private raid(req: RaidRequest, progress: (l: ControlLine) => void): Promise<RaidResult> {
+    const raid = this.opts.raid;
+    if (!raid) throw new Error(`pool '${this.opts.pool}' is not on a RAID array`);
+    if (raidWrites(req) && this.opts.readOnly) throw new Error(`pool '${this.opts.pool}' is served read-only`);
+    return runRaid(raid.array, req, {
+      home: this.opts.home,
+      rebuildRate: this.opts.rebuildRate,
+      direct: this.opts.direct,
+      rebuildsAt: (rate, fn) => raid.rebuildsAt(rate, fn),
+      record: () => this.record(raid.array),
+      progress,
+      listen: (l) => raid.listen(l),
+    });
   }
 
-  private async run(req: RaidRequest, progress: (l: ControlLine) => void): Promise<Partial<Extract<ControlReply, { ok: true }>>> {
-    const a = this.array;
-    const raid = this.opts.raid!;
-    if (req.op !== 'status' && !(req.op === 'scrub' && !req.repair) && this.opts.readOnly) throw new Error(`pool '${this.opts.pool}' is served read-only`);
-    const rate = 'rate' in req && req.rate !== undefined ? req.rate : this.opts.rebuildRate;
-    switch (req.op) {
-      case 'status':
-        return {};
-      case 'fail':
-        await raid.rebuildsAt(rate, () => a.fail(req.member));
-        this.record();
-        return {};
-      case 'remove':
-        await raid.rebuildsAt(rate, () => a.remove(req.member));
-        this.record();
-        return {};
-      case 'add': {
-        const role = await raid.rebuildsAt(rate, () => this.withNewMember(req.file, (dev) => a.add(dev)));
-        this.record();
-        return { role };
-      }
-      case 'replace': {
-        const role = await raid.rebuildsAt(rate, () => this.withNewMember(req.file, (dev) => a.replace(req.member, dev)));
-        this.record();
-        return { role };
-      }
-      case 'rebuild': {
-        const rebuilding = a.needsRebuild();
-        // A rebuild already running (started by add, replace or a spare) is joined, at its own rate.
-        const done = a.rebuild({ rate });
-        const timer = setInterval(() => {
-          const p = a.status().rebuild;
-          if (p) progress({ progress: p.fraction, bytes: p.bytesDone });
-        }, PROGRESS_MS);
-        try {
-          await done;
-        } finally {
-          clearInterval(timer);
-        }
-        const p = a.status();
-        if (rebuilding && p.state !== 'rebuilding') progress({ progress: 1, bytes: a.geometry.rows * a.geometry.chunk });
-        return { rebuilding };
-      }
-      case 'scrub': {
-        let last = 0;
-        const report = await a.scrub({
-          repair: req.repair ?? false,
-          onProgress: (f) => {
-            if (Date.now() - last < PROGRESS_MS && f < 1) return;
-            last = Date.now();
-            progress({ progress: f, bytes: Math.round(f * a.size) });
-          },
-        });
-        return { report };
-      }
-    }
-  }
-
-  /** Opens (or creates) a new member for `fn`; if `fn` refuses it, the device is closed and a file made here removed. */
-  private async withNewMember<T>(file: string, fn: (dev: FileDevice) => Promise<T>): Promise<T> {
-    const existed = fs.existsSync(file);
-    const dev = newMember(file, this.array, this.opts.direct);
+  private record(array: RaidArray): void {
     try {
-      return await fn(dev);
-    } catch (err) {
-      await dev.close().catch(() => undefined);
-      if (!existed) fs.rmSync(file, { force: true });
-      throw err;
-    }
-  }
-
-  private record(): void {
-    try {
-      recordMembers(new Registry(this.opts.home), this.opts.pool, this.array);
+      recordMembers(new Registry(this.opts.home), this.opts.pool, array);
     } catch (err) {
       throw new Error(`done, but the registry could not record the new member list: ${oneLine(err)}`);
     }

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { parsePendingRepairs, type PendingRepair, type RaidArray } from '../src/raid/index.js';
+import { parsePendingRepairs, type PendingRepair, type RaidArray } from '../raid/index.js';
 
 /**
  * Pending repairs outlive the read-only open that found them: they are kept
@@ -73,5 +73,5 @@ export async function repairPendingNow(home: string, array: RaidArray, say: (mes
     savePending(home, array);
   }
   const { repaired, dropped } = done;
-  if (repaired + dropped > 0) say(`${repaired} pending repair(s) carried out${dropped ? `, ${dropped} no longer confirmed (pool check --repair finds them by checksum)` : ''}`);
+  if (repaired + dropped > 0) say(`${repaired} pending repair(s) carried out${dropped ? `, ${dropped} no longer confirmed (a repairing pool check finds them by checksum)` : ''}`);
 }

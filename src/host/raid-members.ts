@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { FileDevice } from '../src/blockdev/index.js';
-import { DATA_OFFSET, type RaidArray } from '../src/raid/index.js';
+import { FileDevice } from '../blockdev/index.js';
+import { DATA_OFFSET, type RaidArray } from '../raid/index.js';
 import type { Registry } from './registry.js';
 
 /**
