@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { ADMIN_OPS, parseAdminRequest, type AdminRequest } from '../src/host/admin.js';
+import { ENDPOINT_OP, parseEndpointRequest, type EndpointRequest } from '../src/host/served-endpoint.js';
 import type { ArrayStatus, ScrubReport } from '../src/raid/index.js';
 import { checkName } from './registry.js';
 
@@ -21,7 +22,7 @@ export type RaidRequest =
   | { op: 'rebuild'; rate?: number }
   | { op: 'scrub'; repair?: boolean };
 
-export type ControlRequest = RaidRequest | AdminRequest;
+export type ControlRequest = RaidRequest | AdminRequest | EndpointRequest;
 
 export interface ControlProgress {
   progress: number;
@@ -76,6 +77,7 @@ export function parseRequest(line: string): ControlRequest {
     return r[key];
   };
   if (typeof r.op === 'string' && ADMIN_OPS.has(r.op)) return parseAdminRequest(r);
+  if (r.op === ENDPOINT_OP) return parseEndpointRequest(r);
   switch (r.op) {
     case 'status':
       return { op: 'status' };

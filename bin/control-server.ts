@@ -3,6 +3,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { FileDevice } from '../src/blockdev/index.js';
 import { ADMIN_OPS, runAdmin, type AdminContext, type AdminRequest } from '../src/host/admin.js';
+import { ENDPOINT_OP, type ServedEndpoint } from '../src/host/served-endpoint.js';
 import type { Pool } from '../src/qcowlike/index.js';
 import type { RaidArray } from '../src/raid/index.js';
 import { controlSocketPath, LineSplitter, MAX_LINE, parseRequest, type ControlLine, type ControlReply, type ControlRequest, type RaidRequest } from './control-protocol.js';
@@ -29,6 +30,8 @@ export interface ControlServerOptions {
   /** Members added here are opened with O_DIRECT, like the served array's (`serve --cache none`). */
   direct: boolean;
   log: (message: string) => void;
+  /** Where a volume's export is reached, for import and export on the served pool. */
+  endpoint?: (volume: string) => Promise<ServedEndpoint>;
 }
 
 /**
@@ -128,6 +131,10 @@ export class ControlServer {
     try {
       const req = parseRequest(line);
       if (isAdmin(req)) return { ok: true, messages, result: await this.admin(req) };
+      if (req.op === ENDPOINT_OP) {
+        if (!this.opts.endpoint) throw new Error(`pool '${this.opts.pool}': this server does not say where its exports are`);
+        return { ok: true, messages, result: await this.opts.endpoint(req.volume) };
+      }
       const out = await this.run(req, (l) => send(conn, l));
       return { ok: true, status: this.array.status(), messages, ...out };
     } catch (err) {
