@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../../src/nbd/index.js';
-import { hasTool, STRATA, tool } from '../nbd/support.js';
+import { hasTool, startServe, STRATA, tool, type ServeProcess } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
 import { buildCli, fails, ok } from './strata.js';
 
@@ -28,7 +28,8 @@ function serveJson(args: string[]): Promise<{ child: ChildProcess; doc: ServeDoc
         const doc = JSON.parse(out) as ServeDocument;
         resolve({ child, doc, stop: async () => void (child.exitCode === null && child.kill('SIGTERM'), await exited) });
       } catch {
-        // Not all of it yet.
+        // Not all of it yet, unless what came is the human output (the QEMU line comes last).
+        if (/^qemu-system/m.test(out)) reject(new Error(`strata serve printed lines, not a JSON document: ${out}`));
       }
     });
     void exited.then(() => reject(new Error(`strata serve exited before printing its document: ${out}${err}`)));
@@ -48,11 +49,9 @@ describe('import and export on a served pool', () => {
   const home = path.join(dir, 'h');
   const img = path.join(dir, 'img.raw');
   let expected: Buffer;
-  let srv: Awaited<ReturnType<typeof serveJson>> | undefined;
-  const uri = (name: string): string => {
-    const l = srv!.doc.listen[0]!;
-    return `nbd://${l.host}:${l.port}/${name}`;
-  };
+  let srv: ServeProcess | undefined;
+  const port = (): number => Number(new URL(srv!.uri).port);
+  const uri = (name: string): string => `nbd://127.0.0.1:${port()}/${name}`;
 
   beforeAll(async () => {
     buildCli();
@@ -61,23 +60,29 @@ describe('import and export on a served pool', () => {
     ok(home, ['volume', 'create', 'p/base', '64M']);
     fs.writeFileSync(path.join(dir, 'base.raw'), Buffer.alloc(8 << 20, 0x5a));
     ok(home, ['import', '--force', 'p/base', path.join(dir, 'base.raw')]);
-    srv = await serveJson(['--home', home, 'p', '--listen', '127.0.0.1:0']);
+    srv = await startServe(['--home', home, 'p', '--listen', '127.0.0.1:0']);
   }, 120_000);
   afterAll(async () => {
     await srv?.stop();
     cleanup();
   });
 
-  it('serve --json prints one document whose port is the bound one', async () => {
+  it('serve --json prints one document with the bound ports, and nbdinfo reaches the export at its URI', async () => {
     expect(hasTool('nbdinfo')).toBe(true);
-    const doc = srv!.doc;
-    expect(doc.listen).toHaveLength(1);
-    expect(doc.listen[0]!.port).toBeGreaterThan(0);
-    expect(doc.exports.map((e) => e.name)).toEqual(['base']);
-    expect(doc.exports[0]!.uris).toEqual([uri('base')]);
-    expect(doc.qemu).toContain(`nbd://127.0.0.1:${doc.listen[0]!.port}/base`);
-    expect((await tool('nbdinfo', ['--size', doc.exports[0]!.uris[0]!])).trim()).toBe(String(64 << 20));
-  });
+    const mem = await serveJson(['--memory', '16M', '--export', 'scratch', '--listen', '127.0.0.1:0', '--metrics', '127.0.0.1:0']);
+    try {
+      const doc = mem.doc;
+      expect(doc.listen).toHaveLength(1);
+      const bound = doc.listen[0]!.port!;
+      expect(bound).toBeGreaterThan(0);
+      expect(doc.exports).toEqual([{ name: 'scratch', description: 'memory disk of 16M', uris: [`nbd://127.0.0.1:${bound}/scratch`] }]);
+      expect(doc.qemu).toBe(`qemu-system-x86_64 -drive file=nbd://127.0.0.1:${bound}/scratch,format=raw,if=virtio`);
+      expect(doc.metrics).toMatch(/^http:\/\/127\.0\.0\.1:[1-9]\d*\/metrics$/);
+      expect((await tool('nbdinfo', ['--size', doc.exports[0]!.uris[0]!])).trim()).toBe(String(16 << 20));
+    } finally {
+      await mem.stop();
+    }
+  }, 60_000);
 
   it('imports into a new volume while another is read by qemu-io; nbdcopy reads back the image', async () => {
     expect(hasTool('qemu-io') && hasTool('nbdcopy')).toBe(true);
@@ -95,7 +100,7 @@ describe('import and export on a served pool', () => {
 
   it('refuses an import into a volume a client is connected to, naming the count', async () => {
     ok(home, ['volume', 'create', 'p/busy', '16M']);
-    const client = await NbdClient.connect({ port: srv!.doc.listen[0]!.port!, export: 'busy' });
+    const client = await NbdClient.connect({ port: port(), export: 'busy' });
     try {
       expect(fails(home, ['import', '--force', 'p/busy', img])).toBe('strata: volume p/busy has 1 connected client: an import into a served volume needs it unused (disconnect it, or import into a new volume)');
     } finally {
@@ -109,20 +114,21 @@ describe('import and export on a served pool', () => {
   it('exports a served volume sparse; qemu-img compare finds it equal', async () => {
     expect(hasTool('qemu-img')).toBe(true);
     const out = path.join(dir, 'out.raw');
-    expect(ok(home, ['export', 'p/new', out])).toBe(`exported p/new to ${out}: 6M, 4M written, 2M left sparse\n`);
-    await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', img, out]);
-    // Block status kept the zero run a hole in the file.
-    expect(fs.statSync(out).blocks * 512).toBeLessThanOrEqual(4 << 20);
-    const json = JSON.parse(ok(home, ['--json', 'export', '--force', 'p/new', out])) as Record<string, unknown>;
-    expect(json).toEqual({ pool: 'p', volume: 'new', file: out, size: 6 << 20, bytesWritten: 4 << 20 });
+    expect(ok(home, ['export', 'p/base', out])).toBe(`exported p/base to ${out}: 64M, 8M written, 56M left sparse\n`);
+    // The 8M image against the 64M export: past its end the export must read zeroes.
+    await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', path.join(dir, 'base.raw'), out]);
+    // Block status kept what the volume does not hold a hole in the file.
+    expect(fs.statSync(out).blocks * 512).toBeLessThanOrEqual(9 << 20);
+    const json = JSON.parse(ok(home, ['--json', 'export', '--force', 'p/base', out])) as Record<string, unknown>;
+    expect(json).toEqual({ pool: 'p', volume: 'base', file: out, size: 64 << 20, bytesWritten: 8 << 20 });
   }, 60_000);
 
   it('resizes by +SIZE and -SIZE while served; a shrink over data needs --force', () => {
-    expect(ok(home, ['volume', 'resize', 'p/new', '+2M'])).toBe('resized p/new: 6M -> 8M\n');
-    expect(ok(home, ['volume', 'resize', 'p/new', '-1M'])).toBe('resized p/new: 8M -> 7M\n');
-    expect(fails(home, ['volume', 'resize', 'p/new', '-2M'])).toBe('strata: cannot shrink p/new from 7M to 5M: 1M of data lies beyond 5M (--force discards it)');
-    expect(ok(home, ['volume', 'resize', 'p/new', '-2M', '--force'])).toBe('resized p/new: 7M -> 5M\n');
-    expect(fails(home, ['volume', 'resize', 'p/new', '--bogus'])).toBe("strata: unknown option '--bogus'");
+    expect(ok(home, ['volume', 'resize', 'p/base', '+2M'])).toBe('resized p/base: 64M -> 66M\n');
+    expect(ok(home, ['volume', 'resize', 'p/base', '-1M'])).toBe('resized p/base: 66M -> 65M\n');
+    expect(fails(home, ['volume', 'resize', 'p/base', '-58M'])).toBe('strata: cannot shrink p/base from 65M to 7M: 1M of data lies beyond 7M (--force discards it)');
+    expect(ok(home, ['volume', 'resize', 'p/base', '-58M', '--force'])).toBe('resized p/base: 65M -> 7M\n');
+    expect(fails(home, ['volume', 'resize', 'p/base', '--bogus'])).toBe("strata: unknown option '--bogus'");
   });
 });
 
