@@ -21,8 +21,9 @@ export async function connectServed(client: ControlClient, poolName: string, vol
   if (write && endpoint.readOnly) throw new Error(`pool '${poolName}' is served read-only: cannot import into ${ref}`);
   const at = localListener(endpoint);
   if (!at) {
-    const why = endpoint.tls === 'require' ? 'requires TLS on every listener' : 'has no listener';
-    throw new Error(`pool '${poolName}' is served, and its server ${why}: import and export of a served volume need a plain listener or a Unix socket (serve --tls on, or --socket PATH)`);
+    // --tls require covers the Unix socket too, and this command holds none of the server's credentials.
+    if (endpoint.tls === 'require') throw new Error(`pool '${poolName}' is served with TLS required on every listener: import and export of a served volume need one that takes plain connections (serve --tls on), or the server stopped`);
+    throw new Error(`pool '${poolName}' is served, but its server is not listening yet: try again`);
   }
   const device = await NbdDevice.connect({ ...at, export: endpoint.exportName });
   return { device, endpoint };

@@ -146,3 +146,25 @@ describe('volume resize -SIZE on a pool nobody serves', () => {
     expect(fails(home, ['volume', 'resize', 'p/v', '-16M'])).toBe('strata: a volume needs a size above 0');
   });
 });
+
+describe('import and export on a pool served with TLS required', () => {
+  const { dir, cleanup } = scratchDir('served-tls');
+  const home = path.join(dir, 'h');
+  let srv: ServeProcess | undefined;
+  beforeAll(() => buildCli(), 120_000);
+  afterAll(async () => {
+    await srv?.stop();
+    cleanup();
+  });
+
+  it('refuses in one line naming what it needs', async () => {
+    ok(home, ['pool', 'create', 'p', '--size', '256M']);
+    ok(home, ['volume', 'create', 'p/a', '8M']);
+    const psk = path.join(dir, 'keys.psk');
+    fs.writeFileSync(psk, `alice:${'ab'.repeat(32)}\n`);
+    srv = await startServe(['--home', home, 'p', '--listen', '127.0.0.1:0', '--tls', 'require', '--tls-psk', psk]);
+    const needs = "strata: pool 'p' is served with TLS required on every listener: import and export of a served volume need one that takes plain connections (serve --tls on), or the server stopped";
+    expect(fails(home, ['export', 'p/a', path.join(dir, 'a.raw')])).toBe(needs);
+    expect(fails(home, ['import', '--force', 'p/a', psk])).toBe(needs);
+  }, 60_000);
+});
