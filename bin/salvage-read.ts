@@ -1,5 +1,4 @@
-import { BlockDeviceError } from '../src/blockdev/index.js';
-import type { Volume } from '../src/qcowlike/index.js';
+import { BlockDeviceError, type BlockDevice } from '../src/blockdev/index.js';
 
 /** The grain at which a salvaging read retries a failed range: a page, the smallest unit a checksum covers. */
 const GRAIN = 4096;
@@ -15,7 +14,7 @@ export interface Range {
  * mismatch, an I/O error below) is read again page by page: pages that verify
  * are kept, the others are zero-filled in `buf` and recorded in `bad`.
  */
-export async function readVerified(volume: Volume, buf: Buffer, offset: number, bad: Range[] | undefined): Promise<void> {
+export async function readVerified(volume: BlockDevice, buf: Buffer, offset: number, bad: Range[] | undefined): Promise<void> {
   try {
     await volume.read(buf, offset);
     return;

@@ -8,8 +8,10 @@ import { DEFAULT_MAX_BUFFER, DEFAULT_MAX_PER_ADDRESS, loadTls, MIN_MAX_BUFFER, N
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { ControlServer } from '../../src/host/control-server.js';
 import { PoolExportSource, type ServedPool } from '../../src/host/pool-exports.js';
+import type { ServedEndpoint } from '../../src/host/served-endpoint.js';
 import { IncompleteVolumeError } from '../incomplete.js';
 import { clientLines, type ClientTls } from '../qemu-lines.js';
+import { serveDocument } from '../serve-document.js';
 import { oneLine, openRegisteredPool, withPool, type OpenedPool } from '../../src/host/open-pool.js';
 import { globals } from '../output.js';
 import { recordMembers } from '../../src/host/raid-members.js';
@@ -70,7 +72,7 @@ export const serveCommands: CommandGroup = (program) => {
     .addOption(cacheOption('pool files, RAID members and --file'))
     .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks a free one)')
     .option('--rebuild-rate <size>', 'RAID pools: background rebuild rate per second (0 = unlimited), also for raid add/replace sent to the server without --rate', '200M')
-    .action(async (pools: string[], opts: ServeOptions, cmd: Command) => serve(pools, opts, globals(cmd).home));
+    .action(async (pools: string[], opts: ServeOptions, cmd: Command) => serve(pools, opts, globals(cmd).home, globals(cmd).json));
 };
 
 function collect(value: string, previous: string[]): string[] {
@@ -86,9 +88,11 @@ interface Served {
   close(): Promise<void>;
   /** Hands over the server once it exists (the control socket asks it who is connected). */
   attach?(server: NbdServer): void;
+  /** Hands over the bound addresses once listening (the control socket tells import and export where to connect). */
+  listening?(bound: ListenAddress[]): void;
 }
 
-async function serve(pools: string[], opts: ServeOptions, home: string): Promise<void> {
+async function serve(pools: string[], opts: ServeOptions, home: string, json: boolean): Promise<void> {
   const maxConnections = Number(opts.maxConnections);
   if (!Number.isSafeInteger(maxConnections) || maxConnections < 1) throw new Error(`invalid --max-connections '${opts.maxConnections}'`);
   const perAddress = Number(opts.maxConnectionsPerAddress);
@@ -137,12 +141,16 @@ async function serve(pools: string[], opts: ServeOptions, home: string): Promise
     const bound: ListenAddress[] = [];
     for (const a of addresses) bound.push(await server.listen(a));
     const name = served.uriName;
-    for (const b of bound) process.stdout.write(`${nbdUri(b, name)}\n`);
-    if (metrics) process.stdout.write(`metrics: ${metrics.url}\n`);
     const lines = clientLines(bound, name, clientTls(opts, tls.mode !== 'off' && tls.psk));
-    process.stdout.write(`${lines.qemu}\n`);
-    for (const u of lines.tlsUris) process.stdout.write(`${u}\n`);
-    for (const n of lines.notes) process.stderr.write(`strata serve: ${n}\n`);
+    served.listening?.(bound);
+    if (json) process.stdout.write(`${JSON.stringify(serveDocument(bound, await served.source.list(), lines, metrics?.url), null, 2)}\n`);
+    else {
+      for (const b of bound) process.stdout.write(`${nbdUri(b, name)}\n`);
+      if (metrics) process.stdout.write(`metrics: ${metrics.url}\n`);
+      process.stdout.write(`${lines.qemu}\n`);
+      for (const u of lines.tlsUris) process.stdout.write(`${u}\n`);
+      for (const n of lines.notes) process.stderr.write(`strata serve: ${n}\n`);
+    }
     await stopped;
     await server.close();
     const summary = refusalSummary(server.stats);
@@ -187,6 +195,7 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
   };
   // The server is made once the pools are open; until then nobody is connected.
   let server: NbdServer | undefined;
+  let listeningOn: ListenAddress[] = [];
   try {
     const servedPools: ServedPool[] = [];
     const pools: Served['pools'][number][] = [];
@@ -217,7 +226,11 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
         clientsOf: (volume: string) => server?.clientsOf(source.exportName(poolName, volume)) ?? 0,
         disconnect: async (volume: string) => (server ? server.disconnect(source.exportName(poolName, volume)) : 0),
       };
-      const control = await ControlServer.start({ home, pool: poolName, opened: o.pool, ...(raid ? { raid } : {}), admin, rebuildRate, readOnly, direct, log });
+      const endpoint = async (volume: string): Promise<ServedEndpoint> => {
+        const name = await source.resolve(source.exportName(poolName, volume));
+        return { listen: listeningOn, tls: opts.tls, exportName: name ?? null, clients: name === undefined ? 0 : admin.clientsOf(volume), readOnly };
+      };
+      const control = await ControlServer.start({ home, pool: poolName, opened: o.pool, ...(raid ? { raid } : {}), admin, rebuildRate, readOnly, direct, log, endpoint });
       if (control) controls.push(control);
     }
     const held = source.held();
@@ -232,7 +245,7 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
     }
     if (exports.length === 0 && held.length > 0) throw new Error(`no volumes to serve in ${poolNames.join(', ')}: every one is incomplete (re-run its import, or --allow-incomplete)`);
     if (exports.length === 0) throw new Error(`no volumes to serve in ${poolNames.join(', ')} (create one: strata volume create ${poolNames[0]}/NAME SIZE)`);
-    return { source, uriName: opts.export[0] ?? exports[0]!.name, pools, close: closeAll, attach: (s) => void (server = s) };
+    return { source, uriName: opts.export[0] ?? exports[0]!.name, pools, close: closeAll, attach: (s) => void (server = s), listening: (b) => void (listeningOn = b) };
   } catch (err) {
     await closeAll();
     throw err;

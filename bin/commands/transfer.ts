@@ -1,7 +1,9 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import { tryLock } from 'fs-native-extensions';
-import { PoolError, type Pool, type Volume } from '../../src/qcowlike/index.js';
+import type { BlockDevice } from '../../src/blockdev/index.js';
+import type { Mappable } from '../../src/host/volume-runs.js';
+import { PoolError, type Pool } from '../../src/qcowlike/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { isFileTooLarge, tooLargeMessage } from '../../src/host/file-size-limit.js';
 import { openImageSource, readFully, systemReason, type ImageSource } from '../image-source.js';
@@ -13,6 +15,9 @@ import { parseVolumeRef, Registry } from '../../src/host/registry.js';
 import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
 import { volumeRuns } from './map.js';
+import { ControlClient } from '../../src/host/control-client.js';
+import type { NbdDevice } from '../../src/nbd/index.js';
+import { connectServed, exportHoldsData, refuseConnected, servedInfo, servedVolume, sizeCheck } from '../served-transfer.js';
 
 /** Raw images move in chunks this large: few calls, and a bounded amount in memory. */
 const CHUNK = 4 * 1024 * 1024;
@@ -52,7 +57,8 @@ async function importImage(ref: string, fileArg: string, opts: ImportOptions, cm
   const source = openImageSource(fileArg, CHUNK);
   const file = source.file;
   try {
-    const result = await withPool(g.home, poolName, { readOnly: false, direct: opts.cache === 'none' }, async ({ pool }) => {
+    const control = await ControlClient.connect(g.home, poolName);
+    const result = control ? await importServed(control, { poolName, name, ref, source, wanted, opts }) : await withPool(g.home, poolName, { readOnly: false, direct: opts.cache === 'none' }, async ({ pool }) => {
       const existing = await pool.volumeInfo(name).catch((err: unknown) => {
         if (err instanceof PoolError && err.code === 'ENOENT') return null;
         throw err;
@@ -108,6 +114,72 @@ async function importImage(ref: string, fileArg: string, opts: ImportOptions, cm
   }
 }
 
+interface ImportCopy {
+  bytesWritten: number;
+  zeroBytes: number;
+  bytesRead: number;
+  created: boolean;
+  replacedIncomplete: boolean;
+  volumeSize: number;
+}
+
+/**
+ * Import into a served pool: the same checks and the same copy as in-process,
+ * with the volume made (or removed) over the control socket and written over
+ * its NBD export. A volume created here is not marked incomplete (the server
+ * would not export it): if this process is killed midway, the volume holds
+ * part of the image and must be imported again or deleted.
+ */
+async function importServed(control: ControlClient, a: { poolName: string; name: string; ref: string; source: ImageSource; wanted: number | undefined; opts: ImportOptions }): Promise<ImportCopy> {
+  const { poolName, name, ref, source, wanted, opts } = a;
+  const file = source.file;
+  const fileSize = source.size;
+  try {
+    const existing = await servedVolume(control, name);
+    const redo = existing?.incomplete === true;
+    const exists = existing !== null && !redo;
+    if (existing && exists) sizeCheck(existing, ref, file, fileSize, wanted, opts.size);
+    else {
+      if (fileSize === null && wanted === undefined) throw new Error(`${file} is a pipe, whose size is not known: give --size to create ${ref}`);
+      const size = wanted ?? fileSize ?? 0;
+      if (size === 0) throw new Error(`${file} is empty: give --size to create ${ref}`);
+      if (fileSize !== null && size < fileSize) throw new Error(`--size ${opts.size} is smaller than ${file} (${formatSize(fileSize)})`);
+      if (redo) await control.request({ op: 'volume-delete', volume: name, force: false });
+      await control.request({ op: 'volume-create', volume: name, size, preallocation: 'off' });
+    }
+    const dropCreated = async (): Promise<void> => {
+      if (!exists) await control.request({ op: 'volume-delete', volume: name, force: true }).catch(() => undefined);
+    };
+    let device: NbdDevice;
+    try {
+      device = (await connectServed(control, poolName, name, true)).device;
+    } catch (err) {
+      await dropCreated();
+      throw err;
+    }
+    try {
+      if (exists) {
+        await refuseConnected(control, name, ref);
+        if (opts.force !== true && (await exportHoldsData(device))) throw new Error(`volume ${ref} holds data; use --force to overwrite it`);
+      }
+      const copied =
+        fileSize === null
+          ? await copyStreamIntoVolume(source, device, ref, !exists, new ProgressBar(`import ${ref}`, device.size))
+          : { ...(await copyIntoVolume({ fd: source.fd, file, size: fileSize }, device, !exists, new ProgressBar(`import ${ref}`, fileSize))), bytesRead: fileSize };
+      await device.flush();
+      const volumeSize = device.size;
+      await device.close();
+      return { ...copied, created: !exists, replacedIncomplete: redo, volumeSize };
+    } catch (err) {
+      await device.close().catch(() => undefined);
+      await dropCreated();
+      throw err;
+    }
+  } finally {
+    control.close();
+  }
+}
+
 /** Whether any byte of the volume is allocated data (zero runs and holes do not count). */
 async function holdsData(pool: Pool, name: string): Promise<boolean> {
   const volume = await pool.openVolume(name, { readOnly: true });
@@ -124,7 +196,7 @@ async function holdsData(pool: Pool, name: string): Promise<boolean> {
  * read already to look at its magic); a stream longer than the volume fails
  * the import rather than being cut short.
  */
-async function copyStreamIntoVolume(src: ImageSource, volume: Volume, ref: string, fresh: boolean, bar: ProgressBar): Promise<{ bytesWritten: number; zeroBytes: number; bytesRead: number }> {
+export async function copyStreamIntoVolume(src: ImageSource, volume: BlockDevice, ref: string, fresh: boolean, bar: ProgressBar): Promise<{ bytesWritten: number; zeroBytes: number; bytesRead: number }> {
   let bytesWritten = 0;
   let zeroBytes = 0;
   let pos = 0;
@@ -148,7 +220,7 @@ async function copyStreamIntoVolume(src: ImageSource, volume: Volume, ref: strin
 }
 
 /** Writes one chunk of an image at `pos`: its data runs as writes, its zero runs as nothing on a new volume (it reads zeroes already) or as write-zeroes on an existing one. */
-async function writeChunk(volume: Volume, chunk: Buffer, pos: number, fresh: boolean): Promise<{ written: number; zero: number }> {
+async function writeChunk(volume: BlockDevice, chunk: Buffer, pos: number, fresh: boolean): Promise<{ written: number; zero: number }> {
   let written = 0;
   let zero = 0;
   for (const run of runsOf(chunk)) {
@@ -169,7 +241,7 @@ interface Source {
   size: number;
 }
 
-async function copyIntoVolume(src: Source, volume: Volume, fresh: boolean, bar: ProgressBar): Promise<{ bytesWritten: number; zeroBytes: number }> {
+export async function copyIntoVolume(src: Source, volume: BlockDevice, fresh: boolean, bar: ProgressBar): Promise<{ bytesWritten: number; zeroBytes: number }> {
   let bytesWritten = 0;
   let zeroBytes = 0;
   let done = 0;
@@ -227,40 +299,26 @@ async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: 
   const bad: Range[] | undefined = opts.salvage === true ? [] : undefined;
   const g = globals(cmd);
   const { pool: poolName, volume: name } = parseVolumeRef(ref);
-  const result = await withPool(g.home, poolName, { readOnly: true, direct: opts.cache === 'none' }, async ({ pool }) => {
-    const info = await findVolume(pool, poolName, name);
-    if (info.incomplete && opts.allowIncomplete !== true) throw new IncompleteVolumeError(poolName, name, '--allow-incomplete exports what it holds');
-    const volume = await aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
-    if (file === '-') {
-      try {
-        return { size: volume.size, ...(await copyToStdout(volume, new ProgressBar(`export ${ref}`, volume.size), bad)) };
-      } finally {
-        await volume.close();
-      }
-    }
-    try {
-      const fd = openTarget(file, opts.force === true, new Registry(g.home));
-      try {
+  const control = await ControlClient.connect(g.home, poolName);
+  let live = 0;
+  const result = control
+    ? await exportServed(control, poolName, name, opts.allowIncomplete === true, (device, clients) => {
+        live = clients;
+        return exportDevice(device, ref, file, opts.force === true, g.home, bad);
+      })
+    : await withPool(g.home, poolName, { readOnly: true, direct: opts.cache === 'none' }, async ({ pool }) => {
+        const info = await findVolume(pool, poolName, name);
+        if (info.incomplete && opts.allowIncomplete !== true) throw new IncompleteVolumeError(poolName, name, '--allow-incomplete exports what it holds');
+        const volume = await aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
         try {
-          fs.ftruncateSync(fd, volume.size);
-        } catch (err) {
-          if (isFileTooLarge(err)) throw new Error(`cannot export ${ref}: ${tooLargeMessage(file, volume.size)}`);
-          throw new Error(`cannot make ${file} ${formatSize(volume.size)} long: ${systemReason(err)}`);
+          return await exportDevice(volume, ref, file, opts.force === true, g.home, bad);
+        } finally {
+          await volume.close();
         }
-        const copied = await copyFromVolume(volume, { fd, file }, new ProgressBar(`export ${ref}`, volume.size), bad);
-        fs.fsyncSync(fd);
-        fs.closeSync(fd);
-        return { size: volume.size, ...copied };
-      } catch (err) {
-        // What is there is not the volume: leave no half-written image behind.
-        fs.closeSync(fd);
-        fs.rmSync(file, { force: true });
-        throw err;
-      }
-    } finally {
-      await volume.close();
-    }
-  });
+      });
+  // Other clients of a served volume may write while it is read: what the image holds is not one moment's state.
+  const liveRead = live > 0 ? { liveClients: live } : {};
+  if (live > 0 && !g.json) process.stderr.write(`strata: warning: ${ref} had ${live} connected client${live === 1 ? '' : 's'} while it was exported: the image is not a point-in-time copy if ${live === 1 ? 'it' : 'they'} wrote meanwhile\n`);
   const unreadable = bad === undefined ? undefined : mergeRanges(bad);
   const lost = (unreadable ?? []).reduce((sum, r) => sum + r.length, 0);
   const salvaged = unreadable === undefined ? {} : { unreadable, unreadableBytes: lost };
@@ -273,12 +331,55 @@ async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: 
   const lostText = unreadable === undefined ? '' : `, ${formatSize(lost)} unreadable (zero-filled)`;
   if (file === '-') {
     // The image is on stdout: the summary goes to stderr, in JSON with --json.
-    const json = { pool: poolName, volume: name, file: 'stdout', ...result, ...salvaged };
+    const json = { pool: poolName, volume: name, file: 'stdout', ...result, ...salvaged, ...liveRead };
     process.stderr.write(g.json ? `${JSON.stringify(json, null, 2)}\n` : `exported ${ref} to stdout: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} of data${lostText}\n`);
     return;
   }
-  const json = { pool: poolName, volume: name, file, ...result, ...salvaged };
+  const json = { pool: poolName, volume: name, file, ...result, ...salvaged, ...liveRead };
   report(g, json, `exported ${ref} to ${file}: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} written, ${formatSize(result.size - result.bytesWritten)} left sparse${lostText}`);
+}
+
+/** Copies an open volume (in-process, or a served one's NBD export) to FILE or stdout. */
+async function exportDevice(volume: BlockDevice & Mappable, ref: string, file: string, force: boolean, home: string, bad: Range[] | undefined): Promise<{ size: number; bytesWritten: number }> {
+  if (file === '-') return { size: volume.size, ...(await copyToStdout(volume, new ProgressBar(`export ${ref}`, volume.size), bad)) };
+  const fd = openTarget(file, force, new Registry(home));
+  try {
+    try {
+      fs.ftruncateSync(fd, volume.size);
+    } catch (err) {
+      if (isFileTooLarge(err)) throw new Error(`cannot export ${ref}: ${tooLargeMessage(file, volume.size)}`);
+      throw new Error(`cannot make ${file} ${formatSize(volume.size)} long: ${systemReason(err)}`);
+    }
+    const copied = await copyFromVolume(volume, { fd, file }, new ProgressBar(`export ${ref}`, volume.size), bad);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    return { size: volume.size, ...copied };
+  } catch (err) {
+    // What is there is not the volume: leave no half-written image behind.
+    fs.closeSync(fd);
+    fs.rmSync(file, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * Export from a served pool, read over the volume's NBD export with block
+ * status, so holes stay holes. Clients of the volume keep running: their
+ * writes during the copy may or may not be in the image (`clients` says how
+ * many there were when it started).
+ */
+async function exportServed<T>(control: ControlClient, poolName: string, name: string, allowIncomplete: boolean, copy: (device: NbdDevice, clients: number) => Promise<T>): Promise<T> {
+  try {
+    await servedInfo(control, poolName, name, allowIncomplete);
+    const { device, endpoint } = await connectServed(control, poolName, name, false);
+    try {
+      return await copy(device, endpoint.clients);
+    } finally {
+      await device.close().catch(() => undefined);
+    }
+  } finally {
+    control.close();
+  }
 }
 
 /**
@@ -286,7 +387,7 @@ async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: 
  * runs from one shared zero buffer without reading them. Waits for the reader
  * (stdout's drain), so memory stays at one chunk whatever the pipe's pace.
  */
-async function copyToStdout(volume: Volume, bar: ProgressBar, bad: Range[] | undefined): Promise<{ bytesWritten: number }> {
+export async function copyToStdout(volume: BlockDevice & Mappable, bar: ProgressBar, bad: Range[] | undefined): Promise<{ bytesWritten: number }> {
   let bytesWritten = 0;
   const zero = Buffer.alloc(CHUNK);
   const put = async (buf: Buffer): Promise<void> => {
@@ -314,7 +415,7 @@ async function copyToStdout(volume: Volume, bar: ProgressBar, bad: Range[] | und
   return { bytesWritten };
 }
 
-async function copyFromVolume(volume: Volume, target: { fd: number; file: string }, bar: ProgressBar, bad: Range[] | undefined): Promise<{ bytesWritten: number }> {
+export async function copyFromVolume(volume: BlockDevice & Mappable, target: { fd: number; file: string }, bar: ProgressBar, bad: Range[] | undefined): Promise<{ bytesWritten: number }> {
   let bytesWritten = 0;
   let done = 0;
   const buffers = Array.from({ length: DEPTH }, () => Buffer.allocUnsafe(CHUNK));
@@ -390,7 +491,7 @@ function isZero(buf: Buffer, start: number, end: number): boolean {
  * is known to be a plain file nobody holds: --force must never wipe a pool
  * file, the one being exported from least of all (its lock is held right here).
  */
-function openTarget(file: string, overwrite: boolean, registry: Registry): number {
+export function openTarget(file: string, overwrite: boolean, registry: Registry): number {
   const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
   let fd: number;
   try {

@@ -7,6 +7,7 @@ import { DEFAULT_LISTEN, parseHostPort } from '../host-port.js';
 import { INCOMPLETE_ADVICE } from '../incomplete.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, parseVolumeRef } from '../../src/host/registry.js';
+import { resizeBy } from '../resize-by.js';
 import { formatSize, parseSize } from '../size.js';
 import type { CommandGroup } from './index.js';
 
@@ -33,8 +34,10 @@ export const volumeCommands: CommandGroup = (program) => {
     .action(volumeInfo);
   volume
     .command('resize <pool/vol> <size>')
-    .description('grow or shrink a volume (SIZE, or +SIZE to grow by)')
+    .description('grow or shrink a volume (SIZE, +SIZE to grow by, or -SIZE to shrink by)')
     .option('--force', 'shrink even if data lies beyond the new end (it is discarded)')
+    // Lets `-SIZE` through as the size (commander takes anything after a dash for an option); resizeBy refuses real unknown options.
+    .allowUnknownOption()
     .action(resizeVolume);
   volume
     .command('delete <pool/vol>')
@@ -107,10 +110,9 @@ async function volumeInfo(ref: string, opts: InfoOptions, cmd: Command): Promise
 async function resizeVolume(ref: string, sizeText: string, opts: { force?: boolean }, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const { pool: poolName, volume } = parseVolumeRef(ref);
-  const grow = sizeText.startsWith('+');
-  const amount = parseSize(grow ? sizeText.slice(1) : sizeText);
+  const by = resizeBy(sizeText);
   const force = opts.force === true;
-  const r = await adminOnPool(g.home, poolName, { op: 'volume-resize', volume, size: amount, grow, force }, { readOnly: false });
+  const r = await adminOnPool(g.home, poolName, { op: 'volume-resize', volume, ...by, force }, { readOnly: false });
   report(g, { pool: poolName, volume, oldSize: r.oldSize, size: r.size }, `resized ${ref}: ${formatSize(r.oldSize)} -> ${formatSize(r.size)}`);
 }
 

@@ -16,7 +16,7 @@ export type AdminRequest =
   | { op: 'volume-list' }
   | { op: 'volume-info'; volume: string }
   | { op: 'volume-create'; volume: string; size: number; preallocation: Preallocation }
-  | { op: 'volume-resize'; volume: string; size: number; grow: boolean; force: boolean }
+  | { op: 'volume-resize'; volume: string; size: number; grow: boolean; shrink?: boolean; force: boolean }
   | { op: 'volume-delete'; volume: string; force: boolean }
   | { op: 'map'; volume: string };
 
@@ -82,7 +82,8 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
     }
     case 'volume-resize': {
       const old = (await about(req.volume, () => pool.volumeInfo(req.volume))).size;
-      const size = req.grow ? old + req.size : req.size;
+      // `+SIZE` and `-SIZE` are relative to the size the pool holds now, not to what the client last saw.
+      const size = req.grow ? old + req.size : req.shrink === true ? old - req.size : req.size;
       if (size <= 0) throw new AdminError('EINVAL', 'a volume needs a size above 0');
       if (size < old && !req.force) {
         const beyond = await dataBeyond(pool, req.volume, size);
@@ -171,7 +172,12 @@ export function parseAdminRequest(raw: Record<string, unknown>): AdminRequest {
       return { op: 'volume-create', volume: volume(), size: bytes('size'), preallocation: p as Preallocation };
     }
     case 'volume-resize':
-      return { op: 'volume-resize', volume: volume(), size: bytes('size'), grow: flag('grow'), force: flag('force') };
+      {
+      const grow = flag('grow');
+      const shrink = flag('shrink');
+      if (grow && shrink) throw new Error("'volume-resize' takes 'grow' or 'shrink', not both");
+      return { op: 'volume-resize', volume: volume(), size: bytes('size'), grow, ...(shrink ? { shrink } : {}), force: flag('force') };
+    }
     default:
       throw new Error(`unknown request '${String(raw.op)}'`);
   }

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { ADMIN_OPS, parseAdminRequest, type AdminRequest } from './admin.js';
+import { ENDPOINT_OP, parseEndpointRequest, type EndpointRequest } from './served-endpoint.js';
 import { parseRaidRequest, RAID_OPS, type RaidRequest, type RaidResult } from './raid-admin.js';
 import { checkName } from './registry.js';
 
@@ -11,7 +12,7 @@ import { checkName } from './registry.js';
  * one reply line with `ok`. Member files are absolute paths: the server's
  * working directory is not the client's.
  */
-export type ControlRequest = RaidRequest | AdminRequest;
+export type ControlRequest = RaidRequest | AdminRequest | EndpointRequest;
 
 export interface ControlProgress {
   progress: number;
@@ -42,6 +43,7 @@ export function parseRequest(line: string): ControlRequest {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error('request is not a JSON object');
   const r = raw as Record<string, unknown>;
   if (typeof r.op === 'string' && ADMIN_OPS.has(r.op)) return parseAdminRequest(r);
+  if (r.op === ENDPOINT_OP) return parseEndpointRequest(r);
   if (typeof r.op === 'string' && RAID_OPS.has(r.op)) return parseRaidRequest(r);
   throw new Error(`unknown request '${String(r.op)}' (${[...RAID_OPS, ...ADMIN_OPS].join(', ')})`);
 }

@@ -6,6 +6,7 @@ import type { Pool } from '../qcowlike/index.js';
 import type { RaidArray } from '../raid/index.js';
 import { controlSocketPath, LineSplitter, MAX_LINE, parseRequest, type ControlLine, type ControlReply, type ControlRequest } from './control-protocol.js';
 import { raidWrites, runRaid, type RaidRequest, type RaidResult } from './raid-admin.js';
+import { ENDPOINT_OP, type ServedEndpoint } from './served-endpoint.js';
 import { oneLine, type OpenedArray } from './open-pool.js';
 import { recordMembers } from './raid-members.js';
 import { Registry } from './registry.js';
@@ -28,6 +29,8 @@ export interface ControlServerOptions {
   /** Members added here are opened with O_DIRECT, like the served array's (`serve --cache none`). */
   direct: boolean;
   log: (message: string) => void;
+  /** Where a volume's export is reached, for import and export on the served pool. */
+  endpoint?: (volume: string) => Promise<ServedEndpoint>;
 }
 
 /**
@@ -127,6 +130,10 @@ export class ControlServer {
     try {
       const req = parseRequest(line);
       if (isAdmin(req)) return { ok: true, messages, result: await this.admin(req) };
+      if (req.op === ENDPOINT_OP) {
+        if (!this.opts.endpoint) throw new Error(`pool '${this.opts.pool}': this server does not say where its exports are`);
+        return { ok: true, messages, result: await this.opts.endpoint(req.volume) };
+      }
       return { ok: true, ...(await this.raid(req, (l) => send(conn, l))) };
     } catch (err) {
       return { ok: false, error: oneLine(err) };

@@ -1,4 +1,7 @@
-import type { Volume } from '../qcowlike/index.js';
+import type { BlockDevice } from '../blockdev/index.js';
+
+/** A device that answers block status (a volume, or an NBD export of one). */
+export type Mappable = Pick<BlockDevice, 'name' | 'size'> & Required<Pick<BlockDevice, 'blockStatus'>>;
 
 export type RunType = 'data' | 'zero' | 'hole';
 
@@ -20,7 +23,7 @@ export interface MapRun {
 const STATUS_SPAN = 1024 ** 3;
 
 /** Walks the whole volume in blockStatus spans and yields its runs, adjacent equal runs merged across span boundaries. */
-export async function* volumeRuns(volume: Volume, onProgress?: (done: number) => void): AsyncGenerator<MapRun> {
+export async function* volumeRuns(volume: Mappable, onProgress?: (done: number) => void): AsyncGenerator<MapRun> {
   let pending: MapRun | undefined;
   let pos = 0;
   while (pos < volume.size) {
