@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { ADMIN_OPS, parseAdminRequest, type AdminRequest } from '../src/host/admin.js';
+import { JOB_OPS, parseJobRequest, type JobRequest } from '../src/host/job-requests.js';
 import type { ArrayStatus, ScrubReport } from '../src/raid/index.js';
 import { checkName } from './registry.js';
 
@@ -21,7 +22,7 @@ export type RaidRequest =
   | { op: 'rebuild'; rate?: number }
   | { op: 'scrub'; repair?: boolean };
 
-export type ControlRequest = RaidRequest | AdminRequest;
+export type ControlRequest = RaidRequest | AdminRequest | JobRequest;
 
 export interface ControlProgress {
   progress: number;
@@ -76,6 +77,7 @@ export function parseRequest(line: string): ControlRequest {
     return r[key];
   };
   if (typeof r.op === 'string' && ADMIN_OPS.has(r.op)) return parseAdminRequest(r);
+  if (typeof r.op === 'string' && JOB_OPS.has(r.op)) return parseJobRequest(r);
   switch (r.op) {
     case 'status':
       return { op: 'status' };
@@ -92,7 +94,7 @@ export function parseRequest(line: string): ControlRequest {
     case 'scrub':
       return { op: 'scrub', repair: flag('repair') };
     default:
-      throw new Error(`unknown request '${String(r.op)}' (status, fail, remove, add, replace, rebuild, scrub, ${[...ADMIN_OPS].join(', ')})`);
+      throw new Error(`unknown request '${String(r.op)}' (status, fail, remove, add, replace, rebuild, scrub, ${[...ADMIN_OPS, ...JOB_OPS].join(', ')})`);
   }
 }
 

@@ -3,6 +3,9 @@ import net from 'node:net';
 import path from 'node:path';
 import type { FileDevice } from '../src/blockdev/index.js';
 import { ADMIN_OPS, runAdmin, type AdminContext, type AdminRequest } from '../src/host/admin.js';
+import { isJobRequest, runJobRequest } from '../src/host/job-requests.js';
+import { jobsFor } from '../src/host/jobs.js';
+import { rebuildJob } from '../src/host/rebuild-job.js';
 import type { Pool } from '../src/qcowlike/index.js';
 import type { RaidArray } from '../src/raid/index.js';
 import { controlSocketPath, LineSplitter, MAX_LINE, parseRequest, type ControlLine, type ControlReply, type ControlRequest, type RaidRequest } from './control-protocol.js';
@@ -127,6 +130,7 @@ export class ControlServer {
     const unlisten = this.opts.raid?.listen((m) => messages.push(m));
     try {
       const req = parseRequest(line);
+      if (isJobRequest(req)) return { ok: true, messages, result: runJobRequest(jobsFor(this.opts.home, this.opts.pool), req) };
       if (isAdmin(req)) return { ok: true, messages, result: await this.admin(req) };
       const out = await this.run(req, (l) => send(conn, l));
       return { ok: true, status: this.array.status(), messages, ...out };
@@ -141,7 +145,7 @@ export class ControlServer {
   private admin(req: AdminRequest): Promise<unknown> {
     const writes = !(req.op === 'pool-info' || req.op === 'pool-check' || req.op === 'volume-list' || req.op === 'volume-info' || req.op === 'map');
     if (writes && this.opts.readOnly) throw new Error(`pool '${this.opts.pool}' is served read-only`);
-    const run = this.queue.then(() => runAdmin(this.opts.opened, req, { poolName: this.opts.pool, online: true, ...this.opts.admin }));
+    const run = this.queue.then(() => runAdmin(this.opts.opened, req, { poolName: this.opts.pool, online: true, jobs: jobsFor(this.opts.home, this.opts.pool), ...this.opts.admin }));
     this.queue = run.then(
       () => undefined,
       () => undefined,
@@ -183,7 +187,7 @@ export class ControlServer {
       case 'rebuild': {
         const rebuilding = a.needsRebuild();
         // A rebuild already running (started by add, replace or a spare) is joined, at its own rate.
-        const done = a.rebuild({ rate });
+        const done = rebuildJob(jobsFor(this.opts.home, this.opts.pool), a, rate);
         const timer = setInterval(() => {
           const p = a.status().rebuild;
           if (p) progress({ progress: p.fraction, bytes: p.bytesDone });

@@ -2,6 +2,9 @@ import fs from 'node:fs';
 import { BlockDeviceError, FileDevice, type BlockDevice } from '../src/blockdev/index.js';
 import { Pool, PoolError, type VolumeInfo } from '../src/qcowlike/index.js';
 import { assembleArray, type AssembleOptions, type RaidArray } from '../src/raid/index.js';
+import { jobsFor } from '../src/host/jobs.js';
+import { followReclaimAtOpen } from '../src/host/reclaim-job.js';
+import { rebuildJob } from '../src/host/rebuild-job.js';
 import { loadPending, repairPendingNow, savePending } from './pending-store.js';
 import { Registry, type PoolRecord } from './registry.js';
 
@@ -63,6 +66,7 @@ async function openPool(registry: Registry, record: PoolRecord, opts: OpenPoolOp
     if (err instanceof PoolError) throw new PoolError(err.code, `pool '${record.name}': ${oneLine(err)}`);
     throw new Error(`pool '${record.name}': ${oneLine(err)}`);
   }
+  if (!readOnly) followReclaimAtOpen(jobsFor(registry.home, record.name), pool);
   const close = async (): Promise<void> => {
     await pool.close();
     // What a read-only open served from a good copy but could not rewrite waits for the next read-write open.
@@ -130,7 +134,7 @@ async function openArray(registry: Registry, record: PoolRecord, { readOnly, ser
     loadPending(registry.home, array, say);
     await repairPendingNow(registry.home, array, say);
     if (serving && array.needsRebuild()) {
-      array.rebuild({ rate: serving.rebuildRate }).catch((err: unknown) => say(`rebuild stopped: ${oneLine(err)}`));
+      rebuildJob(jobsFor(registry.home, record.name), array, serving.rebuildRate).catch((err: unknown) => say(`rebuild stopped: ${oneLine(err)}`));
     }
     let queue: Promise<unknown> = Promise.resolve();
     return {

@@ -1,3 +1,5 @@
+import { jobsFor } from '../../src/host/jobs.js';
+import { rebuildJob } from '../../src/host/rebuild-job.js';
 import path from 'node:path';
 import { Command } from 'commander';
 import { assembleArray, createArray, DEFAULT_CHUNK, type ArrayStatus, type RaidArray, type RaidLevel, type RebuildProgress, type ScrubReport } from '../../src/raid/index.js';
@@ -87,10 +89,12 @@ async function open(home: string, members: string[], readOnly = false, direct = 
   return array;
 }
 
-async function rebuildForeground(array: RaidArray, rate: number): Promise<void> {
+async function rebuildForeground(array: RaidArray, rate: number, job?: { home: string; pool: string | undefined }): Promise<void> {
   if (!array.needsRebuild()) return;
   const bar = progressPrinter('rebuilding');
-  await array.rebuild({ rate, onProgress: (p: RebuildProgress) => bar.update(p.fraction, p.bytesDone) });
+  const onProgress = (p: RebuildProgress): void => bar.update(p.fraction, p.bytesDone);
+  // A named pool's rebuild is one of its jobs (listed, cancellable with Ctrl-C, reported if this process dies).
+  await (job?.pool ? rebuildJob(jobsFor(job.home, job.pool), array, rate, onProgress) : array.rebuild({ rate, onProgress }));
   bar.done();
 }
 
@@ -329,7 +333,7 @@ export const raidCommands: CommandGroup = (program) => {
         membersOf(where, cmd),
         async (a) => {
           if (!a.needsRebuild()) say('nothing to rebuild: every member is in sync');
-          await rebuildForeground(a, o.rate ?? 0);
+          await rebuildForeground(a, o.rate ?? 0, { home: globals(cmd).home, pool: where.pool });
         },
         false,
         o.cache === 'none',

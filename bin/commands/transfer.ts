@@ -2,7 +2,9 @@ import fs from 'node:fs';
 import type { Command } from 'commander';
 import { tryLock } from 'fs-native-extensions';
 import { PoolError, type Pool, type Volume } from '../../src/qcowlike/index.js';
+import { jobsFor } from '../../src/host/jobs.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
+import { JobProgressBar } from '../job-progress.js';
 import { isFileTooLarge, tooLargeMessage } from '../file-size-limit.js';
 import { openImageSource, readFully, systemReason, type ImageSource } from '../image-source.js';
 import { IncompleteVolumeError } from '../incomplete.js';
@@ -52,7 +54,8 @@ async function importImage(ref: string, fileArg: string, opts: ImportOptions, cm
   const source = openImageSource(fileArg, CHUNK);
   const file = source.file;
   try {
-    const result = await withPool(g.home, poolName, { readOnly: false, direct: opts.cache === 'none' }, async ({ pool }) => {
+    const spec = { kind: 'import' as const, target: `${ref} from ${file}`, total: source.size ?? 0, restart: `strata import ${ref} ${fileArg} (an incomplete volume is created anew)`, signal: interrupt.signal };
+    const result = await jobsFor(g.home, poolName).run(spec, (job) => withPool(g.home, poolName, { readOnly: false, direct: opts.cache === 'none' }, async ({ pool }) => {
       const existing = await pool.volumeInfo(name).catch((err: unknown) => {
         if (err instanceof PoolError && err.code === 'ENOENT') return null;
         throw err;
@@ -83,8 +86,8 @@ async function importImage(ref: string, fileArg: string, opts: ImportOptions, cm
         // A new volume reads zeroes everywhere already; an existing one must have its zero runs zeroed.
         copied =
           fileSize === null
-            ? await copyStreamIntoVolume(source, volume, ref, !exists, new ProgressBar(`import ${ref}`, volume.size))
-            : { ...(await copyIntoVolume({ fd: source.fd, file, size: fileSize }, volume, !exists, new ProgressBar(`import ${ref}`, fileSize))), bytesRead: fileSize };
+            ? await copyStreamIntoVolume(source, volume, ref, !exists, new JobProgressBar(`import ${ref}`, volume.size, job))
+            : { ...(await copyIntoVolume({ fd: source.fd, file, size: fileSize }, volume, !exists, new JobProgressBar(`import ${ref}`, fileSize, job))), bytesRead: fileSize };
         // For a volume this import created, one commit makes the data durable and clears the mark.
         if (exists) await volume.flush();
         else await pool.completeVolume(name);
@@ -98,7 +101,7 @@ async function importImage(ref: string, fileArg: string, opts: ImportOptions, cm
       const volumeSize = volume.size;
       await volume.close();
       return { ...copied, created: !exists, replacedIncomplete: redo, volumeSize };
-    });
+    }));
     const { bytesRead, ...rest } = result;
     const json = { pool: poolName, volume: name, file, fileSize: bytesRead, ...rest };
     const how = result.replacedIncomplete ? ` (created anew over an incomplete import, ${formatSize(result.volumeSize)})` : result.created ? ` (created, ${formatSize(result.volumeSize)})` : '';
@@ -227,13 +230,14 @@ async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: 
   const bad: Range[] | undefined = opts.salvage === true ? [] : undefined;
   const g = globals(cmd);
   const { pool: poolName, volume: name } = parseVolumeRef(ref);
-  const result = await withPool(g.home, poolName, { readOnly: true, direct: opts.cache === 'none' }, async ({ pool }) => {
+  const spec = { kind: 'export' as const, target: `${ref} to ${file === '-' ? 'stdout' : file}`, restart: `strata export ${ref} ${file}${file === '-' ? '' : ' --force'}`, signal: interrupt.signal };
+  const result = await jobsFor(g.home, poolName).run(spec, (job) => withPool(g.home, poolName, { readOnly: true, direct: opts.cache === 'none' }, async ({ pool }) => {
     const info = await findVolume(pool, poolName, name);
     if (info.incomplete && opts.allowIncomplete !== true) throw new IncompleteVolumeError(poolName, name, '--allow-incomplete exports what it holds');
     const volume = await aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
     if (file === '-') {
       try {
-        return { size: volume.size, ...(await copyToStdout(volume, new ProgressBar(`export ${ref}`, volume.size), bad)) };
+        return { size: volume.size, ...(await copyToStdout(volume, new JobProgressBar(`export ${ref}`, volume.size, job), bad)) };
       } finally {
         await volume.close();
       }
@@ -247,7 +251,7 @@ async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: 
           if (isFileTooLarge(err)) throw new Error(`cannot export ${ref}: ${tooLargeMessage(file, volume.size)}`);
           throw new Error(`cannot make ${file} ${formatSize(volume.size)} long: ${systemReason(err)}`);
         }
-        const copied = await copyFromVolume(volume, { fd, file }, new ProgressBar(`export ${ref}`, volume.size), bad);
+        const copied = await copyFromVolume(volume, { fd, file }, new JobProgressBar(`export ${ref}`, volume.size, job), bad);
         fs.fsyncSync(fd);
         fs.closeSync(fd);
         return { size: volume.size, ...copied };
@@ -260,7 +264,7 @@ async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: 
     } finally {
       await volume.close();
     }
-  });
+  }));
   const unreadable = bad === undefined ? undefined : mergeRanges(bad);
   const lost = (unreadable ?? []).reduce((sum, r) => sum + r.length, 0);
   const salvaged = unreadable === undefined ? {} : { unreadable, unreadableBytes: lost };

@@ -67,6 +67,8 @@ export interface RebuildOptions {
   stepRows?: number;
   /** Milliseconds between resume checkpoints written to the superblocks (default 1000). */
   checkpointMs?: number;
+  /** Stops this caller's rebuild at a checkpoint (the role stays rebuilding, to resume later); the promise then rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export interface ScrubOptions {
@@ -750,7 +752,7 @@ export class RaidArray implements BlockDevice {
       const started = Date.now();
       const from = slot.rebuiltRows;
       let lastCheckpoint = Date.now();
-      while (slot.rebuiltRows < g.rows && slot.state === 'rebuilding' && !state.stop) {
+      while (slot.rebuiltRows < g.rows && slot.state === 'rebuilding' && !state.stop && !opts.signal?.aborted) {
         const r0 = slot.rebuiltRows;
         const r1 = Math.min(g.rows, r0 + step);
         // A retry after the rebuilt member itself failed has nothing left to do.
@@ -784,6 +786,10 @@ export class RaidArray implements BlockDevice {
       }
       if (slot.state !== 'rebuilding') continue;
       await slot.dev!.flush();
+      if (opts.signal?.aborted && slot.rebuiltRows < g.rows) {
+        await this.persist();
+        throw opts.signal.reason instanceof Error ? opts.signal.reason : new Error('rebuild cancelled');
+      }
       if (slot.rebuiltRows >= g.rows) {
         slot.state = 'active';
         slot.rebuiltRows = 0;
