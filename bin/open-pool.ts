@@ -123,6 +123,7 @@ async function openArray(registry: Registry, record: PoolRecord, { readOnly, ser
     direct: direct ?? false,
     autoRebuild: serving !== undefined,
     rebuildRate: defaultRate,
+    startRebuild: (array) => rebuildJob(jobsFor(registry.home, record.name), array, options.rebuildRate ?? 0),
     onEvent: (m) => {
       say(m);
       for (const l of listeners) l(m);

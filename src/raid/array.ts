@@ -45,6 +45,8 @@ export interface RaidArrayOptions {
   autoRebuild?: boolean;
   /** Rebuild rate limit in bytes per second of member data, 0 or absent for none. */
   rebuildRate?: number;
+  /** How a background rebuild starts (a host runs it as a job it can follow and cancel); rebuild() at rebuildRate if absent. */
+  startRebuild?: (array: RaidArray) => Promise<void>;
   /** Called with anything a person should know: member failures, spares taking over. */
   onEvent?: (message: string) => void;
 }
@@ -737,7 +739,7 @@ export class RaidArray implements BlockDevice {
     this.event(`${slot.dev?.name} takes member role ${role}${old.dev ? ` from ${old.dev.name}` : ''}; ${slot.source ? 'copying (hot replace)' : 'rebuilding'}`);
     await this.persist();
     if (this.opts.autoRebuild) {
-      this.rebuild({ rate: this.opts.rebuildRate ?? 0 }).catch((e: unknown) => this.event(`rebuild stopped: ${e instanceof Error ? e.message : String(e)}`));
+      (this.opts.startRebuild ? this.opts.startRebuild(this) : this.rebuild({ rate: this.opts.rebuildRate ?? 0 })).catch((e: unknown) => this.event(`rebuild stopped: ${e instanceof Error ? e.message : String(e)}`));
     }
   }
 
