@@ -1,4 +1,4 @@
-import type { JobControl } from '../src/host/jobs.js';
+import { JobError, type JobControl } from '../src/host/jobs.js';
 import { ProgressBar } from './output.js';
 
 /**
@@ -18,7 +18,8 @@ export class JobProgressBar extends ProgressBar {
 
   override update(done: number): void {
     this.job.progress(done);
-    if (this.job.signal.aborted) throw this.job.signal.reason instanceof Error ? this.job.signal.reason : new Error('cancelled');
+    // Only a cancel stops the copy here: Ctrl-C has its own way out of the copy loop, with its own message.
+    if (this.job.signal.aborted && this.job.signal.reason instanceof JobError) throw this.job.signal.reason;
     super.update(done);
   }
 }
