@@ -6,6 +6,7 @@ import { ADMIN_OPS, runAdmin, type AdminContext, type AdminRequest } from '../sr
 import { isJobRequest, runJobRequest } from '../src/host/job-requests.js';
 import { jobsFor } from '../src/host/jobs.js';
 import { rebuildJob } from '../src/host/rebuild-job.js';
+import { scrubJob } from '../src/host/scrub-job.js';
 import type { Pool } from '../src/qcowlike/index.js';
 import type { RaidArray } from '../src/raid/index.js';
 import { controlSocketPath, LineSplitter, MAX_LINE, parseRequest, type ControlLine, type ControlReply, type ControlRequest, type RaidRequest } from './control-protocol.js';
@@ -203,13 +204,10 @@ export class ControlServer {
       }
       case 'scrub': {
         let last = 0;
-        const report = await a.scrub({
-          repair: req.repair ?? false,
-          onProgress: (f) => {
-            if (Date.now() - last < PROGRESS_MS && f < 1) return;
-            last = Date.now();
-            progress({ progress: f, bytes: Math.round(f * a.size) });
-          },
+        const report = await scrubJob(jobsFor(this.opts.home, this.opts.pool), a, req.repair ?? false, (f) => {
+          if (Date.now() - last < PROGRESS_MS && f < 1) return;
+          last = Date.now();
+          progress({ progress: f, bytes: Math.round(f * a.size) });
         });
         return { report };
       }

@@ -1,5 +1,6 @@
 import { jobsFor } from '../../src/host/jobs.js';
 import { rebuildJob } from '../../src/host/rebuild-job.js';
+import { scrubJob } from '../../src/host/scrub-job.js';
 import path from 'node:path';
 import { Command } from 'commander';
 import { assembleArray, createArray, DEFAULT_CHUNK, type ArrayStatus, type RaidArray, type RaidLevel, type RebuildProgress, type ScrubReport } from '../../src/raid/index.js';
@@ -355,7 +356,8 @@ export const raidCommands: CommandGroup = (program) => {
           // Repairs a read-only open left pending name the bad member: fix them from the others before parity is trusted.
           if (o.repair) await repairPendingNow(globals(cmd).home, a, say);
           const bar = progressPrinter('scrubbing');
-          const report = await a.scrub({ repair: o.repair ?? false, onProgress: (f) => bar.update(f, f * a.size) });
+          const onProgress = (f: number): void => bar.update(f, f * a.size);
+          const report = await (where.pool ? scrubJob(jobsFor(globals(cmd).home, where.pool), a, o.repair ?? false, onProgress) : a.scrub({ repair: o.repair ?? false, onProgress }));
           bar.done();
           printScrub(report, globals(cmd).json);
         },

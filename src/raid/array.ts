@@ -76,6 +76,8 @@ export interface RebuildOptions {
 export interface ScrubOptions {
   repair?: boolean;
   onProgress?: (fraction: number) => void;
+  /** Stops the scrub between steps; the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export interface ScrubReport {
@@ -405,6 +407,7 @@ export class RaidArray implements BlockDevice {
     const mismatches: Mismatch[] = [];
     let unchecked = 0;
     for (let r = 0; r < rows; r += step) {
+      if (opts.signal?.aborted) throw opts.signal.reason instanceof Error ? opts.signal.reason : new Error('scrub cancelled');
       const end = Math.min(rows, r + step);
       const part = opts.repair ? await this.rowsIntending(r, end, () => this.engine.scrub(r, end, true)) : await this.engine.scrub(r, end, false);
       mismatches.push(...part.mismatches);
