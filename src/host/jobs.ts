@@ -57,6 +57,8 @@ export class Jobs {
   readonly store: JobStore;
   private readonly live = new Map<number, Live>();
   private readonly pidStart = processStart(process.pid);
+  /** Ids of jobs that could not be written down: negative, so they never meet a recorded one. */
+  private unrecorded = 0;
 
   constructor(
     readonly home: string,
@@ -116,7 +118,9 @@ export class Jobs {
 
   /** The pool's jobs, oldest first, the ones running here with their latest progress. */
   list(): JobRecord[] {
-    return this.store.read().map((j) => ({ ...(this.live.get(j.id)?.rec ?? j) }));
+    const recorded = this.store.read().map((j) => ({ ...(this.live.get(j.id)?.rec ?? j) }));
+    const unrecorded = [...this.live.values()].filter((l) => l.rec.id < 0).map((l) => ({ ...l.rec }));
+    return [...recorded, ...unrecorded];
   }
 
   get(id: number): JobRecord {
@@ -146,25 +150,32 @@ export class Jobs {
   }
 
   private begin(spec: JobSpec): Live {
-    const rec = this.store.update((jobs) => {
-      const r: JobRecord = {
-        id: jobs.reduce((m, j) => Math.max(m, j.id), 0) + 1,
-        kind: spec.kind,
-        pool: this.pool,
-        target: spec.target,
-        state: 'running',
-        bytesDone: 0,
-        bytesTotal: spec.total ?? 0,
-        ...(spec.rate !== undefined && spec.rate > 0 ? { rate: spec.rate } : {}),
-        startedAt: new Date().toISOString(),
-        pid: process.pid,
-        ...(this.pidStart !== undefined ? { pidStart: this.pidStart } : {}),
-        ...(spec.resumes !== undefined ? { resumes: spec.resumes } : {}),
-        ...(spec.restart !== undefined ? { restart: spec.restart } : {}),
-      };
-      jobs.push(r);
-      return r;
+    const make = (id: number): JobRecord => ({
+      id,
+      kind: spec.kind,
+      pool: this.pool,
+      target: spec.target,
+      state: 'running',
+      bytesDone: 0,
+      bytesTotal: spec.total ?? 0,
+      ...(spec.rate !== undefined && spec.rate > 0 ? { rate: spec.rate } : {}),
+      startedAt: new Date().toISOString(),
+      pid: process.pid,
+      ...(this.pidStart !== undefined ? { pidStart: this.pidStart } : {}),
+      ...(spec.resumes !== undefined ? { resumes: spec.resumes } : {}),
+      ...(spec.restart !== undefined ? { restart: spec.restart } : {}),
     });
+    let rec: JobRecord;
+    try {
+      rec = this.store.update((jobs) => {
+        const r = make(jobs.reduce((m, j) => Math.max(m, j.id), 0) + 1);
+        jobs.push(r);
+        return r;
+      });
+    } catch {
+      // A home whose job list cannot be written (read-only, full) must not stop the work: the job is kept in memory only.
+      rec = make(--this.unrecorded);
+    }
     const live: Live = { rec: { ...rec }, controller: new AbortController(), lastPersist: Date.now() };
     if (spec.signal?.aborted) live.controller.abort(spec.signal.reason);
     this.live.set(rec.id, live);
@@ -180,6 +191,7 @@ export class Jobs {
   }
 
   private persist(rec: JobRecord): void {
+    if (rec.id < 0) return;
     try {
       this.store.update((jobs) => {
         const i = jobs.findIndex((j) => j.id === rec.id);

@@ -89,6 +89,13 @@ describe('Jobs', () => {
     expect(jobs.list().map((j) => j.id)).toEqual([1, 2]);
   });
 
+  it('runs the work when the job list cannot be written (a home on a full or read-only disk)', async () => {
+    const h = home();
+    fs.writeFileSync(h, 'not a directory');
+    const jobs = new Jobs(h, 'p');
+    await expect(jobs.run({ kind: 'export', target: 't' }, async (ctl) => (ctl.id < 0 ? 'ran' : 'recorded'))).resolves.toBe('ran');
+  });
+
   it('keeps the job list whole when a write of it fails midway (old list or new, never torn)', () => {
     const h = home();
     const store = new JobStore(h, 'p');
