@@ -1,9 +1,9 @@
-import { JobStore } from '../../src/host/job-store.js';
-import { reclaimProblem } from '../../src/host/reclaim-problem.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { BlockDeviceError, FileDevice } from '../../src/blockdev/index.js';
+import { JobStore } from '../../src/host/job-store.js';
+import { reclaimProblem } from '../../src/host/reclaim-problem.js';
 import { Pool, type CheckProblem, type CheckReport, type PoolStats } from '../../src/qcowlike/index.js';
 import { createArray } from '../../src/raid/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';

@@ -27,5 +27,5 @@ export function followReclaimAtOpen(jobs: Jobs, pool: Pool): void {
 /** A volume delete, whose freeing of the volume's space is a job (a failure there is recorded as its error, and retried at the next open). */
 export function deleteAsJob(jobs: Jobs | undefined, pool: Pool, volume: string): Promise<void> {
   if (!jobs) return pool.deleteVolume(volume);
-  return jobs.run({ kind: 'reclaim', target: volume, resumes: RECLAIM_RESUMES }, () => pool.deleteVolume(volume));
+  return jobs.run({ kind: 'reclaim', target: `${jobs.pool}/${volume}`, resumes: RECLAIM_RESUMES }, () => pool.deleteVolume(volume));
 }

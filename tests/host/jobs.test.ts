@@ -151,9 +151,9 @@ describe('reclaim after delete', () => {
     const jobs = new Jobs(h, 'p');
     await expect(deleteAsJob(jobs, pool, 'v')).rejects.toThrow(/EIO/);
     trap.armed = false;
-    expect(jobs.list()[0]).toMatchObject({ kind: 'reclaim', target: 'v', state: 'failed' });
+    expect(jobs.list()[0]).toMatchObject({ kind: 'reclaim', target: 'p/v', state: 'failed' });
     expect(jobs.list()[0]!.error).toMatch(/EIO/);
-    expect(reclaimProblem(jobs.list())).toMatch(/^job 1 \(v\): .*EIO.*retried at the next read-write open/);
+    expect(reclaimProblem(jobs.list())).toMatch(/^job 1 \(p\/v\): .*EIO.*retried at the next read-write open/);
     await pool.close();
 
     // The next open retries in the background, on a device that still cannot read that table.
