@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FaultyDevice, MemoryDevice, PassThroughDevice } from '../../src/blockdev/index.js';
+import { parseRequest } from '../../bin/control-protocol.js';
 import { JobStore } from '../../src/host/job-store.js';
 import { Jobs } from '../../src/host/jobs.js';
 import { deleteAsJob, followReclaimAtOpen } from '../../src/host/reclaim-job.js';
@@ -94,6 +95,13 @@ describe('Jobs', () => {
     fs.writeFileSync(h, 'not a directory');
     const jobs = new Jobs(h, 'p');
     await expect(jobs.run({ kind: 'export', target: 't' }, async (ctl) => (ctl.id < 0 ? 'ran' : 'recorded'))).resolves.toBe('ran');
+  });
+
+  it('checks job requests on the control socket field by field', () => {
+    expect(parseRequest('{"op":"job-list"}')).toEqual({ op: 'job-list' });
+    expect(parseRequest('{"op":"job-cancel","id":3}')).toEqual({ op: 'job-cancel', id: 3 });
+    for (const id of ['"3"', '0', '-1', '1.5', '1e300', 'null']) expect(() => parseRequest(`{"op":"job-show","id":${id}}`)).toThrow("'job-show' needs 'id' (a job number)");
+    expect(() => parseRequest('{"op":"job-frob"}')).toThrow(/unknown request 'job-frob' \(.*job-list, job-show, job-cancel\)/);
   });
 
   it('keeps the job list whole when a write of it fails midway (old list or new, never torn)', () => {
