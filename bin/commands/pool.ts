@@ -2,6 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import type { CheckProblem, CheckReport, PoolStats } from '../../src/qcowlike/index.js';
+import { JobStore } from '../../src/host/job-store.js';
+import { reclaimProblem } from '../../src/host/reclaim-problem.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { oneLine, openRegisteredPool, PoolInUseError, withPool } from '../../src/host/open-pool.js';
 import { raidCreateMessage } from '../raid-create-message.js';
@@ -156,7 +158,9 @@ async function poolInfo(name: string, _opts: unknown, cmd: Command): Promise<voi
   const g = globals(cmd);
   const registry = new Registry(g.home);
   const record = registry.get(checkName('pool', name));
-  const summary = summarize(registry, record, await adminOnPool(g.home, name, { op: 'pool-info' }, { readOnly: true }));
+  const stats = await adminOnPool(g.home, name, { op: 'pool-info' }, { readOnly: true });
+  const reclaimError = stats.reclaimError ?? reclaimProblem(new JobStore(g.home, name).read());
+  const summary = summarize(registry, record, { ...stats, ...(reclaimError !== undefined ? { reclaimError } : {}) });
   if (g.json) return printJson(summary);
   const bytes = (n: number): string => `${formatSize(n)} (${n} bytes)`;
   printFields([
@@ -174,6 +178,7 @@ async function poolInfo(name: string, _opts: unknown, cmd: Command): Promise<voi
     ['layers', String(summary.layers)],
     ['journal', formatSize(summary.journalBytes)],
     ['on host', summary.hostAllocatedBytes === null ? '-' : `${bytes(summary.hostAllocatedBytes)} allocated`],
+    ...(reclaimError !== undefined ? [['reclaim failed', reclaimError] as [string, string]] : []),
   ]);
 }
 

@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { assembleArray, createArray, DEFAULT_CHUNK, type ArrayStatus, type RaidArray, type RaidLevel, type ScrubReport } from '../../src/raid/index.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { ControlClient } from '../../src/host/control-client.js';
+import { jobsFor } from '../../src/host/jobs.js';
 import { globals, printJson } from '../output.js';
 import { loadPending, savePending } from '../../src/host/pending-store.js';
 import { runRaid, type RaidProgress, type RaidRequest, type RaidResult } from '../../src/host/raid-admin.js';
@@ -214,7 +215,7 @@ async function raidVerb(where: Where, cmd: Command, build: (served: boolean) => 
           rebuildRate: 0,
           direct: opts.direct ?? false,
           rebuildsAt: (_rate, fn) => fn(),
-          ...(pool !== undefined && !where.members ? { record: (arr: RaidArray) => void recordMembers(new Registry(home), pool, arr) } : {}),
+          ...(pool !== undefined && !where.members ? { record: (arr: RaidArray) => void recordMembers(new Registry(home), pool, arr), jobs: jobsFor(home, pool) } : {}),
           progress: bar.update,
         });
       },

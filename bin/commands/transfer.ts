@@ -4,7 +4,9 @@ import { tryLock } from 'fs-native-extensions';
 import type { BlockDevice } from '../../src/blockdev/index.js';
 import type { Mappable } from '../../src/host/volume-runs.js';
 import { PoolError, type Pool } from '../../src/qcowlike/index.js';
+import { jobsFor } from '../../src/host/jobs.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
+import { JobProgressBar } from '../job-progress.js';
 import { isFileTooLarge, tooLargeMessage } from '../../src/host/file-size-limit.js';
 import { openImageSource, readFully, systemReason, type ImageSource } from '../image-source.js';
 import { IncompleteVolumeError } from '../incomplete.js';
@@ -58,7 +60,10 @@ async function importImage(ref: string, fileArg: string, opts: ImportOptions, cm
   const file = source.file;
   try {
     const control = await ControlClient.connect(g.home, poolName);
-    const result = control ? await importServed(control, { poolName, name, ref, source, wanted, opts }) : await withPool(g.home, poolName, { readOnly: false, direct: opts.cache === 'none' }, async ({ pool }) => {
+    const spec = { kind: 'import' as const, target: `${ref} from ${file}`, total: source.size ?? 0, restart: `strata import ${ref} ${fileArg} (an incomplete volume is created anew)`, signal: interrupt.signal };
+    const result = await jobsFor(g.home, poolName).run(spec, async (job) => {
+      const bar = (total: number): ProgressBar => new JobProgressBar(`import ${ref}`, total, job);
+      return control ? importServed(control, { poolName, name, ref, source, wanted, opts, bar }) : withPool(g.home, poolName, { readOnly: false, direct: opts.cache === 'none' }, async ({ pool }) => {
       const existing = await pool.volumeInfo(name).catch((err: unknown) => {
         if (err instanceof PoolError && err.code === 'ENOENT') return null;
         throw err;
@@ -89,8 +94,8 @@ async function importImage(ref: string, fileArg: string, opts: ImportOptions, cm
         // A new volume reads zeroes everywhere already; an existing one must have its zero runs zeroed.
         copied =
           fileSize === null
-            ? await copyStreamIntoVolume(source, volume, ref, !exists, new ProgressBar(`import ${ref}`, volume.size))
-            : { ...(await copyIntoVolume({ fd: source.fd, file, size: fileSize }, volume, !exists, new ProgressBar(`import ${ref}`, fileSize))), bytesRead: fileSize };
+            ? await copyStreamIntoVolume(source, volume, ref, !exists, bar(volume.size))
+            : { ...(await copyIntoVolume({ fd: source.fd, file, size: fileSize }, volume, !exists, bar(fileSize))), bytesRead: fileSize };
         // For a volume this import created, one commit makes the data durable and clears the mark.
         if (exists) await volume.flush();
         else await pool.completeVolume(name);
@@ -104,6 +109,7 @@ async function importImage(ref: string, fileArg: string, opts: ImportOptions, cm
       const volumeSize = volume.size;
       await volume.close();
       return { ...copied, created: !exists, replacedIncomplete: redo, volumeSize };
+      });
     });
     const { bytesRead, ...rest } = result;
     const json = { pool: poolName, volume: name, file, fileSize: bytesRead, ...rest };
@@ -130,8 +136,8 @@ interface ImportCopy {
  * would not export it): if this process is killed midway, the volume holds
  * part of the image and must be imported again or deleted.
  */
-async function importServed(control: ControlClient, a: { poolName: string; name: string; ref: string; source: ImageSource; wanted: number | undefined; opts: ImportOptions }): Promise<ImportCopy> {
-  const { poolName, name, ref, source, wanted, opts } = a;
+async function importServed(control: ControlClient, a: { poolName: string; name: string; ref: string; source: ImageSource; wanted: number | undefined; opts: ImportOptions; bar: (total: number) => ProgressBar }): Promise<ImportCopy> {
+  const { poolName, name, ref, source, wanted, opts, bar } = a;
   const file = source.file;
   const fileSize = source.size;
   try {
@@ -164,8 +170,8 @@ async function importServed(control: ControlClient, a: { poolName: string; name:
       }
       const copied =
         fileSize === null
-          ? await copyStreamIntoVolume(source, device, ref, !exists, new ProgressBar(`import ${ref}`, device.size))
-          : { ...(await copyIntoVolume({ fd: source.fd, file, size: fileSize }, device, !exists, new ProgressBar(`import ${ref}`, fileSize))), bytesRead: fileSize };
+          ? await copyStreamIntoVolume(source, device, ref, !exists, bar(device.size))
+          : { ...(await copyIntoVolume({ fd: source.fd, file, size: fileSize }, device, !exists, bar(fileSize))), bytesRead: fileSize };
       await device.flush();
       const volumeSize = device.size;
       await device.close();
@@ -301,21 +307,25 @@ async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: 
   const { pool: poolName, volume: name } = parseVolumeRef(ref);
   const control = await ControlClient.connect(g.home, poolName);
   let live = 0;
-  const result = control
-    ? await exportServed(control, poolName, name, opts.allowIncomplete === true, (device, clients) => {
-        live = clients;
-        return exportDevice(device, ref, file, opts.force === true, g.home, bad);
-      })
-    : await withPool(g.home, poolName, { readOnly: true, direct: opts.cache === 'none' }, async ({ pool }) => {
-        const info = await findVolume(pool, poolName, name);
-        if (info.incomplete && opts.allowIncomplete !== true) throw new IncompleteVolumeError(poolName, name, '--allow-incomplete exports what it holds');
-        const volume = await aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
-        try {
-          return await exportDevice(volume, ref, file, opts.force === true, g.home, bad);
-        } finally {
-          await volume.close();
-        }
-      });
+  const spec = { kind: 'export' as const, target: `${ref} to ${file === '-' ? 'stdout' : file}`, restart: `strata export ${ref} ${file}${file === '-' ? '' : ' --force'}`, signal: interrupt.signal };
+  const result = await jobsFor(g.home, poolName).run(spec, async (job) => {
+    const bar = (total: number): ProgressBar => new JobProgressBar(`export ${ref}`, total, job);
+    return control
+      ? exportServed(control, poolName, name, opts.allowIncomplete === true, (device, clients) => {
+          live = clients;
+          return exportDevice(device, file, opts.force === true, g.home, bad, ref, bar);
+        })
+      : withPool(g.home, poolName, { readOnly: true, direct: opts.cache === 'none' }, async ({ pool }) => {
+          const info = await findVolume(pool, poolName, name);
+          if (info.incomplete && opts.allowIncomplete !== true) throw new IncompleteVolumeError(poolName, name, '--allow-incomplete exports what it holds');
+          const volume = await aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
+          try {
+            return await exportDevice(volume, file, opts.force === true, g.home, bad, ref, bar);
+          } finally {
+            await volume.close();
+          }
+        });
+  });
   // Other clients of a served volume may write while it is read: what the image holds is not one moment's state.
   const liveRead = live > 0 ? { liveClients: live } : {};
   if (live > 0 && !g.json) process.stderr.write(`strata: warning: ${ref} had ${live} connected client${live === 1 ? '' : 's'} while it was exported: the image is not a point-in-time copy if ${live === 1 ? 'it' : 'they'} wrote meanwhile\n`);
@@ -340,8 +350,8 @@ async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: 
 }
 
 /** Copies an open volume (in-process, or a served one's NBD export) to FILE or stdout. */
-async function exportDevice(volume: BlockDevice & Mappable, ref: string, file: string, force: boolean, home: string, bad: Range[] | undefined): Promise<{ size: number; bytesWritten: number }> {
-  if (file === '-') return { size: volume.size, ...(await copyToStdout(volume, new ProgressBar(`export ${ref}`, volume.size), bad)) };
+async function exportDevice(volume: BlockDevice & Mappable, file: string, force: boolean, home: string, bad: Range[] | undefined, ref: string, bar: (total: number) => ProgressBar): Promise<{ size: number; bytesWritten: number }> {
+  if (file === '-') return { size: volume.size, ...(await copyToStdout(volume, bar(volume.size), bad)) };
   const fd = openTarget(file, force, new Registry(home));
   try {
     try {
@@ -350,7 +360,7 @@ async function exportDevice(volume: BlockDevice & Mappable, ref: string, file: s
       if (isFileTooLarge(err)) throw new Error(`cannot export ${ref}: ${tooLargeMessage(file, volume.size)}`);
       throw new Error(`cannot make ${file} ${formatSize(volume.size)} long: ${systemReason(err)}`);
     }
-    const copied = await copyFromVolume(volume, { fd, file }, new ProgressBar(`export ${ref}`, volume.size), bad);
+    const copied = await copyFromVolume(volume, { fd, file }, bar(volume.size), bad);
     fs.fsyncSync(fd);
     fs.closeSync(fd);
     return { size: volume.size, ...copied };

@@ -1,4 +1,5 @@
 import { runAdmin, type AdminRequest, type AdminResult } from './admin.js';
+import { jobsFor } from './jobs.js';
 import { ControlClient } from './control-client.js';
 import { withPool, type OpenPoolOptions } from './open-pool.js';
 
@@ -18,5 +19,5 @@ export async function adminOnPool<R extends AdminRequest>(home: string, poolName
       client.close();
     }
   }
-  return withPool(home, poolName, open, ({ pool }) => runAdmin(pool, req, { poolName }));
+  return withPool(home, poolName, open, ({ pool }) => runAdmin(pool, req, { poolName, jobs: jobsFor(home, poolName) }));
 }

@@ -1,5 +1,7 @@
 import { allocatedBytes } from '../blockdev/index.js';
 import { Pool, PoolError, type CheckReport, type PoolStats, type Preallocation, type VolumeInfo } from '../qcowlike/index.js';
+import type { Jobs } from './jobs.js';
+import { deleteAsJob } from './reclaim-job.js';
 import { formatSize } from './size.js';
 import { volumeRuns, type MapRun } from './volume-runs.js';
 import { requestFlag } from './request-fields.js';
@@ -45,6 +47,8 @@ export interface AdminContext {
   changed?(): void;
   /** The pool is served: a check must not stop I/O for long and cannot repair under load. */
   online?: boolean;
+  /** The pool's jobs: a delete's reclaim is recorded there. */
+  jobs?: Jobs;
 }
 
 /** Errors that name the volume the way the user typed it. */
@@ -101,7 +105,7 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
         await about(req.volume, () => pool.volumeInfo(req.volume));
         await ctx.disconnect?.(req.volume);
       }
-      await about(req.volume, () => pool.deleteVolume(req.volume));
+      await about(req.volume, () => deleteAsJob(ctx.jobs, pool, req.volume));
       ctx.changed?.();
       return { deleted: `${ctx.poolName}/${req.volume}` };
     }

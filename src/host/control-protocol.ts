@@ -2,6 +2,7 @@ import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { ADMIN_OPS, parseAdminRequest, type AdminRequest } from './admin.js';
 import { ENDPOINT_OP, parseEndpointRequest, type EndpointRequest } from './served-endpoint.js';
+import { JOB_OPS, parseJobRequest, type JobRequest } from './job-requests.js';
 import { parseRaidRequest, RAID_OPS, type RaidRequest, type RaidResult } from './raid-admin.js';
 import { checkName } from './registry.js';
 
@@ -12,7 +13,7 @@ import { checkName } from './registry.js';
  * one reply line with `ok`. Member files are absolute paths: the server's
  * working directory is not the client's.
  */
-export type ControlRequest = RaidRequest | AdminRequest | EndpointRequest;
+export type ControlRequest = RaidRequest | AdminRequest | EndpointRequest | JobRequest;
 
 export interface ControlProgress {
   progress: number;
@@ -44,8 +45,9 @@ export function parseRequest(line: string): ControlRequest {
   const r = raw as Record<string, unknown>;
   if (typeof r.op === 'string' && ADMIN_OPS.has(r.op)) return parseAdminRequest(r);
   if (r.op === ENDPOINT_OP) return parseEndpointRequest(r);
+  if (typeof r.op === 'string' && JOB_OPS.has(r.op)) return parseJobRequest(r);
   if (typeof r.op === 'string' && RAID_OPS.has(r.op)) return parseRaidRequest(r);
-  throw new Error(`unknown request '${String(r.op)}' (${[...RAID_OPS, ...ADMIN_OPS].join(', ')})`);
+  throw new Error(`unknown request '${String(r.op)}' (${[...RAID_OPS, ...ADMIN_OPS, ...JOB_OPS].join(', ')})`);
 }
 
 /** Splits a UTF-8 byte stream into lines (a character may straddle chunks), refusing one longer than `max` characters. */

@@ -7,6 +7,8 @@ import type { RaidArray } from '../raid/index.js';
 import { controlSocketPath, LineSplitter, MAX_LINE, parseRequest, type ControlLine, type ControlReply, type ControlRequest } from './control-protocol.js';
 import { raidWrites, runRaid, type RaidRequest, type RaidResult } from './raid-admin.js';
 import { ENDPOINT_OP, type ServedEndpoint } from './served-endpoint.js';
+import { isJobRequest, runJobRequest } from './job-requests.js';
+import { jobsFor } from './jobs.js';
 import { oneLine, type OpenedArray } from './open-pool.js';
 import { recordMembers } from './raid-members.js';
 import { Registry } from './registry.js';
@@ -129,6 +131,7 @@ export class ControlServer {
     const unlisten = this.opts.raid?.listen((m) => messages.push(m));
     try {
       const req = parseRequest(line);
+      if (isJobRequest(req)) return { ok: true, messages, result: runJobRequest(jobsFor(this.opts.home, this.opts.pool), req) };
       if (isAdmin(req)) return { ok: true, messages, result: await this.admin(req) };
       if (req.op === ENDPOINT_OP) {
         if (!this.opts.endpoint) throw new Error(`pool '${this.opts.pool}': this server does not say where its exports are`);
@@ -146,7 +149,7 @@ export class ControlServer {
   private admin(req: AdminRequest): Promise<unknown> {
     const writes = !(req.op === 'pool-info' || req.op === 'pool-check' || req.op === 'volume-list' || req.op === 'volume-info' || req.op === 'map');
     if (writes && this.opts.readOnly) throw new Error(`pool '${this.opts.pool}' is served read-only`);
-    const run = this.queue.then(() => runAdmin(this.opts.opened, req, { poolName: this.opts.pool, online: true, ...this.opts.admin }));
+    const run = this.queue.then(() => runAdmin(this.opts.opened, req, { poolName: this.opts.pool, online: true, jobs: jobsFor(this.opts.home, this.opts.pool), ...this.opts.admin }));
     this.queue = run.then(
       () => undefined,
       () => undefined,
@@ -165,6 +168,7 @@ export class ControlServer {
       direct: this.opts.direct,
       rebuildsAt: (rate, fn) => raid.rebuildsAt(rate, fn),
       record: () => this.record(raid.array),
+      jobs: jobsFor(this.opts.home, this.opts.pool),
       progress,
       listen: (l) => raid.listen(l),
     });

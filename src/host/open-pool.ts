@@ -4,6 +4,8 @@ import { hostMessage } from './host-messages.js';
 import { backingType } from './pool-backing.js';
 import { oneLine } from './pool-errors.js';
 import { Registry, type PoolRecord } from './registry.js';
+import { jobsFor } from './jobs.js';
+import { followReclaimAtOpen } from './reclaim-job.js';
 
 export interface OpenedPool {
   pool: Pool;
@@ -66,6 +68,7 @@ async function openPool(registry: Registry, record: PoolRecord, opts: OpenPoolOp
     if (err instanceof PoolError) throw new PoolError(err.code, `pool '${record.name}': ${oneLine(err)}`);
     throw new Error(`pool '${record.name}': ${oneLine(err)}`);
   }
+  if (!readOnly) followReclaimAtOpen(jobsFor(registry.home, record.name), pool);
   const close = async (): Promise<void> => {
     await pool.close();
     afterClose?.();

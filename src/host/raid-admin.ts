@@ -5,6 +5,9 @@ import type { ArrayStatus, RaidArray, ScrubReport } from '../raid/index.js';
 import { repairPendingNow } from './pending-store.js';
 import { newMember } from './raid-members.js';
 import { requestFlag } from './request-fields.js';
+import type { Jobs } from './jobs.js';
+import { rebuildJob } from './rebuild-job.js';
+import { scrubJob } from './scrub-job.js';
 
 /**
  * The RAID verbs on one open array, each written once. `strata raid` runs
@@ -55,6 +58,8 @@ export interface RaidContext {
    * background goes at `rate` (a served array); in-process, just runs it.
    */
   rebuildsAt<T>(rate: number, fn: () => Promise<T>): Promise<T>;
+  /** The pool's jobs: a rebuild or scrub runs as one of them; absent for an array named by its members. */
+  jobs?: Jobs;
   /** Records the member set a change left (the registry entry of a pool); absent for an array named by its members. */
   record?(array: RaidArray): void;
   progress?(p: RaidProgress): void;
@@ -149,14 +154,13 @@ async function dispatch(a: RaidArray, req: RaidRequest, ctx: RaidContext, say: (
       // Repairs a read-only open left pending name the bad member: fix them from the others before parity is trusted.
       if (req.repair) await repairPendingNow(ctx.home, a, say);
       let last = 0;
-      const report = await a.scrub({
-        repair: req.repair ?? false,
-        onProgress: (f) => {
-          if (Date.now() - last < PROGRESS_MS && f < 1) return;
-          last = Date.now();
-          ctx.progress?.({ progress: f, bytes: Math.round(f * a.size) });
-        },
-      });
+      const onProgress = (f: number): void => {
+        if (Date.now() - last < PROGRESS_MS && f < 1) return;
+        last = Date.now();
+        ctx.progress?.({ progress: f, bytes: Math.round(f * a.size) });
+      };
+      const repair = req.repair ?? false;
+      const report = await (ctx.jobs ? scrubJob(ctx.jobs, a, repair, onProgress) : a.scrub({ repair, onProgress }));
       return { report };
     }
   }
@@ -174,7 +178,7 @@ async function rebuild(a: RaidArray, rate: number, ctx: RaidContext): Promise<bo
     const p = a.status().rebuild;
     if (p) ctx.progress?.({ progress: p.fraction, bytes: p.bytesDone });
   };
-  const done = a.rebuild({ rate });
+  const done = ctx.jobs ? rebuildJob(ctx.jobs, a, rate) : a.rebuild({ rate });
   const timer = setInterval(report, PROGRESS_MS);
   try {
     await done;

@@ -3,6 +3,8 @@ import { BlockDeviceError } from '../blockdev/index.js';
 import { Pool } from '../qcowlike/index.js';
 import { assembleArray, createArray, type AssembleOptions } from '../raid/index.js';
 import { isFileTooLarge, tooLargeMessage } from './file-size-limit.js';
+import { jobsFor } from './jobs.js';
+import { rebuildJob } from './rebuild-job.js';
 import { makeHome, removeMadeDirs } from './home.js';
 import type { OpenedArray, OpenPoolOptions } from './open-pool.js';
 import { loadPending, repairPendingNow, savePending } from './pending-store.js';
@@ -39,6 +41,7 @@ async function openArray(registry: Registry, record: PoolRecord, { readOnly, ser
     direct: direct ?? false,
     autoRebuild: serving !== undefined,
     rebuildRate: defaultRate,
+    startRebuild: (array) => rebuildJob(jobsFor(registry.home, record.name), array, options.rebuildRate ?? 0),
     onEvent: (m) => {
       say(m);
       for (const l of listeners) l(m);
@@ -50,7 +53,7 @@ async function openArray(registry: Registry, record: PoolRecord, { readOnly, ser
     loadPending(registry.home, array, say);
     await repairPendingNow(registry.home, array, say);
     if (serving && array.needsRebuild()) {
-      array.rebuild({ rate: serving.rebuildRate }).catch((err: unknown) => say(`rebuild stopped: ${oneLine(err)}`));
+      rebuildJob(jobsFor(registry.home, record.name), array, serving.rebuildRate).catch((err: unknown) => say(`rebuild stopped: ${oneLine(err)}`));
     }
     let queue: Promise<unknown> = Promise.resolve();
     return {

@@ -38,6 +38,12 @@ export class Pool implements PoolCore {
   private catalog: Catalog = emptyCatalog();
   private readonly layers = new Map<number, Layer>();
   private readonly openCounts = new Map<string, number>();
+  /**
+   * The reclaiming of deletes that a crash or a failure cut short, which an
+   * open starts in the background: how many layers it had to free, when it
+   * ends, and the error that stopped it (left for the next open to retry).
+   */
+  reclaimAtOpen: { layers: number; done: Promise<void>; error?: Error } = { layers: 0, done: Promise.resolve() };
   private readonly admin = new Serializer();
   private closed = false;
   /** Catalog runs whose write failed while the root already names them: written again before any commit. */
@@ -156,7 +162,11 @@ export class Pool implements PoolCore {
       await pool.store.checkpoint();
     }
     // A delete cut short goes on in the background; a failure leaves it for the next open.
-    if (!readOnly) pool.serialize(() => pool.reclaimInterrupted()).catch(() => undefined);
+    if (!readOnly) {
+      const r: Pool['reclaimAtOpen'] = { layers: pool.catalog.layers.filter((l) => l.reclaiming === true).length, done: Promise.resolve() };
+      r.done = pool.serialize(() => pool.reclaimInterrupted()).catch((err: unknown) => void (r.error = err instanceof Error ? err : new Error(String(err))));
+      pool.reclaimAtOpen = r;
+    }
     return pool;
   }
 
@@ -603,6 +613,7 @@ export class Pool implements PoolCore {
       volumes: this.catalog.volumes.length,
       layers: this.catalog.layers.length,
       journalBytes: h.journalClusters * h.clusterSize,
+      ...(this.reclaimAtOpen.error ? { reclaimError: this.reclaimAtOpen.error.message } : {}),
     };
   }
 

@@ -46,6 +46,8 @@ export interface PoolStats {
   volumes: number;
   layers: number;
   journalBytes: number;
+  /** Why freeing the space of deleted volumes failed at open (retried at the next open). */
+  reclaimError?: string;
 }
 
 export interface LayerInfo {

@@ -45,6 +45,8 @@ export interface RaidArrayOptions {
   autoRebuild?: boolean;
   /** Rebuild rate limit in bytes per second of member data, 0 or absent for none. */
   rebuildRate?: number;
+  /** How a background rebuild starts (a host runs it as a job it can follow and cancel); rebuild() at rebuildRate if absent. */
+  startRebuild?: (array: RaidArray) => Promise<void>;
   /** Called with anything a person should know: member failures, spares taking over. */
   onEvent?: (message: string) => void;
 }
@@ -67,11 +69,15 @@ export interface RebuildOptions {
   stepRows?: number;
   /** Milliseconds between resume checkpoints written to the superblocks (default 1000). */
   checkpointMs?: number;
+  /** Stops this caller's rebuild at a checkpoint (the role stays rebuilding, to resume later); the promise then rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export interface ScrubOptions {
   repair?: boolean;
   onProgress?: (fraction: number) => void;
+  /** Stops the scrub between steps; the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export interface ScrubReport {
@@ -401,6 +407,7 @@ export class RaidArray implements BlockDevice {
     const mismatches: Mismatch[] = [];
     let unchecked = 0;
     for (let r = 0; r < rows; r += step) {
+      if (opts.signal?.aborted) throw opts.signal.reason instanceof Error ? opts.signal.reason : new Error('scrub cancelled');
       const end = Math.min(rows, r + step);
       const part = opts.repair ? await this.rowsIntending(r, end, () => this.engine.scrub(r, end, true)) : await this.engine.scrub(r, end, false);
       mismatches.push(...part.mismatches);
@@ -735,7 +742,7 @@ export class RaidArray implements BlockDevice {
     this.event(`${slot.dev?.name} takes member role ${role}${old.dev ? ` from ${old.dev.name}` : ''}; ${slot.source ? 'copying (hot replace)' : 'rebuilding'}`);
     await this.persist();
     if (this.opts.autoRebuild) {
-      this.rebuild({ rate: this.opts.rebuildRate ?? 0 }).catch((e: unknown) => this.event(`rebuild stopped: ${e instanceof Error ? e.message : String(e)}`));
+      (this.opts.startRebuild ? this.opts.startRebuild(this) : this.rebuild({ rate: this.opts.rebuildRate ?? 0 })).catch((e: unknown) => this.event(`rebuild stopped: ${e instanceof Error ? e.message : String(e)}`));
     }
   }
 
@@ -750,7 +757,7 @@ export class RaidArray implements BlockDevice {
       const started = Date.now();
       const from = slot.rebuiltRows;
       let lastCheckpoint = Date.now();
-      while (slot.rebuiltRows < g.rows && slot.state === 'rebuilding' && !state.stop) {
+      while (slot.rebuiltRows < g.rows && slot.state === 'rebuilding' && !state.stop && !opts.signal?.aborted) {
         const r0 = slot.rebuiltRows;
         const r1 = Math.min(g.rows, r0 + step);
         // A retry after the rebuilt member itself failed has nothing left to do.
@@ -784,6 +791,10 @@ export class RaidArray implements BlockDevice {
       }
       if (slot.state !== 'rebuilding') continue;
       await slot.dev!.flush();
+      if (opts.signal?.aborted && slot.rebuiltRows < g.rows) {
+        await this.persist();
+        throw opts.signal.reason instanceof Error ? opts.signal.reason : new Error('rebuild cancelled');
+      }
       if (slot.rebuiltRows >= g.rows) {
         slot.state = 'active';
         slot.rebuiltRows = 0;
