@@ -1,5 +1,6 @@
 import { allocatedBytes } from '../blockdev/index.js';
 import { Pool, PoolError, type CheckReport, type PoolStats, type Preallocation, type VolumeInfo } from '../qcowlike/index.js';
+import { overcommitWarnings, poolHealth, type PoolHealth } from './pool-health.js';
 import { formatSize } from './size.js';
 import { volumeRuns, type MapRun } from './volume-runs.js';
 
@@ -20,12 +21,12 @@ export type AdminRequest =
   | { op: 'map'; volume: string };
 
 export interface AdminResults {
-  'pool-info': PoolStats;
+  'pool-info': PoolStats & PoolHealth;
   'pool-check': CheckReport;
   'volume-list': VolumeInfo[];
   'volume-info': VolumeInfo;
-  'volume-create': VolumeInfo;
-  'volume-resize': { oldSize: number; size: number };
+  'volume-create': VolumeInfo & { warnings: string[] };
+  'volume-resize': { oldSize: number; size: number; warnings: string[] };
   'volume-delete': { deleted: string };
   map: MapRun[];
 }
@@ -65,7 +66,7 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
   const about = <T>(volume: string, fn: () => Promise<T>): Promise<T> => aboutVolume(ctx.poolName, volume, fn);
   switch (req.op) {
     case 'pool-info':
-      return pool.stats();
+      return { ...pool.stats(), ...poolHealth(pool) };
     case 'pool-check':
       if (ctx.online && req.repair) throw new AdminError('EBUSY', `pool '${ctx.poolName}' is served: check --repair needs the pool stopped (stop strata serve first); a check without --repair runs online`);
       return ctx.online ? pool.checkOnline() : pool.check({ repair: req.repair });
@@ -77,7 +78,7 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
       if (req.size <= 0) throw new AdminError('EINVAL', 'a volume needs a size above 0');
       const info = await about(req.volume, () => pool.createVolume(req.volume, req.size, { preallocation: req.preallocation }));
       ctx.changed?.();
-      return info;
+      return { ...info, warnings: overcommitWarnings(pool, ctx.poolName) };
     }
     case 'volume-resize': {
       const old = (await about(req.volume, () => pool.volumeInfo(req.volume))).size;
@@ -89,7 +90,7 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
       }
       await pool.resizeVolume(req.volume, size, { force: req.force });
       ctx.changed?.();
-      return { oldSize: old, size };
+      return { oldSize: old, size, warnings: size > old ? overcommitWarnings(pool, ctx.poolName) : [] };
     }
     case 'volume-delete': {
       const clients = ctx.clientsOf?.(req.volume) ?? 0;
