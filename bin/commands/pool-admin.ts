@@ -4,7 +4,8 @@ import { filesIn } from '../../src/host/member-scan.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { importFilePool, importRaidPool, scanArrays } from '../pool-import.js';
 import { checkName, Registry } from '../registry.js';
-import { formatSize } from '../size.js';
+import { formatSize, parseSize } from '../size.js';
+import { adminOnPool } from '../admin-client.js';
 import { summarize } from './pool.js';
 import type { CommandGroup } from './index.js';
 
@@ -18,6 +19,10 @@ export const poolAdminCommands: CommandGroup = (program) => {
     .option('--scan <dir>', 'look for RAID members among the files in DIR')
     .option('--uuid <uuid>', 'the array to import when several are found')
     .action(importPool);
+  pool
+    .command('resize <pool> <size>')
+    .description('grow a pool to SIZE, or by +SIZE (grow only; online when served)')
+    .action(resizePool);
   subcommand(program, 'raid')
     .command('examine <member>')
     .description("print a member's superblock: array UUID, level, role, state, event count, size, bitmap (as mdadm --examine)")
@@ -68,6 +73,16 @@ async function importPool(name: string | undefined, file: string | undefined, op
   const summary = summarize(registry, record, stats);
   const members = record.backing.kind === 'raid' ? record.backing.members.length : 0;
   report(g, summary, `imported pool '${name}': ${formatSize(summary.deviceSize)} on RAID ${array.level} array ${array.uuid} (${count(members, 'member')}), ${count(summary.volumes, 'volume')}, ${summary.state}`);
+}
+
+async function resizePool(name: string, sizeText: string, _opts: unknown, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  checkName('pool', name);
+  const by = sizeText.startsWith('+');
+  let size = parseSize(by ? sizeText.slice(1) : sizeText);
+  if (by) size += (await adminOnPool(g.home, name, { op: 'pool-info' }, { readOnly: true })).deviceSize;
+  const r = await adminOnPool(g.home, name, { op: 'pool-resize', size }, { readOnly: false });
+  report(g, { pool: name, ...r }, `resized pool '${name}': ${formatSize(r.oldSize)} -> ${formatSize(r.size)} (capacity ${formatSize(r.oldCapacityBytes)} -> ${formatSize(r.capacityBytes)})`);
 }
 
 async function examine(member: string, _opts: unknown, cmd: Command): Promise<void> {

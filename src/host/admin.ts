@@ -1,6 +1,7 @@
 import { allocatedBytes } from '../blockdev/index.js';
 import { Pool, PoolError, type CheckReport, type PoolStats, type Preallocation, type VolumeInfo } from '../qcowlike/index.js';
 import { overcommitWarnings, poolHealth, type PoolHealth } from './pool-health.js';
+import { resizePool, type PoolResizeResult } from './pool-resize.js';
 import { formatSize } from './size.js';
 import { volumeRuns, type MapRun } from './volume-runs.js';
 
@@ -18,7 +19,8 @@ export type AdminRequest =
   | { op: 'volume-create'; volume: string; size: number; preallocation: Preallocation }
   | { op: 'volume-resize'; volume: string; size: number; grow: boolean; force: boolean }
   | { op: 'volume-delete'; volume: string; force: boolean }
-  | { op: 'map'; volume: string };
+  | { op: 'map'; volume: string }
+  | { op: 'pool-resize'; size: number };
 
 export interface AdminResults {
   'pool-info': PoolStats & PoolHealth;
@@ -29,6 +31,7 @@ export interface AdminResults {
   'volume-resize': { oldSize: number; size: number; warnings: string[] };
   'volume-delete': { deleted: string };
   map: MapRun[];
+  'pool-resize': PoolResizeResult;
 }
 
 export type AdminResult<R extends AdminRequest> = AdminResults[R['op']];
@@ -104,6 +107,8 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
       ctx.changed?.();
       return { deleted: `${ctx.poolName}/${req.volume}` };
     }
+    case 'pool-resize':
+      return resizePool(pool, ctx.poolName, req.size);
     case 'map': {
       const volume = await about(req.volume, () => pool.openVolume(req.volume, { readOnly: true }));
       try {
@@ -174,6 +179,8 @@ export function parseAdminRequest(raw: Record<string, unknown>): AdminRequest {
       if (typeof p !== 'string' || !PREALLOCATIONS.includes(p as Preallocation)) throw new Error(`'preallocation' must be one of ${PREALLOCATIONS.join(', ')}`);
       return { op: 'volume-create', volume: volume(), size: bytes('size'), preallocation: p as Preallocation };
     }
+    case 'pool-resize':
+      return { op: 'pool-resize', size: bytes('size') };
     case 'volume-resize':
       return { op: 'volume-resize', volume: volume(), size: bytes('size'), grow: flag('grow'), force: flag('force') };
     default:
@@ -181,4 +188,4 @@ export function parseAdminRequest(raw: Record<string, unknown>): AdminRequest {
   }
 }
 
-export const ADMIN_OPS: ReadonlySet<string> = new Set(['pool-info', 'pool-check', 'volume-list', 'volume-info', 'volume-create', 'volume-resize', 'volume-delete', 'map']);
+export const ADMIN_OPS: ReadonlySet<string> = new Set(['pool-info', 'pool-check', 'volume-list', 'volume-info', 'volume-create', 'volume-resize', 'volume-delete', 'map', 'pool-resize']);
