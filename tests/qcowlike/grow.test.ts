@@ -67,6 +67,37 @@ describe('pool growth', () => {
     expect(whole.totalClusters).toBe(LARGE / C - 2);
   });
 
+  it('grows while a volume is being written: every write lands, check clean', async () => {
+    const { dev, data } = await grownDevice();
+    const sim = new CrashSimulator(dev);
+    const pool = await Pool.open(sim, opts);
+    await pool.createVolume('w', 8 << 20);
+    const w = await pool.openVolume('w');
+    const chunk = 64 * 1024;
+    let stop = false;
+    let written = 0;
+    const writer = (async () => {
+      for (let i = 0; !stop || i < 16; i++) {
+        await w.write(pattern(chunk, i), (i % 128) * chunk);
+        if (i % 8 === 7) await w.flush();
+        written = Math.max(written, i + 1);
+      }
+    })();
+    await pool.grow();
+    stop = true;
+    await writer;
+    await w.flush();
+    for (let i = Math.max(0, written - 128); i < written; i++) {
+      const back = Buffer.alloc(chunk);
+      await w.read(back, (i % 128) * chunk);
+      expect(back.equals(pattern(chunk, i)), `chunk ${i % 128}`).toBe(true);
+    }
+    await w.close();
+    await pool.flush();
+    await pool.store.checkpoint();
+    expect((await expectWhole((await sim.crash(1)).device, data)).totalClusters).toBe(LARGE / C - 2);
+  });
+
   it('refuses a device that has not grown', async () => {
     const small = new MemoryDevice({ size: SMALL });
     const pool = await Pool.create(small, { clusterSize: C, ...opts });
