@@ -1,9 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { poolHealth } from '../src/host/pool-health.js';
 import { examineMemberFile, findArrays, type FoundArray } from '../src/host/member-scan.js';
+import { poolHealth, type PoolHealth } from '../src/host/pool-health.js';
 import type { PoolStats } from '../src/qcowlike/index.js';
-import type { PoolHealth } from '../src/host/pool-health.js';
 import { oneLine, withPool } from './open-pool.js';
 import { RAID_LEVELS, Registry, type PoolRecord, type RaidLevel } from './registry.js';
 

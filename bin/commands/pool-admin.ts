@@ -1,15 +1,14 @@
 import type { Command } from 'commander';
-import { examineMemberFile } from '../../src/host/member-scan.js';
-import { filesIn } from '../../src/host/member-scan.js';
+import { examineMemberFile, filesIn } from '../../src/host/member-scan.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { importFilePool, importRaidPool, scanArrays } from '../pool-import.js';
 import { checkName, Registry } from '../registry.js';
-import { formatSize, parseSize } from '../size.js';
 import { adminOnPool } from '../admin-client.js';
+import { formatSize, parseSize } from '../size.js';
 import { summarize } from './pool.js';
 import type { CommandGroup } from './index.js';
 
-/** `pool import` and `raid examine`: finding pools and members again from what their headers say. */
+/** `pool import`, `pool resize` and `raid examine`: the pool-level verbs that work from the pool's and members' own headers. */
 export const poolAdminCommands: CommandGroup = (program) => {
   const pool = subcommand(program, 'pool');
   pool

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { sysfsBlockDir } from '../blockdev/sysfs.js';
 import { DATA_OFFSET, examineMemberHeader, type MemberExamination } from '../raid/index.js';
 
 /** One file's RAID header, read without locking it: examine works on the members of a served array too. */
@@ -13,7 +14,7 @@ export async function examineMemberFile(file: string): Promise<MemberExamination
   try {
     const st = fs.fstatSync(fd);
     if (!st.isFile() && !st.isBlockDevice()) throw new Error(`${file} is not a file or block device`);
-    const size = st.isFile() ? st.size : deviceSize(fd);
+    const size = st.isFile() ? st.size : deviceSize(st);
     const header = Buffer.alloc(DATA_OFFSET);
     if (size < DATA_OFFSET) return undefined;
     fs.readSync(fd, header, 0, DATA_OFFSET, 0);
@@ -23,17 +24,9 @@ export async function examineMemberFile(file: string): Promise<MemberExamination
   }
 }
 
-function deviceSize(fd: number): number {
-  // A block device's size is where a seek to its end lands; fstat reports 0.
-  const probe = Buffer.alloc(1);
-  let lo = 0;
-  let hi = 2 ** 50;
-  while (lo < hi) {
-    const mid = Math.floor((lo + hi + 1) / 2);
-    if (fs.readSync(fd, probe, 0, 1, mid - 1) === 1) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
+/** A block device's size from sysfs (fstat reports 0 and Node has no BLKGETSIZE64). */
+function deviceSize(st: fs.Stats): number {
+  return Number(fs.readFileSync(`${sysfsBlockDir(st.rdev)}/size`, 'utf8').trim()) * 512;
 }
 
 export interface FoundMember {
