@@ -66,6 +66,11 @@ export function report(g: GlobalOptions, json: unknown, human: string): void {
   else process.stdout.write(human + '\n');
 }
 
+/** Warnings go to stderr for people; with --json they travel in the result's "warnings" array instead. */
+export function warn(g: GlobalOptions, warnings: readonly string[]): void {
+  if (!g.json) for (const w of warnings) process.stderr.write(`strata: warning: ${w}\n`);
+}
+
 /**
  * A progress bar on stderr for long jobs. It appears only when stderr is a
  * terminal and the job has already run for a second (STRATA_PROGRESS_DELAY

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { jobCommands } from './job.js';
 import { mapCommands } from './map.js';
 import { poolCommands } from './pool.js';
+import { poolAdminCommands } from './pool-admin.js';
 import { raidCommands } from './raid.js';
 import { serveCommands } from './serve.js';
 import { transferCommands } from './transfer.js';
@@ -10,4 +11,4 @@ import { volumeCommands } from './volume.js';
 /** Each command group registers its subcommands on the program; one file per group. */
 export type CommandGroup = (program: Command) => void;
 
-export const commandGroups: CommandGroup[] = [poolCommands, volumeCommands, mapCommands, transferCommands, raidCommands, jobCommands, serveCommands];
+export const commandGroups: CommandGroup[] = [poolCommands, volumeCommands, mapCommands, transferCommands, raidCommands, poolAdminCommands, jobCommands, serveCommands];

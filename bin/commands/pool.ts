@@ -16,12 +16,13 @@ import { adminOnPool } from '../../src/host/admin-client.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../../src/host/registry.js';
 import { formatSize, parseSize } from '../size.js';
+import { poolHealth, type PoolHealth } from '../../src/host/pool-health.js';
 import type { CommandGroup } from './index.js';
 
 const DEFAULT_POOL_SIZE = '100G';
 
 /** What `pool info --json` and `pool list --json` give for one pool. */
-interface PoolSummary extends PoolStats {
+export interface PoolSummary extends PoolStats, PoolHealth {
   name: string;
   backing: PoolBacking;
   created: string;
@@ -97,13 +98,13 @@ async function createPool(name: string, opts: CreateOptions, cmd: Command): Prom
     const chunk = opts.chunk === undefined ? undefined : parseSize(opts.chunk);
     await createRaidPool(registry, name, opts.raid, { members, spares, size, chunk, copies, force: opts.force === true }, clusterSize);
     const record = registry.get(name);
-    const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, p.stats()));
+    const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, { ...p.stats(), ...poolHealth(p) }));
     const spared = spares.length > 0 ? ` and ${count(spares.length, 'spare')}` : '';
     report(g, summary, `created pool '${name}': ${formatSize(summary.deviceSize)} on RAID ${opts.raid} over ${members.length} members${spared} (cluster size ${formatSize(summary.clusterSize)})`);
     return;
   }
   const { record, file } = await createFilePool(registry, name, parseSize(opts.size ?? DEFAULT_POOL_SIZE), opts.path, clusterSize);
-  const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, p.stats()));
+  const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, { ...p.stats(), ...poolHealth(p) }));
   report(g, summary, `created pool '${name}': ${formatSize(summary.deviceSize)} at ${file} (cluster size ${formatSize(summary.clusterSize)})`);
 }
 
@@ -149,7 +150,9 @@ async function listPools(_opts: unknown, cmd: Command): Promise<void> {
     { header: 'SIZE', value: stat((s) => formatSize(s.deviceSize)), align: 'right' },
     { header: 'USED', value: stat((s) => formatSize(s.usedBytes)), align: 'right' },
     { header: 'FREE', value: stat((s) => formatSize(s.freeBytes)), align: 'right' },
+    { header: 'PROVISIONED', value: stat((s) => `${formatSize(s.provisionedBytes)} (${percent(s.provisionedBytes, s.totalBytes)})`), align: 'right' },
     { header: 'VOLUMES', value: stat((s) => String(s.volumes)), align: 'right' },
+    { header: 'STATE', value: stat((s) => s.state) },
     { header: 'BACKING', value: (r) => [r.backing && describeBacking(r.backing), 'error' in r && `(${r.error})`].filter(Boolean).join('  ') },
   ]);
 }
@@ -166,6 +169,7 @@ async function poolInfo(name: string, _opts: unknown, cmd: Command): Promise<voi
   printFields([
     ['name', summary.name],
     ['backing', describeBacking(summary.backing)],
+    ['state', summary.state],
     ['uuid', summary.uuid],
     ['created', summary.created],
     ['device size', bytes(summary.deviceSize)],
@@ -174,6 +178,7 @@ async function poolInfo(name: string, _opts: unknown, cmd: Command): Promise<voi
     ['capacity', bytes(summary.totalBytes)],
     ['used', `${bytes(summary.usedBytes)}, ${percent(summary.usedBytes, summary.totalBytes)}`],
     ['free', bytes(summary.freeBytes)],
+    ['provisioned', `${bytes(summary.provisionedBytes)}, ${percent(summary.provisionedBytes, summary.totalBytes)} of capacity${summary.overcommitted ? ' (overcommitted)' : ''}`],
     ['volumes', String(summary.volumes)],
     ['layers', String(summary.layers)],
     ['journal', formatSize(summary.journalBytes)],
@@ -284,7 +289,7 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
   }
 }
 
-function summarize(registry: Registry, record: PoolRecord, stats: PoolStats): PoolSummary {
+export function summarize(registry: Registry, record: PoolRecord, stats: PoolStats & PoolHealth): PoolSummary {
   const backing = absoluteBacking(registry, record);
   let hostAllocatedBytes: number | null = null;
   if (backing.kind === 'file') hostAllocatedBytes = fs.statSync(backing.path).blocks * 512;

@@ -5,7 +5,7 @@ import type { Preallocation, VolumeInfo } from '../../src/qcowlike/index.js';
 import { adminOnPool } from '../../src/host/admin-client.js';
 import { DEFAULT_LISTEN, parseHostPort } from '../host-port.js';
 import { INCOMPLETE_ADVICE } from '../incomplete.js';
-import { globals, printFields, printJson, printTable, report } from '../output.js';
+import { globals, printFields, printJson, printTable, report, warn } from '../output.js';
 import { checkName, parseVolumeRef } from '../../src/host/registry.js';
 import { resizeBy } from '../resize-by.js';
 import { formatSize, parseSize } from '../size.js';
@@ -55,6 +55,7 @@ async function createVolume(ref: string, sizeText: string, opts: { preallocation
   const size = parseSize(sizeText);
   if (size === 0) throw new Error('a volume needs a size above 0');
   const info = await adminOnPool(g.home, poolName, { op: 'volume-create', volume, size, preallocation: opts.preallocation }, { readOnly: false });
+  warn(g, info.warnings);
   report(g, { pool: poolName, ...info }, `created volume ${ref}: ${formatSize(info.size)}${opts.preallocation === 'off' ? '' : `, preallocation ${opts.preallocation}`}`);
 }
 
@@ -113,7 +114,8 @@ async function resizeVolume(ref: string, sizeText: string, opts: { force?: boole
   const by = resizeBy(sizeText);
   const force = opts.force === true;
   const r = await adminOnPool(g.home, poolName, { op: 'volume-resize', volume, ...by, force }, { readOnly: false });
-  report(g, { pool: poolName, volume, oldSize: r.oldSize, size: r.size }, `resized ${ref}: ${formatSize(r.oldSize)} -> ${formatSize(r.size)}`);
+  warn(g, r.warnings);
+  report(g, { pool: poolName, volume, oldSize: r.oldSize, size: r.size, warnings: r.warnings }, `resized ${ref}: ${formatSize(r.oldSize)} -> ${formatSize(r.size)}`);
 }
 
 async function deleteVolume(ref: string, opts: { force?: boolean }, cmd: Command): Promise<void> {

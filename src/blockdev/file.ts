@@ -50,7 +50,8 @@ export interface FileCreateOptions {
  */
 export class FileDevice implements BlockDevice {
   readonly name: string;
-  readonly size: number;
+  /** Changes only through grow(). */
+  size: number;
   readonly blockSize: number;
   readonly preferredBlockSize = 4096;
   readonly discardZeroes = true;
@@ -69,6 +70,19 @@ export class FileDevice implements BlockDevice {
     this.io = io;
     this.blockSize = blockSize;
     this.direct = alignment === undefined ? undefined : new DirectIo(path, () => this.fd, alignment);
+  }
+
+  /**
+   * Extends the file to `size` bytes (sparse, synced) and the device with it:
+   * what a pool growing online stands on. Grow only; a block device cannot.
+   */
+  async grow(size: number): Promise<void> {
+    if (this.readOnly) throw new BlockDeviceError('EROFS', this.name, 'write', 'device is read-only');
+    if (!Number.isSafeInteger(size) || size < this.size) throw new BlockDeviceError('EINVAL', this.name, 'write', `cannot grow to ${size} bytes from ${this.size}`);
+    if (this.direct && size % this.direct.alignment !== 0) throw new BlockDeviceError('EINVAL', this.name, 'write', `size ${size} is not a multiple of the direct I/O alignment ${this.direct.alignment}`);
+    fs.ftruncateSync(this.fd, size);
+    fs.fsyncSync(this.fd);
+    this.size = size;
   }
 
   /** The unit direct I/O is aligned to (the logical block), or undefined for buffered I/O. */

@@ -2,6 +2,8 @@ import { allocatedBytes } from '../blockdev/index.js';
 import { Pool, PoolError, type CheckReport, type PoolStats, type Preallocation, type VolumeInfo } from '../qcowlike/index.js';
 import type { Jobs } from './jobs.js';
 import { deleteAsJob } from './reclaim-job.js';
+import { overcommitWarnings, poolHealth, type PoolHealth } from './pool-health.js';
+import { resizePool, type PoolResizeResult } from './pool-resize.js';
 import { formatSize } from './size.js';
 import { volumeRuns, type MapRun } from './volume-runs.js';
 import { requestFlag } from './request-fields.js';
@@ -20,17 +22,19 @@ export type AdminRequest =
   | { op: 'volume-create'; volume: string; size: number; preallocation: Preallocation }
   | { op: 'volume-resize'; volume: string; size: number; grow: boolean; shrink?: boolean; force: boolean }
   | { op: 'volume-delete'; volume: string; force: boolean }
-  | { op: 'map'; volume: string };
+  | { op: 'map'; volume: string }
+  | { op: 'pool-resize'; size: number };
 
 export interface AdminResults {
-  'pool-info': PoolStats;
+  'pool-info': PoolStats & PoolHealth;
   'pool-check': CheckReport;
   'volume-list': VolumeInfo[];
   'volume-info': VolumeInfo;
-  'volume-create': VolumeInfo;
-  'volume-resize': { oldSize: number; size: number };
+  'volume-create': VolumeInfo & { warnings: string[] };
+  'volume-resize': { oldSize: number; size: number; warnings: string[] };
   'volume-delete': { deleted: string };
   map: MapRun[];
+  'pool-resize': PoolResizeResult;
 }
 
 export type AdminResult<R extends AdminRequest> = AdminResults[R['op']];
@@ -70,7 +74,7 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
   const about = <T>(volume: string, fn: () => Promise<T>): Promise<T> => aboutVolume(ctx.poolName, volume, fn);
   switch (req.op) {
     case 'pool-info':
-      return pool.stats();
+      return { ...pool.stats(), ...poolHealth(pool) };
     case 'pool-check':
       if (ctx.online && req.repair) throw new AdminError('EBUSY', `pool '${ctx.poolName}' is served: check --repair needs the pool stopped (stop strata serve first); a check without --repair runs online`);
       return ctx.online ? pool.checkOnline() : pool.check({ repair: req.repair });
@@ -82,7 +86,7 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
       if (req.size <= 0) throw new AdminError('EINVAL', 'a volume needs a size above 0');
       const info = await about(req.volume, () => pool.createVolume(req.volume, req.size, { preallocation: req.preallocation }));
       ctx.changed?.();
-      return info;
+      return { ...info, warnings: overcommitWarnings(pool, ctx.poolName) };
     }
     case 'volume-resize': {
       const old = (await about(req.volume, () => pool.volumeInfo(req.volume))).size;
@@ -95,7 +99,7 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
       }
       await pool.resizeVolume(req.volume, size, { force: req.force });
       ctx.changed?.();
-      return { oldSize: old, size };
+      return { oldSize: old, size, warnings: size > old ? overcommitWarnings(pool, ctx.poolName) : [] };
     }
     case 'volume-delete': {
       const clients = ctx.clientsOf?.(req.volume) ?? 0;
@@ -109,6 +113,8 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
       ctx.changed?.();
       return { deleted: `${ctx.poolName}/${req.volume}` };
     }
+    case 'pool-resize':
+      return resizePool(pool, ctx.poolName, req.size);
     case 'map': {
       const volume = await about(req.volume, () => pool.openVolume(req.volume, { readOnly: true }));
       try {
@@ -175,8 +181,9 @@ export function parseAdminRequest(raw: Record<string, unknown>): AdminRequest {
       if (typeof p !== 'string' || !PREALLOCATIONS.includes(p as Preallocation)) throw new Error(`'preallocation' must be one of ${PREALLOCATIONS.join(', ')}`);
       return { op: 'volume-create', volume: volume(), size: bytes('size'), preallocation: p as Preallocation };
     }
-    case 'volume-resize':
-      {
+    case 'pool-resize':
+      return { op: 'pool-resize', size: bytes('size') };
+    case 'volume-resize': {
       const grow = flag('grow');
       const shrink = flag('shrink');
       if (grow && shrink) throw new Error("'volume-resize' takes 'grow' or 'shrink', not both");
@@ -187,4 +194,4 @@ export function parseAdminRequest(raw: Record<string, unknown>): AdminRequest {
   }
 }
 
-export const ADMIN_OPS: ReadonlySet<string> = new Set(['pool-info', 'pool-check', 'volume-list', 'volume-info', 'volume-create', 'volume-resize', 'volume-delete', 'map']);
+export const ADMIN_OPS: ReadonlySet<string> = new Set(['pool-info', 'pool-check', 'volume-list', 'volume-info', 'volume-create', 'volume-resize', 'volume-delete', 'map', 'pool-resize']);

@@ -196,6 +196,22 @@ export class Allocator {
     return waiting * this.C >= RELEASE_BYTES || waiting >= (this.freeClusters - waiting) / 4;
   }
 
+  /** Clusters the bitmap has bits for: how far the pool can grow without a bigger bitmap. */
+  get capacity(): number {
+    return this.header.bitmapBlocks * this.bitsPerBlock;
+  }
+
+  /**
+   * Clears the bits of [from, to), clusters past the pool's end (format sets
+   * them so that they are never handed out), ahead of a growth that brings
+   * them in. Under the old size they stay past the end, so clearing them
+   * early is harmless. Synchronous.
+   */
+  clearPastEnd(from: number, to: number): void {
+    if (from < this.header.totalClusters || to > this.capacity) throw new Error(`internal: clusters ${from}-${to} are not past the end`);
+    for (let c = from; c < to; c++) if (this.isUsed(c)) this.setBit(c, false);
+  }
+
   /** Sets a bit without the usual bookkeeping (check --repair). */
   repairBit(cluster: number, used: boolean): void {
     if (this.isUsed(cluster) === used) return;

@@ -5,6 +5,7 @@ import { dataChecksum, initChecksums, metaChecksum } from './checksum.js';
 import type { PoolCore } from './core.js';
 import { PoolError, damageReason } from './errors.js';
 import { ENTRY_ALLOC, ENTRY_SUMS, geometryFor, l1BlocksFor, readHost, readL1, type Geometry } from './geometry.js';
+import { growPool, type GrowResult } from './grow.js';
 import { COPY_CLUSTERS, HEADER_BYTES, INCOMPAT_COPIES, ROOT_CLUSTER, planLayout, type PoolHeader } from './header.js';
 import { readHeader, writeHeader } from './header-copies.js';
 import { createRoot, loadRoot, readCatalogSpares, setCatalogSpares, setRoot } from './root-copies.js';
@@ -662,6 +663,19 @@ export class Pool implements PoolCore {
       }
     }
     return subclusters * S;
+  }
+
+  /**
+   * Takes in the space of a device that has grown since the pool was made
+   * (see grow.ts for the crash-safe order). The device must already be larger.
+   */
+  async grow(): Promise<GrowResult> {
+    if (this.readOnly) throw new PoolError('EROFS', `pool ${this.dev.name} is open read-only: growing it needs to write`);
+    return this.serialize(async () => {
+      const r = await growPool(this.dev, this.header, this.store, this.alloc);
+      this.claims = undefined;
+      return r;
+    });
   }
 
   /** Walks every structure; see check.ts. */

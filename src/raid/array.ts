@@ -6,6 +6,7 @@ import { ParityEngine } from './parity-engine.js';
 import { BITMAP_OFFSET, DATA_OFFSET, encodeSuperblock, newUuid, slotOffset, SPARE_ROLE, type MemberState, type RoleEntry } from './superblock.js';
 import { PendingRepairs, type PendingRepair } from './pending-repairs.js';
 import { WriteIntentBitmap } from './write-intent.js';
+import { releaseMember } from './release.js';
 import { RaidError } from './errors.js';
 
 /** The shape of an array, fixed at creation and carried in every superblock. */
@@ -311,7 +312,7 @@ export class RaidArray implements BlockDevice {
     if (spare >= 0) {
       const [s] = this.spares.splice(spare, 1);
       await this.persist();
-      await s!.dev?.close();
+      if (s!.dev) await releaseMember(s!.dev, this.events);
       return;
     }
     const role = this.roleOf(member);
@@ -320,7 +321,7 @@ export class RaidArray implements BlockDevice {
     const dev = s.dev;
     this.slots[role] = { dev: undefined, device: '', state: 'missing', rebuiltRows: 0 };
     await this.persist();
-    await dev?.close().catch(() => undefined);
+    if (dev) await releaseMember(dev, this.events);
   }
 
   /**
@@ -731,7 +732,7 @@ export class RaidArray implements BlockDevice {
     const spare = this.spares.shift()!;
     const old = this.slots[role]!.dev;
     await this.assign(role, spare);
-    await old?.close().catch(() => undefined);
+    if (old) await releaseMember(old, this.events);
   }
 
   private async assign(role: number, slot: MemberSlot): Promise<void> {
@@ -795,15 +796,17 @@ export class RaidArray implements BlockDevice {
         await this.persist();
         throw opts.signal.reason instanceof Error ? opts.signal.reason : new Error('rebuild cancelled');
       }
+      let replaced: BlockDevice | undefined;
       if (slot.rebuiltRows >= g.rows) {
         slot.state = 'active';
         slot.rebuiltRows = 0;
-        const replaced = slot.source;
+        replaced = slot.source;
         slot.source = undefined;
         this.event(`member ${role} (${slot.dev?.name}) rebuilt${replaced ? `; ${replaced.name} released` : ''}`);
-        await replaced?.close().catch(() => undefined);
       }
       await this.persist();
+      // Released once the array's superblocks no longer list it, so a crash between leaves it merely stale.
+      if (replaced) await releaseMember(replaced, this.events);
     }
   }
 

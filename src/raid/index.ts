@@ -8,3 +8,4 @@ export { DATA_OFFSET } from './superblock.js';
 export { parsePendingRepairs, type PendingRepair } from './pending-repairs.js';
 
 export { RaidError, type RaidErrorCode } from './errors.js';
+export { examineMemberHeader, type MemberExamination } from './examine.js';

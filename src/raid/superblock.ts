@@ -16,6 +16,8 @@ export const BITMAP_OFFSET = 2 * SUPERBLOCK_SIZE;
 export const DATA_OFFSET = 64 * 1024;
 export const BITMAP_MAX_BYTES = DATA_OFFSET - BITMAP_OFFSET;
 export const MAGIC = 'STRATARD';
+/** The magic of a member released by remove or replace: assembly no longer sees a member, examine still reads it. */
+export const RELEASED_MAGIC = 'STRATARX';
 export const VERSION = 1;
 const CHECKSUM_AT = SUPERBLOCK_SIZE - 8;
 const TABLE_AT = 160;
@@ -74,11 +76,11 @@ export function newUuid(): string {
 }
 
 /** Encodes into a 4 KiB block with its checksum. initChecksum() must have resolved. */
-export function encodeSuperblock(sb: Superblock): Buffer {
+export function encodeSuperblock(sb: Superblock, magic: string = MAGIC): Buffer {
   const h = hasher();
   if (sb.table.length > MAX_ENTRIES) throw new RaidError('EINVAL', `too many members and spares (at most ${MAX_ENTRIES})`);
   const b = Buffer.alloc(SUPERBLOCK_SIZE);
-  b.write(MAGIC, 0, 'latin1');
+  b.write(magic, 0, 'latin1');
   b.writeUInt32LE(VERSION, 8);
   b.writeUInt32LE(DATA_OFFSET, 12);
   b.write(sb.arrayUuid, 16, 16, 'hex');
@@ -109,9 +111,9 @@ export function encodeSuperblock(sb: Superblock): Buffer {
 }
 
 /** Decodes one slot; undefined when it is not a valid Strata RAID superblock (wrong magic or checksum). */
-export function decodeSuperblock(b: Buffer): Superblock | undefined {
+export function decodeSuperblock(b: Buffer, magic: string = MAGIC): Superblock | undefined {
   const h = hasher();
-  if (b.length < SUPERBLOCK_SIZE || b.toString('latin1', 0, 8) !== MAGIC) return undefined;
+  if (b.length < SUPERBLOCK_SIZE || b.toString('latin1', 0, 8) !== magic) return undefined;
   if (b.readBigUInt64LE(CHECKSUM_AT) !== h.h64Raw(b.subarray(0, CHECKSUM_AT))) return undefined;
   const version = b.readUInt32LE(8);
   if (version !== VERSION) throw new RaidError('EFORMAT', `superblock version ${version} is not supported (this build reads version ${VERSION})`);
@@ -148,9 +150,9 @@ export function decodeSuperblock(b: Buffer): Superblock | undefined {
 }
 
 /** Both slots of a member header; the valid one with the most events, or undefined. */
-export function newestSuperblock(header: Buffer): Superblock | undefined {
-  const a = decodeSuperblock(header.subarray(0, SUPERBLOCK_SIZE));
-  const b = decodeSuperblock(header.subarray(SUPERBLOCK_SIZE, 2 * SUPERBLOCK_SIZE));
+export function newestSuperblock(header: Buffer, magic: string = MAGIC): Superblock | undefined {
+  const a = decodeSuperblock(header.subarray(0, SUPERBLOCK_SIZE), magic);
+  const b = decodeSuperblock(header.subarray(SUPERBLOCK_SIZE, 2 * SUPERBLOCK_SIZE), magic);
   if (!a) return b;
   if (!b) return a;
   return a.events >= b.events ? a : b;

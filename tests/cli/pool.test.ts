@@ -56,8 +56,8 @@ describe('strata pool', () => {
     ok(home, ['pool', 'create', 'a-much-longer-name', '--size', '10G']);
     const lines = ok(home, ['pool', 'list']).trimEnd().split('\n');
     expect(lines).toHaveLength(3);
-    expect(lines[0]).toMatch(/^NAME\s+SIZE\s+USED\s+FREE\s+VOLUMES\s+BACKING$/);
-    expect(lines[1]).toMatch(/^a-much-longer-name\s+10G\s+\S+\s+\S+\s+0\s+\/.*a-much-longer-name\.pool$/);
+    expect(lines[0]).toMatch(/^NAME\s+SIZE\s+USED\s+FREE\s+PROVISIONED\s+VOLUMES\s+STATE\s+BACKING$/);
+    expect(lines[1]).toMatch(/^a-much-longer-name\s+10G\s+\S+\s+\S+\s+0 \(0\.0%\)\s+0\s+optimal\s+\/.*a-much-longer-name\.pool$/);
     expect(lines[2]).toMatch(/^alpha\s+1G\s/);
     // Columns line up: every row has its BACKING at the header's column.
     const col = lines[0]!.indexOf('BACKING');
@@ -80,7 +80,7 @@ describe('strata pool', () => {
     const list = json<PoolJson[]>(home, ['pool', 'list']);
     expect(list.find((p) => p.name === 'good')?.deviceSize).toBe(1024 ** 3);
     expect(list.find((p) => p.name === 'gone')?.error).toMatch(/gone\.pool is missing/);
-    expect(ok(home, ['pool', 'list'])).toMatch(/^gone\s+-\s+-\s+-\s+-\s+\/.*is missing/m);
+    expect(ok(home, ['pool', 'list'])).toMatch(/^gone\s+-\s+-\s+-\s+-\s+-\s+-\s+\/.*is missing/m);
     fs.writeFileSync(path.join(home, 'pools', 'mangled.json'), '{"version": 1, "name": "mangled", "backing": 7}');
     const again = json<PoolJson[]>(home, ['pool', 'list']);
     expect(again.map((p) => p.name)).toEqual(['gone', 'good', 'mangled']);
