@@ -8,6 +8,7 @@ import { DEFAULT_MAX_BUFFER, DEFAULT_MAX_PER_ADDRESS, loadTls, MIN_MAX_BUFFER, N
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { ControlServer } from '../../src/host/control-server.js';
 import { PoolExportSource, type ServedPool } from '../../src/host/pool-exports.js';
+import { jobsFor } from '../../src/host/jobs.js';
 import type { ServedEndpoint } from '../../src/host/served-endpoint.js';
 import { IncompleteVolumeError } from '../incomplete.js';
 import { clientLines, type ClientTls } from '../qemu-lines.js';
@@ -136,7 +137,7 @@ async function serve(pools: string[], opts: ServeOptions, home: string, json: bo
     if (metricsAt) {
       // Loaded only when asked for: prom-client and its OpenTelemetry dependency cost every serve heap and start-up time.
       const { hostMetrics, serveMetrics } = await import('../../src/host/metrics.js');
-      metrics = await serveMetrics(hostMetrics({ server, pools: served.pools }), metricsAt.host, metricsAt.port);
+      metrics = await serveMetrics(hostMetrics({ server, pools: served.pools, jobs: (pool) => jobsFor(home, pool).list() }), metricsAt.host, metricsAt.port);
     }
     const bound: ListenAddress[] = [];
     for (const a of addresses) bound.push(await server.listen(a));

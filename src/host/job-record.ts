@@ -1,7 +1,8 @@
 /** Long work on a pool that a user may want to follow, cancel, or learn the end of after a crash. */
 export type JobKind = 'rebuild' | 'scrub' | 'reclaim' | 'import' | 'export';
 
-export type JobState = 'running' | 'done' | 'failed' | 'cancelled' | 'interrupted';
+export const JOB_STATES = ['running', 'done', 'failed', 'cancelled', 'interrupted'] as const;
+export type JobState = (typeof JOB_STATES)[number];
 
 export interface JobRecord {
   /** Unique within the pool, never reused (the next id is one above the highest recorded). */

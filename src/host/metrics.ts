@@ -4,11 +4,14 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { COMMAND_KINDS, LATENCY_BOUNDS, type CommandStats, type ExportStats, type NbdServerStats } from '../nbd/index.js';
 import type { Pool } from '../qcowlike/index.js';
 import type { RaidArray } from '../raid/index.js';
+import { JOB_STATES, type JobRecord } from './job-record.js';
 
 /** What a served host exposes: the NBD server's counters and the pools behind its exports. */
 export interface MetricsSource {
   server: { readonly stats: NbdServerStats; readonly exportStats: ReadonlyMap<string, ExportStats> };
   pools: readonly { name: string; pool: Pool; array?: RaidArray }[];
+  /** A pool's jobs (running and recently ended), as `strata job list` shows them. */
+  jobs?: (pool: string) => readonly JobRecord[];
 }
 
 const ARRAY_STATES = ['optimal', 'degraded', 'rebuilding', 'failed'] as const;
@@ -63,6 +66,7 @@ export function hostMetrics(source: MetricsSource): Registry {
 
   serverMetrics(source.server, registers);
   poolMetrics(source.pools, registers);
+  jobMetrics(source, registers);
   return reg;
 }
 
@@ -197,6 +201,45 @@ function poolMetrics(pools: MetricsSource['pools'], registers: Registry[]): void
   arrayCounter('strata_raid_read_errors_total', 'member read errors', (c) => c.readErrors);
   arrayCounter('strata_raid_write_errors_total', 'member write errors', (c) => c.writeErrors);
   arrayCounter('strata_raid_mismatches_total', 'stripes or chunks found inconsistent by scrub or resync', (c) => c.mismatches);
+}
+
+/** Jobs per pool, kind and state (every state present, 0 when none), and the bytes of each running one. */
+function jobMetrics(source: MetricsSource, registers: Registry[]): void {
+  const jobsOf = source.jobs;
+  if (!jobsOf) return;
+  const all = function* (): Generator<JobRecord> {
+    for (const p of source.pools) yield* jobsOf(p.name);
+  };
+  new Gauge<'pool' | 'kind' | 'state'>({
+    name: 'strata_jobs',
+    help: 'jobs by kind and state (running, and the last ones that ended, as strata job list shows them)',
+    labelNames: ['pool', 'kind', 'state'],
+    registers,
+    collect() {
+      this.reset();
+      const kinds = new Set<string>();
+      for (const j of all()) kinds.add(`${j.pool}\0${j.kind}`);
+      for (const k of kinds) {
+        const [pool, kind] = k.split('\0') as [string, string];
+        for (const state of JOB_STATES) this.set({ pool, kind, state }, 0);
+      }
+      for (const j of all()) this.inc({ pool: j.pool, kind: j.kind, state: j.state });
+    },
+  });
+  const running = (name: string, help: string, value: (j: JobRecord) => number): void => {
+    new Gauge<'pool' | 'kind' | 'id'>({
+      name,
+      help,
+      labelNames: ['pool', 'kind', 'id'],
+      registers,
+      collect() {
+        this.reset();
+        for (const j of all()) if (j.state === 'running') this.set({ pool: j.pool, kind: j.kind, id: String(j.id) }, value(j));
+      },
+    });
+  };
+  running('strata_job_done_bytes', 'bytes a running job has done', (j) => j.bytesDone);
+  running('strata_job_total_bytes', 'bytes a running job has to do (0 while not known)', (j) => j.bytesTotal);
 }
 
 interface ExpositionValue {

@@ -145,6 +145,12 @@ describe.skipIf(!hasTool('fio'))('strata serve --metrics', () => {
       expect(value(refused, 'strata_nbd_transmissions')).toBe(3);
       expect(value(refused, 'strata_nbd_refused_total', { reason: 'connection_limit' })).toBe(1);
       for (const x of [c, ...more]) await x.disconnect();
+      // An export of the served volume is a job of the pool: counted by kind and state once it ends.
+      expect(value(await scrape(url), 'strata_jobs', { pool: 'p0', kind: 'export', state: 'done' })).toBe(0);
+      await strata('export', 'p0/vm1', path.join(scratch.dir, 'vm1.raw'));
+      const jobs = await scrape(url);
+      expect(value(jobs, 'strata_jobs', { pool: 'p0', kind: 'export', state: 'done' })).toBe(1);
+      expect(value(jobs, 'strata_jobs', { pool: 'p0', kind: 'export', state: 'failed' })).toBe(0);
       gauges = await scrape(url);
     } finally {
       expect(await s.stop()).toBe(0);
