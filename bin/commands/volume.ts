@@ -3,6 +3,8 @@ import { Option, type Command } from 'commander';
 import { libvirtDiskXml, type ListenAddress } from '../../src/nbd/index.js';
 import type { Preallocation, VolumeInfo } from '../../src/qcowlike/index.js';
 import { adminOnPool } from '../../src/host/admin-client.js';
+import { ControlClient } from '../../src/host/control-client.js';
+import { ENDPOINT_OP, type ServedEndpoint } from '../../src/host/served-endpoint.js';
 import { DEFAULT_LISTEN, parseHostPort } from '../host-port.js';
 import { INCOMPLETE_ADVICE } from '../incomplete.js';
 import { globals, printFields, printJson, printTable, report, warn } from '../output.js';
@@ -93,7 +95,7 @@ async function volumeInfo(ref: string, opts: InfoOptions, cmd: Command): Promise
   const g = globals(cmd);
   const { pool: poolName, volume } = parseVolumeRef(ref);
   const info = await adminOnPool(g.home, poolName, { op: 'volume-info', volume }, { readOnly: true });
-  if (opts.libvirt === true) return printLibvirt(volume, info.readOnly, opts, g.json);
+  if (opts.libvirt === true) return printLibvirt(volume, info.readOnly, await servedDefaults(g.home, poolName, volume, opts), g.json);
   if (g.json) return printJson({ pool: poolName, ...info } satisfies VolumeSummary);
   const bytes = (n: number): string => `${formatSize(n)} (${n} bytes)`;
   const chain = info.layers.map((l) => `layer ${l.id} (${l.frozen ? 'frozen, ' : ''}${formatSize(l.allocatedBytes)})`).join(' -> ');
@@ -123,6 +125,32 @@ async function deleteVolume(ref: string, opts: { force?: boolean }, cmd: Command
   const { pool: poolName, volume } = parseVolumeRef(ref);
   await adminOnPool(g.home, poolName, { op: 'volume-delete', volume, force: opts.force === true }, { readOnly: false });
   report(g, { deleted: ref }, `deleted volume ${ref}`);
+}
+
+/**
+ * On a served pool, what the server says (where it listens, the export's
+ * name, whether it speaks TLS) fills in what the options leave out, so the
+ * element attaches what is served rather than the defaults.
+ */
+async function servedDefaults(home: string, poolName: string, volume: string, opts: InfoOptions): Promise<InfoOptions> {
+  const client = await ControlClient.connect(home, poolName);
+  if (!client) return opts;
+  let e: ServedEndpoint;
+  try {
+    e = (await client.request({ op: ENDPOINT_OP, volume })).result as ServedEndpoint;
+  } finally {
+    client.close();
+  }
+  const out: InfoOptions = { ...opts };
+  if (opts.listen === undefined && opts.socket === undefined) {
+    const tcp = e.listen.find((a): a is { host: string; port: number } => 'host' in a);
+    const unix = e.listen.find((a): a is { socket: string } => 'socket' in a);
+    if (tcp) out.listen = `${tcp.host === '0.0.0.0' || tcp.host === '::' ? '127.0.0.1' : tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port}`;
+    else if (unix) out.socket = unix.socket;
+  }
+  if (opts.export === undefined && e.exportName !== null) out.export = e.exportName;
+  if (opts.tls === undefined && e.tls !== 'off') out.tls = true;
+  return out;
 }
 
 function printLibvirt(volume: string, readOnly: boolean, opts: InfoOptions, json: boolean): void {

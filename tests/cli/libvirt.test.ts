@@ -78,6 +78,20 @@ describe.skipIf(!hasTool('python3'))('volume info --libvirt', () => {
     }
   });
 
+  it('on a served pool, takes the address, port and export name from the server', async () => {
+    const s = await startServe(['--home', home, 'p0', '--listen', '127.0.0.1:0']);
+    try {
+      const served = new URL(s.uri);
+      const source = child(parseXml(await strata('volume', 'info', 'p0/vm1', '--libvirt')), 'source');
+      expect(child(source, 'host').attrib).toEqual({ name: '127.0.0.1', port: served.port });
+      const c = await NbdClient.connect({ host: '127.0.0.1', port: Number(served.port), export: source.attrib.name! });
+      expect(c.size).toBe(16 * 1024 * 1024);
+      await c.disconnect();
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
+  });
+
   it('names a Unix socket and TLS when asked, escapes what XML needs, and refuses a bad target in one line', async () => {
     const sock = path.join(scratch.dir, "a&b'.sock");
     const disk = parseXml(await strata('volume', 'info', 'p0/vm1', '--libvirt', '--socket', sock, '--tls', '--export', 'p0/vm1'));
