@@ -15,12 +15,15 @@ export function newMember(file: string, like: RaidArray, direct = false): FileDe
 }
 
 /**
- * A member named on the command line of a pool's array: a role number as
- * given, a file as an absolute path (the registry opens members by absolute
- * path, and those are the names the array knows them by).
+ * A member named on the command line of a pool's array: a role number or a
+ * device UUID (hex, no file of that name here) as given, a file as an
+ * absolute path (the registry opens members by absolute path, and those are
+ * the names the array knows them by).
  */
 export function memberArg(member: string): string {
-  return /^\d+$/.test(member) ? member : path.resolve(member);
+  if (/^\d+$/.test(member)) return member;
+  if (/^[0-9a-fA-F-]{8,36}$/.test(member) && !fs.existsSync(member)) return member;
+  return path.resolve(member);
 }
 
 /**

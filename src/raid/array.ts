@@ -281,16 +281,32 @@ export class RaidArray implements BlockDevice {
     };
   }
 
-  /** The role of a member given by role number or device name (path). */
+  /**
+   * The role of a member given by role number, by the device UUID its
+   * superblock carries (`raid status` and `raid examine` show it; a unique
+   * prefix of 8 or more hex digits will do), or by device name (path). The
+   * UUID names the member whatever path it was opened by.
+   */
   roleOf(member: number | string): number {
     if (typeof member === 'number' || /^\d+$/.test(member)) {
       const r = Number(member);
       if (r < 0 || r >= this.slots.length) throw new RaidError('ENOENT', `${this.name}: no member role ${r} (roles are 0 to ${this.slots.length - 1})`);
       return r;
     }
-    const r = this.slots.findIndex((s) => s.dev?.name === member);
+    const r = this.indexOf(this.slots, member);
     if (r < 0) throw new RaidError('ENOENT', `${this.name}: '${member}' is not an active member of this array`);
     return r;
+  }
+
+  /** Where in `slots` the member named by device UUID (or a unique prefix of it) or device name is; -1 when none. */
+  private indexOf(slots: MemberSlot[], member: string): number {
+    const hex = member.toLowerCase().replace(/-/g, '');
+    if (/^[0-9a-f]{8,32}$/.test(hex)) {
+      const hits = slots.flatMap((s, i) => (s.device !== '' && s.device.startsWith(hex) ? [i] : []));
+      if (hits.length > 1) throw new RaidError('EINVAL', `${this.name}: '${member}' is the start of ${hits.length} members' UUIDs; give more of it`);
+      if (hits.length === 1) return hits[0]!;
+    }
+    return slots.findIndex((s) => s.dev?.name === member);
   }
 
   /** Marks a member faulty, as md's --fail. Refuses when the array could not survive it. */
@@ -308,7 +324,7 @@ export class RaidArray implements BlockDevice {
 
   /** Removes a faulty or missing member (or a spare, by name) and closes its device. */
   async remove(member: number | string): Promise<void> {
-    const spare = typeof member === 'string' ? this.spares.findIndex((s) => s.dev?.name === member) : -1;
+    const spare = typeof member === 'string' && !/^\d+$/.test(member) ? this.indexOf(this.spares, member) : -1;
     if (spare >= 0) {
       const [s] = this.spares.splice(spare, 1);
       await this.persist();
