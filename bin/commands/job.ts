@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { JobRecord } from '../../src/host/job-record.js';
-import type { JobRequest } from '../../src/host/job-requests.js';
+import { runJobRequest, type JobRequest } from '../../src/host/job-requests.js';
 import { Jobs } from '../../src/host/jobs.js';
 import { ControlClient } from '../../src/host/control-client.js';
 import { formatFields, globals, printJson, printTable } from '../output.js';
@@ -71,15 +71,7 @@ async function ask(cmd: Command, pool: string, req: JobRequest): Promise<JobReco
       client.close();
     }
   }
-  const jobs = new Jobs(g.home, pool);
-  switch (req.op) {
-    case 'job-list':
-      return jobs.list();
-    case 'job-show':
-      return jobs.get(req.id);
-    case 'job-cancel':
-      return jobs.cancel(req.id);
-  }
+  return runJobRequest(new Jobs(g.home, pool), req);
 }
 
 function parseId(text: string): number {
