@@ -30,8 +30,11 @@ export class JobStore {
   /** Applies `change` to the list as it is on disk now and writes it back; all synchronous, so changes from one process never interleave. */
   update<T>(change: (jobs: JobRecord[]) => T): T {
     const jobs = this.load();
+    const before = JSON.stringify(jobs);
     const result = change(jobs);
-    this.write(prune(jobs));
+    const after = prune(jobs);
+    // A change that changed nothing writes nothing: an open on a full home must not fail for want of room to rewrite the same list.
+    if (JSON.stringify(after) !== before) this.write(after);
     return result;
   }
 

@@ -1,4 +1,5 @@
 import type { RaidArray, RebuildProgress } from '../raid/index.js';
+import type { JobRecord } from './job-record.js';
 import type { Jobs } from './jobs.js';
 
 /** How a rebuild cut short goes on: the array keeps its checkpoint in the superblocks. */
@@ -20,7 +21,13 @@ export function rebuildJob(jobs: Jobs, array: RaidArray, rate: number, onProgres
     return joined.done.finally(() => onProgress && joined.follow.delete(onProgress));
   }
   const follow = new Set<(p: RebuildProgress) => void>(onProgress ? [onProgress] : []);
-  const earlier = jobs.recover().filter((j) => j.kind === 'rebuild');
+  // A job list that cannot be written (a full or read-only home) must not stop the rebuild.
+  let earlier: JobRecord[] = [];
+  try {
+    earlier = jobs.recover().filter((j) => j.kind === 'rebuild');
+  } catch {
+    earlier = [];
+  }
   const { rows, chunk } = array.geometry;
   const done = jobs
     .run({ kind: 'rebuild', target: array.status().name, total: rows * chunk, rate, resumes: REBUILD_RESUMES.replace('POOL', jobs.pool) }, async (ctl) => {

@@ -1,4 +1,5 @@
 import type { Pool } from '../qcowlike/index.js';
+import type { JobRecord } from './job-record.js';
 import type { Jobs } from './jobs.js';
 
 const RECLAIM_RESUMES = 'resumes at the next read-write open of the pool';
@@ -11,7 +12,12 @@ const RECLAIM_RESUMES = 'resumes at the next read-write open of the pool';
  * interrupted.
  */
 export function followReclaimAtOpen(jobs: Jobs, pool: Pool): void {
-  const earlier = jobs.recover().filter((j) => j.kind === 'reclaim');
+  let earlier: JobRecord[] = [];
+  try {
+    earlier = jobs.recover().filter((j) => j.kind === 'reclaim');
+  } catch {
+    // The job list cannot be written (a full or read-only home): the pool opens all the same, and a later open writes it down.
+  }
   const r = pool.reclaimAtOpen;
   if (r.layers === 0) return;
   const target = `${r.layers} deleted volume${r.layers === 1 ? '' : 's'}`;
