@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { runsOf } from '../../bin/commands/transfer.js';
+import { runsOf } from '../../src/host/image-copy.js';
 import { propertyRuns } from '../support/scratch.js';
 
 const PAGE = 4096;

@@ -1,4 +1,4 @@
-import { BlockDeviceError, type BlockDevice } from '../src/blockdev/index.js';
+import { BlockDeviceError, type BlockDevice } from '../blockdev/index.js';
 
 /** The grain at which a salvaging read retries a failed range: a page, the smallest unit a checksum covers. */
 const GRAIN = 4096;

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { detectFormat, formatName, HEAD_BYTES, TAIL_BYTES } from '../src/image/detect.js';
+import { detectFormat, formatName, HEAD_BYTES, TAIL_BYTES } from '../image/detect.js';
 
 /**
  * Where an import reads: a regular file (read at offsets, several chunks at
