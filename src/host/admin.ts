@@ -76,7 +76,7 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
     case 'pool-info':
       return { ...pool.stats(), ...poolHealth(pool) };
     case 'pool-check':
-      if (ctx.online && req.repair) throw new AdminError('EBUSY', `pool '${ctx.poolName}' is served: check --repair needs the pool stopped (stop strata serve first); a check without --repair runs online`);
+      if (ctx.online && req.repair) throw new AdminError('EBUSY', `pool '${ctx.poolName}' is served: a repairing check needs the pool stopped (stop strata serve first); a check that only reports runs online`);
       return ctx.online ? pool.checkOnline() : pool.check({ repair: req.repair });
     case 'volume-list':
       return pool.listVolumes();
@@ -95,7 +95,7 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
       if (size <= 0) throw new AdminError('EINVAL', 'a volume needs a size above 0');
       if (size < old && !req.force) {
         const beyond = await dataBeyond(pool, req.volume, size);
-        if (beyond > 0) throw new AdminError('EINVAL', `cannot shrink ${ctx.poolName}/${req.volume} from ${formatSize(old)} to ${formatSize(size)}: ${formatSize(beyond)} of data lies beyond ${formatSize(size)} (--force discards it)`);
+        if (beyond > 0) throw new AdminError('EINVAL', `cannot shrink ${ctx.poolName}/${req.volume} from ${formatSize(old)} to ${formatSize(size)}: ${formatSize(beyond)} of data lies beyond ${formatSize(size)} (a forced shrink discards it)`);
       }
       await pool.resizeVolume(req.volume, size, { force: req.force });
       ctx.changed?.();

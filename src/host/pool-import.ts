@@ -50,7 +50,7 @@ export async function importFilePool(registry: Registry, name: string, fileArg: 
   const owner = registeredOwner(registry, [file]);
   if (owner !== undefined) throw new Error(`cannot import ${file}: it is already registered as pool '${owner}'`);
   const member = await examineMemberFile(file).catch(() => undefined);
-  if (member && member.state !== 'released') throw new Error(`cannot import ${file} as a file pool: it is a member of RAID ${member.level} array ${member.arrayUuid}${member.name ? ` (${member.name})` : ''}; import the array with --raid or --scan`);
+  if (member && member.state !== 'released') throw new Error(`cannot import ${file} as a file pool: it is a member of RAID ${member.level} array ${member.arrayUuid}${member.name ? ` (${member.name})` : ''}; import the array it belongs to (from its members) instead`);
   const record: PoolRecord = { name, backing: { kind: 'file', path: file }, created: new Date().toISOString() };
   const stats = await registerAndOpen(registry, record, (why) => `cannot import ${file}: ${why}`);
   return { record, stats };
@@ -71,7 +71,7 @@ export async function importRaidPool(registry: Registry, name: string, files: st
     if (all.length > 0) throw new Error(`every array found is already registered (${all.map((a) => `${a.uuid} as pool '${a.registeredAs}'`).join(', ')})`);
     throw new Error(`no Strata RAID member among the ${files.length} file(s) given`);
   }
-  if (candidates.length > 1) throw new Error(`${candidates.length} arrays found (${candidates.map((a) => a.uuid).join(', ')}); choose one with --uuid`);
+  if (candidates.length > 1) throw new Error(`${candidates.length} arrays found (${candidates.map((a) => a.uuid).join(', ')}); name the one to import by its UUID`);
   const array = candidates[0]!;
   if (array.registeredAs !== null) throw new Error(`array ${array.uuid} is already registered as pool '${array.registeredAs}'`);
   const level = String(array.level) as RaidLevel;

@@ -38,7 +38,7 @@ export async function growPool(dev: BlockDevice, header: PoolHeader, store: Meta
   const oldTotal = header.totalClusters;
   const oldDeviceSize = header.deviceSize;
   if (!(header.incompat & INCOMPAT_COPIES) || header.copiesStart !== oldTotal) {
-    throw new PoolError('EINVAL', `${dev.name}: this pool keeps no copies region at its end (made by an earlier build); check --repair adds one, then grow`);
+    throw new PoolError('EINVAL', `${dev.name}: this pool keeps no copies region at its end (made by an earlier build); a repairing check adds one, then grow`);
   }
   const newTotal = Math.floor(dev.size / C) - COPY_CLUSTERS;
   if (newTotal <= oldTotal) throw new PoolError('EINVAL', `${dev.name}: the device (${dev.size} bytes) is not larger than the pool (${(oldTotal + COPY_CLUSTERS) * C} bytes)`);

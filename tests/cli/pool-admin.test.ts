@@ -109,7 +109,7 @@ describe('pool import and raid examine', () => {
     expect(ok(home, ['pool', 'import', '--scan', dir])).toContain(`array ${ex.arrayUuid} (r): RAID 5, 64M, 3 of 3 members present; registered as pool 'r'`);
     expect(fails(home, ['pool', 'import', 'x', m[0]!])).toBe(`strata: cannot import ${m[0]}: it is already registered as pool 'r'`);
     fs.rmSync(path.join(home, 'pools', 'r.json'));
-    expect(fails(home, ['pool', 'import', 'x', m[0]!])).toMatch(/is a member of RAID 5 array .*; import the array with --raid or --scan/);
+    expect(fails(home, ['pool', 'import', 'x', m[0]!])).toMatch(/is a member of RAID 5 array .*; import the array it belongs to \(from its members\) instead/);
     const found = json<Array<{ uuid: string; registeredAs: string | null; found: unknown[] }>>(home, ['pool', 'import', '--scan', dir]);
     expect(found).toMatchObject([{ uuid: ex.arrayUuid, registeredAs: null }]);
     expect(found[0]!.found).toHaveLength(3);

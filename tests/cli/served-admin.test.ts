@@ -83,7 +83,7 @@ describe('every pool and volume command works on a served pool', () => {
     // A resize shows to new connections.
     expect(ok(home, ['volume', 'resize', 'p/fresh', '+64M'])).toBe('resized p/fresh: 64M -> 128M\n');
     expect((await tool('nbdinfo', ['--size', uri('fresh')])).trim()).toBe(String(128 << 20));
-    expect(fails(home, ['volume', 'resize', 'p/fresh', '1M'])).toBe('strata: cannot shrink p/fresh from 128M to 1M: 2M of data lies beyond 1M (--force discards it)');
+    expect(fails(home, ['volume', 'resize', 'p/fresh', '1M'])).toBe('strata: cannot shrink p/fresh from 128M to 1M: 2M of data lies beyond 1M (a forced shrink discards it)');
     expect(ok(home, ['volume', 'delete', 'p/fresh'])).toBe('deleted volume p/fresh\n');
     const after = JSON.parse(await tool('nbdinfo', ['--list', '--json', uri('')])) as { exports: Array<{ 'export-name': string }> };
     expect(after.exports.map((e) => e['export-name'])).toEqual(['base']);
@@ -102,7 +102,7 @@ describe('every pool and volume command works on a served pool', () => {
     expect((await other.read(0, 4096)).every((b) => b === 0x5a)).toBe(true);
     await other.disconnect();
     expect(fails(home, ['volume', 'info', 'p/busy'])).toMatch(/not found/);
-    expect(fails(home, ['pool', 'check', 'p', '--repair'])).toMatch(/is served: check --repair needs the pool stopped/);
+    expect(fails(home, ['pool', 'check', 'p', '--repair'])).toMatch(/is served: a repairing check needs the pool stopped/);
   }, 60_000);
 
   it('keeps fio verifying with no error while other volumes are created, resized, checked, listed and deleted', async () => {

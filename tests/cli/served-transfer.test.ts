@@ -126,7 +126,7 @@ describe('import and export on a served pool', () => {
   it('resizes by +SIZE and -SIZE while served; a shrink over data needs --force', () => {
     expect(ok(home, ['volume', 'resize', 'p/base', '+2M'])).toBe('resized p/base: 64M -> 66M\n');
     expect(ok(home, ['volume', 'resize', 'p/base', '-1M'])).toBe('resized p/base: 66M -> 65M\n');
-    expect(fails(home, ['volume', 'resize', 'p/base', '-58M'])).toBe('strata: cannot shrink p/base from 65M to 7M: 1M of data lies beyond 7M (--force discards it)');
+    expect(fails(home, ['volume', 'resize', 'p/base', '-58M'])).toBe('strata: cannot shrink p/base from 65M to 7M: 1M of data lies beyond 7M (a forced shrink discards it)');
     expect(ok(home, ['volume', 'resize', 'p/base', '-58M', '--force'])).toBe('resized p/base: 65M -> 7M\n');
     expect(fails(home, ['volume', 'resize', 'p/base', '--bogus'])).toBe("strata: unknown option '--bogus'");
   });

@@ -90,7 +90,7 @@ describe('strata volume', () => {
     ok(home, ['volume', 'create', 'p0/v', '64M']);
     writeInto(home, 'p0/v', 40 << 20, 1 << 20, 64 << 20);
     ok(home, ['volume', 'resize', 'p0/v', '48M']);
-    expect(fails(home, ['volume', 'resize', 'p0/v', '32M'])).toBe('strata: cannot shrink p0/v from 48M to 32M: 1M of data lies beyond 32M (--force discards it)');
+    expect(fails(home, ['volume', 'resize', 'p0/v', '32M'])).toBe('strata: cannot shrink p0/v from 48M to 32M: 1M of data lies beyond 32M (a forced shrink discards it)');
     expect(json<VolumeJson>(home, ['volume', 'info', 'p0/v']).size).toBe(48 << 20);
     ok(home, ['volume', 'resize', 'p0/v', '32M', '--force']);
     const v = json<VolumeJson>(home, ['volume', 'info', 'p0/v']);
