@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { waitForLockSync } from 'fs-native-extensions';
 import { TERMINAL_STATES, type JobRecord } from './job-record.js';
 import { processAlive } from './process-liveness.js';
 
@@ -29,6 +30,40 @@ export class JobStore {
 
   /** Applies `change` to the list as it is on disk now and writes it back; all synchronous, so changes from one process never interleave. */
   update<T>(change: (jobs: JobRecord[]) => T): T {
+    const unlock = this.lock();
+    try {
+      return this.change(change);
+    } finally {
+      unlock();
+    }
+  }
+
+  /**
+   * Holds the pool's job-list lock (HOME/jobs/POOL.lock, an exclusive file
+   * lock) so that two processes (a server and a command beside it) never
+   * read the same list and write back different changes. A home where the
+   * lock file cannot be made goes on unlocked: the write that follows meets
+   * the same problem and is handled as a failed write.
+   */
+  private lock(): () => void {
+    let fd: number;
+    try {
+      fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+      fd = fs.openSync(`${this.file.slice(0, -'.json'.length)}.lock`, 'a', 0o600);
+    } catch {
+      return () => undefined;
+    }
+    try {
+      waitForLockSync(fd);
+    } catch {
+      fs.closeSync(fd);
+      return () => undefined;
+    }
+    // Closing the descriptor releases the lock.
+    return () => fs.closeSync(fd);
+  }
+
+  private change<T>(change: (jobs: JobRecord[]) => T): T {
     const jobs = this.load();
     const before = JSON.stringify(jobs);
     const result = change(jobs);

@@ -29,7 +29,7 @@ describe('Jobs', () => {
     const [j] = new Jobs(h, 'p').list();
     expect(j).toMatchObject({ id: 1, kind: 'export', pool: 'p', state: 'done', bytesDone: 100, bytesTotal: 100 });
     expect(j!.endedAt).toBeDefined();
-    expect(fs.readdirSync(path.join(h, 'jobs'))).toEqual(['p.json']);
+    expect(fs.readdirSync(path.join(h, 'jobs')).sort()).toEqual(['p.json', 'p.lock']);
   });
 
   it('cancels a running job mid-way: the work sees the signal, the job ends cancelled', async () => {
@@ -60,6 +60,22 @@ describe('Jobs', () => {
     const jobs = new Jobs(home(), 'p');
     await expect(jobs.run({ kind: 'scrub', target: 'array' }, () => Promise.reject(new Error('member 2 unreadable')))).rejects.toThrow();
     expect(jobs.list()[0]).toMatchObject({ state: 'failed', error: 'member 2 unreadable' });
+  });
+
+  it('loses no update when two processes record jobs of one pool at once', async () => {
+    const h = home();
+    const script = (tag: string): string => `
+      import { Jobs } from ${JSON.stringify(path.resolve('dist/src/host/jobs.js'))};
+      const jobs = new Jobs(${JSON.stringify(h)}, 'p');
+      for (let i = 0; i < 40; i++) await jobs.run({ kind: 'export', target: '${tag}' + i }, async () => undefined);
+    `;
+    const run = (tag: string): Promise<number | null> =>
+      new Promise((resolve) => spawn(process.execPath, ['--input-type=module', '-e', script(tag)], { stdio: 'inherit' }).once('exit', resolve));
+    expect(await Promise.all([run('a'), run('b')])).toEqual([0, 0]);
+    const list = new Jobs(h, 'p').list();
+    expect(list.length).toBe(80);
+    expect(new Set(list.map((j) => j.id)).size).toBe(80);
+    expect(list.every((j) => j.state === 'done')).toBe(true);
   });
 
   it('reports a job whose process was killed (kill -9) as interrupted, with what to run; ids are not reused', async () => {
@@ -114,7 +130,7 @@ describe('Jobs', () => {
       }),
     ).toThrow('boom');
     expect(store.read().map((j) => j.id)).toEqual([1]);
-    expect(fs.readdirSync(path.join(h, 'jobs'))).toEqual(['p.json']);
+    expect(fs.readdirSync(path.join(h, 'jobs')).sort()).toEqual(['p.json', 'p.lock']);
   });
 });
 
