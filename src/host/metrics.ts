@@ -118,40 +118,40 @@ function serverMetrics(server: MetricsSource['server'], registers: Registry[]): 
   gauge('strata_nbd_buffer_in_use_bytes', 'pooled buffer memory handed out', (s) => s.buffers.inUseBytes);
 }
 
-function poolMetrics(pools: MetricsSource['pools'], registers: Registry[]): void {
-  const poolGauge = (name: string, help: string, value: (p: Pool) => number): void => {
-    new Gauge<'pool'>({
-      name,
-      help,
-      labelNames: ['pool'],
-      registers,
-      collect() {
-        this.reset();
-        for (const p of pools) this.set({ pool: p.name }, value(p.pool));
-      },
-    });
+/**
+ * One series per pool of `items` (a gauge or a counter), read at scrape time;
+ * an item whose value is undefined has no sample then.
+ */
+function perPool<T>(type: 'gauge' | 'counter', items: () => Iterable<{ name: string; item: T }>, registers: Registry[]): (name: string, help: string, value: (item: T) => number | undefined) => void {
+  return (name, help, value) => {
+    const collect = function (this: Gauge<'pool'> | Counter<'pool'>): void {
+      this.reset();
+      for (const { name: pool, item } of items()) {
+        const v = value(item);
+        if (v === undefined) continue;
+        if (this instanceof Gauge) this.set({ pool }, v);
+        else this.inc({ pool }, v);
+      }
+    };
+    const config = { name, help, labelNames: ['pool'] as const, registers, collect };
+    if (type === 'gauge') new Gauge<'pool'>(config);
+    else new Counter<'pool'>(config);
   };
+}
+
+function poolMetrics(pools: MetricsSource['pools'], registers: Registry[]): void {
+  const byPool = (): { name: string; item: Pool }[] => pools.map((p) => ({ name: p.name, item: p.pool }));
+  const poolGauge = perPool('gauge', byPool, registers);
   // The same figures as `pool info --json`: totalBytes, usedBytes, freeBytes, volumes.
   poolGauge('strata_pool_capacity_bytes', 'bytes usable for data and metadata', (p) => p.stats().totalClusters * p.stats().clusterSize);
   poolGauge('strata_pool_allocated_bytes', 'bytes allocated (data and metadata)', (p) => p.stats().usedClusters * p.stats().clusterSize);
   poolGauge('strata_pool_free_bytes', 'bytes free', (p) => p.stats().freeClusters * p.stats().clusterSize);
   poolGauge('strata_pool_volumes', 'volumes in the pool', (p) => p.stats().volumes);
-  const poolCounter = (name: string, help: string, value: (p: Pool) => number): void => {
-    new Counter<'pool'>({
-      name,
-      help,
-      labelNames: ['pool'],
-      registers,
-      collect() {
-        this.reset();
-        for (const p of pools) this.inc({ pool: p.name }, value(p.pool));
-      },
-    });
-  };
+  const poolCounter = perPool('counter', byPool, registers);
   poolCounter('strata_pool_checksum_errors_total', 'data reads whose checksum did not match, since the pool was opened', (p) => p.counters.corruptData);
   poolCounter('strata_pool_checksum_repairs_total', 'bad copies rewritten from a good one, since the pool was opened', (p) => p.counters.repairedData);
 
-  const arrays = (): { name: string; array: RaidArray }[] => pools.flatMap((p) => (p.array ? [{ name: p.name, array: p.array }] : []));
+  const arrays = (): { name: string; item: RaidArray }[] => pools.flatMap((p) => (p.array ? [{ name: p.name, item: p.array }] : []));
   new Gauge<'pool' | 'state'>({
     name: 'strata_raid_state',
     help: 'the array state: 1 for the current one of optimal, degraded, rebuilding, failed',
@@ -160,47 +160,22 @@ function poolMetrics(pools: MetricsSource['pools'], registers: Registry[]): void
     collect() {
       this.reset();
       for (const a of arrays()) {
-        const now = a.array.status().state;
+        const now = a.item.status().state;
         for (const state of ARRAY_STATES) this.set({ pool: a.name, state }, state === now ? 1 : 0);
       }
     },
   });
-  const arrayGauge = (name: string, help: string, value: (a: RaidArray) => number | undefined): void => {
-    new Gauge<'pool'>({
-      name,
-      help,
-      labelNames: ['pool'],
-      registers,
-      collect() {
-        this.reset();
-        for (const a of arrays()) {
-          const v = value(a.array);
-          if (v !== undefined) this.set({ pool: a.name }, v);
-        }
-      },
-    });
-  };
+  const arrayGauge = perPool('gauge', arrays, registers);
   arrayGauge('strata_raid_members', 'member roles of the array', (a) => a.status().members.length);
   arrayGauge('strata_raid_degraded_members', 'member roles not in sync (failed, missing or rebuilding)', (a) => a.status().members.filter((m) => m.state !== 'active').length);
   arrayGauge('strata_raid_spares', 'hot spares', (a) => a.status().spares.length);
   arrayGauge('strata_raid_rebuild_progress_ratio', 'fraction of the running rebuild done (absent when none runs)', (a) => a.status().rebuild?.fraction);
   arrayGauge('strata_raid_dirty_regions', 'write-intent regions marked dirty', (a) => a.status().dirtyRegions);
-  const arrayCounter = (name: string, help: string, value: (c: ReturnType<RaidArray['status']>['counters']) => number): void => {
-    new Counter<'pool'>({
-      name,
-      help,
-      labelNames: ['pool'],
-      registers,
-      collect() {
-        this.reset();
-        for (const a of arrays()) this.inc({ pool: a.name }, value(a.array.status().counters));
-      },
-    });
-  };
-  arrayCounter('strata_raid_repairs_total', 'member copies rewritten after a checksum mismatch (self-heal)', (c) => c.repairs);
-  arrayCounter('strata_raid_read_errors_total', 'member read errors', (c) => c.readErrors);
-  arrayCounter('strata_raid_write_errors_total', 'member write errors', (c) => c.writeErrors);
-  arrayCounter('strata_raid_mismatches_total', 'stripes or chunks found inconsistent by scrub or resync', (c) => c.mismatches);
+  const arrayCounter = perPool('counter', arrays, registers);
+  arrayCounter('strata_raid_repairs_total', 'member copies rewritten after a checksum mismatch (self-heal)', (a) => a.status().counters.repairs);
+  arrayCounter('strata_raid_read_errors_total', 'member read errors', (a) => a.status().counters.readErrors);
+  arrayCounter('strata_raid_write_errors_total', 'member write errors', (a) => a.status().counters.writeErrors);
+  arrayCounter('strata_raid_mismatches_total', 'stripes or chunks found inconsistent by scrub or resync', (a) => a.status().counters.mismatches);
 }
 
 /** Jobs per pool, kind and state (every state present, 0 when none), and the bytes of each running one. */
