@@ -4,7 +4,7 @@ import { libvirtDiskXml, type ListenAddress } from '../../src/nbd/index.js';
 import type { Preallocation, VolumeInfo } from '../../src/qcowlike/index.js';
 import { adminOnPool } from '../../src/host/admin-client.js';
 import { ControlClient } from '../../src/host/control-client.js';
-import { ENDPOINT_OP, type ServedEndpoint } from '../../src/host/served-endpoint.js';
+import { ENDPOINT_OP, localTcp, type ServedEndpoint } from '../../src/host/served-endpoint.js';
 import { DEFAULT_LISTEN, parseHostPort } from '../host-port.js';
 import { INCOMPLETE_ADVICE } from '../incomplete.js';
 import { globals, printFields, printJson, printTable, report, warn } from '../output.js';
@@ -143,9 +143,9 @@ async function servedDefaults(home: string, poolName: string, volume: string, op
   }
   const out: InfoOptions = { ...opts };
   if (opts.listen === undefined && opts.socket === undefined) {
-    const tcp = e.listen.find((a): a is { host: string; port: number } => 'host' in a);
+    const tcp = localTcp(e.listen);
     const unix = e.listen.find((a): a is { socket: string } => 'socket' in a);
-    if (tcp) out.listen = `${tcp.host === '0.0.0.0' || tcp.host === '::' ? '127.0.0.1' : tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port}`;
+    if (tcp) out.listen = `${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port}`;
     else if (unix) out.socket = unix.socket;
   }
   if (opts.export === undefined && e.exportName !== null) out.export = e.exportName;

@@ -40,9 +40,12 @@ export function parseEndpointRequest(raw: Record<string, unknown>): EndpointRequ
  */
 export function localListener(e: ServedEndpoint): ListenAddress | undefined {
   if (e.tls === 'require') return undefined;
-  const unix = e.listen.find((a) => 'socket' in a);
-  if (unix) return unix;
-  const tcp = e.listen.find((a): a is { host: string; port: number } => 'host' in a);
+  return e.listen.find((a) => 'socket' in a) ?? localTcp(e.listen);
+}
+
+/** The first TCP listener, as this host reaches it: a wildcard host becomes loopback. */
+export function localTcp(listen: ListenAddress[]): { host: string; port: number } | undefined {
+  const tcp = listen.find((a): a is { host: string; port: number } => 'host' in a);
   if (!tcp) return undefined;
   const host = tcp.host === '0.0.0.0' || tcp.host === '' ? '127.0.0.1' : tcp.host === '::' ? '::1' : tcp.host;
   return { host, port: tcp.port };
