@@ -37,7 +37,7 @@ type AdoptOptions = net.SocketConstructorOpts & { handle: unknown; onread: net.O
  * it ran a full mark-compact every ~16 MiB received, halving 1 MiB write
  * throughput. Node offers reads into a caller's buffer (`onread`) only to
  * sockets it creates, not to accepted ones, so the accepted handle is moved to
- * a socket created with `onread`. The old object gives up the handle first, so
+ * a socket created with `onread`. The old object then gives up the handle, so
  * it can neither read nor close it; its destroy() only settles net.Server's
  * count (the NBD server keeps its own).
  */
@@ -55,10 +55,16 @@ export function ownReads(socket: net.Socket, buffer: Buffer): net.Socket | undef
       return true;
     },
   };
+  const options: AdoptOptions = { handle, onread, allowHalfOpen: socket.allowHalfOpen };
+  let adopted: net.Socket;
+  try {
+    adopted = new net.Socket(options);
+  } catch {
+    // The old socket still owns the handle: serve the connection with Node's own reads.
+    return undefined;
+  }
   internals._handle = null;
   socket.destroy();
-  const options: AdoptOptions = { handle, onread, allowHalfOpen: socket.allowHalfOpen };
-  const adopted = new net.Socket(options);
   owned.set(adopted, state);
   return adopted;
 }
