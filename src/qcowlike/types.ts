@@ -102,4 +102,6 @@ export interface CheckReport {
 export interface Volume extends BlockDevice {
   readonly volumeName: string;
   blockStatus(offset: number, length: number): Promise<Extent[]>;
+  /** Which layer each range comes from (qemu:allocation-depth): 0 none, 1 the top, 2 its parent … */
+  allocationDepth?(offset: number, length: number): Promise<Array<{ offset: number; length: number; depth: number }>>;
 }
