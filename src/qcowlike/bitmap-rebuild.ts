@@ -48,7 +48,7 @@ export async function mapClaims(store: MetaStore, geo: Geometry, clusters: numbe
         claims.add(l2c);
         let l2: Buffer;
         try {
-          l2 = store.peek(l2c) ?? (await store.load(l2c, BlockType.L2, layer.id));
+          l2 = store.peek(l2c) ?? (await store.load(l2c, BlockType.L2, undefined));
         } catch {
           continue;
         }

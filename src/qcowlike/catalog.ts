@@ -35,10 +35,22 @@ export interface CatalogVolume {
 }
 
 export interface CatalogSnapshot {
+  /** The volume (or the template it became) whose history this is. */
   volume: string;
   name: string;
   layer: number;
   created: string;
+  uuid: string;
+}
+
+/** A frozen layer kept to be cloned: read-only, protected while anything depends on it. */
+export interface CatalogTemplate {
+  name: string;
+  layer: number;
+  created: string;
+  uuid: string;
+  /** What it was made from (`vol`, `vol@snap`, `tmpl`). */
+  origin?: string;
 }
 
 export interface Catalog {
@@ -47,10 +59,11 @@ export interface Catalog {
   layers: CatalogLayer[];
   volumes: CatalogVolume[];
   snapshots: CatalogSnapshot[];
+  templates: CatalogTemplate[];
 }
 
 export function emptyCatalog(): Catalog {
-  return { version: 1, nextLayerId: 1, layers: [], volumes: [], snapshots: [] };
+  return { version: 1, nextLayerId: 1, layers: [], volumes: [], snapshots: [], templates: [] };
 }
 
 /**
@@ -98,5 +111,6 @@ export function decodeCatalog(bytes: Buffer, p: CatalogPointer, where: string): 
   }
   if (c.version !== 1 || !Array.isArray(c.layers) || !Array.isArray(c.volumes)) throw new PoolError('ECORRUPT', `${where}: catalog has an unknown shape`);
   c.snapshots ??= [];
+  c.templates ??= [];
   return c;
 }

@@ -1,7 +1,7 @@
 import { dataChecksum, dataChecksums } from './checksum.js';
 import { DoubleWrite } from './doublewrite.js';
 import type { PoolCore } from './core.js';
-import { ENTRY_ALLOC, ENTRY_SUMS, readHost, readL1 } from './geometry.js';
+import { blockOwner, ENTRY_ALLOC, ENTRY_SUMS, isInherited, readHost, readL1 } from './geometry.js';
 import type { PoolHeader } from './header.js';
 import type { Layer } from './layer.js';
 import { BlockType } from './metablock.js';
@@ -25,6 +25,11 @@ import type { CheckProblem, CheckReport } from './types.js';
  * listed, never freed by repair), so that whatever it pointed at can still be
  * salvaged. Each held cluster is charged to the damaged table whose raw bytes
  * name it, or else to all of them.
+ *
+ * Shared maps: a table belongs to the layer in its trailer, which claims and
+ * walks it; a layer that reaches it through its L1 must descend from that
+ * owner. An inherited entry claims nothing: its cluster must be claimed as
+ * data by an ancestor of the layer.
  */
 export async function checkPool(
   pool: PoolCore & { header: PoolHeader },
@@ -38,6 +43,9 @@ export async function checkPool(
   const C = geo.clusterSize;
   const problems: CheckProblem[] = [];
   const owners = new Map<number, string>();
+  /** The layer whose data claim each data cluster is. */
+  const dataOwner = new Map<number, number>();
+  const inherited: Array<{ host: number; layer: Layer; what: string; voff: number }> = [];
   let repaired = 0;
   let corruptBlocks = 0;
   // A check that may not write still asks the redundancy below for a good copy, to tell a pending repair from lost data.
@@ -113,6 +121,12 @@ export async function checkPool(
         const l2c = readL1(l1, i);
         if (l2c === 0) continue;
         const firstVc = (b * geo.entriesPerL1Block + i) * geo.entriesPerL2;
+        const shared = store.peek(l2c) ?? (await store.load(l2c, BlockType.L2, undefined).catch(() => undefined));
+        if (shared && blockOwner(shared) !== layer.id) {
+          const owner = blockOwner(shared);
+          if (!layer.descendsFrom(owner)) problems.push({ kind: 'dangling', hostOffset: l2c * C, layer: layer.id, volume: vol, virtualOffset: firstVc * C, message: `L2 table at offset ${l2c * C} for virtual offset ${firstVc * C} of ${name} belongs to layer ${owner}, which is not one of its ancestors`, repaired: false });
+          continue;
+        }
         if (!claim(l2c, `L2 table for virtual offset ${firstVc * C} of ${name}`, layer.id)) continue;
         let l2: Buffer;
         try {
@@ -135,7 +149,12 @@ export async function checkPool(
         const host = readHost(l2, at);
         if (host === 0) continue;
         const voff = (firstVc + e) * C;
+        if (isInherited(l2, at)) {
+          inherited.push({ host, layer, what: name, voff });
+          continue;
+        }
         if (!claim(host, `data at virtual offset ${voff} of ${name}`, layer.id)) continue;
+        dataOwner.set(host, layer.id);
         const bits = l2.readUInt32LE(at + ENTRY_ALLOC);
         if (bits === 0) continue;
         await dev.read(data, host * C);
@@ -226,6 +245,12 @@ export async function checkPool(
         }
       }
     }
+  }
+
+  for (const r of inherited) {
+    const owner = dataOwner.get(r.host);
+    if (owner !== undefined && r.layer.descendsFrom(owner)) continue;
+    problems.push({ kind: 'dangling', hostOffset: r.host * C, layer: r.layer.id, virtualOffset: r.voff, message: `inherited data at virtual offset ${r.voff} of ${r.what} points at cluster ${r.host}, which ${owner === undefined ? 'no layer holds as data' : `layer ${owner} holds, not an ancestor`}`, repaired: false });
   }
 
   // Metadata blocks read from a good copy while the pool could not write (at open, by reads, or in this walk).

@@ -59,3 +59,28 @@ export function writeL1(l1: Buffer, index: number, cluster: number): void {
   l1.writeUInt32LE(cluster % 2 ** 32, index * 8);
   l1.writeUInt32LE(Math.floor(cluster / 2 ** 32), index * 8 + 4);
 }
+
+/**
+ * Bit 63 of an entry's host word (the top bit of byte 7; host clusters use
+ * the low 48 bits): set when the host cluster is not the table owner's but an
+ * ancestor's, reached through a table copied from it. Such a cluster is
+ * shared and never written in place. writeHost clears it.
+ */
+const INHERITED_BYTE = ENTRY_HOST + 7;
+
+export function isInherited(l2: Buffer, at: number): boolean {
+  return (l2[at + INHERITED_BYTE]! & 0x80) !== 0;
+}
+
+export function setInherited(l2: Buffer, at: number): void {
+  l2[at + INHERITED_BYTE] = l2[at + INHERITED_BYTE]! | 0x80;
+}
+
+export function clearInherited(l2: Buffer, at: number): void {
+  l2[at + INHERITED_BYTE] = l2[at + INHERITED_BYTE]! & 0x7f;
+}
+
+/** The layer a metadata block belongs to, from its trailer. */
+export function blockOwner(block: Buffer): number {
+  return block.readUInt32LE(block.length - TRAILER + 4);
+}

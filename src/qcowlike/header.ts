@@ -23,7 +23,15 @@ export const INCOMPAT_SUBCLUSTERS = 1n << 1n;
  * and its check would free the catalog's second copy as leaked.
  */
 export const INCOMPAT_COPIES = 1n << 2n;
-export const KNOWN_INCOMPAT = INCOMPAT_JOURNAL | INCOMPAT_SUBCLUSTERS | INCOMPAT_COPIES;
+/**
+ * Layers share L2 tables and data clusters (snapshots, clones, templates):
+ * a table's owner is in its trailer and an entry may point at an ancestor's
+ * cluster (bit 63 of its host word). A writer that does not know this would
+ * write shared clusters in place and free them with one of their layers, so
+ * it must refuse the pool. Set when the first layer is shared.
+ */
+export const INCOMPAT_SHARED = 1n << 3n;
+export const KNOWN_INCOMPAT = INCOMPAT_JOURNAL | INCOMPAT_SUBCLUSTERS | INCOMPAT_COPIES | INCOMPAT_SHARED;
 /** Bits a reader may ignore. None defined yet. */
 export const KNOWN_COMPAT = 0n;
 /** Bits a writer that does not know them must clear. None defined yet. */

@@ -1,6 +1,6 @@
 import type { CatalogLayer } from './catalog.js';
 import type { PoolCore } from './core.js';
-import { readL1, writeHost, writeL1 } from './geometry.js';
+import { blockOwner, isInherited, readHost, readL1, setInherited, writeHost, writeL1 } from './geometry.js';
 import { ChecksumError } from './errors.js';
 import { BlockType } from './metablock.js';
 import { RangeLock } from '../blockdev/range-lock.js';
@@ -56,7 +56,86 @@ export class Layer {
       l1 = await store.load(pos.block, BlockType.L1, this.id).catch((err: unknown) => this.mapping(err, pos.block - this.rec.l1Start, span));
     }
     const l2c = readL1(l1, pos.index);
-    if (l2c !== 0 && !store.peek(l2c)) await store.load(l2c, BlockType.L2, this.id).catch((err: unknown) => this.mapping(err, Math.floor(vc / geo.entriesPerL2), geo.entriesPerL2 * geo.clusterSize));
+    if (l2c === 0 || store.peek(l2c)) return;
+    const index = Math.floor(vc / geo.entriesPerL2);
+    const l2 = await store.load(l2c, BlockType.L2, undefined).catch((err: unknown) => this.mapping(err, index, geo.entriesPerL2 * geo.clusterSize));
+    // A table may be an ancestor's (shared since a snapshot or a clone), never anyone else's.
+    const owner = blockOwner(l2);
+    if (!this.descendsFrom(owner)) {
+      store.forget(l2c);
+      this.mapping(new ChecksumError(store.dev.name, `L2 table block ${l2c}: wrong owner ${owner} (expected layer ${this.id} or one of its ancestors)`, l2c * geo.clusterSize), index, geo.entriesPerL2 * geo.clusterSize);
+    }
+  }
+
+  /**
+   * Brings the L1 block and L2 table of `vc` into memory and holds them
+   * there until the returned release is called (see MetaStore.hold).
+   */
+  async hold(vc: number): Promise<() => void> {
+    const { store } = this.core;
+    for (;;) {
+      await this.ensure(vc);
+      const pos = this.l1Pos(vc);
+      const l1 = store.hold(pos.block);
+      if (!l1) continue;
+      const l2c = readL1(store.peek(pos.block)!, pos.index);
+      if (l2c === 0) return l1;
+      const l2 = store.hold(l2c);
+      if (l2) {
+        return () => {
+          l2();
+          l1();
+        };
+      }
+      l1();
+    }
+  }
+
+  /** True when `id` is this layer or one of its ancestors. */
+  descendsFrom(id: number): boolean {
+    for (let l: Layer | null = this; l; l = l.parent) if (l.id === id) return true;
+    return false;
+  }
+
+  /** The table holding the entry is this layer's own (not shared from an ancestor). */
+  ownsTable(ref: EntryRef): boolean {
+    return blockOwner(ref.l2) === this.id;
+  }
+
+  /** The entry's host cluster is this layer's alone: it may be written in place and is freed with the layer. */
+  owns(ref: EntryRef): boolean {
+    return blockOwner(ref.l2) === this.id && !isInherited(ref.l2, ref.at);
+  }
+
+  /**
+   * The entry of `vc` in a table of this layer's own, made now if needed: a
+   * new table, or a copy of the ancestor's table it shares, every mapped
+   * entry in the copy marked inherited (the L1 block and any shared table
+   * must be in memory). Synchronous.
+   */
+  ownEntry(vc: number): EntryRef {
+    const ref = this.peek(vc);
+    if (ref === null) return this.createTable(vc);
+    if (ref === undefined) throw new Error(`internal: layer ${this.id} table of cluster ${vc} not in memory`);
+    if (this.ownsTable(ref)) return ref;
+    const { store, alloc, geo } = this.core;
+    const pos = this.l1Pos(vc);
+    const l2Cluster = alloc.allocate();
+    const l2 = store.create(l2Cluster, BlockType.L2, this.id);
+    const used = geo.entriesPerL2 * geo.entrySize;
+    ref.l2.copy(l2, 0, 0, used);
+    for (let at = 0; at < used; at += geo.entrySize) if (readHost(l2, at) !== 0) setInherited(l2, at);
+    store.markDirty(l2Cluster, 0, used);
+    writeL1(store.peek(pos.block)!, pos.index, l2Cluster);
+    store.markDirty(pos.block, pos.index * 8, 8);
+    return { l2, l2Cluster, at: ref.at };
+  }
+
+  /** The cluster of the L2 table that maps `vc` (0: none); the L1 block must be in memory. */
+  tableAt(vc: number): number | undefined {
+    const pos = this.l1Pos(vc);
+    const l1 = this.core.store.peek(pos.block);
+    return l1 ? readL1(l1, pos.index) : undefined;
   }
 
   private mapping(err: unknown, index: number, span: number): never {

@@ -173,6 +173,40 @@ export class MetaStore {
     }
   }
 
+  /** Holds taken on blocks by hold(), per cluster. */
+  private readonly holds = new Map<number, number>();
+
+  /**
+   * Keeps an in-memory block from being evicted until released: a chain step
+   * that needs blocks of several layers at once (more than a small cache
+   * holds) must not lose one while it loads another. Undefined when the
+   * block is not in memory.
+   */
+  hold(cluster: number): (() => void) | undefined {
+    const block = this.dirty.get(cluster) ?? this.pinned.get(cluster) ?? this.clean.get(cluster);
+    if (!block) return undefined;
+    const n = this.holds.get(cluster) ?? 0;
+    // Pinned for good (the root, the bitmap): nothing to undo.
+    if (n === 0 && block.pinned) return () => undefined;
+    this.holds.set(cluster, n + 1);
+    this.pin(block);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.holds.get(cluster) ?? 1) - 1;
+      if (left > 0) return void this.holds.set(cluster, left);
+      this.holds.delete(cluster);
+      const b = this.dirty.get(cluster) ?? this.pinned.get(cluster);
+      if (!b) return;
+      b.pinned = false;
+      if (this.pinned.get(cluster) === b) {
+        this.pinned.delete(cluster);
+        this.clean.set(cluster, b);
+      }
+    };
+  }
+
   /** A new, zeroed block for a freshly allocated cluster. */
   create(cluster: number, type: BlockType, owner: number, pin = false): Buffer {
     const buf = Buffer.alloc(this.clusterSize);
@@ -216,6 +250,22 @@ export class MetaStore {
     }
     this.changed.add(block);
     this.pendingBytes += length + 16;
+  }
+
+  /**
+   * Gives an in-memory block a new owner (a table passing to the layer that
+   * takes over a merged one). The owner lives in the trailer, which deltas do
+   * not carry, so the block is journaled whole again (an INIT with the new
+   * owner, then all of it). Synchronous.
+   */
+  reown(cluster: number, owner: number): void {
+    this.markDirty(cluster, 0, 0);
+    const block = this.dirty.get(cluster)!;
+    block.owner = owner;
+    block.buf.writeUInt32LE(owner >>> 0, block.buf.length - TRAILER + 4);
+    block.needsInit = true;
+    block.ranges = [[0, this.clusterSize - TRAILER]];
+    this.pendingBytes += this.clusterSize;
   }
 
   /** Drops a block from memory when its cluster is freed (its last state is journaled already). */

@@ -4,10 +4,11 @@ import { COPY_POINTER_AT, decodeCatalog, emptyCatalog, encodeCatalog, readPointe
 import { dataChecksum, initChecksums, metaChecksum } from './checksum.js';
 import type { PoolCore } from './core.js';
 import { PoolError, damageReason } from './errors.js';
-import { ENTRY_ALLOC, ENTRY_SUMS, geometryFor, l1BlocksFor, readHost, readL1, type Geometry } from './geometry.js';
+import { ENTRY_ALLOC, ENTRY_SUMS, blockOwner, geometryFor, isInherited, l1BlocksFor, readHost, readL1, type Geometry } from './geometry.js';
 import { growPool, type GrowResult } from './grow.js';
-import { COPY_CLUSTERS, HEADER_BYTES, INCOMPAT_COPIES, ROOT_CLUSTER, planLayout, type PoolHeader } from './header.js';
-import { readHeader, writeHeader } from './header-copies.js';
+import { COPY_CLUSTERS, HEADER_BYTES, INCOMPAT_COPIES, INCOMPAT_SHARED, ROOT_CLUSTER, planLayout, type PoolHeader } from './header.js';
+import { headerOffsets, readHeader, writeHeader } from './header-copies.js';
+import { countOwnTables, exclusiveBytes, mergeIntoChild, popcount, trimUnshared } from './shared-space.js';
 import { createRoot, loadRoot, readCatalogSpares, setCatalogSpares, setRoot } from './root-copies.js';
 import { mapClaims, rebuildBitmapBlock, type Claims } from './bitmap-rebuild.js';
 import { Layer } from './layer.js';
@@ -15,7 +16,7 @@ import { isValidName, NAME_RULE } from './names.js';
 import { BlockType, TRAILER } from './metablock.js';
 import { MetaStore } from './metastore.js';
 import { DoubleWrite } from './doublewrite.js';
-import type { CheckProblem, CheckReport, LayerInfo, PoolCreateOptions, PoolOpenOptions, PoolStats, Preallocation, Volume, VolumeInfo } from './types.js';
+import type { CheckProblem, CheckReport, LayerInfo, PoolCreateOptions, PoolOpenOptions, PoolStats, Preallocation, VolumeInfo } from './types.js';
 import { VolumeHandle } from './volume.js';
 import { checkPool } from './check.js';
 
@@ -39,6 +40,8 @@ export class Pool implements PoolCore {
   private catalog: Catalog = emptyCatalog();
   private readonly layers = new Map<number, Layer>();
   private readonly openCounts = new Map<string, number>();
+  /** Open handles of each volume: a snapshot or a revert moves them to the new top layer. */
+  private readonly handles = new Map<string, Set<VolumeHandle>>();
   /**
    * The reclaiming of deletes that a crash or a failure cut short, which an
    * open starts in the background: how many layers it had to free, when it
@@ -346,7 +349,7 @@ export class Pool implements PoolCore {
    * captures all of it or none. `change` returns false when a block it needs
    * is not in memory; then `prepare` loads and it runs again. Commits.
    */
-  private async changeCatalog(change: () => boolean | void, prepare?: () => Promise<void>): Promise<void> {
+  private async changeCatalog(change: () => boolean | void, prepare?: () => Promise<void>, changed?: () => void): Promise<void> {
     for (;;) {
       const gate = this.store.enter();
       if (gate) await gate;
@@ -362,6 +365,8 @@ export class Pool implements PoolCore {
       if (done) break;
       await prepare?.();
     }
+    // Before the commit: a snapshot lets writes go on as soon as the new top is in place.
+    changed?.();
     await this.store.commit();
   }
 
@@ -389,6 +394,7 @@ export class Pool implements PoolCore {
       this.checkAdmin();
       if (!isValidName(name)) throw new PoolError('EINVAL', `invalid volume name '${name}' (${NAME_RULE})`);
       if (this.catalog.volumes.some((v) => v.name === name)) throw new PoolError('EEXIST', `volume '${name}' already exists`);
+      if (this.catalog.templates.some((t) => t.name === name)) throw new PoolError('EEXIST', `template '${name}' already exists`);
       size = checkSize(size);
       await this.changeCatalog(() => {
         const l1Blocks = l1BlocksFor(this.geo, size);
@@ -454,12 +460,14 @@ export class Pool implements PoolCore {
       this.checkAdmin();
       const v = this.volumeRec(name);
       if ((this.openCounts.get(name) ?? 0) > 0) throw new PoolError('EBUSY', `volume '${name}' is in use`);
+      const snaps = this.catalog.snapshots.filter((x) => x.volume === name);
+      if (snaps.length > 0) throw new PoolError('EBUSY', `volume '${name}' has snapshots (${snaps.map((x) => `${name}@${x.name}`).join(', ')}); delete them first`);
       const layer = this.layers.get(v.layer)!;
       await this.changeCatalog(() => {
         this.catalog.volumes = this.catalog.volumes.filter((x) => x !== v);
         layer.rec.reclaiming = true;
       });
-      await this.reclaimLayer(layer);
+      await this.reclaimAndSettle(layer);
     });
   }
 
@@ -494,11 +502,13 @@ export class Pool implements PoolCore {
           const ref = layer.peek(firstVc);
           if (ref === undefined) continue;
           if (ref === null || ref.l2Cluster !== l2c) break;
+          layer.clearTable(firstVc);
+          // A table shared from an ancestor, and the clusters it inherited, stay with their owner.
+          if (!layer.ownsTable(ref)) break;
           for (let i = 0; i < P; i++) {
             const host = readHost(ref.l2, i * E);
-            if (host !== 0) this.alloc.free(host, { punch: true });
+            if (host !== 0 && !isInherited(ref.l2, i * E)) this.alloc.free(host, { punch: true });
           }
-          layer.clearTable(firstVc);
           this.store.forget(l2c);
           this.alloc.free(l2c, { metadata: true, punch: true });
           break;
@@ -510,9 +520,187 @@ export class Pool implements PoolCore {
     }
   }
 
-  /** Finishes the reclaiming that a crash or a failure interrupted. */
+  /** Finishes the reclaiming and merging that a crash or a failure interrupted. */
   private async reclaimInterrupted(): Promise<void> {
     for (const layer of [...this.layers.values()]) if (layer.rec.reclaiming) await this.reclaimLayer(layer);
+    for (const layer of [...this.layers.values()]) if (this.layers.get(layer.id) === layer && !this.isNamed(layer)) await this.settleLayer(layer);
+  }
+
+  // ---- chains (the primitives src/snapshot builds on) ---------------------------
+
+  /** The catalog as it is now; chain operations change it only inside changeChain. */
+  get catalogNow(): Readonly<Catalog> {
+    return this.catalog;
+  }
+
+  layerById(id: number): Layer {
+    const l = this.layers.get(id);
+    if (!l) throw new PoolError('ECORRUPT', `${this.dev.name}: catalog refers to missing layer ${id}`);
+    return l;
+  }
+
+  /** The layers whose parent is `layer`. */
+  childrenOf(layer: Layer): Layer[] {
+    return [...this.layers.values()].filter((l) => l.parent === layer && !l.rec.reclaiming);
+  }
+
+  /** A volume, snapshot or template refers to the layer. */
+  isNamed(layer: Layer): boolean {
+    const id = layer.id;
+    const c = this.catalog;
+    return c.volumes.some((v) => v.layer === id) || c.snapshots.some((x) => x.layer === id) || c.templates.some((t) => t.layer === id);
+  }
+
+  /**
+   * Runs a chain operation serialized with the other administrative ones:
+   * `change` runs synchronously under the write gate with the catalog, the
+   * map blocks it makes and the catalog's rewrite in one transaction
+   * (returning false when a block it needs is not in memory: `prepare` then
+   * loads, and it runs again). Commits.
+   */
+  async changeChain<T>(fn: (change: (c: () => boolean | void, prepare?: () => Promise<void>, changed?: () => void) => Promise<void>) => Promise<T>): Promise<T> {
+    return this.serialize(async () => {
+      this.checkAdmin();
+      return fn((c, prepare, changed) => this.changeCatalog(c, prepare, changed));
+    });
+  }
+
+  /** Frees a layer marked reclaiming (in the change that took its last name), then settles its parent. */
+  async reclaimAndSettle(layer: Layer): Promise<void> {
+    const parent = layer.parent;
+    await this.reclaimLayer(layer);
+    if (parent) await this.settleLayer(parent);
+  }
+
+  /** Every L1 block of the layer is in memory (a synchronous step may copy them). */
+  hasMapInMemory(layer: Layer): boolean {
+    for (let b = 0; b < layer.rec.l1Blocks; b++) if (!this.store.peek(layer.rec.l1Start + b)) return false;
+    return true;
+  }
+
+  /** Loads every L1 block of the layers and holds them in memory (a synchronous step copies them) until released. */
+  async holdMaps(layers: Layer[]): Promise<() => void> {
+    const releases: Array<() => void> = [];
+    for (const l of layers) {
+      for (let b = 0; b < l.rec.l1Blocks; b++) {
+        for (;;) {
+          await this.store.load(l.rec.l1Start + b, BlockType.L1, l.id);
+          const r = this.store.hold(l.rec.l1Start + b);
+          if (r) {
+            releases.push(r);
+            break;
+          }
+        }
+      }
+    }
+    return () => releases.forEach((r) => r());
+  }
+
+  /**
+   * A new layer whose map is a copy of `source`'s L1: it shares every table
+   * (and through them every cluster) with `source` until it writes. Only
+   * the L1 blocks are new, so this takes the same time at any volume size.
+   * Synchronous, under the gate; undefined when an L1 block of `source` is
+   * not in memory.
+   */
+  branchLayer(source: Layer, frozen: boolean): Layer | undefined {
+    const C = this.geo.clusterSize;
+    const blocks: Buffer[] = [];
+    for (let b = 0; b < source.rec.l1Blocks; b++) {
+      const buf = this.store.peek(source.rec.l1Start + b);
+      if (!buf) return undefined;
+      blocks.push(buf);
+    }
+    const id = this.catalog.nextLayerId++;
+    const l1Start = this.alloc.allocateRun(blocks.length);
+    blocks.forEach((src, b) => {
+      const fresh = this.store.create(l1Start + b, BlockType.L1, id);
+      src.copy(fresh, 0, 0, C - TRAILER);
+      this.store.markDirty(l1Start + b, 0, C - TRAILER);
+    });
+    const rec: CatalogLayer = { id, parent: source.id, size: source.rec.size, l1Start, l1Blocks: blocks.length, frozen, created: new Date().toISOString() };
+    this.catalog.layers.push(rec);
+    const layer = new Layer(rec, source, this);
+    this.layers.set(id, layer);
+    return layer;
+  }
+
+  /**
+   * Sets the feature bit that tells older builds to keep away (docs/FORMAT.md),
+   * before the first layer shares anything: the copies first, then sector 0,
+   * each flushed, so a crash leaves either header and both are right.
+   */
+  async enableSharing(): Promise<void> {
+    if (this.header.incompat & INCOMPAT_SHARED) return;
+    const next = { ...this.header, incompat: this.header.incompat | INCOMPAT_SHARED };
+    const offsets = headerOffsets(next, this.dev.size);
+    await writeHeader(this.dev, next, offsets.slice(1));
+    await this.dev.flush();
+    await writeHeader(this.dev, next, offsets.slice(0, 1));
+    await this.dev.flush();
+    this.header.incompat = next.incompat;
+  }
+
+  /** Open handles of a volume, snapshot or template (by the name it was opened under). */
+  openCount(name: string): number {
+    return this.openCounts.get(name) ?? 0;
+  }
+
+  /** The handles of a volume, which a snapshot or revert moves onto its new top (holding the old top's whole range). */
+  handlesOf(volume: string): VolumeHandle[] {
+    return [...(this.handles.get(volume) ?? [])];
+  }
+
+  /** A read-only handle on a frozen layer, counted under `name` (`vol@snap`, `tmpl`). */
+  openLayer(layer: Layer, name: string): VolumeHandle {
+    if (this.closed) throw new PoolError('EINVAL', `pool ${this.dev.name} is closed`);
+    return this.handle(name, layer, true);
+  }
+
+  /** Bytes of data the layer alone holds (what removing it would free). Metadata only. */
+  async exclusiveBytes(layer: Layer): Promise<number> {
+    return exclusiveBytes(this, layer, this.childrenOf(layer));
+  }
+
+  /**
+   * After the last name of a layer is gone: a layer nothing depends on is
+   * reclaimed, one with a single child merges into it, one shared by several
+   * gives back what none of them reads and stays as their base. Runs again
+   * on the parent when that loses a child. Returns the data bytes freed.
+   */
+  async settleLayer(layer: Layer, progress?: (done: number, total: number) => Promise<void> | void): Promise<number> {
+    if (this.isNamed(layer) || this.layers.get(layer.id) !== layer) return 0;
+    const children = this.childrenOf(layer);
+    const parent = layer.parent;
+    const total = await countOwnTables(layer);
+    const step = (n: number): Promise<void> | void => progress?.(n, total);
+    let freed: number;
+    if (children.length === 0) {
+      freed = await this.exclusiveBytes(layer);
+      await this.changeCatalog(() => {
+        layer.rec.reclaiming = true;
+      });
+      await this.reclaimLayer(layer);
+      await step(total);
+    } else if (children.length === 1) {
+      const child = children[0]!;
+      freed = await mergeIntoChild(this, layer, child, step);
+      await this.changeCatalog(() => {
+        child.parent = parent;
+        child.rec.parent = parent?.id ?? null;
+        for (let b = 0; b < layer.rec.l1Blocks; b++) {
+          this.store.forget(layer.rec.l1Start + b);
+          this.alloc.free(layer.rec.l1Start + b, { metadata: true, punch: true });
+        }
+        this.catalog.layers = this.catalog.layers.filter((l) => l.id !== layer.id);
+        this.layers.delete(layer.id);
+      });
+      return freed;
+    } else {
+      return trimUnshared(this, layer, children, step);
+    }
+    if (parent) freed += await this.settleLayer(parent, progress);
+    return freed;
   }
 
   async resizeVolume(name: string, size: number, opts: { force?: boolean } = {}): Promise<void> {
@@ -588,7 +776,7 @@ export class Pool implements PoolCore {
     }
   }
 
-  async openVolume(name: string, opts: { readOnly?: boolean } = {}): Promise<Volume> {
+  async openVolume(name: string, opts: { readOnly?: boolean } = {}): Promise<VolumeHandle> {
     if (this.closed) throw new PoolError('EINVAL', `pool ${this.dev.name} is closed`);
     const v = this.volumeRec(name);
     return this.handle(name, this.layers.get(v.layer)!, (opts.readOnly ?? false) || v.readOnly || this.readOnly);
@@ -596,7 +784,14 @@ export class Pool implements PoolCore {
 
   private handle(name: string, layer: Layer, readOnly: boolean): VolumeHandle {
     this.openCounts.set(name, (this.openCounts.get(name) ?? 0) + 1);
-    return new VolumeHandle(this, layer, name, readOnly, () => this.openCounts.set(name, (this.openCounts.get(name) ?? 1) - 1));
+    let set = this.handles.get(name);
+    if (!set) this.handles.set(name, (set = new Set()));
+    const h: VolumeHandle = new VolumeHandle(this, layer, name, readOnly, () => {
+      this.openCounts.set(name, (this.openCounts.get(name) ?? 1) - 1);
+      set.delete(h);
+    });
+    set.add(h);
+    return h;
   }
 
   // ---- information -------------------------------------------------------------
@@ -642,8 +837,8 @@ export class Pool implements PoolCore {
     return { name, size: v.size, allocatedBytes: layers[0]!.allocatedBytes, created: v.created, readOnly: v.readOnly, incomplete: v.incomplete === true, layers };
   }
 
-  /** Bytes of data a layer holds itself: its allocated sub-clusters. Reads every L2 table of the layer. */
-  private async layerAllocated(layer: Layer): Promise<number> {
+  /** Bytes of data a layer holds itself: the allocated sub-clusters of its own clusters. Reads every L2 table of the layer. */
+  async layerAllocated(layer: Layer): Promise<number> {
     const { entriesPerL2: P, entrySize: E, subclusterSize: S } = this.geo;
     let subclusters = 0;
     // A damaged table counts as empty here (check reports it): one bad block must not hide every volume's listing.
@@ -657,9 +852,9 @@ export class Pool implements PoolCore {
       for (let j = 0; j < this.geo.entriesPerL1Block; j++) {
         const l2c = readL1(l1, j);
         if (l2c === 0) continue;
-        const l2 = this.store.peek(l2c) ?? (await this.store.load(l2c, BlockType.L2, layer.id).catch(() => undefined));
-        if (!l2) continue;
-        for (let i = 0; i < P; i++) subclusters += popcount(l2.readUInt32LE(i * E + ENTRY_ALLOC));
+        const l2 = this.store.peek(l2c) ?? (await this.store.load(l2c, BlockType.L2, undefined).catch(() => undefined));
+        if (!l2 || blockOwner(l2) !== layer.id) continue;
+        for (let i = 0; i < P; i++) if (!isInherited(l2, i * E)) subclusters += popcount(l2.readUInt32LE(i * E + ENTRY_ALLOC));
       }
     }
     return subclusters * S;
@@ -799,10 +994,4 @@ function checkSize(size: number): number {
   if (!Number.isSafeInteger(size) || size <= 0) throw new PoolError('EINVAL', `invalid volume size ${size}`);
   if (size > MAX_VOLUME_SIZE) throw new PoolError('EINVAL', `volume size ${size} is over the maximum of 64T`);
   return Math.ceil(size / 512) * 512;
-}
-
-function popcount(v: number): number {
-  v = v - ((v >>> 1) & 0x55555555);
-  v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
-  return (((v + (v >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
 }

@@ -2,8 +2,9 @@ import { BlockDeviceError, checkRange, type Extent, type WriteOptions, type Writ
 import { dataChecksum, dataChecksums } from './checksum.js';
 import type { PoolCore } from './core.js';
 import { ChecksumError } from './errors.js';
-import { ENTRY_ALLOC, ENTRY_SUMS, ENTRY_ZERO, readHost } from './geometry.js';
-import type { Layer } from './layer.js';
+import { ENTRY_ALLOC, ENTRY_SUMS, ENTRY_ZERO, isInherited, readHost, writeHost } from './geometry.js';
+import type { EntryRef, Layer } from './layer.js';
+import { popcount } from './shared-space.js';
 import type { Volume } from './types.js';
 
 /** An L2 entry as it was before a write changed it, to put back if the data write fails. */
@@ -55,7 +56,8 @@ export class VolumeHandle implements Volume {
 
   constructor(
     private readonly core: PoolCore,
-    readonly layer: Layer,
+    /** The top of the volume's chain; a snapshot or a revert puts another layer here (see switchTo). */
+    public layer: Layer,
     readonly volumeName: string,
     readonly readOnly: boolean,
     private readonly onClose: () => void,
@@ -80,8 +82,7 @@ export class VolumeHandle implements Volume {
     const C = this.core.geo.clusterSize;
     const first = Math.floor(offset / C);
     const last = Math.floor((offset + buf.length - 1) / C);
-    const lock = this.layer.lock.acquire(first, last, false);
-    const release = typeof lock === 'function' ? lock : await lock;
+    const release = await this.lockRange(first, last, false);
     try {
       const b = asBuffer(buf);
       const direct = first === last ? this.readWholeSubclusters(b, offset) : undefined;
@@ -89,6 +90,28 @@ export class VolumeHandle implements Volume {
     } finally {
       release();
     }
+  }
+
+  /**
+   * Locks clusters first..last of the volume's top layer. A snapshot takes
+   * the whole of the old top exclusively while it puts the new one in place:
+   * a request that waited for it finds another layer on top, lets go and
+   * locks that one, so it lands wholly after the snapshot point.
+   */
+  private lockRange(first: number, last: number, exclusive: boolean): (() => void) | Promise<() => void> {
+    const layer = this.layer;
+    const lock = layer.lock.acquire(first, last, exclusive);
+    if (typeof lock === 'function') return lock;
+    return lock.then((release) => {
+      if (layer === this.layer) return release;
+      release();
+      return this.lockRange(first, last, exclusive);
+    });
+  }
+
+  /** Puts another layer on top (a snapshot, a revert); the caller holds the old top's whole range. */
+  switchTo(layer: Layer): void {
+    this.layer = layer;
   }
 
   /**
@@ -127,7 +150,11 @@ export class VolumeHandle implements Volume {
     }
   }
 
-  /** Reads [voff, voff+len) as `layer` sees it (falling through to its parents) into buf at bufOff. */
+  /**
+   * Reads [voff, voff+len) as `layer` sees it into buf at bufOff. A layer's
+   * map is whole: entries it inherited point straight at an ancestor's
+   * clusters, so a read never walks the chain, however deep.
+   */
   private async readLayer(layer: Layer, buf: Buffer, bufOff: number, voff: number, len: number): Promise<void> {
     const { clusterSize: C, subclusterSize: S, entriesPerL2: P } = this.core.geo;
     let end = voff + len;
@@ -137,29 +164,21 @@ export class VolumeHandle implements Volume {
       end = layer.size;
     }
     const pieces: DataPiece[] = [];
-    const falls: Array<[number, number]> = [];
-    const fall = (at: number, n: number): void => {
-      const last = falls[falls.length - 1];
-      if (last && last[0] + last[1] === at) last[1] += n;
-      else falls.push([at, n]);
-    };
     let pos = voff;
     while (pos < end) {
       const vc = Math.floor(pos / C);
       let ref = layer.peek(vc);
       if (ref === undefined) ref = await layer.lookup(vc);
       if (ref === null) {
-        // No L2 table: the whole span it would map is not in this layer.
+        // No L2 table: the whole span it would map reads as zeroes.
         const spanEnd = Math.min(end, (Math.floor(vc / P) + 1) * P * C);
-        if (layer.parent) fall(pos, spanEnd - pos);
-        else buf.fill(0, bufOff + pos - voff, bufOff + spanEnd - voff);
+        buf.fill(0, bufOff + pos - voff, bufOff + spanEnd - voff);
         pos = spanEnd;
         continue;
       }
       const { l2, at } = ref;
       const host = readHost(l2, at) * C;
       const alloc = l2.readUInt32LE(at + ENTRY_ALLOC);
-      const zero = l2.readUInt32LE(at + ENTRY_ZERO);
       const cend = Math.min(end, (vc + 1) * C);
       while (pos < cend) {
         const i = Math.floor((pos - vc * C) / S);
@@ -168,22 +187,13 @@ export class VolumeHandle implements Volume {
         const bit = 1 << i;
         if (alloc & bit) {
           pieces.push({ host: host + i * S, bufAt: bufOff + pos - voff, scOff: pos - scBase, n: b - pos, sum: l2.readUInt32LE(at + ENTRY_SUMS + 4 * i), vsc: scBase });
-        } else if (zero & bit || !layer.parent) {
-          buf.fill(0, bufOff + pos - voff, bufOff + b - voff);
         } else {
-          fall(pos, b - pos);
+          buf.fill(0, bufOff + pos - voff, bufOff + b - voff);
         }
         pos = b;
       }
     }
-    if (falls.length === 0) {
-      if (pieces.length > 0) await this.fetch(pieces, buf);
-      return;
-    }
-    const work: Array<Promise<void>> = [];
-    if (pieces.length > 0) work.push(this.fetch(pieces, buf));
-    for (const [at, n] of falls) work.push(this.readLayer(layer.parent!, buf, bufOff + at - voff, at, n));
-    await Promise.all(work);
+    if (pieces.length > 0) await this.fetch(pieces, buf);
   }
 
   /** Reads data sub-clusters, coalescing runs that are contiguous on the host and in the buffer, and verifies each. */
@@ -265,8 +275,7 @@ export class VolumeHandle implements Volume {
     const end = voff + data.length;
     const aStart = Math.floor(voff / S) * S;
     const aEnd = Math.ceil(end / S) * S;
-    const lock = this.layer.lock.acquire(Math.floor(aStart / C), Math.floor((aEnd - 1) / C), true);
-    const release = typeof lock === 'function' ? lock : await lock;
+    const release = await this.lockRange(Math.floor(aStart / C), Math.floor((aEnd - 1) / C), true);
     try {
       // Partial sub-clusters at the edges become whole ones: read what is there and lay the data over it.
       const segments: Array<{ at: number; data: Buffer }> = [];
@@ -313,14 +322,16 @@ export class VolumeHandle implements Volume {
    * freely; clusters that are referenced durably only under an intent for
    * their L2 table, acquired (a commit) before the write starts.
    */
-  private async applyWrite(segments: Array<{ at: number; data: Buffer }>, aStart: number, aEnd: number): Promise<void> {
+  private async applyWrite(segments: Array<{ at: number; data: Buffer }>, aStart: number, aEnd: number, lastCluster?: number): Promise<void> {
     const { geo, store } = this.core;
     const C = geo.clusterSize;
     const first = Math.floor(aStart / C);
-    const last = Math.floor((aEnd - 1) / C);
+    const last = lastCluster ?? Math.floor((aEnd - 1) / C);
+    const kept = new Map<number, Buffer>();
     for (;;) {
       await this.ensureAll(first, last);
-      const need = this.intentsNeeded(first, last);
+      if (!(await this.keepInherited(first, last, aStart, aEnd, kept))) continue;
+      const need = aEnd > aStart ? this.intentsNeeded(first, last) : [];
       if (need === undefined) continue;
       if (need.length > 0) {
         await store.acquireIntents(need);
@@ -329,18 +340,61 @@ export class VolumeHandle implements Volume {
       const gate = store.enter();
       if (gate) await gate;
       // The gate may have waited for a commit or checkpoint: tables may be gone from memory, intents ended.
-      const again = this.intentsNeeded(first, last);
-      if (again === undefined || again.length > 0) {
+      const again = aEnd > aStart ? this.intentsNeeded(first, last) : [];
+      if (again === undefined || again.length > 0 || !this.hasKept(first, last, aStart, aEnd, kept)) {
         store.exit();
         continue;
       }
       try {
-        await this.applyUnderGate(segments, aStart, aEnd, first, last);
+        await this.applyUnderGate(segments, aStart, aEnd, first, last, kept);
       } finally {
         store.exit();
       }
       return;
     }
+  }
+
+  /**
+   * Sub-clusters of an inherited cluster that the write leaves as they are,
+   * which the layer's own copy of the cluster must hold too: the part of the
+   * cluster outside [aStart, aEnd) that holds data.
+   */
+  private keptBits(ref: EntryRef, vc: number, aStart: number, aEnd: number): number {
+    if (this.layer.owns(ref) || readHost(ref.l2, ref.at) === 0) return 0;
+    const { clusterSize: C, subclusterSize: S, subclusters: n } = this.core.geo;
+    const s = (Math.max(aStart, vc * C) - vc * C) / S;
+    const e = (Math.min(aEnd, (vc + 1) * C) - vc * C) / S;
+    const written = e <= s ? 0 : e - s === 32 ? -1 : ((1 << (e - s)) - 1) << s;
+    const all = n === 32 ? -1 : (1 << n) - 1;
+    return (ref.l2.readUInt32LE(ref.at + ENTRY_ALLOC) & ~written & all) >>> 0;
+  }
+
+  /**
+   * Reads (verified) what a write over inherited clusters must carry into the
+   * layer's own copies: redirect-on-write never changes a shared cluster.
+   * False when tables left memory meanwhile (the caller ensures them again).
+   */
+  private async keepInherited(first: number, last: number, aStart: number, aEnd: number, kept: Map<number, Buffer>): Promise<boolean> {
+    const C = this.core.geo.clusterSize;
+    for (let vc = first; vc <= last; vc++) {
+      const ref = this.layer.peek(vc);
+      if (ref === undefined) return false;
+      if (ref === null || kept.has(vc) || this.keptBits(ref, vc, aStart, aEnd) === 0) continue;
+      const data = Buffer.alloc(C);
+      await this.readLayer(this.layer, data, 0, vc * C, Math.min(C, this.layer.size - vc * C));
+      kept.set(vc, data);
+    }
+    return true;
+  }
+
+  /** Every inherited cluster the write covers in part has its kept data read (synchronous; under the gate). */
+  private hasKept(first: number, last: number, aStart: number, aEnd: number, kept: Map<number, Buffer>): boolean {
+    for (let vc = first; vc <= last; vc++) {
+      const ref = this.layer.peek(vc);
+      if (ref === undefined) return false;
+      if (ref !== null && !kept.has(vc) && this.keptBits(ref, vc, aStart, aEnd) !== 0) return false;
+    }
+    return true;
   }
 
   /** L2 tables that an in-place write to clusters first..last needs an intent for; undefined when a table is not in memory. */
@@ -350,14 +404,15 @@ export class VolumeHandle implements Volume {
     for (let vc = first; vc <= last; vc++) {
       const ref = this.layer.peek(vc);
       if (ref === undefined) return undefined;
-      if (ref === null || store.hasIntent(ref.l2Cluster) || need[need.length - 1] === ref.l2Cluster) continue;
+      // Inherited clusters are not written in place: the write gets a fresh cluster of the layer's own.
+      if (ref === null || !this.layer.owns(ref) || store.hasIntent(ref.l2Cluster) || need[need.length - 1] === ref.l2Cluster) continue;
       const host = readHost(ref.l2, ref.at);
       if (host !== 0 && !alloc.isFresh(host)) need.push(ref.l2Cluster);
     }
     return need;
   }
 
-  private async applyUnderGate(segments: Array<{ at: number; data: Buffer }>, aStart: number, aEnd: number, first: number, last: number): Promise<void> {
+  private async applyUnderGate(segments: Array<{ at: number; data: Buffer }>, aStart: number, aEnd: number, first: number, last: number, kept: Map<number, Buffer>): Promise<void> {
     const { geo, store, alloc } = this.core;
     const { clusterSize: C, subclusterSize: S, entrySize: E } = geo;
     const writes: Array<[number, Buffer]> = [];
@@ -381,14 +436,34 @@ export class VolumeHandle implements Volume {
       for (let vc = first; vc <= last; vc++) {
         const s = Math.max(aStart, vc * C);
         const e = Math.min(aEnd, (vc + 1) * C);
-        const ref = this.layer.peek(vc) ?? this.layer.createTable(vc);
+        const shared = this.layer.peek(vc);
+        const keep = shared ? this.keptBits(shared, vc, aStart, aEnd) : 0;
+        if (e <= s && !shared) continue;
+        const ref = this.layer.ownEntry(vc);
         const { l2, at } = ref;
         let host = readHost(l2, at);
         const entry = before.subarray((vc - first) * E, (vc - first + 1) * E);
         l2.copy(entry, 0, at, at + E);
         const u: EntryUndo = { l2Cluster: ref.l2Cluster, l2, at, entry, allocated: -1, first: (s - vc * C) / S, count: (e - s) / S };
         undo.push(u);
-        if (host === 0) {
+        if (e <= s) {
+          // Nothing written here (a flatten): the layer takes its own copy of what it inherits.
+          if (host === 0 || !isInherited(l2, at)) continue;
+          if (keep === 0) {
+            writeHost(l2, at, 0);
+            store.markDirty(ref.l2Cluster, at, 8);
+            continue;
+          }
+        }
+        if (host !== 0 && isInherited(l2, at)) {
+          // Redirect-on-write: a cluster of the layer's own takes the written part and what it keeps of the shared one.
+          host = alloc.allocate();
+          u.allocated = host;
+          writeHost(l2, at, host);
+          store.markDirty(ref.l2Cluster, at, 8);
+          const data = kept.get(vc);
+          for (let i = 0; keep !== 0 && i < geo.subclusters; i++) if (keep & (1 << i)) writes.push([host * C + i * S, data!.subarray(i * S, (i + 1) * S)]);
+        } else if (host === 0) {
           host = alloc.allocate();
           u.allocated = host;
           this.layer.setHost(ref, host);
@@ -501,8 +576,8 @@ export class VolumeHandle implements Volume {
 
   /**
    * Zeroes a range without writing data: whole sub-clusters lose their data
-   * bit (and gain the zero bit where a parent could show through); clusters
-   * left empty are freed when unmapping is allowed. Partial sub-clusters at
+   * bit; clusters of the layer's own left empty are freed when unmapping is
+   * allowed, and inherited ones are let go (their owner keeps them). Partial sub-clusters at
    * the edges are written as zeroes. Works one L2 table at a time, committing
    * in between when enough piles up, so a 4 GiB request needs no more memory
    * than a small one.
@@ -532,42 +607,68 @@ export class VolumeHandle implements Volume {
     const { clusterSize: C, subclusterSize: S, entrySize: E } = geo;
     const first = Math.floor(s / C);
     const last = Math.floor((e - 1) / C);
-    const lock = this.layer.lock.acquire(first, last, true);
-    const release = typeof lock === 'function' ? lock : await lock;
+    const release = await this.lockRange(first, last, true);
     const gate = store.enter();
     if (gate) await gate;
     try {
       await this.ensureAll(first, first);
-      let ref = this.layer.peek(first)!;
-      if (ref === null) {
-        if (!this.layer.parent) return;
-        ref = this.layer.createTable(first);
-      }
-      const parent = this.layer.parent !== null;
+      const found = this.layer.peek(first)!;
+      // No table: the span reads as zeroes already. A shared table is copied only if there is data to let go.
+      if (found === null) return;
+      if (!this.layer.ownsTable(found) && !this.holdsData(found, first, last)) return;
+      const ref = this.layer.ownEntry(first);
       for (let vc = first; vc <= last; vc++) {
         const at = ref.at + (vc - first) * E;
         const cs = Math.max(s, vc * C);
         const ce = Math.min(e, (vc + 1) * C);
         let bits = ref.l2.readUInt32LE(at + ENTRY_ALLOC);
-        let zeros = ref.l2.readUInt32LE(at + ENTRY_ZERO);
-        for (let x = cs; x < ce; x += S) {
-          const i = (x - vc * C) / S;
-          bits &= ~(1 << i);
-          if (parent) zeros |= 1 << i;
-        }
+        for (let x = cs; x < ce; x += S) bits &= ~(1 << ((x - vc * C) / S));
         const host = readHost(ref.l2, at);
-        if (host !== 0 && bits === 0 && unmap) {
+        if (host !== 0 && bits === 0 && isInherited(ref.l2, at)) writeHost(ref.l2, at, 0);
+        else if (host !== 0 && bits === 0 && unmap) {
           alloc.free(host, { punch: true });
-          this.layer.setHost({ ...ref, at }, 0);
+          writeHost(ref.l2, at, 0);
         }
         ref.l2.writeUInt32LE(bits >>> 0, at + ENTRY_ALLOC);
-        ref.l2.writeUInt32LE(zeros >>> 0, at + ENTRY_ZERO);
+        ref.l2.writeUInt32LE(0, at + ENTRY_ZERO);
         store.markDirty(ref.l2Cluster, at, E);
       }
     } finally {
       store.exit();
       release();
     }
+  }
+
+  /**
+   * A flatten step: clusters first..last get tables and clusters of the
+   * layer's own for everything they inherit, under the same locks, gate and
+   * undo as a write (a guest write to them waits, then lands on the copy).
+   * Returns the bytes copied.
+   */
+  async materialize(first: number, last: number): Promise<number> {
+    this.checkWritable('write', first * this.core.geo.clusterSize, 0);
+    const { clusterSize: C, subclusterSize: S } = this.core.geo;
+    const at = first * C;
+    const release = await this.lockRange(first, last, true);
+    try {
+      let copied = 0;
+      await this.ensureAll(first, last);
+      for (let vc = first; vc <= last; vc++) {
+        const ref = this.layer.peek(vc);
+        if (ref) copied += popcount(this.keptBits(ref, vc, at, at)) * S;
+      }
+      await this.applyWrite([], at, at, last);
+      return copied;
+    } finally {
+      release();
+    }
+  }
+
+  /** Some entry of clusters first..last (one table) maps data. */
+  private holdsData(ref: EntryRef, first: number, last: number): boolean {
+    const E = this.core.geo.entrySize;
+    for (let vc = first; vc <= last; vc++) if (ref.l2.readUInt32LE(ref.at + (vc - first) * E + ENTRY_ALLOC) !== 0) return true;
+    return false;
   }
 
   // ---- the rest ------------------------------------------------------------------
@@ -605,23 +706,72 @@ export class VolumeHandle implements Volume {
       if (ref === undefined) ref = await layer.lookup(vc);
       if (ref === null) {
         const spanEnd = Math.min(end, (Math.floor(vc / P) + 1) * P * C);
-        if (layer.parent) await this.statusLayer(layer.parent, pos, spanEnd - pos, out);
-        else push(pos, spanEnd - pos, false);
+        push(pos, spanEnd - pos, false);
         pos = spanEnd;
         continue;
       }
       const alloc = ref.l2.readUInt32LE(ref.at + ENTRY_ALLOC);
-      const zero = ref.l2.readUInt32LE(ref.at + ENTRY_ZERO);
       const cend = Math.min(end, (vc + 1) * C);
       while (pos < cend) {
         const i = Math.floor((pos - vc * C) / S);
         const b = Math.min(cend, vc * C + (i + 1) * S);
-        if (alloc & (1 << i)) push(pos, b - pos, true);
-        else if (zero & (1 << i) || !layer.parent) push(pos, b - pos, false);
-        else await this.statusLayer(layer.parent, pos, b - pos, out);
+        push(pos, b - pos, (alloc & (1 << i)) !== 0);
         pos = b;
       }
     }
+  }
+
+  /**
+   * Which layer each range comes from (qemu:allocation-depth): 0 where no
+   * layer holds data, 1 where the top does, 2 for its parent and so on. The
+   * owner of an inherited cluster is found by walking up the chain, which
+   * only this query does (reads never walk it).
+   */
+  async allocationDepth(offset: number, length: number): Promise<Array<{ offset: number; length: number; depth: number }>> {
+    this.checkOpen('read');
+    checkRange(this, 'read', offset, length);
+    const { clusterSize: C, subclusterSize: S, entriesPerL2: P } = this.core.geo;
+    const out: Array<{ offset: number; length: number; depth: number }> = [];
+    const push = (at: number, n: number, depth: number): void => {
+      const last = out[out.length - 1];
+      if (last && last.offset + last.length === at && last.depth === depth) last.length += n;
+      else out.push({ offset: at, length: n, depth });
+    };
+    const layer = this.layer;
+    const end = offset + length;
+    let pos = offset;
+    while (pos < end && out.length < MAX_EXTENTS) {
+      const vc = Math.floor(pos / C);
+      const ref = await layer.lookup(vc);
+      if (ref === null) {
+        const spanEnd = Math.min(end, (Math.floor(vc / P) + 1) * P * C);
+        push(pos, spanEnd - pos, 0);
+        pos = spanEnd;
+        continue;
+      }
+      const alloc = ref.l2.readUInt32LE(ref.at + ENTRY_ALLOC);
+      const depth = alloc === 0 ? 0 : await this.ownerDepth(layer, vc, ref);
+      const cend = Math.min(end, (vc + 1) * C);
+      while (pos < cend) {
+        const i = Math.floor((pos - vc * C) / S);
+        const b = Math.min(cend, vc * C + (i + 1) * S);
+        push(pos, b - pos, alloc & (1 << i) ? depth : 0);
+        pos = b;
+      }
+    }
+    return out;
+  }
+
+  private async ownerDepth(layer: Layer, vc: number, ref: EntryRef): Promise<number> {
+    if (layer.owns(ref)) return 1;
+    const host = readHost(ref.l2, ref.at);
+    let depth = 1;
+    for (let l = layer.parent; l; l = l.parent) {
+      depth++;
+      const r = await l.lookup(vc);
+      if (r && l.owns(r) && readHost(r.l2, r.at) === host) return depth;
+    }
+    return depth;
   }
 
   async close(): Promise<void> {
