@@ -27,6 +27,12 @@ export interface HeaderFound {
   header: PoolHeader;
   /** Copies that do not hold the header in use (damaged, or from before a change): rewrite them. */
   bad: Array<{ offset: number; why: string }>;
+  /**
+   * Copies that differ only by the shared-maps bit: a power loss between the
+   * writes that set it (copies first, then sector 0). Not damage: rewritten
+   * from the header in use without a report.
+   */
+  stale: number[];
 }
 
 function sealed(b: Buffer): boolean {
@@ -67,12 +73,26 @@ export async function readHeader(dev: BlockDevice): Promise<HeaderFound> {
   }
   const header = chosen.header;
   const bad: HeaderFound['bad'] = [];
+  const stale: number[] = [];
   for (const offset of headerOffsets(header, dev.size)) {
     const raw = raws.get(offset) ?? (await readAt(offset));
     if (raw?.equals(chosen.raw)) continue;
+    if (raw && sealed(raw) && sameButShared(raw, chosen.raw)) {
+      stale.push(offset);
+      continue;
+    }
     bad.push({ offset, why: raw && sealed(raw) ? 'differs from the header in use' : 'checksum mismatch' });
   }
-  return { header, bad };
+  return { header, bad, stale };
+}
+
+/** Two sealed headers equal but for incompatible bit 3 (byte 16, 0x08) and so their hash. */
+function sameButShared(a: Buffer, b: Buffer): boolean {
+  const x = Buffer.from(a.subarray(0, HEADER_BYTES - 8));
+  const y = Buffer.from(b.subarray(0, HEADER_BYTES - 8));
+  x[16] = x[16]! & ~0x08;
+  y[16] = y[16]! & ~0x08;
+  return x.equals(y);
 }
 
 /** Writes the header to every place this pool keeps it (or only `offsets`). */

@@ -160,6 +160,10 @@ export class Pool implements PoolCore {
       }
       repairs = true;
     }
+    if (!readOnly && found.stale.length > 0) {
+      await writeHeader(dev, header, found.stale);
+      await dev.flush();
+    }
     if (!readOnly && repairs) {
       if (found.bad.length > 0) await writeHeader(dev, header, found.bad.map((b) => b.offset));
       // Writes the rebuilt and re-copied blocks home and both journal header copies.

@@ -176,3 +176,36 @@ describe('chain operations survive power loss at any point', () => {
     );
   }, 900_000);
 });
+
+describe('the first snapshot of a pool', () => {
+  it('sets the shared-maps bit crash-safely: a power loss anywhere leaves a pool that opens with nothing to report', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 0, max: 60 }), fc.integer(), async (cut, crashSeed) => {
+        const base = new MemoryDevice({ size: 8 << 20 });
+        const setup = await Pool.create(base, { clusterSize: 4096, ...opts });
+        await setup.createVolume('v', SIZE);
+        const model: Model = new Map([['v', new Uint8Array(SIZE)]]);
+        await write(setup, model, 'v', new Rng(crashSeed), 10);
+        await setup.flush();
+        await setup.store.checkpoint();
+        const sim = new CrashSimulator(base);
+        const pool = await Pool.open(sim, opts);
+        sim.cutAfter(cut);
+        let taken = false;
+        try {
+          await createSnapshots(pool, [{ volume: 'v', snapshot: 'first' }]);
+          taken = true;
+        } catch (err) {
+          expect((err as Error).message).toMatch(/lost power/);
+        }
+        const reopened = await Pool.open((await sim.crash(crashSeed)).device, opts);
+        expect((await reopened.check()).problems).toEqual([]);
+        const after = new Map(model);
+        after.set('v@first', model.get('v')!);
+        expect((await matches(reopened, after)) || (!taken && (await matches(reopened, model)))).toBe(true);
+        await reopened.close();
+      }),
+      { numRuns: propertyRuns(100, 30) },
+    );
+  }, 300_000);
+});
