@@ -1,0 +1,35 @@
+import type { Pool, Volume } from '../qcowlike/index.js';
+import { frozenRecords, openFrozen } from '../snapshot/index.js';
+
+/** A snapshot or a template as the export table sees it: a read-only disk with a name and a size. */
+export type FrozenEntry = { kind: 'snapshot'; volume: string; snapshot: string; size: number } | { kind: 'template'; template: string; size: number };
+
+/** Where the export table finds a pool's snapshots and templates, and opens one. */
+export interface FrozenCatalog {
+  list(pool: Pool): FrozenEntry[];
+  open(pool: Pool, entry: FrozenEntry): Promise<Volume>;
+}
+
+/**
+ * The chain operations' catalog. A build whose chain operations are still
+ * signatures (they throw "not built yet") has no snapshots or templates to
+ * export, so it serves its volumes as before instead of failing every list.
+ */
+export const chainCatalog: FrozenCatalog = {
+  list(pool) {
+    let records: ReturnType<typeof frozenRecords>;
+    try {
+      records = frozenRecords(pool);
+    } catch (err) {
+      if (err instanceof Error && err.message.endsWith(': not built yet')) return [];
+      throw err;
+    }
+    return [
+      ...records.snapshots.map((s): FrozenEntry => ({ kind: 'snapshot', volume: s.volume, snapshot: s.name, size: s.size })),
+      ...records.templates.map((t): FrozenEntry => ({ kind: 'template', template: t.name, size: t.size })),
+    ];
+  },
+  open(pool, entry) {
+    return openFrozen(pool, entry.kind === 'snapshot' ? { volume: entry.volume, snapshot: entry.snapshot } : { template: entry.template });
+  },
+};
