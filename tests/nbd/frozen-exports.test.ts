@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AdminError } from '../../src/host/admin.js';
 import { releaseFrozenExport } from '../../src/host/export-clients.js';
@@ -7,10 +9,11 @@ import * as K from '../../src/nbd/constants.js';
 import { NbdClient, NbdServer } from '../../src/nbd/index.js';
 import type { Pool, Volume } from '../../src/qcowlike/index.js';
 import { memoryPool } from '../support/pool.js';
-import { hasTool, RawPeer, tool } from './support.js';
+import { hasTool, nbdsh, RawPeer, READ_ONLY_PROBE, tool } from './support.js';
 import { go, goData, greet, option, optReply, request, structuredReply } from './wire.js';
 
 const MiB = 1024 * 1024;
+const run = promisify(execFile);
 
 /**
  * Snapshots and templates as a catalog that a test edits: each frozen export
@@ -181,5 +184,19 @@ describe('real clients on a frozen export', () => {
     const map = JSON.parse(await tool('qemu-img', ['map', '--output=json', '-f', 'raw', uri('vm1@s1')])) as Array<{ start: number; length: number; data: boolean }>;
     expect(map.filter((e) => e.data).map((e) => [e.start, e.length])).toEqual([[2 * MiB, MiB]]);
     await expect(tool('qemu-io', ['-f', 'raw', '-c', 'write 0 4k', uri('vm1@s1')])).rejects.toThrow(/Permission denied|Operation not permitted|read-only/);
+  });
+
+  it.skipIf(!hasTool('nbdsh'))('nbdsh, its client checks off, gets EPERM for a write, a trim and a write-zeroes, and reads on', async () => {
+    const out = await nbdsh(uri('tmpl'), READ_ONLY_PROBE);
+    expect(out.trim().split('\n')).toEqual(['write EPERM', 'trim EPERM', 'zero EPERM', 'read 4096 90']);
+  });
+
+  it.skipIf(!hasTool('nbd-tester-client'))("the NBD project's test client: its read-only test (writes must fail) and its read test pass; its write test fails", async () => {
+    const env = { ...process.env, NBD_TEST_SILENT: '1' };
+    const tester = (args: string[]) => run('nbd-tester-client', ['-N', 'vm1@s1', ...args, '127.0.0.1', String(port)], { env, timeout: 60_000 });
+    await tester(['-w', '-F']);
+    await tester([]);
+    // The same client without -F expects its writes to succeed: it reports the server's EPERM.
+    await expect(tester(['-w'])).rejects.toThrow(/Received error from server: 1 /);
   });
 });
