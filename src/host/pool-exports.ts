@@ -21,6 +21,8 @@ export interface PoolExportOptions {
 }
 
 interface Entry {
+  /** Tells apart what a name stood for at different times (see ExportSource.identity). */
+  identity: string;
   readOnly: boolean;
   description: string;
   open(): Promise<BlockDevice>;
@@ -62,7 +64,7 @@ export class PoolExportSource implements ExportSource {
         if (v.incomplete && !this.opts.allowIncomplete) continue;
         const name = this.exportName(p.name, v.name);
         const readOnly = this.opts.readOnly || v.readOnly;
-        out.set(name, { readOnly, description: this.opts.describe(p.name, v.name, v.size), open: () => p.pool.openVolume(v.name, { readOnly }) });
+        out.set(name, { identity: 'volume', readOnly, description: this.opts.describe(p.name, v.name, v.size), open: () => p.pool.openVolume(v.name, { readOnly }) });
       }
     }
     for (const p of this.pools) {
@@ -70,7 +72,7 @@ export class PoolExportSource implements ExportSource {
         const name = this.frozenName(p.name, f);
         // One namespace per pool in the catalog; should a name still clash, the volume keeps it.
         if (out.has(name)) continue;
-        out.set(name, { readOnly: true, description: describeFrozen(p.name, f), open: () => (this.opts.frozen ?? chainCatalog).open(p.pool, f) });
+        out.set(name, { identity: `${f.kind} ${f.uuid}`, readOnly: true, description: describeFrozen(p.name, f), open: () => (this.opts.frozen ?? chainCatalog).open(p.pool, f) });
       }
     }
     if (all || !this.opts.only) return out;
@@ -104,6 +106,10 @@ export class PoolExportSource implements ExportSource {
     const slash = name.indexOf('/');
     if (this.pools.length === 1 && slash > 0 && name.slice(0, slash) === this.pools[0]!.name && table.has(name.slice(slash + 1))) return name.slice(slash + 1);
     return undefined;
+  }
+
+  async identity(canonical: string): Promise<string | undefined> {
+    return this.table().get(canonical)?.identity;
   }
 
   async open(canonical: string): Promise<OpenedExport> {

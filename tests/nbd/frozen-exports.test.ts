@@ -50,8 +50,8 @@ beforeAll(async () => {
   await base.write(Buffer.alloc(MiB, 0x5a), 2 * MiB);
   await base.close();
   catalog.entries = [
-    { kind: 'snapshot', volume: 'vm1', snapshot: 's1', size: 8 * MiB },
-    { kind: 'template', template: 'tmpl', size: 8 * MiB },
+    { kind: 'snapshot', volume: 'vm1', snapshot: 's1', uuid: 'u-s1', size: 8 * MiB },
+    { kind: 'template', template: 'tmpl', uuid: 'u-tmpl', size: 8 * MiB },
   ];
   source = new PoolExportSource([{ name: 'p0', pool }], { readOnly: false, allowIncomplete: false, describe: (p, v, size) => `volume ${p}/${v}, ${size}`, frozen: catalog });
   server = new NbdServer({ source });
@@ -112,7 +112,7 @@ describe('snapshot and template exports of a served pool', () => {
   });
 
   it('appear and go as the catalog changes; a name a volume holds stays the volume', async () => {
-    catalog.entries.push({ kind: 'snapshot', volume: 'vm1', snapshot: 's2', size: 8 * MiB }, { kind: 'template', template: 'vm1', size: 8 * MiB });
+    catalog.entries.push({ kind: 'snapshot', volume: 'vm1', snapshot: 's2', uuid: 'u-s2', size: 8 * MiB }, { kind: 'template', template: 'vm1', uuid: 'u-t', size: 8 * MiB });
     expect((await NbdClient.list({ port })).map((e) => e.name)).toEqual(['vm1', 'base', 'vm1@s1', 'tmpl', 'vm1@s2']);
     const c = await NbdClient.connect({ port, export: 'vm1' });
     await c.write(Buffer.alloc(512, 7), 0);
@@ -125,9 +125,29 @@ describe('snapshot and template exports of a served pool', () => {
     expect((await optReply(peer)).type).toBe(K.REP_ERR_UNKNOWN);
     peer.destroy();
     catalog.entries = [
-      { kind: 'snapshot', volume: 'vm1', snapshot: 's1', size: 8 * MiB },
-      { kind: 'template', template: 'tmpl', size: 8 * MiB },
+      { kind: 'snapshot', volume: 'vm1', snapshot: 's1', uuid: 'u-s1', size: 8 * MiB },
+      { kind: 'template', template: 'tmpl', uuid: 'u-tmpl', size: 8 * MiB },
     ];
+  });
+
+  it('a name made again for another snapshot is opened afresh for new clients; the connected one keeps its own', async () => {
+    const before = catalog.opened;
+    const first = await NbdClient.connect({ port, export: 'vm1@s1' });
+    const again = await NbdClient.connect({ port, export: 'vm1@s1' });
+    expect(catalog.opened).toBe(before + 1);
+    catalog.entries[0] = { kind: 'snapshot', volume: 'vm1', snapshot: 's1', uuid: 'u-s1-new', size: 8 * MiB };
+    const later = await NbdClient.connect({ port, export: 'vm1@s1' });
+    expect(catalog.opened).toBe(before + 2);
+    expect(server.openExports).toBe(2);
+    // Both openings count as the export's clients.
+    expect(server.clientsOf('vm1@s1')).toBe(3);
+    for (const c of [first, again, later]) {
+      expect((await c.read(2 * MiB, 512)).every((b) => b === 0x5a)).toBe(true);
+      await c.disconnect();
+    }
+    for (let i = 0; i < 100 && server.openExports > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(server.openExports).toBe(0);
+    catalog.entries[0] = { kind: 'snapshot', volume: 'vm1', snapshot: 's1', uuid: 'u-s1', size: 8 * MiB };
   });
 
   it('names them POOL/VOL@SNAP and POOL/TMPL when several pools are served', async () => {
