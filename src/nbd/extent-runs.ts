@@ -1,4 +1,3 @@
-
 /** What coalesce needs of an extent: where it is (its state comes from `stateOf`). */
 export interface Span {
   offset: number;
