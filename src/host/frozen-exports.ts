@@ -10,20 +10,10 @@ export interface FrozenCatalog {
   open(pool: Pool, entry: FrozenEntry): Promise<Volume>;
 }
 
-/**
- * The chain operations' catalog. A build whose chain operations are still
- * signatures (they throw "not built yet") has no snapshots or templates to
- * export, so it serves its volumes as before instead of failing every list.
- */
+/** The chain operations' catalog. */
 export const chainCatalog: FrozenCatalog = {
   list(pool) {
-    let records: ReturnType<typeof frozenRecords>;
-    try {
-      records = frozenRecords(pool);
-    } catch (err) {
-      if (err instanceof Error && err.message.endsWith(': not built yet')) return [];
-      throw err;
-    }
+    const records = frozenRecords(pool);
     return [
       ...records.snapshots.map((s): FrozenEntry => ({ kind: 'snapshot', volume: s.volume, snapshot: s.name, uuid: s.uuid, size: s.size })),
       ...records.templates.map((t): FrozenEntry => ({ kind: 'template', template: t.name, uuid: t.uuid, size: t.size })),
