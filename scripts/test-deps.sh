@@ -4,10 +4,13 @@
 # the exact command to run. With CI=true every interop test needs these tools.
 set -euo pipefail
 
-packages=(qemu-utils libnbd-bin nbdkit fio qemu-system-x86 busybox-static e2fsprogs file openssl)
+packages=(qemu-utils libnbd-bin python3-libnbd nbdkit fio qemu-system-x86 busybox-static e2fsprogs file openssl)
+# What scripts/build-nbd-tester-client.sh needs to build the NBD project's test client.
+build_packages=(git gcc make autoconf automake libtool pkg-config bison flex autoconf-archive libglib2.0-dev)
 declare -A probe=(
   [qemu-utils]=qemu-img
   [libnbd-bin]=nbdinfo
+  [python3-libnbd]=nbdsh
   [nbdkit]=nbdkit
   [fio]=fio
   [qemu-system-x86]=qemu-system-x86_64
@@ -30,16 +33,23 @@ if command -v fio >/dev/null 2>&1 && ! fio --enghelp 2>/dev/null | grep -qw nbd;
   exit 1
 fi
 
-if ((${#missing[@]} == 0)); then exit 0; fi
+if ! command -v nbd-tester-client >/dev/null 2>&1; then
+  for p in "${build_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  build_tester=1
+fi
+
+if ((${#missing[@]} == 0)) && [[ -z ${build_tester:-} ]]; then exit 0; fi
 
 line="apt-get install -y ${missing[*]}"
 if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
   echo "test-deps: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  if ((${#missing[@]} > 0)); then apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; fi
+  if [[ -n ${build_tester:-} ]]; then "$(dirname "$0")/build-nbd-tester-client.sh" >&2; fi
   exit 0
 fi
 echo "test-deps: the tests need: ${missing[*]}" >&2
 echo "test-deps: run as root:  $line" >&2
+if [[ -n ${build_tester:-} ]]; then echo "test-deps: then build the NBD test client:  scripts/build-nbd-tester-client.sh" >&2; fi
 exit 1

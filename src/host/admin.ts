@@ -43,9 +43,9 @@ export type AdminResult<R extends AdminRequest> = AdminResults[R['op']];
 export interface AdminContext {
   /** The pool's registered name, for messages. */
   poolName: string;
-  /** Clients connected to a volume now (0 when not served). */
+  /** Clients connected to a volume now (0 when not served); `VOL@SNAP` or `TMPL` asks about a snapshot's or template's export. */
   clientsOf?(volume: string): number;
-  /** Ends the connections using a volume (a served pool); resolves once they are gone. */
+  /** Ends the connections using a volume (or `VOL@SNAP`, `TMPL`) of a served pool; resolves once they are gone. */
   disconnect?(volume: string): Promise<number>;
   /** Called after the set of volumes or their sizes changed (a server refreshes what it exports). */
   changed?(): void;

@@ -1,5 +1,8 @@
+import type { BlockDevice } from '../blockdev/index.js';
 import type { ExportListing, ExportSource, OpenedExport } from '../nbd/exports.js';
 import type { Pool } from '../qcowlike/index.js';
+import { chainCatalog, type FrozenCatalog, type FrozenEntry } from './frozen-exports.js';
+import { formatSize } from './size.js';
 
 export interface ServedPool {
   name: string;
@@ -13,13 +16,16 @@ export interface PoolExportOptions {
   /** Serve only these export names (`--export`); every volume, present and future, when undefined. */
   only?: ReadonlySet<string>;
   describe(pool: string, volume: string, size: number): string;
+  /** Where snapshots and templates come from (the chain operations unless a test gives its own). */
+  frozen?: FrozenCatalog;
 }
 
 interface Entry {
-  pool: ServedPool;
-  volume: string;
+  /** Tells apart what a name stood for at different times (see ExportSource.identity). */
+  identity: string;
   readOnly: boolean;
   description: string;
+  open(): Promise<BlockDevice>;
 }
 
 /**
@@ -27,7 +33,10 @@ interface Entry {
  * time a client lists or names one: a volume created while the pool is
  * served is exported at once, a deleted one is gone, a resized one shows its
  * new size to new connections. Names are `VOL` when one pool is served and
- * `POOL/VOL` when several are; `POOL/VOL` always answers too.
+ * `POOL/VOL` when several are; `POOL/VOL` always answers too. Every
+ * snapshot is exported read-only as `VOL@SNAP` and every template as `TMPL`
+ * (with the `POOL/` prefix under the same rule), appearing and going as
+ * they are made and deleted.
  */
 export class PoolExportSource implements ExportSource {
   constructor(
@@ -54,7 +63,16 @@ export class PoolExportSource implements ExportSource {
       for (const v of p.pool.volumeRecords()) {
         if (v.incomplete && !this.opts.allowIncomplete) continue;
         const name = this.exportName(p.name, v.name);
-        out.set(name, { pool: p, volume: v.name, readOnly: this.opts.readOnly || v.readOnly, description: this.opts.describe(p.name, v.name, v.size) });
+        const readOnly = this.opts.readOnly || v.readOnly;
+        out.set(name, { identity: 'volume', readOnly, description: this.opts.describe(p.name, v.name, v.size), open: () => p.pool.openVolume(v.name, { readOnly }) });
+      }
+    }
+    for (const p of this.pools) {
+      for (const f of (this.opts.frozen ?? chainCatalog).list(p.pool)) {
+        const name = this.frozenName(p.name, f);
+        // One namespace per pool in the catalog; should a name still clash, the volume keeps it.
+        if (out.has(name)) continue;
+        out.set(name, { identity: `${f.kind} ${f.uuid}`, readOnly: true, description: describeFrozen(p.name, f), open: () => (this.opts.frozen ?? chainCatalog).open(p.pool, f) });
       }
     }
     if (all || !this.opts.only) return out;
@@ -64,6 +82,11 @@ export class PoolExportSource implements ExportSource {
       if (e) picked.set(name, e);
     }
     return picked;
+  }
+
+  /** `VOL@SNAP` or `TMPL`, under the same pool prefix rule as volumes. */
+  private frozenName(pool: string, f: FrozenEntry): string {
+    return f.kind === 'snapshot' ? `${this.exportName(pool, f.volume)}@${f.snapshot}` : this.exportName(pool, f.template);
   }
 
   /** Every volume that could be served, whatever `--export` picked (for messages). */
@@ -85,10 +108,18 @@ export class PoolExportSource implements ExportSource {
     return undefined;
   }
 
+  async identity(canonical: string): Promise<string | undefined> {
+    return this.table().get(canonical)?.identity;
+  }
+
   async open(canonical: string): Promise<OpenedExport> {
     const e = this.table().get(canonical);
     if (!e) throw new Error(`no export named '${canonical}'`);
-    const device = await e.pool.pool.openVolume(e.volume, { readOnly: e.readOnly });
+    const device = await e.open();
     return { device, readOnly: e.readOnly || device.readOnly, description: e.description, release: () => device.close() };
   }
+}
+
+function describeFrozen(pool: string, f: FrozenEntry): string {
+  return f.kind === 'snapshot' ? `snapshot ${pool}/${f.volume}@${f.snapshot}, ${formatSize(f.size)}, read-only` : `template ${pool}/${f.template}, ${formatSize(f.size)}, read-only`;
 }

@@ -307,6 +307,8 @@ export class NbdClient {
   }
 
   private take(n: number): Buffer {
+    // A reply that ends exactly at the end of what arrived leaves nothing to peek at: an empty chunk takes nothing.
+    if (n === 0) return Buffer.alloc(0);
     const first = this.peek(n);
     const out = first.subarray(0, n);
     if (first.length === n) this.chunks.shift();

@@ -5,6 +5,8 @@ import { RequestOrder } from './request-order.js';
 /** An export as the connections using it share it: one device, one ordering of overlapping requests. */
 export interface ServedExport {
   readonly name: string;
+  /** What the table knows this opening by: the name, and what stood behind it when it was opened. */
+  readonly key: string;
   readonly device: BlockDevice;
   readonly readOnly: boolean;
   readonly description: string | undefined;
@@ -12,6 +14,7 @@ export interface ServedExport {
 }
 
 interface Entry {
+  canonical: string;
   refs: number;
   ready: Promise<ServedExport & { opened: OpenedExport }>;
 }
@@ -21,6 +24,9 @@ interface Entry {
  * connection reaches the same device every other connection wrote through
  * (what CAN_MULTI_CONN promises), and a file is locked once, not per
  * connection. The export is released when its last connection ends.
+ * When a name comes to stand for something else while open (a snapshot
+ * deleted and made again, a volume turned into a template), new
+ * connections open the new one; those already connected keep theirs.
  */
 export class ExportTable {
   private readonly entries = new Map<string, Entry>();
@@ -36,21 +42,25 @@ export class ExportTable {
   async acquire(name: string): Promise<ServedExport | undefined> {
     const canonical = await this.source.resolve(name);
     if (canonical === undefined) return undefined;
-    let entry = this.entries.get(canonical);
+    const identity = (await this.source.identity?.(canonical)) ?? '';
+    const key = `${canonical}\0${identity}`;
+    let entry = this.entries.get(key);
     if (!entry) {
       const prior = this.closing.get(canonical) ?? Promise.resolve();
       const ready = prior.then(() => this.source.open(canonical)).then((opened) => ({
         name: canonical,
+        key,
         device: opened.device,
         readOnly: this.forceReadOnly || opened.readOnly || opened.device.readOnly,
         description: opened.description,
         order: new RequestOrder(),
         opened,
       }));
-      entry = { refs: 0, ready };
-      this.entries.set(canonical, entry);
+      const made: Entry = { canonical, refs: 0, ready };
+      entry = made;
+      this.entries.set(key, made);
       ready.catch(() => {
-        if (this.entries.get(canonical) === entry) this.entries.delete(canonical);
+        if (this.entries.get(key) === made) this.entries.delete(key);
       });
     }
     entry.refs++;
@@ -63,11 +73,12 @@ export class ExportTable {
   }
 
   async release(exp: ServedExport): Promise<void> {
-    const entry = this.entries.get(exp.name);
+    const entry = this.entries.get(exp.key);
     if (!entry || --entry.refs > 0) return;
-    this.entries.delete(exp.name);
+    this.entries.delete(exp.key);
     const done = closeServed(await entry.ready);
-    const settled = done.catch(() => undefined);
+    // Another opening of the same name may be closing too: a reopen waits for both.
+    const settled = Promise.all([this.closing.get(exp.name), done.catch(() => undefined)]).then(() => undefined);
     this.closing.set(exp.name, settled);
     void settled.then(() => {
       if (this.closing.get(exp.name) === settled) this.closing.delete(exp.name);
@@ -82,7 +93,9 @@ export class ExportTable {
 
   /** Connections using an export now (0 when it is not open). */
   clients(canonical: string): number {
-    return this.entries.get(canonical)?.refs ?? 0;
+    let n = 0;
+    for (const e of this.entries.values()) if (e.canonical === canonical) n += e.refs;
+    return n;
   }
 
   get openCount(): number {

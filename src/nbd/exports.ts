@@ -22,6 +22,13 @@ export interface ExportSource {
   list(): Promise<ExportListing[]>;
   /** The canonical name `name` refers to ('' is the default export), or undefined when there is none. */
   resolve(name: string): Promise<string | undefined>;
+  /**
+   * What a canonical name stands for now, when that can change under the
+   * same name (a snapshot deleted and made again): an opening is shared
+   * only by connections that found the same identity. Without it, a name
+   * is always the same thing.
+   */
+  identity?(canonical: string): Promise<string | undefined>;
   /** Opens a canonical name returned by resolve. The server opens each name once and shares it between connections. */
   open(canonical: string): Promise<OpenedExport>;
 }

@@ -1,4 +1,8 @@
-import type { Extent } from '../blockdev/index.js';
+/** What coalesce needs of an extent: where it is (its state comes from `stateOf`). */
+export interface Span {
+  offset: number;
+  length: number;
+}
 
 export interface Run {
   offset: number;
@@ -15,7 +19,7 @@ export interface Run {
  * device's answer stops (a device may answer part of a long range, and NBD
  * lets block status answer less: calling the rest data would hide its holes).
  */
-export function coalesce(extents: Extent[], offset: number, length: number, stateOf: (e: Extent) => number | boolean, cover: boolean): Run[] {
+export function coalesce<E extends Span>(extents: readonly E[], offset: number, length: number, stateOf: (e: E) => number | boolean, cover: boolean): Run[] {
   const end = offset + length;
   const runs: Run[] = [];
   let pos = offset;

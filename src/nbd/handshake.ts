@@ -1,7 +1,6 @@
 import type net from 'node:net';
 import type tls from 'node:tls';
 import {
-  BASE_ALLOCATION,
   FLAG_C_FIXED_NEWSTYLE,
   FLAG_C_NO_ZEROES,
   FLAG_CAN_MULTI_CONN,
@@ -45,6 +44,7 @@ import {
 } from './constants.js';
 import type { ExportTable, ServedExport } from './export-table.js';
 import type { ExportSource } from './exports.js';
+import { matchMetaContexts, type MetaContext } from './meta-contexts.js';
 import { infoBlockSize, infoExport, infoString, metaContextEntry, OptionError, optionReply, parseGo, parseMetaContext, readString, serverEntry } from './options.js';
 import { upgradeToTls, type TlsSetup } from './tls.js';
 import { lingerThenDestroy } from './transmission.js';
@@ -54,8 +54,6 @@ import { ConnectionClosed, WireReader } from './wire-reader.js';
 const MAX_OPTION_DATA = 64 * 1024;
 /** A client still haggling after this many options is not going to settle. */
 const MAX_OPTIONS = 1024;
-/** The context id base:allocation gets; any value works, clients treat it as opaque. */
-export const BASE_ALLOCATION_ID = 1;
 
 export interface HandshakeContext {
   source: ExportSource;
@@ -70,7 +68,8 @@ export interface Negotiated {
   leftover: Buffer;
   export: ServedExport;
   structured: boolean;
-  metaContextId: number | undefined;
+  /** What the last SET_META_CONTEXT selected, when it named the export transmission uses. */
+  metaContexts: readonly MetaContext[];
 }
 
 /** The transmission flags an export is announced with. */
@@ -100,7 +99,7 @@ export class Handshake {
   private tlsUp = false;
   private structured = false;
   private metaExport: string | undefined;
-  private metaSelected = false;
+  private metaSelected: readonly MetaContext[] = [];
 
   constructor(
     private readonly raw: net.Socket,
@@ -236,19 +235,20 @@ export class Handshake {
 
   private enter(exp: ServedExport, requested: string): Negotiated {
     const leftover = this.reader.detach();
-    const selected = this.metaSelected && this.metaExport === requested;
-    return { socket: this.socket, leftover, export: exp, structured: this.structured, metaContextId: selected ? BASE_ALLOCATION_ID : undefined };
+    const metaContexts = this.metaExport === requested ? this.metaSelected : [];
+    return { socket: this.socket, leftover, export: exp, structured: this.structured, metaContexts };
   }
 
   private async metaContext(option: number, data: Buffer): Promise<'continue'> {
     if (!this.structured) return this.reply(option, REP_ERR_INVALID, 'negotiate structured replies first');
     const setting = option === OPT_SET_META_CONTEXT;
     // SET replaces the selection even when it fails.
-    if (setting) this.metaSelected = false;
+    if (setting) this.metaSelected = [];
     const { name, queries } = parseMetaContext(data);
     if ((await this.ctx.source.resolve(name)) === undefined) return this.reply(option, REP_ERR_UNKNOWN, `no export named '${name}'`);
-    const matches = setting ? queries.some((q) => q === BASE_ALLOCATION) : queries.length === 0 || queries.some((q) => q === BASE_ALLOCATION || q === 'base:');
-    if (matches) this.socket.write(optionReply(option, REP_META_CONTEXT, metaContextEntry(setting ? BASE_ALLOCATION_ID : 0, BASE_ALLOCATION)));
+    const matches = matchMetaContexts(queries, !setting);
+    // A listing's ids are reserved (the protocol asks for 0); a selection's are what block status replies carry.
+    for (const c of matches) this.socket.write(optionReply(option, REP_META_CONTEXT, metaContextEntry(setting ? c.id : 0, c.name)));
     if (setting) {
       this.metaSelected = matches;
       this.metaExport = name;
@@ -274,7 +274,7 @@ export class Handshake {
     this.tlsUp = true;
     // Nothing negotiated in plain text survives the upgrade.
     this.structured = false;
-    this.metaSelected = false;
+    this.metaSelected = [];
     this.metaExport = undefined;
     return 'continue';
   }

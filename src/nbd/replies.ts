@@ -71,11 +71,11 @@ export function errorChunk(error: number, message: string, cookieHi: number, coo
   return b;
 }
 
-/** A final BLOCK_STATUS chunk: `descriptors` holds (length, flags) pairs. */
-export function blockStatusChunk(contextId: number, descriptors: number[], cookieHi: number, cookieLo: number): Buffer {
+/** A BLOCK_STATUS chunk of one context: `descriptors` holds (length, flags) pairs; `done` on the last context's. */
+export function blockStatusChunk(contextId: number, descriptors: number[], cookieHi: number, cookieLo: number, done = true): Buffer {
   const n = descriptors.length / 2;
   const b = Buffer.allocUnsafe(CHUNK_HEADER + 4 + 8 * n);
-  chunkHeader(b, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, cookieHi, cookieLo, 4 + 8 * n);
+  chunkHeader(b, done ? REPLY_FLAG_DONE : 0, REPLY_TYPE_BLOCK_STATUS, cookieHi, cookieLo, 4 + 8 * n);
   b.writeUInt32BE(contextId, CHUNK_HEADER);
   for (let i = 0; i < descriptors.length; i++) b.writeUInt32BE(descriptors[i]!, CHUNK_HEADER + 4 + 4 * i);
   return b;

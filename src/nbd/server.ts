@@ -256,7 +256,7 @@ export class NbdServer {
     if (!stats) this.perExport.set(name, (stats = new ExportStats(name)));
     const t = new Transmission(result.socket as NbdSocket, result.export, {
       structured: result.structured,
-      metaContextId: result.metaContextId,
+      metaContexts: result.metaContexts,
       limits: this.limits,
       buffers: this.buffers,
       budget: this.budget,

@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
-import { BlockDeviceError, type Extent } from '../blockdev/index.js';
+import { BlockDeviceError } from '../blockdev/index.js';
+import { blockStatusReply } from './block-status.js';
 import { classOf, type BufferPool } from './buffer-pool.js';
 import type { BudgetAccount, BufferBudget } from './buffer-budget.js';
 import {
@@ -22,15 +23,14 @@ import {
   NBD_ENOSPC,
   NBD_ENOTSUP,
   NBD_EPERM,
-  STATE_HOLE,
-  STATE_ZERO,
 } from './constants.js';
 import { messageOf, nbdErrorOf } from './errors.js';
 import { coalesce } from './extent-runs.js';
 import type { ServedExport } from './export-table.js';
+import type { MetaContext } from './meta-contexts.js';
 import type { CommandKind, CommandStats, ExportStats } from './export-stats.js';
 import type { OrderedHold } from './request-order.js';
-import { blockStatusChunk, errorChunk, noneChunk, offsetDataHeader, offsetHole, simpleReply } from './replies.js';
+import { errorChunk, noneChunk, offsetDataHeader, offsetHole, simpleReply } from './replies.js';
 import { RequestParser, type ParserSink, type Request } from './request-parser.js';
 import { listenChunks } from './socket-reads.js';
 
@@ -39,8 +39,8 @@ export type NbdSocket = Duplex & { cork(): void; uncork(): void; readonly writab
 
 export interface TransmissionOptions {
   structured: boolean;
-  /** Id of the base:allocation context when the client selected it for this export. */
-  metaContextId: number | undefined;
+  /** The metadata contexts the client selected for this export (none: no BLOCK_STATUS). */
+  metaContexts: readonly MetaContext[];
   limits: TransmissionLimits;
   /** Pooled reply and payload buffers, shared by the server's connections. */
   buffers: BufferPool;
@@ -297,7 +297,7 @@ export class Transmission implements ParserSink {
         if (beyond) return this.reject(req, NBD_EINVAL, `cache beyond the end of the export (size ${size})`);
         return this.admitUnlocked(req);
       case CMD_BLOCK_STATUS:
-        if (this.opts.metaContextId === undefined) return this.reject(req, NBD_EINVAL, 'no metadata context was selected for this export');
+        if (this.opts.metaContexts.length === 0) return this.reject(req, NBD_EINVAL, 'no metadata context was selected for this export');
         if (length === 0 || beyond) return this.reject(req, NBD_EINVAL, `block status range is empty or beyond the end of the export (size ${size})`);
         return this.admit(req, false);
     }
@@ -398,18 +398,12 @@ export class Transmission implements ParserSink {
 
   private blockStatus(job: Job): void {
     const { req } = job;
-    const dev = this.exp.device;
-    const lookup = dev.blockStatus ? dev.blockStatus(req.offset, req.length) : Promise.resolve<Extent[]>([]);
-    lookup.then(
-      (extents) => {
-        const runs = coalesce(extents, req.offset, req.length, (e) => (e.hole ? STATE_HOLE : 0) | (e.zero ? STATE_ZERO : 0), false);
-        const n = req.flags & CMD_FLAG_REQ_ONE ? 1 : Math.min(runs.length, MAX_DESCRIPTORS);
-        const descriptors: number[] = [];
-        for (let i = 0; i < n; i++) descriptors.push(runs[i]!.length, runs[i]!.state);
-        this.complete(job, blockStatusChunk(this.opts.metaContextId!, descriptors, req.cookieHi, req.cookieLo));
-      },
-      (err: unknown) => this.fail(job, err),
-    ).catch((err: unknown) => this.broken(job, err));
+    blockStatusReply(this.exp.device, this.opts.metaContexts, req.offset, req.length, (req.flags & CMD_FLAG_REQ_ONE) !== 0, MAX_DESCRIPTORS, req.cookieHi, req.cookieLo)
+      .then(
+        (chunks) => this.complete(job, chunks),
+        (err: unknown) => this.fail(job, err),
+      )
+      .catch((err: unknown) => this.broken(job, err));
   }
 
   private reject(req: Request, error: number, message: string): void {

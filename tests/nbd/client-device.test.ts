@@ -57,6 +57,9 @@ describe('NBD client and server end to end', () => {
     expect(back.subarray(0, 65536).every((b) => b === 0)).toBe(true);
     await c.writeZeroes(1024 * 1024, 65536);
     expect(await c.blockStatus(1024 * 1024, 65536)).toEqual([{ length: 65536, flags: STATE_HOLE | STATE_ZERO }]);
+    // An empty read is one empty chunk, the last bytes to arrive: the client takes nothing and goes on.
+    expect((await c.read(4096, 0)).length).toBe(0);
+    expect((await c.read(1024 * 1024, 512)).equals(Buffer.alloc(512))).toBe(true);
     await c.disconnect();
   });
 

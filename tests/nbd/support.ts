@@ -185,3 +185,23 @@ export interface FioJob {
 export function parseFio(out: string): FioJob[] {
   return (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: FioJob[] }).jobs;
 }
+
+/** Writes, trims and zeroes a read-only export with libnbd's own checks off, then reads: one line per step. */
+export const READ_ONLY_PROBE = `
+import errno
+for name, op in (("write", lambda: h.pwrite(b"x" * 4096, 0)), ("trim", lambda: h.trim(4096, 0)), ("zero", lambda: h.zero(4096, 0))):
+    try:
+        op()
+        print(name, "accepted")
+    except nbd.Error as e:
+        print(name, "EPERM" if e.errnum == errno.EPERM else e.string)
+data = h.pread(4096, 2 * 1024 * 1024)
+print("read", len(data), data[0])
+`;
+
+/** nbdsh runs the system Python, where python3-libnbd puts its module (a PATH may lead to another Python first). */
+export async function nbdsh(target: string, script: string): Promise<string> {
+  const env = { ...process.env, PATH: `/usr/bin:${process.env.PATH ?? ''}` };
+  const { stdout } = await run('nbdsh', ['-c', 'h.set_strict_mode(0)', '-c', `h.connect_uri(${JSON.stringify(target)})`, '-c', script], { env, timeout: 60_000 });
+  return stdout;
+}
