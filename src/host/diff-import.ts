@@ -1,0 +1,212 @@
+import { allocatedBytes } from '../blockdev/index.js';
+import { loadXxhash } from '../blockdev/xxhash.js';
+import { PoolError, type Pool, type Volume } from '../qcowlike/index.js';
+import { createSnapshots, diffRanges, type SnapshotInfo } from '../snapshot/index.js';
+import { DiffStreamReader } from '../snapshot/diff-stream-reader.js';
+import type { DiffHeader, DiffPoint, DiffTotals } from '../snapshot/diff-stream.js';
+import { AdminError } from './admin.js';
+import { DiffImports, type PendingImport } from './diff-imports.js';
+import { snapshotsOf } from './diff-points.js';
+import { formatSize } from './size.js';
+
+export interface ImportDiffContext {
+  poolName: string;
+  home: string;
+  /** Clients connected to a volume now (a served pool). */
+  clientsOf?(volume: string): number;
+  /** The set of volumes changed (a server refreshes its exports). */
+  changed?(): void;
+}
+
+export interface ImportDiffResult extends DiffTotals {
+  volume: string;
+  from: DiffPoint | null;
+  to: DiffPoint;
+  /** The snapshot made here for TO (its own UUID; the mapping to TO's is recorded). */
+  snapshot: { name: string; uuid: string };
+  size: number;
+  createdVolume: boolean;
+  /** An interrupted import of the same stream was found and finished. */
+  resumed: boolean;
+  streamBytes: number;
+}
+
+/**
+ * Applies a diff stream to a volume, then makes the TO snapshot on it.
+ *
+ * The volume must stand at the stream's base: it has a snapshot that is
+ * FROM (the same UUID, or one recorded as imported from it) and no write
+ * since (diffRanges from it to now is empty); a full stream needs a new or
+ * empty volume. The import writes only into the volume and makes the
+ * snapshot last, and notes the stream in the home while it runs, so that a
+ * cut-short import (a truncated stream, Ctrl-C, a crash) leaves "FROM plus
+ * part of the stream", which a re-run of the same stream is allowed over and
+ * finishes; any other stream is refused until then.
+ */
+export async function importDiff(pool: Pool, ctx: ImportDiffContext, volume: string, source: AsyncIterable<Uint8Array>, signal?: AbortSignal, onProgress?: (done: number, total: number) => void): Promise<ImportDiffResult> {
+  await loadXxhash();
+  const ref = `${ctx.poolName}/${volume}`;
+  const reader = new DiffStreamReader(source);
+  const header = await reader.header();
+  const clients = ctx.clientsOf?.(volume) ?? 0;
+  if (clients > 0) throw new AdminError('EBUSY', `volume ${ref} has ${clients} connected client${clients === 1 ? '' : 's'}: import-diff needs it unused (its writes and the stream's would mix)`);
+  const note = new DiffImports(ctx.home, ctx.poolName);
+  const plan = await planImport(pool, ctx, note, volume, header);
+  const pending: PendingImport = plan.pending ?? { from: header.from, to: header.to, size: header.size, phase: 'applying', createdVolume: false, startedAt: new Date().toISOString() };
+  if (!plan.pending) {
+    if (plan.create) {
+      // Marked incomplete until the end, so that a cut-short full import never passes for a good volume.
+      note.setPending(volume, { ...pending, createdVolume: true });
+      pending.createdVolume = true;
+      await pool.createVolume(volume, header.size, { incomplete: true });
+      ctx.changed?.();
+    } else note.setPending(volume, pending);
+  }
+  const info = await pool.volumeInfo(volume);
+  if (info.size !== header.size) {
+    // The source volume was resized between FROM and TO.
+    await pool.resizeVolume(volume, header.size, { force: true });
+    ctx.changed?.();
+  }
+  // Over an import that had written everything and was making the snapshot, the data is there already: only the stream is checked.
+  const writes = !plan.snapshotDone;
+  const vol = await pool.openVolume(volume);
+  try {
+    await applyRecords(reader, writes ? vol : null, signal, (done) => onProgress?.(done, header.size));
+    await vol.flush();
+  } finally {
+    await vol.close();
+  }
+  note.setPending(volume, { ...pending, phase: 'snapshotting' });
+  if (pending.createdVolume) await pool.completeVolume(volume);
+  const made = plan.snapshotDone ?? (await createSnapshots(pool, [{ volume, snapshot: header.to.name }]))[0]!;
+  note.finish(volume, { volume, snapshot: made.name, uuid: made.uuid, source: header.to.uuid });
+  ctx.changed?.();
+  return {
+    volume,
+    from: header.from,
+    to: header.to,
+    snapshot: { name: made.name, uuid: made.uuid },
+    size: header.size,
+    createdVolume: pending.createdVolume,
+    resumed: plan.pending !== undefined,
+    streamBytes: reader.position,
+    ...reader.totals(),
+  };
+}
+
+interface Plan {
+  /** The interrupted import of this very stream, which this one finishes. */
+  pending?: PendingImport;
+  /** A full stream into a volume that does not exist: create it. */
+  create?: boolean;
+  /** The interrupted import had made the TO snapshot already. */
+  snapshotDone?: SnapshotInfo;
+}
+
+/** Decides whether the stream applies to the volume as it stands, and how; refuses with the reason when it does not. */
+async function planImport(pool: Pool, ctx: ImportDiffContext, note: DiffImports, volume: string, h: DiffHeader): Promise<Plan> {
+  const ref = `${ctx.poolName}/${volume}`;
+  const exists = await volumeExists(pool, volume);
+  let pending = note.pending(volume);
+  if (pending && !exists) {
+    // The volume a cut-short full import made was deleted since: nothing of that import is left.
+    note.dropPending(volume);
+    pending = undefined;
+  }
+  if (pending && !sameStream(pending, h)) {
+    if (!(await pendingLeftNothing(pool, ctx, volume, pending))) throw new AdminError('EBUSY', `an import-diff into ${ref} of ${streamName(pending)} was cut short: run it again with that stream to finish it${pending.from ? `, or go back with strata snapshot revert ${ref}@${pending.from.name}` : ', or delete the volume'}`);
+    note.dropPending(volume);
+    pending = undefined;
+  }
+  if (pending) {
+    const snaps = await snapshotsOf(pool, ctx.poolName, volume);
+    const to = snaps.find((s) => s.name === h.to.name);
+    if (to && pending.phase === 'snapshotting' && (await unchangedSince(pool, volume, to.name))) return { pending, snapshotDone: to };
+    if (to) throw new AdminError('EEXIST', `${ref} already has a snapshot named '${h.to.name}' (made after the cut-short import of this stream): delete or rename it, then run the import again`);
+    return { pending };
+  }
+  if (h.from === null) {
+    if (!exists) return { create: true };
+    const snaps = await snapshotsOf(pool, ctx.poolName, volume);
+    if (snaps.length > 0 || (await holdsData(pool, volume))) throw new AdminError('EEXIST', `${ref} exists and is not empty: a full stream (no base) applies to a new volume; import it under a new name, or delete ${ref} first`);
+    return {};
+  }
+  if (!exists) throw new AdminError('ENOENT', `volume '${volume}' not found in pool '${ctx.poolName}': an incremental stream (from @${h.from.name}) applies to a volume holding its base; import the full stream first`);
+  const snaps = await snapshotsOf(pool, ctx.poolName, volume);
+  const base = await findBase(note, volume, snaps, h.from);
+  if (!base) {
+    const named = snaps.find((s) => s.name === h.from!.name);
+    const why = named ? `its snapshot @${named.name} is another snapshot (UUID ${named.uuid}, the stream's base is ${h.from.uuid})` : `it has no snapshot that is the stream's base @${h.from.name} (UUID ${h.from.uuid})`;
+    throw new AdminError('EINVAL', `the stream does not apply to ${ref}: ${why}`);
+  }
+  const already = await findBase(note, volume, snaps, h.to);
+  if (already) throw new AdminError('EEXIST', `${ref} holds this stream's end point already, as @${already.name}: nothing to apply`);
+  if (snaps.some((s) => s.name === h.to.name)) throw new AdminError('EEXIST', `${ref} already has a snapshot named '${h.to.name}' (another one than the stream's end point): the stream's TO snapshot could not be made`);
+  if (!(await unchangedSince(pool, volume, base.name))) throw new AdminError('EINVAL', `${ref} was written since @${base.name}, the stream's base: the stream applies only to the volume as it was there (strata snapshot revert ${ref}@${base.name} goes back to it)`);
+  return {};
+}
+
+/** The local snapshot that is `point`: the same UUID, or one recorded as imported from it. */
+async function findBase(note: DiffImports, volume: string, snaps: SnapshotInfo[], point: DiffPoint): Promise<SnapshotInfo | undefined> {
+  const same = snaps.find((s) => s.uuid === point.uuid);
+  if (same) return same;
+  for (const o of note.localFor(volume, point.uuid)) {
+    const s = snaps.find((x) => x.uuid === o.uuid);
+    if (s) return s;
+  }
+  return undefined;
+}
+
+/** A pending import of another stream that never wrote (or was reverted): the volume stands exactly at its base again. */
+async function pendingLeftNothing(pool: Pool, ctx: ImportDiffContext, volume: string, p: PendingImport): Promise<boolean> {
+  if (p.from === null || p.createdVolume) return false;
+  const snaps = await snapshotsOf(pool, ctx.poolName, volume);
+  const base = await findBase(new DiffImports(ctx.home, ctx.poolName), volume, snaps, p.from);
+  return base !== undefined && (await unchangedSince(pool, volume, base.name));
+}
+
+async function unchangedSince(pool: Pool, volume: string, snapshot: string): Promise<boolean> {
+  for await (const _ of diffRanges(pool, volume, snapshot, null)) return false;
+  return true;
+}
+
+async function applyRecords(reader: DiffStreamReader, vol: Volume | null, signal: AbortSignal | undefined, progress: (done: number) => void): Promise<void> {
+  for (let r = await reader.record(); r; r = await reader.record()) {
+    if (signal?.aborted) throw new Error('interrupted');
+    if (r.kind === 'data') {
+      await vol?.write(r.data, r.offset);
+      progress(r.offset + r.data.length);
+    } else {
+      await vol?.writeZeroes(r.offset, r.length, { mayUnmap: true });
+      progress(r.offset + r.length);
+    }
+  }
+}
+
+function sameStream(p: PendingImport, h: DiffHeader): boolean {
+  return p.to.uuid === h.to.uuid && (p.from?.uuid ?? null) === (h.from?.uuid ?? null);
+}
+
+function streamName(p: PendingImport): string {
+  return `the stream ${p.from ? `from @${p.from.name}` : '(full)'} to @${p.to.name} (${formatSize(p.size)})`;
+}
+
+async function volumeExists(pool: Pool, volume: string): Promise<boolean> {
+  try {
+    await pool.volumeInfo(volume);
+    return true;
+  } catch (err) {
+    if (err instanceof PoolError && err.code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+async function holdsData(pool: Pool, volume: string): Promise<boolean> {
+  const vol = await pool.openVolume(volume, { readOnly: true });
+  try {
+    return (await allocatedBytes(vol, 0)) > 0;
+  } finally {
+    await vol.close();
+  }
+}
