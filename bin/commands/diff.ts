@@ -145,10 +145,13 @@ async function importDiffCommand(ref: string, file: string, cmd: Command): Promi
   try {
     result = await jobsFor(g.home, poolName).run(spec, async (job: JobControl) => {
       if (control) {
-        let read = 0;
-        source.stream.on('data', (b: Buffer) => job.progress((read += b.length)));
         try {
-          return await diffViaServer<ImportDiffResult>(control, { op: 'import-diff', volume }, (sock) => moveUntilInterrupted(sock, pipeline(source.stream, sock)));
+          return await diffViaServer<ImportDiffResult>(control, { op: 'import-diff', volume }, (sock) => {
+            let read = 0;
+            // Counted by a second listener taken on in the same tick as the pipe's, so it sees every chunk and takes none away.
+            source.stream.on('data', (b: Buffer) => job.progress((read += b.length)));
+            return moveUntilInterrupted(sock, pipeline(source.stream, sock));
+          });
         } finally {
           control.close();
         }

@@ -126,6 +126,10 @@ async function planImport(pool: Pool, ctx: ImportDiffContext, note: DiffImports,
     if (to) throw new AdminError('EEXIST', `${ref} already has a snapshot named '${h.to.name}' (made after the cut-short import of this stream): delete or rename it, then run the import again`);
     return { pending };
   }
+  if (exists) {
+    const already = await findBase(note, volume, await snapshotsOf(pool, ctx.poolName, volume), h.to);
+    if (already) throw new AdminError('EEXIST', `${ref} holds this stream's end point already, as @${already.name}: nothing to apply`);
+  }
   if (h.from === null) {
     if (!exists) return { create: true };
     const snaps = await snapshotsOf(pool, ctx.poolName, volume);
@@ -140,8 +144,6 @@ async function planImport(pool: Pool, ctx: ImportDiffContext, note: DiffImports,
     const why = named ? `its snapshot @${named.name} is another snapshot (UUID ${named.uuid}, the stream's base is ${h.from.uuid})` : `it has no snapshot that is the stream's base @${h.from.name} (UUID ${h.from.uuid})`;
     throw new AdminError('EINVAL', `the stream does not apply to ${ref}: ${why}`);
   }
-  const already = await findBase(note, volume, snaps, h.to);
-  if (already) throw new AdminError('EEXIST', `${ref} holds this stream's end point already, as @${already.name}: nothing to apply`);
   if (snaps.some((s) => s.name === h.to.name)) throw new AdminError('EEXIST', `${ref} already has a snapshot named '${h.to.name}' (another one than the stream's end point): the stream's TO snapshot could not be made`);
   if (!(await unchangedSince(pool, volume, base.name))) throw new AdminError('EINVAL', `${ref} was written since @${base.name}, the stream's base: the stream applies only to the volume as it was there (strata snapshot revert ${ref}@${base.name} goes back to it)`);
   return {};

@@ -64,6 +64,8 @@ function connect(file: string): Promise<net.Socket> {
     const sock = net.connect(file);
     sock.once('connect', () => {
       sock.off('error', reject);
+      // The command going away is seen by the read or write that meets it; not as an uncaught error.
+      sock.on('error', () => undefined);
       resolve(sock);
     });
     sock.once('error', (err) => reject(new Error(`cannot reach the command's stream socket ${file}: ${err.message}`)));
@@ -91,6 +93,8 @@ export async function diffViaServer<R>(control: ControlClient, req: Omit<Extract
     const accepted = new Promise<void>((resolve) => {
       server.once('connection', (c) => {
         conn = c;
+        // The copy sees a broken connection on its own reads and writes.
+        c.on('error', () => undefined);
         // One connection only: nobody else gets in once the server's is here.
         server.close();
         moved = move(c);

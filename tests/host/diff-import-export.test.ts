@@ -10,6 +10,11 @@ import { exportDiff } from '../../src/host/diff-export.js';
 import { importDiff } from '../../src/host/diff-import.js';
 import { DiffImports } from '../../src/host/diff-imports.js';
 import { runDiff } from '../../src/host/diff-admin.js';
+import { ControlServer } from '../../src/host/control-server.js';
+import { ControlClient } from '../../src/host/control-client.js';
+import { diffViaServer } from '../../src/host/diff-transfer.js';
+import type { ExportDiffResult } from '../../src/host/diff-export.js';
+import type { ImportDiffResult } from '../../src/host/diff-import.js';
 
 // The chain operations are not in the format yet: these tests drive the host
 // logic through a byte-copy stand-in with the same signatures.
@@ -126,7 +131,8 @@ describe('export-diff and import-diff (host layer)', () => {
     await createSnapshots(dst, [{ volume: 'x', snapshot: 's1' }]);
     await expect(importDiff(dst, ctx, 'x', once(incr))).rejects.toThrow(/its snapshot @s1 is another snapshot/);
     // A full stream wants an empty volume.
-    await expect(importDiff(dst, ctx, 'w', once(full))).rejects.toThrow(/exists and is not empty/);
+    await expect(importDiff(dst, ctx, 'x', once(full))).rejects.toThrow(/exists and is not empty/);
+    await expect(importDiff(dst, ctx, 'w', once(full))).rejects.toThrow(/holds this stream's end point already, as @s1/);
     // Back at the base, the stream applies.
     await revertSnapshot(dst, { volume: 'w', snapshot: 's1' });
     await importDiff(dst, ctx, 'w', once(incr));
@@ -173,5 +179,37 @@ describe('export-diff and import-diff (host layer)', () => {
     expect(ranges.some((r) => r.kind === 'data' && r.offset <= 100_000)).toBe(true);
     expect(await runDiff(pool, 'src', { op: 'diff', volume: 'v', from: 's2', to: null })).toEqual([]);
     await expect(runDiff(pool, 'src', { op: 'diff', volume: 'v', from: 'nope', to: null })).rejects.toThrow(/snapshot 'src\/v@nope' not found/);
+  });
+
+  it('through a server: the stream goes over the command\'s own socket both ways, and the server\'s refusal is what the command reports', async () => {
+    const { pool, s2 } = await source();
+    const { pool: dst } = await memoryPool();
+    const log = (): void => undefined;
+    const servers = await Promise.all([
+      ControlServer.start({ home, pool: 'src', opened: pool, admin: {}, rebuildRate: 0, readOnly: false, direct: false, log }),
+      ControlServer.start({ home, pool: 'dst', opened: dst, admin: {}, rebuildRate: 0, readOnly: false, direct: false, log }),
+    ]);
+    try {
+      const from = (await ControlClient.connect(home, 'src'))!;
+      const to = (await ControlClient.connect(home, 'dst'))!;
+      const got = new Collect();
+      const out = await diffViaServer<ExportDiffResult>(from, { op: 'export-diff', volume: 'v', from: null, to: 's2' }, async (sock) => {
+        for await (const b of sock) got.write(b);
+      });
+      expect(got.bytes().length).toBe(out.streamBytes);
+      const stream = got.bytes();
+      const imported = await diffViaServer<ImportDiffResult>(to, { op: 'import-diff', volume: 'w' }, async (sock) => {
+        sock.end(stream);
+      });
+      expect(imported).toMatchObject({ createdVolume: true, snapshot: { name: 's2' } });
+      expect((await bytesOf(dst, 'w')).equals(s2)).toBe(true);
+      // Refused by the server before it read much: the reason comes back, not a broken pipe.
+      await expect(diffViaServer(to, { op: 'import-diff', volume: 'w' }, async (sock) => void sock.end(stream))).rejects.toThrow(/holds this stream's end point already/);
+      await expect(diffViaServer(from, { op: 'export-diff', volume: 'v', from: null, to: 'nope' }, async () => undefined)).rejects.toThrow(/snapshot 'src\/v@nope' not found/);
+      from.close();
+      to.close();
+    } finally {
+      for (const s of servers) await s?.close();
+    }
   });
 });
