@@ -37,6 +37,8 @@ export async function exportDiff(pool: Pool, poolName: string, req: ExportDiffRe
   let streamBytes = 0;
   const put = async (bufs: Buffer[]): Promise<void> => {
     for (const b of bufs) {
+      // A reader that went away (a closed socket or pipe) ends the export here, rather than leaving it waiting for a drain that never comes.
+      if (out.destroyed || out.writableEnded) throw new Error('the stream was closed before the export ended');
       streamBytes += b.length;
       if (!out.write(b)) await drained(out);
     }
@@ -74,6 +76,7 @@ export async function exportDiff(pool: Pool, poolName: string, req: ExportDiffRe
 /** Waits for a stream to take more, or fails with its error (a reader that went away). */
 function drained(out: Writable): Promise<void> {
   return new Promise((resolve, reject) => {
+    if (out.destroyed) return reject(new Error('the stream was closed before the export ended'));
     const done = (err?: Error): void => {
       out.off('drain', ok);
       out.off('error', done);

@@ -172,6 +172,21 @@ describe('export-diff and import-diff (host layer)', () => {
     expect((await bytesOf(dst, 'w')).equals(s1)).toBe(true);
   });
 
+  it('an export whose reader goes away fails instead of waiting for it', async () => {
+    const { pool } = await source();
+    const out: Writable = new Writable({
+      highWaterMark: 1,
+      write(_c, _e, cb): void {
+        setImmediate(() => {
+          out.destroy();
+          cb();
+        });
+      },
+    });
+    out.on('error', () => undefined);
+    await expect(exportDiff(pool, 'src', { volume: 'v', from: null, to: 's2' }, out)).rejects.toThrow(/closed before the export ended/);
+  });
+
   it('diff lists data and zero ranges between snapshots and to now', async () => {
     const { pool } = await source();
     const ranges = await runDiff(pool, 'src', { op: 'diff', volume: 'v', from: 's1', to: 's2' });
