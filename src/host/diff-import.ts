@@ -173,17 +173,42 @@ async function unchangedSince(pool: Pool, volume: string, snapshot: string): Pro
   return true;
 }
 
+/** Data records in flight at once: the volume sees several writes together (each at most 4 MiB, so memory stays bounded). */
+const DEPTH = 4;
+
+/** Applies every record (records never overlap, so their writes may run together); with `vol` null, only reads and checks them. */
 async function applyRecords(reader: DiffStreamReader, vol: Volume | null, signal: AbortSignal | undefined, progress: (done: number) => void): Promise<void> {
-  for (let r = await reader.record(); r; r = await reader.record()) {
-    if (signal?.aborted) throw new Error('interrupted');
-    if (r.kind === 'data') {
-      await vol?.write(r.data, r.offset);
-      progress(r.offset + r.data.length);
-    } else {
-      await vol?.writeZeroes(r.offset, r.length, { mayUnmap: true });
-      progress(r.offset + r.length);
+  const inFlight = new Set<Promise<void>>();
+  let failure: { err: unknown } | undefined;
+  let done = 0;
+  const launch = (write: Promise<void>, end: number): void => {
+    const p: Promise<void> = write.then(
+      () => {
+        inFlight.delete(p);
+        // Writes end in any order; progress only moves forward.
+        progress((done = Math.max(done, end)));
+      },
+      (err: unknown) => {
+        inFlight.delete(p);
+        failure ??= { err };
+      },
+    );
+    inFlight.add(p);
+  };
+  try {
+    for (let r = await reader.record(); r; r = await reader.record()) {
+      if (failure) break;
+      if (signal?.aborted) throw new Error('interrupted');
+      if (!vol) continue;
+      if (r.kind === 'data') launch(vol.write(r.data, r.offset), r.offset + r.data.length);
+      else launch(vol.writeZeroes(r.offset, r.length, { mayUnmap: true }), r.offset + r.length);
+      if (inFlight.size >= DEPTH) await Promise.race(inFlight);
     }
+  } finally {
+    // Nothing is left running when this returns or throws: the volume is closed next.
+    await Promise.all(inFlight);
   }
+  if (failure) throw failure.err;
 }
 
 function sameStream(p: PendingImport, h: DiffHeader): boolean {
