@@ -183,7 +183,7 @@ function cutShort(g: GlobalOptions, poolName: string, volume: string, name: stri
 function printImport(g: GlobalOptions, poolName: string, r: ImportDiffResult, name: string): void {
   const ref = `${poolName}/${r.volume}`;
   const how = r.from ? `from @${r.from.name} to @${r.to.name}` : `(full) to @${r.to.name}`;
-  const extra = [r.createdVolume ? `created ${ref} (${formatSize(r.size)})` : '', r.resumed ? 'finished an import that was cut short' : ''].filter((s) => s !== '').join(', ');
+  const extra = [r.createdVolume ? `created ${ref} (${formatSize(r.size)})` : '', r.resumed ? `finished an import that was cut short${r.skippedThrough > 0 ? `, writing from ${formatSize(r.skippedThrough)} on` : ''}` : ''].filter((s) => s !== '').join(', ');
   report(g, { pool: poolName, ...r, file: name }, `applied ${name} to ${ref} ${how}${extra ? ` (${extra})` : ''}: ${r.records} records, ${formatSize(r.dataBytes)} written, ${formatSize(r.zeroBytes)} zeroed; snapshot ${ref}@${r.snapshot.name} made`);
 }
 

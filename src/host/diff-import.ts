@@ -16,6 +16,8 @@ export interface ImportDiffContext {
   clientsOf?(volume: string): number;
   /** The set of volumes changed (a server refreshes its exports). */
   changed?(): void;
+  /** Bytes of records applied between two checkpoints in the note (default 256 MiB; tests make it small). */
+  checkpointBytes?: number;
 }
 
 export interface ImportDiffResult extends DiffTotals {
@@ -28,6 +30,8 @@ export interface ImportDiffResult extends DiffTotals {
   createdVolume: boolean;
   /** An interrupted import of the same stream was found and finished. */
   resumed: boolean;
+  /** Bytes of the volume below which a resumed import only checked the records, written before its cut. */
+  skippedThrough: number;
   streamBytes: number;
 }
 
@@ -70,9 +74,15 @@ export async function importDiff(pool: Pool, ctx: ImportDiffContext, volume: str
   }
   // Over an import that had written everything and was making the snapshot, the data is there already: only the stream is checked.
   const writes = !plan.snapshotDone;
+  // What a cut-short run of this stream wrote and flushed is read and checked again, not written again.
+  const skipBelow = plan.pending?.appliedThrough ?? 0;
   const vol = await pool.openVolume(volume);
   try {
-    await applyRecords(reader, writes ? vol : null, signal, (done) => onProgress?.(done, header.size));
+    const checkpoint = async (through: number): Promise<void> => {
+      await vol.flush();
+      note.setPending(volume, { ...pending, appliedThrough: through });
+    };
+    await applyRecords(reader, writes ? vol : null, { skipBelow, every: ctx.checkpointBytes ?? CHECKPOINT_BYTES, checkpoint }, signal, (done) => onProgress?.(done, header.size));
     await vol.flush();
   } finally {
     await vol.close();
@@ -90,6 +100,7 @@ export async function importDiff(pool: Pool, ctx: ImportDiffContext, volume: str
     size: header.size,
     createdVolume: pending.createdVolume,
     resumed: plan.pending !== undefined,
+    skippedThrough: writes ? skipBelow : header.size,
     streamBytes: reader.position,
     ...reader.totals(),
   };
@@ -176,11 +187,23 @@ async function unchangedSince(pool: Pool, volume: string, snapshot: string): Pro
 /** Data records in flight at once: the volume sees several writes together (each at most 4 MiB, so memory stays bounded). */
 const DEPTH = 4;
 
+/** How often (in bytes of records applied) a long import notes how far it got, flushed. */
+const CHECKPOINT_BYTES = 256 * 1024 * 1024;
+
+interface Checkpoints {
+  /** Records ending at or below this offset were written and flushed by a run that was cut short. */
+  skipBelow: number;
+  every: number;
+  /** Called with no write in flight, with the offset below which every record is applied. */
+  checkpoint(through: number): Promise<void>;
+}
+
 /** Applies every record (records never overlap, so their writes may run together); with `vol` null, only reads and checks them. */
-async function applyRecords(reader: DiffStreamReader, vol: Volume | null, signal: AbortSignal | undefined, progress: (done: number) => void): Promise<void> {
+async function applyRecords(reader: DiffStreamReader, vol: Volume | null, cp: Checkpoints, signal: AbortSignal | undefined, progress: (done: number) => void): Promise<void> {
   const inFlight = new Set<Promise<void>>();
   let failure: { err: unknown } | undefined;
   let done = 0;
+  let sinceCheckpoint = 0;
   const launch = (write: Promise<void>, end: number): void => {
     const p: Promise<void> = write.then(
       () => {
@@ -199,10 +222,24 @@ async function applyRecords(reader: DiffStreamReader, vol: Volume | null, signal
     for (let r = await reader.record(); r; r = await reader.record()) {
       if (failure) break;
       if (signal?.aborted) throw new Error('interrupted');
-      if (!vol) continue;
-      if (r.kind === 'data') launch(vol.write(r.data, r.offset), r.offset + r.data.length);
-      else launch(vol.writeZeroes(r.offset, r.length, { mayUnmap: true }), r.offset + r.length);
+      const length = r.kind === 'data' ? r.data.length : r.length;
+      const end = r.offset + length;
+      if (!vol || end <= cp.skipBelow) {
+        progress((done = Math.max(done, end)));
+        continue;
+      }
+      if (r.kind === 'data') launch(vol.write(r.data, r.offset), end);
+      else launch(vol.writeZeroes(r.offset, r.length, { mayUnmap: true }), end);
       if (inFlight.size >= DEPTH) await Promise.race(inFlight);
+      // Zero records cost the volume little: data decides when to checkpoint.
+      if (r.kind === 'data') sinceCheckpoint += length;
+      if (sinceCheckpoint >= cp.every) {
+        await Promise.all(inFlight);
+        if (failure) break;
+        // Every record up to this one is written: records come in offset order.
+        await cp.checkpoint(end);
+        sinceCheckpoint = 0;
+      }
     }
   } finally {
     // Nothing is left running when this returns or throws: the volume is closed next.

@@ -29,6 +29,8 @@ export interface PendingImport {
   /** The import created the volume (a full stream): it is marked incomplete until the end. */
   createdVolume: boolean;
   startedAt: string;
+  /** Every record below this volume offset was written and flushed (a checkpoint of a long import). */
+  appliedThrough?: number;
 }
 
 export interface SnapshotOrigin {

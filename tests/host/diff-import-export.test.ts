@@ -159,6 +159,19 @@ describe('export-diff and import-diff (host layer)', () => {
     expect((await bytesOf(dst, 'w')).equals(s2)).toBe(true);
   });
 
+  it('a long import notes how far it got, and its re-run writes only from there', async () => {
+    const { pool, s1 } = await source();
+    const full = await exported(pool, null, 's1');
+    const { pool: dst } = await memoryPool();
+    const ctx = { poolName: 'dst', home, checkpointBytes: 16 * 1024 };
+    await expect(importDiff(dst, ctx, 'w', once(full.subarray(0, Math.floor(full.length * 0.9))))).rejects.toThrow(/truncated/);
+    const through = new DiffImports(home, 'dst').pending('w')?.appliedThrough ?? 0;
+    expect(through).toBeGreaterThan(100_000);
+    const again = await importDiff(dst, ctx, 'w', once(full));
+    expect(again).toMatchObject({ resumed: true, skippedThrough: through });
+    expect((await bytesOf(dst, 'w')).equals(s1)).toBe(true);
+  });
+
   it('an import stopped while making its snapshot is finished by the re-run', async () => {
     const { pool, s1 } = await source();
     const full = await exported(pool, null, 's1');
