@@ -56,7 +56,7 @@ export async function importDiff(pool: Pool, ctx: ImportDiffContext, volume: str
   if (clients > 0) throw new AdminError('EBUSY', `volume ${ref} has ${clients} connected client${clients === 1 ? '' : 's'}: import-diff needs it unused (its writes and the stream's would mix)`);
   const note = new DiffImports(ctx.home, ctx.poolName);
   const plan = await planImport(pool, ctx, note, volume, header);
-  const pending: PendingImport = plan.pending ?? { from: header.from, to: header.to, size: header.size, phase: 'applying', createdVolume: false, startedAt: new Date().toISOString() };
+  const pending: PendingImport = plan.pending ? { ...plan.pending } : { from: header.from, to: header.to, size: header.size, phase: 'applying', createdVolume: false, startedAt: new Date().toISOString() };
   if (!plan.pending) {
     if (plan.create) {
       // Marked incomplete until the end, so that a cut-short full import never passes for a good volume.
@@ -80,7 +80,8 @@ export async function importDiff(pool: Pool, ctx: ImportDiffContext, volume: str
   try {
     const checkpoint = async (through: number): Promise<void> => {
       await vol.flush();
-      note.setPending(volume, { ...pending, appliedThrough: through });
+      pending.appliedThrough = through;
+      note.setPending(volume, pending);
     };
     await applyRecords(reader, writes ? vol : null, { skipBelow, every: ctx.checkpointBytes ?? CHECKPOINT_BYTES, checkpoint }, signal, (done) => onProgress?.(done, header.size));
     await vol.flush();
@@ -126,7 +127,7 @@ async function planImport(pool: Pool, ctx: ImportDiffContext, note: DiffImports,
     pending = undefined;
   }
   if (pending && !sameStream(pending, h)) {
-    if (!(await pendingLeftNothing(pool, ctx, volume, pending))) throw new AdminError('EBUSY', `an import-diff into ${ref} of ${streamName(pending)} was cut short: run it again with that stream to finish it${pending.from ? `, or go back with strata snapshot revert ${ref}@${pending.from.name}` : ', or delete the volume'}`);
+    if (!(await pendingLeftNothing(pool, ctx, note, volume, pending))) throw new AdminError('EBUSY', `an import-diff into ${ref} of ${streamName(pending)} was cut short: run it again with that stream to finish it${pending.from ? `, or go back with strata snapshot revert ${ref}@${pending.from.name}` : ', or delete the volume'}`);
     note.dropPending(volume);
     pending = undefined;
   }
@@ -172,10 +173,10 @@ async function findBase(note: DiffImports, volume: string, snaps: SnapshotInfo[]
 }
 
 /** A pending import of another stream that never wrote (or was reverted): the volume stands exactly at its base again. */
-async function pendingLeftNothing(pool: Pool, ctx: ImportDiffContext, volume: string, p: PendingImport): Promise<boolean> {
+async function pendingLeftNothing(pool: Pool, ctx: ImportDiffContext, note: DiffImports, volume: string, p: PendingImport): Promise<boolean> {
   if (p.from === null || p.createdVolume) return false;
   const snaps = await snapshotsOf(pool, ctx.poolName, volume);
-  const base = await findBase(new DiffImports(ctx.home, ctx.poolName), volume, snaps, p.from);
+  const base = await findBase(note, volume, snaps, p.from);
   return base !== undefined && (await unchangedSince(pool, volume, base.name));
 }
 

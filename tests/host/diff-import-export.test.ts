@@ -157,6 +157,13 @@ describe('export-diff and import-diff (host layer)', () => {
     const done = await importDiff(dst, ctx, 'w', once(incr));
     expect(done.resumed).toBe(true);
     expect((await bytesOf(dst, 'w')).equals(s2)).toBe(true);
+    // Cut short again elsewhere, then reverted to its base: the note is stale and goes.
+    await importDiff(dst, ctx, 'x', once(full));
+    await expect(importDiff(dst, ctx, 'x', once(incr.subarray(0, incr.length - 10)))).rejects.toThrow(/truncated/);
+    await revertSnapshot(dst, { volume: 'x', snapshot: 's1' });
+    const other2 = await exported(pool, 's2', 's1');
+    await expect(importDiff(dst, ctx, 'x', once(other2))).rejects.toThrow(/dst\/x holds this stream's end point already, as @s1/);
+    expect(new DiffImports(home, 'dst').pending('x')).toBeUndefined();
   });
 
   it('a long import notes how far it got, and its re-run writes only from there', async () => {
