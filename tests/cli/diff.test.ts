@@ -139,7 +139,9 @@ describe('diff, export-diff and import-diff', () => {
 
     describe('on served pools', () => {
       let srv: ServeProcess | undefined;
+      let unserved: unknown;
       beforeAll(async () => {
+        unserved = json(home, ['diff', 'p/v@s1', '@s2']);
         srv = await startServe(['--home', home, 'p', 'q', '--listen', '127.0.0.1:0']);
       });
       afterAll(async () => {
@@ -147,6 +149,8 @@ describe('diff, export-diff and import-diff', () => {
       });
 
       it('export-diff reads from the server and import-diff writes through it, files and pipes alike', async () => {
+        // diff is an admin verb: the server answers it, the same ranges as in-process.
+        expect(json(home, ['diff', 'p/v@s1', '@s2'])).toEqual(unserved);
         ok(home, ['export-diff', 'p/v@s1', f('served-full.sd')]);
         ok(home, ['import-diff', 'q/served', f('served-full.sd')]);
         const r = sh(`node ${STRATA} --home ${home} export-diff p/v@s2 --from @s1 - | node ${STRATA} --home ${home} import-diff q/served -`);
