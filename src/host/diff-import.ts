@@ -139,7 +139,7 @@ async function planImport(pool: Pool, ctx: ImportDiffContext, note: DiffImports,
     return { pending };
   }
   if (exists) {
-    const already = await findBase(note, volume, await snapshotsOf(pool, ctx.poolName, volume), h.to);
+    const already = await findBase(note, await snapshotsOf(pool, ctx.poolName, volume), h.to);
     if (already) throw new AdminError('EEXIST', `${ref} holds this stream's end point already, as @${already.name}: nothing to apply`);
   }
   if (h.from === null) {
@@ -150,7 +150,7 @@ async function planImport(pool: Pool, ctx: ImportDiffContext, note: DiffImports,
   }
   if (!exists) throw new AdminError('ENOENT', `volume '${volume}' not found in pool '${ctx.poolName}': an incremental stream (from @${h.from.name}) applies to a volume holding its base; import the full stream first`);
   const snaps = await snapshotsOf(pool, ctx.poolName, volume);
-  const base = await findBase(note, volume, snaps, h.from);
+  const base = await findBase(note, snaps, h.from);
   if (!base) {
     const named = snaps.find((s) => s.name === h.from!.name);
     const why = named ? `its snapshot @${named.name} is another snapshot (UUID ${named.uuid}, the stream's base is ${h.from.uuid})` : `it has no snapshot that is the stream's base @${h.from.name} (UUID ${h.from.uuid})`;
@@ -161,22 +161,19 @@ async function planImport(pool: Pool, ctx: ImportDiffContext, note: DiffImports,
   return {};
 }
 
-/** The local snapshot that is `point`: the same UUID, or one recorded as imported from it. */
-async function findBase(note: DiffImports, volume: string, snaps: SnapshotInfo[], point: DiffPoint): Promise<SnapshotInfo | undefined> {
+/** The local snapshot that is `point`: the same UUID, or one recorded as holding the same bytes (imported from it, or it from this one). */
+async function findBase(note: DiffImports, snaps: SnapshotInfo[], point: DiffPoint): Promise<SnapshotInfo | undefined> {
   const same = snaps.find((s) => s.uuid === point.uuid);
   if (same) return same;
-  for (const o of note.localFor(volume, point.uuid)) {
-    const s = snaps.find((x) => x.uuid === o.uuid);
-    if (s) return s;
-  }
-  return undefined;
+  const alike = note.sameAs(point.uuid);
+  return snaps.find((s) => alike.has(s.uuid));
 }
 
 /** A pending import of another stream that never wrote (or was reverted): the volume stands exactly at its base again. */
 async function pendingLeftNothing(pool: Pool, ctx: ImportDiffContext, note: DiffImports, volume: string, p: PendingImport): Promise<boolean> {
   if (p.from === null || p.createdVolume) return false;
   const snaps = await snapshotsOf(pool, ctx.poolName, volume);
-  const base = await findBase(note, volume, snaps, p.from);
+  const base = await findBase(note, snaps, p.from);
   return base !== undefined && (await unchangedSince(pool, volume, base.name));
 }
 

@@ -14,6 +14,8 @@ import type { DiffPoint } from '../snapshot/diff-stream.js';
  * - `snapshots`: which local snapshot stands for which source snapshot. A
  *   snapshot made here gets a UUID of its own, so the stream's TO UUID is
  *   recorded against it: the next incremental names that UUID as its FROM.
+ *   Read both ways and across the home's pools (sameAs), since the two hold
+ *   the same bytes.
  *
  * Every change rewrites the file whole (temp file, fsync, rename), so a crash
  * leaves the old note or the new one. Changes are synchronous: in one process
@@ -70,11 +72,29 @@ export class DiffImports {
     });
   }
 
-  /** Local snapshots of `volume` recorded as imported from source snapshot `sourceUuid`, newest record first. */
-  localFor(volume: string, sourceUuid: string): SnapshotOrigin[] {
-    return this.read()
-      .snapshots.filter((s) => s.volume === volume && s.source === sourceUuid)
-      .reverse();
+  /**
+   * Every snapshot UUID known to hold the same bytes as `uuid`: an imported
+   * snapshot is an exact copy of its source, so the records of every pool in
+   * this home link UUIDs into classes (a backup's snapshot and its original;
+   * a restore of it back again). Followed transitively.
+   */
+  sameAs(uuid: string): Set<string> {
+    const edges = new Map<string, string[]>();
+    const link = (a: string, b: string): void => {
+      edges.set(a, [...(edges.get(a) ?? []), b]);
+      edges.set(b, [...(edges.get(b) ?? []), a]);
+    };
+    for (const note of this.allNotes()) for (const s of note.snapshots) link(s.uuid, s.source);
+    const seen = new Set([uuid]);
+    const todo = [uuid];
+    while (todo.length > 0) {
+      for (const next of edges.get(todo.pop()!) ?? []) {
+        if (seen.has(next)) continue;
+        seen.add(next);
+        todo.push(next);
+      }
+    }
+    return seen;
   }
 
   /** The import of `volume` ended with `origin` made: one write records it and forgets the pending import. */
@@ -86,20 +106,27 @@ export class DiffImports {
     });
   }
 
-  private read(): Note {
-    let text: string;
+  /** This pool's note and those of the home's other pools (one that cannot be read adds nothing). */
+  private allNotes(): Note[] {
+    const dir = path.dirname(this.file);
+    let names: string[];
     try {
-      text = fs.readFileSync(this.file, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { pending: {}, snapshots: [] };
-      throw new Error(`cannot read ${this.file}: ${(err as Error).message}`);
-    }
-    try {
-      const raw = JSON.parse(text) as Partial<Note>;
-      return { pending: raw.pending ?? {}, snapshots: Array.isArray(raw.snapshots) ? raw.snapshots : [] };
+      names = fs.readdirSync(dir).filter((n) => n.endsWith('.json'));
     } catch {
-      throw new Error(`${this.file} is damaged (not JSON): move it away to start import-diff over (incremental streams then need their base found by its own UUID)`);
+      names = [];
     }
+    const others = names.filter((n) => path.join(dir, n) !== this.file).map((n) => {
+      try {
+        return readNote(path.join(dir, n));
+      } catch {
+        return { pending: {}, snapshots: [] };
+      }
+    });
+    return [this.read(), ...others];
+  }
+
+  private read(): Note {
+    return readNote(this.file);
   }
 
   private change(fn: (n: Note) => void): void {
@@ -122,5 +149,21 @@ export class DiffImports {
     } finally {
       fs.closeSync(dfd);
     }
+  }
+}
+
+function readNote(file: string): Note {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { pending: {}, snapshots: [] };
+    throw new Error(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  try {
+    const raw = JSON.parse(text) as Partial<Note>;
+    return { pending: raw.pending ?? {}, snapshots: Array.isArray(raw.snapshots) ? raw.snapshots : [] };
+  } catch {
+    throw new Error(`${file} is damaged (not JSON): move it away to start import-diff over (incremental streams then need their base found by its own UUID)`);
   }
 }

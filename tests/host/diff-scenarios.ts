@@ -114,11 +114,27 @@ describe(`export-diff and import-diff (host layer, over ${over === 'chains' ? "t
     expect((await bytesOf(dst, 'w')).equals(s2)).toBe(true);
     // The local snapshots have UUIDs of their own, and the note maps them to the source's.
     const note = new DiffImports(home, 'dst');
-    expect(note.localFor('w', b.to.uuid)[0]!.uuid).toBe(b.snapshot.uuid);
+    expect(note.sameAs(b.to.uuid).has(b.snapshot.uuid)).toBe(true);
     expect(b.snapshot.uuid).not.toBe(b.to.uuid);
     expect(note.pending('w')).toBeUndefined();
     // And the same stream once more is refused: the volume is there already.
     await expect(importDiff(dst, ctx, 'w', once(incr))).rejects.toThrow(/holds this stream's end point already, as @s2/);
+  });
+
+  it('a stream taken from the backup applies back to the original: imported snapshots and their sources are one', async () => {
+    const { pool } = await source();
+    const { pool: dst } = await memoryPool();
+    await importDiff(dst, { poolName: 'dst', home }, 'w', once(await exported(pool, null, 's1')));
+    await importDiff(dst, { poolName: 'dst', home }, 'w', once(await exported(pool, 's1', 's2')));
+    // The backup moves on by itself, and its change goes back to the original, whose s2 is the backup's s2.
+    await write(dst, 'w', 300_000, pattern(10_000, 4));
+    await createSnapshots(dst, [{ volume: 'w', snapshot: 's3' }]);
+    const s3 = await bytesOf(dst, 'w');
+    const back = new Collect();
+    await exportDiff(dst, 'dst', { volume: 'w', from: 's2', to: 's3' }, back);
+    const r = await importDiff(pool, { poolName: 'src', home }, 'v', once(back.bytes()));
+    expect(r.snapshot.name).toBe('s3');
+    expect((await bytesOf(pool, 'v')).equals(s3)).toBe(true);
   });
 
   it('refuses a stream whose base the volume does not stand at', async () => {
