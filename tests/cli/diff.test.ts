@@ -55,18 +55,6 @@ describe('diff, export-diff and import-diff', () => {
     expect(json<Array<{ name: string }>>(home, ['volume', 'list', 'q'])).toEqual([]);
   });
 
-  it('on a served pool, the server reads the stream from the command and its refusal is what the command prints', async () => {
-    const srv = await startServe(['--home', home, 'p', '--listen', '127.0.0.1:0']);
-    try {
-      expect(fails(home, ['import-diff', 'p/w', f('junk')])).toMatch(/not a Strata diff stream/);
-      const piped = sh(`head -c 100000 /dev/zero | node ${STRATA} --home ${home} import-diff p/w -`);
-      expect(piped.code).toBe(1);
-      expect(piped.stderr).toMatch(/^strata: .*not a Strata diff stream/);
-    } finally {
-      await srv.stop();
-    }
-  });
-
   describe('with snapshots', () => {
     let ref1: string;
     let ref2: string;
@@ -100,7 +88,6 @@ describe('diff, export-diff and import-diff', () => {
       expect(ranges.some((r) => r.kind === 'zero' && r.offset <= 12 * MIB && r.offset + r.length >= 13 * MIB)).toBe(true);
       const human = ok(home, ['diff', 'p/v@s1', 'p/v@s2']);
       expect(human.split('\n')[0]).toMatch(/^\s*OFFSET\s+LENGTH\s+TYPE$/);
-      expect(json(home, ['diff', 'p/v@s2'])).toEqual([]);
     });
 
     it('a full stream and an incremental rebuild the volume; qemu-img compare finds each point equal', async () => {
