@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { diffCommands } from './diff.js';
 import { jobCommands } from './job.js';
 import { mapCommands } from './map.js';
 import { poolCommands } from './pool.js';
@@ -11,4 +12,4 @@ import { volumeCommands } from './volume.js';
 /** Each command group registers its subcommands on the program; one file per group. */
 export type CommandGroup = (program: Command) => void;
 
-export const commandGroups: CommandGroup[] = [poolCommands, volumeCommands, mapCommands, transferCommands, raidCommands, poolAdminCommands, jobCommands, serveCommands];
+export const commandGroups: CommandGroup[] = [poolCommands, volumeCommands, mapCommands, transferCommands, raidCommands, poolAdminCommands, jobCommands, serveCommands, diffCommands];

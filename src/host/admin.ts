@@ -7,6 +7,8 @@ import { resizePool, type PoolResizeResult } from './pool-resize.js';
 import { formatSize } from './size.js';
 import { volumeRuns, type MapRun } from './volume-runs.js';
 import { requestFlag } from './request-fields.js';
+import { parseDiffRequest, runDiff, type DiffRequest } from './diff-admin.js';
+import type { DiffExtent } from '../snapshot/index.js';
 
 /**
  * The administrative verbs on one pool, each written once. The CLI runs them
@@ -23,7 +25,8 @@ export type AdminRequest =
   | { op: 'volume-resize'; volume: string; size: number; grow: boolean; shrink?: boolean; force: boolean }
   | { op: 'volume-delete'; volume: string; force: boolean }
   | { op: 'map'; volume: string }
-  | { op: 'pool-resize'; size: number };
+  | { op: 'pool-resize'; size: number }
+  | DiffRequest;
 
 export interface AdminResults {
   'pool-info': PoolStats & PoolHealth;
@@ -35,6 +38,7 @@ export interface AdminResults {
   'volume-delete': { deleted: string };
   map: MapRun[];
   'pool-resize': PoolResizeResult;
+  diff: DiffExtent[];
 }
 
 export type AdminResult<R extends AdminRequest> = AdminResults[R['op']];
@@ -115,6 +119,8 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
     }
     case 'pool-resize':
       return resizePool(pool, ctx.poolName, req.size);
+    case 'diff':
+      return runDiff(pool, ctx.poolName, req);
     case 'map': {
       const volume = await about(req.volume, () => pool.openVolume(req.volume, { readOnly: true }));
       try {
@@ -183,6 +189,8 @@ export function parseAdminRequest(raw: Record<string, unknown>): AdminRequest {
     }
     case 'pool-resize':
       return { op: 'pool-resize', size: bytes('size') };
+    case 'diff':
+      return parseDiffRequest(raw, volume());
     case 'volume-resize': {
       const grow = flag('grow');
       const shrink = flag('shrink');
@@ -194,4 +202,4 @@ export function parseAdminRequest(raw: Record<string, unknown>): AdminRequest {
   }
 }
 
-export const ADMIN_OPS: ReadonlySet<string> = new Set(['pool-info', 'pool-check', 'volume-list', 'volume-info', 'volume-create', 'volume-resize', 'volume-delete', 'map', 'pool-resize']);
+export const ADMIN_OPS: ReadonlySet<string> = new Set(['pool-info', 'pool-check', 'volume-list', 'volume-info', 'volume-create', 'volume-resize', 'volume-delete', 'map', 'pool-resize', 'diff']);

@@ -5,6 +5,7 @@ import { ENDPOINT_OP, parseEndpointRequest, type EndpointRequest } from './serve
 import { JOB_OPS, parseJobRequest, type JobRequest } from './job-requests.js';
 import { parseRaidRequest, RAID_OPS, type RaidRequest, type RaidResult } from './raid-admin.js';
 import { checkName } from './registry.js';
+import { DIFF_TRANSFER_OPS, parseDiffTransferRequest, type DiffTransferRequest } from './diff-transfer.js';
 
 /**
  * The control channel of a served pool: `strata serve` listens on
@@ -13,7 +14,7 @@ import { checkName } from './registry.js';
  * one reply line with `ok`. Member files are absolute paths: the server's
  * working directory is not the client's.
  */
-export type ControlRequest = RaidRequest | AdminRequest | EndpointRequest | JobRequest;
+export type ControlRequest = RaidRequest | AdminRequest | EndpointRequest | JobRequest | DiffTransferRequest;
 
 export interface ControlProgress {
   progress: number;
@@ -47,7 +48,8 @@ export function parseRequest(line: string): ControlRequest {
   if (r.op === ENDPOINT_OP) return parseEndpointRequest(r);
   if (typeof r.op === 'string' && JOB_OPS.has(r.op)) return parseJobRequest(r);
   if (typeof r.op === 'string' && RAID_OPS.has(r.op)) return parseRaidRequest(r);
-  throw new Error(`unknown request '${String(r.op)}' (${[...RAID_OPS, ...ADMIN_OPS, ...JOB_OPS].join(', ')})`);
+  if (typeof r.op === 'string' && DIFF_TRANSFER_OPS.has(r.op)) return parseDiffTransferRequest(r);
+  throw new Error(`unknown request '${String(r.op)}' (${[...RAID_OPS, ...ADMIN_OPS, ...DIFF_TRANSFER_OPS, ...JOB_OPS].join(', ')})`);
 }
 
 /** Splits a UTF-8 byte stream into lines (a character may straddle chunks), refusing one longer than `max` characters. */

@@ -8,6 +8,7 @@ import { controlSocketPath, LineSplitter, MAX_LINE, parseRequest, type ControlLi
 import { raidWrites, runRaid, type RaidRequest, type RaidResult } from './raid-admin.js';
 import { ENDPOINT_OP, type ServedEndpoint } from './served-endpoint.js';
 import { isJobRequest, runJobRequest } from './job-requests.js';
+import { isDiffTransfer, runDiffTransfer } from './diff-transfer.js';
 import { jobsFor } from './jobs.js';
 import { oneLine, type OpenedArray } from './open-pool.js';
 import { recordMembers } from './raid-members.js';
@@ -133,6 +134,8 @@ export class ControlServer {
       const req = parseRequest(line);
       if (isJobRequest(req)) return { ok: true, messages, result: runJobRequest(jobsFor(this.opts.home, this.opts.pool), req) };
       if (isAdmin(req)) return { ok: true, messages, result: await this.admin(req) };
+      // A stream may take hours: it runs beside the queue of admin verbs, not in it.
+      if (isDiffTransfer(req)) return { ok: true, messages, result: await runDiffTransfer(this.opts.opened, req, { poolName: this.opts.pool, home: this.opts.home, readOnly: this.opts.readOnly, ...this.opts.admin }) };
       if (req.op === ENDPOINT_OP) {
         if (!this.opts.endpoint) throw new Error(`pool '${this.opts.pool}': this server does not say where its exports are`);
         return { ok: true, messages, result: await this.opts.endpoint(req.volume) };
@@ -147,7 +150,7 @@ export class ControlServer {
 
   /** Pool and volume verbs from every connection run one at a time (raid verbs keep their own order: a rebuild may take hours). */
   private admin(req: AdminRequest): Promise<unknown> {
-    const writes = !(req.op === 'pool-info' || req.op === 'pool-check' || req.op === 'volume-list' || req.op === 'volume-info' || req.op === 'map');
+    const writes = !(req.op === 'pool-info' || req.op === 'pool-check' || req.op === 'volume-list' || req.op === 'volume-info' || req.op === 'map' || req.op === 'diff');
     if (writes && this.opts.readOnly) throw new Error(`pool '${this.opts.pool}' is served read-only`);
     const run = this.queue.then(() => runAdmin(this.opts.opened, req, { poolName: this.opts.pool, online: true, jobs: jobsFor(this.opts.home, this.opts.pool), ...this.opts.admin }));
     this.queue = run.then(

@@ -1,0 +1,3 @@
+import { diffScenarios } from './diff-scenarios.js';
+
+diffScenarios('chains');
