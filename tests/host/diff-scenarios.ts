@@ -200,7 +200,7 @@ describe(`export-diff and import-diff (host layer, over ${over === 'chains' ? "t
     expect((await bytesOf(dst, 'w')).equals(s1)).toBe(true);
   });
 
-  it.skipIf(over === 'chains')('an import stopped while making its snapshot is finished by the re-run', async () => {
+  if (over !== 'chains') it('an import stopped while making its snapshot is finished by the re-run', async () => {
     const { pool, s1 } = await source();
     const full = await exported(pool, null, 's1');
     const { pool: dst } = await memoryPool();
