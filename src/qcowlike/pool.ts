@@ -171,7 +171,9 @@ export class Pool implements PoolCore {
     }
     // A delete cut short goes on in the background; a failure leaves it for the next open.
     if (!readOnly) {
-      const r: Pool['reclaimAtOpen'] = { layers: pool.catalog.layers.filter((l) => l.reclaiming === true).length, done: Promise.resolve() };
+      // Deletes cut short: layers being reclaimed, and nameless ones a snapshot delete left to merge or trim.
+      const unsettled = [...pool.layers.values()].filter((l) => l.rec.reclaiming === true || !pool.isNamed(l)).length;
+      const r: Pool['reclaimAtOpen'] = { layers: unsettled, done: Promise.resolve() };
       r.done = pool.serialize(() => pool.reclaimInterrupted()).catch((err: unknown) => void (r.error = err instanceof Error ? err : new Error(String(err))));
       pool.reclaimAtOpen = r;
     }
