@@ -560,14 +560,14 @@ export class Pool implements PoolCore {
   /**
    * Runs a chain operation serialized with the other administrative ones:
    * `change` runs synchronously under the write gate with the catalog, the
-   * map blocks it makes and the catalog's rewrite in one transaction
-   * (returning false when a block it needs is not in memory: `prepare` then
-   * loads, and it runs again). Commits.
+   * map blocks it makes and the catalog's rewrite in one transaction (the
+   * blocks it reads held in memory beforehand: holdMaps); `changed` runs as
+   * soon as the catalog is written, before the commit. Commits.
    */
-  async changeChain<T>(fn: (change: (c: () => boolean | void, prepare?: () => Promise<void>, changed?: () => void) => Promise<void>) => Promise<T>): Promise<T> {
+  async changeChain<T>(fn: (change: (c: () => void, changed?: () => void) => Promise<void>) => Promise<T>): Promise<T> {
     return this.serialize(async () => {
       this.checkAdmin();
-      return fn((c, prepare, changed) => this.changeCatalog(c, prepare, changed));
+      return fn((c, changed) => this.changeCatalog(c, undefined, changed));
     });
   }
 
@@ -576,12 +576,6 @@ export class Pool implements PoolCore {
     const parent = layer.parent;
     await this.reclaimLayer(layer);
     if (parent) await this.settleLayer(parent);
-  }
-
-  /** Every L1 block of the layer is in memory (a synchronous step may copy them). */
-  hasMapInMemory(layer: Layer): boolean {
-    for (let b = 0; b < layer.rec.l1Blocks; b++) if (!this.store.peek(layer.rec.l1Start + b)) return false;
-    return true;
   }
 
   /** Loads every L1 block of the layers and holds them in memory (a synchronous step copies them) until released. */
@@ -606,15 +600,14 @@ export class Pool implements PoolCore {
    * A new layer whose map is a copy of `source`'s L1: it shares every table
    * (and through them every cluster) with `source` until it writes. Only
    * the L1 blocks are new, so this takes the same time at any volume size.
-   * Synchronous, under the gate; undefined when an L1 block of `source` is
-   * not in memory.
+   * Synchronous, under the gate, with `source`'s L1 held in memory (holdMaps).
    */
-  branchLayer(source: Layer, frozen: boolean): Layer | undefined {
+  branchLayer(source: Layer, frozen: boolean): Layer {
     const C = this.geo.clusterSize;
     const blocks: Buffer[] = [];
     for (let b = 0; b < source.rec.l1Blocks; b++) {
       const buf = this.store.peek(source.rec.l1Start + b);
-      if (!buf) return undefined;
+      if (!buf) throw new Error(`internal: L1 block ${b} of layer ${source.id} not held in memory`);
       blocks.push(buf);
     }
     const id = this.catalog.nextLayerId++;

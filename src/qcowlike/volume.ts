@@ -469,12 +469,10 @@ export class VolumeHandle implements Volume {
           this.layer.setHost(ref, host);
         }
         let bits = l2.readUInt32LE(at + ENTRY_ALLOC);
-        let zeros = l2.readUInt32LE(at + ENTRY_ZERO);
         for (let x = s; x < e; x += S) {
           const i = (x - vc * C) / S;
           l2.writeUInt32LE(sums[(x - aStart) / S]!, at + ENTRY_SUMS + 4 * i);
           bits |= 1 << i;
-          zeros &= ~(1 << i);
         }
         // The cluster's part comes from one segment (the common case) or, at the edges, from several.
         let within: { at: number; data: Buffer } | undefined;
@@ -482,7 +480,7 @@ export class VolumeHandle implements Volume {
         if (within) writes.push([host * C + (s - vc * C), within.data.subarray(s - within.at, e - within.at)]);
         else for (let x = s; x < e; x += S) writes.push([host * C + (x - vc * C), sliceAt(x)]);
         l2.writeUInt32LE(bits >>> 0, at + ENTRY_ALLOC);
-        l2.writeUInt32LE(zeros >>> 0, at + ENTRY_ZERO);
+        l2.writeUInt32LE(0, at + ENTRY_ZERO);
         store.markDirty(ref.l2Cluster, at, E);
       }
     } catch (err) {

@@ -20,16 +20,14 @@ export async function cloneVolume(pool: Pool, source: SnapshotRef | { template: 
     const { layer } = frozenLayer(pool, source);
     await pool.enableSharing();
     const unhold = await pool.holdMaps([layer]);
-    await change(
-      () => {
-        const next = pool.branchLayer(layer, false)!;
+    try {
+      await change(() => {
+        const next = pool.branchLayer(layer, false);
         pool.catalogNow.volumes.push({ name, layer: next.id, size: layer.size, created: next.rec.created, readOnly: false });
-        return true;
-      },
-        undefined,
-        unhold,
-      )
-      .finally(unhold);
+      }, unhold);
+    } finally {
+      unhold();
+    }
   });
   return pool.volumeInfo(name);
 }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { isValidName, NAME_RULE, PoolError, type Layer, type Pool } from '../qcowlike/index.js';
 import { dependants, layerName, snapshotRecord, volumeRecord } from './names.js';
+import { putNewTop } from './new-top.js';
 import { holdWhole } from './quiesce.js';
 import { paced } from './pace.js';
 import type { ChainJobOptions, SnapshotInfo, SnapshotRef } from './types.js';
@@ -36,19 +37,14 @@ export async function createSnapshots(pool: Pool, refs: SnapshotRef[]): Promise<
     try {
       await change(
         () => {
-          made.length = 0;
           for (const { ref, vol, top } of items) {
-            const next = pool.branchLayer(top, false)!;
+            putNewTop(pool, vol, top);
             top.rec.frozen = true;
             const uuid = randomUUID();
             pool.catalogNow.snapshots.push({ volume: ref.volume, name: ref.snapshot, layer: top.id, created, uuid });
-            vol.layer = next.id;
-            for (const h of pool.handlesOf(ref.volume)) h.switchTo(next);
             made.push({ volume: ref.volume, name: ref.snapshot, uuid, created, size: top.size, layer: top.id, exclusiveBytes: 0, dependants: [] });
           }
-          return true;
         },
-        undefined,
         release,
       );
     } finally {
@@ -120,14 +116,10 @@ export async function revertSnapshot(pool: Pool, ref: SnapshotRef, opts: { force
     try {
       await change(
         () => {
-          const next = pool.branchLayer(snap, false)!;
-          vol.layer = next.id;
+          putNewTop(pool, vol, snap);
           vol.size = snap.size;
           top.rec.reclaiming = true;
-          for (const h of pool.handlesOf(ref.volume)) h.switchTo(next);
-          return true;
         },
-        undefined,
         release,
       );
     } finally {

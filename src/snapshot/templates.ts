@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { isValidName, NAME_RULE, PoolError, type Pool } from '../qcowlike/index.js';
 import { checkNewName, dependants, layerName, templateRecord, volumeRecord } from './names.js';
+import { putNewTop } from './new-top.js';
 import { holdWhole } from './quiesce.js';
 import type { TemplateInfo } from './types.js';
 
@@ -34,15 +35,14 @@ export async function templateFrom(pool: Pool, source: { volume: string } | { te
     if ('template' in source) {
       const from = pool.layerById(templateRecord(pool, source.template).layer);
       const unhold = await pool.holdMaps([from]);
-      await change(
-        () => {
-          const layer = pool.branchLayer(from, true)!;
+      try {
+        await change(() => {
+          const layer = pool.branchLayer(from, true);
           pool.catalogNow.templates.push({ name, layer: layer.id, created, uuid: randomUUID(), origin: source.template });
-          return true;
-        },
-        undefined,
-        unhold,
-      ).finally(unhold);
+        }, unhold);
+      } finally {
+        unhold();
+      }
       return;
     }
     const vol = volumeRecord(pool, source.volume);
@@ -52,14 +52,10 @@ export async function templateFrom(pool: Pool, source: { volume: string } | { te
     try {
       await change(
         () => {
-          const next = pool.branchLayer(top, false)!;
+          putNewTop(pool, vol, top);
           top.rec.frozen = true;
           pool.catalogNow.templates.push({ name, layer: top.id, created, uuid: randomUUID(), origin: source.volume });
-          vol.layer = next.id;
-          for (const h of pool.handlesOf(source.volume)) h.switchTo(next);
-          return true;
         },
-        undefined,
         release,
       );
     } finally {
