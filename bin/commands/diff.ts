@@ -19,6 +19,7 @@ import { globals, printJson, printTable, report, type GlobalOptions } from '../o
 import { formatSize } from '../size.js';
 import { openTarget } from './transfer.js';
 import type { CommandGroup } from './index.js';
+import { interrupt, interruptible } from '../interruptible.js';
 
 export const diffCommands: CommandGroup = (program) => {
   program
@@ -211,20 +212,5 @@ async function moveUntilInterrupted(sock: net.Socket, moving: Promise<void>): Pr
     await moving;
   } finally {
     interrupt.signal.removeEventListener('abort', stop);
-  }
-}
-
-/** Ctrl-C or SIGTERM stops the stream between records, so the failure path runs (a partial FILE removed, an import left restartable). */
-const interrupt = new AbortController();
-
-async function interruptible<T>(job: () => Promise<T>): Promise<T> {
-  const stop = (): void => interrupt.abort();
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-  try {
-    return await job();
-  } finally {
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
   }
 }

@@ -21,6 +21,7 @@ import { CHUNK, copyFromVolume, copyIntoVolume, copyStreamIntoVolume, copyToStre
 import { ControlClient } from '../../src/host/control-client.js';
 import type { NbdDevice } from '../../src/nbd/index.js';
 import { connectServed, exportHoldsData, refuseConnected, servedInfo, servedVolume, sizeCheck } from '../served-transfer.js';
+import { interrupt, interruptible } from '../interruptible.js';
 
 export const transferCommands: CommandGroup = (program) => {
   program
@@ -289,25 +290,6 @@ async function exportServed<T>(control: ControlClient, poolName: string, name: s
   }
 }
 
-/**
- * Ctrl-C (or SIGTERM) during import or export stops the copy between chunks
- * instead of killing the process mid-write: the usual failure path then
- * removes a half-written export or a volume the import created, and the pool
- * is closed cleanly. A second signal kills as usual.
- */
-const interrupt = new AbortController();
-
-async function interruptible<T>(job: () => Promise<T>): Promise<T> {
-  const stop = (): void => interrupt.abort();
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-  try {
-    return await job();
-  } finally {
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
-  }
-}
 
 /**
  * Opens the export target without truncating it, and empties it only once it
@@ -345,4 +327,3 @@ function sameFile(path: string, st: fs.Stats): boolean {
     return false;
   }
 }
-

@@ -123,11 +123,7 @@ export async function trimUnshared(core: PoolCore, layer: Layer, children: Layer
         ref.l2.writeUInt32LE(0, at + ENTRY_ALLOC);
         core.store.markDirty(ref.l2Cluster, at, 12);
       }
-      if (left === 0) {
-        layer.clearTable(firstVc);
-        core.store.forget(l2c);
-        core.alloc.free(l2c, { metadata: true, punch: true });
-      }
+      if (left === 0) dropTable(core, layer, firstVc, l2c);
       return true;
     });
     await progress?.(++done);
@@ -175,15 +171,20 @@ export async function mergeIntoChild(core: PoolCore, layer: Layer, child: Layer,
           core.alloc.free(host, { punch: true });
         }
       }
-      layer.clearTable(firstVc);
-      core.store.forget(l2c);
-      core.alloc.free(l2c, { metadata: true, punch: true });
+      dropTable(core, layer, firstVc, l2c);
       return true;
     });
     await progress?.(++done);
     if (core.store.wantsCommit) await core.store.commit();
   }
   return freed;
+}
+
+/** Unhooks a table of the layer's own from its L1 and frees it, in the same step. */
+function dropTable(core: PoolCore, layer: Layer, firstVc: number, l2c: number): void {
+  layer.clearTable(firstVc);
+  core.store.forget(l2c);
+  core.alloc.free(l2c, { metadata: true, punch: true });
 }
 
 /** How many tables of its own a layer has (the total a merge or trim reports progress against). */
