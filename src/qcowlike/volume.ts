@@ -82,7 +82,8 @@ export class VolumeHandle implements Volume {
     const C = this.core.geo.clusterSize;
     const first = Math.floor(offset / C);
     const last = Math.floor((offset + buf.length - 1) / C);
-    const release = await this.lockRange(first, last, false);
+    const lock = this.lockRange(first, last, false);
+    const release = typeof lock === 'function' ? lock : await lock;
     try {
       const b = asBuffer(buf);
       const direct = first === last ? this.readWholeSubclusters(b, offset) : undefined;
@@ -275,7 +276,8 @@ export class VolumeHandle implements Volume {
     const end = voff + data.length;
     const aStart = Math.floor(voff / S) * S;
     const aEnd = Math.ceil(end / S) * S;
-    const release = await this.lockRange(Math.floor(aStart / C), Math.floor((aEnd - 1) / C), true);
+    const lock = this.lockRange(Math.floor(aStart / C), Math.floor((aEnd - 1) / C), true);
+    const release = typeof lock === 'function' ? lock : await lock;
     try {
       // Partial sub-clusters at the edges become whole ones: read what is there and lay the data over it.
       const segments: Array<{ at: number; data: Buffer }> = [];
@@ -605,7 +607,8 @@ export class VolumeHandle implements Volume {
     const { clusterSize: C, subclusterSize: S, entrySize: E } = geo;
     const first = Math.floor(s / C);
     const last = Math.floor((e - 1) / C);
-    const release = await this.lockRange(first, last, true);
+    const lock = this.lockRange(first, last, true);
+    const release = typeof lock === 'function' ? lock : await lock;
     const gate = store.enter();
     if (gate) await gate;
     try {
@@ -647,7 +650,8 @@ export class VolumeHandle implements Volume {
     this.checkWritable('write', first * this.core.geo.clusterSize, 0);
     const { clusterSize: C, subclusterSize: S } = this.core.geo;
     const at = first * C;
-    const release = await this.lockRange(first, last, true);
+    const lock = this.lockRange(first, last, true);
+    const release = typeof lock === 'function' ? lock : await lock;
     try {
       let copied = 0;
       await this.ensureAll(first, last);
