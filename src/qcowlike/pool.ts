@@ -49,6 +49,12 @@ export class Pool implements PoolCore {
    */
   reclaimAtOpen: { layers: number; done: Promise<void>; error?: Error } = { layers: 0, done: Promise.resolve() };
   private readonly admin = new Serializer();
+  /**
+   * Settling (reclaim, merge, trim of nameless layers) runs one at a time
+   * but beside the admin queue: a long, rate-limited merge must not hold up
+   * a snapshot of another volume.
+   */
+  private readonly settler = new Serializer();
   private closed = false;
   /** Catalog runs whose write failed while the root already names them: written again before any commit. */
   private readonly unwrittenCatalog = new Set<{ bytes: Buffer; offset: number }>();
@@ -528,8 +534,10 @@ export class Pool implements PoolCore {
 
   /** Finishes the reclaiming and merging that a crash or a failure interrupted. */
   private async reclaimInterrupted(): Promise<void> {
-    for (const layer of [...this.layers.values()]) if (layer.rec.reclaiming) await this.reclaimLayer(layer);
-    for (const layer of [...this.layers.values()]) if (this.layers.get(layer.id) === layer && !this.isNamed(layer)) await this.settleLayer(layer);
+    await this.settler.run(async () => {
+      for (const layer of [...this.layers.values()]) if (layer.rec.reclaiming) await this.reclaimLayer(layer);
+      for (const layer of [...this.layers.values()]) if (this.layers.get(layer.id) === layer && !this.isNamed(layer)) await this.settleNow(layer);
+    });
   }
 
   // ---- chains (the primitives src/snapshot builds on) ---------------------------
@@ -573,9 +581,11 @@ export class Pool implements PoolCore {
 
   /** Frees a layer marked reclaiming (in the change that took its last name), then settles its parent. */
   async reclaimAndSettle(layer: Layer): Promise<void> {
-    const parent = layer.parent;
-    await this.reclaimLayer(layer);
-    if (parent) await this.settleLayer(parent);
+    await this.settler.run(async () => {
+      const parent = layer.parent;
+      await this.reclaimLayer(layer);
+      if (parent) await this.settleNow(parent);
+    });
   }
 
   /** Loads every L1 block of the layers and holds them in memory (a synchronous step copies them) until released. */
@@ -667,7 +677,11 @@ export class Pool implements PoolCore {
    * gives back what none of them reads and stays as their base. Runs again
    * on the parent when that loses a child. Returns the data bytes freed.
    */
-  async settleLayer(layer: Layer, progress?: (done: number, total: number) => Promise<void> | void): Promise<number> {
+  settleLayer(layer: Layer, progress?: (done: number, total: number) => Promise<void> | void): Promise<number> {
+    return this.settler.run(() => this.settleNow(layer, progress));
+  }
+
+  private async settleNow(layer: Layer, progress?: (done: number, total: number) => Promise<void> | void): Promise<number> {
     if (this.isNamed(layer) || this.layers.get(layer.id) !== layer) return 0;
     const children = this.childrenOf(layer);
     const parent = layer.parent;
@@ -685,8 +699,11 @@ export class Pool implements PoolCore {
       const child = children[0]!;
       freed = await mergeIntoChild(this, layer, child, step);
       await this.changeCatalog(() => {
-        child.parent = parent;
-        child.rec.parent = parent?.id ?? null;
+        // A flatten may have cut the child loose meanwhile.
+        if (child.parent === layer) {
+          child.parent = parent;
+          child.rec.parent = parent?.id ?? null;
+        }
         for (let b = 0; b < layer.rec.l1Blocks; b++) {
           this.store.forget(layer.rec.l1Start + b);
           this.alloc.free(layer.rec.l1Start + b, { metadata: true, punch: true });
@@ -698,7 +715,7 @@ export class Pool implements PoolCore {
     } else {
       return trimUnshared(this, layer, children, step);
     }
-    if (parent) freed += await this.settleLayer(parent, progress);
+    if (parent) freed += await this.settleNow(parent, progress);
     return freed;
   }
 
@@ -876,6 +893,8 @@ export class Pool implements PoolCore {
   async check(opts: { repair?: boolean } = {}): Promise<CheckReport> {
     if (opts.repair && this.readOnly) throw new PoolError('EROFS', `pool ${this.dev.name} is open read-only: a repairing check needs to write`);
     return this.serialize(async () => {
+      // A merge changes maps a table at a time: the walk waits for it to end.
+      await this.settler.idle();
       // The walk reads metadata through the store, so it needs no checkpoint; a host that is full
       // (the checkpoint cannot write home yet) must not stop a check. A stopped pool still throws.
       // A read-only open found the journal empty (or refused to open): the metadata is settled already.
@@ -975,6 +994,7 @@ export class Pool implements PoolCore {
   async close(): Promise<void> {
     if (this.closed) return;
     await this.admin.idle();
+    await this.settler.idle();
     // After a failed device flush nothing more is written: the next open replays what was durable.
     if (!this.readOnly && !this.store.fence) {
       await this.store.commit();

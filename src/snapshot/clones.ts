@@ -69,7 +69,7 @@ export async function flattenVolume(pool: Pool, volume: string, opts: ChainJobOp
       }
       opts.onProgress?.({ done: Math.min(clusters, first + P) * C, total: clusters * C });
     }
-    await pool.changeChain(async (change) => {
+    const parent = await pool.changeChain(async (change) => {
       const top = pool.layerById(volumeRecord(pool, volume).layer);
       if (top !== start) throw new PoolError('EBUSY', `volume '${volume}' changed top layer during the flatten (a snapshot or a revert); run the flatten again`);
       const parent = top.parent;
@@ -77,8 +77,9 @@ export async function flattenVolume(pool: Pool, volume: string, opts: ChainJobOp
         top.parent = null;
         top.rec.parent = null;
       });
-      if (parent) await pool.settleLayer(parent);
+      return parent;
     });
+    if (parent) await pool.settleLayer(parent);
   } finally {
     await handle.close();
   }

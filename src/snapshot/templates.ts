@@ -68,7 +68,7 @@ export async function templateFrom(pool: Pool, source: { volume: string } | { te
 
 /** Refused while clones depend on it (the error lists them) or a client reads it. */
 export async function deleteTemplate(pool: Pool, name: string): Promise<void> {
-  await pool.changeChain(async (change) => {
+  const layer = await pool.changeChain(async (change) => {
     const rec = templateRecord(pool, name);
     const layer = pool.layerById(rec.layer);
     const deps = dependants(pool, layer, name);
@@ -77,8 +77,9 @@ export async function deleteTemplate(pool: Pool, name: string): Promise<void> {
     await change(() => {
       pool.catalogNow.templates.splice(pool.catalogNow.templates.indexOf(rec), 1);
     });
-    await pool.settleLayer(layer);
+    return layer;
   });
+  await pool.settleLayer(layer);
 }
 
 export async function templateInfo(pool: Pool, name: string): Promise<TemplateInfo> {

@@ -3,6 +3,7 @@ import { MemoryDevice, Rng } from '../../src/blockdev/index.js';
 import { Pool } from '../../src/qcowlike/index.js';
 import { cloneVolume, createSnapshots, deleteSnapshot, flattenVolume, openFrozen, revertSnapshot } from '../../src/snapshot/index.js';
 import { pattern } from '../support/blockdev-contract.js';
+import { reopenable } from '../support/pool.js';
 
 const SIZE = 3 * 204 * 4096;
 
@@ -90,4 +91,51 @@ describe('chain operations while the volumes they change are being written', () 
       await pool.close();
     }
   }, 120_000);
+});
+
+describe('a snapshot delete merging at its rate limit', () => {
+  it('does not hold up other chain commands on the pool, reports progress, and resumes at the next open when cancelled', async () => {
+    const dev = new MemoryDevice({ size: 48 << 20 });
+    const pool = await Pool.create(reopenable(dev), { clusterSize: 4096 });
+    await pool.createVolume('v', SIZE);
+    await pool.createVolume('u', SIZE);
+    const h = await pool.openVolume('v');
+    await h.write(pattern(SIZE, 1), 0);
+    await createSnapshots(pool, [{ volume: 'v', snapshot: 'a' }]);
+    await h.write(pattern(SIZE / 2, 2), 0);
+    await h.close();
+    const progress: number[] = [];
+    let merged = false;
+    // Three tables of 816 KiB each at 1 MiB/s: a few seconds of merging.
+    const merge = deleteSnapshot(pool, { volume: 'v', snapshot: 'a' }, { rateBytesPerSec: 1 << 20, onProgress: (p) => progress.push(p.done) }).then(() => (merged = true));
+    await createSnapshots(pool, [{ volume: 'u', snapshot: 'meanwhile' }]);
+    await cloneVolume(pool, { volume: 'u', snapshot: 'meanwhile' }, 'w');
+    expect(merged, 'the snapshot and the clone waited for the merge').toBe(false);
+    await merge;
+    expect(progress.length).toBeGreaterThan(1);
+    expect(progress).toEqual([...progress].sort((x, y) => x - y));
+
+    // Cancelled half way: the name is gone at once, the rest of the merge is done by the next open.
+    const g = await pool.openVolume('u');
+    await g.write(pattern(SIZE, 3), 0);
+    await g.close();
+    await createSnapshots(pool, [{ volume: 'u', snapshot: 'b' }]);
+    const u = await pool.openVolume('u');
+    await u.write(pattern(SIZE / 3, 4), 0);
+    await u.close();
+    const stop = new AbortController();
+    const cancelled = deleteSnapshot(pool, { volume: 'u', snapshot: 'b' }, { rateBytesPerSec: 1 << 20, signal: stop.signal, onProgress: () => stop.abort() });
+    await expect(cancelled).rejects.toThrow();
+    expect(pool.catalogNow.snapshots.map((s) => s.name).sort()).toEqual(['meanwhile']);
+    await pool.close();
+    const again = await Pool.open(reopenable(dev));
+    await again.reclaimAtOpen.done;
+    expect(again.reclaimAtOpen.layers).toBe(1);
+    expect((await again.check()).problems).toEqual([]);
+    const want = pattern(SIZE, 3);
+    pattern(SIZE / 3, 4).copy(want, 0);
+    expect(Buffer.compare(await readAll(await again.openVolume('u')), want)).toBe(0);
+    expect((await again.volumeInfo('u')).layers.map((l) => l.id)).toHaveLength(2);
+    await again.close();
+  }, 60_000);
 });
