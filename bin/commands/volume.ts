@@ -11,6 +11,7 @@ import { globals, printFields, printJson, printTable, report, warn } from '../ou
 import { checkName, parseVolumeRef } from '../../src/host/registry.js';
 import { resizeBy } from '../resize-by.js';
 import { formatSize, parseSize } from '../size.js';
+import { flattenVolume } from './flatten.js';
 import type { CommandGroup } from './index.js';
 
 const PREALLOCATIONS: Preallocation[] = ['off', 'metadata', 'full'];
@@ -46,6 +47,11 @@ export const volumeCommands: CommandGroup = (program) => {
     .description('delete a volume and free its space')
     .option('--force', 'on a served pool, end the connections using the volume first (their clients get an error)')
     .action(deleteVolume);
+  volume
+    .command('flatten <pool/vol>')
+    .description('copy into a clone everything it reads from its snapshot or template, and cut it loose (a job)')
+    .option('--rate <size>', 'most bytes copied per second (e.g. 50M); unlimited by default')
+    .action(flattenVolume);
 };
 
 /** What `volume info --json` gives: the pool's record of the volume, and which pool it is in. */
@@ -107,6 +113,8 @@ async function volumeInfo(ref: string, opts: InfoOptions, cmd: Command): Promise
     ['state', info.incomplete ? `incomplete: ${INCOMPLETE_ADVICE}` : 'ready'],
     ['created', info.created],
     ['layers', chain],
+    ...(info.chain.length > 1 ? ([['chain', info.chain.join(' -> ')]] as [string, string][]) : []),
+    ...(info.origin !== null ? ([['origin', info.origin]] as [string, string][]) : []),
   ]);
 }
 

@@ -9,7 +9,7 @@ import { withPool, type OpenPoolOptions } from './open-pool.js';
  * pool this command opens (read-only unless the verb writes). The verb is
  * the same function either way (src/host/admin.ts), so is its result.
  */
-export async function adminOnPool<R extends AdminRequest>(home: string, poolName: string, req: R, open: Omit<OpenPoolOptions, 'serving'>): Promise<AdminResult<R>> {
+export async function adminOnPool<R extends AdminRequest>(home: string, poolName: string, req: R, open: Omit<OpenPoolOptions, 'serving'>, signal?: AbortSignal): Promise<AdminResult<R>> {
   const client = await ControlClient.connect(home, poolName);
   if (client) {
     try {
@@ -19,5 +19,5 @@ export async function adminOnPool<R extends AdminRequest>(home: string, poolName
       client.close();
     }
   }
-  return withPool(home, poolName, open, ({ pool }) => runAdmin(pool, req, { poolName, jobs: jobsFor(home, poolName) }));
+  return withPool(home, poolName, open, ({ pool }) => runAdmin(pool, req, { poolName, jobs: jobsFor(home, poolName), ...(signal ? { signal } : {}) }));
 }

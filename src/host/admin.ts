@@ -9,6 +9,8 @@ import { volumeRuns, type MapRun } from './volume-runs.js';
 import { requestFlag } from './request-fields.js';
 import { parseDiffRequest, runDiff, type DiffRequest } from './diff-admin.js';
 import type { DiffExtent } from '../snapshot/index.js';
+import { chainSummary, runChain, type ChainSummary } from './chain-admin.js';
+import { CHAIN_OPS, CHAIN_READS, isChainRequest, parseChainRequest, type ChainRequest, type ChainResults } from './chain-requests.js';
 
 /**
  * The administrative verbs on one pool, each written once. The CLI runs them
@@ -26,13 +28,14 @@ export type AdminRequest =
   | { op: 'volume-delete'; volume: string; force: boolean }
   | { op: 'map'; volume: string }
   | { op: 'pool-resize'; size: number }
-  | DiffRequest;
+  | DiffRequest
+  | ChainRequest;
 
-export interface AdminResults {
+export interface AdminResults extends ChainResults {
   'pool-info': PoolStats & PoolHealth;
   'pool-check': CheckReport;
   'volume-list': VolumeInfo[];
-  'volume-info': VolumeInfo;
+  'volume-info': VolumeInfo & ChainSummary;
   'volume-create': VolumeInfo & { warnings: string[] };
   'volume-resize': { oldSize: number; size: number; warnings: string[] };
   'volume-delete': { deleted: string };
@@ -57,6 +60,8 @@ export interface AdminContext {
   online?: boolean;
   /** The pool's jobs: a delete's reclaim is recorded there. */
   jobs?: Jobs;
+  /** Cancels the jobs a verb runs (Ctrl-C on a command, a server stopping). */
+  signal?: AbortSignal;
 }
 
 /** Errors that name the volume the way the user typed it. */
@@ -76,6 +81,7 @@ export async function runAdmin<R extends AdminRequest>(pool: Pool, req: R, ctx: 
 
 async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promise<AdminResults[AdminRequest['op']]> {
   const about = <T>(volume: string, fn: () => Promise<T>): Promise<T> => aboutVolume(ctx.poolName, volume, fn);
+  if (isChainRequest(req)) return runChain(pool, req, ctx);
   switch (req.op) {
     case 'pool-info':
       return { ...pool.stats(), ...poolHealth(pool) };
@@ -85,7 +91,10 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
     case 'volume-list':
       return pool.listVolumes();
     case 'volume-info':
-      return about(req.volume, () => pool.volumeInfo(req.volume));
+      return about(req.volume, async () => {
+        const info = await pool.volumeInfo(req.volume);
+        return { ...info, ...(await chainSummary(pool, info)) };
+      });
     case 'volume-create': {
       if (req.size <= 0) throw new AdminError('EINVAL', 'a volume needs a size above 0');
       const info = await about(req.volume, () => pool.createVolume(req.volume, req.size, { preallocation: req.preallocation }));
@@ -198,8 +207,14 @@ export function parseAdminRequest(raw: Record<string, unknown>): AdminRequest {
       return { op: 'volume-resize', volume: volume(), size: bytes('size'), grow, ...(shrink ? { shrink } : {}), force: flag('force') };
     }
     default:
+      if (typeof raw.op === 'string' && CHAIN_OPS.has(raw.op)) return parseChainRequest(raw);
       throw new Error(`unknown request '${String(raw.op)}'`);
   }
 }
 
-export const ADMIN_OPS: ReadonlySet<string> = new Set(['pool-info', 'pool-check', 'volume-list', 'volume-info', 'volume-create', 'volume-resize', 'volume-delete', 'map', 'pool-resize', 'diff']);
+export const ADMIN_OPS: ReadonlySet<string> = new Set(['pool-info', 'pool-check', 'volume-list', 'volume-info', 'volume-create', 'volume-resize', 'volume-delete', 'map', 'pool-resize', 'diff', ...CHAIN_OPS]);
+
+/** The verbs that only read: allowed on a pool served read-only. */
+export function adminReads(req: AdminRequest): boolean {
+  return req.op === 'pool-info' || req.op === 'pool-check' || req.op === 'volume-list' || req.op === 'volume-info' || req.op === 'map' || req.op === 'diff' || CHAIN_READS.has(req.op);
+}

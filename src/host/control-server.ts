@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { ADMIN_OPS, runAdmin, type AdminContext, type AdminRequest } from './admin.js';
+import { ADMIN_OPS, adminReads, runAdmin, type AdminContext, type AdminRequest } from './admin.js';
+import { chainRunsLong } from './chain-requests.js';
 import type { Pool } from '../qcowlike/index.js';
 import type { RaidArray } from '../raid/index.js';
 import { controlSocketPath, LineSplitter, MAX_LINE, parseRequest, type ControlLine, type ControlReply, type ControlRequest } from './control-protocol.js';
@@ -48,6 +49,9 @@ export class ControlServer {
   private readonly connections = new Set<net.Socket>();
   /** The pool and volume verbs, from every connection, in arrival order. */
   private queue: Promise<void> = Promise.resolve();
+  /** Merges and copies running beside the queue; a closing server cancels them and waits for them to stop. */
+  private readonly long = new Set<Promise<unknown>>();
+  private readonly stopping = new AbortController();
 
   private constructor(
     private readonly server: net.Server,
@@ -96,6 +100,8 @@ export class ControlServer {
     for (const c of this.connections) c.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     await this.queue;
+    this.stopping.abort(new Error(`the server of pool '${this.opts.pool}' is stopping`));
+    await Promise.allSettled([...this.long]);
     await this.opts.raid?.rebuildsAt(this.opts.rebuildRate, async () => undefined);
     fs.rmSync(this.socketPath, { force: true });
   }
@@ -150,9 +156,19 @@ export class ControlServer {
 
   /** Pool and volume verbs from every connection run one at a time (raid verbs keep their own order: a rebuild may take hours). */
   private admin(req: AdminRequest): Promise<unknown> {
-    const writes = !(req.op === 'pool-info' || req.op === 'pool-check' || req.op === 'volume-list' || req.op === 'volume-info' || req.op === 'map' || req.op === 'diff');
-    if (writes && this.opts.readOnly) throw new Error(`pool '${this.opts.pool}' is served read-only`);
-    const run = this.queue.then(() => runAdmin(this.opts.opened, req, { poolName: this.opts.pool, online: true, jobs: jobsFor(this.opts.home, this.opts.pool), ...this.opts.admin }));
+    if (!adminReads(req) && this.opts.readOnly) throw new Error(`pool '${this.opts.pool}' is served read-only`);
+    const verb = (): Promise<unknown> => runAdmin(this.opts.opened, req, { poolName: this.opts.pool, online: true, jobs: jobsFor(this.opts.home, this.opts.pool), ...this.opts.admin });
+    // A merge or copy may take hours: it runs beside the queue, as a job that job list and job cancel reach.
+    if (chainRunsLong(req)) {
+      const p = runAdmin(this.opts.opened, req, { poolName: this.opts.pool, online: true, jobs: jobsFor(this.opts.home, this.opts.pool), signal: this.stopping.signal, ...this.opts.admin });
+      this.long.add(p);
+      void p.then(
+        () => this.long.delete(p),
+        () => this.long.delete(p),
+      );
+      return p;
+    }
+    const run = this.queue.then(verb);
     this.queue = run.then(
       () => undefined,
       () => undefined,

@@ -25,7 +25,7 @@ export interface PoolRecord {
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const RECORD_VERSION = 1;
 
-export function checkName(kind: 'pool' | 'volume', name: string): string {
+export function checkName(kind: 'pool' | 'volume' | 'snapshot' | 'template', name: string): string {
   if (!NAME.test(name)) {
     throw new Error(`invalid ${kind} name '${name}' (1–64 letters, digits, '.', '_' or '-', starting with a letter or digit)`);
   }
