@@ -61,8 +61,13 @@ export async function runChain(pool: Pool, req: ChainRequest, ctx: AdminContext)
       if (req.full) {
         const ref = req.refs[0]!;
         // The snapshot keeps the blocks; the volume gets its own copy of every one it reads, and so shares nothing with the snapshot.
-        await job({ kind: 'flatten', target: `${p}/${ref.volume}`, restart: `strata volume flatten ${p}/${ref.volume}` }, (opts) => about({ volume: ref.volume }, () => flattenVolume(pool, ref.volume, opts)));
-        ctx.changed?.();
+        try {
+          await job({ kind: 'flatten', target: `${p}/${ref.volume}`, restart: `strata volume flatten ${p}/${ref.volume}` }, (opts) => about({ volume: ref.volume }, () => flattenVolume(pool, ref.volume, opts)));
+        } catch (err) {
+          throw new AdminError(err instanceof AdminError ? err.code : 'EINVAL', `snapshot '${p}/${ref.volume}@${ref.snapshot}' was taken, but the copy that makes it full stopped (${oneLine(err)}); strata volume flatten ${p}/${ref.volume} finishes it`);
+        } finally {
+          ctx.changed?.();
+        }
       }
       return made;
     }
@@ -82,7 +87,7 @@ export async function runChain(pool: Pool, req: ChainRequest, ctx: AdminContext)
       const ref = { volume: req.volume, snapshot: req.snapshot };
       requireVolume(pool, p, req.volume);
       const clients = ctx.clientsOf?.(req.volume) ?? 0;
-      if (clients > 0 && !req.force) throw new AdminError('EBUSY', `volume '${p}/${req.volume}' has ${clients} connected client${clients === 1 ? '' : 's'} (export '${req.volume}'); a revert changes the disk under ${clients === 1 ? 'it' : 'them'}: disconnect ${clients === 1 ? 'it' : 'them'} first, or force the revert to end ${clients === 1 ? 'its connection' : 'their connections'}`);
+      if (clients > 0 && !req.force) throw new AdminError('EBUSY', `volume '${p}/${req.volume}' has ${clients} connected client${clients === 1 ? '' : 's'}; a revert changes the disk under ${clients === 1 ? 'it' : 'them'}: disconnect ${clients === 1 ? 'it' : 'them'} first, or force the revert to end ${clients === 1 ? 'its connection' : 'their connections'}`);
       // The snapshot is looked up first, so that a forced revert to a missing one ends nobody's connection.
       if (clients > 0) await about({ snapshot: ref }, () => requireSnapshot(pool, ref));
       // A guest whose disk changes beneath its cache would corrupt it: its connection ends, and it reconnects to the reverted disk.

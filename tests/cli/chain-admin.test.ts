@@ -87,6 +87,11 @@ describe('chain verbs in the host layer', () => {
     await run({ op: 'snapshot-create', refs: [{ volume: 'vm1', snapshot: 's' }], full: true });
     expect(m.flattenVolume.mock.calls[0]![1]).toBe('vm1');
     expect(jobs.list().map((j) => [j.kind, j.target, j.state])).toEqual([['flatten', 'p/vm1', 'done']]);
+    // A copy that stops leaves the snapshot taken, and the error says how to finish.
+    m.createSnapshots.mockResolvedValue([snap('vm1', 't')]);
+    m.flattenVolume.mockRejectedValue(new PoolError('ENOSPC', 'pool is full'));
+    await expect(run({ op: 'snapshot-create', refs: [{ volume: 'vm1', snapshot: 't' }], full: true })).rejects.toThrow("snapshot 'p/vm1@t' was taken, but the copy that makes it full stopped (pool is full); strata volume flatten p/vm1 finishes it");
+    expect(jobs.list().map((j) => j.state)).toEqual(['done', 'failed']);
   });
 
   it('runs a snapshot delete as a job: progress and the rate reach its record, a cancel reaches the merge', async () => {
@@ -137,7 +142,7 @@ describe('chain verbs in the host layer', () => {
   it('refuses a revert on a volume with clients unless forced; forced, it ends their connections first', async () => {
     const disconnect = vi.fn(async () => 2);
     const served = { clientsOf: (v: string) => (v === 'vm1' ? 2 : 0), disconnect };
-    await expect(run({ op: 'snapshot-revert', volume: 'vm1', snapshot: 's', force: false }, served)).rejects.toThrow("volume 'p/vm1' has 2 connected clients (export 'vm1')");
+    await expect(run({ op: 'snapshot-revert', volume: 'vm1', snapshot: 's', force: false }, served)).rejects.toThrow("volume 'p/vm1' has 2 connected clients");
     expect(m.revertSnapshot).not.toHaveBeenCalled();
     // A forced revert to a snapshot that is not there ends nobody's connection.
     m.listSnapshots.mockResolvedValue([]);

@@ -80,7 +80,7 @@ describe('chain verbs on a served pool', () => {
     m.listSnapshots.mockResolvedValue([{ volume: 'vm1', name: 's', uuid: 'u', created: '', size: 4 << 20, layer: 1, exclusiveBytes: 0, dependants: [] }]);
     m.revertSnapshot.mockResolvedValue();
     const { server, client, disconnected } = await serve('c', 1);
-    await expect(client.request({ op: 'snapshot-revert', volume: 'vm1', snapshot: 's', force: false })).rejects.toThrow("volume 'c/vm1' has 1 connected client (export 'vm1')");
+    await expect(client.request({ op: 'snapshot-revert', volume: 'vm1', snapshot: 's', force: false })).rejects.toThrow("volume 'c/vm1' has 1 connected client");
     expect(disconnected).toEqual([]);
     expect((await client.request({ op: 'snapshot-revert', volume: 'vm1', snapshot: 's', force: true })).result).toEqual({ reverted: 'c/vm1', to: 'c/vm1@s', disconnected: 1 });
     expect(disconnected).toEqual(['vm1']);

@@ -219,7 +219,7 @@ describe('strata snapshot, clone, template and volume flatten', () => {
     expect(fails(home, ['snapshot', 'create', 'p/vm1@online'])).toBe("strata: snapshot 'p/vm1@online' already exists");
 
     const client = await NbdClient.connect({ port, export: 'vm1' });
-    expect(fails(home, ['snapshot', 'revert', 'p/vm1@s2'])).toBe("strata: volume 'p/vm1' has 1 connected client (export 'vm1'); a revert changes the disk under it: disconnect it first, or force the revert to end its connection");
+    expect(fails(home, ['snapshot', 'revert', 'p/vm1@s2'])).toBe("strata: volume 'p/vm1' has 1 connected client; a revert changes the disk under it: disconnect it first, or force the revert to end its connection");
     expect(fails(home, ['template', 'create', 'p/vm1'])).toMatch(/^strata: volume 'p\/vm1' has 1 connected client; a template is read-only/);
     expect(ok(home, ['snapshot', 'revert', 'p/vm1@s2', '--force'])).toBe('reverted p/vm1 to p/vm1@s2 (ended 1 connection)\n');
     await expect(client.read(0, 4096)).rejects.toThrow();
