@@ -139,7 +139,12 @@ export async function runChain(pool: Pool, req: ChainRequest, ctx: AdminContext)
 /** Runs chain work as a job of the pool when the pool has a job list (always, from the CLI and a server); the work sees progress and cancel as ChainJobOptions. */
 async function asJob<T>(ctx: AdminContext, spec: JobSpec, work: (opts: ChainJobOptions) => Promise<T>): Promise<T> {
   if (!ctx.jobs) return work(ctx.signal ? { signal: ctx.signal } : {});
-  return ctx.jobs.run({ ...spec, ...(ctx.signal ? { signal: ctx.signal } : {}) }, (ctl) => work({ signal: ctl.signal, onProgress: (p) => ctl.progress(p.done, p.total) }));
+  return ctx.jobs.run({ ...spec, ...(ctx.signal ? { signal: ctx.signal } : {}) }, (ctl) => work({ signal: ctl.signal, onProgress: (p) => ctl.progress(p.done, p.total) }).catch((err: unknown) => Promise.reject(cancelled(ctl.signal, err))));
+}
+
+/** Work stopped by its signal (a timer's AbortError, say) reports why it was stopped: `job 7 was cancelled`, a server stopping, Ctrl-C. */
+function cancelled(signal: AbortSignal, err: unknown): unknown {
+  return signal.aborted && signal.reason instanceof Error ? signal.reason : err;
 }
 
 /**
