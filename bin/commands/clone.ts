@@ -4,7 +4,7 @@ import type { CloneSource } from '../../src/host/chain-requests.js';
 import { parseVolumeRef } from '../../src/host/registry.js';
 import { onePool, parseSourceRef } from '../../src/host/snapshot-ref.js';
 import { withInterrupt } from '../interrupt-signal.js';
-import { globals, report } from '../output.js';
+import { globals, report, warn } from '../output.js';
 import { formatSize } from '../size.js';
 import type { CommandGroup } from './index.js';
 
@@ -32,5 +32,6 @@ async function clone(sourceText: string, target: string, opts: { full?: boolean 
   const source: CloneSource = 'snapshot' in src ? src.snapshot : { template: src.name };
   const full = opts.full === true;
   const info = await withInterrupt((signal) => adminOnPool(g.home, poolName, { op: 'clone', source, name: dst.volume, full }, { readOnly: false }, signal));
+  warn(g, info.warnings);
   report(g, { pool: poolName, ...info }, `cloned ${sourceText} to ${target}: ${formatSize(info.size)}, ${full ? 'a full copy' : 'linked'}`);
 }

@@ -29,6 +29,7 @@ import { AdminError, type AdminContext } from './admin.js';
 import type { JobSpec } from './jobs.js';
 import { oneLine } from './pool-errors.js';
 import type { ChainRequest, ChainResults, CloneSource } from './chain-requests.js';
+import { overcommitWarnings } from './pool-health.js';
 import { copyVolumeInto } from './volume-copy.js';
 
 /** What a pool call was about, so that a missing or taken name is reported the way the user typed it. */
@@ -78,6 +79,8 @@ export async function runChain(pool: Pool, req: ChainRequest, ctx: AdminContext)
       const ref = { volume: req.volume, snapshot: req.snapshot };
       const name = `${p}/${req.volume}@${req.snapshot}`;
       requireVolume(pool, p, req.volume);
+      // A mistyped name is refused here, before it becomes a failed job.
+      await about({ snapshot: ref }, () => requireSnapshot(pool, ref));
       const spec: JobSpec = { kind: 'snapshot-delete', target: name, restart: `strata snapshot delete ${name}`, ...(req.rate !== undefined ? { rate: req.rate } : {}) };
       const { freedBytes } = await job(spec, (opts) => about({ snapshot: ref }, () => deleteSnapshot(pool, ref, { ...opts, ...(req.rate !== undefined ? { rateBytesPerSec: req.rate } : {}) })));
       ctx.changed?.();
@@ -101,7 +104,7 @@ export async function runChain(pool: Pool, req: ChainRequest, ctx: AdminContext)
       checkCloneSource(pool, p, req.source);
       const info = req.full ? await fullClone(pool, p, req.source, req.name, ctx, origin) : await about({ ...sourceSubject(req.source), created: req.name }, () => cloneVolume(pool, req.source, req.name));
       ctx.changed?.();
-      return { ...info, origin, full: req.full };
+      return { ...info, origin, full: req.full, warnings: overcommitWarnings(pool, p) };
     }
     case 'template-create': {
       requireVolume(pool, p, req.volume);

@@ -24,7 +24,7 @@ export interface ChainResults {
   'snapshot-list': { volume: string; tree: ChainNode };
   'snapshot-delete': { deleted: string; freedBytes: number };
   'snapshot-revert': { reverted: string; to: string; disconnected: number };
-  clone: VolumeInfo & { origin: string; full: boolean };
+  clone: VolumeInfo & { origin: string; full: boolean; warnings: string[] };
   'template-create': TemplateInfo;
   'template-clone': TemplateInfo;
   'template-info': TemplateInfo;

@@ -95,6 +95,7 @@ describe('chain verbs in the host layer', () => {
   });
 
   it('runs a snapshot delete as a job: progress and the rate reach its record, a cancel reaches the merge', async () => {
+    m.listSnapshots.mockResolvedValue([snap('vm1', 's'), snap('vm1', 't')]);
     let release!: () => void;
     const started = new Promise<ChainJobOptions>((resolve) => {
       m.deleteSnapshot.mockImplementation((_p, _ref, opts = {}) => {
@@ -123,8 +124,11 @@ describe('chain verbs in the host layer', () => {
   });
 
   it('names a missing volume, snapshot or template; passes the library refusals through as one line', async () => {
-    m.deleteSnapshot.mockRejectedValue(new PoolError('ENOENT', 'no such layer'));
+    m.listSnapshots.mockResolvedValue([snap('vm1', 'base')]);
     await expect(run({ op: 'snapshot-delete', volume: 'vm1', snapshot: 'gone' })).rejects.toThrow("snapshot 'vm1@gone' not found in pool 'p'");
+    // Refused before it becomes a job.
+    expect(jobs.list()).toEqual([]);
+    expect(m.deleteSnapshot).not.toHaveBeenCalled();
     await expect(run({ op: 'snapshot-delete', volume: 'ghost', snapshot: 's' })).rejects.toThrow("volume 'ghost' not found in pool 'p'");
     m.deleteSnapshot.mockRejectedValue(new PoolError('EBUSY', 'snapshot vm1@base has dependants:\n vm3, vm4'));
     const err = await run({ op: 'snapshot-delete', volume: 'vm1', snapshot: 'base' }).catch((e: unknown) => e);

@@ -76,11 +76,11 @@ describe('snapshot, clone, template and flatten commands', () => {
   });
 
   it('clone takes a snapshot or a template in the same pool', async () => {
-    admin.mockResolvedValue({ ...volumeInfo, origin: 'p/a@s', full: false });
+    admin.mockResolvedValue({ ...volumeInfo, origin: 'p/a@s', full: false, warnings: [] });
     const c = await run('clone', 'p/a@s', 'p/c1');
     expect(c.requests[0]!.req).toEqual({ op: 'clone', source: { volume: 'a', snapshot: 's' }, name: 'c1', full: false });
     expect(c.out).toBe('cloned p/a@s to p/c1: 16M, linked\n');
-    admin.mockResolvedValue({ ...volumeInfo, origin: 'p/gold', full: true });
+    admin.mockResolvedValue({ ...volumeInfo, origin: 'p/gold', full: true, warnings: [] });
     const t = await run('clone', 'p/gold', 'p/c1', '--full');
     expect(t.requests[0]!.req).toEqual({ op: 'clone', source: { template: 'gold' }, name: 'c1', full: true });
     expect(t.out).toBe('cloned p/gold to p/c1: 16M, a full copy\n');
