@@ -107,13 +107,11 @@ describe('strata snapshot, clone, template and volume flatten', () => {
     expect(fails(home, ['snapshot', 'create', 'p/vm1@a', 'q/other@a'])).toBe("strata: the snapshots of a group must be in one pool (got 'p', 'q')");
     expect(fails(home, ['snapshot', 'create', 'p/vm1@a', 'p/vm2@a', '--full'])).toBe('strata: --full takes one POOL/VOL@SNAP (a group snapshot shares its blocks)');
     expect(fails(home, ['snapshot', 'create', 'p/vm1'])).toBe("strata: 'p/vm1' names no snapshot (expected POOL/VOL@SNAP, e.g. pool0/vm1@before-upgrade)");
-    expect(fails(home, ['snapshot', 'create', 'p/vm1@no/slash'])).toMatch(/^strata: invalid snapshot name 'no\/slash'/);
     expect(fails(home, ['snapshot', 'delete', 'p/vm1@nope'])).toBe("strata: snapshot 'vm1@nope' not found in pool 'p'");
     expect(fails(home, ['snapshot', 'list', 'p/ghost'])).toBe("strata: volume 'ghost' not found in pool 'p'");
     expect(fails(home, ['snapshot', 'delete', 'p/vm1@s1', '--rate', 'fast'])).toMatch(/^strata: invalid size 'fast'/);
     expect(fails(home, ['clone', 'p/vm1', 'p/c9'])).toBe("strata: 'p/vm1' is a volume, not a template: clone one of its snapshots (p/vm1@SNAP), or make a template of it first");
     expect(fails(home, ['clone', 'p/vm1@s1', 'p/vm2'])).toBe("strata: 'p/vm2' already exists (a volume or template of that name)");
-    expect(fails(home, ['template', 'info', 'p/nothing'])).toBe("strata: template 'nothing' not found in pool 'p'");
     const e = strata(home, ['--json', 'snapshot', 'delete', 'p/vm1@nope']);
     expect(e.code).toBe(1);
     expect(JSON.parse(e.stderr)).toEqual({ error: "snapshot 'vm1@nope' not found in pool 'p'" });
@@ -203,8 +201,6 @@ describe('strata snapshot, clone, template and volume flatten', () => {
     expect(fails(home, ['template', 'delete', 'p/gold'])).toMatch(/g1/);
     expect(ok(home, ['template', 'delete', 'p/t2'])).toBe('deleted template p/t2\n');
     expect(fails(home, ['template', 'info', 'p/t2'])).toBe("strata: template 't2' not found in pool 'p'");
-    expect(fails(home, ['template', 'create', 'p/ghost'])).toBe("strata: volume 'ghost' not found in pool 'p'");
-    expect(ok(home, ['template', 'list', 'q'])).toBe("no templates in pool 'q'\n");
     expect(ok(home, ['pool', 'check', 'p'])).toMatch(/ 0 problems/);
   });
 
