@@ -251,6 +251,18 @@ describe('strata snapshot, clone, template and volume flatten', () => {
     expect(read('p/slow').equals(image(size, [[0, size, 0x55]]))).toBe(true);
     expect(json<{ deleted: string }>(home, ['snapshot', 'delete', 'p/vm1@big']).deleted).toBe('p/vm1@big');
     expect(fails(home, ['template', 'delete', 'p/gold'])).toMatch(/g1/);
+    // Clones and templates made while served: a new clone is exported at once.
+    expect(ok(home, ['clone', 'p/vm1@online', 'p/oc1'])).toBe('cloned p/vm1@online to p/oc1: 16M, linked\n');
+    const oc1 = await NbdClient.connect({ port, export: 'oc1' });
+    // The snapshot taken online holds what the volume held then (reverted to s3 above), not what the revert since gave it.
+    expect((await oc1.read(0, 4096)).every((b) => b === 0x33)).toBe(true);
+    await oc1.disconnect();
+    expect(ok(home, ['clone', 'p/gold', 'p/oc2', '--full'])).toBe('cloned p/gold to p/oc2: 16M, a full copy\n');
+    expect(read('p/oc2').equals(image(size, [[M, M, 0x44]]))).toBe(true);
+    expect(ok(home, ['template', 'clone', 'p/oc1', 'p/ot1'])).toBe('created template p/ot1 from p/oc1: 16M\n');
+    expect(json<TemplateInfo[]>(home, ['template', 'list', 'p']).map((t) => t.name)).toEqual(['gold', 'ot1', 't1']);
+    // The volume a template was cloned from reads through it from then on.
+    expect(fails(home, ['template', 'delete', 'p/ot1'])).toBe("strata: template 'ot1' has dependent clones: oc1 (delete or flatten them first)");
     expect(ok(home, ['pool', 'check', 'p'])).toMatch(/ 0 problems/);
   }, 180_000);
 });
