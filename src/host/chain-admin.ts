@@ -32,6 +32,9 @@ import type { ChainRequest, ChainResults, CloneSource } from './chain-requests.j
 import { overcommitWarnings } from './pool-health.js';
 import { copyVolumeInto } from './volume-copy.js';
 
+/** What the library does with a merge cut short (a cancel, a crash): the pool finishes it. */
+const MERGE_RESUMES = 'resumes at the next read-write open of the pool';
+
 /** What a pool call was about, so that a missing or taken name is reported the way the user typed it. */
 interface Subject {
   volume?: string;
@@ -81,8 +84,22 @@ export async function runChain(pool: Pool, req: ChainRequest, ctx: AdminContext)
       requireVolume(pool, p, req.volume);
       // A mistyped name is refused here, before it becomes a failed job.
       await about({ snapshot: ref }, () => requireSnapshot(pool, ref));
-      const spec: JobSpec = { kind: 'snapshot-delete', target: name, restart: `strata snapshot delete ${name}`, ...(req.rate !== undefined ? { rate: req.rate } : {}) };
-      const { freedBytes } = await job(spec, (opts) => about({ snapshot: ref }, () => deleteSnapshot(pool, ref, { ...opts, ...(req.rate !== undefined ? { rateBytesPerSec: req.rate } : {}) })));
+      const spec: JobSpec = { kind: 'snapshot-delete', target: name, resumes: MERGE_RESUMES, ...(req.rate !== undefined ? { rate: req.rate } : {}) };
+      let freedBytes: number;
+      try {
+        ({ freedBytes } = await job(spec, (opts) => about({ snapshot: ref }, () => deleteSnapshot(pool, ref, { ...opts, ...(req.rate !== undefined ? { rateBytesPerSec: req.rate } : {}) }))));
+      } catch (err) {
+        // The name goes first, in one commit; a merge stopped after that is finished by the pool itself.
+        const gone = await listSnapshots(pool, req.volume).then(
+          (all) => !all.some((x) => x.name === req.snapshot),
+          () => false,
+        );
+        if (gone) {
+          ctx.changed?.();
+          throw new AdminError('EINVAL', `snapshot '${name}' is deleted, but giving back its space stopped (${oneLine(err)}); it ${MERGE_RESUMES.replace('resumes', 'goes on')}`);
+        }
+        throw err;
+      }
       ctx.changed?.();
       return { deleted: name, freedBytes };
     }

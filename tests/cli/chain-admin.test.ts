@@ -121,6 +121,15 @@ describe('chain verbs in the host layer', () => {
     jobs.cancel(running.id);
     await expect(second).rejects.toThrow(`job ${running.id} was cancelled`);
     expect(jobs.get(running.id)).toMatchObject({ state: 'cancelled', error: 'cancelled by request' });
+
+    // Cancelled once the name is gone: the snapshot is deleted, and the pool finishes freeing its space.
+    const third = run({ op: 'snapshot-delete', volume: 'vm1', snapshot: 't' });
+    await vi.waitFor(() => expect(jobs.list().filter((j) => j.state === 'running')).toHaveLength(1));
+    const merging = jobs.list().find((j) => j.state === 'running')!;
+    expect(merging.resumes).toBe('resumes at the next read-write open of the pool');
+    m.listSnapshots.mockResolvedValue([snap('vm1', 's')]);
+    jobs.cancel(merging.id);
+    await expect(third).rejects.toThrow(`snapshot 'p/vm1@t' is deleted, but giving back its space stopped (job ${merging.id} was cancelled); it goes on at the next read-write open of the pool`);
   });
 
   it('names a missing volume, snapshot or template; passes the library refusals through as one line', async () => {
