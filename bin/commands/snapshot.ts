@@ -28,6 +28,7 @@ export const snapshotCommands: CommandGroup = (program) => {
     .description('delete a snapshot, merging what later layers still need (a job: strata job list shows its progress)')
     .argument('<pool/vol@snap>', 'the snapshot')
     .option('--rate <size>', 'most bytes merged per second (e.g. 50M); unlimited by default')
+    .option('--force', "end the connections reading the snapshot's export first")
     .action(deleteSnapshot);
   snapshot
     .command('revert')
@@ -58,11 +59,11 @@ async function listSnapshots(ref: string, _opts: unknown, cmd: Command): Promise
   process.stdout.write(formatChainTree(r.tree));
 }
 
-async function deleteSnapshot(ref: string, opts: { rate?: string }, cmd: Command): Promise<void> {
+async function deleteSnapshot(ref: string, opts: { rate?: string; force?: boolean }, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const s = parseSnapshotRef(ref);
   const rate = rateOption(opts.rate);
-  const req = { op: 'snapshot-delete' as const, volume: s.volume, snapshot: s.snapshot, ...(rate !== undefined ? { rate } : {}) };
+  const req = { op: 'snapshot-delete' as const, volume: s.volume, snapshot: s.snapshot, ...(rate !== undefined ? { rate } : {}), ...(opts.force === true ? { force: true } : {}) };
   const r = await withInterrupt((signal) => adminOnPool(g.home, s.pool, req, { readOnly: false }, signal));
   report(g, { pool: s.pool, ...r }, `deleted snapshot ${ref}: ${formatSize(r.freedBytes)} freed`);
 }

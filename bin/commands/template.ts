@@ -23,7 +23,7 @@ export const templateCommands: CommandGroup = (program) => {
     .argument('<pool/new>', 'the new template, in the same pool')
     .action(cloneTemplate);
   template.command('info').description('one template: size, origin, what depends on it').argument('<pool/template>', 'the template').action(templateInfo);
-  template.command('delete').description('delete a template nothing is cloned from').argument('<pool/template>', 'the template').action(deleteTemplate);
+  template.command('delete').description('delete a template nothing is cloned from').argument('<pool/template>', 'the template').option('--force', "end the connections reading the template's export first").action(deleteTemplate);
   template.command('list').description("a pool's templates").argument('<pool>', 'the pool').action(listTemplates);
 };
 
@@ -59,10 +59,10 @@ async function templateInfo(ref: string, _opts: unknown, cmd: Command): Promise<
   ]);
 }
 
-async function deleteTemplate(ref: string, _opts: unknown, cmd: Command): Promise<void> {
+async function deleteTemplate(ref: string, opts: { force?: boolean }, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const { pool: poolName, template } = parseTemplateRef(ref);
-  const r = await adminOnPool(g.home, poolName, { op: 'template-delete', template }, { readOnly: false });
+  const r = await adminOnPool(g.home, poolName, { op: 'template-delete', template, ...(opts.force === true ? { force: true } : {}) }, { readOnly: false });
   report(g, r, `deleted template ${ref}`);
 }
 

@@ -31,6 +31,7 @@ import { oneLine } from './pool-errors.js';
 import type { ChainRequest, ChainResults, CloneSource } from './chain-requests.js';
 import { overcommitWarnings } from './pool-health.js';
 import { copyVolumeInto } from './volume-copy.js';
+import { releaseFrozenExport } from './export-clients.js';
 
 /** What the library does with a merge cut short (a cancel, a crash): the pool finishes it. */
 const MERGE_RESUMES = 'resumes at the next read-write open of the pool';
@@ -84,6 +85,8 @@ export async function runChain(pool: Pool, req: ChainRequest, ctx: AdminContext)
       requireVolume(pool, p, req.volume);
       // A mistyped name is refused here, before it becomes a failed job.
       await about({ snapshot: ref }, () => requireSnapshot(pool, ref));
+      // Clients reading the snapshot's export: refused, or (forced) their connections ended first.
+      await releaseFrozenExport(ctx, `${req.volume}@${req.snapshot}`, 'snapshot', req.force === true);
       const spec: JobSpec = { kind: 'snapshot-delete', target: name, resumes: MERGE_RESUMES, ...(req.rate !== undefined ? { rate: req.rate } : {}) };
       let freedBytes: number;
       try {
@@ -140,6 +143,7 @@ export async function runChain(pool: Pool, req: ChainRequest, ctx: AdminContext)
     case 'template-info':
       return about({ template: req.template }, () => templateInfo(pool, req.template));
     case 'template-delete':
+      await releaseFrozenExport(ctx, req.template, 'template', req.force === true);
       await about({ template: req.template }, () => deleteTemplate(pool, req.template));
       ctx.changed?.();
       return { deleted: `${p}/${req.template}` };

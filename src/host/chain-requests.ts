@@ -8,14 +8,14 @@ export type CloneSource = SnapshotRef | { template: string };
 export type ChainRequest =
   | { op: 'snapshot-create'; refs: SnapshotRef[]; full: boolean }
   | { op: 'snapshot-list'; volume: string }
-  | { op: 'snapshot-delete'; volume: string; snapshot: string; rate?: number }
+  | { op: 'snapshot-delete'; volume: string; snapshot: string; rate?: number; force?: boolean }
   | { op: 'snapshot-revert'; volume: string; snapshot: string; force: boolean }
   | { op: 'clone'; source: CloneSource; name: string; full: boolean }
   | { op: 'template-create'; volume: string }
   /** `source` is a volume (its state now) or a template: the pool tells which. */
   | { op: 'template-clone'; source: string; name: string }
   | { op: 'template-info'; template: string }
-  | { op: 'template-delete'; template: string }
+  | { op: 'template-delete'; template: string; force?: boolean }
   | { op: 'template-list' }
   | { op: 'volume-flatten'; volume: string; rate?: number };
 
@@ -80,7 +80,7 @@ export function parseChainRequest(raw: Record<string, unknown>): ChainRequest {
     case 'snapshot-list':
       return { op: 'snapshot-list', volume: name('volume') };
     case 'snapshot-delete':
-      return { op: 'snapshot-delete', ...ref(raw), ...rate() };
+      return { op: 'snapshot-delete', ...ref(raw), ...rate(), force: flag('force') };
     case 'snapshot-revert':
       return { op: 'snapshot-revert', ...ref(raw), force: flag('force') };
     case 'clone': {
@@ -94,8 +94,9 @@ export function parseChainRequest(raw: Record<string, unknown>): ChainRequest {
     case 'template-clone':
       return { op: 'template-clone', source: name('source'), name: name('name') };
     case 'template-info':
-    case 'template-delete':
       return { op: raw.op, template: name('template') };
+    case 'template-delete':
+      return { op: raw.op, template: name('template'), force: flag('force') };
     case 'template-list':
       return { op: 'template-list' };
     case 'volume-flatten':

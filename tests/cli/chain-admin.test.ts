@@ -116,7 +116,7 @@ describe('chain verbs in the host layer', () => {
     expect(jobs.get(job!.id).state).toBe('done');
 
     const second = run({ op: 'snapshot-delete', volume: 'vm1', snapshot: 't' });
-    await vi.waitFor(() => expect(jobs.list().filter((j) => j.state === 'running')).toHaveLength(1));
+    await vi.waitFor(() => expect(jobs.list().filter((j) => j.state === 'running')).toHaveLength(1), { timeout: 15_000 });
     const running = jobs.list().find((j) => j.state === 'running')!;
     jobs.cancel(running.id);
     await expect(second).rejects.toThrow(`job ${running.id} was cancelled`);
@@ -124,7 +124,7 @@ describe('chain verbs in the host layer', () => {
 
     // Cancelled once the name is gone: the snapshot is deleted, and the pool finishes freeing its space.
     const third = run({ op: 'snapshot-delete', volume: 'vm1', snapshot: 't' });
-    await vi.waitFor(() => expect(jobs.list().filter((j) => j.state === 'running')).toHaveLength(1));
+    await vi.waitFor(() => expect(jobs.list().filter((j) => j.state === 'running')).toHaveLength(1), { timeout: 15_000 });
     const merging = jobs.list().find((j) => j.state === 'running')!;
     expect(merging.resumes).toBe('resumes at the next read-write open of the pool');
     m.listSnapshots.mockResolvedValue([snap('vm1', 's')]);

@@ -52,7 +52,7 @@ describe('chain verbs on a served pool', () => {
     await vi.waitFor(async () => {
       const jobs = (await other.request({ op: 'job-list' })).result as JobRecord[];
       expect(jobs.find((j) => j.kind === 'flatten')).toMatchObject({ target: 'a/vm1', state: 'running', bytesDone: 1 << 20, bytesTotal: 4 << 20, rate: 1 << 20 });
-    });
+    }, { timeout: 15_000 });
     // Not queued behind the flatten.
     expect(((await other.request({ op: 'volume-list' })).result as Array<{ name: string }>).map((v) => v.name)).toEqual(['vm1']);
     const job = ((await other.request({ op: 'job-list' })).result as JobRecord[]).find((j) => j.kind === 'flatten')!;
@@ -68,7 +68,7 @@ describe('chain verbs on a served pool', () => {
     flattenUntilAborted();
     const { server, client } = await serve('b');
     const failed = client.request({ op: 'volume-flatten', volume: 'vm1' }).catch((e: unknown) => e);
-    await vi.waitFor(() => expect(m.flattenVolume).toHaveBeenCalled());
+    await vi.waitFor(() => expect(m.flattenVolume).toHaveBeenCalled(), { timeout: 15_000 });
     await server.close();
     expect(await failed).toBeInstanceOf(Error);
     const reason = m.flattenVolume.mock.calls.at(-1)![2]!.signal!.reason as Error;

@@ -42,7 +42,7 @@ describe('snapshot, clone and template names', () => {
 describe('chain requests on the control socket', () => {
   it('are checked field by field', () => {
     expect(parseRequest(JSON.stringify({ op: 'snapshot-create', refs: [{ volume: 'a', snapshot: 's' }], full: true }))).toEqual({ op: 'snapshot-create', refs: [{ volume: 'a', snapshot: 's' }], full: true });
-    expect(parseRequest(JSON.stringify({ op: 'snapshot-delete', volume: 'a', snapshot: 's', rate: 1024 }))).toEqual({ op: 'snapshot-delete', volume: 'a', snapshot: 's', rate: 1024 });
+    expect(parseRequest(JSON.stringify({ op: 'snapshot-delete', volume: 'a', snapshot: 's', rate: 1024 }))).toEqual({ op: 'snapshot-delete', volume: 'a', snapshot: 's', rate: 1024, force: false });
     expect(parseRequest(JSON.stringify({ op: 'clone', source: { template: 'gold' }, name: 'c' }))).toEqual({ op: 'clone', source: { template: 'gold' }, name: 'c', full: false });
     expect(parseRequest(JSON.stringify({ op: 'template-list' }))).toEqual({ op: 'template-list' });
     const bad: Array<[unknown, RegExp]> = [
