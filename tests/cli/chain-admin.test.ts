@@ -59,6 +59,23 @@ describe('chain verbs in the host layer', () => {
   });
   afterAll(cleanup);
 
+  it('refuses to delete a snapshot or a template whose export a client reads; forced, ends those connections first', async () => {
+    m.listSnapshots.mockResolvedValue([snap('vm1', 's')]);
+    m.deleteSnapshot.mockResolvedValue({ freedBytes: 0 });
+    m.deleteTemplate.mockResolvedValue();
+    const ended: string[] = [];
+    const served = { clientsOf: (key: string) => (key === 'vm1@s' || key === 'gold' ? 2 : 0), disconnect: async (key: string) => (ended.push(key), 2) };
+    await expect(run({ op: 'snapshot-delete', volume: 'vm1', snapshot: 's' }, served)).rejects.toThrow("snapshot 'p/vm1@s' is exported and read by 2 connected clients");
+    await expect(run({ op: 'template-delete', template: 'gold' }, served)).rejects.toThrow("template 'p/gold' is exported and read by 2 connected clients");
+    expect(m.deleteSnapshot).not.toHaveBeenCalled();
+    expect(m.deleteTemplate).not.toHaveBeenCalled();
+    await run({ op: 'snapshot-delete', volume: 'vm1', snapshot: 's', force: true }, served);
+    await run({ op: 'template-delete', template: 'gold', force: true }, served);
+    expect(ended).toEqual(['vm1@s', 'gold']);
+    expect(m.deleteSnapshot).toHaveBeenCalledTimes(1);
+    expect(m.deleteTemplate).toHaveBeenCalledTimes(1);
+  });
+
   it('takes a group snapshot in one call, after checking every volume, and says which snapshot already exists', async () => {
     m.createSnapshots.mockResolvedValue([snap('vm1', 's'), snap('vm2', 's')]);
     const refs = [
