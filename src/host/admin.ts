@@ -115,6 +115,9 @@ async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promi
       return { oldSize: old, size, warnings: size > old ? overcommitWarnings(pool, ctx.poolName) : [] };
     }
     case 'volume-delete': {
+      // Refused before it becomes a failed job: a volume with snapshots stays.
+      const snaps = pool.catalogNow.snapshots.filter((x) => x.volume === req.volume).map((x) => `${req.volume}@${x.name}`);
+      if (snaps.length > 0) throw new AdminError('EBUSY', `volume '${ctx.poolName}/${req.volume}' has snapshots (${snaps.join(', ')}); delete them first`);
       const clients = ctx.clientsOf?.(req.volume) ?? 0;
       if (clients > 0 && !req.force) throw new AdminError('EBUSY', `volume '${ctx.poolName}/${req.volume}' has ${clients} connected client${clients === 1 ? '' : 's'}; disconnect ${clients === 1 ? 'it' : 'them'} first, or force the delete to end ${clients === 1 ? 'its connection' : 'their connections'}`);
       // The volume is checked first, so that a force on a missing name ends nobody's connection.

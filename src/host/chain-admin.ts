@@ -84,7 +84,7 @@ export async function runChain(pool: Pool, req: ChainRequest, ctx: AdminContext)
       const name = `${p}/${req.volume}@${req.snapshot}`;
       requireVolume(pool, p, req.volume);
       // A mistyped name is refused here, before it becomes a failed job.
-      await about({ snapshot: ref }, () => requireSnapshot(pool, ref));
+      await about({ snapshot: ref }, () => requireSnapshot(pool, ref, true));
       // Clients reading the snapshot's export: refused, or (forced) their connections ended first.
       await releaseFrozenExport(ctx, `${req.volume}@${req.snapshot}`, 'snapshot', req.force === true);
       const spec: JobSpec = { kind: 'snapshot-delete', target: name, resumes: MERGE_RESUMES, ...(req.rate !== undefined ? { rate: req.rate } : {}) };
@@ -208,9 +208,12 @@ function requireVolume(pool: Pool, p: string, volume: string): void {
   if (!volumeExists(pool, volume)) throw new AdminError('ENOENT', `volume '${volume}' not found in pool '${p}'`);
 }
 
-async function requireSnapshot(pool: Pool, ref: SnapshotRef): Promise<void> {
+/** The snapshot exists; for a delete, nothing is cloned from it (refused here rather than as a failed job). */
+async function requireSnapshot(pool: Pool, ref: SnapshotRef, deleting = false): Promise<void> {
   const all = await listSnapshots(pool, ref.volume);
-  if (!all.some((s) => s.name === ref.snapshot)) throw new PoolError('ENOENT', `no snapshot ${ref.volume}@${ref.snapshot}`);
+  const s = all.find((x) => x.name === ref.snapshot);
+  if (!s) throw new PoolError('ENOENT', `no snapshot ${ref.volume}@${ref.snapshot}`);
+  if (deleting && s.dependants.length > 0) throw new PoolError('EBUSY', `snapshot '${ref.volume}@${ref.snapshot}' has dependent clones: ${s.dependants.join(', ')} (delete or flatten them first)`);
 }
 
 /** A group is one atomic step in one pool: each volume once, each there; a full copy is of one volume. */
