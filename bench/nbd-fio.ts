@@ -28,13 +28,15 @@ export interface FioResult {
   /** Mean completion latency in microseconds. */
   latMeanUs: number;
   latP99Us: number;
+  latP999Us: number;
+  latMaxUs: number;
 }
 
 interface FioDirection {
   iops: number;
   bw_bytes: number;
   total_ios: number;
-  clat_ns: { mean: number; percentile?: Record<string, number> };
+  clat_ns: { mean: number; max: number; percentile?: Record<string, number> };
 }
 interface FioJson {
   jobs: { error: number; read: FioDirection; write: FioDirection }[];
@@ -44,7 +46,8 @@ export function isWrite(job: FioJob): boolean {
   return job.rw === 'randwrite' || job.rw === 'write';
 }
 
-export async function runFio(uri: string, job: FioJob, ioSize: number, runtimeSec: number): Promise<FioResult> {
+/** `extraArgs` go after the job's own (logs, a different percentile list). */
+export async function runFio(uri: string, job: FioJob, ioSize: number, runtimeSec: number, extraArgs: string[] = []): Promise<FioResult> {
   const args = [
     `--name=${job.name}`,
     '--ioengine=nbd',
@@ -56,6 +59,7 @@ export async function runFio(uri: string, job: FioJob, ioSize: number, runtimeSe
     '--time_based',
     `--runtime=${runtimeSec}`,
     '--output-format=json',
+    ...extraArgs,
   ];
   const { stdout } = await run('fio', args, { maxBuffer: 16 * 1024 * 1024 });
   const out = parseFioJson(stdout);
@@ -68,6 +72,8 @@ export async function runFio(uri: string, job: FioJob, ioSize: number, runtimeSe
     ios: d.total_ios,
     latMeanUs: d.clat_ns.mean / 1000,
     latP99Us: (d.clat_ns.percentile?.['99.000000'] ?? NaN) / 1000,
+    latP999Us: (d.clat_ns.percentile?.['99.900000'] ?? NaN) / 1000,
+    latMaxUs: d.clat_ns.max / 1000,
   };
 }
 

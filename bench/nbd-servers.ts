@@ -78,6 +78,17 @@ export function serveVolume(v: PoolVolume, readyTimeoutMs = 15_000): Promise<Run
   return startStrata(['--home', v.home, 'serve', v.pool, '--export', v.volume, '--listen', '127.0.0.1:0'], readyTimeoutMs);
 }
 
+/** `strata serve POOL` with every volume named in `exports` (all of them when empty), each by its own name. */
+export function servePool(home: string, pool: string, exports: string[] = [], readyTimeoutMs = 15_000): Promise<RunningServer> {
+  return startStrata(['--home', home, 'serve', pool, ...exports.flatMap((e) => ['--export', e]), '--listen', '127.0.0.1:0'], readyTimeoutMs);
+}
+
+/** The URI of another export of the same server: the printed one with its name replaced. */
+export function exportUri(uri: string, exportName: string): string {
+  const u = new URL(uri);
+  return `nbd://${u.host}/${encodeURIComponent(exportName)}`;
+}
+
 /** `strata` is `strata serve --file IMAGE`: the protocol without the pool format. */
 export async function startServer(kind: ServerKind, image: string, opts: ServerOptions = {}): Promise<RunningServer> {
   const exportName = opts.exportName ?? 'disk';
