@@ -184,7 +184,7 @@ function describe(r: ChainJobResult): string {
  * command started one second in; IOPS during it come from fio's IOPS log
  * (windows of WINDOW_MS wholly inside the command's run).
  */
-async function underLoad(o: OnlineOptions, uri: string, tag: string, command: () => Promise<unknown>): Promise<{ seconds: number; iopsDuring: number; iopsWithout: number; windows: number }> {
+export async function underLoad(o: OnlineOptions, uri: string, tag: string, command: () => Promise<unknown>): Promise<{ seconds: number; iopsDuring: number; iopsWithout: number; windows: number }> {
   const without = await runFio(uri, READ_JOB, o.size, o.runtimeSec);
   const prefix = path.join(o.dir, `fio-${tag}`);
   const spawned = performance.now();
@@ -194,7 +194,9 @@ async function underLoad(o: OnlineOptions, uri: string, tag: string, command: ()
   await command();
   const end = performance.now();
   await fio;
-  const windows = iopsLog(`${prefix}_iops.1.log`).filter((w) => w.endMs - WINDOW_MS >= start - spawned && w.endMs <= end - spawned);
+  // A window runs from the previous line's time to its own (fio's windows stretch when the client stalls).
+  const log = iopsLog(`${prefix}_iops.1.log`);
+  const windows = log.filter((w, i) => (i > 0 ? log[i - 1]!.endMs : w.endMs - WINDOW_MS) >= start - spawned && w.endMs <= end - spawned);
   return {
     seconds: (end - start) / 1000,
     iopsDuring: windows.length > 0 ? median(windows.map((w) => w.iops)) : NaN,
