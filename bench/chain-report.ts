@@ -28,7 +28,7 @@ export function markdownReport(r: ChainsReport): string {
 
 function createTable(rows: CreateResult[]): string {
   return [
-    '**Create latency** (in-process, file pool; the first create of a pool also sets the shared-map feature bit; volume info: a volumeInfo of each new clone alone, median)',
+    '**Create latency** (in-process, file pool; the first create of a pool also sets the shared-map feature bit; volume info: a volumeInfo of every fifth new clone alone, median)',
     '',
     table(
       ['volume', 'data written', 'operation', 'creates', 'median ms', 'max ms', 'first ms', 'volume info ms'],
@@ -122,7 +122,8 @@ function onlineTables(o: NonNullable<ChainsReport['online']>): string[] {
       '',
     );
   }
-  for (const [part, why] of skipped) out.push(`Not measured (${part}): ${why}.`);
+  const label: Record<string, string> = { snapshotLoad: 'latency across snapshots', merge: 'merge', flatten: 'flatten' };
+  for (const [part, why] of skipped) out.push(`Not measured (${label[part] ?? part}): ${why}.`);
   return out;
 }
 
