@@ -81,7 +81,8 @@ export async function runOnlineBench(o: OnlineOptions, log: (line: string) => vo
   }
   const home = path.join(o.dir, 'online-home');
   await preparePool(home, o);
-  const server = await servePool(home, POOL);
+  // The volumes by name: a snapshot export a server opened would make its delete refuse (it is in use).
+  const server = await servePool(home, POOL, [WRITER, MERGED, ...Array.from({ length: o.rounds }, (_, r) => `f${r}`)]);
   try {
     if (snap) await snapshotLoad(home, server, o, report, log);
     if (del) await merges(home, server, o, report, log);
@@ -102,7 +103,8 @@ export async function runOnlineBench(o: OnlineOptions, log: (line: string) => vo
  */
 async function preparePool(home: string, o: OnlineOptions): Promise<void> {
   const R = o.rounds;
-  createPoolVolume({ home, pool: POOL, volume: WRITER }, o.size, o.size * (2 * R + 8) + 2 ** 30);
+  // A sparse file, so generous costs nothing: after each snapshot under load, the first write into each cluster copies the cluster.
+  createPoolVolume({ home, pool: POOL, volume: WRITER }, o.size, 64 * o.size + 8 * 2 ** 30);
   await withPool(home, POOL, { readOnly: false }, async ({ pool }) => {
     await pool.createVolume(MERGED, o.size);
     await pool.createVolume(GOLDEN, o.size);

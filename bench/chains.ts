@@ -166,6 +166,7 @@ export async function runChainsBench(o: ChainsOptions, log: (line: string) => vo
     }
   } finally {
     if (made && !o.keep) fs.rmSync(dir, { recursive: true, force: true });
+    else if (made) log(`pools and images kept in ${dir}`);
   }
   report.date = new Date().toISOString();
   report.host.load = os.loadavg();
