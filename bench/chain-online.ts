@@ -49,6 +49,8 @@ export interface ChainJobResult {
   iopsWithout: number;
   /** Windows of the log that counted as during (0: the command was shorter than a window). */
   windows: number;
+  /** Merges: what the delete reported it gave back to the pool. */
+  freedBytes?: number;
 }
 
 export interface OnlineReport {
@@ -165,8 +167,12 @@ async function merges(home: string, server: RunningServer, o: OnlineOptions, rep
   const uri = exportUri(server.uri, MERGED);
   for (let round = 0; round < o.rounds; round++) {
     // r{round} is the oldest snapshot left: its one child is r{round+1} (or the volume), which it merges into.
-    const r = await underLoad(o, uri, `merge-${round}`, () => strata(home, 'snapshot', 'delete', `${POOL}/${MERGED}@r${round}`));
-    const result: ChainJobResult = { op: 'snapshot delete', round, ...r, mbPerSec: o.size / r.seconds / 1e6 };
+    let freed = NaN;
+    const r = await underLoad(o, uri, `merge-${round}`, async () => {
+      const { stdout } = await strata(home, '--json', 'snapshot', 'delete', `${POOL}/${MERGED}@r${round}`);
+      freed = (JSON.parse(stdout) as { freedBytes?: number }).freedBytes ?? NaN;
+    });
+    const result: ChainJobResult = { op: 'snapshot delete', round, ...r, mbPerSec: o.size / r.seconds / 1e6, freedBytes: freed };
     report.jobs.push(result);
     log(`snapshot delete, round ${round + 1}/${o.rounds}: ${describe(result)}`);
   }

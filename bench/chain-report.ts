@@ -110,7 +110,9 @@ function onlineTables(o: NonNullable<ChainsReport['online']>): string[] {
           const during = median(js.map((j) => j.iopsDuring));
           const without = median(js.map((j) => j.iopsWithout));
           return [
-            op === 'snapshot delete' ? 'snapshot delete (merge into its child; MB/s of virtual space)' : 'volume flatten (MB/s of data copied)',
+            op === 'snapshot delete'
+              ? `snapshot delete (merge into its child; MB/s of virtual space${freedNote(js.map((j) => j.freedBytes ?? NaN))})`
+              : 'volume flatten (MB/s of data copied)',
             median(js.map((j) => j.seconds)).toFixed(2),
             median(js.map((j) => j.mbPerSec)).toFixed(0),
             kiops(during),
@@ -125,6 +127,11 @@ function onlineTables(o: NonNullable<ChainsReport['online']>): string[] {
   const label: Record<string, string> = { snapshotLoad: 'latency across snapshots', merge: 'merge', flatten: 'flatten' };
   for (const [part, why] of skipped) out.push(`Not measured (${label[part] ?? part}): ${why}.`);
   return out;
+}
+
+function freedNote(freed: number[]): string {
+  const known = freed.filter((f) => Number.isFinite(f));
+  return known.length > 0 ? `; ${formatSize(median(known))} freed, median` : '';
 }
 
 function table(header: string[], rows: string[][]): string {
