@@ -37,7 +37,7 @@ export interface DepthResult {
   server: DepthServer;
   buildSec: number;
   medianIops: number;
-  /** This server's median at this depth over its own median at the smallest depth measured. */
+  /** This server's IOPS at this depth over its own at the smallest depth measured in the same round; median over rounds. */
   ofShallowest: number;
   medianLatUs: number;
   /** Resident memory after the rounds, and the process's peak. */
@@ -106,9 +106,11 @@ export async function runDepthBench(o: DepthOptions, log: (line: string) => void
         samples: s.samples,
       };
     });
+    // Each round's own ratio, then the median: the machine drifts between rounds more than within one.
     for (const r of results) {
       const base = results.find((x) => x.server === r.server && x.depth === Math.min(...o.depths));
-      r.ofShallowest = base && base.medianIops > 0 ? r.medianIops / base.medianIops : NaN;
+      const ratios = r.samples.map((x) => x.iops / (base?.samples.find((b) => b.round === x.round)?.iops ?? NaN)).filter((v) => Number.isFinite(v));
+      r.ofShallowest = ratios.length > 0 ? median(ratios) : NaN;
     }
     return results;
   } finally {

@@ -44,13 +44,14 @@ function depthTables(d: NonNullable<ChainsReport['depth']>): string[] {
   const rows = depths.map((depth) => {
     const s = at(depth, 'strata');
     const q = at(depth, 'qemu-nbd');
+    const sq = s && q ? median(s.samples.map((x) => x.iops / (q.samples.find((y) => y.round === x.round)?.iops ?? NaN)).filter((v) => Number.isFinite(v))) : NaN;
     return [
       String(depth),
       kiops(s?.medianIops),
       times(s?.ofShallowest),
       kiops(q?.medianIops),
       times(q?.ofShallowest),
-      s && q && q.medianIops > 0 ? times(s.medianIops / q.medianIops) : '',
+      times(sq),
       s ? `${formatSize(s.rssBytes)} / ${formatSize(s.peakRssBytes)}` : '',
       q ? `${formatSize(q.rssBytes)} / ${formatSize(q.peakRssBytes)}` : '',
       s?.sameData === undefined ? 'not checked' : s.sameData ? 'yes' : 'NO',
@@ -62,7 +63,7 @@ function depthTables(d: NonNullable<ChainsReport['depth']>): string[] {
   });
   return [
     `**4K random read QD16 vs chain depth** (fio ioengine=nbd over the whole ${formatSize(d.size)} volume, medians of ${d.rounds} round(s) × ${d.runtimeSec} s; ` +
-      `each layer holds a random 1/depth of the volume's ${formatSize(d.grain)} blocks)`,
+      `each layer holds a random 1/depth of the volume's ${formatSize(d.grain)} blocks; ratios are medians of each round's own ratio)`,
     '',
     table(
       ['depth', 'strata IOPS', `strata vs depth ${shallowest}`, 'qemu-nbd IOPS', `qemu-nbd vs depth ${shallowest}`, 'strata / qemu-nbd', 'strata RSS / peak', 'qemu-nbd RSS / peak', 'same data'],
