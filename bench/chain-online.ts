@@ -54,6 +54,8 @@ export interface ChainJobResult {
 }
 
 export interface OnlineReport {
+  /** `strata --version`'s wall time, median of three: the process start-up inside every command's time. */
+  cliStartMs: number;
   /** Why a part did not run (the CLI lacks the commands it needs), or null. */
   skipped: { snapshotLoad: string | null; merge: string | null; flatten: string | null };
   snapshotLoad: SnapshotLoadResult[];
@@ -76,12 +78,16 @@ export async function runOnlineBench(o: OnlineOptions, log: (line: string) => vo
     skipped: { snapshotLoad: snap ? null : missing('snapshot create'), merge: del ? null : missing('snapshot delete'), flatten: flat ? null : missing('volume flatten') },
     snapshotLoad: [],
     jobs: [],
+    cliStartMs: NaN,
   };
   if (!snap && !del && !flat) {
     log('online parts skipped: the CLI has no snapshot create, snapshot delete or volume flatten yet');
     return report;
   }
   const home = path.join(o.dir, 'online-home');
+  const starts: number[] = [];
+  for (let i = 0; i < 3; i++) starts.push((await strata(home, '--version')).ms);
+  report.cliStartMs = median(starts);
   await preparePool(home, o);
   // The volumes by name: a snapshot export a server opened would make its delete refuse (it is in use).
   const server = await servePool(home, POOL, [WRITER, MERGED, ...Array.from({ length: o.rounds }, (_, r) => `f${r}`)]);

@@ -97,6 +97,8 @@ function onlineTables(o: NonNullable<ChainsReport['online']>): string[] {
       '',
       table(['fio run', 'IOPS (median)', 'p99.9 ms (median)', 'max ms (worst)', 'snapshots', 'command ms median / max'], [row(false), row(true)]),
       '',
+      `Command times include the CLI's start-up: \`strata --version\` takes ${ms(o.cliStartMs)} ms here.`,
+      '',
     );
   }
   if (o.jobs.length > 0) {
