@@ -55,6 +55,8 @@ export class Pool implements PoolCore {
    * a snapshot of another volume.
    */
   private readonly settler = new Serializer();
+  /** What each frozen layer holds itself, counted once: `volume info` of a deep chain reads no table twice. */
+  private readonly frozenBytes = new Map<number, number>();
   private closed = false;
   /** Catalog runs whose write failed while the root already names them: written again before any commit. */
   private readonly unwrittenCatalog = new Set<{ bytes: Buffer; offset: number }>();
@@ -684,6 +686,8 @@ export class Pool implements PoolCore {
   private async settleNow(layer: Layer, progress?: (done: number, total: number) => Promise<void> | void): Promise<number> {
     if (this.isNamed(layer) || this.layers.get(layer.id) !== layer) return 0;
     const children = this.childrenOf(layer);
+    this.frozenBytes.delete(layer.id);
+    for (const c of children) this.frozenBytes.delete(c.id);
     const parent = layer.parent;
     const total = await countOwnTables(layer);
     const step = (n: number): Promise<void> | void => progress?.(n, total);
@@ -711,9 +715,13 @@ export class Pool implements PoolCore {
         this.catalog.layers = this.catalog.layers.filter((l) => l.id !== layer.id);
         this.layers.delete(layer.id);
       });
+      // Counted while the merge ran, perhaps: the child's own data is what it is now.
+      this.frozenBytes.delete(child.id);
       return freed;
     } else {
-      return trimUnshared(this, layer, children, step);
+      freed = await trimUnshared(this, layer, children, step);
+      this.frozenBytes.delete(layer.id);
+      return freed;
     }
     if (parent) freed += await this.settleNow(parent, progress);
     return freed;
@@ -855,6 +863,15 @@ export class Pool implements PoolCore {
 
   /** Bytes of data a layer holds itself: the allocated sub-clusters of its own clusters. Reads every L2 table of the layer. */
   async layerAllocated(layer: Layer): Promise<number> {
+    // A frozen layer changes only when it is settled (merged into, trimmed), which forgets this.
+    const known = layer.rec.frozen ? this.frozenBytes.get(layer.id) : undefined;
+    if (known !== undefined) return known;
+    const bytes = await this.countAllocated(layer);
+    if (layer.rec.frozen) this.frozenBytes.set(layer.id, bytes);
+    return bytes;
+  }
+
+  private async countAllocated(layer: Layer): Promise<number> {
     const { entriesPerL2: P, entrySize: E, subclusterSize: S } = this.geo;
     let subclusters = 0;
     // A damaged table counts as empty here (check reports it): one bad block must not hide every volume's listing.
