@@ -871,6 +871,10 @@ export class Pool implements PoolCore {
     return bytes;
   }
 
+  private async l1Block(layer: Layer, b: number): Promise<Buffer | undefined> {
+    return this.store.peek(layer.rec.l1Start + b) ?? (await this.store.load(layer.rec.l1Start + b, BlockType.L1, layer.id).catch(() => undefined));
+  }
+
   private async countAllocated(layer: Layer): Promise<number> {
     const { entriesPerL2: P, entrySize: E, subclusterSize: S } = this.geo;
     let subclusters = 0;
@@ -882,9 +886,12 @@ export class Pool implements PoolCore {
       } catch {
         continue;
       }
+      // A table the parent's L1 names at the same place is the parent's or an ancestor's, never this layer's
+      // own (a merge that hands one down clears the parent's entry in the same step): no need to read it.
+      const parent = layer.parent && b < layer.parent.rec.l1Blocks ? await this.l1Block(layer.parent, b) : undefined;
       for (let j = 0; j < this.geo.entriesPerL1Block; j++) {
         const l2c = readL1(l1, j);
-        if (l2c === 0) continue;
+        if (l2c === 0 || (parent && readL1(parent, j) === l2c)) continue;
         const l2 = this.store.peek(l2c) ?? (await this.store.load(l2c, BlockType.L2, undefined).catch(() => undefined));
         if (!l2 || blockOwner(l2) !== layer.id) continue;
         for (let i = 0; i < P; i++) if (!isInherited(l2, i * E)) subclusters += popcount(l2.readUInt32LE(i * E + ENTRY_ALLOC));
