@@ -11,29 +11,23 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { formatSize, parseSize } from '../bin/size.js';
 import { defaultCases, runCreateBench } from './chain-create.js';
-import { runDepthBench } from './chain-depth.js';
+import { runDepthBench, type DepthOptions } from './chain-depth.js';
 import { runOnlineBench } from './chain-online.js';
 import { markdownReport, type ChainsReport } from './chain-report.js';
 
 export type Part = 'create' | 'depth' | 'online';
 const PARTS: Part[] = ['create', 'depth', 'online'];
 
-export interface ChainsOptions {
+/** The depth part's options (but where it works) and the others'. */
+export interface ChainsOptions extends Omit<DepthOptions, 'dir'> {
   parts: Part[];
   quick: boolean;
   createCount: number;
   createSizes: [number, number];
   createWritten: number;
-  size: number;
-  grain: number;
-  depths: number[];
-  rounds: number;
-  runtimeSec: number;
-  verify: boolean;
   onlineSize: number;
   onlineRounds: number;
   onlineRuntimeSec: number;
-  seed: number;
   dir: string | undefined;
   out: string;
   json: boolean;

@@ -8,19 +8,13 @@ import { CrashSimulator, MemoryDevice } from '../../src/blockdev/index.js';
 import { Pool } from '../../src/qcowlike/index.js';
 import { createSnapshots, listSnapshots } from '../../src/snapshot/index.js';
 import { exportDiff } from '../../src/host/diff-export.js';
+import { bytesOf } from './diff-scenarios.js';
 import { importDiff } from '../../src/host/diff-import.js';
 import { memoryPool, reopenable } from '../support/pool.js';
 import { propertyRuns } from '../support/scratch.js';
 
 const SIZE = 1 << 20;
 
-async function bytesOf(pool: Pool, volume: string): Promise<Buffer> {
-  const v = await pool.openVolume(volume, { readOnly: true });
-  const b = Buffer.alloc(v.size);
-  await v.read(b, 0);
-  await v.close();
-  return b;
-}
 
 async function write(pool: Pool, volume: string, offset: number, fill: number, length: number): Promise<void> {
   const v = await pool.openVolume(volume);

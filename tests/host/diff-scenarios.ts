@@ -43,7 +43,7 @@ async function* once(b: Buffer): AsyncGenerator<Buffer> {
   for (let at = 0; at < b.length; at += 3001) yield b.subarray(at, at + 3001);
 }
 
-async function bytesOf(pool: Pool, volume: string): Promise<Buffer> {
+export async function bytesOf(pool: Pool, volume: string): Promise<Buffer> {
   const v = await pool.openVolume(volume, { readOnly: true });
   const b = Buffer.alloc(v.size);
   await v.read(b, 0);
