@@ -25,7 +25,8 @@ describe.skipIf(!tools)('snapshots of a volume that fio is writing', () => {
   let uri = '';
 
   beforeAll(async () => {
-    ({ pool } = await memoryPool({ deviceSize: 256 * MiB }));
+    // Sparse: each snapshot can pin up to the 32 MiB fio writes, so room for all of them and the copies.
+    ({ pool } = await memoryPool({ deviceSize: 1024 * MiB }));
     await pool.createVolume('vm', 48 * MiB);
     const source = new PoolExportSource([{ name: 'p', pool }], { readOnly: false, allowIncomplete: false, describe: () => '' });
     server = new NbdServer({ source });
@@ -47,7 +48,7 @@ describe.skipIf(!tools)('snapshots of a volume that fio is writing', () => {
     let running = true;
     void fio.finally(() => (running = false));
     const copies: Array<{ name: string; file: string }> = [];
-    for (let k = 0; running && k < 12; k++) {
+    for (let k = 0; running && k < 8; k++) {
       await new Promise((r) => setTimeout(r, 150));
       const name = `s${k}`;
       await createSnapshots(pool, [{ volume: 'vm', snapshot: name }]);
