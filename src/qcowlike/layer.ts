@@ -113,8 +113,7 @@ export class Layer {
    * entry in the copy marked inherited (the L1 block and any shared table
    * must be in memory). Synchronous.
    */
-  ownEntry(vc: number): EntryRef {
-    const ref = this.peek(vc);
+  ownEntry(vc: number, ref: EntryRef | null | undefined = this.peek(vc)): EntryRef {
     if (ref === null) return this.createTable(vc);
     if (ref === undefined) throw new Error(`internal: layer ${this.id} table of cluster ${vc} not in memory`);
     if (this.ownsTable(ref)) return ref;

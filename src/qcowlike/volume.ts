@@ -441,7 +441,8 @@ export class VolumeHandle implements Volume {
         const shared = this.layer.peek(vc);
         const keep = shared ? this.keptBits(shared, vc, aStart, aEnd) : 0;
         if (e <= s && !shared) continue;
-        const ref = this.layer.ownEntry(vc);
+        // The entry just peeked serves the common case (a table of the layer's own) without a second lookup.
+        const ref = this.layer.ownEntry(vc, shared);
         const { l2, at } = ref;
         let host = readHost(l2, at);
         const entry = before.subarray((vc - first) * E, (vc - first + 1) * E);
