@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RunningServer, ServerExit, ServerKind } from '../../bench/nbd-servers.js';
+import type { ServerExit, ServerKind } from '../../bench/nbd-servers.js';
 import { LinuxGuest } from '../support/guest.js';
 import { createGuestDisk, type GuestDisk } from '../support/guest-disk.js';
-import { consoleTail, type DriveCache, type GuestRun } from '../support/guest-qemu.js';
+import { expectGuestOk, expectPoolClean, expectStrataExit, withServer } from '../support/guest-expect.js';
+import { consoleTail, type DriveCache } from '../support/guest-qemu.js';
+import { GUEST_FILES, GUEST_TOOLS, missingTools } from '../support/guest-tools.js';
 import { diskOffsetOf, readBack } from '../support/guest-readback.js';
 import { scratchDir } from '../support/scratch.js';
 
@@ -24,23 +25,9 @@ if (!SERVER_KINDS.includes(serverKind)) {
 }
 const DISK_BYTES = 256 * 1024 * 1024;
 
-const TOOLS = ['qemu-system-x86_64', 'qemu-io', 'apt-get', 'apt-cache', 'dpkg-deb', 'ldd', 'nbdcopy', 'e2fsck', 'debugfs', 'dumpe2fs'];
-const FILES = ['/bin/busybox', '/sbin/mke2fs', '/sbin/e2fsck', '/etc/mke2fs.conf'];
 const serverTool: Record<ServerKind, string> = { strata: process.execPath, 'qemu-nbd': 'qemu-nbd', nbdkit: 'nbdkit' };
 
-function missingTools(): string[] {
-  const absent = [...TOOLS, serverTool[serverKind]].filter((t) => {
-    try {
-      execFileSync('sh', ['-c', `command -v "$1"`, 'sh', t], { stdio: 'ignore' });
-      return false;
-    } catch {
-      return true;
-    }
-  });
-  return [...absent, ...FILES.filter((f) => !fs.existsSync(f))];
-}
-
-const missing = missingTools();
+const missing = missingTools([...GUEST_TOOLS, 'qemu-io', 'dumpe2fs', serverTool[serverKind]], GUEST_FILES);
 // Locally a machine without QEMU skips; in CI a missing tool is a failure (see the first test).
 const skip = missing.length > 0 && process.env.CI !== 'true';
 if (skip) console.warn(`guest test skipped, missing: ${missing.join(', ')} (run scripts/test-deps.sh as root)`);
@@ -102,38 +89,8 @@ describe.skipIf(skip)(`a Linux guest on an NBD disk served by ${serverKind}`, ()
   });
 });
 
-/** Runs one guest boot against a fresh server process, so the second boot sees only what reached storage. */
-async function withServer<T>(disk: GuestDisk, body: (uri: string) => Promise<T>): Promise<{ result: T; exit: ServerExit }> {
-  const server: RunningServer = await disk.serve();
-  let result: T;
-  try {
-    result = await body(server.uri);
-  } catch (err) {
-    await server.stop();
-    throw err;
-  }
-  return { result, exit: await server.stop() };
-}
-
-function expectGuestOk(run: GuestRun, phase: string, files: number): void {
-  const why = `${phase} boot: verdict ${run.verdict ?? '(none)'}, qemu exit ${run.exitCode}` +
-    `${run.timedOut ? ', killed at the timeout' : ''} after ${run.elapsedMs} ms; console ends:\n${consoleTail(run)}`;
-  expect(run.verdict, why).toBe(`OK ${files}`);
-  expect(run.timedOut, why).toBe(false);
-  expect(run.exitCode, why).toBe(0);
-}
-
 /** Strata must exit 0 on SIGTERM; the reference servers' own habits are theirs. */
 function expectCleanExit(exit: ServerExit): void {
   if (serverKind !== 'strata') return;
-  expect({ code: exit.code, signal: exit.signal }, exit.stderr).toEqual({ code: 0, signal: null });
-}
-
-/** Every structure and checksum of the pool verifies (a raw file has nothing to check). */
-function expectPoolClean(disk: GuestDisk): void {
-  const check = disk.checkPool();
-  if (check === undefined) return;
-  expect(check.problems, JSON.stringify(check)).toEqual([]);
-  expect(check.clean).toBe(true);
-  expect(check.clustersChecked, 'the guest wrote data, so the pool holds clusters').toBeGreaterThan(0);
+  expectStrataExit(exit);
 }

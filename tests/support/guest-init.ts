@@ -1,12 +1,16 @@
-import { PATTERN_LENGTH, type PayloadFile, type PayloadSegment } from './guest-payload.js';
+import { PATTERN_LENGTH, ROUND_BYTES, ROUND_FROM_STEP, ROUND_KEEP, ROUND_STEP, type PayloadFile, type PayloadSegment } from './guest-payload.js';
 
 /**
  * The guest's /init: a busybox shell script that reads its phase from the
- * kernel command line (strata.phase=write|verify), does the work on /dev/vda
+ * kernel command line (strata.phase=write|verify|soak), does the work on /dev/vda
  * and ends with exactly one verdict line on the serial console,
  * `STRATA-GUEST: OK <files>` or `STRATA-GUEST: FAIL <why>`, then powers off.
  * Every payload checksum is printed as `STRATA-SUM <sha256> <name>` so the
- * host compares them with its own.
+ * host compares them with its own. The soak phase writes the payload, then
+ * one round file after another (`STRATA-ROUND <n>` after each is synced)
+ * until the console reads a line `stop`, so the host can move the disk or
+ * the VM while the guest writes; it then checks every file again from a
+ * fresh mount.
  */
 export interface GuestScript {
   /** Module paths inside the initramfs, in load order. */
@@ -15,6 +19,9 @@ export interface GuestScript {
   /** Bytes of a throw-away file written, deleted and trimmed between the payload files. */
   junkBytes: number;
 }
+
+/** Past this many rounds without a stop line the soak phase gives up: the host is gone. */
+const MAX_ROUNDS = 2000;
 
 /** The pattern blob's path inside the initramfs. */
 export const PATTERN_PATH = '/pattern.bin';
@@ -56,8 +63,7 @@ while [ ! -b /dev/vda ]; do
 done
 
 phase=$(sed -n 's/.*strata\\.phase=\\([a-z]*\\).*/\\1/p' /proc/cmdline)
-case "$phase" in
-write)
+write_payload() {
   # mke2fs discards the device and zeroes the inode tables and journal itself (TRIM, WRITE_ZEROES).
   /sbin/mke2fs -q -t ext4 -F -U ${FS_UUID} -E hash_seed=${HASH_SEED},lazy_itable_init=0,lazy_journal_init=0 /dev/vda \\
     || fail "mke2fs exit $?"
@@ -71,6 +77,22 @@ ${opts.files.slice(half).map(fileCommands).join('\n')}
   # Space freed in the middle of live data: a TRIM of the wrong range destroys a payload file.
   rm /mnt/junk && sync || fail "removing junk"
   fstrim -v /mnt || fail "fstrim exit $?"
+}
+# One round file (sizes and pattern offsets as roundFile() on the host computes them), the oldest kept one removed.
+write_round() {
+  f=rounds/r$1
+  len=$((${ROUND_BYTES} + $1 * ${ROUND_STEP}))
+  from=$(( ($1 * ${ROUND_FROM_STEP}) % ${PATTERN_LENGTH} ))
+  reps=$(( (len - (${PATTERN_LENGTH} - from) + ${PATTERN_LENGTH} - 1) / ${PATTERN_LENGTH}))
+  [ $reps -lt 0 ] && reps=0
+  truncate -s $len $f || fail "truncate $f"
+  seg $f 0 $len $from $reps
+  rm -f rounds/r$(($1 - ${ROUND_KEEP}))
+}
+
+case "$phase" in
+write)
+  write_payload
   sha256sum ${names.join(' ')} > /mnt/SHA256SUMS || fail "sha256sum"
   sync
   report_sums
@@ -78,6 +100,38 @@ ${opts.files.slice(half).map(fileCommands).join('\n')}
   umount /mnt || fail "umount"
   kernel_errors && fail "kernel reported errors"
   say "OK ${opts.files.length}"
+  ;;
+soak)
+  write_payload
+  mkdir -p /mnt/data/rounds || fail "mkdir rounds"
+  round=0
+  while :; do
+    round=$((round + 1))
+    [ $round -gt ${MAX_ROUNDS} ] && fail "no stop line on the console after ${MAX_ROUNDS} rounds"
+    write_round $round
+    sync
+    echo "STRATA-ROUND $round"
+    line=
+    read -t 0.2 line
+    [ "$line" = stop ] && break
+  done
+  fstrim /mnt || fail "fstrim after the rounds exit $?"
+  sha256sum ${names.join(' ')} rounds/* > /mnt/SHA256SUMS || fail "sha256sum"
+  sync
+  report_sums
+  echo "STRATA-ROUNDS $round"
+  cd /
+  umount /mnt || fail "umount"
+  # Nothing of the files stays cached: the check below reads what the disk holds now.
+  echo 3 > /proc/sys/vm/drop_caches
+  mount -t ext4 -o ro /dev/vda /mnt || fail "mount -o ro /dev/vda after the rounds"
+  cd /mnt/data || fail "cd /mnt/data"
+  sha256sum -c /mnt/SHA256SUMS > /tmp/check 2>&1 || { grep -v ': OK$' /tmp/check | head -5; fail "checksum mismatch"; }
+  listed=$(wc -l < /mnt/SHA256SUMS)
+  cd /
+  umount /mnt || fail "umount"
+  kernel_errors && fail "kernel reported errors"
+  say "OK $listed"
   ;;
 verify)
   /sbin/e2fsck -fn /dev/vda > /tmp/fsck 2>&1

@@ -99,3 +99,20 @@ export function sha256(data: Uint8Array): string {
 export function expectedSums(files: PayloadFile[], blob: Buffer): Map<string, string> {
   return new Map(files.map((f) => [f.name, sha256(expectedContent(f, blob))]));
 }
+
+/**
+ * The files the soak phase writes one after another until the host says stop:
+ * each a different length and a different cut of the pattern, and only the
+ * newest ROUND_KEEP kept, so later rounds reuse blocks earlier ones freed. A
+ * write lost while the disk moves leaves a block of an older file behind and
+ * changes a checksum.
+ */
+export const ROUND_BYTES = MiB + 13;
+export const ROUND_STEP = 4099;
+export const ROUND_FROM_STEP = 7919 * 37;
+export const ROUND_KEEP = 3;
+
+export function roundFile(round: number): PayloadFile {
+  const size = ROUND_BYTES + round * ROUND_STEP;
+  return { name: `rounds/r${round}`, size, segments: [{ at: 0, len: size, from: (round * ROUND_FROM_STEP) % PATTERN_LENGTH }] };
+}

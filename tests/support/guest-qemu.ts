@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
  * virtio disk, and a hard timeout on the host side. The verdict is read from
  * the serial console.
  */
-export type GuestPhase = 'write' | 'verify';
+export type GuestPhase = 'write' | 'verify' | 'soak';
 export type DriveCache = 'none' | 'writethrough';
 
 export interface GuestBoot {
@@ -17,6 +17,8 @@ export interface GuestBoot {
   cache: DriveCache;
   readonly: boolean;
   timeoutMs: number;
+  /** More QEMU options (a QMP socket, -incoming). */
+  extraArgs?: string[];
 }
 
 export interface GuestRun {
@@ -51,44 +53,102 @@ export function qemuArgs(boot: GuestBoot): string[] {
     '-initrd', boot.initrd,
     '-append', `console=ttyS0 panic=-1 loglevel=4 strata.phase=${boot.phase}`,
     '-drive', drive,
+    ...(boot.extraArgs ?? []),
   ];
 }
 
 export function bootGuest(boot: GuestBoot): Promise<GuestRun> {
+  return startVm(qemuArgs(boot), boot.timeoutMs).done;
+}
+
+/** A running qemu-system-x86_64 whose serial console the host reads and types into. */
+export interface GuestVm {
+  pid: number;
+  /** Everything the console printed so far. */
+  console(): string;
+  /** Resolves with the first match of `pattern` on the console (searched from the start), rejects on exit or timeout. */
+  waitFor(pattern: RegExp, timeoutMs: number): Promise<RegExpExecArray>;
+  /** Types one line on the serial console. */
+  send(line: string): void;
+  /** Resolves when QEMU has exited (killed at the hard timeout). */
+  done: Promise<GuestRun>;
+  kill(): void;
+}
+
+export function startVm(args: string[], timeoutMs: number): GuestVm {
   const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn('qemu-system-x86_64', qemuArgs(boot), { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    let timedOut = false;
-    child.stdout.on('data', (c: Buffer) => (output += c.toString('latin1')));
-    child.stderr.on('data', (c: Buffer) => (output += c.toString('latin1')));
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, boot.timeoutMs);
+  const child = spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let output = '';
+  let timedOut = false;
+  /** QEMU exited and its output is all read. */
+  let closed = false;
+  const watchers = new Set<() => void>();
+  const onOutput = (c: Buffer) => {
+    output += c.toString('latin1');
+    for (const w of [...watchers]) w();
+  };
+  child.stdout.on('data', onOutput);
+  child.stderr.on('data', onOutput);
+  // QEMU gone before it read a line typed for it is the test's business, not an unhandled error.
+  child.stdin.on('error', () => undefined);
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, timeoutMs);
+  const done = new Promise<GuestRun>((resolve, reject) => {
     child.once('error', (err) => {
       clearTimeout(timer);
       reject(new Error(`cannot run qemu-system-x86_64: ${err.message}`));
     });
     child.once('close', (code) => {
       clearTimeout(timer);
-      const lines = output.replace(/\r/g, '').split('\n');
-      const verdicts = lines.map((l) => /STRATA-GUEST: (.*)$/.exec(l)?.[1]).filter((v): v is string => v !== undefined);
-      const sums = new Map<string, string>();
-      for (const l of lines) {
-        const m = /STRATA-SUM ([0-9a-f]{64}) (.+)$/.exec(l);
-        if (m) sums.set(m[2], m[1]);
-      }
-      resolve({
-        verdict: verdicts.at(-1),
-        sums,
-        console: output,
-        exitCode: code,
-        timedOut,
-        elapsedMs: Date.now() - started,
-      });
+      closed = true;
+      for (const w of [...watchers]) w();
+      resolve({ ...parseConsole(output), console: output, exitCode: code, timedOut, elapsedMs: Date.now() - started });
     });
   });
+  const exited = () => child.exitCode !== null || child.signalCode !== null;
+  return {
+    pid: child.pid ?? -1,
+    console: () => output,
+    waitFor(pattern, waitMs) {
+      return new Promise((resolve, reject) => {
+        const tail = () => output.replace(/\r/g, '').split('\n').slice(-30).join('\n');
+        const finish = (settle: () => void) => {
+          clearTimeout(timer);
+          watchers.delete(check);
+          settle();
+        };
+        const check = () => {
+          const m = new RegExp(pattern.source, pattern.flags.replace('g', '')).exec(output.replace(/\r/g, ''));
+          if (m) finish(() => resolve(m));
+          else if (closed) finish(() => reject(new Error(`QEMU exited before the console showed ${pattern}; it ends:\n${tail()}`)));
+        };
+        const timer = setTimeout(() => finish(() => reject(new Error(`the console did not show ${pattern} within ${waitMs} ms; it ends:\n${tail()}`))), waitMs);
+        watchers.add(check);
+        check();
+      });
+    },
+    send(line) {
+      child.stdin.write(`${line}\n`);
+    },
+    done,
+    kill() {
+      if (!exited()) child.kill('SIGKILL');
+    },
+  };
+}
+
+/** The verdict (`OK <n>` or `FAIL <why>`) and the STRATA-SUM lines of a console. */
+export function parseConsole(output: string): { verdict: string | undefined; sums: Map<string, string> } {
+  const lines = output.replace(/\r/g, '').split('\n');
+  const verdicts = lines.map((l) => /STRATA-GUEST: (.*)$/.exec(l)?.[1]).filter((v): v is string => v !== undefined);
+  const sums = new Map<string, string>();
+  for (const l of lines) {
+    const m = /STRATA-SUM ([0-9a-f]{64}) (.+)$/.exec(l);
+    if (m) sums.set(m[2], m[1]);
+  }
+  return { verdict: verdicts.at(-1), sums };
 }
 
 /** The end of the console, for a failure message that shows what the guest saw. */

@@ -1,0 +1,92 @@
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LinuxGuest } from '../support/guest.js';
+import { createGuestDisk } from '../support/guest-disk.js';
+import { expectGuestOk, expectPoolClean, expectStrataExit, withServer } from '../support/guest-expect.js';
+import { lastRound, soakRounds } from '../support/guest-soak.js';
+import { GUEST_FILES, GUEST_TOOLS, missingTools } from '../support/guest-tools.js';
+import { readBack } from '../support/guest-readback.js';
+import { Qmp } from '../support/qmp.js';
+import { scratchDir } from '../support/scratch.js';
+
+/**
+ * QEMU's own live migration with a Strata export as the shared storage: a
+ * guest writes files under one qemu-system-x86_64, a second one started
+ * with `-incoming` is attached to the same export, QMP `migrate` hands the
+ * VM over while it writes (the source flushes and lets go of its disk at
+ * the hand-over), and the guest goes on in the second QEMU. Its files verify
+ * in the guest from a fresh mount, and on the host from the export.
+ */
+const DISK_BYTES = 256 * 1024 * 1024;
+
+const missing = missingTools(GUEST_TOOLS, GUEST_FILES);
+// Locally a machine without QEMU skips; in CI a missing tool is a failure (see the first test).
+const skip = missing.length > 0 && process.env.CI !== 'true';
+if (skip) console.warn(`guest migration test skipped, missing: ${missing.join(', ')} (run scripts/test-deps.sh as root)`);
+
+describe.skipIf(skip)('QEMU live migration of a guest on a Strata export (shared storage)', () => {
+  const scratch = scratchDir('guest-mig');
+  let guest: LinuxGuest;
+
+  beforeAll(() => {
+    if (missing.length > 0) return;
+    guest = LinuxGuest.prepare(scratch.dir);
+  });
+  afterAll(() => scratch.cleanup());
+
+  it('has every tool it needs', () => {
+    expect(missing, 'install them with scripts/test-deps.sh').toEqual([]);
+  });
+
+  it('hands a writing guest to a second QEMU on the same export, and every file verifies afterwards', async () => {
+    const disk = createGuestDisk('strata', scratch.dir, 'shared', DISK_BYTES);
+    const qmpA = path.join(scratch.dir, 'a.qmp');
+    const qmpB = path.join(scratch.dir, 'b.qmp');
+    const channel = path.join(scratch.dir, 'migrate.sock');
+    const served = await withServer(disk, async (uri) => {
+      const a = guest.soak(uri, 'none', ['-qmp', `unix:${qmpA},server=on,wait=off`]);
+      const b = guest.soak(uri, 'none', ['-qmp', `unix:${qmpB},server=on,wait=off`, '-incoming', `unix:${channel}`]);
+      const sockets: Qmp[] = [];
+      try {
+        await a.waitFor(/STRATA-ROUND 2\n/, 120_000);
+        const [sa, sb] = [await Qmp.connect(qmpA), await Qmp.connect(qmpB)];
+        sockets.push(sa, sb);
+        expect((await sb.execute<{ status: string }>('query-status')).status).toBe('inmigrate');
+        // The default 128 MiB/s cap only makes the copy of the guest's RAM take longer.
+        await sa.execute('migrate-set-parameters', { 'max-bandwidth': 4 * 1024 ** 3 });
+        await sa.execute('migrate', { uri: `unix:${channel}` });
+        const info = await sa.migrationEnd(90_000);
+        expect(info.status, info['error-desc']).toBe('completed');
+        const handedOver = lastRound(a.console());
+        expect((await sa.execute<{ status: string }>('query-status')).status).toBe('postmigrate');
+        expect((await sb.execute<{ status: string }>('query-status')).status).toBe('running');
+        // Two whole rounds written and synced by the second QEMU alone.
+        await b.waitFor(new RegExp(`STRATA-ROUND ${handedOver + 2}\n`), 60_000);
+        await sa.execute('quit').catch(() => undefined);
+        const runA = await a.done;
+        b.send('stop');
+        const runB = await b.done;
+        return { runA, runB, handedOver, migration: info };
+      } finally {
+        for (const s of sockets) s.close();
+        a.kill();
+        b.kill();
+      }
+    });
+    expectStrataExit(served.exit);
+    const { runA, runB, handedOver } = served.result;
+    expect(runA.exitCode, 'the source QEMU quits cleanly after the hand-over').toBe(0);
+    expect(runA.verdict, 'the source QEMU never ran the guest to its end').toBeUndefined();
+    const rounds = soakRounds(runB);
+    expect(rounds).toBeGreaterThanOrEqual(handedOver + 2);
+    const expected = guest.expectedAfterSoak(rounds);
+    expectGuestOk(runB, 'migrated guest', expected.size);
+    expect(runB.sums).toEqual(expected);
+
+    const host = await withServer(disk, (uri) => readBack(uri, scratch.dir));
+    expectStrataExit(host.exit);
+    expect(host.result.fsckExit, host.result.fsckOutput).toBe(0);
+    expect(host.result.sums).toEqual(expected);
+    expectPoolClean(disk);
+  });
+});
