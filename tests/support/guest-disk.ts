@@ -30,6 +30,8 @@ export interface GuestDisk {
   /** `strata pool check` of the volume's pool with no server running; undefined for a raw file. */
   checkPool(): PoolCheck | undefined;
   remove(): void;
+  /** Where the disk lives when it is a pool volume. */
+  volume?: PoolVolume;
 }
 
 const EXPORT = 'guest';
@@ -38,11 +40,7 @@ export function createGuestDisk(kind: ServerKind, dir: string, name: string, byt
   if (kind === 'strata') {
     const volume: PoolVolume = { home: path.join(dir, `${name}-home`), pool: 'pool', volume: EXPORT };
     createPoolVolume(volume, bytes, 2 * bytes);
-    return {
-      serve: () => serveVolume(volume),
-      checkPool: () => checkPool(volume),
-      remove: () => fs.rmSync(volume.home, { recursive: true, force: true }),
-    };
+    return poolDisk(volume);
   }
   const image = path.join(dir, `${name}.raw`);
   fs.writeFileSync(image, '');
@@ -51,6 +49,16 @@ export function createGuestDisk(kind: ServerKind, dir: string, name: string, byt
     serve: () => startServer(kind, image, { exportName: EXPORT }),
     checkPool: () => undefined,
     remove: () => fs.rmSync(image, { force: true }),
+  };
+}
+
+/** The disk of a volume that already exists (one a migration moved into another pool). */
+export function poolDisk(volume: PoolVolume): GuestDisk {
+  return {
+    serve: () => serveVolume(volume),
+    checkPool: () => checkPool(volume),
+    remove: () => fs.rmSync(volume.home, { recursive: true, force: true }),
+    volume,
   };
 }
 
