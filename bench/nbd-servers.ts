@@ -189,7 +189,7 @@ function announcedUri(child: ChildProcess, timeoutMs: number): Promise<string> {
 }
 
 /** A port the kernel just handed out; the tiny window before the server binds it is acceptable on loopback. */
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);

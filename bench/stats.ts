@@ -8,3 +8,7 @@ export function median(values: readonly number[]): number {
 export function fmtRate(v: number, unit: 'IOPS' | 'MB/s'): string {
   return unit === 'IOPS' ? `${(v / 1000).toFixed(1)}k` : v.toFixed(0);
 }
+
+export function markdownTable(header: string[], rows: string[][]): string {
+  return [header, header.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
+}

@@ -1,8 +1,7 @@
-import { execFile, execFileSync } from 'node:child_process';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
+import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { servePool, strataCli } from '../../bench/nbd-servers.js';
+import { migrateVolume, volumeNames } from '../../bench/migrate-cli.js';
+import { servePool, strataCli, type ServerExit } from '../../bench/nbd-servers.js';
 import { LinuxGuest } from '../support/guest.js';
 import { createGuestDisk, poolDisk, type GuestDisk } from '../support/guest-disk.js';
 import { expectGuestOk, expectPoolClean, expectStrataExit, withServer } from '../support/guest-expect.js';
@@ -11,8 +10,6 @@ import { lastRound, soakRounds } from '../support/guest-soak.js';
 import { GUEST_FILES, GUEST_TOOLS, missingTools } from '../support/guest-tools.js';
 import { readBack } from '../support/guest-readback.js';
 import { scratchDir } from '../support/scratch.js';
-
-const run = promisify(execFile);
 
 /**
  * Hot storage migration under a real guest: the guest writes files on a
@@ -61,31 +58,30 @@ describe.skipIf(skip || noMigrate)('a guest writing while its disk is hot-migrat
     const vm = guest.soak(server.uri, 'none');
     let migrated: { roundAtStart: number; roundAtEnd: number; output: string };
     let runGuest: GuestRun;
+    let served: ServerExit;
     try {
       await vm.waitFor(/STRATA-ROUND 2\n/, 120_000);
       const roundAtStart = lastRound(vm.console());
-      const { stdout, stderr } = await run(process.execPath, [strataCli(), '--home', home, 'migrate', `${SOURCE}/${volume}`, TARGET, '--online'], {
-        timeout: 120_000,
-      });
-      // Whether the command waits for the pivot or hands back a job, the source lets go of the volume in the end.
-      await pivoted(home, volume, 120_000);
-      migrated = { roundAtStart, roundAtEnd: lastRound(vm.console()), output: stdout + stderr };
+      const move = await migrateVolume(home, SOURCE, volume, TARGET, true, 120_000);
+      migrated = { roundAtStart, roundAtEnd: lastRound(vm.console()), output: move.output };
       await vm.waitFor(new RegExp(`STRATA-ROUND ${migrated.roundAtEnd + 2}\n`), 60_000);
       vm.send('stop');
       runGuest = await vm.done;
     } finally {
       vm.kill();
-      expectStrataExit(await server.stop());
+      served = await server.stop();
     }
+    expectStrataExit(served);
 
     const rounds = soakRounds(runGuest);
-    expect(rounds, migrated.output).toBeGreaterThanOrEqual(migrated.roundAtEnd + 2);
+    // What the guest wrote while the copy ran is in the message, for a failure's reader.
+    expect(rounds, `rounds ${migrated.roundAtStart}–${migrated.roundAtEnd} ran during the migration; it said: ${migrated.output}`).toBeGreaterThanOrEqual(migrated.roundAtEnd + 2);
     const expected = guest.expectedAfterSoak(rounds);
     expectGuestOk(runGuest, 'hot-migrated guest', expected.size);
     expect(runGuest.sums).toEqual(expected);
 
-    expect(volumeNames(home, SOURCE), 'the source pool gave the volume up').not.toContain(volume);
-    expect(volumeNames(home, TARGET)).toContain(volume);
+    expect(await volumeNames(home, SOURCE), 'the source pool gave the volume up').not.toContain(volume);
+    expect(await volumeNames(home, TARGET)).toContain(volume);
     const host = await withServer(target, (uri) => readBack(uri, scratch.dir));
     expectStrataExit(host.exit);
     expect(host.result.fsckExit, host.result.fsckOutput).toBe(0);
@@ -107,19 +103,3 @@ function cli(home: string, ...args: string[]): string {
   return execFileSync(process.execPath, [strataCli(), '--home', home, ...args], { encoding: 'utf8', stdio: 'pipe' });
 }
 
-function volumeNames(home: string, pool: string): string[] {
-  return (JSON.parse(cli(home, '--json', 'volume', 'list', pool)) as { name: string }[]).map((v) => v.name);
-}
-
-/**
- * Waits until the source pool, asked through the server's control socket, no
- * longer lists the volume: the pivot is durable and the source freed. (The
- * target is looked at once the server is gone.)
- */
-async function pivoted(home: string, volume: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (volumeNames(home, SOURCE).includes(volume)) {
-    if (Date.now() > deadline) throw new Error(`after ${timeoutMs} ms ${SOURCE} still holds the volume; jobs:\n${cli(home, 'job', 'list', SOURCE)}`);
-    await sleep(250);
-  }
-}

@@ -6,7 +6,7 @@ import { expectGuestOk, expectPoolClean, expectStrataExit, withServer } from '..
 import { lastRound, soakRounds } from '../support/guest-soak.js';
 import { GUEST_FILES, GUEST_TOOLS, missingTools } from '../support/guest-tools.js';
 import { readBack } from '../support/guest-readback.js';
-import { Qmp } from '../support/qmp.js';
+import { Qmp } from '../../bench/qmp.js';
 import { scratchDir } from '../support/scratch.js';
 
 /**

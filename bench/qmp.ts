@@ -74,6 +74,19 @@ export class Qmp {
     }
   }
 
+  /** Polls `query-block-jobs` until `done` holds for the list; throws when a job reports an error. */
+  async waitForJob(done: (jobs: BlockJobInfo[]) => boolean, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const jobs = await this.execute<BlockJobInfo[]>('query-block-jobs');
+      const failed = jobs.find((j) => j.error !== undefined);
+      if (failed) throw new Error(`block job ${failed.device}: ${failed.error}`);
+      if (done(jobs)) return;
+      if (Date.now() > deadline) throw new Error(`block jobs not done after ${timeoutMs} ms: ${JSON.stringify(jobs)}`);
+      await sleep(50);
+    }
+  }
+
   close(): void {
     this.socket.destroy();
   }
@@ -125,6 +138,16 @@ export interface MigrationInfo {
   'total-time'?: number;
   downtime?: number;
   ram?: { transferred: number; 'dirty-sync-count': number };
+}
+
+export interface BlockJobInfo {
+  /** The job id (QEMU calls it device for block jobs). */
+  device: string;
+  ready: boolean;
+  status: string;
+  offset: number;
+  len: number;
+  error?: string;
 }
 
 interface QmpMessage {
