@@ -5,11 +5,11 @@
  * under fio load, and merge / flatten throughput with the client's IOPS
  * during them. Markdown on stdout, every sample in a JSON file.
  */
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { formatSize, parseSize } from '../bin/size.js';
+import { BENCH_RUN_FLAGS, benchMain, inBenchDir, optionReaders, type BenchRunOptions } from './bench-main.js';
 import { defaultCases, runCreateBench } from './chain-create.js';
 import { runDepthBench, type DepthOptions } from './chain-depth.js';
 import { runOnlineBench } from './chain-online.js';
@@ -19,7 +19,7 @@ export type Part = 'create' | 'depth' | 'online';
 const PARTS: Part[] = ['create', 'depth', 'online'];
 
 /** The depth part's options (but where it works) and the others'. */
-export interface ChainsOptions extends Omit<DepthOptions, 'dir'> {
+export interface ChainsOptions extends Omit<DepthOptions, 'dir'>, BenchRunOptions {
   parts: Part[];
   quick: boolean;
   createCount: number;
@@ -79,24 +79,14 @@ export function parseChainsArgs(argv: string[]): ChainsOptions | 'help' {
       'online-rounds': { type: 'string' },
       'online-runtime': { type: 'string' },
       seed: { type: 'string', default: '1' },
-      dir: { type: 'string' },
-      out: { type: 'string' },
-      json: { type: 'boolean', default: false },
-      keep: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
+      ...BENCH_RUN_FLAGS,
     },
     strict: true,
     allowPositionals: false,
   });
   if (values.help) return 'help';
   const quick = values.quick;
-  const whole = (name: string, text: string | undefined, full: number, fast: number, min = 1): number => {
-    if (text === undefined) return quick ? fast : full;
-    const n = Number(text);
-    if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${name} must be a whole number ≥ ${min}, not '${text}'`);
-    return n;
-  };
-  const size = (text: string | undefined, full: string, fast: string): number => parseSize(text ?? (quick ? fast : full));
+  const { whole, size } = optionReaders(quick, parseSize);
   const parts = values.parts
     ? values.parts.split(',').map((p) => {
         const part = PARTS.find((x) => x === p.trim());
@@ -138,15 +128,13 @@ export function parseChainsArgs(argv: string[]): ChainsOptions | 'help' {
 }
 
 export async function runChainsBench(o: ChainsOptions, log: (line: string) => void): Promise<ChainsReport> {
-  const made = o.dir === undefined;
-  const dir = o.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'strata-chains-'));
-  fs.mkdirSync(dir, { recursive: true });
   const report: ChainsReport = {
     date: '',
     host: { cpus: os.cpus().length, load: [] },
-    options: { ...o, dir },
+    options: { ...o },
   };
-  try {
+  await inBenchDir(o, 'chains', log, async (dir) => {
+    report.options.dir = dir;
     if (o.parts.includes('create')) {
       report.create = await runCreateBench(dir, defaultCases(o.createSizes[0], o.createSizes[1], o.createWritten), o.createCount, log);
     }
@@ -158,32 +146,14 @@ export async function runChainsBench(o: ChainsOptions, log: (line: string) => vo
       const online = await runOnlineBench({ dir, size: o.onlineSize, rounds: o.onlineRounds, runtimeSec: o.onlineRuntimeSec, snapshotEverySec: 1 }, log);
       report.online = { ...online, size: o.onlineSize, rounds: o.onlineRounds, runtimeSec: o.onlineRuntimeSec };
     }
-  } finally {
-    if (made && !o.keep) fs.rmSync(dir, { recursive: true, force: true });
-    else if (made) log(`pools and images kept in ${dir}`);
-  }
+  });
   report.date = new Date().toISOString();
   report.host.load = os.loadavg();
   return report;
 }
 
-export async function main(argv: string[]): Promise<number> {
-  try {
-    const opts = parseChainsArgs(argv);
-    if (opts === 'help') {
-      process.stdout.write(`${USAGE}\n`);
-      return 0;
-    }
-    const report = await runChainsBench(opts, (line) => process.stderr.write(`${line}\n`));
-    fs.mkdirSync(path.dirname(path.resolve(opts.out)), { recursive: true });
-    const json = `${JSON.stringify(report, null, 2)}\n`;
-    fs.writeFileSync(opts.out, json);
-    process.stdout.write(opts.json ? json : `${markdownReport(report)}\n\nJSON: ${opts.out}\n`);
-    return 0;
-  } catch (err) {
-    process.stderr.write(`bench:chains: ${err instanceof Error ? err.message : String(err)}\n`);
-    return 1;
-  }
+export function main(argv: string[]): Promise<number> {
+  return benchMain({ name: 'bench:chains', usage: USAGE, parse: parseChainsArgs, run: runChainsBench, markdown: markdownReport }, argv);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) process.exitCode = await main(process.argv.slice(2));

@@ -7,11 +7,11 @@
  * IOPS before, during and after, its worst latency, the migration's time.
  * Markdown on stdout, every sample in a JSON file.
  */
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseSize } from '../bin/size.js';
+import { BENCH_RUN_FLAGS, benchMain, inBenchDir, optionReaders, type BenchRunOptions } from './bench-main.js';
 import type { LoadJob } from './fio-clat.js';
 import { runColdBench } from './migrate-cold.js';
 import { writeDataImage } from './migrate-data.js';
@@ -22,7 +22,7 @@ export type Part = 'cold' | 'hot';
 const PARTS: Part[] = ['cold', 'hot'];
 const JOBS: LoadJob[] = ['randwrite', 'randrw'];
 
-export interface MigrateOptions {
+export interface MigrateOptions extends BenchRunOptions {
   parts: Part[];
   quick: boolean;
   size: number;
@@ -34,10 +34,6 @@ export interface MigrateOptions {
   runtimeSec: number;
   startSec: number;
   seed: number;
-  dir: string | undefined;
-  out: string;
-  json: boolean;
-  keep: boolean;
 }
 
 const USAGE = `usage: npm run bench:migrate -- [options]      (node dist/bench/migrate.js)
@@ -75,24 +71,14 @@ export function parseMigrateArgs(argv: string[]): MigrateOptions | 'help' {
       runtime: { type: 'string' },
       start: { type: 'string' },
       seed: { type: 'string', default: '1' },
-      dir: { type: 'string' },
-      out: { type: 'string' },
-      json: { type: 'boolean', default: false },
-      keep: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
+      ...BENCH_RUN_FLAGS,
     },
     strict: true,
     allowPositionals: false,
   });
   if (values.help) return 'help';
   const quick = values.quick;
-  const whole = (name: string, text: string | undefined, full: number, fast: number, min = 1): number => {
-    if (text === undefined) return quick ? fast : full;
-    const n = Number(text);
-    if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${name} must be a whole number ≥ ${min}, not '${text}'`);
-    return n;
-  };
-  const size = (text: string | undefined, full: string, fast: string): number => parseSize(text ?? (quick ? fast : full));
+  const { whole, size } = optionReaders(quick, parseSize);
   const list = <T extends string>(name: string, text: string | undefined, all: readonly T[], fallback: T[]): T[] => {
     if (text === undefined) return fallback;
     const picked = text.split(',').map((p) => {
@@ -130,11 +116,9 @@ export function parseMigrateArgs(argv: string[]): MigrateOptions | 'help' {
 }
 
 export async function runMigrateBench(o: MigrateOptions, log: (line: string) => void): Promise<MigrateReport> {
-  const made = o.dir === undefined;
-  const dir = o.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'strata-migrate-'));
-  fs.mkdirSync(dir, { recursive: true });
-  const report: MigrateReport = { date: '', host: { cpus: os.cpus().length, load: [] }, options: { ...o, dir } };
-  try {
+  const report: MigrateReport = { date: '', host: { cpus: os.cpus().length, load: [] }, options: { ...o } };
+  await inBenchDir(o, 'migrate', log, async (dir) => {
+    report.options.dir = dir;
     if (o.parts.includes('cold')) {
       const image = writeDataImage(path.join(dir, 'cold.raw'), o.size, o.data, o.seed);
       report.cold = await runColdBench(dir, image, o.rounds, log);
@@ -143,32 +127,14 @@ export async function runMigrateBench(o: MigrateOptions, log: (line: string) => 
       const image = writeDataImage(path.join(dir, 'hot.raw'), o.hotSize, o.hotData, o.seed + 1);
       report.hot = await runHotBench({ dir, image, jobs: o.jobs, rounds: o.rounds, runtimeSec: o.runtimeSec, startSec: o.startSec }, log);
     }
-  } finally {
-    if (made && !o.keep) fs.rmSync(dir, { recursive: true, force: true });
-    else if (made) log(`pools and images kept in ${dir}`);
-  }
+  });
   report.date = new Date().toISOString();
   report.host.load = os.loadavg();
   return report;
 }
 
-export async function main(argv: string[]): Promise<number> {
-  try {
-    const opts = parseMigrateArgs(argv);
-    if (opts === 'help') {
-      process.stdout.write(`${USAGE}\n`);
-      return 0;
-    }
-    const report = await runMigrateBench(opts, (line) => process.stderr.write(`${line}\n`));
-    fs.mkdirSync(path.dirname(path.resolve(opts.out)), { recursive: true });
-    const json = `${JSON.stringify(report, null, 2)}\n`;
-    fs.writeFileSync(opts.out, json);
-    process.stdout.write(opts.json ? json : `${markdownReport(report)}\n\nJSON: ${opts.out}\n`);
-    return 0;
-  } catch (err) {
-    process.stderr.write(`bench:migrate: ${err instanceof Error ? err.message : String(err)}\n`);
-    return 1;
-  }
+export function main(argv: string[]): Promise<number> {
+  return benchMain({ name: 'bench:migrate', usage: USAGE, parse: parseMigrateArgs, run: runMigrateBench, markdown: markdownReport }, argv);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) process.exitCode = await main(process.argv.slice(2));

@@ -1,13 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { ServerExit, ServerKind } from '../../bench/nbd-servers.js';
-import { LinuxGuest } from '../support/guest.js';
 import { createGuestDisk, type GuestDisk } from '../support/guest-disk.js';
 import { expectGuestOk, expectPoolClean, expectStrataExit, withServer } from '../support/guest-expect.js';
 import { consoleTail, type DriveCache } from '../support/guest-qemu.js';
 import { GUEST_FILES, GUEST_TOOLS, missingTools } from '../support/guest-tools.js';
 import { diskOffsetOf, readBack } from '../support/guest-readback.js';
-import { scratchDir } from '../support/scratch.js';
+import { guestSuite, guestToolsSkip } from '../support/guest-suite.js';
 
 /**
  * A real Linux guest on an NBD disk: it makes ext4, writes files of known
@@ -28,29 +27,17 @@ const DISK_BYTES = 256 * 1024 * 1024;
 const serverTool: Record<ServerKind, string> = { strata: process.execPath, 'qemu-nbd': 'qemu-nbd', nbdkit: 'nbdkit' };
 
 const missing = missingTools([...GUEST_TOOLS, 'qemu-io', 'dumpe2fs', serverTool[serverKind]], GUEST_FILES);
-// Locally a machine without QEMU skips; in CI a missing tool is a failure (see the first test).
-const skip = missing.length > 0 && process.env.CI !== 'true';
-if (skip) console.warn(`guest test skipped, missing: ${missing.join(', ')} (run scripts/test-deps.sh as root)`);
+const skip = guestToolsSkip(missing, 'guest test');
 
 describe.skipIf(skip)(`a Linux guest on an NBD disk served by ${serverKind}`, () => {
-  const scratch = scratchDir('guest');
-  let guest: LinuxGuest;
+  const suite = guestSuite('guest', missing);
   /** The disk the cache=none run wrote and verified, for the tampering check. */
   let verifiedDisk: GuestDisk | undefined;
 
-  beforeAll(() => {
-    if (missing.length > 0) return;
-    guest = LinuxGuest.prepare(scratch.dir);
-  });
-  afterAll(() => scratch.cleanup());
-
-  it('has every tool it needs', () => {
-    expect(missing, 'install them with scripts/test-deps.sh').toEqual([]);
-  });
-
   for (const cache of ['none', 'writethrough'] as DriveCache[]) {
     it(`keeps every file of an ext4 file system across power-off and a read-only reboot (cache=${cache})`, async () => {
-      const disk = createGuestDisk(serverKind, scratch.dir, `disk-${cache}`, DISK_BYTES);
+      const guest = suite.guest();
+      const disk = createGuestDisk(serverKind, suite.dir, `disk-${cache}`, DISK_BYTES);
 
       const write = await withServer(disk, (uri) => guest.write(uri, cache));
       expectGuestOk(write.result, 'write', guest.fileCount);
@@ -59,7 +46,7 @@ describe.skipIf(skip)(`a Linux guest on an NBD disk served by ${serverKind}`, ()
 
       const verify = await withServer(disk, async (uri) => ({
         guest: await guest.verify(uri, cache),
-        host: await readBack(uri, scratch.dir),
+        host: await readBack(uri, suite.dir),
       }));
       expectGuestOk(verify.result.guest, 'verify', guest.fileCount);
       expectCleanExit(verify.exit);
@@ -73,10 +60,11 @@ describe.skipIf(skip)(`a Linux guest on an NBD disk served by ${serverKind}`, ()
   }
 
   it('notices one block of one file changed behind the file system\'s back', async () => {
+    const guest = suite.guest();
     expect(verifiedDisk, 'needs the disk the cache=none run verified').toBeDefined();
     const disk = verifiedDisk as GuestDisk;
     await withServer(disk, async (uri) => {
-      const offset = await diskOffsetOf(uri, scratch.dir, '/data/sixteen-mib', 100);
+      const offset = await diskOffsetOf(uri, suite.dir, '/data/sixteen-mib', 100);
       execFileSync('qemu-io', ['-f', 'raw', '-c', `write -P 0x5a ${offset} 4096`, uri], { stdio: 'pipe' });
     });
     const verify = await withServer(disk, (uri) => guest.verify(uri, 'none'));

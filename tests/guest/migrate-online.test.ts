@@ -1,15 +1,14 @@
 import { execFileSync } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { migrateVolume, volumeNames } from '../../bench/migrate-cli.js';
 import { servePool, strataCli, type ServerExit } from '../../bench/nbd-servers.js';
-import { LinuxGuest } from '../support/guest.js';
 import { createGuestDisk, poolDisk, type GuestDisk } from '../support/guest-disk.js';
 import { expectGuestOk, expectPoolClean, expectStrataExit, withServer } from '../support/guest-expect.js';
 import type { GuestRun } from '../support/guest-qemu.js';
 import { lastRound, soakRounds } from '../support/guest-soak.js';
 import { GUEST_FILES, GUEST_TOOLS, missingTools } from '../support/guest-tools.js';
 import { readBack } from '../support/guest-readback.js';
-import { scratchDir } from '../support/scratch.js';
+import { guestSuite, guestToolsSkip } from '../support/guest-suite.js';
 
 /**
  * Hot storage migration under a real guest: the guest writes files on a
@@ -25,29 +24,17 @@ const SOURCE = 'pool';
 const TARGET = 'pool2';
 
 const missing = missingTools(GUEST_TOOLS, GUEST_FILES);
-// Locally a machine without QEMU skips; in CI a missing tool is a failure (see the first test).
-const skip = missing.length > 0 && process.env.CI !== 'true';
-if (skip) console.warn(`guest hot-migration test skipped, missing: ${missing.join(', ')} (run scripts/test-deps.sh as root)`);
+const skip = guestToolsSkip(missing, 'guest hot-migration test');
 // Until the built CLI has `strata migrate`, there is nothing to test yet (in CI too).
 const noMigrate = !hasMigrate();
 if (noMigrate) console.warn('guest hot-migration test skipped: this build of strata has no `migrate` command');
 
 describe.skipIf(skip || noMigrate)('a guest writing while its disk is hot-migrated to another pool', () => {
-  const scratch = scratchDir('guest-hot');
-  let guest: LinuxGuest;
-
-  beforeAll(() => {
-    if (missing.length > 0) return;
-    guest = LinuxGuest.prepare(scratch.dir);
-  });
-  afterAll(() => scratch.cleanup());
-
-  it('has every tool it needs', () => {
-    expect(missing, 'install them with scripts/test-deps.sh').toEqual([]);
-  });
+  const suite = guestSuite('guest-hot', missing);
 
   it('keeps writing through `strata migrate --online`, and every file is in the new pool afterwards', async () => {
-    const source = createGuestDisk('strata', scratch.dir, 'hot', DISK_BYTES);
+    const guest = suite.guest();
+    const source = createGuestDisk('strata', suite.dir, 'hot', DISK_BYTES);
     if (!source.volume) throw new Error('a Strata guest disk is a pool volume');
     const { home, volume } = source.volume;
     cli(home, 'pool', 'create', TARGET, '--size', String(2 * DISK_BYTES));
@@ -82,7 +69,7 @@ describe.skipIf(skip || noMigrate)('a guest writing while its disk is hot-migrat
 
     expect(await volumeNames(home, SOURCE), 'the source pool gave the volume up').not.toContain(volume);
     expect(await volumeNames(home, TARGET)).toContain(volume);
-    const host = await withServer(target, (uri) => readBack(uri, scratch.dir));
+    const host = await withServer(target, (uri) => readBack(uri, suite.dir));
     expectStrataExit(host.exit);
     expect(host.result.fsckExit, host.result.fsckOutput).toBe(0);
     expect(host.result.sums).toEqual(expected);

@@ -1,13 +1,12 @@
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LinuxGuest } from '../support/guest.js';
+import { describe, expect, it } from 'vitest';
 import { createGuestDisk } from '../support/guest-disk.js';
 import { expectGuestOk, expectPoolClean, expectStrataExit, withServer } from '../support/guest-expect.js';
 import { lastRound, soakRounds } from '../support/guest-soak.js';
 import { GUEST_FILES, GUEST_TOOLS, missingTools } from '../support/guest-tools.js';
 import { readBack } from '../support/guest-readback.js';
 import { Qmp } from '../../bench/qmp.js';
-import { scratchDir } from '../support/scratch.js';
+import { guestSuite, guestToolsSkip } from '../support/guest-suite.js';
 
 /**
  * QEMU's own live migration with a Strata export as the shared storage: a
@@ -20,29 +19,17 @@ import { scratchDir } from '../support/scratch.js';
 const DISK_BYTES = 256 * 1024 * 1024;
 
 const missing = missingTools(GUEST_TOOLS, GUEST_FILES);
-// Locally a machine without QEMU skips; in CI a missing tool is a failure (see the first test).
-const skip = missing.length > 0 && process.env.CI !== 'true';
-if (skip) console.warn(`guest migration test skipped, missing: ${missing.join(', ')} (run scripts/test-deps.sh as root)`);
+const skip = guestToolsSkip(missing, 'guest migration test');
 
 describe.skipIf(skip)('QEMU live migration of a guest on a Strata export (shared storage)', () => {
-  const scratch = scratchDir('guest-mig');
-  let guest: LinuxGuest;
-
-  beforeAll(() => {
-    if (missing.length > 0) return;
-    guest = LinuxGuest.prepare(scratch.dir);
-  });
-  afterAll(() => scratch.cleanup());
-
-  it('has every tool it needs', () => {
-    expect(missing, 'install them with scripts/test-deps.sh').toEqual([]);
-  });
+  const suite = guestSuite('guest-mig', missing);
 
   it('hands a writing guest to a second QEMU on the same export, and every file verifies afterwards', async () => {
-    const disk = createGuestDisk('strata', scratch.dir, 'shared', DISK_BYTES);
-    const qmpA = path.join(scratch.dir, 'a.qmp');
-    const qmpB = path.join(scratch.dir, 'b.qmp');
-    const channel = path.join(scratch.dir, 'migrate.sock');
+    const guest = suite.guest();
+    const disk = createGuestDisk('strata', suite.dir, 'shared', DISK_BYTES);
+    const qmpA = path.join(suite.dir, 'a.qmp');
+    const qmpB = path.join(suite.dir, 'b.qmp');
+    const channel = path.join(suite.dir, 'migrate.sock');
     const served = await withServer(disk, async (uri) => {
       const a = guest.soak(uri, 'none', ['-qmp', `unix:${qmpA},server=on,wait=off`]);
       const b = guest.soak(uri, 'none', ['-qmp', `unix:${qmpB},server=on,wait=off`, '-incoming', `unix:${channel}`]);
@@ -83,7 +70,7 @@ describe.skipIf(skip)('QEMU live migration of a guest on a Strata export (shared
     expectGuestOk(runB, 'migrated guest', expected.size);
     expect(runB.sums).toEqual(expected);
 
-    const host = await withServer(disk, (uri) => readBack(uri, scratch.dir));
+    const host = await withServer(disk, (uri) => readBack(uri, suite.dir));
     expectStrataExit(host.exit);
     expect(host.result.fsckExit, host.result.fsckOutput).toBe(0);
     expect(host.result.sums).toEqual(expected);

@@ -1,0 +1,32 @@
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { LinuxGuest } from './guest.js';
+import { scratchDir } from './scratch.js';
+
+/**
+ * The frame of a guest test file: its scratch folder, the guest prepared
+ * once, and a first test that fails in CI when a tool is missing (locally
+ * the file skips; see `guestToolsSkip`). Call inside the describe block.
+ */
+export function guestSuite(prefix: string, missing: string[]): { dir: string; guest: () => LinuxGuest } {
+  const scratch = scratchDir(prefix);
+  let guest: LinuxGuest | undefined;
+  beforeAll(() => {
+    if (missing.length > 0) return;
+    guest = LinuxGuest.prepare(scratch.dir);
+  });
+  afterAll(() => scratch.cleanup());
+  it('has every tool it needs', () => {
+    expect(missing, 'install them with scripts/test-deps.sh').toEqual([]);
+  });
+  return {
+    dir: scratch.dir,
+    guest: () => guest ?? expect.unreachable('the guest was not prepared (a tool is missing)'),
+  };
+}
+
+/** Locally a machine without QEMU skips; in CI a missing tool is a failure (the suite's first test). */
+export function guestToolsSkip(missing: string[], what: string): boolean {
+  const skip = missing.length > 0 && process.env.CI !== 'true';
+  if (skip) console.warn(`${what} skipped, missing: ${missing.join(', ')} (run scripts/test-deps.sh as root)`);
+  return skip;
+}
