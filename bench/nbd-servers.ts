@@ -122,9 +122,20 @@ async function startStrata(args: string[], readyTimeoutMs: number): Promise<Runn
   return running('strata', uri, child, stderr);
 }
 
+/** Every server started and not yet gone, for a caller that must not leave one behind (a test that timed out). */
+const live = new Set<ChildProcess>();
+
+export function killAllServers(): void {
+  for (const child of live) child.kill('SIGKILL');
+}
+
 function running(kind: ServerKind, uri: string, child: ChildProcess, stderr: () => string): RunningServer {
+  live.add(child);
   const exited = new Promise<ServerExit>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal, stderr: stderr() }));
+    child.once('exit', (code, signal) => {
+      live.delete(child);
+      resolve({ code, signal, stderr: stderr() });
+    });
   });
   return {
     kind,

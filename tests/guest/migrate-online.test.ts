@@ -20,6 +20,8 @@ import { guestSuite, guestToolsSkip } from '../support/guest-suite.js';
  * it, and both pools check clean.
  */
 const DISK_BYTES = 256 * 1024 * 1024;
+/** Under a minute on an idle machine; TCG on a loaded one takes several times that. */
+const TEST_TIMEOUT_MS = 300_000;
 const SOURCE = 'pool';
 const TARGET = 'pool2';
 
@@ -47,7 +49,7 @@ describe.skipIf(skip || noMigrate)('a guest writing while its disk is hot-migrat
     let runGuest: GuestRun;
     let served: ServerExit;
     try {
-      await vm.waitFor(/STRATA-ROUND 2\n/, 120_000);
+      await vm.waitFor(/STRATA-ROUND 2\n/, 150_000);
       const roundAtStart = lastRound(vm.console());
       const move = await migrateVolume(home, SOURCE, volume, TARGET, true, 120_000);
       migrated = { roundAtStart, roundAtEnd: lastRound(vm.console()), output: move.output };
@@ -75,7 +77,7 @@ describe.skipIf(skip || noMigrate)('a guest writing while its disk is hot-migrat
     expect(host.result.sums).toEqual(expected);
     expectPoolClean(target);
     expectPoolClean(source, false);
-  });
+  }, TEST_TIMEOUT_MS);
 });
 
 function hasMigrate(): boolean {

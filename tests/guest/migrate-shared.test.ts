@@ -17,6 +17,8 @@ import { guestSuite, guestToolsSkip } from '../support/guest-suite.js';
  * in the guest from a fresh mount, and on the host from the export.
  */
 const DISK_BYTES = 256 * 1024 * 1024;
+/** Under a minute on an idle machine; TCG on a loaded one takes several times that. */
+const TEST_TIMEOUT_MS = 300_000;
 
 const missing = missingTools(GUEST_TOOLS, GUEST_FILES);
 const skip = guestToolsSkip(missing, 'guest migration test');
@@ -35,7 +37,7 @@ describe.skipIf(skip)('QEMU live migration of a guest on a Strata export (shared
       const b = guest.soak(uri, 'none', ['-qmp', `unix:${qmpB},server=on,wait=off`, '-incoming', `unix:${channel}`]);
       const sockets: Qmp[] = [];
       try {
-        await a.waitFor(/STRATA-ROUND 2\n/, 120_000);
+        await a.waitFor(/STRATA-ROUND 2\n/, 150_000);
         const [sa, sb] = [await Qmp.connect(qmpA), await Qmp.connect(qmpB)];
         sockets.push(sa, sb);
         expect((await sb.execute<{ status: string }>('query-status')).status).toBe('inmigrate');
@@ -75,5 +77,5 @@ describe.skipIf(skip)('QEMU live migration of a guest on a Strata export (shared
     expect(host.result.fsckExit, host.result.fsckOutput).toBe(0);
     expect(host.result.sums).toEqual(expected);
     expectPoolClean(disk);
-  });
+  }, TEST_TIMEOUT_MS);
 });

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 
 /**
  * Boots the guest under qemu-system-x86_64 with software emulation (the KVM
@@ -75,9 +75,18 @@ export interface GuestVm {
   kill(): void;
 }
 
+/** Every QEMU started and not yet gone, so that a test that timed out does not leave its VMs running. */
+const live = new Set<ChildProcess>();
+
+export function killAllVms(): void {
+  for (const child of live) child.kill('SIGKILL');
+}
+
 export function startVm(args: string[], timeoutMs: number): GuestVm {
   const started = Date.now();
   const child = spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  live.add(child);
+  child.once('exit', () => live.delete(child));
   let output = '';
   let timedOut = false;
   /** QEMU exited and its output is all read. */

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { killAllServers } from '../../bench/nbd-servers.js';
 import { LinuxGuest } from './guest.js';
+import { killAllVms } from './guest-qemu.js';
 import { scratchDir } from './scratch.js';
 
 /**
@@ -14,7 +16,12 @@ export function guestSuite(prefix: string, missing: string[]): { dir: string; gu
     if (missing.length > 0) return;
     guest = LinuxGuest.prepare(scratch.dir);
   });
-  afterAll(() => scratch.cleanup());
+  afterAll(() => {
+    // Left running only when a test timed out before its own clean-up.
+    killAllVms();
+    killAllServers();
+    scratch.cleanup();
+  });
   it('has every tool it needs', () => {
     expect(missing, 'install them with scripts/test-deps.sh').toEqual([]);
   });
