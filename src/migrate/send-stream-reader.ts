@@ -95,7 +95,7 @@ export class SendStreamReader {
     return { index, bytes: this.sectionBytes(index, head) };
   }
 
-  private async *sectionBytes(index: number, first: { type: number; length: number }): AsyncGenerator<Buffer> {
+  private async *sectionBytes(index: number, first: { type: number; section: number; length: number }): AsyncGenerator<Buffer> {
     let head = first;
     for (;;) {
       if (head.type === FRAME_FINISH) {

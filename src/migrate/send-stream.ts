@@ -112,6 +112,6 @@ export function checkManifest(raw: unknown, fail: (m: string) => Error): asserts
   if (typeof r.temporary !== 'boolean') throw fail("'temporary' is missing");
   if (r.resume !== null) {
     const res = r.resume as Record<string, unknown>;
-    if (typeof res !== 'object' || !Number.isSafeInteger(res.section) || !Number.isSafeInteger(res.through) || (res.section as number) < 0 || (res.section as number) >= r.sections.length || (res.through as number) < 0) throw fail("'resume' is not a resume point");
+    if (typeof res !== 'object' || !Number.isSafeInteger(res.section) || !Number.isSafeInteger(res.through) || (res.section as number) < 0 || (res.section as number) > r.sections.length || (res.through as number) < 0) throw fail("'resume' is not a resume point");
   }
 }

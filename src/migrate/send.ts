@@ -48,7 +48,7 @@ export async function sendChain(pool: Pool, poolName: string, req: { volume: str
     const t = decodeToken(req.resume);
     if (t.volume !== req.volume || t.to !== req.to || t.from !== req.from) throw new AdminError('EINVAL', `the resume token is for ${t.volume}@${t.to}${t.from ? ` from @${t.from}` : ''}, not ${req.volume}@${req.to}${req.from ? ` from @${req.from}` : ''}`);
     if (t.stream !== plan.stream) throw new AdminError('EINVAL', `the resume token is for another stream of ${poolName}/${req.volume}@${req.to} (its history changed since: a snapshot was deleted or made again)`);
-    if (t.section >= plan.steps.length) throw new AdminError('EINVAL', `the resume token names section ${t.section}; the stream has ${plan.steps.length}`);
+    if (t.section > plan.steps.length) throw new AdminError('EINVAL', `the resume token names section ${t.section}; the stream has ${plan.steps.length}`);
     resume = { section: t.section, through: t.through };
   }
   const manifest: SendManifest = {
