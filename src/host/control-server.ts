@@ -10,6 +10,7 @@ import { raidWrites, runRaid, type RaidRequest, type RaidResult } from './raid-a
 import { ENDPOINT_OP, type ServedEndpoint } from './served-endpoint.js';
 import { isJobRequest, runJobRequest } from './job-requests.js';
 import { isDiffTransfer, runDiffTransfer } from './diff-transfer.js';
+import { isSendTransfer, runSendTransfer } from '../migrate/send-transfer.js';
 import { jobsFor } from './jobs.js';
 import { oneLine, type OpenedArray } from './open-pool.js';
 import { recordMembers } from './raid-members.js';
@@ -142,6 +143,7 @@ export class ControlServer {
       if (isAdmin(req)) return { ok: true, messages, result: await this.admin(req) };
       // A stream may take hours: it runs beside the queue of admin verbs, not in it.
       if (isDiffTransfer(req)) return { ok: true, messages, result: await runDiffTransfer(this.opts.opened, req, { poolName: this.opts.pool, home: this.opts.home, readOnly: this.opts.readOnly, ...this.opts.admin }) };
+      if (isSendTransfer(req)) return { ok: true, messages, result: await runSendTransfer(this.opts.opened, req, { poolName: this.opts.pool, home: this.opts.home, readOnly: this.opts.readOnly, ...this.opts.admin }) };
       if (req.op === ENDPOINT_OP) {
         if (!this.opts.endpoint) throw new Error(`pool '${this.opts.pool}': this server does not say where its exports are`);
         return { ok: true, messages, result: await this.opts.endpoint(req.volume) };

@@ -1,7 +1,7 @@
-import { PassThrough } from 'node:stream';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
 import type { Pool } from '../qcowlike/index.js';
 import { receiveChain, type ReceiveResult } from './receive.js';
-import { sendChain } from './send.js';
+import { sendChain, type SendResult } from './send.js';
 
 export interface ChainEnd {
   pool: Pool;
@@ -23,32 +23,45 @@ const PIPE_BYTES = 8 * 1024 * 1024;
  * receive made durable (its note names it; abandonReceive removes it).
  */
 export async function copyChain(src: ChainEnd, dst: ChainEnd, req: { volume: string; to: string; newName: string }, opts: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void; rate?: number } = {}): Promise<ReceiveResult> {
+  const { received } = await pipeChain(
+    (out) => sendChain(src.pool, src.poolName, { volume: req.volume, to: req.to, from: null }, out, { signal: opts.signal, onProgress: opts.onProgress, rate: opts.rate }),
+    (source) => receiveChain(dst.pool, { poolName: dst.poolName, home: dst.home }, req.newName, source, { signal: opts.signal }),
+  );
+  return received;
+}
+
+/**
+ * Runs a sender and a receiver at once over a pipe with backpressure. The
+ * sender's own failure (a read error, a cancel) wins over the "truncated"
+ * it causes in the receiver; a receiver's failure closes the pipe, which
+ * stops the sender at its next write.
+ */
+export async function pipeChain(send: (out: Writable) => Promise<SendResult>, receive: (source: Readable) => Promise<ReceiveResult>): Promise<{ sent: SendResult; received: ReceiveResult }> {
   const pipe = new PassThrough({ highWaterMark: PIPE_BYTES });
-  const sending = sendChain(src.pool, src.poolName, { volume: req.volume, to: req.to, from: null }, pipe, { signal: opts.signal, onProgress: opts.onProgress, rate: opts.rate }).then(
-    () => {
+  const sending = send(pipe).then(
+    (r) => {
       pipe.end();
-      return null;
+      return { ok: true as const, r };
     },
     (err: unknown) => {
       pipe.destroy(err instanceof Error ? err : new Error(String(err)));
-      return err;
+      return { ok: false as const, err };
     },
   );
-  const receiving = receiveChain(dst.pool, { poolName: dst.poolName, home: dst.home }, req.newName, pipe, { signal: opts.signal }).then(
+  const receiving = receive(pipe).then(
     (r) => ({ ok: true as const, r }),
     (err: unknown) => {
-      // The sender is told at its next write: the pipe is closed.
       pipe.destroy();
       return { ok: false as const, err };
     },
   );
-  const [sendErr, got] = await Promise.all([sending, receiving]);
-  // The sender's own failure (a read error, a cancel) says more than the receiver's "truncated" it causes.
-  if (sendErr !== null && (got.ok || !isPipeClosed(sendErr))) throw sendErr;
-  if (!got.ok) throw got.err;
-  return got.r;
+  const [s, r] = await Promise.all([sending, receiving]);
+  if (!s.ok && (r.ok || !isPipeClosed(s.err))) throw s.err;
+  if (!r.ok) throw r.err;
+  if (!s.ok) throw s.err;
+  return { sent: s.r, received: r.r };
 }
 
 function isPipeClosed(err: unknown): boolean {
-  return err instanceof Error && err.message.startsWith('the stream was closed');
+  return err instanceof Error && (err.message.startsWith('the stream was closed') || (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as NodeJS.ErrnoException).code === 'EPIPE');
 }

@@ -23,6 +23,8 @@ export interface PendingReceive {
   createdVolume: boolean;
   /** The template made here for a clone's origin (a base section), once it is made. */
   baseTemplate?: string;
+  /** That template was made by this receive (not found in the pool), so abandoning the receive removes it. */
+  baseCreated?: boolean;
   startedAt: string;
 }
 

@@ -105,14 +105,24 @@ export async function receiveChain(pool: Pool, ctx: ReceiveContext, volume: stri
       const checkOnly = async (): Promise<void> => applyRecords(diff, null, { skipBelow: 0, every: Infinity, checkpoint: async () => undefined }, opts.signal, progress);
       const apply = async (target: string): Promise<void> => {
         const vol = await pool.openVolume(target);
-        try {
-          const checkpoint = async (through: number): Promise<void> => {
-            await vol.flush();
-            p.through = through;
-            note.set(volume, p);
-          };
-          await applyRecords(diff, vol, { skipBelow: sec.index === p.section ? p.through : 0, every: ctx.checkpointBytes ?? CHECKPOINT_BYTES, checkpoint }, opts.signal, progress);
+        let writeFailed = false;
+        // Every write of a record goes through here: a stream cut after a failed write must not be taken for a clean cut.
+        const tracked = Object.create(vol) as typeof vol;
+        tracked.write = (data, offset) => vol.write(data, offset).catch((err: unknown) => ((writeFailed = true), Promise.reject(err)));
+        tracked.writeZeroes = (offset, length, o) => vol.writeZeroes(offset, length, o).catch((err: unknown) => ((writeFailed = true), Promise.reject(err)));
+        let reached = 0;
+        const checkpoint = async (through: number): Promise<void> => {
           await vol.flush();
+          p.through = through;
+          note.set(volume, p);
+        };
+        try {
+          await applyRecords(diff, tracked, { skipBelow: sec.index === p.section ? p.through : 0, every: ctx.checkpointBytes ?? CHECKPOINT_BYTES, checkpoint }, opts.signal, (done) => progress((reached = Math.max(reached, done))));
+          await vol.flush();
+        } catch (err) {
+          // A cut stream (or a cancel) stops between records: every record read was written, so all of it up to there is made durable for the resume.
+          if (!writeFailed && reached > p.through) await checkpoint(reached).catch(() => undefined);
+          throw err;
         } finally {
           await vol.close();
         }
@@ -234,6 +244,7 @@ async function receiveBase(pool: Pool, imports: DiffImports, p: PendingReceive, 
   }
   if (p.baseTemplate === undefined) {
     p.baseTemplate = name;
+    p.baseCreated = true;
     steps.save();
   }
   if (!(await volumeExists(pool, name))) await pool.createVolume(name, s.size, { incomplete: true });

@@ -101,7 +101,8 @@ describe('send and receive', () => {
       await expect(send(a, { volume: 'vm', to: 's3', from: null, resume: 'strata1-garbage' })).rejects.toThrow(/bad resume token/);
       await expect(send(a, { volume: 'vm', to: 's2', from: null, resume: token })).rejects.toThrow(/token is for vm@s3/);
       const rest = await send(a, { volume: 'vm', to: 's3', from: null, resume: token });
-      expect(rest.length).toBeLessThan(full.length + 200);
+      // What the receiver holds durably is not sent again.
+      if (cut > full.length / 2) expect(rest.length).toBeLessThan(full.length - cut / 2);
       const r = await receiveChain(b, ctx(), `c${cut}`, chunked(rest));
       expect(r.resumed).toBe(true);
       await sameHistory('vm', `c${cut}`, ['s1', 's2', 's3']);
