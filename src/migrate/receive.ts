@@ -72,9 +72,20 @@ export async function receiveChain(pool: Pool, ctx: ReceiveContext, volume: stri
   const imports = new DiffImports(ctx.home, ctx.poolName);
   let pending = note.get(volume);
   if (pending?.createdVolume && !(await volumeExists(pool, volume))) {
-    // The volume an interrupted receive made was deleted since: nothing of that receive is left.
-    note.drop(volume);
-    pending = undefined;
+    if (pending.stream !== m.stream) {
+      // The volume an interrupted receive made was deleted since: nothing of that receive is left.
+      note.drop(volume);
+      pending = undefined;
+    } else {
+      // Gone, or never made (a crash between the note and the create): the same stream starts the volume's sections over.
+      const firstOwn = m.sections.findIndex((s) => !s.base);
+      pending.createdVolume = false;
+      if (pending.section >= firstOwn) {
+        pending.section = firstOwn;
+        pending.through = 0;
+      }
+      note.set(volume, pending);
+    }
   }
   if (m.resume) {
     if (!pending) throw new AdminError('EINVAL', `no interrupted receive into ${ref} to resume: this is a resumed stream (send it without --resume)`);
