@@ -12,6 +12,7 @@ import { isJobRequest, runJobRequest } from './job-requests.js';
 import { isDiffTransfer, runDiffTransfer } from './diff-transfer.js';
 import { migrateOnline } from './online-migration.js';
 import { ONLINE_MIGRATION_OP } from './online-migration-request.js';
+import { isSendTransfer, runSendTransfer } from '../migrate/send-transfer.js';
 import { jobsFor } from './jobs.js';
 import { oneLine, type OpenedArray } from './open-pool.js';
 import { recordMembers } from './raid-members.js';
@@ -148,6 +149,7 @@ export class ControlServer {
         if (this.opts.readOnly) throw new Error(`pool '${this.opts.pool}' is served read-only`);
         return { ok: true, messages, result: await this.beside(migrateOnline(this.opts.opened, req, { poolName: this.opts.pool, home: this.opts.home, online: true, jobs: jobsFor(this.opts.home, this.opts.pool), signal: this.stopping.signal, ...this.opts.admin })) };
       }
+      if (isSendTransfer(req)) return { ok: true, messages, result: await runSendTransfer(this.opts.opened, req, { poolName: this.opts.pool, home: this.opts.home, readOnly: this.opts.readOnly, ...this.opts.admin }) };
       if (req.op === ENDPOINT_OP) {
         if (!this.opts.endpoint) throw new Error(`pool '${this.opts.pool}': this server does not say where its exports are`);
         return { ok: true, messages, result: await this.opts.endpoint(req.volume) };
