@@ -10,14 +10,14 @@ export async function volumeNames(home: string, pool: string): Promise<string[]>
 }
 
 /**
- * Runs `strata migrate FROM/VOL TO [--online]` and waits until FROM no
+ * Runs `strata migrate FROM/VOL TO [--online] [extraArgs]` and waits until FROM no
  * longer lists the volume (whether the command waits for the pivot or
  * hands back a job): the move is durable and the source freed. Wall time
  * from the command's start, process start-up included.
  */
-export async function migrateVolume(home: string, from: string, volume: string, to: string, online: boolean, timeoutMs: number): Promise<{ seconds: number; output: string }> {
+export async function migrateVolume(home: string, from: string, volume: string, to: string, online: boolean, timeoutMs: number, extraArgs: string[] = []): Promise<{ seconds: number; output: string }> {
   const t0 = performance.now();
-  const { stdout } = await strata(home, 'migrate', `${from}/${volume}`, to, ...(online ? ['--online'] : []));
+  const { stdout } = await strata(home, 'migrate', `${from}/${volume}`, to, ...(online ? ['--online'] : []), ...extraArgs);
   const deadline = Date.now() + timeoutMs;
   while ((await volumeNames(home, from)).includes(volume)) {
     if (Date.now() > deadline) {
