@@ -91,9 +91,7 @@ async function strataSample(work: string, o: HotOptions, job: LoadJob, round: nu
   await strata(home, 'import', 'a/v', o.image.path);
   const server = await servePool(home, 'a', ['v']);
   try {
-    return await underLoad('strata', work, server.uri, o, job, round, async () => {
-      await migrateVolume(home, 'a', 'v', 'b', true, 30 * 60_000);
-    });
+    return await underLoad('strata', work, server.uri, o, job, round, async () => (await migrateVolume(home, 'a', 'v', 'b', true, 30 * 60_000)).seconds);
   } finally {
     await server.stop();
   }
@@ -104,21 +102,25 @@ async function qemuSample(work: string, o: HotOptions, job: LoadJob, round: numb
   await qcow2Of(o.image.path, source);
   const qsd = await startStorageDaemon(work, source);
   try {
-    return await underLoad('qemu', work, qsd.uri, o, job, round, () => mirrorAndPivot(qsd, path.join(work, 'dst.qcow2'), o.image.size, 30 * 60_000));
+    return await underLoad('qemu', work, qsd.uri, o, job, round, async () => {
+      const t0 = performance.now();
+      await mirrorAndPivot(qsd, path.join(work, 'dst.qcow2'), o.image.size, 30 * 60_000);
+      return (performance.now() - t0) / 1000;
+    });
   } finally {
     await qsd.stop();
   }
 }
 
-async function underLoad(server: HotServer, work: string, uri: string, o: HotOptions, job: LoadJob, round: number, migrate: () => Promise<void>): Promise<HotSample> {
+/** `migrate` resolves with the seconds the move took from its start (it may spend a little more checking afterwards). */
+async function underLoad(server: HotServer, work: string, uri: string, o: HotOptions, job: LoadJob, round: number, migrate: () => Promise<number>): Promise<HotSample> {
   const fioStart = Date.now();
   const fio = runLoggedFio(uri, job, o.image.size, o.runtimeSec, path.join(work, 'fio'));
   // A failed migration must not leave fio's promise unwatched.
   fio.catch(() => undefined);
   await sleep(o.startSec * 1000);
   const start = Date.now();
-  await migrate();
-  const end = Date.now();
+  const end = start + (await migrate()) * 1000;
   const r = await fio;
   const fioEnd = r.at.length > 0 ? r.at[r.at.length - 1]! : end;
   return {
