@@ -9,11 +9,10 @@ import { strata } from '../../bench/chain-cli.js';
 import { strataCli, type RunningServer } from '../../bench/nbd-servers.js';
 import { Qmp } from '../../bench/qmp.js';
 import { createGuestDisk } from '../support/guest-disk.js';
-import { expectGuestOk, expectPoolClean, expectStrataExit, withServer } from '../support/guest-expect.js';
-import { lastRound, soakRounds } from '../support/guest-soak.js';
+import { expectPoolClean, expectSoakVerified, expectStrataExit } from '../support/guest-expect.js';
+import { lastRound } from '../support/guest-soak.js';
 import { guestSuite, guestToolsSkip } from '../support/guest-suite.js';
 import { GUEST_FILES, GUEST_TOOLS, missingTools } from '../support/guest-tools.js';
-import { readBack } from '../support/guest-readback.js';
 
 const run = promisify(execFile);
 
@@ -101,17 +100,7 @@ describe.skipIf(skip || noPush)('a writing guest moved to another host: its disk
     // The guest wrote while the push copied, while it mirrored, and again on host B.
     expect(inStep, 'rounds written during the copy').toBeGreaterThan(pushedFrom);
     expect(handedOver).toBeGreaterThanOrEqual(inStep);
-    const rounds = soakRounds(runB);
-    expect(rounds).toBeGreaterThanOrEqual(handedOver + 2);
-    const expected = guest.expectedAfterSoak(rounds);
-    expectGuestOk(runB, 'guest on host B', expected.size);
-    expect(runB.sums).toEqual(expected);
-
-    const host = await withServer(diskB, (uri) => readBack(uri, suite.dir));
-    expectStrataExit(host.exit);
-    expect(host.result.fsckExit, host.result.fsckOutput).toBe(0);
-    expect(host.result.sums).toEqual(expected);
-    expectPoolClean(diskB);
+    await expectSoakVerified(guest, runB, 'guest on host B', handedOver, diskB, suite.dir);
     expectPoolClean(diskA);
   }, TEST_TIMEOUT_MS);
 });

@@ -1,10 +1,9 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createGuestDisk } from '../support/guest-disk.js';
-import { expectGuestOk, expectPoolClean, expectStrataExit, withServer } from '../support/guest-expect.js';
-import { lastRound, soakRounds } from '../support/guest-soak.js';
+import { expectSoakVerified, expectStrataExit, withServer } from '../support/guest-expect.js';
+import { lastRound } from '../support/guest-soak.js';
 import { GUEST_FILES, GUEST_TOOLS, missingTools } from '../support/guest-tools.js';
-import { readBack } from '../support/guest-readback.js';
 import { Qmp } from '../../bench/qmp.js';
 import { guestSuite, guestToolsSkip } from '../support/guest-suite.js';
 
@@ -66,16 +65,6 @@ describe.skipIf(skip)('QEMU live migration of a guest on a Strata export (shared
     const { runA, runB, handedOver } = served.result;
     expect(runA.exitCode, 'the source QEMU quits cleanly after the hand-over').toBe(0);
     expect(runA.verdict, 'the source QEMU never ran the guest to its end').toBeUndefined();
-    const rounds = soakRounds(runB);
-    expect(rounds).toBeGreaterThanOrEqual(handedOver + 2);
-    const expected = guest.expectedAfterSoak(rounds);
-    expectGuestOk(runB, 'migrated guest', expected.size);
-    expect(runB.sums).toEqual(expected);
-
-    const host = await withServer(disk, (uri) => readBack(uri, suite.dir));
-    expectStrataExit(host.exit);
-    expect(host.result.fsckExit, host.result.fsckOutput).toBe(0);
-    expect(host.result.sums).toEqual(expected);
-    expectPoolClean(disk);
+    await expectSoakVerified(guest, runB, 'migrated guest', handedOver, disk, suite.dir);
   }, TEST_TIMEOUT_MS);
 });

@@ -1,6 +1,9 @@
 import { expect } from 'vitest';
 import type { RunningServer, ServerExit } from '../../bench/nbd-servers.js';
+import type { LinuxGuest } from './guest.js';
 import type { GuestDisk } from './guest-disk.js';
+import { readBack } from './guest-readback.js';
+import { soakRounds } from './guest-soak.js';
 import { consoleTail, type GuestRun } from './guest-qemu.js';
 
 /** The checks every guest test makes of a boot, a server's exit and a pool. */
@@ -38,4 +41,23 @@ export function expectPoolClean(disk: GuestDisk, holdsData = true): void {
   expect(check.problems, JSON.stringify(check)).toEqual([]);
   expect(check.clean).toBe(true);
   if (holdsData) expect(check.clustersChecked, 'the guest wrote data, so the pool holds clusters').toBeGreaterThan(0);
+}
+
+/**
+ * A soak guest's end, wherever it ran: it wrote at least two rounds past
+ * `lastSeen` (the round the host saw when it moved the VM or the disk),
+ * ended OK with every checksum the host expects, and the host reads the
+ * same files back from `disk` (a fresh server), whose pool checks clean.
+ */
+export async function expectSoakVerified(guest: LinuxGuest, run: GuestRun, phase: string, lastSeen: number, disk: GuestDisk, dir: string, why = ''): Promise<void> {
+  const rounds = soakRounds(run);
+  expect(rounds, why).toBeGreaterThanOrEqual(lastSeen + 2);
+  const expected = guest.expectedAfterSoak(rounds);
+  expectGuestOk(run, phase, expected.size);
+  expect(run.sums).toEqual(expected);
+  const host = await withServer(disk, (uri) => readBack(uri, dir));
+  expectStrataExit(host.exit);
+  expect(host.result.fsckExit, host.result.fsckOutput).toBe(0);
+  expect(host.result.sums).toEqual(expected);
+  expectPoolClean(disk);
 }
