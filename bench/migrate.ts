@@ -43,8 +43,8 @@ const USAGE = `usage: npm run bench:migrate -- [options]      (node dist/bench/m
   --size SIZE          the volume (default 2G; quick 512M)
   --data SIZE          random data in it, in 1M extents at random places (default 1536M; quick 384M)
  hot (fio on the served disk while strata migrate --online / blockdev-mirror runs):
-  --hot-size SIZE      the disk (default 1G; quick 256M)
-  --hot-data SIZE      data in it before fio starts (default 768M; quick 192M)
+  --hot-size SIZE      the disk (default 512M; quick 256M)
+  --hot-data SIZE      data in it before fio starts (default 384M; quick 192M)
   --jobs A,B           fio 4K QD16 jobs, of: randwrite, randrw (default both; quick randwrite)
   --runtime SEC        seconds of each fio run (default 30; quick 12)
   --start SEC          seconds into the run the migration starts (default 4; quick 3); must be < --runtime
@@ -94,8 +94,8 @@ export function parseMigrateArgs(argv: string[]): MigrateOptions | 'help' {
     quick,
     size: size(values.size, '2G', '512M'),
     data: size(values.data, '1536M', '384M'),
-    hotSize: size(values['hot-size'], '1G', '256M'),
-    hotData: size(values['hot-data'], '768M', '192M'),
+    hotSize: size(values['hot-size'], '512M', '256M'),
+    hotData: size(values['hot-data'], '384M', '192M'),
     jobs: list('job', values.jobs, JOBS, quick ? ['randwrite'] : JOBS),
     rounds: whole('rounds', values.rounds, 3, 1),
     runtimeSec: whole('runtime', values.runtime, 30, 12),

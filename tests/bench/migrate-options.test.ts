@@ -13,7 +13,7 @@ const parse = (...argv: string[]) => parseMigrateArgs(argv) as MigrateOptions;
 describe('the migration benchmark options', () => {
   it('has full defaults, and --quick makes every part smaller and shorter', () => {
     const full = parse();
-    expect(full).toMatchObject({ parts: ['cold', 'hot'], size: 2048 * MiB, data: 1536 * MiB, hotSize: 1024 * MiB, jobs: ['randwrite', 'randrw'], rounds: 3 });
+    expect(full).toMatchObject({ parts: ['cold', 'hot'], size: 2048 * MiB, data: 1536 * MiB, hotSize: 512 * MiB, jobs: ['randwrite', 'randrw'], rounds: 3 });
     const quick = parse('--quick');
     expect(quick.size).toBeLessThan(full.size);
     expect(quick.hotSize).toBeLessThan(full.hotSize);
