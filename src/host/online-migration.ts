@@ -119,7 +119,7 @@ export async function runMigration(ends: MigrationEnds, req: Omit<OnlineMigratio
     mirror = movable.interpose((vol) => new MirrorDevice(vol, into, { targetZeroed: temporary === undefined }));
     resume();
     const ranges = temporary === undefined ? dataRanges(volume) : changedSince(source.pool, req.volume, temporary);
-    const total = temporary === undefined ? await dataBytes(volume) : volume.size;
+    const total = temporary === undefined ? await dataBytes(volume) : await rangeBytes(changedSince(source.pool, req.volume, temporary));
     job?.progress(0, total);
     const copiedBytes = await mirror.copy(ranges, total, { ...copyOpts, ...(job ? { onProgress: (d: number) => job.progress(d, total) } : {}) });
     await hooks.beforePivot?.();
@@ -216,8 +216,12 @@ async function refuseDependants(pool: Pool, poolName: string, volume: string): P
 }
 
 async function dataBytes(volume: Mappable): Promise<number> {
+  return rangeBytes(dataRanges(volume));
+}
+
+async function rangeBytes(ranges: AsyncIterable<CopyRange>): Promise<number> {
   let n = 0;
-  for await (const r of volumeRuns(volume)) if (r.type === 'data') n += r.length;
+  for await (const r of ranges) n += r.length;
   return n;
 }
 
