@@ -6,6 +6,7 @@ import { JOB_OPS, parseJobRequest, type JobRequest } from './job-requests.js';
 import { parseRaidRequest, RAID_OPS, type RaidRequest, type RaidResult } from './raid-admin.js';
 import { checkName } from './registry.js';
 import { DIFF_TRANSFER_OPS, parseDiffTransferRequest, type DiffTransferRequest } from './diff-transfer.js';
+import { NBD_PUSH_OP, parseNbdPushRequest, type NbdPushRequest } from '../migrate/nbd-push-request.js';
 
 /**
  * The control channel of a served pool: `strata serve` listens on
@@ -14,7 +15,7 @@ import { DIFF_TRANSFER_OPS, parseDiffTransferRequest, type DiffTransferRequest }
  * one reply line with `ok`. Member files are absolute paths: the server's
  * working directory is not the client's.
  */
-export type ControlRequest = RaidRequest | AdminRequest | EndpointRequest | JobRequest | DiffTransferRequest;
+export type ControlRequest = RaidRequest | AdminRequest | EndpointRequest | JobRequest | DiffTransferRequest | NbdPushRequest;
 
 export interface ControlProgress {
   progress: number;
@@ -49,7 +50,8 @@ export function parseRequest(line: string): ControlRequest {
   if (typeof r.op === 'string' && JOB_OPS.has(r.op)) return parseJobRequest(r);
   if (typeof r.op === 'string' && RAID_OPS.has(r.op)) return parseRaidRequest(r);
   if (typeof r.op === 'string' && DIFF_TRANSFER_OPS.has(r.op)) return parseDiffTransferRequest(r);
-  throw new Error(`unknown request '${String(r.op)}' (${[...RAID_OPS, ...ADMIN_OPS, ...DIFF_TRANSFER_OPS, ...JOB_OPS].join(', ')})`);
+  if (r.op === NBD_PUSH_OP) return parseNbdPushRequest(r);
+  throw new Error(`unknown request '${String(r.op)}' (${[...RAID_OPS, ...ADMIN_OPS, ...DIFF_TRANSFER_OPS, ...JOB_OPS, NBD_PUSH_OP].join(', ')})`);
 }
 
 /** Splits a UTF-8 byte stream into lines (a character may straddle chunks), refusing one longer than `max` characters. */

@@ -10,6 +10,7 @@ import { raidWrites, runRaid, type RaidRequest, type RaidResult } from './raid-a
 import { ENDPOINT_OP, type ServedEndpoint } from './served-endpoint.js';
 import { isJobRequest, runJobRequest } from './job-requests.js';
 import { isDiffTransfer, runDiffTransfer } from './diff-transfer.js';
+import { isNbdPushRequest, runNbdPushRequest } from '../migrate/nbd-push-request.js';
 import { jobsFor } from './jobs.js';
 import { oneLine, type OpenedArray } from './open-pool.js';
 import { recordMembers } from './raid-members.js';
@@ -142,6 +143,10 @@ export class ControlServer {
       if (isAdmin(req)) return { ok: true, messages, result: await this.admin(req) };
       // A stream may take hours: it runs beside the queue of admin verbs, not in it.
       if (isDiffTransfer(req)) return { ok: true, messages, result: await runDiffTransfer(this.opts.opened, req, { poolName: this.opts.pool, home: this.opts.home, readOnly: this.opts.readOnly, ...this.opts.admin }) };
+      if (isNbdPushRequest(req)) {
+        const { home, pool, opened, admin } = this.opts;
+        return { ok: true, messages, result: await this.beside(runNbdPushRequest(opened, req, { home, poolName: pool, clientsOf: (v) => admin.clientsOf?.(v) ?? 0, stopping: this.stopping.signal, conn, send: (l) => send(conn, l) })) };
+      }
       if (req.op === ENDPOINT_OP) {
         if (!this.opts.endpoint) throw new Error(`pool '${this.opts.pool}': this server does not say where its exports are`);
         return { ok: true, messages, result: await this.opts.endpoint(req.volume) };
@@ -174,6 +179,16 @@ export class ControlServer {
       () => undefined,
     );
     return run;
+  }
+
+  /** Long work outside the queue, which a closing server waits for. */
+  private beside<T>(p: Promise<T>): Promise<T> {
+    this.long.add(p);
+    void p.then(
+      () => this.long.delete(p),
+      () => this.long.delete(p),
+    );
+    return p;
   }
 
   /** A RAID verb, run by the same function as `strata raid` runs in-process, on the served array. */
