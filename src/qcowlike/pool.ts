@@ -11,6 +11,7 @@ import { headerOffsets, readHeader, writeHeader } from './header-copies.js';
 import { countOwnTables, exclusiveBytes, mergeIntoChild, popcount, trimUnshared } from './shared-space.js';
 import { createRoot, loadRoot, readCatalogSpares, setCatalogSpares, setRoot } from './root-copies.js';
 import { mapClaims, rebuildBitmapBlock, type Claims } from './bitmap-rebuild.js';
+import { volumeChain } from './volume-chain.js';
 import { Layer } from './layer.js';
 import { isValidName, NAME_RULE } from './names.js';
 import { BlockType, TRAILER } from './metablock.js';
@@ -485,6 +486,39 @@ export class Pool implements PoolCore {
     });
   }
 
+  /**
+   * Deletes a volume with every snapshot of it in one commit (a migration's
+   * source, once its copy is durable elsewhere): the names go and all their
+   * layers are marked reclaiming together, then freed deepest first, so no
+   * merge runs between layers that are all going. Refused while any of them
+   * is open, or while something outside the chain (a clone of one of its
+   * snapshots) still reads from it.
+   */
+  async deleteVolumeChain(name: string): Promise<void> {
+    return this.serialize(async () => {
+      this.checkAdmin();
+      this.volumeRec(name);
+      const snaps = this.catalog.snapshots.filter((x) => x.volume === name);
+      const open = [name, ...snaps.map((x) => `${name}@${x.name}`)].filter((n) => (this.openCounts.get(n) ?? 0) > 0);
+      if (open.length > 0) throw new PoolError('EBUSY', `${open.join(', ')} ${open.length === 1 ? 'is' : 'are'} in use`);
+      const chain = volumeChain(this.catalog, this.layers, name);
+      if (chain.dependants.length > 0) throw new PoolError('EBUSY', `volume '${name}' has snapshots that ${chain.dependants.join(', ')} ${chain.dependants.length === 1 ? 'depends' : 'depend'} on`);
+      const base = chain.layers[chain.layers.length - 1]?.parent ?? null;
+      await this.changeCatalog(() => {
+        this.catalog.volumes = this.catalog.volumes.filter((x) => x.name !== name);
+        this.catalog.snapshots = this.catalog.snapshots.filter((x) => x.volume !== name);
+        for (const l of chain.layers) l.rec.reclaiming = true;
+      });
+      await this.settler.run(async () => {
+        for (const l of chain.layers) {
+          this.frozenBytes.delete(l.id);
+          await this.reclaimLayer(l);
+        }
+        if (base) await this.settleNow(base);
+      });
+    });
+  }
+
   /** Frees every cluster a layer being reclaimed owns, then the layer itself. */
   private async reclaimLayer(layer: Layer): Promise<void> {
     await this.dropTables(layer, 0);
@@ -537,7 +571,10 @@ export class Pool implements PoolCore {
   /** Finishes the reclaiming and merging that a crash or a failure interrupted. */
   private async reclaimInterrupted(): Promise<void> {
     await this.settler.run(async () => {
-      for (const layer of [...this.layers.values()]) if (layer.rec.reclaiming) await this.reclaimLayer(layer);
+      // Children first: a layer's tables may be shared by a child still waiting to be freed.
+      const depth = (l: Layer): number => (l.parent ? depth(l.parent) + 1 : 0);
+      const reclaiming = [...this.layers.values()].filter((l) => l.rec.reclaiming).sort((a, b) => depth(b) - depth(a));
+      for (const layer of reclaiming) await this.reclaimLayer(layer);
       for (const layer of [...this.layers.values()]) if (this.layers.get(layer.id) === layer && !this.isNamed(layer)) await this.settleNow(layer);
     });
   }

@@ -13,7 +13,7 @@ const opts = { cacheBytes: 10 * 4096, journalBytes: 128 * 1024 };
 /** Every name the pool holds (volumes, `vol@snap`, templates) with what it must read. */
 type Model = Map<string, Uint8Array>;
 
-const OPS = ['snapshot-group', 'delete-oldest', 'delete-middle', 'delete-newest', 'delete-branched', 'revert', 'clone', 'flatten', 'template-convert', 'template-from', 'template-delete'] as const;
+const OPS = ['snapshot-group', 'delete-oldest', 'delete-middle', 'delete-newest', 'delete-branched', 'revert', 'clone', 'flatten', 'template-convert', 'template-from', 'template-delete', 'delete-chain'] as const;
 type ChainOp = (typeof OPS)[number];
 
 async function write(pool: Pool, model: Model, name: string, rng: Rng, count: number): Promise<void> {
@@ -89,6 +89,9 @@ function steps(op: ChainOp): Step[] {
       return [{ run: (p) => convertToTemplate(p, 'v'), model: () => undefined }];
     case 'template-from':
       return [{ run: (p) => templateFrom(p, { template: 't' }, 't2'), model: copy('t2', 't') }];
+    case 'delete-chain':
+      // The branched volume with all three snapshots, in one step (a migration's source).
+      return [{ run: (p) => p.deleteVolumeChain('v'), model: (m) => ['v', 'v@s1', 'v@s2', 'v@s3'].forEach((n) => m.delete(n)) }];
     case 'template-delete':
       return [
         { run: (p) => templateFrom(p, { template: 't' }, 't3'), model: copy('t3', 't') },
@@ -167,7 +170,7 @@ async function crashCase(op: ChainOp, seed: number, cut: number, crashSeed: numb
 }
 
 describe('chain operations survive power loss at any point', () => {
-  it('snapshot (group), delete (oldest, middle, shared, branched), revert, clone, flatten and template changes: check clean, the state before or after, whole', async () => {
+  it('snapshot (group), delete (oldest, middle, shared, branched), revert, clone, flatten, template changes and deleting a volume with its chain: check clean, the state before or after, whole', async () => {
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...OPS), fc.integer(), fc.integer({ min: 0, max: 500 }), fc.integer(), async (op, seed, cut, crashSeed) => {
         await crashCase(op, seed, cut, crashSeed);
