@@ -3,7 +3,7 @@ import { loadXxhash } from '../blockdev/xxhash.js';
 import { CHUNK, inParallel, runsOf } from '../host/image-copy.js';
 import { volumeRuns, type Mappable } from '../host/volume-runs.js';
 import { paced } from '../snapshot/pace.js';
-import { joined, subtract, type Span } from './nbd-push-ranges.js';
+import { subtract, type Span } from './nbd-push-ranges.js';
 import type { PushTarget } from './nbd-push-target.js';
 
 /** Chunks in flight at once: enough to keep a remote export busy (nbdcopy keeps 16 MiB in flight; this keeps 32). */
@@ -11,7 +11,8 @@ const DEPTH = 8;
 const HASH_SEED = 0x50555348n;
 const ZEROES = Buffer.alloc(CHUNK);
 
-export type PushPhase = 'copy' | 'verify';
+/** copy and verify (cold); copy, then ready once the target is in step and mirrored (online). */
+export type PushPhase = 'copy' | 'verify' | 'ready';
 
 export interface PushOptions {
   /** Bytes of data read and sent per second at most; unlimited when absent. */
@@ -120,7 +121,7 @@ export async function pushVolume(source: BlockDevice & Mappable, target: PushTar
 async function verify(source: BlockDevice, target: PushTarget, sums: Sum[], zeroRuns: Span[], buffers: Buffer[], result: PushResult, opts: PushOptions, hash: (b: Buffer) => bigint): Promise<void> {
   const size = source.size;
   // What the source reads as zeroes must read as zeroes there too: block status first, reading only what it does not vouch for.
-  const targetZero = joined((await target.extents(size)).filter((e) => e.zero));
+  const targetZero = await target.zeroSpans(size);
   const unvouched = subtract(zeroRuns, targetZero);
   const items: Task[] = [...sums.map((s) => ({ offset: s.offset, length: s.length, data: true })), ...splitChunks(unvouched)];
   items.sort((a, b) => a.offset - b.offset);

@@ -31,6 +31,8 @@ export interface PushOutcome extends PushResult {
   job: number;
   /** An NBD target is no pool of this host's: the volume stays where it was. */
   sourceKept: true;
+  /** Mirrored until the last client left (no read-back then: the target may be in use on its own host). */
+  online: boolean;
 }
 
 /**
@@ -62,7 +64,7 @@ export async function pushAsJob(pool: Pool, volume: string, address: PushTargetA
           },
         });
         await target.close();
-        return { pool: ctx.poolName, volume, target: address.uri, job: job.id, sourceKept: true as const, ...result };
+        return { pool: ctx.poolName, volume, target: address.uri, job: job.id, sourceKept: true as const, online: false, ...result };
       } catch (err) {
         // The target is left as far as it got; its connection is dropped rather than flushed.
         target.destroy();

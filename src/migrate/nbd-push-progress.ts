@@ -1,7 +1,7 @@
 import type { ControlProgress } from '../host/control-protocol.js';
 import type { NbdPushProgress } from './nbd-push-request.js';
 
-const PHASES: ReadonlySet<string> = new Set(['copy', 'verify', 'ready', 'mirror']);
+const PHASES: ReadonlySet<string> = new Set(['copy', 'verify', 'ready']);
 
 /** Whether a progress line from the server is a push's (it names the job and the phase). */
 export function isNbdPushProgress(p: ControlProgress): p is NbdPushProgress {

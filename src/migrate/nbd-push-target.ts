@@ -59,6 +59,11 @@ export class PushTarget {
     return subtract([{ offset, length }], this.zeroRuns);
   }
 
+  /** What reads as zeroes on the export now, adjacent runs joined. */
+  async zeroSpans(size: number): Promise<Span[]> {
+    return joined((await this.extents(size)).filter((e) => e.zero));
+  }
+
   /** Writes `data` at `offset` in requests the export takes, all in flight at once. */
   async write(data: Buffer, offset: number): Promise<void> {
     const parts: Promise<void>[] = [];
@@ -123,7 +128,7 @@ export class PushTarget {
 
   private async readZeroMap(size: number): Promise<void> {
     // A hole beside an allocated zero run: one range that reads as zeroes.
-    this.zeroRuns = joined((await this.extents(size)).filter((e) => e.zero));
+    this.zeroRuns = await this.zeroSpans(size);
   }
 
   private mappable(size: number): Parameters<typeof volumeRuns>[0] {
