@@ -33,6 +33,9 @@ export interface PushResult {
   bytesAlreadyZero: number;
   /** Bytes read back from the target and compared. */
   bytesVerified: number;
+  /** Wall-clock seconds of the copy (to the target's flush) and of the read-back. */
+  copySeconds: number;
+  verifySeconds: number;
 }
 
 interface Task {
@@ -62,7 +65,8 @@ export async function pushVolume(source: BlockDevice & Mappable, target: PushTar
   const size = source.size;
   const sums: Sum[] = [];
   const zeroRuns: Span[] = [];
-  const result: PushResult = { size, bytesWritten: 0, bytesZeroed: 0, bytesAlreadyZero: 0, bytesVerified: 0 };
+  const result: PushResult = { size, bytesWritten: 0, bytesZeroed: 0, bytesAlreadyZero: 0, bytesVerified: 0, copySeconds: 0, verifySeconds: 0 };
+  const started = performance.now();
   const buffers = Array.from({ length: DEPTH }, () => Buffer.allocUnsafe(CHUNK));
   const pace = paced({ ...(opts.rate !== undefined ? { rateBytesPerSec: opts.rate } : {}), ...(opts.signal ? { signal: opts.signal } : {}) }, 1);
   let done = 0;
@@ -114,7 +118,10 @@ export async function pushVolume(source: BlockDevice & Mappable, target: PushTar
   );
   result.bytesAlreadyZero = size - result.bytesWritten - result.bytesZeroed;
   await target.flush();
+  const copied = performance.now();
+  result.copySeconds = seconds(copied - started);
   await verify(source, target, sums, zeroRuns, buffers, result, opts, (b) => h.h64Raw(b, HASH_SEED));
+  result.verifySeconds = seconds(performance.now() - copied);
   return result;
 }
 
@@ -160,4 +167,8 @@ function splitChunks(ranges: Span[]): Task[] {
   const out: Task[] = [];
   for (const r of ranges) for (let pos = r.offset; pos < r.offset + r.length; pos += CHUNK) out.push({ offset: pos, length: Math.min(CHUNK, r.offset + r.length - pos), data: false });
   return out;
+}
+
+function seconds(ms: number): number {
+  return Math.round(ms / 10) / 100;
 }

@@ -68,7 +68,7 @@ export async function pushOnlineAsJob(pool: Pool, volume: string, address: PushT
           onReady: () => ctx.onEvent?.({ job: job.id, phase: 'ready', done: source.size, total: source.size }),
         });
         await target.close();
-        return { pool: ctx.poolName, volume, target: address.uri, job: job.id, sourceKept: true as const, size: source.size, bytesWritten: r.copied, bytesZeroed: r.zeroed, bytesAlreadyZero: source.size - r.copied - r.zeroed, bytesVerified: 0, online: true };
+        return { pool: ctx.poolName, volume, target: address.uri, job: job.id, sourceKept: true as const, size: source.size, bytesWritten: r.copied, bytesZeroed: r.zeroed, bytesAlreadyZero: source.size - r.copied - r.zeroed, bytesVerified: 0, copySeconds: r.copySeconds, verifySeconds: 0, online: true };
       } catch (err) {
         await target.close().catch(() => undefined);
         throw job.signal.aborted || err instanceof AdminError ? err : new Error(`the online push of ${ref} to ${address.uri} failed (the volume is untouched and its clients saw nothing): ${oneLine(err)}`);
@@ -87,7 +87,7 @@ interface MirrorRun {
 }
 
 /** Interposes the mirror, copies, keeps mirroring until no client is left, flushes, and takes the mirror away. */
-async function mirrorUntilIdle(device: MovableDevice, exportName: string, source: BlockDevice & Mappable, target: BlockDevice, zeroed: Span[], ctx: OnlinePushContext, run: MirrorRun): Promise<{ copied: number; zeroed: number }> {
+async function mirrorUntilIdle(device: MovableDevice, exportName: string, source: BlockDevice & Mappable, target: BlockDevice, zeroed: Span[], ctx: OnlinePushContext, run: MirrorRun): Promise<{ copied: number; zeroed: number; copySeconds: number }> {
   const allZero = zeroed.length === 1 && zeroed[0]!.offset === 0 && zeroed[0]!.length >= source.size;
   let failed!: (err: Error) => void;
   const failure = new Promise<never>((_, reject) => (failed = reject));
@@ -100,9 +100,11 @@ async function mirrorUntilIdle(device: MovableDevice, exportName: string, source
   let zeroBytes = 0;
   try {
     const { ranges, total } = await copyRanges(source, zeroed);
+    const started = performance.now();
     const copied = await mirror.copy(ranges, total, { signal: run.signal, onProgress: run.onProgress, ...(run.rate !== undefined ? { rate: run.rate } : {}) });
     zeroBytes = total - copied;
     await target.flush();
+    const copySeconds = Math.round((performance.now() - started) / 10) / 100;
     if (mirror.failed) throw mirror.failed;
     run.onReady();
     // In step from here on; the job lasts as long as the volume has clients.
@@ -122,7 +124,7 @@ async function mirrorUntilIdle(device: MovableDevice, exportName: string, source
     } finally {
       release();
     }
-    return { copied, zeroed: zeroBytes };
+    return { copied, zeroed: zeroBytes, copySeconds };
   } finally {
     mirror.detach();
     const release = await device.hold();

@@ -8,6 +8,7 @@ import type { PushTargetAddress } from './nbd-push-uri.js';
 
 /** One zeroing request covers at most this much (NBD lengths are 32-bit; servers cap them lower still). */
 const ZERO_SPAN = 1024 ** 3;
+const READ_PIECE = 1024 * 1024;
 
 /**
  * The NBD export a volume is pushed into: the raw client, so that zeroing
@@ -101,9 +102,11 @@ export class PushTarget {
     await this.client.writeZeroes(offset, length);
   }
 
+  /** Reads in 1 MiB requests, all in flight: the client gathers a reply before copying it, and smaller replies go faster (measured: 1 GiB in 1.7–2.4 s against 2.7–3.9 s in 4 MiB ones). */
   async read(buf: Buffer, offset: number): Promise<void> {
     const parts: Promise<void>[] = [];
-    for (let at = 0; at < buf.length; at += this.maxPayload) parts.push(this.client.readInto(buf.subarray(at, Math.min(at + this.maxPayload, buf.length)), offset + at));
+    const piece = Math.min(READ_PIECE, this.maxPayload);
+    for (let at = 0; at < buf.length; at += piece) parts.push(this.client.readInto(buf.subarray(at, Math.min(at + piece, buf.length)), offset + at));
     await Promise.all(parts);
   }
 

@@ -35,13 +35,23 @@ export async function migrateToNbd(home: string, ref: string, uri: string, opts:
   const { pool: poolName, volume } = parseVolumeRef(ref);
   const address = parseNbdUri(uri);
   let outcome: PushOutcome;
+  const events: PushUi = {
+    progress: (e) => {
+      if (e.phase !== 'ready') return ui.progress(e);
+      ui.finish();
+      const line = `${ref} is in sync with ${uri} (job ${e.job}): every write is mirrored from now on; ready: the VM may be migrated\n`;
+      // With --json stdout holds one document, the outcome: the moment goes to stderr.
+      (opts.json ? process.stderr : process.stdout).write(line);
+    },
+    finish: () => ui.finish(),
+  };
   try {
     const control = await ControlClient.connect(home, poolName);
-    if (control) outcome = await pushViaServer(home, control, { volume, uri, online: opts.online, ...(opts.rate !== undefined ? { rate: opts.rate } : {}) }, ui, opts.signal);
+    if (control) outcome = await pushViaServer(home, control, { volume, uri, online: opts.online, ...(opts.rate !== undefined ? { rate: opts.rate } : {}) }, events, opts.signal);
     else {
       if (opts.online) throw new Error(`pool '${poolName}' is not served: --online mirrors the writes of a served volume's clients, and nobody writes to ${ref} now; push it without --online`);
       outcome = await withPool(home, poolName, { readOnly: true }, ({ pool }) =>
-        pushAsJob(pool, volume, address, { poolName, jobs: jobsFor(home, poolName), ...(opts.signal ? { signal: opts.signal } : {}), onEvent: (e) => ui.progress(e) }, opts.rate),
+        pushAsJob(pool, volume, address, { poolName, jobs: jobsFor(home, poolName), ...(opts.signal ? { signal: opts.signal } : {}), onEvent: (e) => events.progress(e) }, opts.rate),
       );
     }
   } finally {
@@ -52,10 +62,10 @@ export async function migrateToNbd(home: string, ref: string, uri: string, opts:
 }
 
 function describe(ref: string, o: PushOutcome): string {
-  return (
-    `pushed ${ref} (${formatSize(o.size)}) to ${o.target} as job ${o.job}: ${formatSize(o.bytesWritten)} written, ${formatSize(o.bytesZeroed)} zeroed without data, ` +
-    `${formatSize(o.bytesAlreadyZero)} already zero there; verified (${formatSize(o.bytesVerified)} read back); ${ref} is kept (an NBD target is not a pool of this host)`
-  );
+  const moved = `${formatSize(o.bytesWritten)} written, ${formatSize(o.bytesZeroed)} zeroed without data, ${formatSize(o.bytesAlreadyZero)} already zero there`;
+  const kept = `${ref} is kept (an NBD target is not a pool of this host)`;
+  if (o.online) return `pushed ${ref} (${formatSize(o.size)}) to ${o.target} as job ${o.job}, online: ${moved} in ${o.copySeconds} s, then mirrored until its last client disconnected; the target is flushed; ${kept}`;
+  return `pushed ${ref} (${formatSize(o.size)}) to ${o.target} as job ${o.job}: ${moved} in ${o.copySeconds} s; verified (${formatSize(o.bytesVerified)} read back in ${o.verifySeconds} s); ${kept}`;
 }
 
 /** Sends the push to the server of the pool and follows it; Ctrl-C cancels the server's job and waits for it to end. */

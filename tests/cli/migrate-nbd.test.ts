@@ -88,7 +88,7 @@ describe('strata migrate POOL/VOL nbd://…', () => {
     } finally {
       await q.stop();
     }
-    expect(text).toMatch(/^pushed p\/v \(64M\) to nbd\+unix:\/\/\/\?socket=.* as job \d+: 6M written, 58M zeroed without data, 0 already zero there; verified .*; p\/v is kept \(an NBD target is not a pool of this host\)\n$/);
+    expect(text).toMatch(/^pushed p\/v \(64M\) to nbd\+unix:\/\/\/\?socket=.* as job \d+: 6M written, 58M zeroed without data, 0 already zero there in [0-9.]+ s; verified .*; p\/v is kept \(an NBD target is not a pool of this host\)\n$/);
     await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', raw, img]);
   });
 
