@@ -2,6 +2,7 @@ import type { BlockDevice } from '../blockdev/index.js';
 import type { Pool } from '../qcowlike/index.js';
 import { AdminError, aboutVolume } from '../host/admin.js';
 import type { Jobs } from '../host/jobs.js';
+import { MigrationRecords } from '../host/migration-records.js';
 import { oneLine } from '../host/pool-errors.js';
 import { volumeRuns, type Mappable } from '../host/volume-runs.js';
 import { NbdDevice } from '../nbd/index.js';
@@ -20,6 +21,8 @@ export interface LiveVolumeSource {
 }
 
 export interface OnlinePushContext {
+  /** Where hot migrations are recorded: one of the volume refuses the push. */
+  home?: string;
   poolName: string;
   jobs: Jobs;
   live: LiveVolumeSource;
@@ -42,7 +45,13 @@ export async function pushOnlineAsJob(pool: Pool, volume: string, address: PushT
   const ref = `${ctx.poolName}/${volume}`;
   const info = await aboutVolume(ctx.poolName, volume, () => pool.volumeInfo(volume));
   if (info.incomplete) throw new AdminError('EINVAL', `volume '${ref}' is incomplete (an import of it did not finish): there is nothing whole to push`);
+  // One mirror at a time on an export: a second would take the first one's place under the clients.
+  const busy = ctx.home === undefined ? undefined : new MigrationRecords(ctx.home).busy(ctx.poolName, volume);
+  if (busy) throw new AdminError('EBUSY', `volume '${ref}' is being migrated to ${busy.target.pool}/${busy.target.volume}: an online push waits for that to end`);
+  const key = `${ctx.home ?? ''}\0${ref}`;
+  if (pushing.has(key)) throw new AdminError('EBUSY', `volume '${ref}' is being pushed online already`);
   const spec = { kind: 'migrate' as const, target: `${ref} to ${address.uri} (online)`, total: info.size, ...(rate !== undefined ? { rate } : {}), restart: `strata migrate ${ref} ${address.uri} --online (a push starts over)`, ...(ctx.signal ? { signal: ctx.signal } : {}) };
+  pushing.add(key);
   return ctx.jobs.run(spec, async (job) => {
     const held = await ctx.live.acquire(ctx.poolName, volume);
     try {
@@ -76,8 +85,11 @@ export async function pushOnlineAsJob(pool: Pool, volume: string, address: PushT
     } finally {
       await held.release();
     }
-  });
+  }).finally(() => pushing.delete(key));
 }
+
+/** The volumes being pushed online by this process. */
+const pushing = new Set<string>();
 
 interface MirrorRun {
   signal: AbortSignal;

@@ -4,6 +4,7 @@ import type { ControlProgress } from '../host/control-protocol.js';
 import { jobsFor } from '../host/jobs.js';
 import { requestFlag } from '../host/request-fields.js';
 import { pushAsJob, type PushEvent, type PushOutcome } from './nbd-push-job.js';
+import { pushOnlineAsJob, type LiveVolumeSource } from './nbd-push-online.js';
 import { parseNbdUri } from './nbd-push-uri.js';
 
 /**
@@ -46,6 +47,8 @@ export interface NbdPushServerContext {
   home: string;
   poolName: string;
   clientsOf(volume: string): number;
+  /** The server's live volumes: what an online push mirrors through. */
+  live: LiveVolumeSource | undefined;
   /** The server stopping. */
   stopping: AbortSignal;
   /** The connection the request came on: its progress lines go there, and its closing cancels the push. */
@@ -60,8 +63,10 @@ export async function runNbdPushRequest(pool: Pool, req: NbdPushRequest, ctx: Nb
   ctx.conn.once('close', onClose);
   try {
     const signal = AbortSignal.any([ctx.stopping, gone.signal]);
-    if (req.online) throw new Error('--online pushes are not available yet');
-    return await pushAsJob(pool, req.volume, parseNbdUri(req.uri), { poolName: ctx.poolName, jobs: jobsFor(ctx.home, ctx.poolName), clientsOf: ctx.clientsOf, signal, onEvent: throttled(ctx.send) }, req.rate);
+    const common = { poolName: ctx.poolName, jobs: jobsFor(ctx.home, ctx.poolName), signal, onEvent: throttled(ctx.send) };
+    if (!req.online) return await pushAsJob(pool, req.volume, parseNbdUri(req.uri), { ...common, clientsOf: ctx.clientsOf }, req.rate);
+    if (!ctx.live) throw new Error(`pool '${ctx.poolName}': this server cannot mirror its volumes' writes (--online needs the server to hold the export)`);
+    return await pushOnlineAsJob(pool, req.volume, parseNbdUri(req.uri), { ...common, home: ctx.home, live: ctx.live }, req.rate);
   } finally {
     ctx.conn.off('close', onClose);
   }
