@@ -68,10 +68,15 @@ export async function pushAsJob(pool: Pool, volume: string, address: PushTargetA
       } catch (err) {
         // The target is left as far as it got; its connection is dropped rather than flushed.
         target.destroy();
-        throw job.signal.aborted || err instanceof AdminError ? err : new Error(`the push of ${ref} to ${address.uri} failed (the source is untouched): ${oneLine(err)}`);
+        throw job.signal.aborted ? cancelReason(job.signal, err) : err instanceof AdminError ? err : new Error(`the push of ${ref} to ${address.uri} failed (the source is untouched): ${oneLine(err)}`);
       }
     } finally {
       await source.close();
     }
   });
+}
+
+/** What stopped a cancelled push, in words: the cancel's own reason (job cancel, a server stopping), not the abort error it caused. */
+export function cancelReason(signal: AbortSignal, err: unknown): unknown {
+  return signal.reason instanceof Error && signal.reason.name !== 'AbortError' ? signal.reason : err;
 }

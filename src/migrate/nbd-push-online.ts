@@ -8,7 +8,7 @@ import { volumeRuns, type Mappable } from '../host/volume-runs.js';
 import { NbdDevice } from '../nbd/index.js';
 import { MirrorDevice, type CopyRange } from './mirror-device.js';
 import type { MovableDevice } from './movable-device.js';
-import type { PushEvent, PushOutcome } from './nbd-push-job.js';
+import { cancelReason, type PushEvent, type PushOutcome } from './nbd-push-job.js';
 import { subtract, type Span } from './nbd-push-ranges.js';
 import { PushTarget } from './nbd-push-target.js';
 import type { PushTargetAddress } from './nbd-push-uri.js';
@@ -80,7 +80,7 @@ export async function pushOnlineAsJob(pool: Pool, volume: string, address: PushT
         return { pool: ctx.poolName, volume, target: address.uri, job: job.id, sourceKept: true as const, size: source.size, bytesWritten: r.copied, bytesZeroed: r.zeroed, bytesAlreadyZero: source.size - r.copied - r.zeroed, bytesVerified: 0, copySeconds: r.copySeconds, verifySeconds: 0, online: true };
       } catch (err) {
         await target.close().catch(() => undefined);
-        throw job.signal.aborted || err instanceof AdminError ? err : new Error(`the online push of ${ref} to ${address.uri} failed (the volume is untouched and its clients saw nothing): ${oneLine(err)}`);
+        throw job.signal.aborted ? cancelReason(job.signal, err) : err instanceof AdminError ? err : new Error(`the online push of ${ref} to ${address.uri} failed (the volume is untouched and its clients saw nothing): ${oneLine(err)}`);
       }
     } finally {
       await held.release();

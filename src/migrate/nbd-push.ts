@@ -54,6 +54,9 @@ export async function migrateToNbd(home: string, ref: string, uri: string, opts:
         pushAsJob(pool, volume, address, { poolName, jobs: jobsFor(home, poolName), ...(opts.signal ? { signal: opts.signal } : {}), onEvent: (e) => events.progress(e) }, opts.rate),
       );
     }
+  } catch (err) {
+    if (opts.signal?.aborted) throw new Error(`interrupted: the push of ${ref} stopped and its job is cancelled; ${uri} holds part of it (push again to finish)`);
+    throw err;
   } finally {
     ui.finish();
   }
