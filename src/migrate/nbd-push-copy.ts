@@ -95,6 +95,9 @@ export async function pushVolume(source: BlockDevice & Mappable, target: PushTar
       opts.signal?.throwIfAborted();
       if (!task.data) await zero(task.offset, task.length);
       else {
+        // Held back before the read, so that no chunk goes out ahead of the rate (the first ones included).
+        moved += task.length;
+        await pace(moved, 0);
         const chunk = buffers[slot]!.subarray(0, task.length);
         await source.read(chunk, task.offset);
         sums.push({ offset: task.offset, length: task.length, hash: h.h64Raw(chunk, HASH_SEED) });
@@ -108,10 +111,8 @@ export async function pushVolume(source: BlockDevice & Mappable, target: PushTar
           }
         }
         await Promise.all(writes);
-        moved += task.length;
       }
       opts.onProgress?.('copy', (done += task.length), size);
-      await pace(moved, 0);
     },
     opts.signal,
     DEPTH,

@@ -1,8 +1,10 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../../src/nbd/index.js';
-import { hasTool, startServe, tool, type ServeProcess } from '../nbd/support.js';
+import { hasTool, startServe, STRATA, tool, type ServeProcess } from '../nbd/support.js';
 import { startQemuNbd } from '../migrate/qemu-nbd.js';
 import { scratchDir } from '../support/scratch.js';
 import { buildCli, fails, json, ok } from './strata.js';
@@ -103,6 +105,32 @@ describe('strata migrate POOL/VOL nbd://…', () => {
     }
     expect(fails(home, ['migrate', 'p/v', 'nbds://h/x'])).toMatch(/TLS targets/);
     expect(fails(home, ['migrate', 'p/v', 'nbd://127.0.0.1:1/x', '--online'])).toMatch(/pool 'p' is not served: --online mirrors/);
+  });
+
+  it('Ctrl-C stops a push held to --rate between chunks, and its job ends cancelled', async () => {
+    const img = path.join(dir, 't4.qcow2');
+    await tool('qemu-img', ['create', '-f', 'qcow2', img, '64M']);
+    const q = await startQemuNbd(img, 'qcow2', path.join(dir, 't4.sock'));
+    try {
+      const child = spawn(process.execPath, [STRATA, '--home', home, 'migrate', 'p/v', q.uri, '--rate', '1M'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      type Job = { kind: string; state: string; rate?: number; bytesDone: number };
+      const running = (): Job | undefined => (JSON.parse(ok(home, ['--json', 'job', 'list', 'p'])) as Job[]).find((j) => j.kind === 'migrate' && j.state === 'running');
+      for (let i = 0; !running(); i++) {
+        if (i > 200) throw new Error(`no running push: ${stderr}`);
+        await sleep(50);
+      }
+      child.kill('SIGINT');
+      expect(await exited).toBe(1);
+      expect(stderr).toMatch(/^strata: interrupted: the push of p\/v stopped and its job is cancelled; nbd\+unix:.* holds part of it \(push again to finish\)\n$/);
+      const last = (JSON.parse(ok(home, ['--json', 'job', 'list', 'p'])) as Job[]).filter((j) => j.kind === 'migrate').at(-1)!;
+      expect(last).toMatchObject({ state: 'cancelled', rate: MiB });
+      expect(last.bytesDone).toBeLessThan(64 * MiB);
+    } finally {
+      await q.stop();
+    }
   });
 
   it('into a second strata serve (another home), and from a served pool through its server, refusing a volume in use', async () => {
