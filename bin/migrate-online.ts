@@ -6,13 +6,6 @@ import { interrupt } from './interruptible.js';
 import { ProgressBar, report, type GlobalOptions } from './output.js';
 import { formatSize } from './size.js';
 
-/** `POOL2` or `POOL2/NEW`: the target pool and the volume's name there (its own name by default). */
-export function parseMigrationTarget(target: string, volume: string): { pool: string; volume: string } {
-  const slash = target.indexOf('/');
-  if (slash < 0) return { pool: target, volume };
-  return parseVolumeRef(target);
-}
-
 /**
  * `strata migrate POOL/VOL POOL2[/NEW] --online` on a served pool: the
  * server that holds the pool runs the migration (it alone can mirror the
@@ -21,9 +14,8 @@ export function parseMigrationTarget(target: string, volume: string): { pool: st
  * when the pool is not served (nobody uses the volume: a cold migration
  * does it).
  */
-export async function migrateOnlineCommand(g: GlobalOptions, ref: string, target: string, rate: number | undefined): Promise<boolean> {
+export async function migrateOnlineCommand(g: GlobalOptions, ref: string, to: { pool: string; volume: string }, rate: number | undefined): Promise<boolean> {
   const { pool, volume } = parseVolumeRef(ref);
-  const to = parseMigrationTarget(target, volume);
   const control = await ControlClient.connect(g.home, pool);
   if (!control) return false;
   const watch = await ControlClient.connect(g.home, pool);

@@ -7,6 +7,7 @@ import { migrateCommands } from './migrate.js';
 import { poolCommands } from './pool.js';
 import { poolAdminCommands } from './pool-admin.js';
 import { raidCommands } from './raid.js';
+import { sendCommands } from './send.js';
 import { serveCommands } from './serve.js';
 import { snapshotCommands } from './snapshot.js';
 import { templateCommands } from './template.js';
@@ -16,4 +17,4 @@ import { volumeCommands } from './volume.js';
 /** Each command group registers its subcommands on the program; one file per group. */
 export type CommandGroup = (program: Command) => void;
 
-export const commandGroups: CommandGroup[] = [poolCommands, volumeCommands, mapCommands, transferCommands, raidCommands, poolAdminCommands, jobCommands, serveCommands, diffCommands, snapshotCommands, cloneCommands, templateCommands, migrateCommands];
+export const commandGroups: CommandGroup[] = [poolCommands, volumeCommands, mapCommands, transferCommands, raidCommands, poolAdminCommands, jobCommands, serveCommands, diffCommands, snapshotCommands, cloneCommands, templateCommands, sendCommands, migrateCommands];

@@ -12,6 +12,7 @@ import { isJobRequest, runJobRequest } from './job-requests.js';
 import { isDiffTransfer, runDiffTransfer } from './diff-transfer.js';
 import { migrateOnline } from './online-migration.js';
 import { ONLINE_MIGRATION_OP } from './online-migration-request.js';
+import { isSendTransfer, runSendTransfer } from '../migrate/send-transfer.js';
 import { isNbdPushRequest, runNbdPushRequest } from '../migrate/nbd-push-request.js';
 import { jobsFor } from './jobs.js';
 import { oneLine, type OpenedArray } from './open-pool.js';
@@ -149,6 +150,7 @@ export class ControlServer {
         if (this.opts.readOnly) throw new Error(`pool '${this.opts.pool}' is served read-only`);
         return { ok: true, messages, result: await this.beside(migrateOnline(this.opts.opened, req, { poolName: this.opts.pool, home: this.opts.home, online: true, jobs: jobsFor(this.opts.home, this.opts.pool), signal: this.stopping.signal, ...this.opts.admin })) };
       }
+      if (isSendTransfer(req)) return { ok: true, messages, result: await runSendTransfer(this.opts.opened, req, { poolName: this.opts.pool, home: this.opts.home, readOnly: this.opts.readOnly, ...this.opts.admin }) };
       if (isNbdPushRequest(req)) {
         const { home, pool, opened, admin } = this.opts;
         return { ok: true, messages, result: await this.beside(runNbdPushRequest(opened, req, { home, poolName: pool, clientsOf: (v) => admin.clientsOf?.(v) ?? 0, live: admin.live, stopping: this.stopping.signal, conn, send: (l) => send(conn, l) })) };

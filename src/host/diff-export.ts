@@ -1,8 +1,8 @@
 import type { Writable } from 'node:stream';
 import { loadXxhash } from '../blockdev/xxhash.js';
-import type { Pool } from '../qcowlike/index.js';
-import { diffRanges, openFrozen } from '../snapshot/index.js';
-import { DiffEncoder, MAX_DATA_RECORD, type DiffTotals } from '../snapshot/diff-stream.js';
+import { diffLayers, type Layer, type Pool } from '../qcowlike/index.js';
+import { openFrozen, type SnapshotRef } from '../snapshot/index.js';
+import { DiffEncoder, MAX_DATA_RECORD, type DiffPoint, type DiffTotals } from '../snapshot/diff-stream.js';
 import { findSnapshot } from './diff-points.js';
 import { runsOf } from './image-copy.js';
 
@@ -29,11 +29,39 @@ export interface ExportDiffResult extends DiffTotals {
  * become zero records, never bytes. `out` is not ended here.
  */
 export async function exportDiff(pool: Pool, poolName: string, req: ExportDiffRequest, out: Writable, onProgress?: (done: number, total: number) => void, signal?: AbortSignal): Promise<ExportDiffResult> {
-  await loadXxhash();
   const to = await findSnapshot(pool, poolName, req.volume, req.to);
   const from = req.from === null ? null : await findSnapshot(pool, poolName, req.volume, req.from);
-  const point = (s: { name: string; uuid: string }): { name: string; uuid: string } => ({ name: s.name, uuid: s.uuid });
-  const enc = new DiffEncoder({ size: to.size, from: from ? point(from) : null, to: point(to), volume: req.volume, created: new Date().toISOString() });
+  const fromLayer = from === null ? null : pool.layerById(from.layer);
+  const written = await writeDiff(pool, { from: from ? point(from) : null, fromLayer, to: point(to), toSource: { volume: req.volume, snapshot: to.name }, size: to.size, volume: req.volume }, out, { onProgress, signal });
+  return { volume: req.volume, from: from ? point(from) : null, to: point(to), size: to.size, ...written };
+}
+
+function point(s: { name: string; uuid: string }): DiffPoint {
+  return { name: s.name, uuid: s.uuid };
+}
+
+/** The two ends of a diff stream: FROM's layer (null: an empty disk) and the frozen point TO is read from (a snapshot or a template). */
+export interface DiffEnds {
+  from: DiffPoint | null;
+  fromLayer: Layer | null;
+  to: DiffPoint;
+  toSource: SnapshotRef | { template: string };
+  size: number;
+  /** The volume named in the header, for messages. */
+  volume: string;
+}
+
+/**
+ * The diff stream between any two frozen layers of a pool (a clone's first
+ * snapshot against the template it came from, too). With `after`, only the
+ * records from that volume offset on: the rest of a stream a receiver holds
+ * up to there.
+ */
+export async function writeDiff(pool: Pool, ends: DiffEnds, out: Writable, opts: { after?: number; onProgress?: (done: number, total: number) => void; signal?: AbortSignal } = {}): Promise<DiffTotals & { streamBytes: number }> {
+  await loadXxhash();
+  const { onProgress, signal } = opts;
+  const after = opts.after ?? 0;
+  const enc = new DiffEncoder({ size: ends.size, from: ends.from, to: ends.to, volume: ends.volume, created: new Date().toISOString() });
   let streamBytes = 0;
   const put = async (bufs: Buffer[]): Promise<void> => {
     for (const b of bufs) {
@@ -44,15 +72,16 @@ export async function exportDiff(pool: Pool, poolName: string, req: ExportDiffRe
     }
   };
   await put([enc.start()]);
-  const frozen = await openFrozen(pool, { volume: req.volume, snapshot: to.name });
+  const frozen = await openFrozen(pool, ends.toSource);
   try {
-    for await (const ext of diffRanges(pool, req.volume, from?.name ?? null, to.name)) {
+    for await (const ext of diffLayers(pool, ends.fromLayer, frozen.layer)) {
       // A range past TO's size (a volume that shrank since FROM) has nothing to say: the size in the header cuts it.
-      const end = Math.min(ext.offset + ext.length, to.size);
-      if (end <= ext.offset) continue;
-      if (ext.kind === 'zero') await put([enc.zero(ext.offset, end - ext.offset)]);
+      const end = Math.min(ext.offset + ext.length, ends.size);
+      const start = Math.max(ext.offset, after);
+      if (end <= start) continue;
+      if (ext.kind === 'zero') await put([enc.zero(start, end - start)]);
       else {
-        for (let pos = ext.offset; pos < end; pos += MAX_DATA_RECORD) {
+        for (let pos = start; pos < end; pos += MAX_DATA_RECORD) {
           if (signal?.aborted) throw new Error('interrupted');
           // A fresh buffer each time: the stream may still hold the last one.
           const chunk = Buffer.allocUnsafe(Math.min(MAX_DATA_RECORD, end - pos));
@@ -60,21 +89,21 @@ export async function exportDiff(pool: Pool, poolName: string, req: ExportDiffRe
           for (const run of runsOf(chunk)) {
             await put(run.zero ? [enc.zero(pos + run.offset, run.length)] : enc.data(pos + run.offset, chunk.subarray(run.offset, run.offset + run.length)));
           }
-          onProgress?.(pos + chunk.length, to.size);
+          onProgress?.(pos + chunk.length, ends.size);
         }
       }
-      onProgress?.(end, to.size);
+      onProgress?.(end, ends.size);
     }
   } finally {
     await frozen.close();
   }
   await put([enc.end()]);
-  onProgress?.(to.size, to.size);
-  return { volume: req.volume, from: from ? point(from) : null, to: point(to), size: to.size, streamBytes, ...enc.totals() };
+  onProgress?.(ends.size, ends.size);
+  return { streamBytes, ...enc.totals() };
 }
 
 /** Waits for a stream to take more, or fails with its error (a reader that went away). */
-function drained(out: Writable): Promise<void> {
+export function drained(out: Writable): Promise<void> {
   return new Promise((resolve, reject) => {
     if (out.destroyed) return reject(new Error('the stream was closed before the export ended'));
     const done = (err?: Error): void => {

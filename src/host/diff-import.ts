@@ -162,7 +162,7 @@ async function planImport(pool: Pool, ctx: ImportDiffContext, note: DiffImports,
 }
 
 /** The local snapshot that is `point`: the same UUID, or one recorded as holding the same bytes (imported from it, or it from this one). */
-async function findBase(note: DiffImports, snaps: SnapshotInfo[], point: DiffPoint): Promise<SnapshotInfo | undefined> {
+export async function findBase(note: DiffImports, snaps: SnapshotInfo[], point: DiffPoint): Promise<SnapshotInfo | undefined> {
   const same = snaps.find((s) => s.uuid === point.uuid);
   if (same) return same;
   const alike = note.sameAs(point.uuid);
@@ -177,7 +177,7 @@ async function pendingLeftNothing(pool: Pool, ctx: ImportDiffContext, note: Diff
   return base !== undefined && (await unchangedSince(pool, volume, base.name));
 }
 
-async function unchangedSince(pool: Pool, volume: string, snapshot: string): Promise<boolean> {
+export async function unchangedSince(pool: Pool, volume: string, snapshot: string): Promise<boolean> {
   for await (const _ of diffRanges(pool, volume, snapshot, null)) return false;
   return true;
 }
@@ -188,7 +188,7 @@ const DEPTH = 4;
 /** How often (in bytes of records applied) a long import notes how far it got, flushed. */
 const CHECKPOINT_BYTES = 256 * 1024 * 1024;
 
-interface Checkpoints {
+export interface Checkpoints {
   /** Records ending at or below this offset were written and flushed by a run that was cut short. */
   skipBelow: number;
   every: number;
@@ -197,7 +197,7 @@ interface Checkpoints {
 }
 
 /** Applies every record (records never overlap, so their writes may run together); with `vol` null, only reads and checks them. */
-async function applyRecords(reader: DiffStreamReader, vol: Volume | null, cp: Checkpoints, signal: AbortSignal | undefined, progress: (done: number) => void): Promise<void> {
+export async function applyRecords(reader: DiffStreamReader, vol: Volume | null, cp: Checkpoints, signal: AbortSignal | undefined, progress: (done: number) => void): Promise<void> {
   const inFlight = new Set<Promise<void>>();
   let failure: { err: unknown } | undefined;
   let done = 0;
@@ -254,7 +254,7 @@ function streamName(p: PendingImport): string {
   return `the stream ${p.from ? `from @${p.from.name}` : '(full)'} to @${p.to.name} (${formatSize(p.size)})`;
 }
 
-async function volumeExists(pool: Pool, volume: string): Promise<boolean> {
+export async function volumeExists(pool: Pool, volume: string): Promise<boolean> {
   try {
     await pool.volumeInfo(volume);
     return true;

@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { Pool } from '../qcowlike/index.js';
 import { isValidName } from '../qcowlike/index.js';
 import type { ControlClient } from './control-client.js';
+import type { ControlRequest } from './control-protocol.js';
 import { snapshotField } from './diff-admin.js';
 import { exportDiff, type ExportDiffResult } from './diff-export.js';
 import { importDiff, type ImportDiffContext, type ImportDiffResult } from './diff-import.js';
@@ -72,6 +73,9 @@ function connect(file: string): Promise<net.Socket> {
   });
 }
 
+/** A streaming request as the command gives it: the socket is its own, named here. */
+type WithoutSocket<T> = T extends unknown ? Omit<T, 'socket'> : never;
+
 /**
  * The command's side: listens on a socket of its own, sends the request
  * naming it, and hands the server's connection to `move` (which copies the
@@ -79,7 +83,7 @@ function connect(file: string): Promise<net.Socket> {
  * once both the reply and the copy are done; the first failure wins, and
  * ends the other side.
  */
-export async function diffViaServer<R>(control: ControlClient, req: Omit<Extract<DiffTransferRequest, { op: 'export-diff' }>, 'socket'> | Omit<Extract<DiffTransferRequest, { op: 'import-diff' }>, 'socket'>, move: (sock: net.Socket) => Promise<void>): Promise<R> {
+export async function diffViaServer<R>(control: ControlClient, req: WithoutSocket<Extract<ControlRequest, { socket: string }>>, move: (sock: net.Socket) => Promise<void>): Promise<R> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-diff-'));
   const file = path.join(dir, 's');
   const server = net.createServer();
@@ -101,7 +105,7 @@ export async function diffViaServer<R>(control: ControlClient, req: Omit<Extract
         resolve();
       });
     });
-    const reply = control.request({ ...req, socket: file } as DiffTransferRequest);
+    const reply = control.request({ ...req, socket: file } as ControlRequest);
     // Either the server connects and the copy runs, or the request fails before it did
     // (a server that succeeded did connect, even if its reply came in first).
     await Promise.race([accepted, reply.then(() => accepted, () => undefined)]);

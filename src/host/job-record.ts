@@ -1,5 +1,5 @@
 /** Long work on a pool that a user may want to follow, cancel, or learn the end of after a crash. */
-export type JobKind = 'rebuild' | 'scrub' | 'reclaim' | 'import' | 'export' | 'snapshot-delete' | 'flatten' | 'clone' | 'migrate';
+export type JobKind = 'rebuild' | 'scrub' | 'reclaim' | 'import' | 'export' | 'snapshot-delete' | 'flatten' | 'clone' | 'send' | 'receive' | 'migrate';
 
 export const JOB_STATES = ['running', 'done', 'failed', 'cancelled', 'interrupted'] as const;
 export type JobState = (typeof JOB_STATES)[number];

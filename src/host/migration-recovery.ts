@@ -39,8 +39,10 @@ export async function settleMigration(records: MigrationRecords, rec: MigrationR
 
 /**
  * At a read-write open of `poolName`: settles every migration that a dead
- * process left involving it. Problems are told, never thrown: the pool
- * opens either way, and the next open tries again.
+ * process left involving it, opening the other pool too when nobody holds
+ * it (whose own open settles its side), or asking the server that does.
+ * Problems are told, never thrown: the pool opens either way, and the next
+ * open tries again.
  */
 export async function settleMigrationsAtOpen(home: string, poolName: string, pool: Pool, say: (message: string) => void, openOther: (name: string) => Promise<{ pool: Pool; close(): Promise<void> }>): Promise<void> {
   const records = new MigrationRecords(home);
@@ -50,34 +52,35 @@ export async function settleMigrationsAtOpen(home: string, poolName: string, poo
   } catch (err) {
     return say(oneLine(err));
   }
-  for (const rec of orphans) {
-    const what = `migration of ${rec.source.pool}/${rec.source.volume} to ${rec.target.pool}/${rec.target.volume}`;
+  for (const found of orphans) {
+    const what = `migration of ${found.source.pool}/${found.source.volume} to ${found.target.pool}/${found.target.volume}`;
+    const isSource = found.source.pool === poolName;
+    const otherName = isSource ? found.target.pool : found.source.pool;
+    // Opened here only if no server has it (a served pool's socket answers); a pool this process holds already refuses a second open.
+    const served = await ControlClient.connect(home, otherName).catch(() => undefined);
+    served?.close();
+    const other = served ? undefined : await openOther(otherName).catch(() => undefined);
     try {
-      const have = { ...(rec.source.pool === poolName ? { source: pool } : {}), ...(rec.target.pool === poolName ? { target: pool } : {}) };
-      const done = await settleMigration(records, rec, have, () => askTarget(home, rec, openOther));
-      if (done !== 'waiting') say(`the ${what}, cut short (${rec.phase}), was ${done}: the volume is ${done === 'rolled back' ? `${rec.source.pool}/${rec.source.volume}` : `${rec.target.pool}/${rec.target.volume}`}`);
+      const rec = records.list().find((r) => r.id === found.id);
+      if (!rec) {
+        say(`the ${what}, cut short (${found.phase}), was settled`);
+        continue;
+      }
+      const have = isSource ? { source: pool, ...(other ? { target: other.pool } : {}) } : { target: pool, ...(other ? { source: other.pool } : {}) };
+      const done = await settleMigration(records, rec, have, () => askTarget(home, rec));
+      if (done !== 'waiting') say(`the ${what}, cut short (${found.phase}), was ${done}: the volume is ${done === 'rolled back' ? `${rec.source.pool}/${rec.source.volume}` : `${rec.target.pool}/${rec.target.volume}`}`);
     } catch (err) {
       say(`the ${what} was cut short and could not be settled yet (${oneLine(err)}); the next open tries again`);
+    } finally {
+      await other?.close().catch(() => undefined);
     }
   }
 }
 
-/**
- * Whether the target volume's completion landed: asked of the server that
- * holds its pool, or read from the pool opened here (whose own open settles
- * its side); undefined when nobody can tell now.
- */
-async function askTarget(home: string, rec: MigrationRecord, openOther: (name: string) => Promise<{ pool: Pool; close(): Promise<void> }>): Promise<boolean | undefined> {
+/** Whether the target volume's completion landed, asked of the server that holds its pool; undefined when nobody can tell now. */
+async function askTarget(home: string, rec: MigrationRecord): Promise<boolean | undefined> {
   const client = await ControlClient.connect(home, rec.target.pool).catch(() => undefined);
-  if (!client) {
-    const other = await openOther(rec.target.pool).catch(() => undefined);
-    if (!other) return undefined;
-    try {
-      return other.pool.volumeRecords().some((v) => v.name === rec.target.volume && !v.incomplete);
-    } finally {
-      await other.close();
-    }
-  }
+  if (!client) return undefined;
   try {
     const reply = await client.request({ op: 'volume-list' });
     const vols = reply.result as Array<{ name: string; incomplete: boolean }>;
