@@ -27,8 +27,10 @@ export interface PushResult {
   size: number;
   /** Data sent as writes. */
   bytesWritten: number;
-  /** Zeroes the target was asked to make (write-zeroes requests, no data). */
+  /** Zeroes the target was asked to make (write-zeroes requests, no data; unless zeroesSentAsData). */
   bytesZeroed: number;
+  /** The target offers no write-zeroes: bytesZeroed went as zero bytes. */
+  zeroesSentAsData: boolean;
   /** Zeroes left alone because the target said they read as zero already. */
   bytesAlreadyZero: number;
   /** Bytes read back from the target and compared. */
@@ -65,7 +67,7 @@ export async function pushVolume(source: BlockDevice & Mappable, target: PushTar
   const size = source.size;
   const sums: Sum[] = [];
   const zeroRuns: Span[] = [];
-  const result: PushResult = { size, bytesWritten: 0, bytesZeroed: 0, bytesAlreadyZero: 0, bytesVerified: 0, copySeconds: 0, verifySeconds: 0 };
+  const result: PushResult = { size, bytesWritten: 0, bytesZeroed: 0, zeroesSentAsData: target.zeroesAsData, bytesAlreadyZero: 0, bytesVerified: 0, copySeconds: 0, verifySeconds: 0 };
   const started = performance.now();
   const buffers = Array.from({ length: DEPTH }, () => Buffer.allocUnsafe(CHUNK));
   const pace = paced({ ...(opts.rate !== undefined ? { rateBytesPerSec: opts.rate } : {}), ...(opts.signal ? { signal: opts.signal } : {}) }, 1);

@@ -77,7 +77,7 @@ export async function pushOnlineAsJob(pool: Pool, volume: string, address: PushT
           onReady: () => ctx.onEvent?.({ job: job.id, phase: 'ready', done: source.size, total: source.size }),
         });
         await target.close();
-        return { pool: ctx.poolName, volume, target: address.uri, job: job.id, sourceKept: true as const, size: source.size, bytesWritten: r.copied, bytesZeroed: r.zeroed, bytesAlreadyZero: source.size - r.copied - r.zeroed, bytesVerified: 0, copySeconds: r.copySeconds, verifySeconds: 0, online: true };
+        return { pool: ctx.poolName, volume, target: address.uri, job: job.id, sourceKept: true as const, size: source.size, bytesWritten: r.copied, bytesZeroed: r.zeroed, zeroesSentAsData: false, bytesAlreadyZero: source.size - r.copied - r.zeroed, bytesVerified: 0, copySeconds: r.copySeconds, verifySeconds: 0, online: true };
       } catch (err) {
         await target.close().catch(() => undefined);
         throw job.signal.aborted ? cancelReason(job.signal, err) : err instanceof AdminError ? err : new Error(`the online push of ${ref} to ${address.uri} failed (the volume is untouched and its clients saw nothing): ${oneLine(err)}`);

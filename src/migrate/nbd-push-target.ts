@@ -9,6 +9,7 @@ import type { PushTargetAddress } from './nbd-push-uri.js';
 /** One zeroing request covers at most this much (NBD lengths are 32-bit; servers cap them lower still). */
 const ZERO_SPAN = 1024 ** 3;
 const READ_PIECE = 1024 * 1024;
+const ZERO_BUFFER = Buffer.alloc(4 * 1024 * 1024);
 
 /**
  * The NBD export a volume is pushed into: the raw client, so that zeroing
@@ -33,6 +34,11 @@ export class PushTarget {
 
   get size(): number {
     return this.client.size;
+  }
+
+  /** The export offers no write-zeroes: zeroing it sends zero bytes. */
+  get zeroesAsData(): boolean {
+    return (this.client.details.flags & FLAG_SEND_WRITE_ZEROES) === 0;
   }
 
   /** Connects, refuses an export that is read-only or smaller than `need` bytes, and reads its map. */
@@ -79,13 +85,14 @@ export class PushTarget {
    * zero buffers only for an export without write-zeroes.
    */
   async zero(offset: number, length: number): Promise<void> {
-    const parts: Promise<void>[] = [];
-    const writeZeroes = (this.client.details.flags & FLAG_SEND_WRITE_ZEROES) !== 0;
-    const span = writeZeroes ? ZERO_SPAN : this.maxPayload;
-    for (let at = offset; at < offset + length; at += span) {
-      const n = Math.min(span, offset + length - at);
-      parts.push(writeZeroes ? this.zeroes(at, n) : this.client.write(Buffer.alloc(n), at));
+    if (this.zeroesAsData) {
+      // One buffer of zeroes, one request at a time: a hole of a terabyte must not become a terabyte of buffers.
+      const piece = Math.min(ZERO_BUFFER.length, this.maxPayload);
+      for (let at = offset; at < offset + length; at += piece) await this.client.write(ZERO_BUFFER.subarray(0, Math.min(piece, offset + length - at)), at);
+      return;
     }
+    const parts: Promise<void>[] = [];
+    for (let at = offset; at < offset + length; at += ZERO_SPAN) parts.push(this.zeroes(at, Math.min(ZERO_SPAN, offset + length - at)));
     await Promise.all(parts);
   }
 

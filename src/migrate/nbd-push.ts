@@ -65,7 +65,8 @@ export async function migrateToNbd(home: string, ref: string, uri: string, opts:
 }
 
 function describe(ref: string, o: PushOutcome): string {
-  const moved = `${formatSize(o.bytesWritten)} written, ${formatSize(o.bytesZeroed)} zeroed without data, ${formatSize(o.bytesAlreadyZero)} already zero there`;
+  const zeroed = o.zeroesSentAsData ? `${formatSize(o.bytesZeroed)} of zeroes written (the export has no write-zeroes)` : `${formatSize(o.bytesZeroed)} zeroed without data`;
+  const moved = `${formatSize(o.bytesWritten)} written, ${zeroed}, ${formatSize(o.bytesAlreadyZero)} already zero there`;
   const kept = `${ref} is kept (an NBD target is not a pool of this host)`;
   if (o.online) return `pushed ${ref} (${formatSize(o.size)}) to ${o.target} as job ${o.job}, online: ${moved} in ${o.copySeconds} s, then mirrored until its last client disconnected; the target is flushed; ${kept}`;
   return `pushed ${ref} (${formatSize(o.size)}) to ${o.target} as job ${o.job}: ${moved} in ${o.copySeconds} s; verified (${formatSize(o.bytesVerified)} read back in ${o.verifySeconds} s); ${kept}`;

@@ -94,6 +94,26 @@ describe('strata migrate POOL/VOL nbd://…', () => {
     await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', raw, img]);
   });
 
+  it('pushes into nbdkit without write-zeroes over old data, writing zero bytes where it must', async () => {
+    expect(hasTool('nbdkit')).toBe(true);
+    const socket = path.join(dir, 'nk.sock');
+    const nk = spawn('nbdkit', ['-f', '-U', socket, '--filter=nozero', 'data', '( 0x11 0x22 )*33554432'], { stdio: 'ignore' });
+    const exited = new Promise<void>((resolve) => nk.once('exit', () => resolve()));
+    try {
+      for (let i = 0; !fs.existsSync(socket); i++) {
+        if (i > 400) throw new Error('nbdkit did not listen');
+        await sleep(25);
+      }
+      const uri = `nbd+unix:///?socket=${socket}`;
+      const out = json<PushJson & { zeroesSentAsData: boolean }>(home, ['migrate', 'p/v', uri]);
+      expect(out).toMatchObject({ bytesWritten: 6 * MiB, bytesZeroed: 58 * MiB, zeroesSentAsData: true });
+      await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', raw, uri]);
+    } finally {
+      nk.kill('SIGTERM');
+      await exited;
+    }
+  });
+
   it('refuses a target smaller than the volume, naming both sizes', async () => {
     const img = path.join(dir, 't3.qcow2');
     await tool('qemu-img', ['create', '-f', 'qcow2', img, '32M']);
