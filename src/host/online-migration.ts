@@ -93,6 +93,7 @@ export async function runMigration(ends: MigrationEnds, req: Omit<OnlineMigratio
   const records = new MigrationRecords(ends.home);
   const movable = held.device;
   const volume = movable.volume as BlockDevice & Mappable;
+  if (movable.interposed) throw new AdminError('EBUSY', `volume '${source.name}/${req.volume}' is being mirrored already (a push to an NBD export runs on it); cancel that job first`);
   const rec = records.create({ pool: source.name, volume: req.volume }, { pool: target.name, volume: req.targetVolume });
   let tgt: BlockDevice | undefined;
   let mirror: MirrorDevice | undefined;
