@@ -142,10 +142,16 @@ export async function runMigration(ends: MigrationEnds, req: Omit<OnlineMigratio
       release();
       pivotHeldMs = performance.now() - pivotStart;
     }
-    records.setPhase(rec, 'pivoted');
-    await volume.close();
-    const sourceLeft = await removeSource(source.pool, req.volume);
-    if (sourceLeft === undefined) records.remove(rec);
+    // The volume is the target's now, whatever follows: what cannot be done here is left for the next open of the source pool.
+    let sourceLeft: string | undefined;
+    try {
+      records.setPhase(rec, 'pivoted');
+      await volume.close();
+      sourceLeft = await removeSource(source.pool, req.volume);
+      if (sourceLeft === undefined) records.remove(rec);
+    } catch (err) {
+      sourceLeft = oneLine(err);
+    }
     return { source: `${source.name}/${req.volume}`, target: `${target.name}/${req.targetVolume}`, size: volume.size, copiedBytes, pivotHeldMs: Math.round(pivotHeldMs * 10) / 10, seconds: Math.round((performance.now() - started) / 100) / 10, ...(sourceLeft !== undefined ? { sourceLeft } : {}) };
   } catch (err) {
     if (pivoted) throw err;
