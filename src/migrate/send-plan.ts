@@ -16,6 +16,7 @@ export function isTemporary(snapshot: string): boolean {
 /** One section as the sender reads it: the two layers it lies between. */
 export interface SendStep extends SendSection {
   fromLayer: Layer | null;
+  toLayer: Layer;
   toSource: SnapshotRef | { template: string };
 }
 
@@ -66,10 +67,10 @@ export async function planSend(pool: Pool, poolName: string, req: { volume: stri
     base = { layer: points[at]!.layer, point: points[at]!.point };
     first = at + 1;
   } else if (origin) {
-    steps.push({ from: null, to: origin.point, size: origin.layer.size, base: true, fromLayer: null, toSource: origin.source });
+    steps.push({ from: null, to: origin.point, size: origin.layer.size, base: true, fromLayer: null, toLayer: origin.layer, toSource: origin.source });
   }
   for (const p of points.slice(first)) {
-    steps.push({ from: base.point, to: p.point, size: p.layer.size, fromLayer: base.layer, toSource: p.ref });
+    steps.push({ from: base.point, to: p.point, size: p.layer.size, fromLayer: base.layer, toLayer: p.layer, toSource: p.ref });
     base = { layer: p.layer, point: p.point };
   }
   const stream = createHash('sha256')

@@ -1,9 +1,9 @@
-import net from 'node:net';
+import type net from 'node:net';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { isValidName, type Pool } from '../qcowlike/index.js';
 import type { ControlClient } from '../host/control-client.js';
-import { diffViaServer } from '../host/diff-transfer.js';
+import { connectStreamSocket, diffViaServer, endWritten } from '../host/diff-transfer.js';
 import { abandonReceive, chainDigest, dropSnapshot, removeChain, sourceState, takeTemporary } from './chain-ops.js';
 import type { ChainSide } from './chain-side.js';
 import { receiveChain, ReceiveInterrupted, type ReceiveContext, type ReceiveResult } from './receive.js';
@@ -66,14 +66,11 @@ export async function runSendTransfer(pool: Pool, req: SendTransferRequest, ctx:
   const writes = req.op === 'chain-receive' || (req.op === 'chain-step' && !READ_STEPS.has(req.step));
   if (writes && ctx.readOnly) throw new Error(`pool '${ctx.poolName}' is served read-only`);
   if (req.op === 'chain-step') return runStep(pool, req, ctx);
-  const sock = await connect(req.socket);
+  const sock = await connectStreamSocket(req.socket);
   try {
     if (req.op === 'chain-send') {
       const result = await sendChain(pool, ctx.poolName, req, sock, req.rate !== undefined ? { rate: req.rate } : {});
-      await new Promise<void>((resolve, reject) => {
-        sock.once('error', reject);
-        sock.end(() => resolve());
-      });
+      await endWritten(sock);
       return result;
     }
     const result = await receiveChain(pool, ctx, req.volume, sock);
@@ -114,18 +111,6 @@ async function runStep(pool: Pool, req: Extract<SendTransferRequest, { op: 'chai
       return r;
     }
   }
-}
-
-function connect(file: string): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(file);
-    sock.once('connect', () => {
-      sock.off('error', reject);
-      sock.on('error', () => undefined);
-      resolve(sock);
-    });
-    sock.once('error', (err) => reject(new Error(`cannot reach the command's stream socket ${file}: ${err.message}`)));
-  });
 }
 
 /** The command's view of a served pool. */

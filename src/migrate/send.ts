@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadXxhash } from '../blockdev/xxhash.js';
-import type { Pool } from '../qcowlike/index.js';
+import { diffLayers, type Pool } from '../qcowlike/index.js';
 import type { DiffPoint } from '../snapshot/diff-stream.js';
 import { AdminError } from '../host/admin.js';
 import { drained, writeDiff } from '../host/diff-export.js';
@@ -77,7 +77,8 @@ export async function sendChain(pool: Pool, poolName: string, req: { volume: str
   for (const [k, step] of steps.entries()) {
     const index = start + k;
     const framed = new FrameWriter((b) => put(b), index, seed);
-    const t = await writeDiff(pool, { from: step.from, fromLayer: step.fromLayer, to: step.to, toSource: step.toSource, size: step.size, volume: req.volume }, framed, {
+    const ends = { from: step.from, to: step.to, toSource: step.toSource, size: step.size, volume: req.volume };
+    const t = await writeDiff(pool, ends, diffLayers(pool, step.fromLayer, step.toLayer), framed, {
       after: k === 0 ? (resume?.through ?? 0) : 0,
       signal: opts.signal,
       onProgress: (done) => opts.onProgress?.(before + done, total),

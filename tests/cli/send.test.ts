@@ -8,6 +8,8 @@ import type { Pool } from '../../src/qcowlike/index.js';
 import { cloneVolume, convertToTemplate, createSnapshots, listSnapshots, listTemplates } from '../../src/snapshot/index.js';
 import { hasTool, startServe, STRATA, tool, type ServeProcess } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
+import { volumeBytes } from '../support/volume-bytes.js';
+import { write } from '../migrate/chain-support.js';
 import { buildCli, fails, json, ok } from './strata.js';
 
 /**
@@ -34,17 +36,6 @@ function sh(script: string): { code: number; stdout: string; stderr: string } {
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** Writes `data` over the whole volume, as an import does. */
-async function fillVolume(pool: Pool, volume: string, data: Buffer): Promise<void> {
-  const v = await pool.openVolume(volume);
-  try {
-    await v.write(data, 0);
-    await v.flush();
-  } finally {
-    await v.close();
-  }
-}
-
 describe('send, receive and migrate', () => {
   const { dir, cleanup } = scratchDir('send-cli');
   const home = path.join(dir, 'h');
@@ -57,16 +48,7 @@ describe('send, receive and migrate', () => {
   /** What the volume reads, against the file, read in-process (qemu-img compare checks the points that matter most). */
   const reads = async (ref: string, reference: string): Promise<void> => {
     const [pool, volume] = ref.split('/') as [string, string];
-    const got = await inPool(pool, async (p) => {
-      const v = await p.openVolume(volume, { readOnly: true });
-      try {
-        const b = Buffer.alloc(v.size);
-        await v.read(b, 0);
-        return b;
-      } finally {
-        await v.close();
-      }
-    });
+    const got = await inPool(pool, (p) => volumeBytes(p, volume));
     expect(got.equals(fs.readFileSync(reference)), `${ref} against ${reference}`).toBe(true);
   };
   const same = async (ref: string, reference: string): Promise<void> => {
@@ -101,7 +83,7 @@ describe('send, receive and migrate', () => {
     fs.writeFileSync(ref3, three);
     await inPool('p', async (p) => {
       for (const [data, snap] of [[image(0x11), 's1'], [two, 's2'], [three, null]] as const) {
-        await fillVolume(p, 'v', data);
+        await write(p, 'v', 0, data);
         if (snap) await createSnapshots(p, [{ volume: 'v', snapshot: snap }]);
       }
     });
@@ -186,9 +168,9 @@ describe('send, receive and migrate', () => {
   it('migrate moves a volume with its snapshots, or copies it with --keep-source; a cancel leaves the source whole and no target', async () => {
     await inPool('p', async (p) => {
       await p.createVolume('m', 8 * MIB);
-      await fillVolume(p, 'm', image(0x11));
+      await write(p, 'm', 0, image(0x11));
       await createSnapshots(p, [{ volume: 'm', snapshot: 'a' }]);
-      await fillVolume(p, 'm', fs.readFileSync(ref2));
+      await write(p, 'm', 0, fs.readFileSync(ref2));
     });
     const copied = json<{ sourceKept: boolean; snapshots: string[] }>(home, ['migrate', 'p/m', 'q/m-copy', '--keep-source']);
     expect(copied).toMatchObject({ sourceKept: true, snapshots: ['a'] });
@@ -217,7 +199,7 @@ describe('send, receive and migrate', () => {
   it('migrating two clones of a template copies the template once, and they stay linked to it', async () => {
     await inPool('p', async (p) => {
       await p.createVolume('tmpl', 8 * MIB);
-      await fillVolume(p, 'tmpl', image(0x11));
+      await write(p, 'tmpl', 0, image(0x11));
       await convertToTemplate(p, 'tmpl');
       for (const c of ['c1', 'c2']) {
         await cloneVolume(p, { template: 'tmpl' }, c);
