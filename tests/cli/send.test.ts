@@ -181,7 +181,11 @@ describe('send, receive and migrate', () => {
     let err = '';
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const code = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-    await new Promise((r) => setTimeout(r, 1500));
+    // Once its job is recorded as running (the copy under way), never before its handler is in place.
+    const jobs = path.join(home, 'jobs', 'p.json');
+    const running = (): boolean => fs.existsSync(jobs) && (JSON.parse(fs.readFileSync(jobs, 'utf8')) as { jobs: Array<{ kind: string; state: string }> }).jobs.some((j) => j.kind === 'migrate' && j.state === 'running');
+    for (let i = 0; i < 400 && !running(); i++) await new Promise((r) => setTimeout(r, 25));
+    await new Promise((r) => setTimeout(r, 300));
     child.kill('SIGINT');
     expect(await code, err).toBe(1);
     expect(await volumes('q')).not.toContain('m');

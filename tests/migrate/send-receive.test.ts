@@ -9,6 +9,7 @@ import { sendChain } from '../../src/migrate/send.js';
 import { receiveChain, ReceiveInterrupted } from '../../src/migrate/receive.js';
 import { copyChain } from '../../src/migrate/chain-pipe.js';
 import { ReceiveNote } from '../../src/migrate/receive-note.js';
+import { abandonReceive } from '../../src/migrate/chain-ops.js';
 import { chunked, Collect, contents, fill, write } from './chain-support.js';
 
 const SIZE = 4 << 20;
@@ -134,5 +135,54 @@ describe('send and receive', () => {
     expect((await b.listVolumes()).length).toBe(used1 + 1);
     for (const n of ['c1', 'c2']) expect((await contents(b, `${n}@now`)).equals(await contents(a, `${n}@now`))).toBe(true);
     expect((await b.check()).problems).toEqual([]);
+  });
+
+  it('a pool that fills part-way gives a token; abandoning the receive leaves the pool as before', async () => {
+    const small = (await memoryPool({ deviceSize: 6 << 20 })).pool;
+    try {
+      await a.createVolume('big', 8 << 20);
+      await write(a, 'big', 0, Buffer.alloc(8 << 20, 9));
+      await createSnapshots(a, [{ volume: 'big', snapshot: 'x' }]);
+      const stream = await send(a, { volume: 'big', to: 'x', from: null });
+      const err = await receiveChain(small, { poolName: 'small', home }, 'big', chunked(stream)).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(ReceiveInterrupted);
+      expect((err as Error).message).toMatch(/receive into small\/big stopped: .*(space|ENOSPC|full)/i);
+      expect(new ReceiveNote(home, 'small').token('big')).toBe((err as ReceiveInterrupted).token);
+      expect(await abandonReceive(small, home, 'small', 'big')).toEqual({ removed: ['big'] });
+      expect(await small.listVolumes()).toEqual([]);
+      expect(new ReceiveNote(home, 'small').get('big')).toBeUndefined();
+      expect((await small.check()).problems).toEqual([]);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('a cancelled copy stops both sides; abandoning it removes the target and the base template it made', async () => {
+    await a.createVolume('base', SIZE);
+    await write(a, 'base', 0, fill(SIZE, 5));
+    await convertToTemplate(a, 'base');
+    await cloneVolume(a, { template: 'base' }, 'c');
+    await write(a, 'c', 0, fill(1 << 20, 6));
+    await createSnapshots(a, [{ volume: 'c', snapshot: 'now' }]);
+    const ac = new AbortController();
+    const copying = copyChain({ pool: a, poolName: 'a', home }, { pool: b, poolName: 'b', home }, { volume: 'c', to: 'now', newName: 'c' }, {
+      signal: ac.signal,
+      onProgress: (done) => {
+        if (done > SIZE + (256 << 10)) ac.abort();
+      },
+    });
+    await expect(copying).rejects.toThrow();
+    expect(new ReceiveNote(home, 'b').get('c')).toBeDefined();
+    const { removed } = await abandonReceive(b, home, 'b', 'c');
+    // The sender runs ahead of the receiver by the pipe's buffer: the clone may or may not have been made yet.
+    expect(removed).toContain('base');
+    expect(await b.listVolumes()).toEqual([]);
+    expect(await listTemplates(b)).toEqual([]);
+    expect((await b.check()).problems).toEqual([]);
+    // The source is as it was.
+    expect((await contents(a, 'c@now')).subarray(0, 1 << 20).equals(fill(1 << 20, 6))).toBe(true);
   });
 });
