@@ -1,11 +1,11 @@
 import type { Command } from 'commander';
-import { ControlClient } from '../../src/host/control-client.js';
 import { jobsFor } from '../../src/host/jobs.js';
 import { checkName, parseVolumeRef } from '../../src/host/registry.js';
 import { coldMigrate } from '../../src/migrate/cold.js';
 import { globals, report, ProgressBar } from '../output.js';
 import { formatSize } from '../size.js';
 import { interrupt, interruptible } from '../interruptible.js';
+import { migrateOnlineCommand } from '../migrate-online.js';
 import { rateOption } from './snapshot.js';
 import type { CommandGroup } from './index.js';
 
@@ -31,11 +31,10 @@ async function migrateCommand(ref: string, target: string, opts: MigrateOptions,
   const rate = rateOption(opts.rate);
   if (target.startsWith('nbd://')) throw new Error('migrate to an NBD export: not yet in this build');
   const dst = parseTarget(target, src.volume);
+  // Nobody can be using a volume whose pool is not served: it moves as a cold migration does.
   if (opts.online === true) {
-    const control = await ControlClient.connect(g.home, src.pool);
-    control?.close();
-    // Nobody can be using a volume whose pool is not served: it moves as a cold migration does.
-    if (control) throw new Error('migrate --online of a served volume: not yet in this build');
+    if (opts.keepSource === true) throw new Error('--online moves the volume (its export goes with it): --keep-source copies, and needs the volume idle');
+    if (await migrateOnlineCommand(g, ref, dst, rate)) return;
   }
   const spec = { kind: 'migrate' as const, target: `${ref} to ${dst.pool}/${dst.volume}`, restart: `strata migrate ${ref} ${target}${opts.keepSource ? ' --keep-source' : ''} (a cut-short migration left the source as it was)`, signal: interrupt.signal, ...(rate !== undefined ? { rate } : {}) };
   let bar: ProgressBar | undefined;

@@ -8,6 +8,7 @@ import { DEFAULT_MAX_BUFFER, DEFAULT_MAX_PER_ADDRESS, loadTls, MIN_MAX_BUFFER, N
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { ControlServer } from '../../src/host/control-server.js';
 import { PoolExportSource, type ServedPool } from '../../src/host/pool-exports.js';
+import { LiveVolumes } from '../../src/host/live-volumes.js';
 import { jobsFor } from '../../src/host/jobs.js';
 import type { ServedEndpoint } from '../../src/host/served-endpoint.js';
 import { IncompleteVolumeError } from '../incomplete.js';
@@ -208,9 +209,39 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
     }
     const only = opts.export.length > 0 ? new Set(opts.export) : undefined;
     const source = new PoolExportSource(servedPools, { readOnly, allowIncomplete: opts.allowIncomplete === true, ...(only ? { only } : {}), describe: (pool, volume, size) => `volume ${pool}/${volume}, ${formatSize(size)}` });
-    const log = (m: string): void => void process.stderr.write(`strata serve: ${m}
-`);
-    for (const o of opened) {
+    const log = (m: string): void => void process.stderr.write(`strata serve: ${m}\n`);
+    const adopting = new Map<string, Promise<OpenedPool>>();
+    const live = new LiveVolumes({
+      exportName: (pool, volume) => source.exportName(pool, volume),
+      holdExport: async (name) => {
+        const held = await server?.holdExport(name);
+        return held ? { device: held.export.device, release: held.release } : undefined;
+      },
+      clientsOf: (name) => server?.clientsOf(name) ?? 0,
+      served: (pool) => opened.find((o) => o.record.name === pool)?.pool,
+      adopt: async (pool) => {
+        const have = opened.find((o) => o.record.name === pool);
+        if (have) return have.pool;
+        let p = adopting.get(pool);
+        if (!p) {
+          // A pool another process serves is locked by it: the open says who holds it.
+          p = openRegisteredPool(home, checkName('pool', pool), { readOnly, serving: { rebuildRate }, direct }).then(async (o) => {
+            opened.push(o);
+            servedPools.push({ name: pool, pool: o.pool });
+            pools.push({ name: pool, pool: o.pool, ...(o.raid ? { array: o.raid.array } : {}) });
+            source.addPool({ name: pool, pool: o.pool });
+            await startControl(o);
+            log(`serving pool '${pool}' too (a migration's target); its volumes are exported as ${pool}/VOL`);
+            return o;
+          });
+          adopting.set(pool, p);
+          p.catch(() => adopting.delete(pool));
+        }
+        return (await p).pool;
+      },
+      alias: (oldName, to) => source.alias(oldName, to),
+    });
+    const startControl = async (o: OpenedPool): Promise<void> => {
       const poolName = o.record.name;
       const raid = o.raid;
       if (raid) {
@@ -226,6 +257,7 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
       const admin = {
         clientsOf: (volume: string) => server?.clientsOf(source.exportName(poolName, volume)) ?? 0,
         disconnect: async (volume: string) => (server ? server.disconnect(source.exportName(poolName, volume)) : 0),
+        live,
       };
       const endpoint = async (volume: string): Promise<ServedEndpoint> => {
         const name = await source.resolve(source.exportName(poolName, volume));
@@ -233,7 +265,8 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
       };
       const control = await ControlServer.start({ home, pool: poolName, opened: o.pool, ...(raid ? { raid } : {}), admin, rebuildRate, readOnly, direct, log, endpoint });
       if (control) controls.push(control);
-    }
+    };
+    for (const o of [...opened]) await startControl(o);
     const held = source.held();
     const exports = await source.list();
     for (const n of opts.export) {

@@ -1,6 +1,7 @@
 import { allocatedBytes } from '../blockdev/index.js';
 import { Pool, PoolError, type CheckReport, type PoolStats, type Preallocation, type VolumeInfo } from '../qcowlike/index.js';
 import type { Jobs } from './jobs.js';
+import type { LiveVolumes } from './live-volumes.js';
 import { deleteAsJob } from './reclaim-job.js';
 import { overcommitWarnings, poolHealth, type PoolHealth } from './pool-health.js';
 import { resizePool, type PoolResizeResult } from './pool-resize.js';
@@ -62,6 +63,8 @@ export interface AdminContext {
   jobs?: Jobs;
   /** Cancels the jobs a verb runs (Ctrl-C on a command, a server stopping). */
   signal?: AbortSignal;
+  /** A served pool: its server's exports and pools, for work on volumes in use (hot migration). */
+  live?: LiveVolumes;
 }
 
 /** Errors that name the volume the way the user typed it. */

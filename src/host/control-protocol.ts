@@ -5,6 +5,8 @@ import { ENDPOINT_OP, parseEndpointRequest, type EndpointRequest } from './serve
 import { JOB_OPS, parseJobRequest, type JobRequest } from './job-requests.js';
 import { parseRaidRequest, RAID_OPS, type RaidRequest, type RaidResult } from './raid-admin.js';
 import { checkName } from './registry.js';
+import { ONLINE_MIGRATION_OP, parseOnlineMigration } from './online-migration-request.js';
+import type { OnlineMigrationRequest } from './online-migration.js';
 import { DIFF_TRANSFER_OPS, parseDiffTransferRequest, type DiffTransferRequest } from './diff-transfer.js';
 import { parseSendTransferRequest, SEND_TRANSFER_OPS, type SendTransferRequest } from '../migrate/send-transfer.js';
 
@@ -15,7 +17,7 @@ import { parseSendTransferRequest, SEND_TRANSFER_OPS, type SendTransferRequest }
  * one reply line with `ok`. Member files are absolute paths: the server's
  * working directory is not the client's.
  */
-export type ControlRequest = RaidRequest | AdminRequest | EndpointRequest | JobRequest | DiffTransferRequest | SendTransferRequest;
+export type ControlRequest = RaidRequest | AdminRequest | EndpointRequest | JobRequest | DiffTransferRequest | SendTransferRequest | OnlineMigrationRequest;
 
 export interface ControlProgress {
   progress: number;
@@ -47,11 +49,12 @@ export function parseRequest(line: string): ControlRequest {
   const r = raw as Record<string, unknown>;
   if (typeof r.op === 'string' && ADMIN_OPS.has(r.op)) return parseAdminRequest(r);
   if (r.op === ENDPOINT_OP) return parseEndpointRequest(r);
+  if (r.op === ONLINE_MIGRATION_OP) return parseOnlineMigration(r);
   if (typeof r.op === 'string' && JOB_OPS.has(r.op)) return parseJobRequest(r);
   if (typeof r.op === 'string' && RAID_OPS.has(r.op)) return parseRaidRequest(r);
   if (typeof r.op === 'string' && DIFF_TRANSFER_OPS.has(r.op)) return parseDiffTransferRequest(r);
   if (typeof r.op === 'string' && SEND_TRANSFER_OPS.has(r.op)) return parseSendTransferRequest(r);
-  throw new Error(`unknown request '${String(r.op)}' (${[...RAID_OPS, ...ADMIN_OPS, ...DIFF_TRANSFER_OPS, ...SEND_TRANSFER_OPS, ...JOB_OPS].join(', ')})`);
+  throw new Error(`unknown request '${String(r.op)}' (${[...RAID_OPS, ...ADMIN_OPS, ...DIFF_TRANSFER_OPS, ...SEND_TRANSFER_OPS, ...JOB_OPS, ONLINE_MIGRATION_OP].join(', ')})`);
 }
 
 /** Splits a UTF-8 byte stream into lines (a character may straddle chunks), refusing one longer than `max` characters. */

@@ -10,6 +10,8 @@ import { raidWrites, runRaid, type RaidRequest, type RaidResult } from './raid-a
 import { ENDPOINT_OP, type ServedEndpoint } from './served-endpoint.js';
 import { isJobRequest, runJobRequest } from './job-requests.js';
 import { isDiffTransfer, runDiffTransfer } from './diff-transfer.js';
+import { migrateOnline } from './online-migration.js';
+import { ONLINE_MIGRATION_OP } from './online-migration-request.js';
 import { isSendTransfer, runSendTransfer } from '../migrate/send-transfer.js';
 import { jobsFor } from './jobs.js';
 import { oneLine, type OpenedArray } from './open-pool.js';
@@ -27,7 +29,7 @@ export interface ControlServerOptions {
   /** The array under it, when it is on RAID, for the raid commands. */
   raid?: OpenedArray;
   /** What the server knows of the volumes' clients, and how it hears of new ones. */
-  admin: Pick<AdminContext, 'clientsOf' | 'disconnect' | 'changed'>;
+  admin: Pick<AdminContext, 'clientsOf' | 'disconnect' | 'changed' | 'live'>;
   /** The server's --rebuild-rate, for requests that give none. */
   rebuildRate: number;
   readOnly: boolean;
@@ -143,6 +145,10 @@ export class ControlServer {
       if (isAdmin(req)) return { ok: true, messages, result: await this.admin(req) };
       // A stream may take hours: it runs beside the queue of admin verbs, not in it.
       if (isDiffTransfer(req)) return { ok: true, messages, result: await runDiffTransfer(this.opts.opened, req, { poolName: this.opts.pool, home: this.opts.home, readOnly: this.opts.readOnly, ...this.opts.admin }) };
+      if (req.op === ONLINE_MIGRATION_OP) {
+        if (this.opts.readOnly) throw new Error(`pool '${this.opts.pool}' is served read-only`);
+        return { ok: true, messages, result: await this.beside(migrateOnline(this.opts.opened, req, { poolName: this.opts.pool, home: this.opts.home, online: true, jobs: jobsFor(this.opts.home, this.opts.pool), signal: this.stopping.signal, ...this.opts.admin })) };
+      }
       if (isSendTransfer(req)) return { ok: true, messages, result: await runSendTransfer(this.opts.opened, req, { poolName: this.opts.pool, home: this.opts.home, readOnly: this.opts.readOnly, ...this.opts.admin }) };
       if (req.op === ENDPOINT_OP) {
         if (!this.opts.endpoint) throw new Error(`pool '${this.opts.pool}': this server does not say where its exports are`);
@@ -161,21 +167,23 @@ export class ControlServer {
     if (!adminReads(req) && this.opts.readOnly) throw new Error(`pool '${this.opts.pool}' is served read-only`);
     const verb = (): Promise<unknown> => runAdmin(this.opts.opened, req, { poolName: this.opts.pool, online: true, jobs: jobsFor(this.opts.home, this.opts.pool), ...this.opts.admin });
     // A merge or copy may take hours: it runs beside the queue, as a job that job list and job cancel reach.
-    if (chainRunsLong(req)) {
-      const p = runAdmin(this.opts.opened, req, { poolName: this.opts.pool, online: true, jobs: jobsFor(this.opts.home, this.opts.pool), signal: this.stopping.signal, ...this.opts.admin });
-      this.long.add(p);
-      void p.then(
-        () => this.long.delete(p),
-        () => this.long.delete(p),
-      );
-      return p;
-    }
+    if (chainRunsLong(req)) return this.beside(runAdmin(this.opts.opened, req, { poolName: this.opts.pool, online: true, jobs: jobsFor(this.opts.home, this.opts.pool), signal: this.stopping.signal, ...this.opts.admin }));
     const run = this.queue.then(verb);
     this.queue = run.then(
       () => undefined,
       () => undefined,
     );
     return run;
+  }
+
+  /** Work that may take hours, run beside the queue; a closing server cancels it and waits for it to stop. */
+  private beside<T>(p: Promise<T>): Promise<T> {
+    this.long.add(p);
+    void p.then(
+      () => this.long.delete(p),
+      () => this.long.delete(p),
+    );
+    return p;
   }
 
   /** A RAID verb, run by the same function as `strata raid` runs in-process, on the served array. */

@@ -2,9 +2,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 /**
- * Replaces a small JSON file of the home whole, so that a crash leaves the
- * old contents or the new ones: a temp file beside it, fsync, rename, fsync
- * of the directory. Private to the user (0600, in a 0700 directory).
+ * Replaces `file` with `value` as JSON so that a crash leaves the old
+ * contents or the new, never a mix: a temporary file written and synced,
+ * renamed over, and the directory synced so the rename itself lasts.
  */
 export function writeJsonDurably(file: string, value: unknown): void {
   const dir = path.dirname(file);
@@ -18,6 +18,16 @@ export function writeJsonDurably(file: string, value: unknown): void {
     fs.closeSync(fd);
   }
   fs.renameSync(tmp, file);
+  syncDirectory(dir);
+}
+
+/** Removes `file` so that the removal lasts a crash. */
+export function removeDurably(file: string): void {
+  fs.rmSync(file, { force: true });
+  syncDirectory(path.dirname(file));
+}
+
+function syncDirectory(dir: string): void {
   const dfd = fs.openSync(dir, 'r');
   try {
     fs.fsyncSync(dfd);

@@ -6,6 +6,7 @@ import { oneLine } from './pool-errors.js';
 import { Registry, type PoolRecord } from './registry.js';
 import { jobsFor } from './jobs.js';
 import { followReclaimAtOpen } from './reclaim-job.js';
+import { settleMigrationsAtOpen } from './migration-recovery.js';
 
 export interface OpenedPool {
   pool: Pool;
@@ -68,7 +69,13 @@ async function openPool(registry: Registry, record: PoolRecord, opts: OpenPoolOp
     if (err instanceof PoolError) throw new PoolError(err.code, `pool '${record.name}': ${oneLine(err)}`);
     throw new Error(`pool '${record.name}': ${oneLine(err)}`);
   }
-  if (!readOnly) followReclaimAtOpen(jobsFor(registry.home, record.name), pool);
+  if (!readOnly) {
+    followReclaimAtOpen(jobsFor(registry.home, record.name), pool);
+    await settleMigrationsAtOpen(registry.home, record.name, pool, (m) => say(`pool '${record.name}': ${m}`), async (other) => {
+      const o = await openPool(registry, registry.get(other), { readOnly: false, onMessage: say });
+      return { pool: o.pool, close: o.close };
+    });
+  }
   const close = async (): Promise<void> => {
     await pool.close();
     afterClose?.();

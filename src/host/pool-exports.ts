@@ -3,6 +3,7 @@ import type { ExportListing, ExportSource, OpenedExport } from '../nbd/exports.j
 import type { Pool } from '../qcowlike/index.js';
 import { chainCatalog, type FrozenCatalog, type FrozenEntry } from './frozen-exports.js';
 import { formatSize } from './size.js';
+import { MovableDevice } from '../migrate/movable-device.js';
 
 export interface ServedPool {
   name: string;
@@ -39,14 +40,49 @@ interface Entry {
  * they are made and deleted.
  */
 export class PoolExportSource implements ExportSource {
-  constructor(
-    private readonly pools: readonly ServedPool[],
-    private readonly opts: PoolExportOptions,
-  ) {}
+  private readonly pools: ServedPool[];
+  /** The pool whose volumes go by bare names: the one pool the server was started with. */
+  private readonly barePool: string | undefined;
+  /** Export names that stand for a volume now in another pool (a hot migration's source name), by old name. */
+  private readonly moved = new Map<string, { pool: string; volume: string; active: boolean }>();
 
-  /** The export name of a volume (what clients type and what the server counts connections by). */
+  constructor(
+    pools: readonly ServedPool[],
+    private readonly opts: PoolExportOptions,
+  ) {
+    this.pools = [...pools];
+    this.barePool = pools.length === 1 ? pools[0]!.name : undefined;
+  }
+
+  /**
+   * The export name of a volume (what clients type and what the server
+   * counts connections by). A pool taken on later (the target of a
+   * migration) never changes the names the first ones go by.
+   */
   exportName(pool: string, volume: string): string {
-    return this.pools.length > 1 ? `${pool}/${volume}` : volume;
+    return pool === this.barePool ? volume : `${pool}/${volume}`;
+  }
+
+  /** Serves a pool opened after the server started (a migration's target); its names are always `POOL/VOL`. */
+  addPool(p: ServedPool): void {
+    if (!this.pools.some((x) => x.name === p.name)) this.pools.push(p);
+  }
+
+  /** The pools served now. */
+  servedPools(): readonly ServedPool[] {
+    return this.pools;
+  }
+
+  /**
+   * For a hot migration: `oldName` stands for the volume in its new pool
+   * once `active` (after the pivot), so clients that reconnect find it where
+   * they left it, and the new name is the same export (one opening, shared);
+   * before that, the new name is hidden while it is being filled. `undefined`
+   * takes the alias away (a migration rolled back).
+   */
+  alias(oldName: string, to: { pool: string; volume: string; active: boolean } | undefined): void {
+    if (to) this.moved.set(oldName, to);
+    else this.moved.delete(oldName);
   }
 
   /** Volumes not served because an import left them incomplete (and --allow-incomplete was not given). */
@@ -64,8 +100,22 @@ export class PoolExportSource implements ExportSource {
         if (v.incomplete && !this.opts.allowIncomplete) continue;
         const name = this.exportName(p.name, v.name);
         const readOnly = this.opts.readOnly || v.readOnly;
-        out.set(name, { identity: 'volume', readOnly, description: this.opts.describe(p.name, v.name, v.size), open: () => p.pool.openVolume(v.name, { readOnly }) });
+        // Behind a movable device, so that a migration can mirror the volume and move it under its connections.
+        out.set(name, { identity: 'volume', readOnly, description: this.opts.describe(p.name, v.name, v.size), open: async () => new MovableDevice(await p.pool.openVolume(v.name, { readOnly })) });
       }
+    }
+    for (const [oldName, to] of this.moved) {
+      const newName = this.exportName(to.pool, to.volume);
+      const e = out.get(newName);
+      if (!e) continue;
+      if (!to.active) {
+        out.delete(newName);
+        continue;
+      }
+      // A volume made since under the old name has it back.
+      if (out.has(oldName)) continue;
+      out.delete(newName);
+      out.set(oldName, e);
     }
     for (const p of this.pools) {
       for (const f of (this.opts.frozen ?? chainCatalog).list(p.pool)) {
@@ -102,9 +152,11 @@ export class PoolExportSource implements ExportSource {
     const table = this.table();
     if (table.has(name)) return name;
     if (name === '') return table.keys().next().value;
-    // POOL/VOL answers when one pool is served and its exports go by VOL.
+    // A moved volume's new name is the same export as its old one.
+    for (const [oldName, to] of this.moved) if (to.active && name === this.exportName(to.pool, to.volume) && table.has(oldName)) return oldName;
+    // POOL/VOL answers for the pool whose exports go by VOL.
     const slash = name.indexOf('/');
-    if (this.pools.length === 1 && slash > 0 && name.slice(0, slash) === this.pools[0]!.name && table.has(name.slice(slash + 1))) return name.slice(slash + 1);
+    if (slash > 0 && name.slice(0, slash) === this.barePool && table.has(name.slice(slash + 1))) return name.slice(slash + 1);
     return undefined;
   }
 

@@ -121,7 +121,8 @@ export class MirrorDevice extends PassThroughDevice {
         if (inFlight.size >= COPY_DEPTH) await Promise.race(inFlight);
         if (opts.rate !== undefined && opts.rate > 0) {
           const due = ((done + COPY_DEPTH * COPY_CHUNK) / opts.rate) * 1000 - (performance.now() - started);
-          if (due > 0) await sleep(due, undefined, { signal: opts.signal });
+          // A cancel ends the wait with its own reason ("job 3 was cancelled"), not a timer's AbortError.
+          if (due > 0) await sleep(due, undefined, { signal: opts.signal }).catch((err: unknown) => (opts.signal?.throwIfAborted(), Promise.reject(err)));
         }
       }
       if (failure !== undefined) break;

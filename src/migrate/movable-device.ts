@@ -1,4 +1,9 @@
 import type { BlockDevice, Extent, Redundancy, WriteOptions, WriteZeroesOptions } from '../blockdev/index.js';
+import type { DepthRun } from '../nbd/block-status.js';
+
+type DepthReporting = { allocationDepth(offset: number, length: number): Promise<DepthRun[]> };
+
+const reportsDepth = (d: BlockDevice): d is BlockDevice & DepthReporting => typeof (d as Partial<DepthReporting>).allocationDepth === 'function';
 
 /**
  * The device an export serves a volume through, which can be changed under
@@ -15,9 +20,13 @@ export class MovableDevice implements BlockDevice {
   private gate: Promise<void> | undefined;
   private drained: (() => void) | undefined;
 
+  /** qemu:allocation-depth of the volume it is on, when volumes report it (a pool volume does). */
+  readonly allocationDepth?: (offset: number, length: number) => Promise<DepthRun[]>;
+
   constructor(device: BlockDevice) {
     this.base = device;
     this.current = device;
+    if (reportsDepth(device)) this.allocationDepth = (offset, length) => this.run(() => (reportsDepth(this.base) ? this.base.allocationDepth(offset, length) : Promise.resolve([{ offset, length, depth: 1 }])));
   }
 
   /** The volume under any wrapper: where the data lives now. */

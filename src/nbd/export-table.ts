@@ -16,6 +16,8 @@ export interface ServedExport {
 interface Entry {
   canonical: string;
   refs: number;
+  /** Of the refs, those that are not connections: work the server runs on the export (a migration holding it open). */
+  holds: number;
   ready: Promise<ServedExport & { opened: OpenedExport }>;
 }
 
@@ -38,8 +40,11 @@ export class ExportTable {
     private readonly forceReadOnly: boolean,
   ) {}
 
-  /** Resolves undefined when no export answers to `name`. */
-  async acquire(name: string): Promise<ServedExport | undefined> {
+  /**
+   * Resolves undefined when no export answers to `name`. A `hold` keeps the
+   * export open like a connection without counting as a client.
+   */
+  async acquire(name: string, hold = false): Promise<ServedExport | undefined> {
     const canonical = await this.source.resolve(name);
     if (canonical === undefined) return undefined;
     const identity = (await this.source.identity?.(canonical)) ?? '';
@@ -56,7 +61,7 @@ export class ExportTable {
         order: new RequestOrder(),
         opened,
       }));
-      const made: Entry = { canonical, refs: 0, ready };
+      const made: Entry = { canonical, refs: 0, holds: 0, ready };
       entry = made;
       this.entries.set(key, made);
       ready.catch(() => {
@@ -64,16 +69,19 @@ export class ExportTable {
       });
     }
     entry.refs++;
+    if (hold) entry.holds++;
     try {
       return await entry.ready;
     } catch (err) {
       entry.refs--;
+      if (hold) entry.holds--;
       throw err;
     }
   }
 
-  async release(exp: ServedExport): Promise<void> {
+  async release(exp: ServedExport, hold = false): Promise<void> {
     const entry = this.entries.get(exp.key);
+    if (entry && hold) entry.holds--;
     if (!entry || --entry.refs > 0) return;
     this.entries.delete(exp.key);
     const done = closeServed(await entry.ready);
@@ -94,7 +102,7 @@ export class ExportTable {
   /** Connections using an export now (0 when it is not open). */
   clients(canonical: string): number {
     let n = 0;
-    for (const e of this.entries.values()) if (e.canonical === canonical) n += e.refs;
+    for (const e of this.entries.values()) if (e.canonical === canonical) n += e.refs - e.holds;
     return n;
   }
 

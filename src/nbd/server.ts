@@ -3,7 +3,7 @@ import net from 'node:net';
 import { BufferBudget, type BudgetStats } from './buffer-budget.js';
 import { BufferPool, type BufferPoolStats } from './buffer-pool.js';
 import { MAX_PAYLOAD } from './constants.js';
-import { ExportTable } from './export-table.js';
+import { ExportTable, type ServedExport } from './export-table.js';
 import type { ExportSource } from './exports.js';
 import { ExportStats } from './export-stats.js';
 import { Handshake } from './handshake.js';
@@ -158,6 +158,25 @@ export class NbdServer {
     for (let i = 0; i < 100 && this.exports.clients(name) > 0; i++) await new Promise((r) => setTimeout(r, 10));
     await this.exports.idle();
     return ending.length;
+  }
+
+  /**
+   * Holds an export open for work the server runs on it (a migration), as
+   * a connection would, without counting as a client; undefined when no
+   * export answers to `name`.
+   */
+  async holdExport(name: string): Promise<{ export: ServedExport; release(): Promise<void> } | undefined> {
+    const exp = await this.exports.acquire(name, true);
+    if (!exp) return undefined;
+    let released = false;
+    return {
+      export: exp,
+      release: async () => {
+        if (released) return;
+        released = true;
+        await this.exports.release(exp, true);
+      },
+    };
   }
 
   /** Connections using the export with this canonical name now. */

@@ -1,0 +1,74 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Pool } from '../qcowlike/index.js';
+import { MovableDevice } from '../migrate/movable-device.js';
+
+/** What a server lends the work it runs on its volumes: its export table, its pools. */
+export interface LiveVolumesHost {
+  /** The export name a volume is served under now. */
+  exportName(pool: string, volume: string): string;
+  /** Holds an export open without counting as a client; undefined when nothing answers to the name. */
+  holdExport(name: string): Promise<{ device: unknown; release(): Promise<void> } | undefined>;
+  clientsOf(name: string): number;
+  /** A pool this server serves, or opens now and serves from then on. */
+  adopt(pool: string): Promise<Pool>;
+  /** The pools this server serves. */
+  served(pool: string): Pool | undefined;
+  /** Makes `oldName` stand for the volume at its new place (see PoolExportSource.alias). */
+  alias(oldName: string, to: { pool: string; volume: string; active: boolean } | undefined): void;
+}
+
+export interface HeldVolume {
+  /** The device the export serves the volume through: a migration interposes on it and moves it. */
+  device: MovableDevice;
+  /** The export name it was held under (kept after a move, as an alias). */
+  exportName: string;
+  release(): Promise<void>;
+}
+
+/**
+ * The volumes a server exports, as the work it runs on them (a hot
+ * migration, an online push) reaches them: held open so that every
+ * connection, present and future, shares the one device the work
+ * controls, with the connection count and the pools behind them.
+ */
+export class LiveVolumes {
+  constructor(private readonly host: LiveVolumesHost) {}
+
+  async acquire(pool: string, volume: string): Promise<HeldVolume> {
+    const exportName = this.host.exportName(pool, volume);
+    const held = await this.host.holdExport(exportName);
+    if (!held) throw new Error(`volume '${pool}/${volume}' is not exported by this server (it is missing, incomplete, or left out by serve --export)`);
+    if (!(held.device instanceof MovableDevice)) {
+      await held.release();
+      throw new Error(`export '${exportName}' is not a pool volume`);
+    }
+    return { device: held.device, exportName, release: held.release };
+  }
+
+  /** Clients connected to the volume now (work holding it is not counted). */
+  clients(pool: string, volume: string): number {
+    return this.host.clientsOf(this.host.exportName(pool, volume));
+  }
+
+  /** Clients connected under an export name (a moved volume keeps its old one). */
+  clientsOfExport(name: string): number {
+    return this.host.clientsOf(name);
+  }
+
+  /** Resolves once no client is connected under `exportName`; rejects when `signal` fires. */
+  async untilNoClients(exportName: string, signal?: AbortSignal): Promise<void> {
+    while (this.host.clientsOf(exportName) > 0) await sleep(100, undefined, signal ? { signal } : undefined);
+  }
+
+  adopt(pool: string): Promise<Pool> {
+    return this.host.adopt(pool);
+  }
+
+  served(pool: string): Pool | undefined {
+    return this.host.served(pool);
+  }
+
+  alias(oldName: string, to: { pool: string; volume: string; active: boolean } | undefined): void {
+    this.host.alias(oldName, to);
+  }
+}
