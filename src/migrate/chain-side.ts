@@ -1,6 +1,7 @@
 import type { Readable, Writable } from 'node:stream';
 import { ControlClient } from '../host/control-client.js';
 import { openRegisteredPool } from '../host/open-pool.js';
+import { volumeExists } from '../host/diff-import.js';
 import { abandonReceive, chainDigest, dropSnapshot, removeChain, sourceState, takeTemporary, type SourceState } from './chain-ops.js';
 import { receiveChain, type ReceiveResult } from './receive.js';
 import { sendChain, type SendOptions, type SendResult } from './send.js';
@@ -22,6 +23,7 @@ export interface SendRequest {
 export interface ChainSide {
   readonly poolName: string;
   readonly served: boolean;
+  exists(volume: string): Promise<boolean>;
   /** NBD clients connected to the volume now (0 when the pool is not served). */
   clients(volume: string): Promise<number>;
   state(volume: string): Promise<SourceState>;
@@ -45,6 +47,7 @@ export async function openSide(home: string, poolName: string, opts: { write: bo
   return {
     poolName,
     served: false,
+    exists: (v) => volumeExists(pool, v),
     clients: async () => 0,
     state: (v) => sourceState(pool, v),
     takeTemporary: (v) => takeTemporary(pool, v),

@@ -2,6 +2,7 @@ import { AdminError } from '../host/admin.js';
 import type { JobControl } from '../host/jobs.js';
 import { openSide, type ChainSide } from './chain-side.js';
 import { pipeChain } from './chain-pipe.js';
+import { ReceiveNote } from './receive-note.js';
 import type { ReceiveResult } from './receive.js';
 
 export interface ColdMigrateResult {
@@ -40,6 +41,9 @@ export async function coldMigrate(home: string, src: { pool: string; volume: str
     if (clients > 0) throw new AdminError('EBUSY', `${from} is served and has ${clients} connected client${clients === 1 ? '' : 's'}: use --online to move it while it serves I/O`);
     const state = await a.state(src.volume);
     if (state.clones.length > 0 && !opts.keepSource) throw new AdminError('EBUSY', `${from} cannot leave pool '${src.pool}': ${state.clones.join(', ')} ${state.clones.length === 1 ? 'is a clone' : 'are clones'} of its snapshots there (migrate or flatten ${state.clones.length === 1 ? 'it' : 'them'} first, or copy with --keep-source)`);
+    // A name taken, or a receive into it pending (kept for its resume token), is not this migration's to remove on failure.
+    if (await b.exists(dst.volume)) throw new AdminError('EEXIST', `${to} exists: migrate to a new name (${dst.pool}/NEW)`);
+    if (new ReceiveNote(home, dst.pool).get(dst.volume)) throw new AdminError('EBUSY', `a receive into ${to} was interrupted and is pending (strata receive ${to} --token prints the token that finishes it): migrate to another name (${dst.pool}/NEW)`);
     const temp = await a.takeTemporary(src.volume);
     let received: ReceiveResult;
     let verified: ColdMigrateResult['verified'];

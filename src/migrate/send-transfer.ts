@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { isValidName, type Pool } from '../qcowlike/index.js';
 import type { ControlClient } from '../host/control-client.js';
 import { connectStreamSocket, diffViaServer, endWritten } from '../host/diff-transfer.js';
+import { volumeExists } from '../host/diff-import.js';
 import { abandonReceive, chainDigest, dropSnapshot, removeChain, sourceState, takeTemporary } from './chain-ops.js';
 import type { ChainSide } from './chain-side.js';
 import { receiveChain, ReceiveInterrupted, type ReceiveContext, type ReceiveResult } from './receive.js';
@@ -21,10 +22,10 @@ export type SendTransferRequest =
   | { op: 'chain-receive'; volume: string; socket: string }
   | { op: 'chain-step'; step: ChainStep; volume: string; snapshot: string | null };
 
-export type ChainStep = 'state' | 'clients' | 'take-temporary' | 'drop-snapshot' | 'digest' | 'remove-chain' | 'abandon' | 'flush';
-const STEPS: ReadonlySet<string> = new Set<ChainStep>(['state', 'clients', 'take-temporary', 'drop-snapshot', 'digest', 'remove-chain', 'abandon', 'flush']);
+export type ChainStep = 'exists' | 'state' | 'clients' | 'take-temporary' | 'drop-snapshot' | 'digest' | 'remove-chain' | 'abandon' | 'flush';
+const STEPS: ReadonlySet<string> = new Set<ChainStep>(['exists', 'state', 'clients', 'take-temporary', 'drop-snapshot', 'digest', 'remove-chain', 'abandon', 'flush']);
 /** Steps that change nothing: allowed on a pool served read-only. */
-const READ_STEPS: ReadonlySet<string> = new Set<ChainStep>(['state', 'clients', 'digest']);
+const READ_STEPS: ReadonlySet<string> = new Set<ChainStep>(['exists', 'state', 'clients', 'digest']);
 
 export const SEND_TRANSFER_OPS: ReadonlySet<string> = new Set(['chain-send', 'chain-receive', 'chain-step']);
 
@@ -88,6 +89,8 @@ async function runStep(pool: Pool, req: Extract<SendTransferRequest, { op: 'chai
     return req.snapshot;
   };
   switch (req.step) {
+    case 'exists':
+      return volumeExists(pool, req.volume);
     case 'state':
       return sourceState(pool, req.volume);
     case 'clients':
@@ -119,6 +122,7 @@ export function servedSide(control: ControlClient, poolName: string, home: strin
   return {
     poolName,
     served: true,
+    exists: (v) => step<boolean>('exists', v),
     clients: (v) => step<number>('clients', v),
     state: (v) => step('state', v),
     takeTemporary: (v) => step<string>('take-temporary', v),

@@ -225,10 +225,13 @@ describe('send, receive and migrate', () => {
     await checkClean('q');
   });
 
-  it('a volume whose snapshots have clones stays unless --keep-source', async () => {
+  it('a volume whose snapshots have clones stays unless --keep-source; a taken target name is refused', async () => {
     await inPool('p', (p) => cloneVolume(p, { volume: 'v', snapshot: 's1' }, 'v-clone'));
     expect(fails(home, ['migrate', 'p/v', 'q/v2'])).toMatch(/p\/v cannot leave pool 'p': v-clone is a clone of its snapshots there/);
+    await inPool('q', (p) => p.createVolume('taken', MIB));
+    expect(fails(home, ['migrate', 'p/v', 'q/taken', '--keep-source'])).toMatch(/q\/taken exists: migrate to a new name/);
     expect(await volumes('q')).not.toContain('v2');
+    expect(await snaps('p/v')).toEqual(['s1', 's2']);
   });
 
   describe('on served pools', () => {
