@@ -119,6 +119,8 @@ class FrameWriter extends Writable {
     private readonly seed: number,
   ) {
     super({ highWaterMark: MAX_FRAME });
+    // The writer into it meets a failure on its next write or wait (writeDiff checks both), and close() reports it.
+    this.on('error', () => undefined);
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
@@ -138,9 +140,10 @@ class FrameWriter extends Writable {
 
   /** Every frame given so far is written out. */
   close(): Promise<void> {
+    if (this.errored) return Promise.reject(this.errored);
     return new Promise((resolve, reject) => {
       this.once('error', reject);
-      this.end(() => resolve());
+      this.end((err?: Error | null) => (err ? reject(err) : resolve()));
     });
   }
 }

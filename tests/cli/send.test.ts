@@ -117,6 +117,12 @@ describe('send, receive and migrate', () => {
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toMatch(/strata: the stream does not apply to q\/other: its snapshot @s1 is another snapshot/);
     expect(await snaps('q/other')).toEqual(['s1']);
+    // A reader that goes away fails the send in one line; the snapshot it took for the volume as it is now is kept for a resume, and named.
+    const gone = sh(`${S} send p/v | head -c 100 > /dev/null; exit \${PIPESTATUS:-0}`);
+    expect(gone.stderr).toMatch(/^strata: the reader of the stream went away \(a broken pipe\); the snapshot p\/v@(send-tmp-[0-9a-f]{12}) taken for this send stays/);
+    const temp = /@(send-tmp-[0-9a-f]{12})/.exec(gone.stderr)![1]!;
+    expect(await snaps('p/v')).toEqual(['s1', 's2', temp]);
+    ok(home, ['snapshot', 'delete', `p/v@${temp}`]);
     const bad = sh(`${S} send p/v@s2 --resume strata1-AAAA > /dev/null`);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/^strata: bad resume token/);
