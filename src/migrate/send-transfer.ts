@@ -143,7 +143,9 @@ export function servedSide(control: ControlClient, poolName: string, home: strin
       } catch (err) {
         const token = new ReceiveNote(home, poolName).token(volume);
         if (token === null || err instanceof ReceiveInterrupted) throw err;
-        throw new ReceiveInterrupted(`receive into ${poolName}/${volume} stopped: ${err instanceof Error ? err.message : String(err)}`, token, err);
+        const message = err instanceof Error ? err.message : String(err);
+        // The server's own ReceiveInterrupted arrives as its message, which says so already.
+        throw new ReceiveInterrupted(message.startsWith('receive into ') ? message : `receive into ${poolName}/${volume} stopped: ${message}`, token, err);
       }
     },
     close: async () => control.close(),

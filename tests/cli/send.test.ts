@@ -249,8 +249,13 @@ describe('send, receive and migrate', () => {
       await srv?.stop();
     });
 
-    it('send, receive and migrate go through the server; a volume with clients is refused with --online named', async () => {
-      const r = sh(`${S} send p/v@s2 | ${S} receive q/served`);
+    it('send, receive (cut short and resumed) and migrate go through the server; a volume with clients is refused with --online named', async () => {
+      // Cut short on its way into the server: the token is the server's note, and the resume goes through it too.
+      const cut = sh(`${S} send p/v@s2 | head -c 3000000 | ${S} receive q/served`);
+      // (The sender's broken pipe is the other line.)
+      expect(cut.stderr).toMatch(/^strata: receive into q\/served stopped: send stream: truncated[^\n]*resume token strata1-\S+$/m);
+      const token = ok(home, ['receive', 'q/served', '--token']).trim();
+      const r = sh(`${S} send p/v@s2 --resume ${token} | ${S} receive q/served`);
       expect(r.code, r.stderr).toBe(0);
       const port = Number(new URL(srv!.uri).port);
       const client = await NbdClient.connect({ host: '127.0.0.1', port, export: 'q/served' });
