@@ -69,12 +69,11 @@ export async function coldMigrate(home: string, src: { pool: string; volume: str
 
 /** The target's head against the source's frozen point, and the newest snapshot on both; a difference stops the migration. */
 async function verify(a: ChainSide, b: ChainSide, volume: string, newName: string, temp: string, last: string | null): Promise<ColdMigrateResult['verified']> {
-  const head = await b.digest(newName, null);
-  const want = await a.digest(volume, temp);
+  // Each side reads its own pool: the two run at once.
+  const [head, want] = await Promise.all([b.digest(newName, null), a.digest(volume, temp)]);
   if (head !== want) throw new Error(`verification failed: ${b.poolName}/${newName} does not read as ${a.poolName}/${volume} did (SHA-256 ${head.slice(0, 16)}… against ${want.slice(0, 16)}…); the source is kept`);
   if (last === null) return { head, last: null };
-  const got = await b.digest(newName, last);
-  const had = await a.digest(volume, last);
+  const [got, had] = await Promise.all([b.digest(newName, last), a.digest(volume, last)]);
   if (got !== had) throw new Error(`verification failed: ${b.poolName}/${newName}@${last} does not read as ${a.poolName}/${volume}@${last} (SHA-256 ${got.slice(0, 16)}… against ${had.slice(0, 16)}…); the source is kept`);
   return { head, last: { snapshot: last, digest: got } };
 }
