@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Pool } from '../../src/qcowlike/index.js';
-import { cloneVolume, convertToTemplate, createSnapshots, listSnapshots, listTemplates } from '../../src/snapshot/index.js';
+import { cloneVolume, convertToTemplate, createSnapshots, listSnapshots, listTemplates, revertSnapshot } from '../../src/snapshot/index.js';
 import { memoryPool } from '../support/pool.js';
 import { sendChain } from '../../src/migrate/send.js';
 import { receiveChain, ReceiveInterrupted } from '../../src/migrate/receive.js';
@@ -184,5 +184,24 @@ describe('send and receive', () => {
     expect((await b.check()).problems).toEqual([]);
     // The source is as it was.
     expect((await contents(a, 'c@now')).subarray(0, 1 << 20).equals(fill(1 << 20, 6))).toBe(true);
+  });
+
+  it("a clone of another volume's snapshot arrives over a template of that snapshot; only the history of the snapshot sent goes", async () => {
+    await chainOf3(a);
+    await cloneVolume(a, { volume: 'vm', snapshot: 's2' }, 'kid');
+    await write(a, 'kid', 0, fill(4096, 0x77));
+    await createSnapshots(a, [{ volume: 'kid', snapshot: 'k1' }]);
+    // A revert puts k2 on a branch that k3's history does not hold.
+    await write(a, 'kid', 8192, fill(4096, 0x78));
+    await createSnapshots(a, [{ volume: 'kid', snapshot: 'k2' }]);
+    await revertSnapshot(a, { volume: 'kid', snapshot: 'k1' });
+    await write(a, 'kid', 16384, fill(4096, 0x79));
+    await createSnapshots(a, [{ volume: 'kid', snapshot: 'k3' }]);
+    const r = await receiveChain(b, ctx(), 'kid', chunked(await send(a, { volume: 'kid', to: 'k3', from: null })));
+    expect(r.origin).toEqual({ template: 'vm-s2', reused: false });
+    expect(r.snapshots).toEqual(['k1', 'k3']);
+    for (const s of ['k1', 'k3']) expect((await contents(b, `kid@${s}`)).equals(await contents(a, `kid@${s}`)), s).toBe(true);
+    expect((await contents(b, 'vm-s2', true)).equals(await contents(a, 'vm@s2'))).toBe(true);
+    expect((await b.check()).problems).toEqual([]);
   });
 });
