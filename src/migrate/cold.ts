@@ -44,12 +44,14 @@ export async function coldMigrate(home: string, src: { pool: string; volume: str
     // A name taken, or a receive into it pending (kept for its resume token), is not this migration's to remove on failure.
     if (await b.exists(dst.volume)) throw new AdminError('EEXIST', `${to} exists: migrate to a new name (${dst.pool}/NEW)`);
     if (new ReceiveNote(home, dst.pool).get(dst.volume)) throw new AdminError('EBUSY', `a receive into ${to} was interrupted and is pending (strata receive ${to} --token prints the token that finishes it): migrate to another name (${dst.pool}/NEW)`);
+    // A clone whose origin the target pool holds already (an earlier clone brought it) sends none of the origin's bytes.
+    const omitBase = state.origin !== null && (await b.holdsOrigin(state.origin));
     const temp = await a.takeTemporary(src.volume);
     let received: ReceiveResult;
     let verified: ColdMigrateResult['verified'];
     try {
       const target = b;
-      received = (await pipeChain((out) => a.send({ volume: src.volume, to: temp, from: null }, out, { signal: job.signal, rate: opts.rate, onProgress: (done, total) => job.progress(done, total) }), (source) => target.receive(dst.volume, source, { signal: job.signal }))).received;
+      received = (await pipeChain((out) => a.send({ volume: src.volume, to: temp, from: null, omitBase }, out, { signal: job.signal, rate: opts.rate, onProgress: (done, total) => job.progress(done, total) }), (source) => target.receive(dst.volume, source, { signal: job.signal }))).received;
       verified = await verify(a, target, src.volume, dst.volume, temp, state.last);
       await target.flush(dst.volume);
     } catch (err) {

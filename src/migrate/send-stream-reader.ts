@@ -31,6 +31,8 @@ export class SendStreamReader {
   private seed = 0;
   private m: SendManifest | undefined;
   private nextSection = 0;
+  /** The first section the stream carries. */
+  private first = 0;
   private ended = false;
   private inSection = false;
 
@@ -67,7 +69,9 @@ export class SendStreamReader {
     checkManifest(parsed, (msg) => this.fail('EINVAL', SEND_PREFIX_BYTES, `manifest: ${msg}`));
     this.seed = frameSeed(sum);
     this.m = parsed;
-    this.nextSection = parsed.resume?.section ?? 0;
+    this.first = parsed.resume?.section ?? 0;
+    if (parsed.sections[this.first]?.omitted) this.first++;
+    this.nextSection = this.first;
     return parsed;
   }
 
@@ -79,8 +83,8 @@ export class SendStreamReader {
     const at = this.pos;
     const head = await this.frame();
     if (head.type === FRAME_END) {
-      const expected = m.sections.length - (m.resume?.section ?? 0);
-      if (head.section !== expected || this.nextSection !== m.sections.length) throw this.fail('ECORRUPT', at, `end frame after ${this.nextSection - (m.resume?.section ?? 0)} of ${expected} sections`);
+      const expected = m.sections.length - this.first;
+      if (head.section !== expected || this.nextSection !== m.sections.length) throw this.fail('ECORRUPT', at, `end frame after ${this.nextSection - this.first} of ${expected} sections`);
       await this.bytes.fill(1);
       if (this.bytes.buffered > 0) throw this.fail('ECORRUPT', this.pos, 'bytes after the end frame (a send stream must end there)');
       this.ended = true;

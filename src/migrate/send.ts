@@ -40,7 +40,7 @@ export interface SendOptions {
  * receiver does not hold yet: from the token's section, and in it from the
  * token's offset on.
  */
-export async function sendChain(pool: Pool, poolName: string, req: { volume: string; to: string; from: string | null; resume?: string }, out: Writable, opts: SendOptions = {}): Promise<SendResult> {
+export async function sendChain(pool: Pool, poolName: string, req: { volume: string; to: string; from: string | null; resume?: string; omitBase?: boolean }, out: Writable, opts: SendOptions = {}): Promise<SendResult> {
   await loadXxhash();
   const plan = await planSend(pool, poolName, req);
   let resume: SendManifest['resume'] = null;
@@ -55,7 +55,7 @@ export async function sendChain(pool: Pool, poolName: string, req: { volume: str
     stream: plan.stream,
     volume: req.volume,
     created: new Date().toISOString(),
-    sections: plan.steps.map(({ from, to, size, base }) => ({ from, to, size, ...(base ? { base } : {}) })),
+    sections: plan.steps.map(({ from, to, size, base }) => ({ from, to, size, ...(base ? { base } : {}), ...(base && req.omitBase === true ? { omitted: true as const } : {}) })),
     temporary: isTemporary(req.to),
     resume,
   };
@@ -69,7 +69,7 @@ export async function sendChain(pool: Pool, poolName: string, req: { volume: str
     await pace(b.length);
   };
   await put(bytes);
-  const start = resume?.section ?? 0;
+  const start = Math.max(resume?.section ?? 0, manifest.sections[0]!.omitted ? 1 : 0);
   const steps = plan.steps.slice(start);
   const total = steps.reduce((n, s) => n + s.size, 0);
   let before = 0;

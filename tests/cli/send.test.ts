@@ -218,8 +218,10 @@ describe('send, receive and migrate', () => {
     const first = json<{ origin: { template: string; reused: boolean } }>(home, ['migrate', 'p/c1', 'q']);
     expect(first.origin).toEqual({ template: 'tmpl', reused: false });
     const afterFirst = await used();
-    const second = json<{ origin: { template: string; reused: boolean } }>(home, ['migrate', 'p/c2', 'q']);
+    const second = json<{ origin: { template: string; reused: boolean }; streamBytes: number }>(home, ['migrate', 'p/c2', 'q']);
     expect(second.origin).toEqual({ template: 'tmpl', reused: true });
+    // Nor did the template's bytes travel again: the pool had it, so the stream left it out.
+    expect(second.streamBytes).toBeLessThan(MIB);
     // The template's 7 MiB of data went in once; the second clone added next to nothing.
     expect(afterFirst - before).toBeGreaterThan(6 * MIB);
     expect((await used()) - afterFirst).toBeLessThan(MIB);

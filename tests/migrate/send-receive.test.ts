@@ -124,12 +124,20 @@ describe('send and receive', () => {
     }
     const dst = { pool: b, poolName: 'b', home };
     const src = { pool: a, poolName: 'a', home };
+    // A stream that leaves the origin out applies only where the origin is.
+    const lean = new Collect();
+    await sendChain(a, 'a', { volume: 'c1', to: 'now', from: null, omitBase: true }, lean);
+    await expect(receiveChain(b, ctx(), 'c1', chunked(lean.bytes()))).rejects.toThrow(/leaves out the origin base of c1, and pool holds no template known to be it: send the stream whole/);
+    expect(new ReceiveNote(home, 'b').get('c1')).toBeUndefined();
     const r1 = await copyChain(src, dst, { volume: 'c1', to: 'now', newName: 'c1' });
     const used1 = (await b.listVolumes()).length;
     expect(r1.origin).toEqual({ template: 'base', reused: false });
     const before = await b.layerAllocated(b.layerById(b.catalogNow.templates[0]!.layer));
     const r2 = await copyChain(src, dst, { volume: 'c2', to: 'now', newName: 'c2' });
     expect(r2.origin).toEqual({ template: 'base', reused: true });
+    // The second stream left the template out: it carried the clone's own 64 KiB, not the template's 2 MiB.
+    expect(r2.streamBytes).toBeLessThan(256 << 10);
+    expect(r1.streamBytes).toBeGreaterThan(2 << 20);
     expect((await listTemplates(b)).map((t) => [t.name, t.dependants.sort()])).toEqual([['base', ['c1', 'c1@now', 'c2', 'c2@now']]]);
     expect(await b.layerAllocated(b.layerById(b.catalogNow.templates[0]!.layer))).toBe(before);
     expect((await b.listVolumes()).length).toBe(used1 + 1);
