@@ -22,6 +22,14 @@ export class ByteQueue {
   async take(n: number): Promise<Buffer | null> {
     await this.fill(n);
     if (this.held < n) return null;
+    this.held -= n;
+    const head = this.chunks[0]!;
+    if (head.length >= n) {
+      // Within one chunk: a view of it, not a copy (a stream never reuses a chunk it gave out).
+      if (head.length === n) this.chunks.shift();
+      else this.chunks[0] = head.subarray(n);
+      return head.subarray(0, n);
+    }
     const out = Buffer.allocUnsafe(n);
     let done = 0;
     while (done < n) {
@@ -32,7 +40,6 @@ export class ByteQueue {
       if (k === c.length) this.chunks.shift();
       else this.chunks[0] = c.subarray(k);
     }
-    this.held -= n;
     return out;
   }
 
