@@ -37,6 +37,7 @@ export async function coldMigrate(home: string, src: { pool: string; volume: str
   let b: ChainSide | undefined;
   try {
     b = await openSide(home, dst.pool, { write: true });
+    if (!(await a.exists(src.volume))) throw new AdminError('ENOENT', `volume '${src.volume}' not found in pool '${src.pool}'`);
     const clients = await a.clients(src.volume);
     if (clients > 0) throw new AdminError('EBUSY', `${from} is served and has ${clients} connected client${clients === 1 ? '' : 's'}: use --online to move it while it serves I/O`);
     const state = await a.state(src.volume);
