@@ -7,6 +7,9 @@ import { formatSize } from '../size.js';
 import { interrupt, interruptible } from '../interruptible.js';
 import { migrateOnlineCommand } from '../migrate-online.js';
 import { rateOption } from './snapshot.js';
+import { isNbdUri } from '../../src/migrate/nbd-push-uri.js';
+import { migrateToNbd } from '../../src/migrate/nbd-push.js';
+import { pushProgressUi } from '../nbd-push-ui.js';
 import type { CommandGroup } from './index.js';
 
 export const migrateCommands: CommandGroup = (program) => {
@@ -29,7 +32,7 @@ async function migrateCommand(ref: string, target: string, opts: MigrateOptions,
   const g = globals(cmd);
   const src = parseVolumeRef(ref);
   const rate = rateOption(opts.rate);
-  if (target.startsWith('nbd://')) throw new Error('migrate to an NBD export: not yet in this build');
+  if (isNbdUri(target)) return migrateToNbd(g.home, ref, target, { online: opts.online === true, ...(rate !== undefined ? { rate } : {}), json: g.json, signal: interrupt.signal }, pushProgressUi(ref));
   const dst = parseTarget(target, src.volume);
   // Nobody can be using a volume whose pool is not served: it moves as a cold migration does.
   if (opts.online === true) {

@@ -2,6 +2,7 @@ import { allocatedBytes } from '../blockdev/index.js';
 import { Pool, PoolError, type CheckReport, type PoolStats, type Preallocation, type VolumeInfo } from '../qcowlike/index.js';
 import type { Jobs } from './jobs.js';
 import type { LiveVolumes } from './live-volumes.js';
+import { refuseMigrating } from './migration-guard.js';
 import { deleteAsJob } from './reclaim-job.js';
 import { overcommitWarnings, poolHealth, type PoolHealth } from './pool-health.js';
 import { resizePool, type PoolResizeResult } from './pool-resize.js';
@@ -84,6 +85,7 @@ export async function runAdmin<R extends AdminRequest>(pool: Pool, req: R, ctx: 
 
 async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promise<AdminResults[AdminRequest['op']]> {
   const about = <T>(volume: string, fn: () => Promise<T>): Promise<T> => aboutVolume(ctx.poolName, volume, fn);
+  if (ctx.jobs) refuseMigrating(ctx.jobs.home, ctx.poolName, req);
   if (isChainRequest(req)) return runChain(pool, req, ctx);
   switch (req.op) {
     case 'pool-info':

@@ -9,6 +9,7 @@ import { ONLINE_MIGRATION_OP, parseOnlineMigration } from './online-migration-re
 import type { OnlineMigrationRequest } from './online-migration.js';
 import { DIFF_TRANSFER_OPS, parseDiffTransferRequest, type DiffTransferRequest } from './diff-transfer.js';
 import { parseSendTransferRequest, SEND_TRANSFER_OPS, type SendTransferRequest } from '../migrate/send-transfer.js';
+import { NBD_PUSH_OP, parseNbdPushRequest, type NbdPushRequest } from '../migrate/nbd-push-request.js';
 
 /**
  * The control channel of a served pool: `strata serve` listens on
@@ -17,7 +18,7 @@ import { parseSendTransferRequest, SEND_TRANSFER_OPS, type SendTransferRequest }
  * one reply line with `ok`. Member files are absolute paths: the server's
  * working directory is not the client's.
  */
-export type ControlRequest = RaidRequest | AdminRequest | EndpointRequest | JobRequest | DiffTransferRequest | SendTransferRequest | OnlineMigrationRequest;
+export type ControlRequest = RaidRequest | AdminRequest | EndpointRequest | JobRequest | DiffTransferRequest | SendTransferRequest | OnlineMigrationRequest | NbdPushRequest;
 
 export interface ControlProgress {
   progress: number;
@@ -54,7 +55,8 @@ export function parseRequest(line: string): ControlRequest {
   if (typeof r.op === 'string' && RAID_OPS.has(r.op)) return parseRaidRequest(r);
   if (typeof r.op === 'string' && DIFF_TRANSFER_OPS.has(r.op)) return parseDiffTransferRequest(r);
   if (typeof r.op === 'string' && SEND_TRANSFER_OPS.has(r.op)) return parseSendTransferRequest(r);
-  throw new Error(`unknown request '${String(r.op)}' (${[...RAID_OPS, ...ADMIN_OPS, ...DIFF_TRANSFER_OPS, ...SEND_TRANSFER_OPS, ...JOB_OPS, ONLINE_MIGRATION_OP].join(', ')})`);
+  if (r.op === NBD_PUSH_OP) return parseNbdPushRequest(r);
+  throw new Error(`unknown request '${String(r.op)}' (${[...RAID_OPS, ...ADMIN_OPS, ...DIFF_TRANSFER_OPS, ...SEND_TRANSFER_OPS, ...JOB_OPS, ONLINE_MIGRATION_OP, NBD_PUSH_OP].join(', ')})`);
 }
 
 /** Splits a UTF-8 byte stream into lines (a character may straddle chunks), refusing one longer than `max` characters. */

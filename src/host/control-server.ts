@@ -13,6 +13,7 @@ import { isDiffTransfer, runDiffTransfer } from './diff-transfer.js';
 import { migrateOnline } from './online-migration.js';
 import { ONLINE_MIGRATION_OP } from './online-migration-request.js';
 import { isSendTransfer, runSendTransfer } from '../migrate/send-transfer.js';
+import { isNbdPushRequest, runNbdPushRequest } from '../migrate/nbd-push-request.js';
 import { jobsFor } from './jobs.js';
 import { oneLine, type OpenedArray } from './open-pool.js';
 import { recordMembers } from './raid-members.js';
@@ -150,6 +151,10 @@ export class ControlServer {
         return { ok: true, messages, result: await this.beside(migrateOnline(this.opts.opened, req, { poolName: this.opts.pool, home: this.opts.home, online: true, jobs: jobsFor(this.opts.home, this.opts.pool), signal: this.stopping.signal, ...this.opts.admin })) };
       }
       if (isSendTransfer(req)) return { ok: true, messages, result: await runSendTransfer(this.opts.opened, req, { poolName: this.opts.pool, home: this.opts.home, readOnly: this.opts.readOnly, ...this.opts.admin }) };
+      if (isNbdPushRequest(req)) {
+        const { home, pool, opened, admin } = this.opts;
+        return { ok: true, messages, result: await this.beside(runNbdPushRequest(opened, req, { home, poolName: pool, clientsOf: (v) => admin.clientsOf?.(v) ?? 0, live: admin.live, stopping: this.stopping.signal, conn, send: (l) => send(conn, l) })) };
+      }
       if (req.op === ENDPOINT_OP) {
         if (!this.opts.endpoint) throw new Error(`pool '${this.opts.pool}': this server does not say where its exports are`);
         return { ok: true, messages, result: await this.opts.endpoint(req.volume) };

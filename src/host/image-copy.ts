@@ -100,12 +100,12 @@ function* chunkOffsets(size: number): Generator<number> {
 }
 
 /**
- * Runs `work` on every item with up to DEPTH items in flight, each on its own
+ * Runs `work` on every item with up to `depth` items in flight, each on its own
  * buffer slot: the file and the volume both see several requests at once,
  * which is where the throughput is. The first failure stops the rest and is
  * rethrown once nothing is in flight any more.
  */
-async function inParallel<T>(items: Iterator<T> | AsyncIterator<T>, work: (item: T, slot: number) => Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+export async function inParallel<T>(items: Iterator<T> | AsyncIterator<T>, work: (item: T, slot: number) => Promise<void>, signal: AbortSignal | undefined, depth = DEPTH): Promise<void> {
   let failure: { err: unknown } | undefined;
   const worker = async (slot: number): Promise<void> => {
     while (!failure) {
@@ -119,7 +119,7 @@ async function inParallel<T>(items: Iterator<T> | AsyncIterator<T>, work: (item:
       }
     }
   };
-  await Promise.all(Array.from({ length: DEPTH }, (_, slot) => worker(slot)));
+  await Promise.all(Array.from({ length: depth }, (_, slot) => worker(slot)));
   if (failure) throw failure.err;
 }
 

@@ -27,6 +27,8 @@ export interface MigrationRecord {
   source: { pool: string; volume: string };
   target: { pool: string; volume: string };
   phase: MigrationPhase;
+  /** The snapshot the volume's history was sent up to (a volume with snapshots or an origin): dropped from the source if the migration is undone. */
+  temporary?: string;
   startedAt: string;
   pid: number;
   pidStart?: string;
@@ -35,7 +37,7 @@ export interface MigrationRecord {
 export class MigrationRecords {
   readonly dir: string;
 
-  constructor(home: string) {
+  constructor(readonly home: string) {
     this.dir = path.join(path.resolve(home), 'migrations');
   }
 
@@ -48,6 +50,11 @@ export class MigrationRecords {
 
   setPhase(rec: MigrationRecord, phase: MigrationPhase): void {
     rec.phase = phase;
+    this.write(rec);
+  }
+
+  setTemporary(rec: MigrationRecord, snapshot: string): void {
+    rec.temporary = snapshot;
     this.write(rec);
   }
 

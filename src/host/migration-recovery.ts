@@ -2,6 +2,7 @@ import type { Pool } from '../qcowlike/index.js';
 import { ControlClient } from './control-client.js';
 import { MigrationRecords, type MigrationRecord } from './migration-records.js';
 import { oneLine } from './pool-errors.js';
+import { abandonReceive, dropSnapshot } from '../migrate/chain-ops.js';
 
 export type Settled = 'rolled back' | 'rolled forward' | 'waiting';
 
@@ -26,8 +27,16 @@ export async function settleMigration(records: MigrationRecords, rec: MigrationR
     else rec.phase = now.phase;
   }
   if (rec.phase === 'copying' || rec.phase === 'aborted') {
+    // The source first: its temporary snapshot goes once nothing is left to roll back on the target that could need it.
     if (!target) return 'waiting';
-    if (target.volumeRecords().some((v) => v.name === rec.target.volume)) await target.deleteVolumeChain(rec.target.volume);
+    await dropTarget(target, records.home, rec.target.pool, rec.target.volume);
+    if (rec.temporary !== undefined) {
+      if (!source) {
+        records.setPhase(rec, 'aborted');
+        return 'waiting';
+      }
+      if (source.catalogNow.snapshots.some((s) => s.volume === rec.source.volume && s.name === rec.temporary)) await dropSnapshot(source, rec.source.volume, rec.temporary);
+    }
     records.remove(rec);
     return 'rolled back';
   }
@@ -35,6 +44,12 @@ export async function settleMigration(records: MigrationRecords, rec: MigrationR
   if (source.volumeRecords().some((v) => v.name === rec.source.volume)) await source.deleteVolumeChain(rec.source.volume);
   records.remove(rec);
   return 'rolled forward';
+}
+
+/** Removes a migration's target volume with its snapshots, and what its receive left noted. */
+export async function dropTarget(pool: Pool, home: string, poolName: string, volume: string): Promise<void> {
+  await abandonReceive(pool, home, poolName, volume);
+  if (pool.volumeRecords().some((v) => v.name === volume)) await pool.deleteVolumeChain(volume);
 }
 
 /**

@@ -7,6 +7,11 @@ import type { HeldVolume, LiveVolumes } from './live-volumes.js';
 import { MigrationRecords, type MigrationRecord } from './migration-records.js';
 import { oneLine } from './pool-errors.js';
 import { volumeRuns, type Mappable } from './volume-runs.js';
+import { copyChain } from '../migrate/chain-pipe.js';
+import { dropSnapshot, sourceState, takeTemporary } from '../migrate/chain-ops.js';
+import type { ReceiveResult } from '../migrate/receive.js';
+import { deleteTemplate, diffRanges } from '../snapshot/index.js';
+import { dropTarget } from './migration-recovery.js';
 
 export interface OnlineMigrationRequest {
   op: 'migrate-online';
@@ -52,7 +57,7 @@ export async function migrateOnline(pool: Pool, req: OnlineMigrationRequest, ctx
   if (!v) throw new AdminError('ENOENT', `volume '${req.volume}' not found in pool '${ctx.poolName}'`);
   if (v.incomplete) throw new AdminError('EINVAL', `volume '${ctx.poolName}/${req.volume}' is incomplete (its import did not finish): there is nothing whole to move`);
   if (req.targetPool === ctx.poolName) throw new AdminError('EINVAL', `'${ctx.poolName}/${req.volume}' is in pool '${req.targetPool}' already; a migration moves a volume to another pool`);
-  refuseChains(pool, ctx.poolName, req.volume);
+  await refuseDependants(pool, ctx.poolName, req.volume);
   const records = new MigrationRecords(ctx.home);
   const busy = records.busy(ctx.poolName, req.volume);
   if (busy) throw new AdminError('EBUSY', `volume '${ctx.poolName}/${req.volume}' is being migrated already (to ${busy.target.pool}/${busy.target.volume})`);
@@ -88,23 +93,36 @@ export async function runMigration(ends: MigrationEnds, req: Omit<OnlineMigratio
   const records = new MigrationRecords(ends.home);
   const movable = held.device;
   const volume = movable.volume as BlockDevice & Mappable;
+  if (movable.interposed) throw new AdminError('EBUSY', `volume '${source.name}/${req.volume}' is being mirrored already (a push to an NBD export runs on it); cancel that job first`);
   const rec = records.create({ pool: source.name, volume: req.volume }, { pool: target.name, volume: req.targetVolume });
   let tgt: BlockDevice | undefined;
   let mirror: MirrorDevice | undefined;
+  let temporary: string | undefined;
+  let chain: ReceiveResult | undefined;
   let pivoted = false;
   try {
     // Hidden from clients while it fills, and after the pivot the same export as the old name.
     live?.alias(held.exportName, { pool: target.name, volume: req.targetVolume, active: false });
-    await target.pool.createVolume(req.targetVolume, volume.size, { incomplete: true });
+    const copyOpts = { ...(req.rate !== undefined ? { rate: req.rate } : {}), ...(job ? { signal: job.signal } : {}) };
+    // A volume with a history (snapshots, or an origin it was cloned from) sends it first, frozen at a temporary snapshot, as a cold migration does; the mirror then covers what changed since.
+    if (hasHistory(source.pool, req.volume)) {
+      temporary = await takeTemporary(source.pool, req.volume);
+      records.setTemporary(rec, temporary);
+      chain = await copyChain({ pool: source.pool, poolName: source.name, home: ends.home }, { pool: target.pool, poolName: target.name, home: ends.home }, { volume: req.volume, to: temporary, newName: req.targetVolume }, { ...copyOpts, ...(job ? { onProgress: (d: number, t: number) => job.progress(d, t) } : {}) });
+      await target.pool.markIncomplete(req.targetVolume);
+    } else {
+      await target.pool.createVolume(req.targetVolume, volume.size, { incomplete: true });
+    }
     tgt = await target.pool.openVolume(req.targetVolume);
     const into = tgt;
     // Put in with requests held: a write already on its way to the source alone could otherwise land behind the copy of its range.
     const resume = await movable.hold();
-    mirror = movable.interpose((vol) => new MirrorDevice(vol, into, { targetZeroed: true }));
+    mirror = movable.interpose((vol) => new MirrorDevice(vol, into, { targetZeroed: temporary === undefined }));
     resume();
-    const total = await dataBytes(volume);
+    const ranges = temporary === undefined ? dataRanges(volume) : changedSince(source.pool, req.volume, temporary);
+    const total = temporary === undefined ? await dataBytes(volume) : await rangeBytes(changedSince(source.pool, req.volume, temporary));
     job?.progress(0, total);
-    const copiedBytes = await mirror.copy(dataRanges(volume), total, { ...(req.rate !== undefined ? { rate: req.rate } : {}), ...(job ? { signal: job.signal, onProgress: (d: number) => job.progress(d, total) } : {}) });
+    const copiedBytes = await mirror.copy(ranges, total, { ...copyOpts, ...(job ? { onProgress: (d: number) => job.progress(d, total) } : {}) });
     await hooks.beforePivot?.();
     // Most of the target made durable while clients go on: the flush under the hold has only what came since.
     await into.flush();
@@ -124,21 +142,32 @@ export async function runMigration(ends: MigrationEnds, req: Omit<OnlineMigratio
       release();
       pivotHeldMs = performance.now() - pivotStart;
     }
-    records.setPhase(rec, 'pivoted');
-    await volume.close();
-    const sourceLeft = await removeSource(source.pool, req.volume);
-    if (sourceLeft === undefined) records.remove(rec);
+    // The volume is the target's now, whatever follows: what cannot be done here is left for the next open of the source pool.
+    let sourceLeft: string | undefined;
+    try {
+      records.setPhase(rec, 'pivoted');
+      await volume.close();
+      sourceLeft = await removeSource(source.pool, req.volume);
+      if (sourceLeft === undefined) records.remove(rec);
+    } catch (err) {
+      sourceLeft = oneLine(err);
+    }
     return { source: `${source.name}/${req.volume}`, target: `${target.name}/${req.targetVolume}`, size: volume.size, copiedBytes, pivotHeldMs: Math.round(pivotHeldMs * 10) / 10, seconds: Math.round((performance.now() - started) / 100) / 10, ...(sourceLeft !== undefined ? { sourceLeft } : {}) };
   } catch (err) {
     if (pivoted) throw err;
-    await rollBack(ends, req.targetVolume, rec, records, tgt, mirror !== undefined);
+    await rollBack(ends, req.targetVolume, rec, records, tgt, mirror !== undefined, temporary, chain);
     live?.alias(held.exportName, undefined);
     throw err;
   }
 }
 
-/** Undoes a migration stopped before its pivot: the mirror out (requests held meanwhile), the target gone, the record with it. */
-async function rollBack(ends: MigrationEnds, targetVolume: string, rec: MigrationRecord, records: MigrationRecords, tgt: BlockDevice | undefined, interposed: boolean): Promise<void> {
+/**
+ * Undoes a migration stopped before its pivot: the mirror out (requests
+ * held meanwhile), the target gone (with the template its receive made,
+ * unless something else uses it now), the temporary snapshot dropped, the
+ * record with them.
+ */
+async function rollBack(ends: MigrationEnds, targetVolume: string, rec: MigrationRecord, records: MigrationRecords, tgt: BlockDevice | undefined, interposed: boolean, temporary: string | undefined, chain: ReceiveResult | undefined): Promise<void> {
   const movable = ends.held.device;
   if (interposed) {
     const release = await movable.hold();
@@ -148,11 +177,26 @@ async function rollBack(ends: MigrationEnds, targetVolume: string, rec: Migratio
   try {
     records.setPhase(rec, 'aborted');
     await tgt?.close();
-    if (ends.target.pool.volumeRecords().some((v) => v.name === targetVolume)) await ends.target.pool.deleteVolumeChain(targetVolume);
+    await dropTarget(ends.target.pool, ends.home, ends.target.name, targetVolume);
+    if (chain?.origin && !chain.origin.reused) await deleteTemplate(ends.target.pool, chain.origin.template).catch(() => undefined);
+    if (temporary !== undefined) await dropSnapshot(ends.source.pool, rec.source.volume, temporary);
     records.remove(rec);
   } catch {
-    // The record says aborted: the next open of the target pool removes what is left.
+    // The record says aborted: the next open of each pool removes what is left.
   }
+}
+
+/** Whether the volume has a history to carry: snapshots, or an origin it is a linked clone of. */
+function hasHistory(pool: Pool, volume: string): boolean {
+  const c = pool.catalogNow;
+  if (c.snapshots.some((s) => s.volume === volume)) return true;
+  const layer = c.layers.find((l) => l.id === c.volumes.find((v) => v.name === volume)?.layer);
+  return layer !== undefined && layer.parent !== null;
+}
+
+/** What changed in the volume since its temporary snapshot, as the copy brings it over onto a target that reads as that snapshot. */
+async function* changedSince(pool: Pool, volume: string, snapshot: string): AsyncGenerator<CopyRange> {
+  for await (const e of diffRanges(pool, volume, snapshot, null)) yield { offset: e.offset, length: e.length, kind: e.kind === 'zero' ? 'zero' : 'data' };
 }
 
 /**
@@ -172,18 +216,19 @@ async function removeSource(pool: Pool, volume: string): Promise<string | undefi
   }
 }
 
-/** A hot migration of a volume with a history would have to carry it too: refused until it can. */
-function refuseChains(pool: Pool, poolName: string, volume: string): void {
-  const c = pool.catalogNow;
-  const snaps = c.snapshots.filter((s) => s.volume === volume);
-  if (snaps.length > 0) throw new AdminError('EINVAL', `volume '${poolName}/${volume}' has snapshots (${snaps.map((s) => `@${s.name}`).join(', ')}); a hot migration moves volumes without snapshots (a cold migration carries them)`);
-  const layer = c.layers.find((l) => l.id === c.volumes.find((v) => v.name === volume)!.layer)!;
-  if (layer.parent !== null) throw new AdminError('EINVAL', `volume '${poolName}/${volume}' is a linked clone; a hot migration moves volumes that stand alone (volume flatten first, or migrate it cold)`);
+/** The source goes whole after the pivot: not while clones of its snapshots stay in its pool. */
+async function refuseDependants(pool: Pool, poolName: string, volume: string): Promise<void> {
+  const { clones } = await sourceState(pool, volume);
+  if (clones.length > 0) throw new AdminError('EBUSY', `${poolName}/${volume} cannot leave pool '${poolName}': ${clones.join(', ')} ${clones.length === 1 ? 'is a clone' : 'are clones'} of its snapshots there (migrate or flatten ${clones.length === 1 ? 'it' : 'them'} first)`);
 }
 
 async function dataBytes(volume: Mappable): Promise<number> {
+  return rangeBytes(dataRanges(volume));
+}
+
+async function rangeBytes(ranges: AsyncIterable<CopyRange>): Promise<number> {
   let n = 0;
-  for await (const r of volumeRuns(volume)) if (r.type === 'data') n += r.length;
+  for await (const r of ranges) n += r.length;
   return n;
 }
 

@@ -56,8 +56,14 @@ export class MovableDevice implements BlockDevice {
     return this.current.redundancy;
   }
 
-  /** Puts `wrap(volume)` between the export and the volume; returns it. */
+  /** A wrapper (a mirror) is between the export and the volume now. */
+  get interposed(): boolean {
+    return this.current !== this.base;
+  }
+
+  /** Puts `wrap(volume)` between the export and the volume; returns it. One at a time: a second mirror would hide the first. */
   interpose<D extends BlockDevice>(wrap: (volume: BlockDevice) => D): D {
+    if (this.current !== this.base) throw new Error(`${this.base.name} is being mirrored already (a migration or a push runs on it)`);
     const d = wrap(this.base);
     this.current = d;
     return d;

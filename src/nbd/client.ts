@@ -223,7 +223,7 @@ export class NbdClient {
       const dataLength = p.type === CMD_READ && error === 0 ? p.length : 0;
       if (this.available < 16 + dataLength) return false;
       this.take(16);
-      if (dataLength > 0) this.take(dataLength).copy(p.buf!);
+      if (dataLength > 0) this.takeInto(p.buf!, 0, dataLength);
       if (error !== 0) p.error = new NbdClientError(error, `server error ${error}`);
       this.settle(cookie, p);
       return true;
@@ -236,9 +236,15 @@ export class NbdClient {
     const length = head.readUInt32BE(16);
     if (this.available < 20 + length) return false;
     this.take(20);
-    const payload = this.take(length);
     const p = this.pendingFor(cookie);
-    this.chunk(p, type, payload);
+    if (type === REPLY_TYPE_OFFSET_DATA && length >= 8) {
+      // The data goes from the socket's chunks straight into the read's buffer: one copy.
+      const at = u64(this.take(8), 0) - p.offset;
+      if (p.type !== CMD_READ || at < 0 || at + length - 8 > p.length) throw new Error('data chunk outside the read');
+      this.takeInto(p.buf!, at, length - 8);
+    } else {
+      this.chunk(p, type, this.take(length));
+    }
     if (flags & REPLY_FLAG_DONE) this.settle(cookie, p);
     return true;
   }
@@ -300,10 +306,29 @@ export class NbdClient {
     for (const w of waiters) w();
   }
 
+  /** The first chunk, made to hold at least `n` bytes by joining only as many chunks as that takes (not all that arrived). */
   private peek(n: number): Buffer {
     if (this.chunks[0]!.length >= n) return this.chunks[0]!;
-    this.chunks = [Buffer.concat(this.chunks)];
-    return this.chunks[0]!;
+    let len = 0;
+    let k = 0;
+    while (len < n && k < this.chunks.length) len += this.chunks[k++]!.length;
+    const joined = Buffer.concat(this.chunks.slice(0, k), len);
+    this.chunks.splice(0, k, joined);
+    return joined;
+  }
+
+  /** Copies the next `n` bytes into `dst` at `at` and drops them. */
+  private takeInto(dst: Buffer, at: number, n: number): void {
+    this.available -= n;
+    while (n > 0) {
+      const c = this.chunks[0]!;
+      const k = Math.min(n, c.length);
+      c.copy(dst, at, 0, k);
+      at += k;
+      n -= k;
+      if (k === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(k);
+    }
   }
 
   private take(n: number): Buffer {

@@ -447,6 +447,18 @@ export class Pool implements PoolCore {
     }
   }
 
+  /** Marks a volume as being filled again (a migration's target, until its pivot), in one commit. */
+  async markIncomplete(name: string): Promise<void> {
+    return this.serialize(async () => {
+      this.checkAdmin();
+      const v = this.volumeRec(name);
+      if (v.incomplete) return;
+      await this.changeCatalog(() => {
+        v.incomplete = true;
+      });
+    });
+  }
+
   /**
    * Clears a volume's incomplete mark in the commit that also makes every
    * write to it so far durable (a commit flushes data before it appends the

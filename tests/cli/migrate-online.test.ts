@@ -60,7 +60,9 @@ describe.skipIf(!tools)('strata migrate --online on a served pool', () => {
     '--verify=crc32c', '--verify_fatal=1', '--verify_state_save=0', '--output-format=json', ...extra,
   ];
 
-  it('moves a volume fio is writing: no I/O error, every block verifies on the target through the same export, the source is gone, both pools check clean', async () => {
+  it('moves a volume fio is writing, with its snapshot: no I/O error, every block verifies on the target through the same export, the source is gone, both pools check clean', async () => {
+    await tool('qemu-io', ['-f', 'raw', '-c', 'write -P 0x77 80M 8M', uri('vm')]);
+    ok(home, ['snapshot', 'create', 'a/vm@before']);
     const fio = tool('fio', fioArgs(['--do_verify=1']), 120_000);
     await new Promise((r) => setTimeout(r, 700));
     const moved = await running(home, ['--json', 'migrate', 'a/vm', 'b', '--online']);
@@ -76,6 +78,8 @@ describe.skipIf(!tools)('strata migrate --online on a served pool', () => {
     await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', uri('vm'), uri('b/vm')]);
     expect(volumes(home, 'a')).toEqual(['slow']);
     expect(volumes(home, 'b')).toEqual(['vm']);
+    expect(ok(home, ['snapshot', 'list', 'b/vm'])).toMatch(/before/);
+    await tool('qemu-io', ['-f', 'raw', '-r', '-c', 'read -P 0x77 80M 8M', uri('b/vm@before')]);
     for (const p of ['a', 'b']) expect(json<{ problems: unknown[] }>(home, ['pool', 'check', p]).problems).toEqual([]);
     expect(json<Job[]>(home, ['job', 'list', 'a']).filter((j) => j.kind === 'migrate').map((j) => j.state)).toEqual(['done']);
   }, 180_000);
@@ -83,6 +87,7 @@ describe.skipIf(!tools)('strata migrate --online on a served pool', () => {
   it('leaves the source as it was when the job is cancelled before the pivot', async () => {
     const moving = running(home, ['migrate', 'a/slow', 'b/slow', '--online', '--rate', '4M']);
     const job = await runningMigration(home, 'a');
+    expect(strata(home, ['snapshot', 'create', 'a/slow@meanwhile']).stderr).toMatch(/is being migrated \(a\/slow to b\/slow\)/);
     ok(home, ['job', 'cancel', 'a', String(job.id)]);
     const r = await moving;
     expect(r.code).toBe(1);

@@ -7,6 +7,7 @@ import { MigrationRecords } from '../../src/host/migration-records.js';
 import { settleMigration } from '../../src/host/migration-recovery.js';
 import { runMigration, type MigrationEnds } from '../../src/host/online-migration.js';
 import type { JobControl } from '../../src/host/jobs.js';
+import { cloneVolume, createSnapshots, openFrozen, templateFrom } from '../../src/snapshot/index.js';
 import { pattern } from '../support/blockdev-contract.js';
 import { propertyRuns, scratchDir } from '../support/scratch.js';
 
@@ -82,7 +83,58 @@ function jobControl(signal: AbortSignal): JobControl {
   return { id: 1, signal, progress: () => undefined };
 }
 
+/** Snapshots a (and b, after more writes) of `vm`, returning what each reads; with `clone`, vm is first remade as a linked clone of a template. */
+async function history(ends: MigrationEnds, model: Map<number, Buffer>, clone: boolean): Promise<Map<string, Buffer>> {
+  const pool = ends.source.pool;
+  const snaps = new Map<string, Buffer>();
+  if (clone) {
+    const dev = ends.held.device;
+    await dev.flush();
+    await dev.close();
+    await templateFrom(pool, { volume: 'vm' }, 'gold');
+    await pool.deleteVolume('vm');
+    await cloneVolume(pool, { template: 'gold' }, 'vm');
+    (ends.held as { device: MovableDevice }).device = new MovableDevice(await pool.openVolume('vm'));
+  }
+  for (const name of ['a', 'b']) {
+    for (let k = 0; k < 10; k++) {
+      const at = ((k * 37 + name.charCodeAt(0)) % (SIZE / BLOCK)) * BLOCK;
+      const data = pattern(BLOCK, k + name.charCodeAt(0) * 100);
+      await ends.held.device.write(data, at);
+      model.set(at, data);
+    }
+    await createSnapshots(pool, [{ volume: 'vm', snapshot: name }]);
+    snaps.set(name, await contents(pool, 'vm'));
+  }
+  return snaps;
+}
+
+async function snapshotBytes(pool: Pool, volume: string, snapshot: string): Promise<Buffer> {
+  const h = await openFrozen(pool, { volume, snapshot });
+  const b = Buffer.alloc(h.size);
+  await h.read(b, 0);
+  await h.close();
+  return b;
+}
+
 describe('hot migration between pools', () => {
+  it.each([false, true])('carries the snapshots (and, for a linked clone, its template) and mirrors what changed since (clone: %s)', async (clone) => {
+    const { ends, model } = await setup(scratch.dir, new MemoryDevice({ size: 32 << 20 }), new MemoryDevice({ size: 32 << 20 }), 9);
+    const snaps = await history(ends, model, clone);
+    const g = guest(ends.held.device, model, 9, 40);
+    await runMigration(ends, { volume: 'vm', targetPool: 'b', targetVolume: 'vm' }, undefined);
+    await g.done;
+    const t = ends.target.pool;
+    expect(t.catalogNow.snapshots.filter((x) => x.volume === 'vm').map((x) => x.name)).toEqual(['a', 'b']);
+    for (const [name, bytes] of snaps) expect((await snapshotBytes(t, 'vm', name)).equals(bytes), `@${name}`).toBe(true);
+    expect(agrees(await contents(t, 'vm'), model)).toBe(true);
+    if (clone) expect(t.catalogNow.templates.map((x) => x.name)).toEqual(['gold']);
+    expect(ends.source.pool.catalogNow.snapshots).toEqual([]);
+    expect(ends.source.pool.volumeRecords()).toEqual([]);
+    for (const p of [ends.source.pool, t]) expect((await p.check()).problems).toEqual([]);
+    await ends.held.device.close();
+  });
+
   it('converges however the guest writes race the copy: after the pivot the export is on the target, which reads as the model, and the source is gone', async () => {
     await fc.assert(
       fc.asyncProperty(fc.integer(), fc.integer({ min: 1, max: 80 }), async (seed, writes) => {
@@ -159,11 +211,14 @@ class PowerCut extends PassThroughDevice {
 describe('hot migration and power loss', () => {
   it('leaves the volume whole in exactly one place at any crash point (copy, pivot, source removal), after the pools settle', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.integer(), fc.integer({ min: 1, max: 260 }), fc.integer(), async (seed, cut, crashSeed) => {
-        const home = `${scratch.dir}/crash-${seed}-${cut}`;
+      fc.asyncProperty(fc.integer(), fc.integer({ min: 1, max: 1000 }), fc.integer(), fc.boolean(), async (seed, cutAt, crashSeed, withHistory) => {
+        // A whole migration is about 200 requests to the two devices, about 300 with a history to send: cuts land before, during and after the pivot, and past its end.
+        const cut = Math.ceil(cutAt * (withHistory ? 0.34 : 0.22));
+        const home = `${scratch.dir}/crash-${seed}-${cut}-${withHistory}`;
         const baseA = new MemoryDevice({ size: 16 << 20 });
         const baseB = new MemoryDevice({ size: 16 << 20 });
         const { ends: made, model } = await setup(home, baseA, baseB, seed);
+        const snaps = withHistory ? await history(made, model, false) : new Map<string, Buffer>();
         // Left open, not closed (closing a memory device drops its bytes): the new openings below read what was made durable.
         for (const p of [made.source.pool, made.target.pool]) {
           await p.flush();
@@ -171,7 +226,6 @@ describe('hot migration and power loss', () => {
         }
         const simA = new CrashSimulator(baseA);
         const simB = new CrashSimulator(baseB);
-        // A whole migration here is about 200 requests to the two devices: cuts land before, during and after the pivot.
         const budget = { left: cut, sims: [simA, simB] };
         const source = await Pool.open(new PowerCut(simA, budget), opts);
         const target = await Pool.open(new PowerCut(simB, budget), opts);
@@ -196,8 +250,11 @@ describe('hot migration and power loss', () => {
         const inB = b.volumeRecords().map((v) => v.name);
         expect(inA.length + inB.length, `the volume is in exactly one place (a: ${inA.join()}, b: ${inB.join()})`).toBe(1);
         if (migrated) expect(inB).toEqual(['vm2']);
-        const bytes = inA.length === 1 ? await contents(a, 'vm') : await contents(b, 'vm2');
-        expect(agrees(bytes, model, inflight), 'every flushed write is there').toBe(true);
+        const [where, name] = inA.length === 1 ? [a, 'vm'] : [b, 'vm2'];
+        expect(agrees(await contents(where, name), model, inflight), 'every flushed write is there').toBe(true);
+        expect(where.catalogNow.snapshots.map((x) => x.name).sort(), 'the snapshots are with the volume, and no temporary one is left').toEqual([...snaps.keys()]);
+        for (const [snap, want] of snaps) expect((await snapshotBytes(where, name, snap)).equals(want), `@${snap}`).toBe(true);
+        expect([...a.catalogNow.snapshots, ...b.catalogNow.snapshots].length).toBe(snaps.size);
         expect((await a.check()).problems).toEqual([]);
         expect((await b.check()).problems).toEqual([]);
         await a.close();
