@@ -232,8 +232,11 @@ async function ensureVolume(pool: Pool, p: PendingReceive, volume: string, s: Se
   p.createdVolume = true;
   save();
   if (s.from === null) await pool.createVolume(volume, s.size, { incomplete: true });
-  else if (p.baseTemplate) await cloneVolume(pool, { template: p.baseTemplate }, volume);
-  else throw new AdminError('ENOENT', `volume '${volume}' is gone from pool while a receive was filling it`);
+  else if (p.baseTemplate) {
+    // A clone reads whole from its first commit: marked incomplete so that no server exports it half received.
+    await cloneVolume(pool, { template: p.baseTemplate }, volume);
+    await pool.markIncomplete(volume);
+  } else throw new AdminError('ENOENT', `volume '${volume}' is gone from pool while a receive was filling it`);
   changed?.();
 }
 
