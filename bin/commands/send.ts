@@ -48,9 +48,20 @@ async function sendCommand(ref: string, opts: SendOptions, cmd: Command): Promis
   const rate = rateOption(opts.rate);
   if (process.stdout.isTTY === true) throw new Error('send writes a binary stream on stdout: pipe it (strata send … | strata receive …, or > FILE)');
   const spec = { kind: 'send' as const, target: `${ref}${from ? ` from @${from}` : ''} to stdout`, restart: 'strata send --resume TOKEN (the token strata receive --token prints on the receiver)', signal: interrupt.signal, ...(rate !== undefined ? { rate } : {}) };
-  const result = await jobsFor(g.home, r.pool).run(spec, (job) =>
-    sendVolume(g.home, r, { from, ...(opts.resume !== undefined ? { resume: opts.resume } : {}), ...(rate !== undefined ? { rate } : {}) }, process.stdout, { signal: job.signal, progress: progressOf(`send ${ref}`, job) }),
-  );
+  // A reader that goes away (EPIPE) fails this send, with its job and its temporary snapshot accounted for, rather than ending the process as for `map | head`.
+  const out = process.stdout;
+  const exits = out.listeners('error');
+  out.removeAllListeners('error');
+  out.on('error', () => undefined);
+  let result;
+  try {
+    result = await jobsFor(g.home, r.pool).run(spec, (job) =>
+      sendVolume(g.home, r, { from, ...(opts.resume !== undefined ? { resume: opts.resume } : {}), ...(rate !== undefined ? { rate } : {}) }, out, { signal: job.signal, progress: progressOf(`send ${ref}`, job) }),
+    );
+  } finally {
+    out.removeAllListeners('error');
+    for (const l of exits) out.on('error', l as (err: Error) => void);
+  }
   const what = `${result.origin ? `origin ${result.origin.name}, then ` : ''}${result.from ? `from @${result.from.name} ` : ''}to ${result.temporary ? 'now' : `@${result.to.name}`}`;
   const human = `sent ${r.pool}/${r.volume} ${what}${result.resumed ? ' (resumed)' : ''}: ${result.sections} section${result.sections === 1 ? '' : 's'}, ${formatSize(result.dataBytes)} of data, ${formatSize(result.zeroBytes)} of zeroes as records, ${formatSize(result.streamBytes)} of stream`;
   summary(g, result, human);

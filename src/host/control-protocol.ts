@@ -56,7 +56,7 @@ export function parseRequest(line: string): ControlRequest {
   if (typeof r.op === 'string' && DIFF_TRANSFER_OPS.has(r.op)) return parseDiffTransferRequest(r);
   if (typeof r.op === 'string' && SEND_TRANSFER_OPS.has(r.op)) return parseSendTransferRequest(r);
   if (r.op === NBD_PUSH_OP) return parseNbdPushRequest(r);
-  throw new Error(`unknown request '${String(r.op)}' (${[...RAID_OPS, ...ADMIN_OPS, ...DIFF_TRANSFER_OPS, ...SEND_TRANSFER_OPS, ...JOB_OPS, ONLINE_MIGRATION_OP, NBD_PUSH_OP].join(', ')})`);
+  throw new Error(`unknown request '${String(r.op)}' (${[...RAID_OPS, ...ADMIN_OPS, ...DIFF_TRANSFER_OPS, ...SEND_TRANSFER_OPS, ONLINE_MIGRATION_OP, NBD_PUSH_OP, ...JOB_OPS].join(', ')})`);
 }
 
 /** Splits a UTF-8 byte stream into lines (a character may straddle chunks), refusing one longer than `max` characters. */

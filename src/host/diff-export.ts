@@ -1,7 +1,7 @@
 import type { Writable } from 'node:stream';
 import { loadXxhash } from '../blockdev/xxhash.js';
-import { diffLayers, type Layer, type Pool } from '../qcowlike/index.js';
-import { openFrozen, type SnapshotRef } from '../snapshot/index.js';
+import type { Pool } from '../qcowlike/index.js';
+import { diffRanges, openFrozen, type DiffExtent, type SnapshotRef } from '../snapshot/index.js';
 import { DiffEncoder, MAX_DATA_RECORD, type DiffPoint, type DiffTotals } from '../snapshot/diff-stream.js';
 import { findSnapshot } from './diff-points.js';
 import { runsOf } from './image-copy.js';
@@ -31,8 +31,8 @@ export interface ExportDiffResult extends DiffTotals {
 export async function exportDiff(pool: Pool, poolName: string, req: ExportDiffRequest, out: Writable, onProgress?: (done: number, total: number) => void, signal?: AbortSignal): Promise<ExportDiffResult> {
   const to = await findSnapshot(pool, poolName, req.volume, req.to);
   const from = req.from === null ? null : await findSnapshot(pool, poolName, req.volume, req.from);
-  const fromLayer = from === null ? null : pool.layerById(from.layer);
-  const written = await writeDiff(pool, { from: from ? point(from) : null, fromLayer, to: point(to), toSource: { volume: req.volume, snapshot: to.name }, size: to.size, volume: req.volume }, out, { onProgress, signal });
+  const ends = { from: from ? point(from) : null, to: point(to), toSource: { volume: req.volume, snapshot: to.name }, size: to.size, volume: req.volume };
+  const written = await writeDiff(pool, ends, diffRanges(pool, req.volume, from?.name ?? null, to.name), out, { onProgress, signal });
   return { volume: req.volume, from: from ? point(from) : null, to: point(to), size: to.size, ...written };
 }
 
@@ -40,10 +40,9 @@ function point(s: { name: string; uuid: string }): DiffPoint {
   return { name: s.name, uuid: s.uuid };
 }
 
-/** The two ends of a diff stream: FROM's layer (null: an empty disk) and the frozen point TO is read from (a snapshot or a template). */
+/** The two ends of a diff stream, and the frozen point TO is read from (a snapshot or a template). */
 export interface DiffEnds {
   from: DiffPoint | null;
-  fromLayer: Layer | null;
   to: DiffPoint;
   toSource: SnapshotRef | { template: string };
   size: number;
@@ -52,12 +51,12 @@ export interface DiffEnds {
 }
 
 /**
- * The diff stream between any two frozen layers of a pool (a clone's first
- * snapshot against the template it came from, too). With `after`, only the
- * records from that volume offset on: the rest of a stream a receiver holds
- * up to there.
+ * The diff stream of the changed `ranges` between two frozen points of a
+ * pool (a clone's first snapshot against the template it came from, too),
+ * the bytes read from TO. With `after`, only the records from that volume
+ * offset on: the rest of a stream a receiver holds up to there.
  */
-export async function writeDiff(pool: Pool, ends: DiffEnds, out: Writable, opts: { after?: number; onProgress?: (done: number, total: number) => void; signal?: AbortSignal } = {}): Promise<DiffTotals & { streamBytes: number }> {
+export async function writeDiff(pool: Pool, ends: DiffEnds, ranges: AsyncIterable<DiffExtent>, out: Writable, opts: { after?: number; onProgress?: (done: number, total: number) => void; signal?: AbortSignal } = {}): Promise<DiffTotals & { streamBytes: number }> {
   await loadXxhash();
   const { onProgress, signal } = opts;
   const after = opts.after ?? 0;
@@ -74,7 +73,7 @@ export async function writeDiff(pool: Pool, ends: DiffEnds, out: Writable, opts:
   await put([enc.start()]);
   const frozen = await openFrozen(pool, ends.toSource);
   try {
-    for await (const ext of diffLayers(pool, ends.fromLayer, frozen.layer)) {
+    for await (const ext of ranges) {
       // A range past TO's size (a volume that shrank since FROM) has nothing to say: the size in the header cuts it.
       const end = Math.min(ext.offset + ext.length, ends.size);
       const start = Math.max(ext.offset, after);

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DiffPoint } from '../snapshot/diff-stream.js';
+import { writeJsonDurably } from './durable-json.js';
 
 /**
  * What import-diff remembers about a pool, in HOME/diff-imports/POOL.json
@@ -132,23 +133,7 @@ export class DiffImports {
   private change(fn: (n: Note) => void): void {
     const note = this.read();
     fn(note);
-    const dir = path.dirname(this.file);
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const tmp = `${this.file}.${process.pid}.tmp`;
-    const fd = fs.openSync(tmp, 'w', 0o600);
-    try {
-      fs.writeSync(fd, `${JSON.stringify(note, null, 2)}\n`);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, this.file);
-    const dfd = fs.openSync(dir, 'r');
-    try {
-      fs.fsyncSync(dfd);
-    } finally {
-      fs.closeSync(dfd);
-    }
+    writeJsonDurably(this.file, note);
   }
 }
 

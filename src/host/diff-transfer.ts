@@ -41,14 +41,11 @@ export function parseDiffTransferRequest(raw: Record<string, unknown>): DiffTran
 /** The server's side: connects to the command's socket and runs the verb with it as the stream. */
 export async function runDiffTransfer(pool: Pool, req: DiffTransferRequest, ctx: ImportDiffContext & { readOnly: boolean }): Promise<ExportDiffResult | ImportDiffResult> {
   if (req.op === 'import-diff' && ctx.readOnly) throw new Error(`pool '${ctx.poolName}' is served read-only`);
-  const sock = await connect(req.socket);
+  const sock = await connectStreamSocket(req.socket);
   try {
     if (req.op === 'export-diff') {
       const result = await exportDiff(pool, ctx.poolName, req, sock);
-      await new Promise<void>((resolve, reject) => {
-        sock.once('error', reject);
-        sock.end(() => resolve());
-      });
+      await endWritten(sock);
       return result;
     }
     const result = await importDiff(pool, ctx, req.volume, sock);
@@ -60,7 +57,16 @@ export async function runDiffTransfer(pool: Pool, req: DiffTransferRequest, ctx:
   }
 }
 
-function connect(file: string): Promise<net.Socket> {
+/** Ends a socket the server wrote a stream into, once all of it has gone out. */
+export function endWritten(sock: net.Socket): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    sock.once('error', reject);
+    sock.end(() => resolve());
+  });
+}
+
+/** The server connects to the command's stream socket. */
+export function connectStreamSocket(file: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const sock = net.connect(file);
     sock.once('connect', () => {

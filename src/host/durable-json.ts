@@ -21,8 +21,9 @@ export function writeJsonDurably(file: string, value: unknown): void {
   syncDirectory(dir);
 }
 
-/** Removes `file` so that the removal lasts a crash. */
+/** Removes `file` so that the removal lasts a crash (nothing to do when it is not there). */
 export function removeDurably(file: string): void {
+  if (!fs.existsSync(file)) return;
   fs.rmSync(file, { force: true });
   syncDirectory(path.dirname(file));
 }

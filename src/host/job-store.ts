@@ -3,6 +3,7 @@ import path from 'node:path';
 import { waitForLockSync } from 'fs-native-extensions';
 import { TERMINAL_STATES, type JobRecord } from './job-record.js';
 import { processAlive } from './process-liveness.js';
+import { writeJsonDurably } from './durable-json.js';
 
 /** Finished jobs kept per pool; older ones are dropped as new ones end. */
 const KEEP_FINISHED = 100;
@@ -92,23 +93,7 @@ export class JobStore {
   }
 
   private write(jobs: JobRecord[]): void {
-    const dir = path.dirname(this.file);
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const temp = `${this.file}.${process.pid}.tmp`;
-    const fd = fs.openSync(temp, 'w', 0o600);
-    try {
-      fs.writeFileSync(fd, JSON.stringify({ jobs }, null, 2) + '\n');
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(temp, this.file);
-    const dfd = fs.openSync(dir, 'r');
-    try {
-      fs.fsyncSync(dfd);
-    } finally {
-      fs.closeSync(dfd);
-    }
+    writeJsonDurably(this.file, { jobs });
   }
 }
 

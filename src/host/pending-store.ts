@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parsePendingRepairs, type PendingRepair, type RaidArray } from '../raid/index.js';
+import { removeDurably, writeJsonDurably } from './durable-json.js';
 
 /**
  * Pending repairs outlive the read-only open that found them: they are kept
@@ -43,19 +44,10 @@ export function loadPending(home: string, array: RaidArray, warn: (message: stri
 export function savePending(home: string, array: RaidArray, list: PendingRepair[] = array.pendingRepairs()): void {
   const file = fileOf(home, array);
   if (list.length === 0) {
-    fs.rmSync(file, { force: true });
+    removeDurably(file);
     return;
   }
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, `${JSON.stringify(list, null, 2)}\n`, { mode: 0o600 });
-  const fd = fs.openSync(tmp, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
+  writeJsonDurably(file, list);
 }
 
 /** A read-write open: carry out what an earlier read-only open left pending, before anything else uses the array. */

@@ -5,7 +5,9 @@ import { createSnapshots, deleteSnapshot, deleteTemplate, listSnapshots, openFro
 import { volumeExists } from '../host/diff-import.js';
 import { volumeRuns } from '../host/volume-runs.js';
 import { ReceiveNote } from './receive-note.js';
-import { TEMPORARY_PREFIX } from './send-plan.js';
+import { historyOf, TEMPORARY_PREFIX } from './send-plan.js';
+import { templateHolding } from './receive.js';
+import { DiffImports } from '../host/diff-imports.js';
 
 /**
  * The pool-side steps of send, receive and migrate around the streams: each
@@ -31,13 +33,17 @@ export interface SourceState {
   last: string | null;
   /** Volumes and templates of this pool cloned from the volume's snapshots: they keep the volume here. */
   clones: string[];
+  /** The UUID of the template or snapshot the volume is a linked clone of, or null. */
+  origin: string | null;
 }
 
 export async function sourceState(pool: Pool, volume: string): Promise<SourceState> {
   const info = await pool.volumeInfo(volume);
   const snaps = (await listSnapshots(pool, volume)).filter((s) => !s.name.startsWith(TEMPORARY_PREFIX));
   const clones = [...new Set(snaps.flatMap((s) => s.dependants))].filter((d) => d !== volume && !d.startsWith(`${volume}@`));
-  return { size: info.size, last: snaps[snaps.length - 1]?.name ?? null, clones };
+  const head = pool.catalogNow.volumes.find((v) => v.name === volume)!;
+  const origin = historyOf(pool, volume, pool.layerById(head.layer)).origin?.point.uuid ?? null;
+  return { size: info.size, last: snaps[snaps.length - 1]?.name ?? null, clones, origin };
 }
 
 /** Read per step of a digest: whole blocks, so both sides cut the same pieces whatever their maps. */
@@ -84,6 +90,11 @@ async function digestOf(dev: Pick<BlockDevice, 'name' | 'size' | 'read'> & Requi
     next = end;
   }
   return hash.digest('hex');
+}
+
+/** The template of this pool known to hold origin `uuid`'s bytes, or null: a migration then leaves the origin out of its stream. */
+export function holdsOrigin(pool: Pool, home: string, poolName: string, uuid: string): string | null {
+  return templateHolding(pool, new DiffImports(home, poolName), uuid);
 }
 
 /** The volume, its snapshots and its layers go in one commit. */

@@ -1,5 +1,6 @@
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import type { Pool } from '../qcowlike/index.js';
+import { holdsOrigin, sourceState } from './chain-ops.js';
 import { receiveChain, type ReceiveResult } from './receive.js';
 import { sendChain, type SendResult } from './send.js';
 
@@ -23,8 +24,11 @@ const PIPE_BYTES = 8 * 1024 * 1024;
  * receive made durable (its note names it; abandonReceive removes it).
  */
 export async function copyChain(src: ChainEnd, dst: ChainEnd, req: { volume: string; to: string; newName: string }, opts: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void; rate?: number } = {}): Promise<ReceiveResult> {
+  // The origin of a clone that the target holds already (an earlier clone brought it) is left out.
+  const origin = (await sourceState(src.pool, req.volume)).origin;
+  const omitBase = origin !== null && holdsOrigin(dst.pool, dst.home, dst.poolName, origin) !== null;
   const { received } = await pipeChain(
-    (out) => sendChain(src.pool, src.poolName, { volume: req.volume, to: req.to, from: null }, out, { signal: opts.signal, onProgress: opts.onProgress, rate: opts.rate }),
+    (out) => sendChain(src.pool, src.poolName, { volume: req.volume, to: req.to, from: null, omitBase }, out, { signal: opts.signal, onProgress: opts.onProgress, rate: opts.rate }),
     (source) => receiveChain(dst.pool, { poolName: dst.poolName, home: dst.home }, req.newName, source, { signal: opts.signal }),
   );
   return received;

@@ -1,7 +1,8 @@
 import type { Readable, Writable } from 'node:stream';
 import { ControlClient } from '../host/control-client.js';
 import { openRegisteredPool } from '../host/open-pool.js';
-import { abandonReceive, chainDigest, dropSnapshot, removeChain, sourceState, takeTemporary, type SourceState } from './chain-ops.js';
+import { volumeExists } from '../host/diff-import.js';
+import { abandonReceive, chainDigest, holdsOrigin, dropSnapshot, removeChain, sourceState, takeTemporary, type SourceState } from './chain-ops.js';
 import { receiveChain, type ReceiveResult } from './receive.js';
 import { sendChain, type SendOptions, type SendResult } from './send.js';
 import { servedSide } from './send-transfer.js';
@@ -11,6 +12,8 @@ export interface SendRequest {
   to: string;
   from: string | null;
   resume?: string;
+  /** Leave a clone's origin out: the receiving pool holds it (holdsOrigin said so). */
+  omitBase?: boolean;
 }
 
 /**
@@ -22,6 +25,9 @@ export interface SendRequest {
 export interface ChainSide {
   readonly poolName: string;
   readonly served: boolean;
+  exists(volume: string): Promise<boolean>;
+  /** This pool holds a template known to be origin `uuid` (a snapshot's or a template's). */
+  holdsOrigin(uuid: string): Promise<boolean>;
   /** NBD clients connected to the volume now (0 when the pool is not served). */
   clients(volume: string): Promise<number>;
   state(volume: string): Promise<SourceState>;
@@ -45,6 +51,8 @@ export async function openSide(home: string, poolName: string, opts: { write: bo
   return {
     poolName,
     served: false,
+    exists: (v) => volumeExists(pool, v),
+    holdsOrigin: async (uuid) => holdsOrigin(pool, home, poolName, uuid) !== null,
     clients: async () => 0,
     state: (v) => sourceState(pool, v),
     takeTemporary: (v) => takeTemporary(pool, v),

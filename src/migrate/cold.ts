@@ -2,6 +2,7 @@ import { AdminError } from '../host/admin.js';
 import type { JobControl } from '../host/jobs.js';
 import { openSide, type ChainSide } from './chain-side.js';
 import { pipeChain } from './chain-pipe.js';
+import { ReceiveNote } from './receive-note.js';
 import type { ReceiveResult } from './receive.js';
 
 export interface ColdMigrateResult {
@@ -36,16 +37,22 @@ export async function coldMigrate(home: string, src: { pool: string; volume: str
   let b: ChainSide | undefined;
   try {
     b = await openSide(home, dst.pool, { write: true });
+    if (!(await a.exists(src.volume))) throw new AdminError('ENOENT', `volume '${src.volume}' not found in pool '${src.pool}'`);
     const clients = await a.clients(src.volume);
     if (clients > 0) throw new AdminError('EBUSY', `${from} is served and has ${clients} connected client${clients === 1 ? '' : 's'}: use --online to move it while it serves I/O`);
     const state = await a.state(src.volume);
     if (state.clones.length > 0 && !opts.keepSource) throw new AdminError('EBUSY', `${from} cannot leave pool '${src.pool}': ${state.clones.join(', ')} ${state.clones.length === 1 ? 'is a clone' : 'are clones'} of its snapshots there (migrate or flatten ${state.clones.length === 1 ? 'it' : 'them'} first, or copy with --keep-source)`);
+    // A name taken, or a receive into it pending (kept for its resume token), is not this migration's to remove on failure.
+    if (await b.exists(dst.volume)) throw new AdminError('EEXIST', `${to} exists: migrate to a new name (${dst.pool}/NEW)`);
+    if (new ReceiveNote(home, dst.pool).get(dst.volume)) throw new AdminError('EBUSY', `a receive into ${to} was interrupted and is pending (strata receive ${to} --token prints the token that finishes it): migrate to another name (${dst.pool}/NEW)`);
+    // A clone whose origin the target pool holds already (an earlier clone brought it) sends none of the origin's bytes.
+    const omitBase = state.origin !== null && (await b.holdsOrigin(state.origin));
     const temp = await a.takeTemporary(src.volume);
     let received: ReceiveResult;
     let verified: ColdMigrateResult['verified'];
     try {
       const target = b;
-      received = (await pipeChain((out) => a.send({ volume: src.volume, to: temp, from: null }, out, { signal: job.signal, rate: opts.rate, onProgress: (done, total) => job.progress(done, total) }), (source) => target.receive(dst.volume, source, { signal: job.signal }))).received;
+      received = (await pipeChain((out) => a.send({ volume: src.volume, to: temp, from: null, omitBase }, out, { signal: job.signal, rate: opts.rate, onProgress: (done, total) => job.progress(done, total) }), (source) => target.receive(dst.volume, source, { signal: job.signal }))).received;
       verified = await verify(a, target, src.volume, dst.volume, temp, state.last);
       await target.flush(dst.volume);
     } catch (err) {
@@ -65,12 +72,11 @@ export async function coldMigrate(home: string, src: { pool: string; volume: str
 
 /** The target's head against the source's frozen point, and the newest snapshot on both; a difference stops the migration. */
 async function verify(a: ChainSide, b: ChainSide, volume: string, newName: string, temp: string, last: string | null): Promise<ColdMigrateResult['verified']> {
-  const head = await b.digest(newName, null);
-  const want = await a.digest(volume, temp);
+  // Each side reads its own pool: the two run at once.
+  const [head, want] = await Promise.all([b.digest(newName, null), a.digest(volume, temp)]);
   if (head !== want) throw new Error(`verification failed: ${b.poolName}/${newName} does not read as ${a.poolName}/${volume} did (SHA-256 ${head.slice(0, 16)}… against ${want.slice(0, 16)}…); the source is kept`);
   if (last === null) return { head, last: null };
-  const got = await b.digest(newName, last);
-  const had = await a.digest(volume, last);
+  const [got, had] = await Promise.all([b.digest(newName, last), a.digest(volume, last)]);
   if (got !== had) throw new Error(`verification failed: ${b.poolName}/${newName}@${last} does not read as ${a.poolName}/${volume}@${last} (SHA-256 ${got.slice(0, 16)}… against ${had.slice(0, 16)}…); the source is kept`);
   return { head, last: { snapshot: last, digest: got } };
 }

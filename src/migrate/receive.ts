@@ -103,6 +103,15 @@ export async function receiveChain(pool: Pool, ctx: ReceiveContext, volume: stri
   const p = pending;
   const made: string[] = [];
   let origin: ReceiveResult['origin'] = null;
+  const first = m.sections[0]!;
+  if (first.omitted && p.section === 0) {
+    const have = templateHolding(pool, imports, first.to.uuid);
+    if (!have) throw new AdminError('EINVAL', `the stream leaves out the origin ${first.to.name}, and pool holds no template known to be it: send the stream whole`);
+    p.baseTemplate = have;
+    p.section = 1;
+    note.set(volume, p);
+  }
+  if (first.omitted && p.baseTemplate !== undefined) origin = { template: p.baseTemplate, reused: true };
   const totals = { records: 0, dataBytes: 0, zeroBytes: 0 };
   const total = m.sections.slice(m.resume?.section ?? 0).reduce((n, s) => n + s.size, 0);
   let before = 0;
@@ -201,6 +210,7 @@ async function checkStart(pool: Pool, imports: DiffImports, ref: string, volume:
   const exists = await volumeExists(pool, volume);
   if (first.base || first.from === null) {
     if (exists) throw new AdminError('EEXIST', `${ref} exists: a whole stream (no --from) creates its volume; receive it under a new name, or send an incremental stream (--from) to it`);
+    if (first.omitted && !templateHolding(pool, imports, first.to.uuid)) throw new AdminError('EINVAL', `the stream leaves out the origin ${first.to.name} of ${m.volume}, and pool holds no template known to be it: send the stream whole`);
     return;
   }
   if (!exists) throw new AdminError('ENOENT', `volume ${ref} not found: an incremental stream (from @${first.from.name}) applies to a volume holding its base; receive the whole stream first`);
@@ -222,8 +232,11 @@ async function ensureVolume(pool: Pool, p: PendingReceive, volume: string, s: Se
   p.createdVolume = true;
   save();
   if (s.from === null) await pool.createVolume(volume, s.size, { incomplete: true });
-  else if (p.baseTemplate) await cloneVolume(pool, { template: p.baseTemplate }, volume);
-  else throw new AdminError('ENOENT', `volume '${volume}' is gone from pool while a receive was filling it`);
+  else if (p.baseTemplate) {
+    // A clone reads whole from its first commit: marked incomplete so that no server exports it half received.
+    await cloneVolume(pool, { template: p.baseTemplate }, volume);
+    await pool.markIncomplete(volume);
+  } else throw new AdminError('ENOENT', `volume '${volume}' is gone from pool while a receive was filling it`);
   changed?.();
 }
 
@@ -241,12 +254,11 @@ interface BaseSteps {
  * new volume that then becomes the template, linked to the origin's UUID.
  */
 async function receiveBase(pool: Pool, imports: DiffImports, p: PendingReceive, s: SendSection, steps: BaseSteps): Promise<{ template: string; reused: boolean }> {
-  const alike = imports.sameAs(s.to.uuid);
-  const have = pool.catalogNow.templates.find((t) => alike.has(t.uuid));
-  if (have && have.name !== p.baseTemplate) {
+  const have = templateHolding(pool, imports, s.to.uuid);
+  if (have !== null && have !== p.baseTemplate) {
     await steps.checkOnly();
-    p.baseTemplate = have.name;
-    return { template: have.name, reused: true };
+    p.baseTemplate = have;
+    return { template: have, reused: true };
   }
   const name = p.baseTemplate ?? freeName(pool, s.to.name.replace(/@/g, '-'));
   if (pool.catalogNow.templates.some((t) => t.name === name)) {
@@ -265,6 +277,12 @@ async function receiveBase(pool: Pool, imports: DiffImports, p: PendingReceive, 
   imports.finish(name, { volume: name, snapshot: name, uuid: tmpl.uuid, source: s.to.uuid });
   steps.changed?.();
   return { template: name, reused: false };
+}
+
+/** The template of this pool that holds the bytes of snapshot or template `uuid`: the same UUID, or linked to it by the home's import records. */
+export function templateHolding(pool: Pool, imports: DiffImports, uuid: string): string | null {
+  const alike = imports.sameAs(uuid);
+  return pool.catalogNow.templates.find((t) => alike.has(t.uuid))?.name ?? null;
 }
 
 function freeName(pool: Pool, want: string): string {

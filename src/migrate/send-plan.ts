@@ -16,6 +16,7 @@ export function isTemporary(snapshot: string): boolean {
 /** One section as the sender reads it: the two layers it lies between. */
 export interface SendStep extends SendSection {
   fromLayer: Layer | null;
+  toLayer: Layer;
   toSource: SnapshotRef | { template: string };
 }
 
@@ -34,16 +35,23 @@ export interface SendPlan {
  * volume's snapshot, its history starts from) as a full base section, so
  * the receiver can share it among the clones it receives.
  */
-export async function planSend(pool: Pool, poolName: string, req: { volume: string; to: string; from: string | null }): Promise<SendPlan> {
-  const to = await findSnapshot(pool, poolName, req.volume, req.to);
+interface History {
+  /** The volume's own snapshots at and above `from`, oldest first. */
+  points: Array<{ layer: Layer; point: DiffPoint; ref: SnapshotRef }>;
+  /** The first layer below them that another name holds: the template or other volume's snapshot the volume is a clone of. */
+  origin: { layer: Layer; point: DiffPoint; source: SnapshotRef | { template: string } } | null;
+}
+
+/** The ancestry of layer `from` of `volume`: its own snapshots, then its origin, if any. */
+export function historyOf(pool: Pool, volume: string, from: Layer): History {
   const c = pool.catalogNow;
-  const points: Array<{ layer: Layer; point: DiffPoint; ref: SnapshotRef }> = [];
-  let origin: { layer: Layer; point: DiffPoint; source: SnapshotRef | { template: string } } | null = null;
-  for (let layer: Layer | null = pool.layerById(to.layer); layer; layer = layer.parent) {
+  const points: History['points'] = [];
+  let origin: History['origin'] = null;
+  for (let layer: Layer | null = from; layer; layer = layer.parent) {
     const id = layer.id;
-    const own = c.snapshots.find((s) => s.volume === req.volume && s.layer === id);
+    const own = c.snapshots.find((s) => s.volume === volume && s.layer === id);
     if (own) {
-      points.unshift({ layer, point: { uuid: own.uuid, name: own.name }, ref: { volume: req.volume, snapshot: own.name } });
+      points.unshift({ layer, point: { uuid: own.uuid, name: own.name }, ref: { volume, snapshot: own.name } });
       continue;
     }
     const tmpl = c.templates.find((t) => t.layer === id);
@@ -53,6 +61,12 @@ export async function planSend(pool: Pool, poolName: string, req: { volume: stri
     // A nameless layer (a deleted snapshot several children still share) is passed through: diffs compare maps, not ancestry.
     if (origin) break;
   }
+  return { points, origin };
+}
+
+export async function planSend(pool: Pool, poolName: string, req: { volume: string; to: string; from: string | null }): Promise<SendPlan> {
+  const to = await findSnapshot(pool, poolName, req.volume, req.to);
+  const { points, origin } = historyOf(pool, req.volume, pool.layerById(to.layer));
   let first = 0;
   let base: { layer: Layer | null; point: DiffPoint | null } = origin ? { layer: origin.layer, point: origin.point } : { layer: null, point: null };
   const steps: SendStep[] = [];
@@ -66,10 +80,10 @@ export async function planSend(pool: Pool, poolName: string, req: { volume: stri
     base = { layer: points[at]!.layer, point: points[at]!.point };
     first = at + 1;
   } else if (origin) {
-    steps.push({ from: null, to: origin.point, size: origin.layer.size, base: true, fromLayer: null, toSource: origin.source });
+    steps.push({ from: null, to: origin.point, size: origin.layer.size, base: true, fromLayer: null, toLayer: origin.layer, toSource: origin.source });
   }
   for (const p of points.slice(first)) {
-    steps.push({ from: base.point, to: p.point, size: p.layer.size, fromLayer: base.layer, toSource: p.ref });
+    steps.push({ from: base.point, to: p.point, size: p.layer.size, fromLayer: base.layer, toLayer: p.layer, toSource: p.ref });
     base = { layer: p.layer, point: p.point };
   }
   const stream = createHash('sha256')

@@ -1,4 +1,5 @@
 import { hasher } from '../snapshot/diff-stream.js';
+import { ByteQueue } from '../snapshot/byte-queue.js';
 import {
   checkManifest,
   FRAME_BYTES,
@@ -25,19 +26,18 @@ import {
  * after it.
  */
 export class SendStreamReader {
-  private readonly it: AsyncIterator<Uint8Array>;
-  private chunks: Buffer[] = [];
-  private buffered = 0;
-  private sourceDone = false;
+  private readonly bytes: ByteQueue;
   private pos = 0;
   private seed = 0;
   private m: SendManifest | undefined;
   private nextSection = 0;
+  /** The first section the stream carries. */
+  private first = 0;
   private ended = false;
   private inSection = false;
 
   constructor(source: AsyncIterable<Uint8Array>) {
-    this.it = source[Symbol.asyncIterator]();
+    this.bytes = new ByteQueue(source);
   }
 
   /** Bytes of the stream read so far. */
@@ -69,7 +69,9 @@ export class SendStreamReader {
     checkManifest(parsed, (msg) => this.fail('EINVAL', SEND_PREFIX_BYTES, `manifest: ${msg}`));
     this.seed = frameSeed(sum);
     this.m = parsed;
-    this.nextSection = parsed.resume?.section ?? 0;
+    this.first = parsed.resume?.section ?? 0;
+    if (parsed.sections[this.first]?.omitted) this.first++;
+    this.nextSection = this.first;
     return parsed;
   }
 
@@ -81,10 +83,10 @@ export class SendStreamReader {
     const at = this.pos;
     const head = await this.frame();
     if (head.type === FRAME_END) {
-      const expected = m.sections.length - (m.resume?.section ?? 0);
-      if (head.section !== expected || this.nextSection !== m.sections.length) throw this.fail('ECORRUPT', at, `end frame after ${this.nextSection - (m.resume?.section ?? 0)} of ${expected} sections`);
-      await this.fill(1);
-      if (this.buffered > 0) throw this.fail('ECORRUPT', this.pos, 'bytes after the end frame (a send stream must end there)');
+      const expected = m.sections.length - this.first;
+      if (head.section !== expected || this.nextSection !== m.sections.length) throw this.fail('ECORRUPT', at, `end frame after ${this.nextSection - this.first} of ${expected} sections`);
+      await this.bytes.fill(1);
+      if (this.bytes.buffered > 0) throw this.fail('ECORRUPT', this.pos, 'bytes after the end frame (a send stream must end there)');
       this.ended = true;
       return null;
     }
@@ -122,35 +124,10 @@ export class SendStreamReader {
   }
 
   private async take(n: number, what: string): Promise<Buffer> {
-    await this.fill(n);
-    if (this.buffered < n) throw this.fail('ETRUNCATED', this.pos + this.buffered, `truncated: the stream ends inside ${what}`);
-    const out = Buffer.allocUnsafe(n);
-    let done = 0;
-    while (done < n) {
-      const c = this.chunks[0]!;
-      const k = Math.min(c.length, n - done);
-      c.copy(out, done, 0, k);
-      done += k;
-      if (k === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(k);
-    }
-    this.buffered -= n;
+    const got = await this.bytes.take(n);
+    if (!got) throw this.fail('ETRUNCATED', this.pos + this.bytes.buffered, `truncated: the stream ends inside ${what}`);
     this.pos += n;
-    return out;
-  }
-
-  private async fill(n: number): Promise<void> {
-    while (this.buffered < n && !this.sourceDone) {
-      const r = await this.it.next();
-      if (r.done) {
-        this.sourceDone = true;
-        break;
-      }
-      const b = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
-      if (b.length === 0) continue;
-      this.chunks.push(b);
-      this.buffered += b.length;
-    }
+    return got;
   }
 
   private fail(code: SendStreamErrorCode, at: number, message: string): SendStreamError {

@@ -41,6 +41,8 @@ export interface SendSection {
   size: number;
   /** The clone's origin (a template or another volume's snapshot), sent first so the receiver can make or reuse it. */
   base?: true;
+  /** A base section left out of the stream: the receiver holds the origin already (a migration asked it first). */
+  omitted?: true;
 }
 
 export interface SendManifest {

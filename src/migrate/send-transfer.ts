@@ -1,10 +1,11 @@
-import net from 'node:net';
+import type net from 'node:net';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { isValidName, type Pool } from '../qcowlike/index.js';
 import type { ControlClient } from '../host/control-client.js';
-import { diffViaServer } from '../host/diff-transfer.js';
-import { abandonReceive, chainDigest, dropSnapshot, removeChain, sourceState, takeTemporary } from './chain-ops.js';
+import { connectStreamSocket, diffViaServer, endWritten } from '../host/diff-transfer.js';
+import { volumeExists } from '../host/diff-import.js';
+import { abandonReceive, chainDigest, holdsOrigin, dropSnapshot, removeChain, sourceState, takeTemporary } from './chain-ops.js';
 import type { ChainSide } from './chain-side.js';
 import { receiveChain, ReceiveInterrupted, type ReceiveContext, type ReceiveResult } from './receive.js';
 import { ReceiveNote } from './receive-note.js';
@@ -17,14 +18,14 @@ import { sendChain, type SendResult } from './send.js';
  * (diff-transfer.ts), and the steps around it are one request each.
  */
 export type SendTransferRequest =
-  | { op: 'chain-send'; volume: string; to: string; from: string | null; resume?: string; rate?: number; socket: string }
+  | { op: 'chain-send'; volume: string; to: string; from: string | null; resume?: string; omitBase?: boolean; rate?: number; socket: string }
   | { op: 'chain-receive'; volume: string; socket: string }
-  | { op: 'chain-step'; step: ChainStep; volume: string; snapshot: string | null };
+  | { op: 'chain-step'; step: ChainStep; volume: string; snapshot: string | null; uuid?: string };
 
-export type ChainStep = 'state' | 'clients' | 'take-temporary' | 'drop-snapshot' | 'digest' | 'remove-chain' | 'abandon' | 'flush';
-const STEPS: ReadonlySet<string> = new Set<ChainStep>(['state', 'clients', 'take-temporary', 'drop-snapshot', 'digest', 'remove-chain', 'abandon', 'flush']);
+export type ChainStep = 'exists' | 'holds-origin' | 'state' | 'clients' | 'take-temporary' | 'drop-snapshot' | 'digest' | 'remove-chain' | 'abandon' | 'flush';
+const STEPS: ReadonlySet<string> = new Set<ChainStep>(['exists', 'holds-origin', 'state', 'clients', 'take-temporary', 'drop-snapshot', 'digest', 'remove-chain', 'abandon', 'flush']);
 /** Steps that change nothing: allowed on a pool served read-only. */
-const READ_STEPS: ReadonlySet<string> = new Set<ChainStep>(['state', 'clients', 'digest']);
+const READ_STEPS: ReadonlySet<string> = new Set<ChainStep>(['exists', 'holds-origin', 'state', 'clients', 'digest']);
 
 export const SEND_TRANSFER_OPS: ReadonlySet<string> = new Set(['chain-send', 'chain-receive', 'chain-step']);
 
@@ -51,12 +52,16 @@ export function parseSendTransferRequest(raw: Record<string, unknown>): SendTran
     if (resume !== undefined && typeof resume !== 'string') throw new Error("'chain-send': 'resume' is a token");
     const rate = raw.rate;
     if (rate !== undefined && (typeof rate !== 'number' || !(rate > 0))) throw new Error("'chain-send': 'rate' is bytes per second above 0");
-    return { op, volume, to: name('to', false)!, from: name('from', true), socket: socket(), ...(resume !== undefined ? { resume } : {}), ...(rate !== undefined ? { rate } : {}) };
+    const omitBase = raw.omitBase;
+    if (omitBase !== undefined && typeof omitBase !== 'boolean') throw new Error("'chain-send': 'omitBase' is true or false");
+    return { op, volume, to: name('to', false)!, from: name('from', true), socket: socket(), ...(resume !== undefined ? { resume } : {}), ...(omitBase !== undefined ? { omitBase } : {}), ...(rate !== undefined ? { rate } : {}) };
   }
   if (op === 'chain-receive') return { op, volume, socket: socket() };
   if (op === 'chain-step') {
     if (typeof raw.step !== 'string' || !STEPS.has(raw.step)) throw new Error(`'chain-step' needs 'step' (${[...STEPS].join(', ')})`);
-    return { op, step: raw.step as ChainStep, volume, snapshot: name('snapshot', true) };
+    const uuid = raw.uuid;
+    if (uuid !== undefined && (typeof uuid !== 'string' || uuid.length === 0 || uuid.length > 128)) throw new Error("'chain-step': 'uuid' is a UUID");
+    return { op, step: raw.step as ChainStep, volume, snapshot: name('snapshot', true), ...(uuid !== undefined ? { uuid } : {}) };
   }
   throw new Error(`unknown request '${op}'`);
 }
@@ -66,14 +71,11 @@ export async function runSendTransfer(pool: Pool, req: SendTransferRequest, ctx:
   const writes = req.op === 'chain-receive' || (req.op === 'chain-step' && !READ_STEPS.has(req.step));
   if (writes && ctx.readOnly) throw new Error(`pool '${ctx.poolName}' is served read-only`);
   if (req.op === 'chain-step') return runStep(pool, req, ctx);
-  const sock = await connect(req.socket);
+  const sock = await connectStreamSocket(req.socket);
   try {
     if (req.op === 'chain-send') {
       const result = await sendChain(pool, ctx.poolName, req, sock, req.rate !== undefined ? { rate: req.rate } : {});
-      await new Promise<void>((resolve, reject) => {
-        sock.once('error', reject);
-        sock.end(() => resolve());
-      });
+      await endWritten(sock);
       return result;
     }
     const result = await receiveChain(pool, ctx, req.volume, sock);
@@ -91,6 +93,11 @@ async function runStep(pool: Pool, req: Extract<SendTransferRequest, { op: 'chai
     return req.snapshot;
   };
   switch (req.step) {
+    case 'exists':
+      return volumeExists(pool, req.volume);
+    case 'holds-origin':
+      if (req.uuid === undefined) throw new Error("'chain-step' holds-origin needs 'uuid'");
+      return holdsOrigin(pool, ctx.home, ctx.poolName, req.uuid) !== null;
     case 'state':
       return sourceState(pool, req.volume);
     case 'clients':
@@ -116,24 +123,15 @@ async function runStep(pool: Pool, req: Extract<SendTransferRequest, { op: 'chai
   }
 }
 
-function connect(file: string): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(file);
-    sock.once('connect', () => {
-      sock.off('error', reject);
-      sock.on('error', () => undefined);
-      resolve(sock);
-    });
-    sock.once('error', (err) => reject(new Error(`cannot reach the command's stream socket ${file}: ${err.message}`)));
-  });
-}
-
 /** The command's view of a served pool. */
 export function servedSide(control: ControlClient, poolName: string, home: string): ChainSide {
-  const step = async <T>(s: ChainStep, volume: string, snapshot: string | null = null): Promise<T> => (await control.request({ op: 'chain-step', step: s, volume, snapshot })).result as T;
+  const step = async <T>(s: ChainStep, volume: string, snapshot: string | null = null, uuid?: string): Promise<T> => (await control.request({ op: 'chain-step', step: s, volume, snapshot, ...(uuid !== undefined ? { uuid } : {}) })).result as T;
   return {
     poolName,
     served: true,
+    exists: (v) => step<boolean>('exists', v),
+    // The step names a volume by rule; the UUID is what is asked about.
+    holdsOrigin: (uuid) => step<boolean>('holds-origin', 'origin', null, uuid),
     clients: (v) => step<number>('clients', v),
     state: (v) => step('state', v),
     takeTemporary: (v) => step<string>('take-temporary', v),
@@ -154,7 +152,9 @@ export function servedSide(control: ControlClient, poolName: string, home: strin
       } catch (err) {
         const token = new ReceiveNote(home, poolName).token(volume);
         if (token === null || err instanceof ReceiveInterrupted) throw err;
-        throw new ReceiveInterrupted(`receive into ${poolName}/${volume} stopped: ${err instanceof Error ? err.message : String(err)}`, token, err);
+        const message = err instanceof Error ? err.message : String(err);
+        // The server's own ReceiveInterrupted arrives as its message, which says so already.
+        throw new ReceiveInterrupted(message.startsWith('receive into ') ? message : `receive into ${poolName}/${volume} stopped: ${message}`, token, err);
       }
     },
     close: async () => control.close(),

@@ -29,8 +29,10 @@ export async function sendVolume(home: string, ref: { pool: string; volume: stri
     try {
       result = await side.send({ volume: ref.volume, to, from, ...(opts.resume !== undefined ? { resume: opts.resume } : {}) }, out, { signal: job.signal, rate: opts.rate, onProgress: (done, total) => job.progress(done, total) });
     } catch (err) {
-      if (temporary === null) throw err;
-      const message = err instanceof Error ? err.message : String(err);
+      const broken = (err as NodeJS.ErrnoException).code === 'EPIPE' || (err instanceof Error && err.message.startsWith('the stream was closed'));
+      if (temporary === null && !broken) throw err;
+      const message = broken ? 'the reader of the stream went away (a broken pipe)' : err instanceof Error ? err.message : String(err);
+      if (temporary === null) throw new Error(message);
       throw new Error(`${message}; the snapshot ${ref.pool}/${ref.volume}@${temporary} taken for this send stays for send --resume (strata snapshot delete removes it)`);
     }
     if (temporary !== null) await side.dropSnapshot(ref.volume, temporary);

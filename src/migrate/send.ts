@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadXxhash } from '../blockdev/xxhash.js';
-import type { Pool } from '../qcowlike/index.js';
+import { diffLayers, type Pool } from '../qcowlike/index.js';
 import type { DiffPoint } from '../snapshot/diff-stream.js';
 import { AdminError } from '../host/admin.js';
 import { drained, writeDiff } from '../host/diff-export.js';
@@ -40,7 +40,7 @@ export interface SendOptions {
  * receiver does not hold yet: from the token's section, and in it from the
  * token's offset on.
  */
-export async function sendChain(pool: Pool, poolName: string, req: { volume: string; to: string; from: string | null; resume?: string }, out: Writable, opts: SendOptions = {}): Promise<SendResult> {
+export async function sendChain(pool: Pool, poolName: string, req: { volume: string; to: string; from: string | null; resume?: string; omitBase?: boolean }, out: Writable, opts: SendOptions = {}): Promise<SendResult> {
   await loadXxhash();
   const plan = await planSend(pool, poolName, req);
   let resume: SendManifest['resume'] = null;
@@ -55,7 +55,7 @@ export async function sendChain(pool: Pool, poolName: string, req: { volume: str
     stream: plan.stream,
     volume: req.volume,
     created: new Date().toISOString(),
-    sections: plan.steps.map(({ from, to, size, base }) => ({ from, to, size, ...(base ? { base } : {}) })),
+    sections: plan.steps.map(({ from, to, size, base }) => ({ from, to, size, ...(base ? { base } : {}), ...(base && req.omitBase === true ? { omitted: true as const } : {}) })),
     temporary: isTemporary(req.to),
     resume,
   };
@@ -69,7 +69,7 @@ export async function sendChain(pool: Pool, poolName: string, req: { volume: str
     await pace(b.length);
   };
   await put(bytes);
-  const start = resume?.section ?? 0;
+  const start = Math.max(resume?.section ?? 0, manifest.sections[0]!.omitted ? 1 : 0);
   const steps = plan.steps.slice(start);
   const total = steps.reduce((n, s) => n + s.size, 0);
   let before = 0;
@@ -77,7 +77,8 @@ export async function sendChain(pool: Pool, poolName: string, req: { volume: str
   for (const [k, step] of steps.entries()) {
     const index = start + k;
     const framed = new FrameWriter((b) => put(b), index, seed);
-    const t = await writeDiff(pool, { from: step.from, fromLayer: step.fromLayer, to: step.to, toSource: step.toSource, size: step.size, volume: req.volume }, framed, {
+    const ends = { from: step.from, to: step.to, toSource: step.toSource, size: step.size, volume: req.volume };
+    const t = await writeDiff(pool, ends, diffLayers(pool, step.fromLayer, step.toLayer), framed, {
       after: k === 0 ? (resume?.through ?? 0) : 0,
       signal: opts.signal,
       onProgress: (done) => opts.onProgress?.(before + done, total),
@@ -118,6 +119,8 @@ class FrameWriter extends Writable {
     private readonly seed: number,
   ) {
     super({ highWaterMark: MAX_FRAME });
+    // The writer into it meets a failure on its next write or wait (writeDiff checks both), and close() reports it.
+    this.on('error', () => undefined);
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
@@ -137,9 +140,10 @@ class FrameWriter extends Writable {
 
   /** Every frame given so far is written out. */
   close(): Promise<void> {
+    if (this.errored) return Promise.reject(this.errored);
     return new Promise((resolve, reject) => {
       this.once('error', reject);
-      this.end(() => resolve());
+      this.end((err?: Error | null) => (err ? reject(err) : resolve()));
     });
   }
 }

@@ -17,6 +17,7 @@ import {
   type DiffTotals,
   type DiffStreamErrorCode,
 } from './diff-stream.js';
+import { ByteQueue } from './byte-queue.js';
 
 const PREFIX_SEED = 0x53444946;
 /** The first line of an RBD diff (`rbd export-diff`), recognised so the error says what the file is. */
@@ -30,10 +31,7 @@ const RBD_MAGIC = 'rbd diff v';
  * totals match what came before, with nothing after it.
  */
 export class DiffStreamReader {
-  private readonly it: AsyncIterator<Uint8Array>;
-  private chunks: Buffer[] = [];
-  private buffered = 0;
-  private sourceDone = false;
+  private readonly bytes: ByteQueue;
   /** Bytes of the stream consumed so far: where the next piece starts. */
   private pos = 0;
   private seed = 0n;
@@ -45,7 +43,7 @@ export class DiffStreamReader {
   private finished = false;
 
   constructor(source: AsyncIterable<Uint8Array>) {
-    this.it = source[Symbol.asyncIterator]();
+    this.bytes = new ByteQueue(source);
   }
 
   /** Byte offset in the stream of what is read next. */
@@ -147,44 +145,20 @@ export class DiffStreamReader {
 
   private async expectEnd(): Promise<void> {
     const at = this.pos;
-    await this.fill(1);
-    if (this.buffered > 0) throw this.fail('ECORRUPT', this.seq, at, `${this.buffered === 1 ? 'a byte' : 'bytes'} after the end record (a stream must end there)`);
+    await this.bytes.fill(1);
+    if (this.bytes.buffered > 0) throw this.fail('ECORRUPT', this.seq, at, `${this.bytes.buffered === 1 ? 'a byte' : 'bytes'} after the end record (a stream must end there)`);
   }
 
   /** Exactly `n` bytes; a stream that ends first is a truncation, named by what was being read. */
   private async take(n: number, record: number | null, what: string, atRecordStart = false): Promise<Buffer> {
-    await this.fill(n);
-    if (this.buffered < n) {
-      const why = atRecordStart && this.buffered === 0 ? `the stream ends after ${record} record${record === 1 ? '' : 's'}, without an end record` : `the stream ends inside ${what} (${n - this.buffered} of ${n} bytes missing)`;
-      throw this.fail('ETRUNCATED', record, this.pos + this.buffered, `truncated: ${why}`);
+    const got = await this.bytes.take(n);
+    if (!got) {
+      const have = this.bytes.buffered;
+      const why = atRecordStart && have === 0 ? `the stream ends after ${record} record${record === 1 ? '' : 's'}, without an end record` : `the stream ends inside ${what} (${n - have} of ${n} bytes missing)`;
+      throw this.fail('ETRUNCATED', record, this.pos + have, `truncated: ${why}`);
     }
-    const out = Buffer.allocUnsafe(n);
-    let done = 0;
-    while (done < n) {
-      const c = this.chunks[0]!;
-      const k = Math.min(c.length, n - done);
-      c.copy(out, done, 0, k);
-      done += k;
-      if (k === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(k);
-    }
-    this.buffered -= n;
     this.pos += n;
-    return out;
-  }
-
-  private async fill(n: number): Promise<void> {
-    while (this.buffered < n && !this.sourceDone) {
-      const r = await this.it.next();
-      if (r.done) {
-        this.sourceDone = true;
-        break;
-      }
-      const b = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
-      if (b.length === 0) continue;
-      this.chunks.push(b);
-      this.buffered += b.length;
-    }
+    return got;
   }
 
   private fail(code: DiffStreamErrorCode, record: number | null, at: number, message: string): DiffStreamError {

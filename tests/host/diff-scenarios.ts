@@ -5,6 +5,7 @@ import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Pool } from '../../src/qcowlike/index.js';
 import { memoryPool } from '../support/pool.js';
+import { Collect } from '../support/volume-bytes.js';
 import { createSnapshots, revertSnapshot } from '../../src/snapshot/index.js';
 import { calls } from '../support/fake-chains.js';
 import { exportDiff } from '../../src/host/diff-export.js';
@@ -26,17 +27,6 @@ import type { ImportDiffResult } from '../../src/host/diff-import.js';
 const SIZE = 1 << 20;
 
 let home: string;
-
-class Collect extends Writable {
-  parts: Buffer[] = [];
-  override _write(chunk: Buffer, _enc: string, cb: () => void): void {
-    this.parts.push(Buffer.from(chunk));
-    cb();
-  }
-  bytes(): Buffer {
-    return Buffer.concat(this.parts);
-  }
-}
 
 async function* once(b: Buffer): AsyncGenerator<Buffer> {
   // In pieces that do not line up with records, as a pipe gives them.

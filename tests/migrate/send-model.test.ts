@@ -102,7 +102,7 @@ describe('send and receive against a model', () => {
           fs.rmSync(home, { recursive: true, force: true });
         }
       }),
-      { numRuns: 25 },
+      { numRuns: 15 },
     );
   }, 120_000);
 });

@@ -3,12 +3,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Pool } from '../../src/qcowlike/index.js';
-import { cloneVolume, convertToTemplate, createSnapshots, listSnapshots, listTemplates } from '../../src/snapshot/index.js';
+import { cloneVolume, convertToTemplate, createSnapshots, listSnapshots, listTemplates, revertSnapshot } from '../../src/snapshot/index.js';
 import { memoryPool } from '../support/pool.js';
 import { sendChain } from '../../src/migrate/send.js';
 import { receiveChain, ReceiveInterrupted } from '../../src/migrate/receive.js';
 import { copyChain } from '../../src/migrate/chain-pipe.js';
 import { ReceiveNote } from '../../src/migrate/receive-note.js';
+import { abandonReceive } from '../../src/migrate/chain-ops.js';
 import { chunked, Collect, contents, fill, write } from './chain-support.js';
 
 const SIZE = 4 << 20;
@@ -123,16 +124,92 @@ describe('send and receive', () => {
     }
     const dst = { pool: b, poolName: 'b', home };
     const src = { pool: a, poolName: 'a', home };
+    // A stream that leaves the origin out applies only where the origin is.
+    const lean = new Collect();
+    await sendChain(a, 'a', { volume: 'c1', to: 'now', from: null, omitBase: true }, lean);
+    await expect(receiveChain(b, ctx(), 'c1', chunked(lean.bytes()))).rejects.toThrow(/leaves out the origin base of c1, and pool holds no template known to be it: send the stream whole/);
+    expect(new ReceiveNote(home, 'b').get('c1')).toBeUndefined();
     const r1 = await copyChain(src, dst, { volume: 'c1', to: 'now', newName: 'c1' });
     const used1 = (await b.listVolumes()).length;
     expect(r1.origin).toEqual({ template: 'base', reused: false });
     const before = await b.layerAllocated(b.layerById(b.catalogNow.templates[0]!.layer));
     const r2 = await copyChain(src, dst, { volume: 'c2', to: 'now', newName: 'c2' });
     expect(r2.origin).toEqual({ template: 'base', reused: true });
+    // The second stream left the template out: it carried the clone's own 64 KiB, not the template's 2 MiB.
+    expect(r2.streamBytes).toBeLessThan(256 << 10);
+    expect(r1.streamBytes).toBeGreaterThan(2 << 20);
     expect((await listTemplates(b)).map((t) => [t.name, t.dependants.sort()])).toEqual([['base', ['c1', 'c1@now', 'c2', 'c2@now']]]);
     expect(await b.layerAllocated(b.layerById(b.catalogNow.templates[0]!.layer))).toBe(before);
     expect((await b.listVolumes()).length).toBe(used1 + 1);
     for (const n of ['c1', 'c2']) expect((await contents(b, `${n}@now`)).equals(await contents(a, `${n}@now`))).toBe(true);
+    expect((await b.check()).problems).toEqual([]);
+  });
+
+  it('a pool that fills part-way gives a token; abandoning the receive leaves the pool as before', async () => {
+    const small = (await memoryPool({ deviceSize: 6 << 20 })).pool;
+    try {
+      await a.createVolume('big', 8 << 20);
+      await write(a, 'big', 0, Buffer.alloc(8 << 20, 9));
+      await createSnapshots(a, [{ volume: 'big', snapshot: 'x' }]);
+      const stream = await send(a, { volume: 'big', to: 'x', from: null });
+      const err = await receiveChain(small, { poolName: 'small', home }, 'big', chunked(stream)).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(ReceiveInterrupted);
+      expect((err as Error).message).toMatch(/receive into small\/big stopped: .*(space|ENOSPC|full)/i);
+      expect(new ReceiveNote(home, 'small').token('big')).toBe((err as ReceiveInterrupted).token);
+      expect(await abandonReceive(small, home, 'small', 'big')).toEqual({ removed: ['big'] });
+      expect(await small.listVolumes()).toEqual([]);
+      expect(new ReceiveNote(home, 'small').get('big')).toBeUndefined();
+      expect((await small.check()).problems).toEqual([]);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('a cancelled copy stops both sides; abandoning it removes the target and the base template it made', async () => {
+    await a.createVolume('base', SIZE);
+    await write(a, 'base', 0, fill(SIZE, 5));
+    await convertToTemplate(a, 'base');
+    await cloneVolume(a, { template: 'base' }, 'c');
+    await write(a, 'c', 0, fill(1 << 20, 6));
+    await createSnapshots(a, [{ volume: 'c', snapshot: 'now' }]);
+    const ac = new AbortController();
+    const copying = copyChain({ pool: a, poolName: 'a', home }, { pool: b, poolName: 'b', home }, { volume: 'c', to: 'now', newName: 'c' }, {
+      signal: ac.signal,
+      onProgress: (done) => {
+        if (done > SIZE + (256 << 10)) ac.abort();
+      },
+    });
+    await expect(copying).rejects.toThrow();
+    expect(new ReceiveNote(home, 'b').get('c')).toBeDefined();
+    const { removed } = await abandonReceive(b, home, 'b', 'c');
+    // The sender runs ahead of the receiver by the pipe's buffer: the clone may or may not have been made yet.
+    expect(removed).toContain('base');
+    expect(await b.listVolumes()).toEqual([]);
+    expect(await listTemplates(b)).toEqual([]);
+    expect((await b.check()).problems).toEqual([]);
+    // The source is as it was.
+    expect((await contents(a, 'c@now')).subarray(0, 1 << 20).equals(fill(1 << 20, 6))).toBe(true);
+  });
+
+  it("a clone of another volume's snapshot arrives over a template of that snapshot; only the history of the snapshot sent goes", async () => {
+    await chainOf3(a);
+    await cloneVolume(a, { volume: 'vm', snapshot: 's2' }, 'kid');
+    await write(a, 'kid', 0, fill(4096, 0x77));
+    await createSnapshots(a, [{ volume: 'kid', snapshot: 'k1' }]);
+    // A revert puts k2 on a branch that k3's history does not hold.
+    await write(a, 'kid', 8192, fill(4096, 0x78));
+    await createSnapshots(a, [{ volume: 'kid', snapshot: 'k2' }]);
+    await revertSnapshot(a, { volume: 'kid', snapshot: 'k1' });
+    await write(a, 'kid', 16384, fill(4096, 0x79));
+    await createSnapshots(a, [{ volume: 'kid', snapshot: 'k3' }]);
+    const r = await receiveChain(b, ctx(), 'kid', chunked(await send(a, { volume: 'kid', to: 'k3', from: null })));
+    expect(r.origin).toEqual({ template: 'vm-s2', reused: false });
+    expect(r.snapshots).toEqual(['k1', 'k3']);
+    for (const s of ['k1', 'k3']) expect((await contents(b, `kid@${s}`)).equals(await contents(a, `kid@${s}`)), s).toBe(true);
+    expect((await contents(b, 'vm-s2', true)).equals(await contents(a, 'vm@s2'))).toBe(true);
     expect((await b.check()).problems).toEqual([]);
   });
 });

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool, Volume } from '../../src/qcowlike/index.js';
 import type { DiffExtent, SnapshotInfo, SnapshotRef } from '../../src/snapshot/index.js';
+import { volumeBytes } from './volume-bytes.js';
 
 /**
  * A stand-in for the chain operations that diff, export-diff and import-diff
@@ -25,17 +26,6 @@ function of(pool: Pool, volume: string): Frozen[] {
   return list;
 }
 
-async function contents(pool: Pool, volume: string): Promise<Buffer> {
-  const v = await pool.openVolume(volume, { readOnly: true });
-  try {
-    const b = Buffer.alloc(v.size);
-    await v.read(b, 0);
-    return b;
-  } finally {
-    await v.close();
-  }
-}
-
 export const calls = { createSnapshots: 0, failNextCreate: false };
 
 export async function createSnapshots(pool: Pool, refs: SnapshotRef[]): Promise<SnapshotInfo[]> {
@@ -46,7 +36,7 @@ export async function createSnapshots(pool: Pool, refs: SnapshotRef[]): Promise<
   }
   const out: SnapshotInfo[] = [];
   for (const r of refs) {
-    const bytes = await contents(pool, r.volume);
+    const bytes = await volumeBytes(pool, r.volume);
     const list = of(pool, r.volume);
     if (list.some((f) => f.info.name === r.snapshot)) throw new Error(`snapshot ${r.volume}@${r.snapshot} exists`);
     const info: SnapshotInfo = { volume: r.volume, name: r.snapshot, uuid: randomUUID(), created: new Date().toISOString(), size: bytes.length, layer: list.length + 1, exclusiveBytes: 0, dependants: [] };
@@ -70,7 +60,7 @@ function find(pool: Pool, volume: string, name: string): Frozen {
 const GRAIN = 4096;
 
 export async function* diffRanges(pool: Pool, volume: string, from: string | null, to: string | null): AsyncGenerator<DiffExtent> {
-  const b = to === null ? await contents(pool, volume) : find(pool, volume, to).bytes;
+  const b = to === null ? await volumeBytes(pool, volume) : find(pool, volume, to).bytes;
   const a = from === null ? Buffer.alloc(b.length) : find(pool, volume, from).bytes;
   let run: DiffExtent | null = null;
   for (let at = 0; at < b.length; at += GRAIN) {
