@@ -9,10 +9,12 @@ import { scratchDir } from './scratch.js';
  * once, and a first test that fails in CI when a tool is missing (locally
  * the file skips; see `guestToolsSkip`). Call inside the describe block.
  */
-export function guestSuite(prefix: string, missing: string[]): { dir: string; guest: () => LinuxGuest } {
-  const scratch = scratchDir(prefix);
+export function guestSuite(prefix: string, missing: string[]): { readonly dir: string; guest: () => LinuxGuest } {
+  // Made when the suite runs, not when it is collected: a skipped suite runs no afterAll to remove it.
+  let scratch: { dir: string; cleanup: () => void } | undefined;
   let guest: LinuxGuest | undefined;
   beforeAll(() => {
+    scratch = scratchDir(prefix);
     if (missing.length > 0) return;
     guest = LinuxGuest.prepare(scratch.dir);
   });
@@ -20,13 +22,15 @@ export function guestSuite(prefix: string, missing: string[]): { dir: string; gu
     // Left running only when a test timed out before its own clean-up.
     killAllVms();
     killAllServers();
-    scratch.cleanup();
+    scratch?.cleanup();
   });
   it('has every tool it needs', () => {
     expect(missing, 'install them with scripts/test-deps.sh').toEqual([]);
   });
   return {
-    dir: scratch.dir,
+    get dir() {
+      return scratch?.dir ?? expect.unreachable('the suite has not started');
+    },
     guest: () => guest ?? expect.unreachable('the guest was not prepared (a tool is missing)'),
   };
 }
