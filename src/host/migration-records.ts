@@ -27,6 +27,8 @@ export interface MigrationRecord {
   source: { pool: string; volume: string };
   target: { pool: string; volume: string };
   phase: MigrationPhase;
+  /** The target volume is being made by the migration (before this, a volume of that name is someone else's). */
+  targetMade?: boolean;
   /** The snapshot the volume's history was sent up to (a volume with snapshots or an origin): dropped from the source if the migration is undone. */
   temporary?: string;
   startedAt: string;
@@ -55,6 +57,11 @@ export class MigrationRecords {
 
   setTemporary(rec: MigrationRecord, snapshot: string): void {
     rec.temporary = snapshot;
+    this.write(rec);
+  }
+
+  setTargetMade(rec: MigrationRecord): void {
+    rec.targetMade = true;
     this.write(rec);
   }
 

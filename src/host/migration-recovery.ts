@@ -29,7 +29,8 @@ export async function settleMigration(records: MigrationRecords, rec: MigrationR
   if (rec.phase === 'copying' || rec.phase === 'aborted') {
     // The source first: its temporary snapshot goes once nothing is left to roll back on the target that could need it.
     if (!target) return 'waiting';
-    await dropTarget(target, records.home, rec.target.pool, rec.target.volume);
+    // Ours if the record says the migration made it, or if it is still incomplete (made, and cut short before the record said so).
+    if (rec.targetMade || target.volumeRecords().some((v) => v.name === rec.target.volume && v.incomplete)) await dropTarget(target, records.home, rec.target.pool, rec.target.volume);
     if (rec.temporary !== undefined) {
       if (!source) {
         records.setPhase(rec, 'aborted');

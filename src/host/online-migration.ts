@@ -108,10 +108,12 @@ export async function runMigration(ends: MigrationEnds, req: Omit<OnlineMigratio
     if (hasHistory(source.pool, req.volume)) {
       temporary = await takeTemporary(source.pool, req.volume);
       records.setTemporary(rec, temporary);
+      records.setTargetMade(rec);
       chain = await copyChain({ pool: source.pool, poolName: source.name, home: ends.home }, { pool: target.pool, poolName: target.name, home: ends.home }, { volume: req.volume, to: temporary, newName: req.targetVolume }, { ...copyOpts, ...(job ? { onProgress: (d: number, t: number) => job.progress(d, t) } : {}) });
       await target.pool.markIncomplete(req.targetVolume);
     } else {
       await target.pool.createVolume(req.targetVolume, volume.size, { incomplete: true });
+      records.setTargetMade(rec);
     }
     tgt = await target.pool.openVolume(req.targetVolume);
     const into = tgt;
@@ -155,7 +157,7 @@ export async function runMigration(ends: MigrationEnds, req: Omit<OnlineMigratio
     return { source: `${source.name}/${req.volume}`, target: `${target.name}/${req.targetVolume}`, size: volume.size, copiedBytes, pivotHeldMs: Math.round(pivotHeldMs * 10) / 10, seconds: Math.round((performance.now() - started) / 100) / 10, ...(sourceLeft !== undefined ? { sourceLeft } : {}) };
   } catch (err) {
     if (pivoted) throw err;
-    await rollBack(ends, req.targetVolume, rec, records, tgt, mirror !== undefined, temporary, chain);
+    await rollBack(ends, req.targetVolume, rec, records, tgt, mirror !== undefined, temporary, chain, isTaken(err));
     live?.alias(held.exportName, undefined);
     throw err;
   }
@@ -167,7 +169,7 @@ export async function runMigration(ends: MigrationEnds, req: Omit<OnlineMigratio
  * unless something else uses it now), the temporary snapshot dropped, the
  * record with them.
  */
-async function rollBack(ends: MigrationEnds, targetVolume: string, rec: MigrationRecord, records: MigrationRecords, tgt: BlockDevice | undefined, interposed: boolean, temporary: string | undefined, chain: ReceiveResult | undefined): Promise<void> {
+async function rollBack(ends: MigrationEnds, targetVolume: string, rec: MigrationRecord, records: MigrationRecords, tgt: BlockDevice | undefined, interposed: boolean, temporary: string | undefined, chain: ReceiveResult | undefined, targetTaken: boolean): Promise<void> {
   const movable = ends.held.device;
   if (interposed) {
     const release = await movable.hold();
@@ -177,13 +179,20 @@ async function rollBack(ends: MigrationEnds, targetVolume: string, rec: Migratio
   try {
     records.setPhase(rec, 'aborted');
     await tgt?.close();
-    await dropTarget(ends.target.pool, ends.home, ends.target.name, targetVolume);
+    // A volume of that name that the migration did not make (one created meanwhile, which its createVolume refused) stays.
+    const ours = rec.targetMade || ends.target.pool.volumeRecords().some((v) => v.name === targetVolume && v.incomplete);
+    if (ours && !targetTaken) await dropTarget(ends.target.pool, ends.home, ends.target.name, targetVolume);
     if (chain?.origin && !chain.origin.reused) await deleteTemplate(ends.target.pool, chain.origin.template).catch(() => undefined);
     if (temporary !== undefined) await dropSnapshot(ends.source.pool, rec.source.volume, temporary);
     records.remove(rec);
   } catch {
     // The record says aborted: the next open of each pool removes what is left.
   }
+}
+
+/** The target name was taken meanwhile by someone else's volume (the make refused it). */
+function isTaken(err: unknown): boolean {
+  return (err instanceof AdminError || err instanceof PoolError) && err.code === 'EEXIST';
 }
 
 /** Whether the volume has a history to carry: snapshots, or an origin it is a linked clone of. */

@@ -174,6 +174,15 @@ describe('hot migration between pools', () => {
     expect(new MigrationRecords(scratch.dir).list()).toEqual([]);
   });
 
+  it('leaves alone a volume that took the target name meanwhile', async () => {
+    const { ends } = await setup(scratch.dir, new MemoryDevice({ size: 16 << 20 }), new MemoryDevice({ size: 16 << 20 }), 5);
+    await ends.target.pool.createVolume('vm2', 1 << 20);
+    await expect(runMigration(ends, { volume: 'vm', targetPool: 'b', targetVolume: 'vm2' }, undefined)).rejects.toThrow(/already exists/);
+    expect(ends.target.pool.volumeRecords().map((v) => [v.name, v.size])).toEqual([['vm2', 1 << 20]]);
+    expect(ends.source.pool.volumeRecords().map((v) => v.name)).toEqual(['vm']);
+    expect(new MigrationRecords(scratch.dir).list()).toEqual([]);
+  });
+
   it('gives up without a guest error when the target pool fills up, the source whole', async () => {
     const faulty = new FaultyDevice(new MemoryDevice({ size: 16 << 20 }));
     const { ends, model } = await setup(scratch.dir, new MemoryDevice({ size: 16 << 20 }), faulty, 4);
