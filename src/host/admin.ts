@@ -85,7 +85,7 @@ export async function runAdmin<R extends AdminRequest>(pool: Pool, req: R, ctx: 
 
 async function dispatch(pool: Pool, req: AdminRequest, ctx: AdminContext): Promise<AdminResults[AdminRequest['op']]> {
   const about = <T>(volume: string, fn: () => Promise<T>): Promise<T> => aboutVolume(ctx.poolName, volume, fn);
-  if (ctx.jobs) refuseMigrating(ctx.jobs.home, ctx.poolName, req);
+  if (ctx.jobs) refuseMigrating(ctx.jobs, ctx.poolName, req);
   if (isChainRequest(req)) return runChain(pool, req, ctx);
   switch (req.op) {
     case 'pool-info':
