@@ -218,7 +218,6 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
         return held ? { device: held.export.device, release: held.release } : undefined;
       },
       clientsOf: (name) => server?.clientsOf(name) ?? 0,
-      served: (pool) => opened.find((o) => o.record.name === pool)?.pool,
       adopt: async (pool) => {
         const have = opened.find((o) => o.record.name === pool);
         if (have) return have.pool;

@@ -11,8 +11,6 @@ export interface LiveVolumesHost {
   clientsOf(name: string): number;
   /** A pool this server serves, or opens now and serves from then on. */
   adopt(pool: string): Promise<Pool>;
-  /** The pools this server serves. */
-  served(pool: string): Pool | undefined;
   /** Makes `oldName` stand for the volume at its new place (see PoolExportSource.alias). */
   alias(oldName: string, to: { pool: string; volume: string; active: boolean } | undefined): void;
 }
@@ -50,11 +48,6 @@ export class LiveVolumes {
     return this.host.clientsOf(this.host.exportName(pool, volume));
   }
 
-  /** Clients connected under an export name (a moved volume keeps its old one). */
-  clientsOfExport(name: string): number {
-    return this.host.clientsOf(name);
-  }
-
   /** Resolves once no client is connected under `exportName`; rejects when `signal` fires. */
   async untilNoClients(exportName: string, signal?: AbortSignal): Promise<void> {
     while (this.host.clientsOf(exportName) > 0) await sleep(100, undefined, signal ? { signal } : undefined);
@@ -62,10 +55,6 @@ export class LiveVolumes {
 
   adopt(pool: string): Promise<Pool> {
     return this.host.adopt(pool);
-  }
-
-  served(pool: string): Pool | undefined {
-    return this.host.served(pool);
   }
 
   alias(oldName: string, to: { pool: string; volume: string; active: boolean } | undefined): void {

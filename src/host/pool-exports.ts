@@ -68,11 +68,6 @@ export class PoolExportSource implements ExportSource {
     if (!this.pools.some((x) => x.name === p.name)) this.pools.push(p);
   }
 
-  /** The pools served now. */
-  servedPools(): readonly ServedPool[] {
-    return this.pools;
-  }
-
   /**
    * For a hot migration: `oldName` stands for the volume in its new pool
    * once `active` (after the pivot), so clients that reconnect find it where

@@ -16,7 +16,6 @@ import type { PushTargetAddress } from './nbd-push-uri.js';
 /** What an online push needs of the server's live volumes (src/host/live-volumes.ts). */
 export interface LiveVolumeSource {
   acquire(pool: string, volume: string): Promise<{ device: MovableDevice; exportName: string; release(): Promise<void> }>;
-  clientsOfExport(name: string): number;
   untilNoClients(exportName: string, signal?: AbortSignal): Promise<void>;
 }
 

@@ -36,7 +36,6 @@ async function liveVolume(): Promise<{ pool: Awaited<ReturnType<typeof memoryPoo
   let clients = 1;
   const live: LiveVolumeSource = {
     acquire: async () => ({ device: movable, exportName: 'v', release: async () => undefined }),
-    clientsOfExport: () => clients,
     // As the server's: polls, and rejects once the signal fired.
     untilNoClients: async (_name, signal) => {
       while (clients > 0) await sleep(5, undefined, signal ? { signal } : undefined);
