@@ -55,6 +55,17 @@ export async function benchMain<O extends BenchRunOptions, R>(cli: BenchCli<O, R
   }
 }
 
+/** The usage lines of BENCH_RUN_FLAGS, options padded to `width` columns as the benchmark's own. */
+export function benchRunUsage(name: string, width: number): string {
+  const line = (opt: string, what: string): string => `  ${opt.padEnd(width)} ${what}`;
+  return [
+    line('--dir DIR', 'where pools and images go (default a fresh folder under the temp dir)'),
+    line('--out FILE', `JSON results (default .scratch/bench/${name}-<time>.json)`),
+    line('--json', 'print the JSON on stdout instead of the markdown tables'),
+    line('--keep', 'keep the pools and images'),
+  ].join('\n');
+}
+
 /** The parseArgs options every benchmark takes besides its own. */
 export const BENCH_RUN_FLAGS = {
   dir: { type: 'string' },

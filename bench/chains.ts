@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { formatSize, parseSize } from '../bin/size.js';
-import { BENCH_RUN_FLAGS, benchMain, inBenchDir, optionReaders, type BenchRunOptions } from './bench-main.js';
+import { BENCH_RUN_FLAGS, benchRunUsage, benchMain, inBenchDir, optionReaders, type BenchRunOptions } from './bench-main.js';
 import { defaultCases, runCreateBench } from './chain-create.js';
 import { runDepthBench, type DepthOptions } from './chain-depth.js';
 import { runOnlineBench } from './chain-online.js';
@@ -55,10 +55,7 @@ const USAGE = `usage: npm run bench:chains -- [options]      (node dist/bench/ch
   --online-runtime SEC   seconds per fio run (default 10; quick 4)
  general:
   --seed N               the layout's random seed (default 1)
-  --dir DIR              where pools and images go (default a fresh folder under the temp dir)
-  --out FILE             JSON results (default .scratch/bench/chains-<time>.json)
-  --json                 print the JSON on stdout instead of the markdown tables
-  --keep                 keep the pools and images`;
+${benchRunUsage('chains', 22)}`;
 
 export function parseChainsArgs(argv: string[]): ChainsOptions | 'help' {
   const { values } = parseArgs({

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseSize } from '../bin/size.js';
-import { BENCH_RUN_FLAGS, benchMain, inBenchDir, optionReaders, type BenchRunOptions } from './bench-main.js';
+import { BENCH_RUN_FLAGS, benchRunUsage, benchMain, inBenchDir, optionReaders, type BenchRunOptions } from './bench-main.js';
 import type { LoadJob } from './fio-clat.js';
 import { runColdBench } from './migrate-cold.js';
 import { writeDataImage } from './migrate-data.js';
@@ -51,10 +51,7 @@ const USAGE = `usage: npm run bench:migrate -- [options]      (node dist/bench/m
  general:
   --rounds N           rounds, alternating which side goes first; medians (default 3; quick 1)
   --seed N             the data layout's seed (default 1)
-  --dir DIR            where pools and images go (default a fresh folder under the temp dir)
-  --out FILE           JSON results (default .scratch/bench/migrate-<time>.json)
-  --json               print the JSON on stdout instead of the markdown tables
-  --keep               keep the pools and images`;
+${benchRunUsage('migrate', 20)}`;
 
 export function parseMigrateArgs(argv: string[]): MigrateOptions | 'help' {
   const { values } = parseArgs({
