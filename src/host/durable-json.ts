@@ -28,7 +28,8 @@ export function removeDurably(file: string): void {
   syncDirectory(path.dirname(file));
 }
 
-function syncDirectory(dir: string): void {
+/** Makes the entries of `dir` (a rename, a removal) last a crash. */
+export function syncDirectory(dir: string): void {
   const dfd = fs.openSync(dir, 'r');
   try {
     fs.fsyncSync(dfd);

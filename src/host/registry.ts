@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { syncDirectory } from './durable-json.js';
 
 /**
  * Pools are registered by name under the home directory, one small JSON file
@@ -129,7 +130,7 @@ export class Registry {
     } finally {
       fs.rmSync(tmp, { force: true });
     }
-    syncDir(this.dir);
+    syncDirectory(this.dir);
   }
 
   /**
@@ -148,7 +149,7 @@ export class Registry {
       fs.rmSync(tmp, { force: true });
       throw err;
     }
-    syncDir(this.dir);
+    syncDirectory(this.dir);
   }
 
   /** Writes the record, paths relative to the home where they can be, to a synced temporary file; returns its path. */
@@ -167,7 +168,7 @@ export class Registry {
 
   remove(name: string): void {
     fs.rmSync(this.recordPath(name));
-    syncDir(this.dir);
+    syncDirectory(this.dir);
   }
 
   private recordPath(name: string): string {
@@ -213,14 +214,5 @@ export class Registry {
       throw bad('no valid backing');
     }
     return { name, backing, created: typeof r.created === 'string' ? r.created : '' };
-  }
-}
-
-function syncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
   }
 }
