@@ -8,7 +8,7 @@ import { MigrationRecords, type MigrationRecord } from './migration-records.js';
 import { oneLine } from './pool-errors.js';
 import { volumeRuns, type Mappable } from './volume-runs.js';
 import { copyChain } from '../migrate/chain-pipe.js';
-import { dropSnapshot, sourceState, takeTemporary } from '../migrate/chain-ops.js';
+import { dropSnapshot, sourceState, takeTemporary, temporaryName } from '../migrate/chain-ops.js';
 import type { ReceiveResult } from '../migrate/receive.js';
 import { deleteTemplate, diffRanges } from '../snapshot/index.js';
 import { dropTarget } from './migration-recovery.js';
@@ -106,8 +106,10 @@ export async function runMigration(ends: MigrationEnds, req: Omit<OnlineMigratio
     const copyOpts = { ...(req.rate !== undefined ? { rate: req.rate } : {}), ...(job ? { signal: job.signal } : {}) };
     // A volume with a history (snapshots, or an origin it was cloned from) sends it first, frozen at a temporary snapshot, as a cold migration does; the mirror then covers what changed since.
     if (hasHistory(source.pool, req.volume)) {
-      temporary = await takeTemporary(source.pool, req.volume);
+      // Named in the record before it is taken: a crash just after the snapshot landed must still find it to drop.
+      temporary = temporaryName();
       records.setTemporary(rec, temporary);
+      await takeTemporary(source.pool, req.volume, temporary);
       records.setTargetMade(rec);
       chain = await copyChain({ pool: source.pool, poolName: source.name, home: ends.home }, { pool: target.pool, poolName: target.name, home: ends.home }, { volume: req.volume, to: temporary, newName: req.targetVolume }, { ...copyOpts, ...(job ? { onProgress: (d: number, t: number) => job.progress(d, t) } : {}) });
       await target.pool.markIncomplete(req.targetVolume);
@@ -183,7 +185,7 @@ async function rollBack(ends: MigrationEnds, targetVolume: string, rec: Migratio
     const ours = rec.targetMade || ends.target.pool.volumeRecords().some((v) => v.name === targetVolume && v.incomplete);
     if (ours && !targetTaken) await dropTarget(ends.target.pool, ends.home, ends.target.name, targetVolume);
     if (chain?.origin && !chain.origin.reused) await deleteTemplate(ends.target.pool, chain.origin.template).catch(() => undefined);
-    if (temporary !== undefined) await dropSnapshot(ends.source.pool, rec.source.volume, temporary);
+    if (temporary !== undefined && ends.source.pool.catalogNow.snapshots.some((x) => x.volume === rec.source.volume && x.name === temporary)) await dropSnapshot(ends.source.pool, rec.source.volume, temporary);
     records.remove(rec);
   } catch {
     // The record says aborted: the next open of each pool removes what is left.

@@ -16,10 +16,14 @@ import { DiffImports } from '../host/diff-imports.js';
  */
 
 /** A snapshot of the volume as it is now, under a name no user picks (send-tmp-…), for a stream of the volume itself. */
-export async function takeTemporary(pool: Pool, volume: string): Promise<string> {
-  const name = `${TEMPORARY_PREFIX}${randomUUID().replace(/-/g, '').slice(0, 12)}`;
+export async function takeTemporary(pool: Pool, volume: string, name = temporaryName()): Promise<string> {
   await createSnapshots(pool, [{ volume, snapshot: name }]);
   return name;
+}
+
+/** A name for a temporary snapshot, known before it is taken (so that a record can name it first). */
+export function temporaryName(): string {
+  return `${TEMPORARY_PREFIX}${randomUUID().replace(/-/g, '').slice(0, 12)}`;
 }
 
 export async function dropSnapshot(pool: Pool, volume: string, snapshot: string): Promise<void> {
