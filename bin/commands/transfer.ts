@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { tryLock } from 'fs-native-extensions';
 import type { BlockDevice } from '../../src/blockdev/index.js';
 import type { Mappable } from '../../src/host/volume-runs.js';
-import { PoolError, type Pool } from '../../src/qcowlike/index.js';
+import { PoolError } from '../../src/qcowlike/index.js';
 import { jobsFor } from '../../src/host/jobs.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { JobProgressBar } from '../job-progress.js';
@@ -11,7 +11,6 @@ import { isFileTooLarge, tooLargeMessage } from '../../src/host/file-size-limit.
 import { openImageSource, systemReason, type ImageSource } from '../../src/host/image-source.js';
 import { IncompleteVolumeError } from '../incomplete.js';
 import { mergeRanges, type Range } from '../../src/host/salvage-read.js';
-import { volumeRuns } from '../../src/host/volume-runs.js';
 import { aboutVolume, findVolume, withPool } from '../../src/host/open-pool.js';
 import { globals, ProgressBar, report } from '../output.js';
 import { parseVolumeRef, Registry } from '../../src/host/registry.js';
@@ -22,26 +21,36 @@ import { ControlClient } from '../../src/host/control-client.js';
 import type { NbdDevice } from '../../src/nbd/index.js';
 import { connectServed, exportHoldsData, refuseConnected, servedInfo, servedVolume, sizeCheck } from '../served-transfer.js';
 import { interrupt, interruptible } from '../interruptible.js';
+import { exportNative, formatFromName, formatOption, holdsData, importNative, subformatOption, type NativeExportResult } from '../native-transfer.js';
+import { isDiskFormat, readsFormat, writerFor } from '../../src/image/formats.js';
+import { formatName } from '../../src/image/detect.js';
+import type { DiskFormat } from '../../src/image/image-reader.js';
 
 export const transferCommands: CommandGroup = (program) => {
   program
     .command('import <pool/vol> <file>')
-    .description('copy a raw image (FILE, or - for stdin) into a volume, creating it at the image size if it does not exist; zero runs are not written')
-    .option('--size <size>', 'size of the volume to create (default: the size of FILE; needed for a pipe)')
+    .description('copy an image (FILE, or - for stdin) into a volume, creating it at the image\'s virtual size if it does not exist; zero runs are not written; a backing chain comes in as snapshots')
+    .option('--format <format>', 'raw, qcow2, vmdk, vhd or vhdx (default: from the magic of FILE; a pipe is raw unless given)')
+    .option('--flatten', "write a backing chain's images into the volume alone, without snapshots of the images below")
+    .option('--size <size>', "size of the volume to create (default: the image's virtual size; needed for a raw pipe)")
     .option('--force', 'overwrite an existing volume that holds data')
     .addOption(cacheOption("the pool's files"))
     .action((ref: string, file: string, opts: ImportOptions, cmd: Command) => interruptible(() => importImage(ref, file, opts, cmd)));
   program
     .command('export <pool/vol> <file>')
-    .description('copy a volume into a sparse raw image (or to stdout with -); holes and zero runs stay holes')
+    .description('copy a volume into a sparse image (or to stdout with -); holes and zero runs stay holes')
+    .option('--format <format>', "raw, qcow2, vmdk, vhd or vhdx (default: from FILE's extension, else raw)")
+    .option('--subformat <name>', 'vmdk: monolithicSparse (default) or streamOptimized; vhd: dynamic (default) or fixed')
     .option('--force', 'overwrite FILE if it exists')
     .option('--allow-incomplete', 'export a volume whose import did not finish (what it holds is partial)')
-    .option('--salvage', 'write what verifies; zero-fill and report what does not (as qemu-img convert --salvage)')
+    .option('--salvage', 'write what verifies; zero-fill and report what does not (as qemu-img convert --salvage; raw only)')
     .addOption(cacheOption("the pool's files"))
     .action((ref: string, file: string, opts: ExportOptions, cmd: Command) => interruptible(() => exportImage(ref, file, opts, cmd)));
 };
 
 interface ImportOptions {
+  format?: string;
+  flatten?: boolean;
   size?: string;
   force?: boolean;
   cache: CacheMode;
@@ -51,8 +60,18 @@ async function importImage(ref: string, fileArg: string, opts: ImportOptions, cm
   const g = globals(cmd);
   const { pool: poolName, volume: name } = parseVolumeRef(ref);
   const wanted = opts.size === undefined ? undefined : parseSize(opts.size);
+  const format = formatOption(opts.format);
+  if (format !== undefined && format !== 'raw') return importFormatted(ref, fileArg, format, wanted, opts, cmd);
   const source = openImageSource(fileArg, CHUNK);
   const file = source.file;
+  if (source.format !== null && format === undefined) {
+    source.close();
+    const found = source.format;
+    const convert = `(convert it first: qemu-img convert -O raw ${fileArg === '-' ? 'IMAGE' : fileArg} OUT.raw)`;
+    if (!isDiskFormat(found) || !readsFormat(found)) throw new Error(`${file} is a ${formatName(found)} image, which Strata cannot read ${convert}`);
+    if (source.size === null) throw new Error(`${file} is a ${formatName(found)} image: give --format ${found} to import it from a pipe`);
+    return importFormatted(ref, fileArg, found, wanted, opts, cmd);
+  }
   try {
     const control = await ControlClient.connect(g.home, poolName);
     const spec = { kind: 'import' as const, target: `${ref} from ${file}`, total: source.size ?? 0, restart: `strata import ${ref} ${fileArg} (an incomplete volume is created anew)`, signal: interrupt.signal };
@@ -113,6 +132,21 @@ async function importImage(ref: string, fileArg: string, opts: ImportOptions, cm
   } finally {
     source.close();
   }
+}
+
+/** An image in a format other than raw (or a raw one given --format raw through a pipe never gets here): decoded natively. */
+async function importFormatted(ref: string, fileArg: string, format: DiskFormat, wanted: number | undefined, opts: ImportOptions, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const { pool: poolName, volume: name } = parseVolumeRef(ref);
+  const control = await ControlClient.connect(g.home, poolName);
+  const r = await importNative({ home: g.home, poolName, name, ref, fileArg, format, flatten: opts.flatten === true, wanted, sizeText: opts.size, force: opts.force === true, direct: opts.cache === 'none', control: control ?? null });
+  const how = r.replacedIncomplete ? ` (created anew over an incomplete import, ${formatSize(r.volumeSize)})` : r.created ? ` (created, ${formatSize(r.volumeSize)})` : '';
+  const kind = r.subformat === null ? r.format : `${r.format} ${r.subformat}`;
+  const chain = r.backing.length === 0 ? '' : r.flattened ? `, ${r.backing.length} backing file${r.backing.length === 1 ? '' : 's'} flattened in` : `, snapshots ${r.snapshots.map((s) => `${ref}@${s}`).join(', ')} for its backing files`;
+  const { dataBytes, zeroBytes, ...rest } = r;
+  const json = { pool: poolName, volume: name, ...rest, bytesWritten: dataBytes, zeroBytes };
+  if (!g.json) for (const note of r.notes) process.stderr.write(`strata: note: ${note}\n`);
+  report(g, json, `imported ${r.file} (${kind}) into ${ref}${how}${chain}: ${formatSize(r.fileSize)} read, ${formatSize(dataBytes)} written, ${formatSize(zeroBytes)} of zeroes`);
 }
 
 interface ImportCopy {
@@ -181,18 +215,9 @@ async function importServed(control: ControlClient, a: { poolName: string; name:
   }
 }
 
-/** Whether any byte of the volume is allocated data (zero runs and holes do not count). */
-async function holdsData(pool: Pool, name: string): Promise<boolean> {
-  const volume = await pool.openVolume(name, { readOnly: true });
-  try {
-    for await (const run of volumeRuns(volume)) if (!run.zero) return true;
-    return false;
-  } finally {
-    await volume.close();
-  }
-}
-
 interface ExportOptions {
+  format?: string;
+  subformat?: string;
   force?: boolean;
   allowIncomplete?: boolean;
   salvage?: boolean;
@@ -203,6 +228,15 @@ async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: 
   const bad: Range[] | undefined = opts.salvage === true ? [] : undefined;
   const g = globals(cmd);
   const { pool: poolName, volume: name } = parseVolumeRef(ref);
+  const format = formatOption(opts.format) ?? (file === '-' ? 'raw' : formatFromName(file));
+  const subformat = subformatOption(format, opts.subformat);
+  if (format !== 'raw' && bad !== undefined) throw new Error(`--salvage writes raw images only (not ${format})`);
+  // Refused before the volume is opened: a format this build does not write.
+  writerFor(format);
+  const copy = (device: BlockDevice & Mappable, bar: (total: number) => ProgressBar): Promise<ExportCopy> =>
+    format === 'raw'
+      ? exportDevice(device, file, opts.force === true, g.home, bad, ref, bar).then((r) => ({ ...r, format, subformat: null, fileSize: r.size }))
+      : exportNative(device, file, format, subformat, () => openTarget(file, opts.force === true, new Registry(g.home)), bar(device.size));
   const control = await ControlClient.connect(g.home, poolName);
   let live = 0;
   const spec = { kind: 'export' as const, target: `${ref} to ${file === '-' ? 'stdout' : file}`, restart: `strata export ${ref} ${file}${file === '-' ? '' : ' --force'}`, signal: interrupt.signal };
@@ -211,14 +245,14 @@ async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: 
     return control
       ? exportServed(control, poolName, name, opts.allowIncomplete === true, (device, clients) => {
           live = clients;
-          return exportDevice(device, file, opts.force === true, g.home, bad, ref, bar);
+          return copy(device, bar);
         })
       : withPool(g.home, poolName, { readOnly: true, direct: opts.cache === 'none' }, async ({ pool }) => {
           const info = await findVolume(pool, poolName, name);
           if (info.incomplete && opts.allowIncomplete !== true) throw new IncompleteVolumeError(poolName, name, '--allow-incomplete exports what it holds');
           const volume = await aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
           try {
-            return await exportDevice(volume, file, opts.force === true, g.home, bad, ref, bar);
+            return await copy(volume, bar);
           } finally {
             await volume.close();
           }
@@ -237,15 +271,18 @@ async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: 
     if (unreadable.length > shown.length) process.stderr.write(`strata: warning: ${ref}: … and ${unreadable.length - shown.length} more ranges (--json lists them all)\n`);
   }
   const lostText = unreadable === undefined ? '' : `, ${formatSize(lost)} unreadable (zero-filled)`;
+  const as = format === 'raw' ? '' : ` (${result.subformat === null ? format : `${format} ${result.subformat}`}, ${formatSize(result.fileSize)} file)`;
   if (file === '-') {
     // The image is on stdout: the summary goes to stderr, in JSON with --json.
     const json = { pool: poolName, volume: name, file: 'stdout', ...result, ...salvaged, ...liveRead };
-    process.stderr.write(g.json ? `${JSON.stringify(json, null, 2)}\n` : `exported ${ref} to stdout: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} of data${lostText}\n`);
+    process.stderr.write(g.json ? `${JSON.stringify(json, null, 2)}\n` : `exported ${ref} to stdout${as}: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} of data${lostText}\n`);
     return;
   }
   const json = { pool: poolName, volume: name, file, ...result, ...salvaged, ...liveRead };
-  report(g, json, `exported ${ref} to ${file}: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} written, ${formatSize(result.size - result.bytesWritten)} left sparse${lostText}`);
+  report(g, json, `exported ${ref} to ${file}${as}: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} written, ${formatSize(result.size - result.bytesWritten)} left sparse${lostText}`);
 }
+
+type ExportCopy = NativeExportResult;
 
 /** Copies an open volume (in-process, or a served one's NBD export) to FILE or stdout. */
 async function exportDevice(volume: BlockDevice & Mappable, file: string, force: boolean, home: string, bad: Range[] | undefined, ref: string, bar: (total: number) => ProgressBar): Promise<{ size: number; bytesWritten: number }> {

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { detectFormat, formatName, HEAD_BYTES, TAIL_BYTES } from '../image/detect.js';
+import { detectFormat, HEAD_BYTES, TAIL_BYTES, type ImageFormat } from '../image/detect.js';
 
 /**
  * Where an import reads: a regular file (read at offsets, several chunks at
@@ -14,12 +14,14 @@ export interface ImageSource {
   size: number | null;
   /** A stream's first bytes, read to look at its magic and not to be read again. */
   head: Buffer;
+  /** The format its magic says; null for raw (or nothing known). */
+  format: ImageFormat | null;
   close(): void;
 }
 
 /**
- * Opens FILE (`-` or `/dev/stdin`: stdin) and refuses an image in a format Strata cannot read
- * yet, naming the format, before any volume is touched.
+ * Opens FILE (`-` or `/dev/stdin`: stdin) and looks at its magic, so that an
+ * image in another format is never copied in as raw bytes.
  */
 export function openImageSource(file: string, firstRead: number): ImageSource {
   const name = file === '-' ? 'stdin' : file;
@@ -49,10 +51,7 @@ export function openImageSource(file: string, firstRead: number): ImageSource {
       if (st.size >= TAIL_BYTES) tail = preadFully(fd, name, Buffer.allocUnsafe(TAIL_BYTES), st.size - TAIL_BYTES);
     }
     const format = detectFormat(head, tail);
-    if (format !== null) {
-      throw new Error(`${name} is a ${formatName(format)} image, not a raw one; Strata imports raw images only (convert it first: qemu-img convert -O raw ${file === '-' ? 'IMAGE' : file} OUT.raw)`);
-    }
-    return { fd, file: name, size: stream ? null : st.size, head: stream ? head : Buffer.alloc(0), close };
+    return { fd, file: name, size: stream ? null : st.size, head: stream ? head : Buffer.alloc(0), format, close };
   } catch (err) {
     close();
     throw err;

@@ -29,6 +29,10 @@ export function isDiskFormat(name: string): name is DiskFormat {
   return (DISK_FORMATS as readonly string[]).includes(name);
 }
 
+/** Whether Strata reads (writes) `format` natively in this build. */
+export const readsFormat = (format: DiskFormat): boolean => readers[format] !== undefined;
+export const writesFormat = (format: DiskFormat): boolean => writers[format] !== undefined;
+
 /** The writer for `format`, or an error naming the formats that are written. */
 export function writerFor(format: DiskFormat): ImageWriter {
   const w = writers[format];

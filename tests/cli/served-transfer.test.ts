@@ -120,7 +120,7 @@ describe('import and export on a served pool', () => {
     // Block status kept what the volume does not hold a hole in the file.
     expect(fs.statSync(out).blocks * 512).toBeLessThanOrEqual(9 << 20);
     const json = JSON.parse(ok(home, ['--json', 'export', '--force', 'p/base', out])) as Record<string, unknown>;
-    expect(json).toEqual({ pool: 'p', volume: 'base', file: out, size: 64 << 20, bytesWritten: 8 << 20 });
+    expect(json).toEqual({ pool: 'p', volume: 'base', file: out, size: 64 << 20, bytesWritten: 8 << 20, format: 'raw', subformat: null, fileSize: 64 << 20 });
   }, 60_000);
 
   it('resizes by +SIZE and -SIZE while served; a shrink over data needs --force', () => {

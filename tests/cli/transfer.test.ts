@@ -109,7 +109,7 @@ describe('strata import / export', () => {
     const r = json<ImportJson>(home, ['import', 'p0/big', small, '--size', '8M']);
     expect(r).toMatchObject({ created: true, volumeSize: 8 << 20, bytesWritten: 1 << 20 });
     const out = file('big.raw');
-    expect(json(home, ['export', 'p0/big', out])).toEqual({ pool: 'p0', volume: 'big', file: out, size: 8 << 20, bytesWritten: 1 << 20 });
+    expect(json(home, ['export', 'p0/big', out])).toEqual({ pool: 'p0', volume: 'big', file: out, size: 8 << 20, bytesWritten: 1 << 20, format: 'raw', subformat: null, fileSize: 8 << 20 });
     const back = fs.readFileSync(out);
     expect(back.length).toBe(8 << 20);
     expect(back.subarray(0, 1 << 20).every((b) => b === 0x42)).toBe(true);
