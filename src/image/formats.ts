@@ -3,12 +3,13 @@ import { detectFormat, formatName, HEAD_BYTES, TAIL_BYTES } from './detect.js';
 import { UnsupportedImageError } from './errors.js';
 import type { DiskFormat, ImageReader, OpenReader } from './image-reader.js';
 import type { ImageWriter } from './image-writer.js';
+import { openQcow2 } from './qcow2/reader.js';
 import { openRaw, writeRaw } from './raw.js';
 
 /** The reader of each format Strata reads natively. */
 const readers: Record<DiskFormat, OpenReader | undefined> = {
   raw: openRaw,
-  qcow2: undefined,
+  qcow2: openQcow2,
   vmdk: undefined,
   vhd: undefined,
   vhdx: undefined,
