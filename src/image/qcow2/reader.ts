@@ -16,7 +16,9 @@ type Pending =
   /** An L2 table mapping the guest clusters from `virt`. */
   | { at: number; kind: 'l2'; virt: number }
   /** `span` host bytes holding `length` guest bytes at `virt` (less than `span` only at the end of the disk). */
-  | { at: number; kind: 'data'; span: number; virt: number; length: number }
+  | { at: number; kind: 'data'; span: number; virt: number; length: number; pieces: null }
+  /** Some subclusters of one cluster: the ranges (relative to `at` and `virt`) that are allocated; the cluster is claimed once. */
+  | { at: number; kind: 'data'; span: number; virt: number; length: number; pieces: [number, number][] }
   /** One compressed cluster of `span` stated bytes. */
   | { at: number; kind: 'compressed'; span: number; virt: number; length: number };
 
@@ -93,7 +95,7 @@ async function decode(source: ByteSource, h: Qcow2Header, sink: ImageSink, signa
       last.length += length;
       return;
     }
-    last = { at, kind: 'data', span, virt, length };
+    last = { at, kind: 'data', span, virt, length, pieces: null };
     heap.push(last);
   };
 
@@ -126,20 +128,30 @@ async function decode(source: ByteSource, h: Qcow2Header, sink: ImageSink, signa
         queueData(m.host, cs, virt);
         continue;
       }
-      // Extended L2: runs of allocated subclusters are read, runs of zero ones reported.
+      // Extended L2: a full cluster is read like any other; else its allocated subclusters are, and its zero ones reported.
       inFile(m.host, 1, `the data cluster for guest offset ${virt}`);
+      if (m.allocated === 0xffffffff) {
+        queueData(m.host, cs, virt);
+        continue;
+      }
+      last = null;
+      const pieces: [number, number][] = [];
       for (let s = 0; s < 32; ) {
-        const bit = 1 << s;
         let n = 1;
-        if (m.allocated & bit) {
+        if (m.allocated & (1 << s)) {
           while (s + n < 32 && m.allocated & (1 << (s + n))) n++;
-          if (clamp(virt + s * sub, 1) > 0) queueData(m.host + s * sub, n * sub, virt + s * sub);
-        } else if (m.zeroes & bit) {
+          const length = clamp(virt + s * sub, n * sub);
+          if (length > 0) pieces.push([s * sub, length]);
+        } else if (m.zeroes & (1 << s)) {
           while (s + n < 32 && m.zeroes & (1 << (s + n))) n++;
-          if (clamp(virt + s * sub, 1) > 0) await zero(virt + s * sub, clamp(virt + s * sub, n * sub));
-          last = null;
-        } else last = null;
+          const length = clamp(virt + s * sub, n * sub);
+          if (length > 0) await zero(virt + s * sub, length);
+        }
         s += n;
+      }
+      if (pieces.length > 0) {
+        const lastPiece = pieces[pieces.length - 1]!;
+        heap.push({ at: m.host, kind: 'data', span: lastPiece[0] + lastPiece[1], virt, length: pieces.reduce((t, p) => t + p[1], 0), pieces });
       }
     }
     await flushZero();
@@ -168,8 +180,10 @@ async function decode(source: ByteSource, h: Qcow2Header, sink: ImageSink, signa
       const off = item.at - next.at;
       claim(item.at, item.kind === 'data' ? item.span : Math.min(item.span, buf.length - off), item.kind === 'compressed', item.kind === 'data' ? 'a data cluster' : 'a compressed cluster');
       if (item.kind === 'data') {
-        if (off + item.length > buf.length) throw bad(next.at + buf.length, `the file ends inside the data cluster for guest offset ${item.virt + buf.length - off}`);
-        await sink.data(item.virt, buf.subarray(off, off + item.length));
+        for (const [rel, length] of item.pieces ?? [[0, item.length]]) {
+          if (off + rel + length > buf.length) throw bad(next.at + buf.length, `the file ends inside the data cluster for guest offset ${item.virt + rel}`);
+          await sink.data(item.virt + rel, buf.subarray(off + rel, off + rel + length));
+        }
       } else {
         if (off >= buf.length) throw bad(item.at, `the file ends before the compressed cluster for guest offset ${item.virt}`);
         await sink.data(item.virt, inflate(buf.subarray(off, off + item.span), cs, item.length, () => bad(item.at, `the compressed cluster for guest offset ${item.virt} does not inflate to ${cs} bytes`)));
