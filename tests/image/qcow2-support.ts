@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { fileSource, streamSource, type ByteSource } from '../../src/image/byte-source.js';
 import type { ImageReader } from '../../src/image/image-reader.js';
+import type { ByteSink, ContentRun, ImageContent } from '../../src/image/image-writer.js';
 import { openQcow2 } from '../../src/image/qcow2/reader.js';
 
 /** What a reader reported: the bytes of its own layer over `under` (zeroes, or a backing image's bytes), and where it reported. */
@@ -71,4 +72,34 @@ export function compressible(length: number, rand: () => number): Buffer {
   const out = Buffer.alloc(length);
   for (let i = 0; i < length; i++) out[i] = rand() < 0.1 ? 32 : 97 + Math.floor(rand() * 6);
   return out;
+}
+
+/** `data` as what a writer writes, with the runs given (data wherever none is said). */
+export function bufferContent(data: Buffer, runs: ContentRun[]): ImageContent {
+  return {
+    size: data.length,
+    runs: async function* () {
+      yield* runs;
+    },
+    read: async (buf, offset) => {
+      data.copy(buf, 0, offset, offset + buf.length);
+    },
+  };
+}
+
+/** A seekable sink into memory. */
+export function memorySink(): ByteSink & { bytes(): Buffer } {
+  let bytes = Buffer.alloc(0);
+  return {
+    name: 'memory',
+    seekable: true,
+    write: async (buf, offset) => {
+      if (offset + buf.length > bytes.length) bytes = Buffer.concat([bytes, Buffer.alloc(offset + buf.length - bytes.length)]);
+      buf.copy(bytes, offset);
+    },
+    finish: async (size) => {
+      bytes = size <= bytes.length ? bytes.subarray(0, size) : Buffer.concat([bytes, Buffer.alloc(size - bytes.length)]);
+    },
+    bytes: () => bytes,
+  };
 }
