@@ -68,6 +68,7 @@ export async function writeQcow2(content: ImageContent, sink: ByteSink, opts: Wr
   }
 
   let dataBytes = 0;
+  let writing: Promise<void> = Promise.resolve();
   let r = 0;
   for (const g of groups) {
     if (opts.signal?.aborted) throw new Error('interrupted');
@@ -86,20 +87,28 @@ export async function writeQcow2(content: ImageContent, sink: ByteSink, opts: Wr
         for (let c = from; c < to; c++) put(l2, (c - first) * 8, host++ * CS, true);
       } else for (let c = from; c < to; c++) l2.writeUInt32BE(1, (c - first) * 8 + 4);
     }
+    await writing;
     await sink.write(l2, g.host * CS);
     for (const [from, to, at] of dataRuns) {
       for (let c = from; c < to; c += CHUNK_CLUSTERS) {
         if (opts.signal?.aborted) throw new Error('interrupted');
         const n = Math.min(CHUNK_CLUSTERS, to - c);
-        const buf = Buffer.alloc(n * CS);
+        const buf = Buffer.allocUnsafe(n * CS);
         const want = Math.min(n * CS, content.size - c * CS);
+        // The end of the disk's last cluster is not the disk's: zeroes.
+        buf.fill(0, want);
         await content.read(buf.subarray(0, want), c * CS);
-        await sink.write(buf, (at + c - from) * CS);
+        // One chunk is read while the one before it is written; the sink still sees its offsets in order.
+        await writing;
+        const done = c * CS + want;
+        writing = sink.write(buf, (at + c - from) * CS).then(() => opts.progress?.(done));
+        // Awaited before the next write; until then a failure must not count as unhandled.
+        writing.catch(() => undefined);
         dataBytes += want;
-        opts.progress?.(c * CS + want);
       }
     }
   }
+  await writing;
   await sink.finish(total * CS);
   opts.progress?.(content.size);
   return { fileSize: total * CS, dataBytes };
