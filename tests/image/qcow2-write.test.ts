@@ -8,6 +8,7 @@ import { fileSource } from '../../src/image/byte-source.js';
 import { fileSink, streamSink } from '../../src/image/file-sink.js';
 import type { ContentRun, ImageContent } from '../../src/image/image-writer.js';
 import { openQcow2 } from '../../src/image/qcow2/reader.js';
+import { ClusterRuns } from '../../src/image/qcow2/cluster-runs.js';
 import { writeQcow2 } from '../../src/image/qcow2/writer.js';
 import { hasTool, tool } from '../nbd/support.js';
 import { propertyRuns, scratchDir } from '../support/scratch.js';
@@ -177,5 +178,33 @@ describe.skipIf(!haveQemu)('qcow2 writer', () => {
       await writeFile(content, file);
       await expectClean(file, raw);
     }
+  });
+});
+
+describe('qcow2 writer layout', () => {
+  it('content runs round out to clusters as a per-cluster model says: any data makes data, else any zero run makes zeroes', () => {
+    const cs = 4096;
+    fc.assert(
+      fc.property(fc.array(fc.record({ length: fc.integer({ min: 1, max: 3 * cs }), kind: fc.constantFrom<ContentRun['kind']>('data', 'zero', 'hole') }), { maxLength: 40 }), (pieces) => {
+        const runs = new ClusterRuns(cs);
+        const model: number[] = [];
+        let offset = 0;
+        for (const p of pieces) {
+          runs.add({ offset, length: p.length, kind: p.kind });
+          const rank = p.kind === 'data' ? 2 : p.kind === 'zero' ? 1 : 0;
+          for (let c = Math.floor(offset / cs); c < Math.ceil((offset + p.length) / cs); c++) model[c] = Math.max(model[c] ?? 0, rank);
+          offset += p.length;
+        }
+        const got: number[] = [];
+        for (let i = 0; i < runs.kind.length; i++) {
+          expect(runs.start[i]!).toBeLessThan(runs.end[i]!);
+          if (i > 0) expect(runs.start[i]!).toBeGreaterThanOrEqual(runs.end[i - 1]!);
+          if (i > 0 && runs.start[i] === runs.end[i - 1]) expect(runs.kind[i]).not.toBe(runs.kind[i - 1]);
+          for (let c = runs.start[i]!; c < runs.end[i]!; c++) got[c] = runs.kind[i]!;
+        }
+        for (let c = 0; c < model.length; c++) expect([c, got[c] ?? 0]).toEqual([c, model[c] ?? 0]);
+      }),
+      { numRuns: propertyRuns(300, 100) },
+    );
   });
 });
