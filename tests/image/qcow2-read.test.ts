@@ -75,13 +75,13 @@ describe.skipIf(!haveQemu)('qcow2 reader against images qemu made', () => {
     expect(got.bytes.equals(await rawOf(file))).toBe(true);
   });
 
-  for (const cs of [4096, 2 * MiB]) {
-    it(`zlib-compressed clusters of ${cs / 1024} KiB inflate exactly (the offset and size fields depend on the cluster size)`, async () => {
+  for (const [cs, extra] of [[4096, ''], [2 * MiB, ''], [65536, ',extended_l2=on']] as const) {
+    it(`zlib-compressed clusters of ${cs / 1024} KiB${extra} inflate exactly (the offset and size fields depend on the cluster size)`, async () => {
       const rand = seeded(cs);
       const raw = at(`text-${cs}.raw`);
       fs.writeFileSync(raw, Buffer.concat([compressible(6 * MiB, rand), fs.readFileSync(noise).subarray(0, MiB), compressible(MiB, rand)]));
       const file = at(`compressed-${cs}.qcow2`);
-      await qemuImg('convert', '-c', '-f', 'raw', '-O', 'qcow2', '-o', `cluster_size=${cs}`, raw, file);
+      await qemuImg('convert', '-c', '-f', 'raw', '-O', 'qcow2', '-o', `cluster_size=${cs}${extra}`, raw, file);
       const want = await rawOf(file);
       expect((await decodeFile(file)).bytes.equals(want)).toBe(true);
       expect((await decodeAll(forwardOnly(file))).bytes.equals(want)).toBe(true);
