@@ -74,10 +74,10 @@ async function rawFile(content: ImageContent & { runsList: ContentRun[] }, file:
   fs.closeSync(fd);
 }
 
-async function writeFile(content: ImageContent, file: string): Promise<{ fileSize: number; dataBytes: number }> {
+async function writeFile(content: ImageContent, file: string, progress?: (done: number) => void): Promise<{ fileSize: number; dataBytes: number }> {
   const fd = fs.openSync(file, 'w');
   try {
-    return await writeQcow2(content, fileSink(fd, file), {});
+    return await writeQcow2(content, fileSink(fd, file), progress ? { progress } : {});
   } finally {
     fs.closeSync(fd);
   }
@@ -143,8 +143,11 @@ describe.skipIf(!haveQemu)('qcow2 writer', () => {
     const file = at('sparse.qcow2');
     const raw = at('sparse.raw');
     await rawFile(content, raw);
-    const result = await writeFile(content, file);
+    const progress: number[] = [];
+    const result = await writeFile(content, file, (done) => progress.push(done));
     await expectClean(file, raw);
+    expect(progress.at(-1)).toBe(content.size);
+    expect(progress.every((p, i) => i === 0 || p >= progress[i - 1]!)).toBe(true);
     const map = JSON.parse(await tool('qemu-img', ['map', '--output=json', file])) as { start: number; length: number; data: boolean; zero: boolean; present: boolean }[];
     const dataBytes = map.filter((m) => m.data).reduce((t, m) => t + m.length, 0);
     // The last sector shares its cluster with the 512 bytes before it, which end the disk.
