@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
-import { fdSource, fileSource, streamSource, type ByteSource } from '../../src/image/byte-source.js';
+import { fileSource, streamSource, type ByteSource } from '../../src/image/byte-source.js';
 import type { ImageReader, ImageSink } from '../../src/image/image-reader.js';
 import type { ByteSink, ContentRun, ImageContent } from '../../src/image/image-writer.js';
 import { openVmdk } from '../../src/image/vmdk/reader.js';
@@ -119,12 +119,22 @@ export function modelContent(bytes: Buffer, runs: ContentRun[]): ImageContent {
   };
 }
 
+const ZEROES = Buffer.alloc(1024 * 1024);
+
+export function isZero(buf: Buffer): boolean {
+  for (let at = 0; at < buf.length; at += ZEROES.length) {
+    const end = Math.min(buf.length, at + ZEROES.length);
+    if (buf.compare(ZEROES, 0, end - at, at, end) !== 0) return false;
+  }
+  return true;
+}
+
 /** The runs of a buffer at 4 KiB: all-zero blocks as holes, the rest data. */
 export function runsOfBuffer(bytes: Buffer, block = 4096): ContentRun[] {
   const runs: ContentRun[] = [];
   for (let at = 0; at < bytes.length; at += block) {
     const end = Math.min(bytes.length, at + block);
-    const kind = bytes.subarray(at, end).every((b) => b === 0) ? 'hole' : 'data';
+    const kind = isZero(bytes.subarray(at, end)) ? 'hole' : 'data';
     const last = runs[runs.length - 1];
     if (last && last.kind === kind) last.length += end - at;
     else runs.push({ offset: at, length: end - at, kind });
@@ -141,10 +151,4 @@ export function qemu(tool: 'qemu-img' | 'qemu-io', args: string[]): string {
   if (r.error) throw r.error;
   if (r.status !== 0) throw new Error(`${tool} ${args.join(' ')}: ${r.stderr}${r.stdout}`);
   return r.stdout;
-}
-
-/** Opens a file for a fdSource the test closes itself. */
-export function openFd(file: string): ByteSource {
-  const fd = fs.openSync(file, 'r');
-  return fdSource(fd, file, fs.fstatSync(fd).size, () => fs.closeSync(fd));
 }
