@@ -12,11 +12,11 @@ afterAll(() => scratch.cleanup());
 let n = 0;
 const file = (name: string): string => path.join(scratch.dir, `${n++}-${name}`);
 
-/** 5 MiB + 1.5 KiB (the last grain is partial): data in a partial first grain, a run across a table boundary, a hole, explicit zeroes, a single sector. */
+/** 40 MiB + 1.5 KiB (the last grain is partial): data in a partial first grain, a hole, explicit zeroes, a single sector, a write across the first grain table's end. */
 function sourceImage(): string {
   const raw = file('source.raw');
-  qemu('qemu-img', ['create', '-q', '-f', 'raw', raw, String(5 * 1024 * 1024 + 1536)]);
-  qemu('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 4096 100k', '-c', 'write -P 0xcd 2M 1536k', '-c', 'write -z 4M 64k', '-c', 'write -P 0x5a 5M 1536', '-c', 'write -P 0x77 1M 512', raw]);
+  qemu('qemu-img', ['create', '-q', '-f', 'raw', raw, String(40 * 1024 * 1024 + 1536)]);
+  qemu('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 4096 100k', '-c', 'write -P 0xcd 2M 1536k', '-c', 'write -z 4M 64k', '-c', 'write -P 0x5a 40M 1536', '-c', 'write -P 0x77 1M 512', '-c', 'write -P 0x66 32764k 8k', raw]);
   return raw;
 }
 
@@ -64,6 +64,22 @@ describe.skipIf(!haveQemu())('VMDK against qemu-img', () => {
     }
   });
 
+  it('refuses a compressed grain of a qemu-img image that does not inflate, naming its place', async () => {
+    const image = file('broken.vmdk');
+    qemu('qemu-img', ['convert', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, image]);
+    const bytes = fs.readFileSync(image);
+    const first = 128 * 512;
+    bytes.fill(0x55, first + 12, first + 40);
+    fs.writeFileSync(image, bytes);
+    for (const how of ['file', 'stream'] as const) await expect(decodeFile(image, how)).rejects.toThrow(/broken\.vmdk: the compressed grain for LBA 0 does not inflate \(.*\) \(at offset 65536\)/);
+  });
+
+  it.each(['monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat'])('refuses a %s disk (a descriptor file and separate extents) by name', async (subformat) => {
+    const image = path.join(scratch.dir, `${subformat}.vmdk`);
+    qemu('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', `subformat=${subformat}`, image, '4M']);
+    await expect(decodeFile(image, 'file')).rejects.toThrow(new RegExp(`a VMDK descriptor file \\(createType "${subformat}"\\) whose data lies in separate extent files \\(${subformat}-[fs]`));
+  });
+
   it('names the parent of a delta disk as its backing file', async () => {
     const base = file('base.vmdk');
     qemu('qemu-img', ['create', '-q', '-f', 'vmdk', base, '4M']);
@@ -99,8 +115,8 @@ describe.skipIf(!haveQemu())('VMDK against qemu-img', () => {
     const info = JSON.parse(qemu('qemu-img', ['info', '--output=json', image])) as { 'virtual-size': number; 'format-specific': { data: { 'create-type': string } } };
     expect(info['format-specific'].data['create-type']).toBe(subformat);
     expect(info['virtual-size']).toBe(rawBytes.length);
-    // The zero run and the hole are not stored: 1.5 MiB + 100 KiB + two sectors of data, in 64 KiB grains.
-    expect(result.dataBytes).toBe(24 * 65536 + 1536 + 2 * 65536 + 65536);
+    // The zero run and the holes are not stored: 29 whole grains and the last partial one.
+    expect(result.dataBytes).toBe((2 + 1 + 24 + 2) * 65536 + 1536);
     const back = await openImage(fileSource(image));
     expect(back.subformat).toBe(subformat);
   });

@@ -14,30 +14,32 @@ export interface Decoded {
   zero: [number, number][];
 }
 
-/** A sink that fills a buffer of the image's virtual size and refuses a range reported twice. */
+/** A sink that fills a buffer of the image's virtual size (made at the first report) and refuses a range reported twice. */
 export function memorySink(size: number): ImageSink & { result: () => Decoded } {
-  const bytes = Buffer.alloc(size);
+  let bytes: Buffer | undefined;
+  let owner: Uint8Array | undefined;
   const data: [number, number][] = [];
   const zero: [number, number][] = [];
-  const owner = new Uint8Array(Math.ceil(size / 512));
   const claim = (offset: number, length: number): void => {
     if (offset < 0 || offset + length > size) throw new Error(`range ${offset}+${length} past ${size}`);
+    owner ??= new Uint8Array(Math.ceil(size / 512));
     for (let s = Math.floor(offset / 512); s < Math.ceil((offset + length) / 512); s++) {
       if (owner[s]) throw new Error(`sector ${s} reported twice`);
       owner[s] = 1;
     }
   };
+  const all = (): Buffer => (bytes ??= Buffer.alloc(size));
   return {
     data: async (offset, buf) => {
       claim(offset, buf.length);
-      buf.copy(bytes, offset);
+      buf.copy(all(), offset);
       data.push([offset, buf.length]);
     },
     zero: async (offset, length) => {
       claim(offset, length);
       zero.push([offset, length]);
     },
-    result: () => ({ bytes, data, zero }),
+    result: () => ({ bytes: all(), data, zero }),
   };
 }
 
@@ -47,11 +49,11 @@ export async function decodeAll(reader: ImageReader): Promise<Decoded> {
   return sink.result();
 }
 
-/** A buffer handed out as a stream in chunks of `chunk` bytes. */
-export function bufferStream(buf: Buffer, chunk = 65536, name = 'stream'): ByteSource {
+/** A buffer handed out as a stream in chunks of `chunk` bytes, its length told (a tar member) or not (a pipe). */
+export function bufferStream(buf: Buffer, chunk = 65536, name = 'stream', size: number | null = buf.length): ByteSource {
   const parts: Buffer[] = [];
   for (let at = 0; at < buf.length; at += chunk) parts.push(buf.subarray(at, at + chunk));
-  return streamSource(Readable.from(parts, { objectMode: true }), name, buf.length);
+  return streamSource(Readable.from(parts, { objectMode: true }), name, size);
 }
 
 /** A buffer read at offsets, as a file is. */
