@@ -14,32 +14,28 @@ export interface Decoded {
   zero: [number, number][];
 }
 
-/** A sink that fills a buffer of the image's virtual size (made at the first report) and refuses a range reported twice. */
+/** A sink that keeps what it is told and, at the end, lays it into a buffer of the image's virtual size, refusing a range reported twice. */
 export function memorySink(size: number): ImageSink & { result: () => Decoded } {
-  let bytes: Buffer | undefined;
-  let owner: Uint8Array | undefined;
-  const data: [number, number][] = [];
-  const zero: [number, number][] = [];
-  const claim = (offset: number, length: number): void => {
-    if (offset < 0 || offset + length > size) throw new Error(`range ${offset}+${length} past ${size}`);
-    owner ??= new Uint8Array(Math.ceil(size / 512));
-    for (let s = Math.floor(offset / 512); s < Math.ceil((offset + length) / 512); s++) {
-      if (owner[s]) throw new Error(`sector ${s} reported twice`);
-      owner[s] = 1;
-    }
+  const pieces: { offset: number; buf: Buffer | null; length: number }[] = [];
+  const check = (offset: number, length: number): void => {
+    if (offset < 0 || length <= 0 || offset + length > size) throw new Error(`range ${offset}+${length} outside ${size}`);
   };
-  const all = (): Buffer => (bytes ??= Buffer.alloc(size));
   return {
     data: async (offset, buf) => {
-      claim(offset, buf.length);
-      buf.copy(all(), offset);
-      data.push([offset, buf.length]);
+      check(offset, buf.length);
+      pieces.push({ offset, buf, length: buf.length });
     },
     zero: async (offset, length) => {
-      claim(offset, length);
-      zero.push([offset, length]);
+      check(offset, length);
+      pieces.push({ offset, buf: null, length });
     },
-    result: () => ({ bytes: all(), data, zero }),
+    result: () => {
+      const bytes = Buffer.alloc(size);
+      const sorted = [...pieces].sort((a, b) => a.offset - b.offset);
+      for (let i = 1; i < sorted.length; i++) if (sorted[i]!.offset < sorted[i - 1]!.offset + sorted[i - 1]!.length) throw new Error(`offset ${sorted[i]!.offset} reported twice`);
+      for (const p of pieces) p.buf?.copy(bytes, p.offset);
+      return { bytes, data: pieces.filter((p) => p.buf).map((p) => [p.offset, p.length]), zero: pieces.filter((p) => !p.buf).map((p) => [p.offset, p.length]) };
+    },
   };
 }
 

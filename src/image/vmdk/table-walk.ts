@@ -4,14 +4,11 @@ import { GRAIN_MARKER_BYTES } from './markers.js';
 import { ENTRY_BYTES, SECTOR } from './header.js';
 import { inflateAt, maxCompressed } from './inflate-check.js';
 import { RunHeap, type GrainRun } from './run-heap.js';
-import { TaskWindow } from './task-window.js';
 
 /** Bytes read at once from grains that lie back to back in the file. */
 const READ_SPAN = 4 * 1024 * 1024;
 /** A grain directory read from a stream of unknown length is held whole; past this the capacity is not believed. */
 const MAX_STREAM_GD = 64 * 1024 * 1024;
-/** Compressed grains inflating at once. */
-const INFLATE_DEPTH = 4;
 
 /**
  * Decodes an extent through its tables, the way a reader that can seek
@@ -53,19 +50,13 @@ export async function decodeByTables(e: Extent, sink: ImageSink, signal?: AbortS
     await readTable(e, t, await readExact(e, t.at, e.gtBytes, `grain table ${t.index}`), heap, sink);
   }
 
-  const window = new TaskWindow(INFLATE_DEPTH);
-  try {
-    let end = 0;
-    while (heap.size > 0) {
-      if (signal?.aborted) throw new Error('interrupted');
-      const first = heap.pop()!;
-      if (first.at < end) throw fail(e, first.at, `the grain for LBA ${first.grain * h.grainSize} overlaps the grain before it (two grain table entries share its sectors)`);
-      if (e.compressed) end = await compressedGrain(e, first, metadata, sink, window);
-      else end = await plainGrains(e, first, heap, metadata, sink);
-    }
-    await window.drain();
-  } finally {
-    await window.settle();
+  let end = 0;
+  while (heap.size > 0) {
+    if (signal?.aborted) throw new Error('interrupted');
+    const first = heap.pop()!;
+    if (first.at < end) throw fail(e, first.at, `the grain for LBA ${first.grain * h.grainSize} overlaps the grain before it (two grain table entries share its sectors)`);
+    if (e.compressed) end = await compressedGrain(e, first, metadata, sink);
+    else end = await plainGrains(e, first, heap, metadata, sink);
   }
 }
 
@@ -132,8 +123,8 @@ async function plainGrains(e: Extent, first: GrainRun, heap: RunHeap, metadata: 
   return first.at + span;
 }
 
-/** Reads one compressed grain (its marker, then its bytes) and leaves it inflating in `window`; returns where its bytes end. */
-async function compressedGrain(e: Extent, g: GrainRun, metadata: [number, number][], sink: ImageSink, window: TaskWindow): Promise<number> {
+/** Reads one compressed grain (its marker, then its bytes) and reports it inflated; returns where its bytes end. */
+async function compressedGrain(e: Extent, g: GrainRun, metadata: [number, number][], sink: ImageSink): Promise<number> {
   const lba = g.grain * e.header.grainSize;
   const what = `the compressed grain for LBA ${lba}`;
   const marker = await readExact(e, g.at, GRAIN_MARKER_BYTES, what);
@@ -146,6 +137,6 @@ async function compressedGrain(e: Extent, g: GrainRun, metadata: [number, number
   const clash = overlapping(metadata, g.at, end);
   if (clash) throw fail(e, g.at, `${what} overlaps a grain table or the grain directory at ${clash[0]}`);
   const data = await readExact(e, g.at + GRAIN_MARKER_BYTES, size, what);
-  await window.add(async () => emitGrain(e, sink, g.grain, await inflateAt(e, data, lba, g.at), g.at));
+  await emitGrain(e, sink, g.grain, inflateAt(e, data, lba, g.at), g.at);
   return end;
 }
