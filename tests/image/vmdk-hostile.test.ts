@@ -203,6 +203,12 @@ describe('hostile VMDK images are refused with the place named, never a hang or 
     const split = await image('monolithicSparse');
     editDescriptor(split, (t) => t.replace('monolithicSparse', 'twoGbMaxExtentSparse'));
     await refused(split, /createType "twoGbMaxExtentSparse"/, ['file'], UnsupportedImageError);
+    const unmarked = await image('streamOptimized');
+    unmarked.writeUInt32LE(unmarked.readUInt32LE(8) & ~(1 << 17), 8);
+    await refused(unmarked, /compressed grains without grain markers is not supported/, ['file'], UnsupportedImageError);
+    const atEnd = await image('monolithicSparse');
+    atEnd.writeBigUInt64LE(0xffffffffffffffffn, 56);
+    await refused(atEnd, /a grain directory at the end of an extent without compressed grains and markers is not supported/, ['file'], UnsupportedImageError);
     const parentless = await image('monolithicSparse');
     editDescriptor(parentless, (t) => t.replace('parentCID=ffffffff', 'parentCID=0badf00d'));
     await refused(parentless, /names a parent \(parentCID 0badf00d\) but no parentFileNameHint/, ['file']);

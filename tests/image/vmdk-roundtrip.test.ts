@@ -84,10 +84,11 @@ describe('VMDK write then read', () => {
     );
   });
 
-  it('refuses to write monolithicSparse to a stream, naming the subformat that can', async () => {
+  it('refuses monolithicSparse to a stream (naming the subformat that can), an unknown subformat, an empty disk', async () => {
     const bytes = Buffer.alloc(65536, 1);
     await expect(writeVmdk(modelContent(bytes, [{ offset: 0, length: bytes.length, kind: 'data' }]), memoryByteSink('out', false), {})).rejects.toThrow(/cannot be written to a stream \(the streamOptimized subformat can\)/);
     await expect(writeVmdk(modelContent(bytes, []), memoryByteSink('out', true), { subformat: 'twoGbMaxExtentSparse' })).rejects.toThrow(/subformat "twoGbMaxExtentSparse" is not written/);
+    await expect(writeVmdk(modelContent(Buffer.alloc(0), []), memoryByteSink('out', true), {})).rejects.toThrow(/out: a VMDK cannot hold a disk of 0 bytes/);
   });
 
   it('writes the adapter type and its geometry into the descriptor', async () => {

@@ -61,6 +61,7 @@ function checkHeader(file: string, h: SparseHeader): void {
   if ((h.flags & FLAG_NEWLINE_TEST) !== 0 && !h.newlinesIntact) throw new ImageFormatError(file, 73, 'the newline-detection bytes are changed: the file went through a text-mode transfer that rewrote its line ends');
   if (h.compressAlgorithm !== COMPRESSION_NONE && h.compressAlgorithm !== COMPRESSION_DEFLATE) throw new UnsupportedImageError(file, `compression algorithm ${h.compressAlgorithm}`);
   if (h.compressAlgorithm === COMPRESSION_DEFLATE && (h.flags & FLAG_MARKERS) === 0) throw new UnsupportedImageError(file, 'compressed grains without grain markers');
+  if (h.gdOffset === GD_AT_END && (h.compressAlgorithm !== COMPRESSION_DEFLATE || (h.flags & FLAG_MARKERS) === 0)) throw new UnsupportedImageError(file, 'a grain directory at the end of an extent without compressed grains and markers');
   if (h.grainSize < 1 || h.grainSize > MAX_GRAIN_SECTORS) throw new ImageFormatError(file, 20, `a grain size of ${h.grainSize} sectors`);
   if (h.numGTEsPerGT < 1 || h.numGTEsPerGT > 512) throw new ImageFormatError(file, 44, `${h.numGTEsPerGT} entries per grain table (VMDK has 512)`);
   if (h.capacity === 0) throw new ImageFormatError(file, 12, 'a capacity of 0 sectors');
