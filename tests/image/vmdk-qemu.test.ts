@@ -1,11 +1,16 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { Readable } from 'node:stream';
+import tar from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { fileSink, streamSink } from '../../src/image/file-sink.js';
 import { openImage, sniffFormat, writerFor } from '../../src/image/formats.js';
-import { fileSource } from '../../src/image/byte-source.js';
+import { fileSource, streamSource } from '../../src/image/byte-source.js';
+import { openVmdk } from '../../src/image/vmdk/reader.js';
+import { hasTool } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
-import { decodeFile, haveQemu, modelContent, qemu, runsOfBuffer } from './vmdk-support.js';
+import { decodeAll, decodeFile, haveQemu, modelContent, qemu, runsOfBuffer, type Decoded } from './vmdk-support.js';
 
 const scratch = scratchDir('vmdk-qemu');
 afterAll(() => scratch.cleanup());
@@ -78,6 +83,28 @@ describe.skipIf(!haveQemu())('VMDK against qemu-img', () => {
     const image = path.join(scratch.dir, `${subformat}.vmdk`);
     qemu('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', `subformat=${subformat}`, image, '4M']);
     await expect(decodeFile(image, 'file')).rejects.toThrow(new RegExp(`a VMDK descriptor file \\(createType "${subformat}"\\) whose data lies in separate extent files \\(${subformat}-[fs]`));
+  });
+
+  it.skipIf(!hasTool('tar'))('reads streamOptimized disks (qemu-img\'s and Strata\'s) from the members of a tar read once, front to back, as an OVA carries them', async () => {
+    const dir = path.join(scratch.dir, 'ova');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'a.ovf'), '<Envelope/>');
+    qemu('qemu-img', ['convert', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, path.join(dir, 'qemu.vmdk')]);
+    const fd = fs.openSync(path.join(dir, 'strata.vmdk'), 'w');
+    await writerFor('vmdk')(modelContent(rawBytes, runsOfBuffer(rawBytes)), fileSink(fd, 'strata.vmdk'), { subformat: 'streamOptimized' });
+    fs.closeSync(fd);
+    const archive = file('disks.ova');
+    const made = spawnSync('tar', ['-cf', archive, '-C', dir, 'a.ovf', 'qemu.vmdk', 'strata.vmdk']);
+    expect(made.status).toBe(0);
+    const decoded = new Map<string, Decoded>();
+    const extract = tar.extract();
+    fs.createReadStream(archive).pipe(extract);
+    for await (const entry of extract) {
+      if (entry.header.name.endsWith('.vmdk')) decoded.set(entry.header.name, await decodeAll(await openVmdk(streamSource(Readable.from(entry), `${entry.header.name} in disks.ova`, entry.header.size))));
+      entry.resume();
+    }
+    expect([...decoded.keys()]).toEqual(['qemu.vmdk', 'strata.vmdk']);
+    for (const d of decoded.values()) expect(d.bytes.equals(rawBytes)).toBe(true);
   });
 
   it('names the parent of a delta disk as its backing file', async () => {

@@ -1,6 +1,9 @@
 import fc from 'fast-check';
+import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import type { ContentRun } from '../../src/image/image-writer.js';
+import { encodeHeader, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_TEST, FLAG_ZEROED_GRAIN, GD_AT_END } from '../../src/image/vmdk/header.js';
+import { grainRecord, MARKER_FOOTER, MARKER_GD, MARKER_GT, metadataMarker } from '../../src/image/vmdk/markers.js';
 import { openVmdk } from '../../src/image/vmdk/reader.js';
 import { writeVmdk } from '../../src/image/vmdk/writer.js';
 import { propertyRuns } from '../support/scratch.js';
@@ -101,5 +104,74 @@ describe('VMDK write then read', () => {
     expect(text).toContain('ddb.geometry.cylinders = "8"');
     expect(text).toContain('ddb.virtualHWVersion = "7"');
     expect(text).toContain('RW 131072 SPARSE "d.vmdk"');
+  });
+});
+
+describe('VMDK zero grains in a stream', () => {
+  it('reports zeroed-grain entries of a VMware-style stream as zero ranges, also in a table that holds no grain', async () => {
+    const grainData = Buffer.alloc(GRAIN, 0x3c);
+    const capacity = (64 * 1024 * 1024) / 512;
+    const header = {
+      version: 3,
+      flags: FLAG_NEWLINE_TEST | FLAG_ZEROED_GRAIN | FLAG_COMPRESSED | FLAG_MARKERS,
+      capacity,
+      grainSize: 128,
+      descriptorOffset: 1,
+      descriptorSize: 20,
+      numGTEsPerGT: 512,
+      rgdOffset: 0,
+      gdOffset: GD_AT_END,
+      overHead: 128,
+      uncleanShutdown: false,
+      newlinesIntact: true,
+      compressAlgorithm: 1,
+    };
+    const parts: Buffer[] = [];
+    let sector = 0;
+    const put = (buf: Buffer): number => {
+      parts.push(buf);
+      const at = sector;
+      sector += buf.length / 512;
+      return at;
+    };
+    const descriptor = Buffer.alloc(20 * 512);
+    descriptor.write(`# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\ncreateType="streamOptimized"\nRW ${capacity} SPARSE "z.vmdk"\n`, 'latin1');
+    put(encodeHeader(header));
+    put(descriptor);
+    put(Buffer.alloc((128 - 21) * 512));
+    const grainAt = put(grainRecord(0, zlib.deflateSync(grainData)));
+    const table = (entries: [number, number][]): number => {
+      put(metadataMarker(MARKER_GT, 4));
+      const gt = Buffer.alloc(2048);
+      for (const [j, v] of entries) gt.writeUInt32LE(v, j * 4);
+      return put(gt);
+    };
+    const gt0 = table([
+      [0, grainAt],
+      [5, 1],
+    ]);
+    const gt1 = table([
+      [0, 1],
+      [1, 1],
+    ]);
+    put(metadataMarker(MARKER_GD, 1));
+    const gd = Buffer.alloc(512);
+    gd.writeUInt32LE(gt0, 0);
+    gd.writeUInt32LE(gt1, 4);
+    const gdAt = put(gd);
+    put(metadataMarker(MARKER_FOOTER, 1));
+    put(encodeHeader({ ...header, gdOffset: gdAt }));
+    put(Buffer.alloc(512));
+    const img = Buffer.concat(parts);
+    for (const source of [bufferSource(img), bufferStream(img, 1000)]) {
+      const got = await decodeAll(await openVmdk(source));
+      expect(got.data).toEqual([[0, GRAIN]]);
+      expect(got.zero.sort((a, b) => a[0] - b[0])).toEqual([
+        [5 * GRAIN, GRAIN],
+        [512 * GRAIN, GRAIN],
+        [513 * GRAIN, GRAIN],
+      ]);
+      expect(got.bytes.subarray(0, GRAIN).equals(grainData)).toBe(true);
+    }
   });
 });
