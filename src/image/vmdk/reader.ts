@@ -11,6 +11,12 @@ import { decodeByTables } from './table-walk.js';
 const MAX_DESCRIPTOR_SECTORS = 2048;
 /** Grains beyond 16 MiB are not believed: each one is held whole while it is decoded. */
 const MAX_GRAIN_SECTORS = 32768;
+/**
+ * Bytes of grain directory believed: 2^20 tables, 2 TiB in the smallest
+ * grains the specification allows (4 KiB), 32 TiB in the usual 64 KiB. A
+ * larger capacity is refused before anything its size is read.
+ */
+const MAX_DIRECTORY_BYTES = 4 * 1024 * 1024;
 /** Bytes of a descriptor file read to say what it is. */
 const DESCRIPTOR_FILE_BYTES = 64 * 1024;
 
@@ -26,6 +32,7 @@ export async function openVmdk(source: ByteSource): Promise<ImageReader> {
   const header = parseHeader(head, source.name, 0);
   checkHeader(source.name, header);
   const extent = describeExtent(source, header);
+  if (extent.gtCount * 4 > MAX_DIRECTORY_BYTES) throw new ImageFormatError(source.name, 12, `a capacity of ${header.capacity} sectors in grains of ${header.grainSize} needs ${extent.gtCount} grain tables, more than the ${MAX_DIRECTORY_BYTES / 4} believed`);
   const descriptor = await readEmbeddedDescriptor(source, header);
   const createType = checkDescriptor(source.name, header, descriptor);
   const markers = (header.flags & FLAG_MARKERS) !== 0;

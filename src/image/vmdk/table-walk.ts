@@ -7,8 +7,8 @@ import { RunHeap, type GrainRun } from './run-heap.js';
 
 /** Bytes read at once from grains that lie back to back in the file. */
 const READ_SPAN = 4 * 1024 * 1024;
-/** A grain directory read from a stream of unknown length is held whole; past this the capacity is not believed. */
-const MAX_STREAM_GD = 64 * 1024 * 1024;
+/** Tables are sorted by a key of sector and index in one number: the index takes the low bits. */
+const INDEX_SPAN = 2 ** 20;
 
 /**
  * Decodes an extent through its tables, the way a reader that can seek
@@ -23,19 +23,22 @@ export async function decodeByTables(e: Extent, sink: ImageSink, signal?: AbortS
   if (h.gdOffset === 0) throw fail(e, 56, 'the grain directory offset is 0');
   const gdAt = h.gdOffset * SECTOR;
   const gdBytes = e.gtCount * ENTRY_BYTES;
-  if (e.source.size === null && gdBytes > MAX_STREAM_GD) throw fail(e, 12, `a capacity of ${h.capacity} sectors needs a ${gdBytes}-byte grain directory, more than a streamed image is believed to have`);
   checkPlace(e, gdAt, gdAt + gdBytes, 'the grain directory');
   const gd = await readExact(e, gdAt, gdBytes, 'the grain directory');
 
-  const tables: { at: number; index: number }[] = [];
+  // The allocated tables in file order, as sector and index in one number each: a directory may have a million entries.
+  let count = 0;
+  const keys = new Float64Array(e.gtCount);
   for (let i = 0; i < e.gtCount; i++) {
     const sector = gd.readUInt32LE(i * ENTRY_BYTES);
-    if (sector !== 0) tables.push({ at: sector * SECTOR, index: i });
+    if (sector !== 0) keys[count++] = sector * INDEX_SPAN + i;
   }
-  tables.sort((a, b) => a.at - b.at);
+  const tables = keys.subarray(0, count).sort();
+  const table = (k: number): { at: number; index: number } => ({ at: Math.floor(tables[k]! / INDEX_SPAN) * SECTOR, index: tables[k]! % INDEX_SPAN });
   const metadata: [number, number][] = [[gdAt, gdAt + gdBytes]];
   let tablesEnd = 0;
-  for (const t of tables) {
+  for (let k = 0; k < count; k++) {
+    const t = table(k);
     const end = t.at + e.gtBytes;
     checkPlace(e, t.at, end, `grain table ${t.index}`);
     if (t.at < tablesEnd || (t.at < gdAt + gdBytes && gdAt < end)) throw fail(e, gdAt + t.index * ENTRY_BYTES, `grain table ${t.index} at offset ${t.at} overlaps another grain table or the grain directory`);
@@ -45,8 +48,9 @@ export async function decodeByTables(e: Extent, sink: ImageSink, signal?: AbortS
   metadata.sort((a, b) => a[0] - b[0]);
 
   const heap = new RunHeap();
-  for (const t of tables) {
+  for (let k = 0; k < count; k++) {
     if (signal?.aborted) throw new Error('interrupted');
+    const t = table(k);
     await readTable(e, t, await readExact(e, t.at, e.gtBytes, `grain table ${t.index}`), heap, sink);
   }
 
