@@ -6,12 +6,14 @@ import type { ImageWriter } from './image-writer.js';
 import { openQcow2 } from './qcow2/reader.js';
 import { writeQcow2 } from './qcow2/writer.js';
 import { openRaw, writeRaw } from './raw.js';
+import { openVmdk } from './vmdk/reader.js';
+import { writeVmdk } from './vmdk/writer.js';
 
 /** The reader of each format Strata reads natively. */
 const readers: Record<DiskFormat, OpenReader | undefined> = {
   raw: openRaw,
   qcow2: openQcow2,
-  vmdk: undefined,
+  vmdk: openVmdk,
   vhd: undefined,
   vhdx: undefined,
 };
@@ -20,7 +22,7 @@ const readers: Record<DiskFormat, OpenReader | undefined> = {
 const writers: Record<DiskFormat, ImageWriter | undefined> = {
   raw: writeRaw,
   qcow2: writeQcow2,
-  vmdk: undefined,
+  vmdk: writeVmdk,
   vhd: undefined,
   vhdx: undefined,
 };
