@@ -4,13 +4,15 @@ import { UnsupportedImageError } from './errors.js';
 import type { DiskFormat, ImageReader, OpenReader } from './image-reader.js';
 import type { ImageWriter } from './image-writer.js';
 import { openRaw, writeRaw } from './raw.js';
+import { openVhd } from './vhd/reader.js';
+import { writeVhd } from './vhd/writer.js';
 
 /** The reader of each format Strata reads natively. */
 const readers: Record<DiskFormat, OpenReader | undefined> = {
   raw: openRaw,
   qcow2: undefined,
   vmdk: undefined,
-  vhd: undefined,
+  vhd: openVhd,
   vhdx: undefined,
 };
 
@@ -19,7 +21,7 @@ const writers: Record<DiskFormat, ImageWriter | undefined> = {
   raw: writeRaw,
   qcow2: undefined,
   vmdk: undefined,
-  vhd: undefined,
+  vhd: writeVhd,
   vhdx: undefined,
 };
 
