@@ -54,12 +54,14 @@ export async function decodeAll(reader: ImageReader): Promise<{ bytes: Buffer; d
   return { bytes, data, zero };
 }
 
-/** A disk's bytes as writer content: granules that hold data are data, the others holes (or zero runs where `zeroAt` says). */
+const ZEROES = Buffer.alloc(1 << 20);
+
+/** A disk's bytes as writer content: granules (1 MiB at most) that hold data are data, the others holes (or zero runs where `zeroAt` says). */
 export function bufferContent(bytes: Buffer, granule = 64 * 1024, zeroAt: (offset: number) => boolean = () => false): ImageContent {
   const runs: ContentRun[] = [];
   for (let at = 0; at < bytes.length; at += granule) {
     const length = Math.min(granule, bytes.length - at);
-    const kind = bytes.subarray(at, at + length).some((b) => b !== 0) ? 'data' : zeroAt(at) ? 'zero' : 'hole';
+    const kind = !bytes.subarray(at, at + length).equals(ZEROES.subarray(0, length)) ? 'data' : zeroAt(at) ? 'zero' : 'hole';
     const last = runs[runs.length - 1];
     if (last && last.kind === kind) last.length += length;
     else runs.push({ offset: at, length, kind });
