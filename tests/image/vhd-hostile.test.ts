@@ -35,8 +35,8 @@ async function image(subformat = 'dynamic', size = 10 << 20): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-const fixFooter = (img: Buffer, at: number): void => img.writeUInt32BE(vhdChecksum(img.subarray(at, at + 512), 64), at + 64);
-const fixHeader = (img: Buffer): void => img.writeUInt32BE(vhdChecksum(img.subarray(512, 1536), 36), 512 + 36);
+const fixFooter = (img: Buffer, at: number): number => img.writeUInt32BE(vhdChecksum(img.subarray(at, at + 512), 64), at + 64);
+const fixHeader = (img: Buffer): number => img.writeUInt32BE(vhdChecksum(img.subarray(512, 1536), 36), 512 + 36);
 const BAT = 1536;
 
 async function open(img: Buffer): Promise<ImageReader> {
