@@ -6,6 +6,7 @@ import type { ImageWriter } from './image-writer.js';
 import { openRaw, writeRaw } from './raw.js';
 import { openVhd } from './vhd/reader.js';
 import { writeVhd } from './vhd/writer.js';
+import { openVhdx } from './vhdx/reader.js';
 
 /** The reader of each format Strata reads natively. */
 const readers: Record<DiskFormat, OpenReader | undefined> = {
@@ -13,7 +14,7 @@ const readers: Record<DiskFormat, OpenReader | undefined> = {
   qcow2: undefined,
   vmdk: undefined,
   vhd: openVhd,
-  vhdx: undefined,
+  vhdx: openVhdx,
 };
 
 /** The writer of each format Strata writes. */

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { expect } from 'vitest';
+import type { ByteSource } from '../../src/image/byte-source.js';
 import type { ImageReader } from '../../src/image/image-reader.js';
 import type { ContentRun, ImageContent } from '../../src/image/image-writer.js';
 
@@ -75,5 +76,16 @@ export function bufferContent(bytes: Buffer, granule = 64 * 1024, zeroAt: (offse
       buf.fill(0);
       bytes.copy(buf, 0, offset, Math.min(bytes.length, offset + buf.length));
     },
+  };
+}
+
+/** An image held in memory, read at offsets like a file. */
+export function bufferSource(bytes: Buffer, name: string): ByteSource {
+  return {
+    name,
+    size: bytes.length,
+    seekable: true,
+    read: async (offset, length) => Buffer.from(bytes.subarray(Math.min(offset, bytes.length), Math.min(offset + length, bytes.length))),
+    close: async () => undefined,
   };
 }
