@@ -1,7 +1,6 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { fileSource, streamSource } from '../../src/image/byte-source.js';
 import { streamSink } from '../../src/image/file-sink.js';
 import { ImageFormatError } from '../../src/image/errors.js';
@@ -11,13 +10,9 @@ import { geometryFor } from '../../src/image/vhd/geometry.js';
 import { openVhd } from '../../src/image/vhd/reader.js';
 import { writeVhd } from '../../src/image/vhd/writer.js';
 import { hasTool } from '../nbd/support.js';
-import { scratchDir } from '../support/scratch.js';
-import { bufferContent, decodeAll, qemu, qemuSize } from './vhd-support.js';
+import { bufferContent, bufferSource, decodeAll, qemu, qemuSize, refusal, scratchFiles } from './vhd-support.js';
 
-const scratch = scratchDir('vhd-hostile');
-afterAll(() => scratch.cleanup());
-let n = 0;
-const file = (name: string): string => path.join(scratch.dir, `${n++}-${name}`);
+const file = scratchFiles('vhd-hostile');
 
 /** An image Strata writes, as bytes: data in blocks 0 and 2 of a 10 MiB disk. */
 async function image(subformat = 'dynamic', size = 10 << 20): Promise<Buffer> {
@@ -39,21 +34,13 @@ const fixFooter = (img: Buffer, at: number): number => img.writeUInt32BE(vhdChec
 const fixHeader = (img: Buffer): number => img.writeUInt32BE(vhdChecksum(img.subarray(512, 1536), 36), 512 + 36);
 const BAT = 1536;
 
-async function open(img: Buffer): Promise<ImageReader> {
-  const f = file('hostile.vhd');
-  fs.writeFileSync(f, img);
-  return openVhd(fileSource(f));
-}
+const open = (img: Buffer): Promise<ImageReader> => openVhd(bufferSource(img, 'hostile.vhd'));
 
-/** Opens and decodes; the error it ends with. */
+/** Opens and decodes; the error it ends with, which must name damage. */
 async function failure(img: Buffer): Promise<ImageFormatError> {
-  try {
-    await decodeAll(await open(img));
-  } catch (err) {
-    expect(err).toBeInstanceOf(ImageFormatError);
-    return err as ImageFormatError;
-  }
-  throw new Error('the image was accepted');
+  const err = await refusal(() => open(img));
+  expect(err).toBeInstanceOf(ImageFormatError);
+  return err as ImageFormatError;
 }
 
 describe('hostile VHDs are refused, naming the offset', () => {

@@ -1,22 +1,18 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { fileSource, streamSource, type ByteSource } from '../../src/image/byte-source.js';
 import { fileSink, streamSink } from '../../src/image/file-sink.js';
 import { UnsupportedImageError } from '../../src/image/errors.js';
 import { openImage, writerFor } from '../../src/image/formats.js';
 import type { ImageContent } from '../../src/image/image-writer.js';
 import { hasTool } from '../nbd/support.js';
-import { propertyRuns, scratchDir } from '../support/scratch.js';
-import { bufferContent, decodeAll, qemu, qemuSize } from './vhd-support.js';
+import { propertyRuns } from '../support/scratch.js';
+import { bufferContent, decodeAll, qemu, qemuSize, scratchFiles } from './vhd-support.js';
 
-const scratch = scratchDir('vhd-writer');
-afterAll(() => scratch.cleanup());
-let n = 0;
-const file = (name: string): string => path.join(scratch.dir, `${n++}-${name}`);
+const file = scratchFiles('vhd-writer');
 const writeVhd = writerFor('vhd');
 
 async function toFile(content: ImageContent, subformat: string): Promise<{ out: string; fileSize: number; dataBytes: number }> {
