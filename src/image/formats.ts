@@ -7,6 +7,7 @@ import { openRaw, writeRaw } from './raw.js';
 import { openVhd } from './vhd/reader.js';
 import { writeVhd } from './vhd/writer.js';
 import { openVhdx } from './vhdx/reader.js';
+import { writeVhdx } from './vhdx/writer.js';
 
 /** The reader of each format Strata reads natively. */
 const readers: Record<DiskFormat, OpenReader | undefined> = {
@@ -23,7 +24,7 @@ const writers: Record<DiskFormat, ImageWriter | undefined> = {
   qcow2: undefined,
   vmdk: undefined,
   vhd: writeVhd,
-  vhdx: undefined,
+  vhdx: writeVhdx,
 };
 
 export const DISK_FORMATS: readonly DiskFormat[] = ['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx'];

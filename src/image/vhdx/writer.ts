@@ -1,0 +1,89 @@
+import { UnsupportedImageError } from '../errors.js';
+import type { ByteSink, ImageContent, WriteOptions, WriteResult } from '../image-writer.js';
+import { RAW_CHUNK } from '../raw.js';
+import { batLayout } from './bat.js';
+import { MIB } from './header-section.js';
+import { encodeHeaderSection, encodeMetadata, writtenLayout } from './layout.js';
+
+/** Block size of the VHDXs Strata writes: small enough to keep sparse volumes sparse, a whole MiB as the format wants. */
+export const BLOCK_SIZE = 2 * MIB;
+const LOGICAL_SECTOR = 512;
+const STATE_ZERO = 2;
+const STATE_FULLY_PRESENT = 6;
+/** 64 TiB, the format's limit. */
+const MAX_SIZE = 64 * 1024 * 1024 * MIB;
+
+interface Span {
+  start: number;
+  end: number;
+}
+
+/**
+ * A dynamic VHDX, front to back: the header section, the (empty) log, the
+ * metadata, the BAT, then one payload block for each 2 MiB that holds data.
+ * A block with only zero runs is marked zero; the others are left absent
+ * (they read zeroes, as there is no parent).
+ */
+export async function writeVhdx(content: ImageContent, sink: ByteSink, opts: WriteOptions): Promise<WriteResult> {
+  if (opts.subformat !== undefined && opts.subformat !== 'dynamic') throw new UnsupportedImageError(sink.name, `the VHDX subformat "${opts.subformat}" (dynamic is written)`);
+  const size = content.size;
+  if (size === 0 || size % LOGICAL_SECTOR !== 0 || size > MAX_SIZE) throw new UnsupportedImageError(sink.name, `a VHDX of ${size} bytes (whole 512-byte sectors, 64 TiB at most)`);
+  const metadata = { blockSize: BLOCK_SIZE, virtualSize: size, logicalSectorSize: LOGICAL_SECTOR, physicalSectorSize: 4096 };
+  const bat = batLayout(metadata);
+  const layout = writtenLayout(bat.entries);
+  const { data, zero } = await blockRuns(content);
+  const table = Buffer.alloc(bat.entries * 8);
+  let next = layout.dataStart;
+  const placed: { block: number; file: number }[] = [];
+  for (let block = 0; block < bat.payloadBlocks; block++) {
+    const at = 8 * (block + Math.floor(block / bat.chunkRatio));
+    if (data.has(block)) {
+      placed.push({ block, file: next });
+      table.writeBigUInt64LE(BigInt(next) | BigInt(STATE_FULLY_PRESENT), at);
+      next += BLOCK_SIZE;
+    } else if (zero.has(block)) table.writeBigUInt64LE(BigInt(STATE_ZERO), at);
+  }
+  await sink.write(encodeHeaderSection(layout), 0);
+  await sink.write(encodeMetadata(metadata), layout.metadata.offset);
+  await sink.write(table, layout.bat.offset);
+  let dataBytes = 0;
+  for (const { block, file } of placed) {
+    const base = block * BLOCK_SIZE;
+    for (const s of data.get(block)!) {
+      for (let pos = s.start; pos < s.end; pos += RAW_CHUNK) {
+        if (opts.signal?.aborted) throw new Error('interrupted');
+        const buf = Buffer.allocUnsafe(Math.min(RAW_CHUNK, s.end - pos));
+        await content.read(buf, pos);
+        await sink.write(buf, file + (pos - base));
+        dataBytes += buf.length;
+        opts.progress?.(pos + buf.length);
+      }
+    }
+  }
+  await sink.finish(next);
+  opts.progress?.(size);
+  return { fileSize: next, dataBytes };
+}
+
+/** The data runs of each block that holds data, and the blocks that hold zero runs only. */
+async function blockRuns(content: ImageContent): Promise<{ data: Map<number, Span[]>; zero: Set<number> }> {
+  const data = new Map<number, Span[]>();
+  const zero = new Set<number>();
+  for await (const run of content.runs()) {
+    if (run.kind === 'hole') continue;
+    let start = run.offset;
+    const end = run.offset + run.length;
+    while (start < end) {
+      const block = Math.floor(start / BLOCK_SIZE);
+      const stop = Math.min(end, (block + 1) * BLOCK_SIZE);
+      if (run.kind === 'zero') zero.add(block);
+      else {
+        const spans = data.get(block) ?? [];
+        spans.push({ start, end: stop });
+        data.set(block, spans);
+      }
+      start = stop;
+    }
+  }
+  return { data, zero };
+}
