@@ -5,6 +5,7 @@ import { fileSource, streamSource } from '../../src/image/byte-source.js';
 import { ImageFormatError } from '../../src/image/errors.js';
 import { openImage, sniffFormat } from '../../src/image/formats.js';
 import { structureChecksum } from '../../src/image/vhdx/crc32c.js';
+import { guidBytes, PARENT_LOCATOR } from '../../src/image/vhdx/guid.js';
 import { openVhdx } from '../../src/image/vhdx/reader.js';
 import { hasTool } from '../nbd/support.js';
 import { propertyRuns } from '../support/scratch.js';
@@ -41,6 +42,7 @@ describe.skipIf(!hasTool('qemu-img'))('VHDX images qemu-img made', () => {
     ['dynamic, absent blocks, 1 MiB blocks', '12M', ['-o', 'block_state_zero=off,block_size=1M']],
     ['dynamic, a size that is not whole blocks', '10000k', []],
     ['fixed', '9M', ['-o', 'subformat=fixed,block_size=1M']],
+    ['dynamic, 32 MiB blocks (read in pieces)', '70M', ['-o', 'block_size=32M,block_state_zero=off']],
   ];
 
   it.each(cases)('%s: reads exactly what qemu-img converts, from a file and from a stream', async (_what, size, options) => {
@@ -66,6 +68,28 @@ describe.skipIf(!hasTool('qemu-img'))('VHDX images qemu-img made', () => {
     expect(got.zero).toEqual([
       [0, 20 << 20],
       [21 << 20, 43 << 20],
+    ]);
+  });
+
+  it('finds blocks past the first chunk, whose BAT entries follow a sector bitmap entry', async () => {
+    // 1 MiB blocks of 512-byte sectors: a sector bitmap entry after every 4096 payload entries.
+    const img = qemuImage('vhdx', file('big.vhdx'), '5G', ['-o', 'block_size=1M'], () => [
+      ['-P', '0x61', '4095m', '4k'],
+      ['-P', '0x62', '4096m', '4k'],
+      ['-P', '0x63', '5119m', '4k'],
+    ]);
+    const seen: [number, number, number][] = [];
+    const reader = await openVhdx(fileSource(img));
+    await reader.decode({
+      data: async (offset, buf) => {
+        seen.push([offset, buf.length, buf[0]!]);
+      },
+      zero: async () => undefined,
+    });
+    expect(seen).toEqual([
+      [4095 * 1024 * 1024, 1 << 20, 0x61],
+      [4096 * 1024 * 1024, 1 << 20, 0x62],
+      [5119 * 1024 * 1024, 1 << 20, 0x63],
     ]);
   });
 
@@ -101,13 +125,49 @@ describe.skipIf(!hasTool('qemu-img'))('VHDX images qemu-img made', () => {
       expect((await failure(img)).message).toMatch(/replaying the log of a VHDX that was not closed cleanly \(open it in Hyper-V, or run qemu-img check -r all on it, first\) is not supported/);
     });
 
-    it('a differencing VHDX is refused', async () => {
+    it('a differencing VHDX is refused, naming its parent', async () => {
       const img = fresh();
       const md = metadataOf(img);
       // The file parameters item comes first in qemu's table; its flags follow the block size.
       const params = md + img.readUInt32LE(md + 32 + 16);
       img.writeUInt32LE(2, params + 4);
       expect((await failure(img)).message).toMatch(/a differencing VHDX \(it has a parent; .*\) is not supported/);
+      // A parent locator item: one key/value pair, the relative path.
+      const key = Buffer.from('relative_path', 'utf16le');
+      const value = Buffer.from('.\\base\\parent.vhdx', 'utf16le');
+      const locator = Buffer.alloc(32 + key.length + value.length);
+      locator.writeUInt16LE(1, 18);
+      locator.writeUInt32LE(32, 20);
+      locator.writeUInt32LE(32 + key.length, 24);
+      locator.writeUInt16LE(key.length, 28);
+      locator.writeUInt16LE(value.length, 30);
+      key.copy(locator, 32);
+      value.copy(locator, 32 + key.length);
+      const count = img.readUInt16LE(md + 10);
+      const entry = md + 32 + 32 * count;
+      guidBytes(PARENT_LOCATOR).copy(img, entry);
+      img.writeUInt32LE(128 * KIB, entry + 16);
+      img.writeUInt32LE(locator.length, entry + 20);
+      img.writeUInt32LE(4, entry + 24);
+      locator.copy(img, md + 128 * KIB);
+      img.writeUInt16LE(count + 1, md + 10);
+      expect((await failure(img)).message).toMatch(/a differencing VHDX \(it has a parent, \.\/base\/parent\.vhdx; qemu-img convert it to a whole image first\) is not supported/);
+    });
+
+    it('a disk of 4096-byte logical sectors reads the same (qemu-img reads only 512-byte ones)', async () => {
+      const img = fresh();
+      const f = file('512.vhdx');
+      fs.writeFileSync(f, img);
+      const expected = qemuRaw(f, 'vhdx', file('512.raw'));
+      const md = metadataOf(img);
+      const count = img.readUInt16LE(md + 10);
+      for (let i = 0; i < count; i++) {
+        const e = md + 32 + 32 * i;
+        if (img.readUInt32LE(e) === 0x8141bf1d) img.writeUInt32LE(4096, md + img.readUInt32LE(e + 16));
+      }
+      const reader = await open(img);
+      expect(reader.virtualSize).toBe(16 << 20);
+      expect((await decodeAll(reader)).bytes.equals(expected)).toBe(true);
     });
 
     it('a block past the end, over the metadata, or claimed twice', async () => {
