@@ -5,7 +5,8 @@ import { fileSource, streamSource } from '../../src/image/byte-source.js';
 import { streamSink } from '../../src/image/file-sink.js';
 import { ImageFormatError } from '../../src/image/errors.js';
 import type { ImageReader } from '../../src/image/image-reader.js';
-import { vhdChecksum } from '../../src/image/vhd/footer.js';
+import { encodeDynamicHeader } from '../../src/image/vhd/dynamic-header.js';
+import { encodeFooter, vhdChecksum } from '../../src/image/vhd/footer.js';
 import { geometryFor } from '../../src/image/vhd/geometry.js';
 import { openVhd } from '../../src/image/vhd/reader.js';
 import { writeVhd } from '../../src/image/vhd/writer.js';
@@ -148,6 +149,32 @@ describe('differencing VHDs', () => {
   it('fall back on the unicode name, and refuse a child that names no parent', async () => {
     expect((await open(await child(null, 'parent disk.vhd'))).backing).toEqual({ file: 'parent disk.vhd', format: 'vhd' });
     expect((await failure(await child(null, ''))).message).toMatch(/a differencing disk that names no parent/);
+  });
+});
+
+describe.skipIf(!hasTool('qemu-img'))('a dynamic VHD of 512 KiB blocks laid out out of order', () => {
+  it('reads as qemu-img reads it', async () => {
+    const blockSize = 512 * 1024;
+    const size = 3 << 20;
+    const g = geometryFor(size / 512);
+    const footer = encodeFooter({ type: 'dynamic', dataOffset: 512, creatorApp: 'win ', currentSize: size, geometry: g });
+    const entries = size / blockSize;
+    const bat = Buffer.alloc(512, 0xff);
+    // Blocks 5, 0 and 2, in that order in the file: the reader must sort them.
+    const order = [5, 0, 2];
+    const blocks = order.map((index, i) => {
+      bat.writeUInt32BE((2048 + i * (512 + blockSize)) / 512, index * 4);
+      const data = Buffer.alloc(blockSize, 0x30 + index);
+      return Buffer.concat([Buffer.alloc(512, 0xff), data]);
+    });
+    const img = Buffer.concat([footer, encodeDynamicHeader({ tableOffset: 1536, maxTableEntries: entries, blockSize }), bat, ...blocks, footer]);
+    const out = file('small-blocks.vhd');
+    fs.writeFileSync(out, img);
+    const raw = file('small-blocks.raw');
+    qemu('qemu-img', ['convert', '-f', 'vpc', '-O', 'raw', out, raw]);
+    const got = await decodeAll(await openVhd(fileSource(out)));
+    expect(got.bytes.equals(fs.readFileSync(raw))).toBe(true);
+    expect(got.data.map(([o]) => o / blockSize).sort()).toEqual([0, 2, 5]);
   });
 });
 
