@@ -3,7 +3,7 @@ import { structureChecksum } from './crc32c.js';
 import { BAT_REGION, FILE_PARAMETERS, guidBytes, LOGICAL_SECTOR_SIZE, METADATA_REGION, PHYSICAL_SECTOR_SIZE, VIRTUAL_DISK_ID, VIRTUAL_DISK_SIZE } from './guid.js';
 import { HEADER_BYTES, KIB, MIB } from './header-section.js';
 
-/** Where the regions of a VHDX Strata writes go: the log, metadata and BAT in the MiBs after the header section, as qemu lays them out. */
+/** Where the regions of a VHDX Strata writes go: the log, then the metadata before the BAT, so that a reader of a stream knows the block size when the BAT comes. */
 export interface WrittenLayout {
   log: { offset: number; length: number };
   metadata: { offset: number; length: number };
