@@ -45,6 +45,18 @@ function disk(size: number, writes: [number, number, number][]): Buffer {
   return bytes;
 }
 
+/** Data at the start, across the second block boundary and at the very end; also as a raw file for qemu-img compare. */
+function sample(size: number): { bytes: Buffer; raw: string } {
+  const bytes = disk(size, [
+    [0, 4096, 0x11],
+    [(3 << 20) - 512, 8192, 0x22],
+    [size - 1024, 1024, 0x33],
+  ]);
+  const raw = file('content.raw');
+  fs.writeFileSync(raw, bytes);
+  return { bytes, raw };
+}
+
 describe('the VHD and VHDX writers', () => {
   it('write what the readers read back, to a file or front to back to a stream (property)', async () => {
     const sizes = fc.oneof(fc.integer({ min: 1, max: 14000 }).map((s) => s * 512), fc.constant(17 * 4 * 1000 * 512));
@@ -110,13 +122,7 @@ describe.skipIf(!hasTool('qemu-img'))('the VHD writer, checked by qemu-img', () 
   ]);
 
   it.each(cases)('%s: qemu-img shows exactly the size and compares it equal', async (_what, subformat, size) => {
-    const bytes = disk(size, [
-      [0, 4096, 0x11],
-      [(3 << 20) - 512, 8192, 0x22],
-      [size - 1024, 1024, 0x33],
-    ]);
-    const raw = file('content.raw');
-    fs.writeFileSync(raw, bytes);
+    const { bytes, raw } = sample(size);
     const { out } = await toFile(bufferContent(bytes, 4096), subformat);
     expect(qemuSize(out, 'vpc')).toBe(size);
     qemu('qemu-img', ['compare', '-q', '-f', 'vpc', '-F', 'raw', out, raw]);
@@ -131,13 +137,7 @@ describe.skipIf(!hasTool('qemu-img'))('the VHDX writer, checked by qemu-img', ()
     ['whole blocks', 8 << 20],
     ['a size that ends inside a block', 37 * 1024 * 1024 + 512],
   ])('%s: passes qemu-img check, shows exactly the size and compares equal', async (_what, size) => {
-    const bytes = disk(size, [
-      [0, 4096, 0x11],
-      [(3 << 20) - 512, 8192, 0x22],
-      [size - 1024, 1024, 0x33],
-    ]);
-    const raw = file('content.raw');
-    fs.writeFileSync(raw, bytes);
+    const { bytes, raw } = sample(size);
     const { out } = await toFile(bufferContent(bytes, 4096, (at) => at % (4 << 20) === 1 << 20), 'dynamic', 'vhdx');
     expect(qemu('qemu-img', ['check', '-f', 'vhdx', out])).toMatch(/No errors were found on the image/);
     expect(qemuSize(out, 'vhdx')).toBe(size);
