@@ -64,7 +64,7 @@ describe('the VHD and VHDX writers', () => {
       fc.asyncProperty(
         sizes,
         fc.array(fc.tuple(fc.nat(40 << 20), fc.integer({ min: 1, max: 3 << 20 }), fc.integer({ min: 0, max: 255 })), { maxLength: 6 }),
-        fc.constantFrom<[Written, string]>(['vhd', 'dynamic'], ['vhd', 'fixed'], ['vhdx', 'dynamic']),
+        fc.constantFrom<[Written, string]>(['vhd', 'dynamic'], ['vhd', 'fixed'], ['vhdx', 'dynamic'], ['vhdx', 'fixed']),
         fc.boolean(),
         fc.boolean(),
         async (size, writes, [format, subformat], toStream, zeroRuns) => {
@@ -105,7 +105,7 @@ describe('the VHD and VHDX writers', () => {
     const huge: ImageContent = { size: 2041 * 2 ** 30, runs: async function* () {}, read: async () => undefined };
     await expect(toFile(huge, 'dynamic')).rejects.toThrow(/2040 GiB at most/);
     await expect(toFile(bufferContent(Buffer.alloc(1000)), 'dynamic', 'vhdx')).rejects.toThrow(/a VHDX of 1000 bytes \(whole 512-byte sectors/);
-    await expect(toFile(bufferContent(Buffer.alloc(512)), 'fixed', 'vhdx')).rejects.toThrow(/VHDX subformat "fixed"/);
+    await expect(toFile(bufferContent(Buffer.alloc(512)), 'differencing', 'vhdx')).rejects.toThrow(/VHDX subformat "differencing" \(dynamic and fixed are written\)/);
   });
 });
 
@@ -134,11 +134,14 @@ describe.skipIf(!hasTool('qemu-img'))('the VHD writer, checked by qemu-img', () 
 
 describe.skipIf(!hasTool('qemu-img'))('the VHDX writer, checked by qemu-img', () => {
   it.each([
-    ['whole blocks', 8 << 20],
-    ['a size that ends inside a block', 37 * 1024 * 1024 + 512],
-  ])('%s: passes qemu-img check, shows exactly the size and compares equal', async (_what, size) => {
+    ['dynamic, whole blocks', 'dynamic', 8 << 20],
+    ['dynamic, a size that ends inside a block', 'dynamic', 37 * 1024 * 1024 + 512],
+    ['fixed, a size that ends inside a block', 'fixed', 9 * 1024 * 1024 + 512],
+  ])('%s: passes qemu-img check, shows exactly the size and compares equal', async (_what, subformat, size) => {
     const { bytes, raw } = sample(size);
-    const { out } = await toFile(bufferContent(bytes, 4096, (at) => at % (4 << 20) === 1 << 20), 'dynamic', 'vhdx');
+    const { out, fileSize } = await toFile(bufferContent(bytes, 4096, (at) => at % (4 << 20) === 1 << 20), subformat, 'vhdx');
+    // Header section, log, metadata, BAT, then blocks: a fixed file holds every block.
+    if (subformat === 'fixed') expect(fileSize).toBe((4 << 20) + Math.ceil(size / (2 << 20)) * (2 << 20));
     expect(qemu('qemu-img', ['check', '-f', 'vhdx', out])).toMatch(/No errors were found on the image/);
     expect(qemuSize(out, 'vhdx')).toBe(size);
     qemu('qemu-img', ['compare', '-q', '-f', 'vhdx', '-F', 'raw', out, raw]);

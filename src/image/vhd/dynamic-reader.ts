@@ -56,17 +56,19 @@ export async function openDynamicVhd(source: ByteSource, footer: Footer): Promis
     if (source.seekable) await checkTrailer(source, end);
   }
 
-  let bat: Buffer = Buffer.alloc(0);
-  const locatorData = new Map<ParentLocator, Buffer>();
+  const batPieces: Buffer[] = [];
+  const locatorPieces = new Map<ParentLocator, Buffer[]>();
   await readInOrder(
     source,
     meta.filter((e) => e.tag.kind !== 'meta'),
-    async (e, at, buf) => {
-      if (e.tag.kind === 'bat') bat = at === 0 ? buf : Buffer.concat([bat, buf]);
-      else if (e.tag.kind === 'locator') locatorData.set(e.tag.locator, Buffer.concat([locatorData.get(e.tag.locator) ?? Buffer.alloc(0), buf]));
+    async (e, _at, buf) => {
+      if (e.tag.kind === 'bat') batPieces.push(buf);
+      else if (e.tag.kind === 'locator') locatorPieces.set(e.tag.locator, [...(locatorPieces.get(e.tag.locator) ?? []), buf]);
     },
     describe,
   );
+  const bat = Buffer.concat(batPieces);
+  const locatorData = new Map([...locatorPieces].map(([locator, pieces]) => [locator, Buffer.concat(pieces)]));
   const blocks = blockExtents(name, header, bat, virtualSize, end);
   checkNoOverlap(name, [...meta, ...blocks], describe);
 

@@ -19,13 +19,15 @@ interface Span {
 }
 
 /**
- * A dynamic VHDX, front to back: the header section, the (empty) log, the
- * metadata, the BAT, then one payload block for each 2 MiB that holds data.
- * A block with only zero runs is marked zero; the others are left absent
- * (they read zeroes, as there is no parent).
+ * A VHDX, front to back: the header section, the (empty) log, the
+ * metadata, the BAT, then the payload blocks. Dynamic: one block for each
+ * 2 MiB that holds data; a block with only zero runs is marked zero, the
+ * others are left absent (they read zeroes, as there is no parent). Fixed:
+ * every block present, in order (on a file, what holds no data stays a hole).
  */
 export async function writeVhdx(content: ImageContent, sink: ByteSink, opts: WriteOptions): Promise<WriteResult> {
-  if (opts.subformat !== undefined && opts.subformat !== 'dynamic') throw new UnsupportedImageError(sink.name, `the VHDX subformat "${opts.subformat}" (dynamic is written)`);
+  const subformat = opts.subformat ?? 'dynamic';
+  if (subformat !== 'dynamic' && subformat !== 'fixed') throw new UnsupportedImageError(sink.name, `the VHDX subformat "${subformat}" (dynamic and fixed are written)`);
   const size = content.size;
   if (size === 0 || size % LOGICAL_SECTOR !== 0 || size > MAX_SIZE) throw new UnsupportedImageError(sink.name, `a VHDX of ${size} bytes (whole 512-byte sectors, 64 TiB at most)`);
   const metadata = { blockSize: BLOCK_SIZE, virtualSize: size, logicalSectorSize: LOGICAL_SECTOR, physicalSectorSize: 4096 };
@@ -37,7 +39,7 @@ export async function writeVhdx(content: ImageContent, sink: ByteSink, opts: Wri
   const placed: { block: number; file: number }[] = [];
   for (let block = 0; block < bat.payloadBlocks; block++) {
     const at = 8 * (block + Math.floor(block / bat.chunkRatio));
-    if (data.has(block)) {
+    if (data.has(block) || subformat === 'fixed') {
       placed.push({ block, file: next });
       table.writeBigUInt64LE(BigInt(next) | BigInt(STATE_FULLY_PRESENT), at);
       next += BLOCK_SIZE;
@@ -49,7 +51,7 @@ export async function writeVhdx(content: ImageContent, sink: ByteSink, opts: Wri
   let dataBytes = 0;
   for (const { block, file } of placed) {
     const base = block * BLOCK_SIZE;
-    for (const s of data.get(block)!) {
+    for (const s of data.get(block) ?? []) {
       for (let pos = s.start; pos < s.end; pos += RAW_CHUNK) {
         if (opts.signal?.aborted) throw new Error('interrupted');
         const buf = Buffer.allocUnsafe(Math.min(RAW_CHUNK, s.end - pos));
