@@ -51,6 +51,7 @@ describe.skipIf(!hasTool('qemu-img'))('VHDX images qemu-img made', () => {
     const source = fileSource(img);
     expect(await sniffFormat(source)).toBe('vhdx');
     const reader = await openImage(source);
+    expect(reader.subformat).toBe(options.join(' ').includes('fixed') ? 'fixed' : 'dynamic');
     expect(reader.virtualSize).toBe(qemuSize(img, 'vhdx'));
     expect((await decodeAll(reader)).bytes.equals(expected)).toBe(true);
     await source.close();

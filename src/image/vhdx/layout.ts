@@ -63,13 +63,14 @@ export function encodeHeaderSection(layout: WrittenLayout): Buffer {
 }
 
 /** The metadata region's used part: its table and the five items every VHDX has. */
-export function encodeMetadata(m: { blockSize: number; virtualSize: number; logicalSectorSize: number; physicalSectorSize: number }): Buffer {
+export function encodeMetadata(m: { blockSize: number; virtualSize: number; logicalSectorSize: number; physicalSectorSize: number; fixed: boolean }): Buffer {
   const buf = Buffer.alloc(64 * KIB + 64);
   buf.write('metadata', 0, 'latin1');
   const IS_VIRTUAL_DISK = 2;
   const IS_REQUIRED = 4;
   const items: [string, Buffer, number][] = [
-    [FILE_PARAMETERS, u32s(m.blockSize, 0), IS_REQUIRED],
+    // LeaveBlocksAllocated (bit 0) is what makes a VHDX fixed to Hyper-V.
+    [FILE_PARAMETERS, u32s(m.blockSize, m.fixed ? 1 : 0), IS_REQUIRED],
     [VIRTUAL_DISK_SIZE, u64(m.virtualSize), IS_VIRTUAL_DISK | IS_REQUIRED],
     [VIRTUAL_DISK_ID, crypto.randomBytes(16), IS_VIRTUAL_DISK | IS_REQUIRED],
     [LOGICAL_SECTOR_SIZE, u32s(m.logicalSectorSize), IS_VIRTUAL_DISK | IS_REQUIRED],

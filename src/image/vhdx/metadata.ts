@@ -5,6 +5,8 @@ import { parentPath } from './parent-locator.js';
 
 export interface VhdxMetadata {
   blockSize: number;
+  /** LeaveBlocksAllocated: a fixed VHDX, whose blocks stay present. */
+  fixed: boolean;
   virtualSize: number;
   logicalSectorSize: number;
 }
@@ -44,5 +46,5 @@ export function parseMetadata(name: string, region: Buffer, at: number): VhdxMet
   if (logicalSectorSize !== 512 && logicalSectorSize !== 4096) throw new ImageFormatError(name, at, `a logical sector size of ${logicalSectorSize} bytes (512 or 4096)`);
   const virtualSize = Number(item(VIRTUAL_DISK_SIZE, 'virtual disk size', 8).readBigUInt64LE(0));
   if (virtualSize === 0 || virtualSize > MAX_VIRTUAL_SIZE || virtualSize % logicalSectorSize !== 0) throw new ImageFormatError(name, at, `a virtual size of ${virtualSize} bytes (whole sectors, 64 TiB at most)`);
-  return { blockSize, virtualSize, logicalSectorSize };
+  return { blockSize, fixed: (params.readUInt32LE(4) & 1) !== 0, virtualSize, logicalSectorSize };
 }

@@ -66,7 +66,7 @@ export async function openVhdx(source: ByteSource): Promise<ImageReader> {
   checkNoOverlap(name, [...meta, ...blocks], describe);
   return {
     format: 'vhdx',
-    subformat: null,
+    subformat: metadata.fixed ? 'fixed' : 'dynamic',
     virtualSize,
     backing: null,
     notes: [],

@@ -30,7 +30,7 @@ export async function writeVhdx(content: ImageContent, sink: ByteSink, opts: Wri
   if (subformat !== 'dynamic' && subformat !== 'fixed') throw new UnsupportedImageError(sink.name, `the VHDX subformat "${subformat}" (dynamic and fixed are written)`);
   const size = content.size;
   if (size === 0 || size % LOGICAL_SECTOR !== 0 || size > MAX_SIZE) throw new UnsupportedImageError(sink.name, `a VHDX of ${size} bytes (whole 512-byte sectors, 64 TiB at most)`);
-  const metadata = { blockSize: BLOCK_SIZE, virtualSize: size, logicalSectorSize: LOGICAL_SECTOR, physicalSectorSize: 4096 };
+  const metadata = { blockSize: BLOCK_SIZE, virtualSize: size, logicalSectorSize: LOGICAL_SECTOR, physicalSectorSize: 4096, fixed: subformat === 'fixed' };
   const bat = batLayout(metadata);
   const layout = writtenLayout(bat.entries);
   const { data, zero } = await blockRuns(content);
