@@ -3,6 +3,8 @@ import { detectFormat, formatName, HEAD_BYTES, TAIL_BYTES } from './detect.js';
 import { UnsupportedImageError } from './errors.js';
 import type { DiskFormat, ImageReader, OpenReader } from './image-reader.js';
 import type { ImageWriter } from './image-writer.js';
+import { openQcow2 } from './qcow2/reader.js';
+import { writeQcow2 } from './qcow2/writer.js';
 import { openRaw, writeRaw } from './raw.js';
 import { openVhd } from './vhd/reader.js';
 import { writeVhd } from './vhd/writer.js';
@@ -12,7 +14,7 @@ import { writeVhdx } from './vhdx/writer.js';
 /** The reader of each format Strata reads natively. */
 const readers: Record<DiskFormat, OpenReader | undefined> = {
   raw: openRaw,
-  qcow2: undefined,
+  qcow2: openQcow2,
   vmdk: undefined,
   vhd: openVhd,
   vhdx: openVhdx,
@@ -21,7 +23,7 @@ const readers: Record<DiskFormat, OpenReader | undefined> = {
 /** The writer of each format Strata writes. */
 const writers: Record<DiskFormat, ImageWriter | undefined> = {
   raw: writeRaw,
-  qcow2: undefined,
+  qcow2: writeQcow2,
   vmdk: undefined,
   vhd: writeVhd,
   vhdx: writeVhdx,
