@@ -1,6 +1,6 @@
 import { UnsupportedImageError } from '../errors.js';
 import type { ByteSink, ImageContent, WriteOptions, WriteResult } from '../image-writer.js';
-import { RAW_CHUNK } from '../raw.js';
+import { blockSpans, copySpans, subformatOf } from '../vhd/block-spans.js';
 import { batLayout } from './bat.js';
 import { MIB } from './header-section.js';
 import { encodeHeaderSection, encodeMetadata, writtenLayout } from './layout.js';
@@ -13,11 +13,6 @@ const STATE_FULLY_PRESENT = 6;
 /** 64 TiB, the format's limit. */
 const MAX_SIZE = 64 * 1024 * 1024 * MIB;
 
-interface Span {
-  start: number;
-  end: number;
-}
-
 /**
  * A VHDX, front to back: the header section, the (empty) log, the
  * metadata, the BAT, then the payload blocks. Dynamic: one block for each
@@ -26,14 +21,13 @@ interface Span {
  * every block present, in order (on a file, what holds no data stays a hole).
  */
 export async function writeVhdx(content: ImageContent, sink: ByteSink, opts: WriteOptions): Promise<WriteResult> {
-  const subformat = opts.subformat ?? 'dynamic';
-  if (subformat !== 'dynamic' && subformat !== 'fixed') throw new UnsupportedImageError(sink.name, `the VHDX subformat "${subformat}" (dynamic and fixed are written)`);
+  const subformat = subformatOf(sink, 'VHDX', opts);
   const size = content.size;
   if (size === 0 || size % LOGICAL_SECTOR !== 0 || size > MAX_SIZE) throw new UnsupportedImageError(sink.name, `a VHDX of ${size} bytes (whole 512-byte sectors, 64 TiB at most)`);
   const metadata = { blockSize: BLOCK_SIZE, virtualSize: size, logicalSectorSize: LOGICAL_SECTOR, physicalSectorSize: 4096, fixed: subformat === 'fixed' };
   const bat = batLayout(metadata);
   const layout = writtenLayout(bat.entries);
-  const { data, zero } = await blockRuns(content);
+  const { data, zero } = await blockSpans(content, BLOCK_SIZE);
   const table = Buffer.alloc(bat.entries * 8);
   let next = layout.dataStart;
   const placed: { block: number; file: number }[] = [];
@@ -49,43 +43,8 @@ export async function writeVhdx(content: ImageContent, sink: ByteSink, opts: Wri
   await sink.write(encodeMetadata(metadata), layout.metadata.offset);
   await sink.write(table, layout.bat.offset);
   let dataBytes = 0;
-  for (const { block, file } of placed) {
-    const base = block * BLOCK_SIZE;
-    for (const s of data.get(block) ?? []) {
-      for (let pos = s.start; pos < s.end; pos += RAW_CHUNK) {
-        if (opts.signal?.aborted) throw new Error('interrupted');
-        const buf = Buffer.allocUnsafe(Math.min(RAW_CHUNK, s.end - pos));
-        await content.read(buf, pos);
-        await sink.write(buf, file + (pos - base));
-        dataBytes += buf.length;
-        opts.progress?.(pos + buf.length);
-      }
-    }
-  }
+  for (const { block, file } of placed) dataBytes += await copySpans(content, sink, data.get(block) ?? [], block * BLOCK_SIZE, file, opts);
   await sink.finish(next);
   opts.progress?.(size);
   return { fileSize: next, dataBytes };
-}
-
-/** The data runs of each block that holds data, and the blocks that hold zero runs only. */
-async function blockRuns(content: ImageContent): Promise<{ data: Map<number, Span[]>; zero: Set<number> }> {
-  const data = new Map<number, Span[]>();
-  const zero = new Set<number>();
-  for await (const run of content.runs()) {
-    if (run.kind === 'hole') continue;
-    let start = run.offset;
-    const end = run.offset + run.length;
-    while (start < end) {
-      const block = Math.floor(start / BLOCK_SIZE);
-      const stop = Math.min(end, (block + 1) * BLOCK_SIZE);
-      if (run.kind === 'zero') zero.add(block);
-      else {
-        const spans = data.get(block) ?? [];
-        spans.push({ start, end: stop });
-        data.set(block, spans);
-      }
-      start = stop;
-    }
-  }
-  return { data, zero };
 }
