@@ -1,9 +1,10 @@
 import fs from 'node:fs';
 import { Readable, Writable } from 'node:stream';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { fileSource, streamSource } from '../../src/image/byte-source.js';
 import { streamSink } from '../../src/image/file-sink.js';
-import { ImageFormatError } from '../../src/image/errors.js';
+import { ImageFormatError, UnsupportedImageError } from '../../src/image/errors.js';
 import type { ImageReader } from '../../src/image/image-reader.js';
 import { encodeDynamicHeader } from '../../src/image/vhd/dynamic-header.js';
 import { encodeFooter, vhdChecksum } from '../../src/image/vhd/footer.js';
@@ -11,6 +12,7 @@ import { geometryFor } from '../../src/image/vhd/geometry.js';
 import { openVhd } from '../../src/image/vhd/reader.js';
 import { writeVhd } from '../../src/image/vhd/writer.js';
 import { hasTool } from '../nbd/support.js';
+import { propertyRuns } from '../support/scratch.js';
 import { bufferContent, bufferSource, decodeAll, qemu, qemuSize, refusal, scratchFiles } from './vhd-support.js';
 
 const file = scratchFiles('vhd-hostile');
@@ -108,6 +110,50 @@ describe('hostile VHDs are refused, naming the offset', () => {
     fixFooter(img, img.length - 512);
     const reader = await openVhd(streamSource(Readable.from([img]), 'piped.vhd', img.length));
     await expect(decodeAll(reader)).rejects.toThrow(/piped\.vhd: the footer gives 8388608 bytes, not the 10485760 bytes of data before it/);
+  });
+});
+
+describe('BAT sizes', () => {
+  it('a BAT sized for a larger disk is read, the entries past the disk unused', async () => {
+    const img = await image();
+    img.writeUInt32BE(100, 512 + 28);
+    fixHeader(img);
+    const got = await decodeAll(await open(img));
+    expect(got.bytes.subarray(0, 8192).every((b) => b === 0x11)).toBe(true);
+  });
+
+  it('a BAT too large to hold is refused before it is read', async () => {
+    const img = await image();
+    const size = 1900 * 2 ** 30;
+    for (const f of [0, img.length - 512]) {
+      img.write('qem2', f + 28, 'latin1');
+      img.writeBigUInt64BE(BigInt(size), f + 48);
+      fixFooter(img, f);
+    }
+    img.writeUInt32BE(4_100_000_000, 512 + 28);
+    img.writeUInt32BE(512, 512 + 32);
+    fixHeader(img);
+    await expect(open(img)).rejects.toThrow(UnsupportedImageError);
+    await expect(open(img)).rejects.toThrow(/a BAT of 3984588800 entries \(512-byte blocks; Strata reads BATs up to 268435456 bytes\) is not supported/);
+  });
+});
+
+describe('a VHD with any BAT', () => {
+  it('reads within the disk or is refused as damage (property)', async () => {
+    const img = await image();
+    const sectors = img.length / 512;
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.tuple(fc.nat(4), fc.oneof(fc.nat(sectors + 8), fc.constant(0xffffffff))), { minLength: 1, maxLength: 5 }), async (edits) => {
+        const copy = Buffer.from(img);
+        for (const [entry, sector] of edits) copy.writeUInt32BE(sector, BAT + entry * 4);
+        try {
+          expect((await decodeAll(await open(copy))).bytes.length).toBe(10 << 20);
+        } catch (err) {
+          expect(err instanceof ImageFormatError, String(err)).toBe(true);
+        }
+      }),
+      { numRuns: propertyRuns(100, 30) },
+    );
   });
 });
 

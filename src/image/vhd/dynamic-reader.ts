@@ -1,5 +1,5 @@
 import type { ByteSource } from '../byte-source.js';
-import { ImageFormatError } from '../errors.js';
+import { ImageFormatError, UnsupportedImageError } from '../errors.js';
 import type { ImageReader, ImageSink } from '../image-reader.js';
 import { bitmapBytes, HEADER_SIZE, parseDynamicHeader, UNALLOCATED, type DynamicHeader, type ParentLocator } from './dynamic-header.js';
 import { FOOTER_SIZE, parseFooter, type Footer } from './footer.js';
@@ -7,6 +7,9 @@ import { MAX_SECTORS, visibleSectors } from './geometry.js';
 import { checkNoOverlap, readExactly, readInOrder, type Extent } from './ordered-reads.js';
 import { parentName } from './parent.js';
 import { emitSetSectors } from './sector-bitmap.js';
+
+/** 64 Mi entries: a 2040 GiB disk of 32 KiB blocks. Smaller blocks on a disk that large are refused rather than held. */
+const MAX_BAT_BYTES = 256 * 1024 * 1024;
 
 type Piece = { kind: 'meta'; name: string } | { kind: 'bat' } | { kind: 'locator'; locator: ParentLocator } | { kind: 'block'; index: number; bitmap?: Buffer };
 
@@ -41,11 +44,14 @@ export async function openDynamicVhd(source: ByteSource, footer: Footer): Promis
   const entries = header.maxTableEntries;
   if (entries * header.blockSize < virtualSize) throw new ImageFormatError(name, dataOffset + 28, `the BAT maps ${entries * header.blockSize} bytes of the disk's ${virtualSize}`);
   if (entries > Math.ceil((MAX_SECTORS * 512) / header.blockSize)) throw new ImageFormatError(name, dataOffset + 28, `a BAT of ${entries} entries, more than a 2040 GiB disk needs`);
+  // Entries past the disk's end are never used: only those the disk needs are read (some tools size the BAT for a larger disk).
+  const used = Math.ceil(virtualSize / header.blockSize);
+  if (used * 4 > MAX_BAT_BYTES) throw new UnsupportedImageError(name, `a BAT of ${used} entries (${header.blockSize}-byte blocks; Strata reads BATs up to ${MAX_BAT_BYTES} bytes)`);
 
   const meta: Extent<Piece>[] = [
     { file: 0, length: FOOTER_SIZE, tag: { kind: 'meta', name: 'the footer copy' } },
     { file: dataOffset, length: HEADER_SIZE, tag: { kind: 'meta', name: 'the dynamic header' } },
-    { file: header.tableOffset, length: entries * 4, tag: { kind: 'bat' } },
+    { file: header.tableOffset, length: used * 4, tag: { kind: 'bat' } },
   ];
   const differencing = footer.type === 'differencing';
   if (differencing) for (const locator of header.locators) meta.push({ file: locator.offset, length: locator.length, tag: { kind: 'locator', locator } });
@@ -109,7 +115,7 @@ export async function openDynamicVhd(source: ByteSource, footer: Footer): Promis
 function blockExtents(name: string, header: DynamicHeader, bat: Buffer, virtualSize: number, end: number | null): Extent<Piece>[] {
   const bitmapSize = bitmapBytes(header.blockSize);
   const out: Extent<Piece>[] = [];
-  for (let index = 0; index < header.maxTableEntries && index * header.blockSize < virtualSize; index++) {
+  for (let index = 0; index * header.blockSize < virtualSize; index++) {
     const entry = bat.readUInt32BE(index * 4);
     if (entry === UNALLOCATED) continue;
     const file = entry * 512;
