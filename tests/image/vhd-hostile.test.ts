@@ -249,6 +249,8 @@ describe.skipIf(!hasTool('qemu-img'))('the size of a VHD, as qemu-img shows it f
     expect(reader.virtualSize).toBe(qemuSize(out, 'vpc'));
     const chs = g.cylinders * g.heads * g.sectorsPerTrack * 512;
     expect(reader.virtualSize).toBe(creator === 'vpc ' || creator === 'qemu' ? chs : 10 << 20);
+    if (creator === 'vpc ' || creator === 'qemu') expect(reader.notes[0]).toMatch(new RegExp(`current size is 10485760 bytes .* ${chs} bytes are taken, by the CHS geometry`));
+    else expect(reader.notes).toEqual([]);
     const raw = file('creator.raw');
     qemu('qemu-img', ['convert', '-f', 'vpc', '-O', 'raw', out, raw]);
     expect((await decodeAll(reader)).bytes.equals(fs.readFileSync(raw))).toBe(true);

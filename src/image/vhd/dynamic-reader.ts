@@ -3,7 +3,7 @@ import { ImageFormatError, UnsupportedImageError } from '../errors.js';
 import type { ImageReader, ImageSink } from '../image-reader.js';
 import { bitmapBytes, HEADER_SIZE, parseDynamicHeader, UNALLOCATED, type DynamicHeader, type ParentLocator } from './dynamic-header.js';
 import { FOOTER_SIZE, parseFooter, type Footer } from './footer.js';
-import { MAX_SECTORS, visibleSectors } from './geometry.js';
+import { MAX_SECTORS, sizeNotes, visibleSectors } from './geometry.js';
 import { checkNoOverlap, readExactly, readInOrder, type Extent } from './ordered-reads.js';
 import { parentName } from './parent.js';
 import { emitSetSectors } from './sector-bitmap.js';
@@ -90,7 +90,7 @@ export async function openDynamicVhd(source: ByteSource, footer: Footer): Promis
     subformat: differencing ? 'differencing' : 'dynamic',
     virtualSize,
     backing,
-    notes: [],
+    notes: sizeNotes(footer.creatorApp, virtualSize, footer.currentSize),
     decode: async (sink: ImageSink, signal?: AbortSignal) => {
       await readInOrder(
         source,
