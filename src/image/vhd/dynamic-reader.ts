@@ -54,7 +54,13 @@ export async function openDynamicVhd(source: ByteSource, footer: Footer): Promis
     { file: header.tableOffset, length: used * 4, tag: { kind: 'bat' } },
   ];
   const differencing = footer.type === 'differencing';
-  if (differencing) for (const locator of header.locators) meta.push({ file: locator.offset, length: locator.length, tag: { kind: 'locator', locator } });
+  if (differencing) {
+    for (const locator of header.locators) {
+      // A path: a few hundred bytes in every tool's files, and held in memory.
+      if (locator.length > 64 * 1024) throw new ImageFormatError(name, dataOffset + 576, `a parent locator of ${locator.length} bytes`);
+      meta.push({ file: locator.offset, length: locator.length, tag: { kind: 'locator', locator } });
+    }
+  }
   checkNoOverlap(name, meta, describe);
   const end = source.size;
   if (end !== null) {
