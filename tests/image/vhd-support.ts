@@ -19,7 +19,7 @@ export function scratchFiles(prefix: string): (name: string) => string {
 /** An image qemu-img creates at `img` and qemu-io then writes; `writes` gets the virtual size qemu-img chose. */
 export function qemuImage(format: 'vpc' | 'vhdx', img: string, size: string, options: string[], writes: (virtual: number) => string[][]): string {
   qemu('qemu-img', ['create', '-q', '-f', format, ...options, img, size]);
-  for (const w of writes(qemuSize(img, format))) qemu('qemu-io', ['-f', format, '-c', `write ${w.join(' ')}`, img]);
+  qemu('qemu-io', ['-f', format, ...writes(qemuSize(img, format)).flatMap((w) => ['-c', `write ${w.join(' ')}`]), img]);
   return img;
 }
 
