@@ -158,7 +158,7 @@ describe('a VHD with any BAT', () => {
 });
 
 describe('differencing VHDs', () => {
-  /** Our dynamic image turned into a child: its block 0 holds 8 sectors of its own; a W2ru locator names the parent. */
+  /** Our dynamic image turned into a child: its block 0 holds 4 sectors of its own; a W2ru locator names the parent. */
   async function child(locator: string | null, unicodeName: string): Promise<Buffer> {
     const base = await image();
     const at = base.length - 512;
@@ -179,7 +179,7 @@ describe('differencing VHDs', () => {
     fixHeader(img);
     const block0 = img.readUInt32BE(BAT) * 512;
     img.fill(0, block0, block0 + 512);
-    img[block0] = 0xff; // sectors 0-7 are this layer's, the rest of the block the parent's
+    img[block0] = 0xf0; // sectors 0-3 are this layer's (most significant bit first), the rest of the block the parent's
     return img;
   }
 
@@ -188,8 +188,8 @@ describe('differencing VHDs', () => {
     expect(reader.subformat).toBe('differencing');
     expect(reader.backing).toEqual({ file: 'images/base.vhd', format: 'vhd' });
     const got = await decodeAll(reader);
-    expect(got.data.filter(([o]) => o < 2 << 20)).toEqual([[0, 4096]]);
-    expect(got.bytes.subarray(0, 4096).every((b) => b === 0x11)).toBe(true);
+    expect(got.data.filter(([o]) => o < 2 << 20)).toEqual([[0, 2048]]);
+    expect(got.bytes.subarray(0, 2048).every((b) => b === 0x11)).toBe(true);
   });
 
   it('fall back on the unicode name, and refuse a child that names no parent', async () => {
