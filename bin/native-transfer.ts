@@ -14,11 +14,10 @@ import { withPool } from '../src/host/open-pool.js';
 import { volumeRuns, type Mappable } from '../src/host/volume-runs.js';
 import type { ControlClient } from '../src/host/control-client.js';
 import { PoolError, type Pool } from '../src/qcowlike/index.js';
-import type { NbdDevice } from '../src/nbd/index.js';
 import { JobProgressBar } from './job-progress.js';
 import { interrupt } from './interruptible.js';
 import type { ProgressBar } from './output.js';
-import { connectServed, exportHoldsData, refuseConnected, servedVolume } from './served-transfer.js';
+import { servedVolume, writeServed } from './served-transfer.js';
 import { formatSize } from './size.js';
 
 /**
@@ -215,18 +214,7 @@ async function intoServed(a: NativeImport, control: ControlClient, layers: Chain
       for (const snapshot of taken.reverse()) await control.request({ op: 'snapshot-delete', volume: a.name, snapshot }).catch(() => undefined);
       await control.request({ op: 'volume-delete', volume: a.name, force: true }).catch(() => undefined);
     };
-    let device: NbdDevice;
-    try {
-      device = (await connectServed(control, a.poolName, a.name, true)).device;
-    } catch (err) {
-      await dropCreated();
-      throw err;
-    }
-    try {
-      if (exists) {
-        await refuseConnected(control, a.name, a.ref);
-        if (!a.force && (await exportHoldsData(device))) throw new Error(`volume ${a.ref} holds data; use --force to overwrite it`);
-      }
+    return await writeServed(control, { poolName: a.poolName, name: a.name, ref: a.ref, exists, force: a.force }, dropCreated, async (device) => {
       const target = {
         device: device as BlockDevice,
         snapshot: async (snapshot: string): Promise<BlockDevice> => {
@@ -237,14 +225,8 @@ async function intoServed(a: NativeImport, control: ControlClient, layers: Chain
         },
       };
       const r = await importChain(layers, target, { fresh: !exists, snapshots: names, signal: interrupt.signal });
-      await device.flush();
-      await device.close();
       return { ...r, created: !exists, replacedIncomplete: redo, volumeSize: size };
-    } catch (err) {
-      await device.close().catch(() => undefined);
-      await dropCreated();
-      throw err;
-    }
+    });
   } finally {
     control.close();
   }

@@ -59,3 +59,33 @@ export function sizeCheck(info: VolumeInfo, ref: string, file: string, fileSize:
   if (wanted !== undefined && wanted !== info.size) throw new Error(`volume ${ref} exists with size ${formatSize(info.size)}; --size ${sizeText} only applies when import creates it`);
   if (fileSize !== null && info.size < fileSize) throw new Error(`${file} (${formatSize(fileSize)}) does not fit in ${ref} (${formatSize(info.size)})`);
 }
+
+/**
+ * Connects to a served volume for an import and runs `write` on its export:
+ * a volume that existed must be unused and, unless forced, hold no data.
+ * Whatever fails, the connection ends and `dropCreated` removes what the
+ * import created.
+ */
+export async function writeServed<T>(control: ControlClient, a: { poolName: string; name: string; ref: string; exists: boolean; force: boolean }, dropCreated: () => Promise<void>, write: (device: NbdDevice) => Promise<T>): Promise<T> {
+  let device: NbdDevice;
+  try {
+    device = (await connectServed(control, a.poolName, a.name, true)).device;
+  } catch (err) {
+    await dropCreated();
+    throw err;
+  }
+  try {
+    if (a.exists) {
+      await refuseConnected(control, a.name, a.ref);
+      if (!a.force && (await exportHoldsData(device))) throw new Error(`volume ${a.ref} holds data; use --force to overwrite it`);
+    }
+    const result = await write(device);
+    await device.flush();
+    await device.close();
+    return result;
+  } catch (err) {
+    await device.close().catch(() => undefined);
+    await dropCreated();
+    throw err;
+  }
+}

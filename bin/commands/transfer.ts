@@ -19,7 +19,7 @@ import type { CommandGroup } from './index.js';
 import { CHUNK, copyFromVolume, copyIntoVolume, copyStreamIntoVolume, copyToStream } from '../../src/host/image-copy.js';
 import { ControlClient } from '../../src/host/control-client.js';
 import type { NbdDevice } from '../../src/nbd/index.js';
-import { connectServed, exportHoldsData, refuseConnected, servedInfo, servedVolume, sizeCheck } from '../served-transfer.js';
+import { connectServed, servedInfo, servedVolume, sizeCheck, writeServed } from '../served-transfer.js';
 import { interrupt, interruptible } from '../interruptible.js';
 import { exportNative, formatFromName, formatOption, holdsData, importNative, subformatOption, type NativeExportResult } from '../native-transfer.js';
 import { isDiskFormat, readsFormat, writerFor } from '../../src/image/formats.js';
@@ -185,31 +185,13 @@ async function importServed(control: ControlClient, a: { poolName: string; name:
     const dropCreated = async (): Promise<void> => {
       if (!exists) await control.request({ op: 'volume-delete', volume: name, force: true }).catch(() => undefined);
     };
-    let device: NbdDevice;
-    try {
-      device = (await connectServed(control, poolName, name, true)).device;
-    } catch (err) {
-      await dropCreated();
-      throw err;
-    }
-    try {
-      if (exists) {
-        await refuseConnected(control, name, ref);
-        if (opts.force !== true && (await exportHoldsData(device))) throw new Error(`volume ${ref} holds data; use --force to overwrite it`);
-      }
+    return await writeServed(control, { poolName, name, ref, exists, force: opts.force === true }, dropCreated, async (device) => {
       const copied =
         fileSize === null
           ? await copyStreamIntoVolume(source, device, ref, !exists, bar(device.size), interrupt.signal)
           : { ...(await copyIntoVolume({ fd: source.fd, file, size: fileSize }, device, !exists, bar(fileSize), interrupt.signal)), bytesRead: fileSize };
-      await device.flush();
-      const volumeSize = device.size;
-      await device.close();
-      return { ...copied, created: !exists, replacedIncomplete: redo, volumeSize };
-    } catch (err) {
-      await device.close().catch(() => undefined);
-      await dropCreated();
-      throw err;
-    }
+      return { ...copied, created: !exists, replacedIncomplete: redo, volumeSize: device.size };
+    });
   } finally {
     control.close();
   }
