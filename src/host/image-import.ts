@@ -27,17 +27,19 @@ export interface ChainImportResult {
 }
 
 /**
- * Decodes a chain into the target, base first. Only the base of a new volume
- * leaves its zero runs unwritten: an overlay's zero clusters must hide what
- * the layers below hold, so they are written as zeroes (which the pool keeps
- * as zero records, not data).
+ * Decodes a chain into the target, base first. Only the base leaves its zero
+ * runs unwritten (a volume that existed is zeroed first, so it reads zeroes
+ * too): an overlay's zero clusters must hide what the layers below hold, so
+ * they are written as zeroes (which the pool keeps as zero records, not data).
  */
 export async function importChain(layers: ChainLayer[], target: ChainTarget, opts: ChainImportOptions): Promise<ChainImportResult> {
   let device = target.device;
   const result: ChainImportResult = { dataBytes: 0, zeroBytes: 0, snapshots: [] };
+  // A volume that held data reads as the image only if what the image leaves unallocated reads zeroes too.
+  if (!opts.fresh) await zeroRange(device, Math.min(device.size, layers[layers.length - 1]!.reader.virtualSize));
   for (const [i, layer] of layers.entries()) {
     if (layer.reader.virtualSize > device.size) throw new Error(`${layer.file} (${layer.reader.virtualSize} bytes) is larger than ${device.name} (${device.size} bytes)`);
-    const sink = deviceSink(device, { readsZeroes: i === 0 && opts.fresh, ...(opts.progress ? { progress: opts.progress } : {}) });
+    const sink = deviceSink(device, { readsZeroes: i === 0, ...(opts.progress ? { progress: opts.progress } : {}) });
     try {
       await layer.reader.decode(sink, opts.signal);
     } catch (err) {
@@ -55,6 +57,13 @@ export async function importChain(layers: ChainLayer[], target: ChainTarget, opt
     }
   }
   return result;
+}
+
+/** Write-zeroes requests this large at most: an NBD request's length is 32 bits. */
+const ZERO_SPAN = 1 << 30;
+
+async function zeroRange(device: BlockDevice, length: number): Promise<void> {
+  for (let at = 0; at < length; at += ZERO_SPAN) await device.writeZeroes(at, Math.min(ZERO_SPAN, length - at), { mayUnmap: true });
 }
 
 /**

@@ -156,6 +156,14 @@ describe.skipIf(!have)('import and export of qcow2, VMDK, VHD and VHDX images', 
     const names = json<Array<{ name: string }>>(home, ['volume', 'list', 'p']).map((v) => v.name);
     expect(names.filter((v) => ['cut', 'bad', 'orphan', 'pipe', 'x'].includes(v))).toEqual([]);
     expect(fs.existsSync(at('x.qcow2'))).toBe(false);
+    // Over a volume that holds data (--force): what the image leaves unallocated reads zeroes too.
+    ok(home, ['volume', 'create', 'p/full', SIZE]);
+    fs.writeFileSync(at('ones.raw'), Buffer.alloc(8 << 20, 0xff));
+    ok(home, ['import', 'p/full', at('ones.raw'), '--force']);
+    expect(fails(home, ['import', 'p/full', good])).toBe('strata: volume p/full holds data; use --force to overwrite it');
+    expect(json(home, ['import', 'p/full', good, '--force'])).toMatchObject({ created: false, format: 'qcow2' });
+    ok(home, ['export', 'p/full', at('full.raw')]);
+    sameContent(raw, 'raw', at('full.raw'), 'raw');
     // A qcow2 with no backing streams from a pipe when its format is given.
     const streamed = piped(home, ['--json', 'import', 'p/pipe', '-', '--format', 'qcow2'], image);
     expect(streamed.stderr).toBe('');
