@@ -3,12 +3,14 @@ import { detectFormat, formatName, HEAD_BYTES, TAIL_BYTES } from './detect.js';
 import { UnsupportedImageError } from './errors.js';
 import type { DiskFormat, ImageReader, OpenReader } from './image-reader.js';
 import type { ImageWriter } from './image-writer.js';
+import { openQcow2 } from './qcow2/reader.js';
+import { writeQcow2 } from './qcow2/writer.js';
 import { openRaw, writeRaw } from './raw.js';
 
 /** The reader of each format Strata reads natively. */
 const readers: Record<DiskFormat, OpenReader | undefined> = {
   raw: openRaw,
-  qcow2: undefined,
+  qcow2: openQcow2,
   vmdk: undefined,
   vhd: undefined,
   vhdx: undefined,
@@ -17,7 +19,7 @@ const readers: Record<DiskFormat, OpenReader | undefined> = {
 /** The writer of each format Strata writes. */
 const writers: Record<DiskFormat, ImageWriter | undefined> = {
   raw: writeRaw,
-  qcow2: undefined,
+  qcow2: writeQcow2,
   vmdk: undefined,
   vhd: undefined,
   vhdx: undefined,
