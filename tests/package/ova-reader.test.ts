@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PackageError, UnsupportedPackageError } from '../../src/package/errors.js';
@@ -187,5 +188,28 @@ describe.skipIf(!tools)('OVA reader', () => {
     const a = diskBytes(2 * MiB, 14);
     const file = await ova({ 'app.ovf': raw([2 * MiB], [a.length]), 'app-disk1.img': a }, ['app.ovf', 'app-disk1.img']);
     await expect(readOva(fs.createReadStream(file), { name: file, onDisk: async () => Promise.reject(new Error('volume full')) })).rejects.toThrow('volume full');
+  });
+
+  it('a download cut mid-way fails the read with its error, and the importer sees it too', async () => {
+    const a = diskBytes(4 * MiB, 15);
+    const file = await ova({ 'app.ovf': raw([4 * MiB], [a.length]), 'app-disk1.img': a }, ['app.ovf', 'app-disk1.img']);
+    const bytes = fs.readFileSync(file);
+    // A body that stops after 2 MiB with a reset, as an HTTP response does when the server goes away.
+    const body = new Readable({ read() {} });
+    body.push(bytes.subarray(0, 2 * MiB));
+    setImmediate(() => body.destroy(new Error('socket hang up')));
+    let importerSaw = '';
+    await expect(
+      readOva(body, {
+        name: 'http://127.0.0.1/app.ova',
+        onDisk: async (_d, s) => {
+          importerSaw = await drain(s).then(
+            () => 'end',
+            (err: Error) => err.message,
+          );
+        },
+      }),
+    ).rejects.toThrow('socket hang up');
+    expect(importerSaw).toBe('socket hang up');
   });
 });
