@@ -60,7 +60,10 @@ describe.skipIf(!tools)('OVA reader', () => {
         order.push(disk.name);
         const reader = await openPackageDisk(disk, source);
         expect(reader.virtualSize).toBe(source.size);
-        disks.set(disk.name, await drain(source));
+        // The reader owns the source now (a stream is read once): the bytes come from its decode.
+        const got = Buffer.alloc(reader.virtualSize);
+        await reader.decode({ data: async (offset, buf) => void buf.copy(got, offset), zero: async (offset, length) => void got.fill(0, offset, offset + length) });
+        disks.set(disk.name, got);
       },
     });
     expect(order).toEqual(['descriptor 2', 'disk1', 'disk2']);
@@ -211,5 +214,31 @@ describe.skipIf(!tools)('OVA reader', () => {
       }),
     ).rejects.toThrow('socket hang up');
     expect(importerSaw).toBe('socket hang up');
+  });
+
+  it.skipIf(!hasTool('qemu-img'))('streams a qcow2 disk qemu-img made through its reader, and refuses one the descriptor calls VMDK', async () => {
+    const dir = path.join(root, `p${n++}`);
+    fs.mkdirSync(dir);
+    const data = diskBytes(2 * MiB, 16);
+    writeFiles(dir, { 'src.img': data });
+    await sh(dir, 'qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', 'src.img', 'd.qcow2']);
+    const size = fs.statSync(path.join(dir, 'd.qcow2')).size;
+    const make = async (format: 'qcow2' | 'vmdk'): Promise<string> => {
+      fs.writeFileSync(path.join(dir, 'app.ovf'), writeOvf(settingsWith([2 * MiB]), [{ disk: 'disk1', href: 'd.qcow2', size, format, subformat: format === 'vmdk' ? 'streamOptimized' : null }]));
+      await sh(dir, 'tar', ['-cf', `${format}.ova`, 'app.ovf', 'd.qcow2']);
+      return path.join(dir, `${format}.ova`);
+    };
+    const got = Buffer.alloc(2 * MiB);
+    const decode = async (file: string): Promise<PackageResult> =>
+      readOva(fs.createReadStream(file), {
+        name: file,
+        onDisk: async (disk, source) => {
+          const reader = await openPackageDisk(disk, source);
+          await reader.decode({ data: async (offset, buf) => void buf.copy(got, offset), zero: async (offset, length) => void got.fill(0, offset, offset + length) });
+        },
+      });
+    await decode(await make('qcow2'));
+    expect(sha(got)).toBe(sha(data));
+    await expect(decode(await make('vmdk'))).rejects.toThrow(/d\.qcow2 in .*: the descriptor says vmdk, but the file is qcow2/);
   });
 });
