@@ -9,7 +9,7 @@ import { writeOvf } from '../../src/package/ovf-write.js';
 import { openPackageDisk } from '../../src/package/package-disk.js';
 import { hasTool } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
-import { diskBytes, drain, manifestFor, settingsWith, sh, sha, writeFiles } from './package-support.js';
+import { decoded, diskBytes, drain, manifestFor, settingsWith, sh, sha, writeFiles } from './package-support.js';
 
 const MiB = 1024 * 1024;
 const tools = hasTool('tar') && hasTool('sha256sum');
@@ -61,9 +61,7 @@ describe.skipIf(!tools)('OVA reader', () => {
         const reader = await openPackageDisk(disk, source);
         expect(reader.virtualSize).toBe(source.size);
         // The reader owns the source now (a stream is read once): the bytes come from its decode.
-        const got = Buffer.alloc(reader.virtualSize);
-        await reader.decode({ data: async (offset, buf) => void buf.copy(got, offset), zero: async (offset, length) => void got.fill(0, offset, offset + length) });
-        disks.set(disk.name, got);
+        disks.set(disk.name, await decoded(reader));
       },
     });
     expect(order).toEqual(['descriptor 2', 'disk1', 'disk2']);
@@ -228,15 +226,8 @@ describe.skipIf(!tools)('OVA reader', () => {
       await sh(dir, 'tar', ['-cf', `${format}.ova`, 'app.ovf', 'd.qcow2']);
       return path.join(dir, `${format}.ova`);
     };
-    const got = Buffer.alloc(2 * MiB);
-    const decode = async (file: string): Promise<PackageResult> =>
-      readOva(fs.createReadStream(file), {
-        name: file,
-        onDisk: async (disk, source) => {
-          const reader = await openPackageDisk(disk, source);
-          await reader.decode({ data: async (offset, buf) => void buf.copy(got, offset), zero: async (offset, length) => void got.fill(0, offset, offset + length) });
-        },
-      });
+    let got: Buffer = Buffer.alloc(0);
+    const decode = async (file: string): Promise<PackageResult> => readOva(fs.createReadStream(file), { name: file, onDisk: async (disk, source) => void (got = await decoded(await openPackageDisk(disk, source))) });
     await decode(await make('qcow2'));
     expect(sha(got)).toBe(sha(data));
     await expect(decode(await make('vmdk'))).rejects.toThrow(/d\.qcow2 in .*: the descriptor says vmdk, but the file is qcow2/);
