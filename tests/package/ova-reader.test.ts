@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PackageError, UnsupportedPackageError } from '../../src/package/errors.js';
 import { readOva, type PackageResult } from '../../src/package/ova-reader.js';
 import { writeOvf } from '../../src/package/ovf-write.js';
+import { BLOCK, blocks, ustarHeader } from '../../src/package/tar-header.js';
 import { openPackageDisk } from '../../src/package/package-disk.js';
 import { hasTool } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
@@ -231,5 +232,37 @@ describe.skipIf(!tools)('OVA reader', () => {
     await decode(await make('qcow2'));
     expect(sha(got)).toBe(sha(data));
     await expect(decode(await make('vmdk'))).rejects.toThrow(/d\.qcow2 in .*: the descriptor says vmdk, but the file is qcow2/);
+  });
+
+  it('memory stays bounded on a package much larger than what is held at once', async () => {
+    // A 96 MiB OVA made on the fly, block by block as it is read, never on disk or in memory whole.
+    const size = 96 * MiB;
+    const ovf = Buffer.from(raw([size], [size]));
+    const pad = (n: number): Buffer => Buffer.alloc(blocks(n) - n);
+    const generated = Readable.from(
+      (function* () {
+        yield ustarHeader('app.ovf', ovf.length, new Date(0));
+        yield Buffer.concat([ovf, pad(ovf.length)]);
+        yield ustarHeader('app-disk1.img', size, new Date(0));
+        for (let at = 0; at < size; at += MiB) yield Buffer.alloc(MiB, 0x6b);
+        yield Buffer.alloc(2 * BLOCK);
+      })(),
+    );
+    const before = process.memoryUsage().arrayBuffers;
+    let peak = 0;
+    let bytes = 0;
+    await readOva(generated, {
+      name: 'generated.ova',
+      onDisk: async (_d, source) => {
+        for (let at = 0; ; at += 4 * MiB) {
+          const b = await source.read(at, 4 * MiB);
+          if (b.length === 0) break;
+          bytes += b.length;
+          peak = Math.max(peak, process.memoryUsage().arrayBuffers - before);
+        }
+      },
+    });
+    expect(bytes).toBe(size);
+    expect(peak).toBeLessThan(size / 3);
   });
 });
