@@ -6,14 +6,18 @@ import type { ImageWriter } from './image-writer.js';
 import { openQcow2 } from './qcow2/reader.js';
 import { writeQcow2 } from './qcow2/writer.js';
 import { openRaw, writeRaw } from './raw.js';
+import { openVhd } from './vhd/reader.js';
+import { writeVhd } from './vhd/writer.js';
+import { openVhdx } from './vhdx/reader.js';
+import { writeVhdx } from './vhdx/writer.js';
 
 /** The reader of each format Strata reads natively. */
 const readers: Record<DiskFormat, OpenReader | undefined> = {
   raw: openRaw,
   qcow2: openQcow2,
   vmdk: undefined,
-  vhd: undefined,
-  vhdx: undefined,
+  vhd: openVhd,
+  vhdx: openVhdx,
 };
 
 /** The writer of each format Strata writes. */
@@ -21,8 +25,8 @@ const writers: Record<DiskFormat, ImageWriter | undefined> = {
   raw: writeRaw,
   qcow2: writeQcow2,
   vmdk: undefined,
-  vhd: undefined,
-  vhdx: undefined,
+  vhd: writeVhd,
+  vhdx: writeVhdx,
 };
 
 export const DISK_FORMATS: readonly DiskFormat[] = ['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx'];
