@@ -22,7 +22,7 @@ import type { NbdDevice } from '../../src/nbd/index.js';
 import { connectServed, servedInfo, servedVolume, sizeCheck, writeServed } from '../served-transfer.js';
 import { interrupt, interruptible } from '../interruptible.js';
 import { exportNative, formatFromName, formatOption, holdsData, importNative, subformatOption, type NativeExportResult } from '../native-transfer.js';
-import { isDiskFormat, readsFormat, writerFor } from '../../src/image/formats.js';
+import { isDiskFormat } from '../../src/image/formats.js';
 import { formatName } from '../../src/image/detect.js';
 import type { DiskFormat } from '../../src/image/image-reader.js';
 
@@ -68,7 +68,7 @@ async function importImage(ref: string, fileArg: string, opts: ImportOptions, cm
     source.close();
     const found = source.format;
     const convert = `(convert it first: qemu-img convert -O raw ${fileArg === '-' ? 'IMAGE' : fileArg} OUT.raw)`;
-    if (!isDiskFormat(found) || !readsFormat(found)) throw new Error(`${file} is a ${formatName(found)} image, which Strata cannot read ${convert}`);
+    if (!isDiskFormat(found)) throw new Error(`${file} is a ${formatName(found)} image, which Strata cannot read ${convert}`);
     if (source.size === null) throw new Error(`${file} is a ${formatName(found)} image: give --format ${found} to import it from a pipe`);
     return importFormatted(ref, fileArg, found, wanted, opts, cmd);
   }
@@ -134,7 +134,7 @@ async function importImage(ref: string, fileArg: string, opts: ImportOptions, cm
   }
 }
 
-/** An image in a format other than raw (or a raw one given --format raw through a pipe never gets here): decoded natively. */
+/** An image in a format other than raw, decoded natively (raw images keep the copy loop above). */
 async function importFormatted(ref: string, fileArg: string, format: DiskFormat, wanted: number | undefined, opts: ImportOptions, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const { pool: poolName, volume: name } = parseVolumeRef(ref);
@@ -213,8 +213,6 @@ async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: 
   const format = formatOption(opts.format) ?? (file === '-' ? 'raw' : formatFromName(file));
   const subformat = subformatOption(format, opts.subformat);
   if (format !== 'raw' && bad !== undefined) throw new Error(`--salvage writes raw images only (not ${format})`);
-  // Refused before the volume is opened: a format this build does not write.
-  writerFor(format);
   const copy = (device: BlockDevice & Mappable, bar: (total: number) => ProgressBar): Promise<ExportCopy> =>
     format === 'raw'
       ? exportDevice(device, file, opts.force === true, g.home, bad, ref, bar).then((r) => ({ ...r, format, subformat: null, fileSize: r.size }))

@@ -2,7 +2,6 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readsFormat, writesFormat } from '../../src/image/formats.js';
 import type { DiskFormat } from '../../src/image/image-reader.js';
 import { hasTool, startServe, type ServeProcess } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
@@ -59,7 +58,6 @@ function sourceRaw(): string {
 function sampleImages(raw: string): Array<{ name: string; file: string; format: DiskFormat }> {
   const out: Array<{ name: string; file: string; format: DiskFormat }> = [];
   const add = (name: string, format: DiskFormat, args: string[]): void => {
-    if (!readsFormat(format)) return;
     const file = at(`sample-${name}`);
     qemuImg('convert', '-f', 'raw', '-O', qemuName(format), ...args, raw, file);
     out.push({ name, file, format });
@@ -76,14 +74,14 @@ function sampleImages(raw: string): Array<{ name: string; file: string; format: 
 }
 
 /** The writers and their subformats, as `strata export` takes them. */
-const exportsToCheck = ([
+const exportsToCheck: Array<{ ext: string; format: DiskFormat; sub?: string; check: boolean }> = [
   { ext: 'qcow2', format: 'qcow2', check: true },
   { ext: 'vmdk', format: 'vmdk', sub: 'monolithicSparse', check: true },
   { ext: 'vmdk', format: 'vmdk', sub: 'streamOptimized', check: true },
   { ext: 'vhd', format: 'vhd', sub: 'dynamic', check: false },
   { ext: 'vhd', format: 'vhd', sub: 'fixed', check: false },
   { ext: 'vhdx', format: 'vhdx', check: true },
-] as Array<{ ext: string; format: DiskFormat; sub?: string; check: boolean }>).filter((e) => writesFormat(e.format));
+];
 
 describe.skipIf(!have)('import and export of qcow2, VMDK, VHD and VHDX images', () => {
   let home = '';
@@ -96,7 +94,6 @@ describe.skipIf(!have)('import and export of qcow2, VMDK, VHD and VHDX images', 
 
   it('imports what qemu-img made in every format read, found by its magic, exactly; exports it back as raw', () => {
     const samples = sampleImages(raw);
-    expect(samples.length).toBeGreaterThan(0);
     for (const [i, s] of samples.entries()) {
       const r = json<{ format: string; virtualSize: number; created: boolean; backing: string[] }>(home, ['import', `p/s${i}`, s.file]);
       // qemu rounds a VHD up to its CHS geometry: the virtual size is what qemu-img says it is.
@@ -226,7 +223,7 @@ function chainChecks(home: string, c: { base: string; mid: string; top: string }
   expect(fails(home, ['import', `p/${tag}-flat`, c.top, '--force'])).toMatch(/has backing files, whose snapshots only a new volume can take/);
 }
 
-describe.skipIf(!have || !readsFormat('qcow2'))('a qcow2 backing chain', () => {
+describe.skipIf(!have)('a qcow2 backing chain', () => {
   let c: { base: string; mid: string; top: string };
   beforeAll(() => {
     buildCli();

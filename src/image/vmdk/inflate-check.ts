@@ -1,5 +1,4 @@
-import type { Extent } from './extent.js';
-import { fail } from './extent.js';
+import { fail, type Extent } from './extent.js';
 import { inflateGrain } from './grain-codec.js';
 
 /** Compressed bytes one grain may take: deflate grows incompressible data by a few bytes per 16 KiB, qemu allows twice the grain. */

@@ -3,7 +3,7 @@ import { ImageFormatError, UnsupportedImageError } from '../errors.js';
 import type { BackingRef, ImageReader, ImageSink } from '../image-reader.js';
 import { NO_PARENT, parseDescriptor, type Descriptor } from './descriptor.js';
 import { describeExtent, readExact } from './extent.js';
-import { COMPRESSION_DEFLATE, COMPRESSION_NONE, FLAG_MARKERS, FLAG_NEWLINE_TEST, GD_AT_END, isSparseMagic, parseHeader, SECTOR, type SparseHeader } from './header.js';
+import { COMPRESSION_DEFLATE, COMPRESSION_NONE, ENTRY_BYTES, FLAG_MARKERS, FLAG_NEWLINE_TEST, GD_AT_END, isSparseMagic, parseHeader, SECTOR, type SparseHeader } from './header.js';
 import { decodeByMarkers } from './marker-walk.js';
 import { decodeByTables } from './table-walk.js';
 
@@ -32,7 +32,7 @@ export async function openVmdk(source: ByteSource): Promise<ImageReader> {
   const header = parseHeader(head, source.name, 0);
   checkHeader(source.name, header);
   const extent = describeExtent(source, header);
-  if (extent.gtCount * 4 > MAX_DIRECTORY_BYTES) throw new ImageFormatError(source.name, 12, `a capacity of ${header.capacity} sectors in grains of ${header.grainSize} needs ${extent.gtCount} grain tables, more than the ${MAX_DIRECTORY_BYTES / 4} believed`);
+  if (extent.gtCount * ENTRY_BYTES > MAX_DIRECTORY_BYTES) throw new ImageFormatError(source.name, 12, `a capacity of ${header.capacity} sectors in grains of ${header.grainSize} needs ${extent.gtCount} grain tables, more than the ${MAX_DIRECTORY_BYTES / ENTRY_BYTES} believed`);
   const descriptor = await readEmbeddedDescriptor(source, header);
   const createType = checkDescriptor(source.name, header, descriptor);
   const markers = (header.flags & FLAG_MARKERS) !== 0;
