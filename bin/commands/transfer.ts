@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { tryLock } from 'fs-native-extensions';
 import type { BlockDevice } from '../../src/blockdev/index.js';
 import type { Mappable } from '../../src/host/volume-runs.js';
@@ -22,7 +22,7 @@ import type { NbdDevice } from '../../src/nbd/index.js';
 import { connectServed, servedInfo, servedVolume, sizeCheck, writeServed } from '../served-transfer.js';
 import { interrupt, interruptible } from '../interruptible.js';
 import { exportNative, formatFromName, formatOption, holdsData, importNative, subformatOption, type NativeExportResult } from '../native-transfer.js';
-import { isDiskFormat } from '../../src/image/formats.js';
+import { DISK_FORMATS, isDiskFormat } from '../../src/image/formats.js';
 import { formatName } from '../../src/image/detect.js';
 import type { DiskFormat } from '../../src/image/image-reader.js';
 
@@ -30,7 +30,7 @@ export const transferCommands: CommandGroup = (program) => {
   program
     .command('import <pool/vol> <file>')
     .description('copy an image (FILE, or - for stdin) into a volume, creating it at the image\'s virtual size if it does not exist; zero runs are not written; a backing chain comes in as snapshots')
-    .option('--format <format>', 'raw, qcow2, vmdk, vhd or vhdx (default: from the magic of FILE; a pipe is raw unless given)')
+    .addOption(new Option('--format <format>', 'the image format (default: from the magic of FILE; a pipe is raw unless given)').choices(DISK_FORMATS))
     .option('--flatten', "write a backing chain's images into the volume alone, without snapshots of the images below")
     .option('--size <size>', "size of the volume to create (default: the image's virtual size; needed for a raw pipe)")
     .option('--force', 'overwrite an existing volume that holds data')
@@ -39,7 +39,7 @@ export const transferCommands: CommandGroup = (program) => {
   program
     .command('export <pool/vol> <file>')
     .description('copy a volume into a sparse image (or to stdout with -); holes and zero runs stay holes')
-    .option('--format <format>', "raw, qcow2, vmdk, vhd or vhdx (default: from FILE's extension, else raw)")
+    .addOption(new Option('--format <format>', "the image format (default: from FILE's extension, else raw)").choices(DISK_FORMATS))
     .option('--subformat <name>', 'vmdk: monolithicSparse (default) or streamOptimized; vhd: dynamic (default) or fixed')
     .option('--force', 'overwrite FILE if it exists')
     .option('--allow-incomplete', 'export a volume whose import did not finish (what it holds is partial)')

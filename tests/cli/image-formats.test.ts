@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DiskFormat } from '../../src/image/image-reader.js';
 import { hasTool, startServe, type ServeProcess } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
-import { buildCli, fails, json, ok, repo } from './strata.js';
+import { buildCli, fails, json, ok, repo, strata } from './strata.js';
 
 const have = hasTool('qemu-img') && hasTool('qemu-io');
 const scratch = scratchDir('cli-image-formats');
@@ -147,7 +147,9 @@ describe.skipIf(!have)('import and export of qcow2, VMDK, VHD and VHDX images', 
     const fromPipe = piped(home, ['import', 'p/orphan', '-', '--format', 'qcow2'], fs.readFileSync(orphan));
     expect(fromPipe.code).toBe(1);
     expect(fromPipe.stderr).toMatch(/^strata: stdin has a backing file \(gone\.qcow2\), which an image read from a stream cannot have/);
-    expect(fails(home, ['import', 'p/x', good, '--format', 'qed'])).toMatch(/^strata: --format qed: not an image format/);
+    const usage = strata(home, ['import', 'p/x', good, '--format', 'qed']);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toMatch(/option '--format <format>' argument 'qed' is invalid/);
     expect(fails(home, ['export', 'p/none', at('x.qcow2'), '--salvage'])).toBe('strata: --salvage writes raw images only (not qcow2)');
     expect(fails(home, ['export', 'p/none', at('x.qcow2'), '--subformat', 'fixed'])).toBe('strata: --subformat fixed: qcow2 images have no subformats');
     const names = json<Array<{ name: string }>>(home, ['volume', 'list', 'p']).map((v) => v.name);
@@ -198,8 +200,8 @@ function treeNames(node: TreeNode): string[] {
   return [node.name, ...(node.children ?? []).flatMap(treeNames)];
 }
 
-/** Imports the chain as snapshots and flattened; each layer read back through a clone equals its image. */
-function chainChecks(home: string, c: { base: string; mid: string; top: string }, tag: string): void {
+/** Imports the chain as snapshots (and flattened); each layer read back through a clone equals its image. */
+function chainChecks(home: string, c: { base: string; mid: string; top: string }, tag: string, flatten: boolean): void {
   const r = json<{ snapshots: string[]; backing: string[]; flattened: boolean }>(home, ['import', `p/${tag}`, c.top]);
   expect(r).toMatchObject({ snapshots: ['base', 'mid'], backing: [c.base, c.mid], flattened: false });
   const list = json<{ tree: TreeNode }>(home, ['snapshot', 'list', `p/${tag}`]);
@@ -213,6 +215,7 @@ function chainChecks(home: string, c: { base: string; mid: string; top: string }
   const head = at(`${tag}-head.qcow2`);
   ok(home, ['export', `p/${tag}`, head]);
   sameContent(c.top, 'qcow2', head, 'qcow2');
+  if (!flatten) return;
   const flat = json<{ snapshots: string[]; flattened: boolean }>(home, ['import', `p/${tag}-flat`, c.top, '--flatten']);
   expect(flat).toMatchObject({ snapshots: [], flattened: true });
   expect(treeNames(json<{ tree: TreeNode }>(home, ['snapshot', 'list', `p/${tag}-flat`]).tree)).toEqual([`${tag}-flat`]);
@@ -231,7 +234,7 @@ describe.skipIf(!have)('a qcow2 backing chain', () => {
   }, 120_000);
 
   it('comes in as snapshots under the volume, base first, or flattened with --flatten', () => {
-    chainChecks(poolHome(), c, 'v');
+    chainChecks(poolHome(), c, 'v', true);
   });
 
   describe('on a served pool', () => {
@@ -246,13 +249,12 @@ describe.skipIf(!have)('a qcow2 backing chain', () => {
       await srv?.stop();
     });
 
-    it('the same, the snapshots taken by the server and the data written over its exports', () => {
-      chainChecks(home, c, 's');
+    it('as snapshots too, taken by the server, the data written over its exports', () => {
+      chainChecks(home, c, 's', false);
       // A failed import removes the volume it made, snapshots and all: here the top is cut short.
       const cut = at('chain/cut-top.qcow2');
       const top = fs.readFileSync(c.top);
       fs.writeFileSync(cut, top.subarray(0, top.length - 32768));
-      fs.copyFileSync(c.top, at('chain/whole-top.qcow2'));
       expect(fails(home, ['import', 'p/cut', cut])).toMatch(/^strata: .*cut-top\.qcow2/);
       expect(json<Array<{ name: string }>>(home, ['volume', 'list', 'p']).map((v) => v.name)).not.toContain('cut');
     });
