@@ -117,6 +117,12 @@ describe.skipIf(!have)('import and export of qcow2, VMDK, VHD and VHDX images', 
       if (e.check) expect(qemuImg('check', '-f', qemuName(e.format), out)).toMatch(/No errors were found/);
       sameContent(raw, 'raw', out, e.format);
     }
+    // A progress bar on a terminal (`script` gives one), in bytes of the image read and of the volume written.
+    const env: NodeJS.ProcessEnv = { ...process.env, STRATA_PROGRESS_DELAY: '0' };
+    delete env.STRATA_HOME;
+    const tty = (args: string): string => spawnSync('script', ['-qec', `${process.execPath} ${cli} --home ${home} ${args}`, '/dev/null'], { encoding: 'utf8', env }).stdout;
+    expect(tty(`import p/tty ${img}`)).toMatch(/\rimport p\/tty \[#*\.*\]\s+\d+% [\d.]+[KMG]?\/s\x1b\[K[^]*\r\x1b\[Kimported .* into p\/tty/);
+    expect(tty(`export p/tty ${at('tty.vhd')}`)).toMatch(/\rexport p\/tty \[#*\.*\]\s+\d+% [\d.]+[KMG]?\/s\x1b\[K[^]*\r\x1b\[Kexported p\/tty to .*tty\.vhd \(vhd dynamic/);
     // --format wins over the extension; a raw export through it is the plain raw path.
     ok(home, ['export', 'p/e', at('named.img'), '--format', 'qcow2']);
     sameContent(raw, 'raw', at('named.img'), 'qcow2');
