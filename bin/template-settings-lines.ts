@@ -1,4 +1,5 @@
 import type { JsonValue, TemplateSettings } from '../src/qcowlike/index.js';
+import { formatSize } from './size.js';
 
 /**
  * A template's settings as `template info` lines: one `vm KEY` field per
@@ -12,18 +13,22 @@ export function settingsLines(settings: TemplateSettings | null): [string, strin
     if (Array.isArray(value)) {
       if (value.length === 0) out.push([`vm ${key}`, 'none']);
       value.forEach((item, i) => out.push([`vm ${key}[${i + 1}]`, inline(item)]));
-    } else out.push([`vm ${key}`, inline(value)]);
+    } else out.push([`vm ${key}`, inline(value, key)]);
   }
   return out;
 }
 
-function inline(v: JsonValue): string {
+/** Byte counts (`memoryBytes`, a disk's `capacity`) read as sizes. */
+const isBytes = (key: string): boolean => key === 'capacity' || key.endsWith('Bytes');
+
+function inline(v: JsonValue, key = ''): string {
   if (v === null) return '-';
-  if (Array.isArray(v)) return v.map(inline).join(', ');
+  if (typeof v === 'number' && isBytes(key) && Number.isSafeInteger(v) && v >= 0) return `${formatSize(v)} (${v} bytes)`;
+  if (Array.isArray(v)) return v.map((x) => inline(x)).join(', ');
   if (typeof v === 'object')
     return Object.entries(v)
       .filter(([, x]) => x !== null)
-      .map(([k, x]) => `${k}=${typeof x === 'object' ? JSON.stringify(x) : String(x)}`)
+      .map(([k, x]) => `${k}=${typeof x === 'number' && isBytes(k) ? formatSize(x) : typeof x === 'object' ? JSON.stringify(x) : String(x)}`)
       .join(' ');
   return String(v);
 }

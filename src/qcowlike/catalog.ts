@@ -63,8 +63,8 @@ export interface CatalogTemplate {
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 /** A template's settings: a JSON object whose shape the package layer owns (src/package). */
 export type TemplateSettings = { [key: string]: JsonValue };
-/** Bytes of JSON a template's settings may take: the catalog is rewritten whole on every change, so it stays small; a request that carries them fits in a control-socket line (64 KiB). */
-export const MAX_SETTINGS_BYTES = 32 * 1024;
+/** Bytes of JSON a template's settings may take: the catalog is rewritten whole on every change, so it stays small; a request that carries them fits in a control-socket line (256 KiB). */
+export const MAX_SETTINGS_BYTES = 64 * 1024;
 
 export interface Catalog {
   version: 1;

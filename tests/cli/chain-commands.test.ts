@@ -103,7 +103,7 @@ describe('snapshot, clone, template and flatten commands', () => {
     const withVm = (await run('template', 'info', 'p/web')).out;
     expect(withVm).toMatch(/^vm name: +web$/m);
     expect(withVm).toMatch(/^vm cpus: +2$/m);
-    expect(withVm).toMatch(/^vm disks\[2\]: +file=d2\.vmdk capacity=2048$/m);
+    expect(withVm).toMatch(/^vm disks\[2\]: +file=d2\.vmdk capacity=2K$/m);
     expect(withVm).toMatch(/^vm networks: +none$/m);
     expect(JSON.parse((await run('--json', 'template', 'info', 'p/web')).out).settings.disks[1]).toEqual({ file: 'd2.vmdk', capacity: 2048 });
     admin.mockResolvedValue([tmpl('t2', { origin: 'gold' }), tmpl('gold', { dependants: ['c1'] })]);
