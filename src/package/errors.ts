@@ -1,0 +1,36 @@
+/**
+ * What is wrong with a template package, said with the file it is in: a
+ * damaged manifest, a missing disk, an href leaving the package, a truncated
+ * tar. A package is refused whole, never half understood.
+ */
+export class PackageError extends Error {
+  constructor(
+    readonly file: string,
+    what: string,
+  ) {
+    super(`${file}: ${what}`);
+    this.name = 'PackageError';
+  }
+}
+
+/** A feature a package uses that Strata does not read or write, named as the package's format names it. */
+export class UnsupportedPackageError extends Error {
+  constructor(
+    readonly file: string,
+    what: string,
+  ) {
+    super(`${file}: ${what} is not supported`);
+    this.name = 'UnsupportedPackageError';
+  }
+}
+
+/** A template-settings value that does not fit the model, naming the field (`disks[1].capacity`). */
+export class SettingsError extends Error {
+  constructor(
+    readonly field: string,
+    what: string,
+  ) {
+    super(`template settings: ${field} ${what}`);
+    this.name = 'SettingsError';
+  }
+}
