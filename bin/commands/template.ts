@@ -7,6 +7,7 @@ import { globals, printFields, printJson, printTable, report } from '../output.j
 import { formatSize } from '../size.js';
 import { settingsLines } from '../template-settings-lines.js';
 import type { CommandGroup } from './index.js';
+import { templatePackageCommands } from './template-package.js';
 
 /**
  * `strata template create|clone|info|delete|list`: read-only, protected
@@ -26,6 +27,7 @@ export const templateCommands: CommandGroup = (program) => {
   template.command('info').description('one template: size, origin, what depends on it, the VM settings it was imported with').argument('<pool/template>', 'the template').action(templateInfo);
   template.command('delete').description('delete a template nothing is cloned from').argument('<pool/template>', 'the template').option('--force', "end the connections reading the template's export first").action(deleteTemplate);
   template.command('list').description("a pool's templates").argument('<pool>', 'the pool').action(listTemplates);
+  templatePackageCommands(template);
 };
 
 async function createTemplate(ref: string, _opts: unknown, cmd: Command): Promise<void> {

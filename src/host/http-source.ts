@@ -37,18 +37,19 @@ export function isHttpUrl(text: string): boolean {
  * fails the read with a DownloadError saying how far it got.
  */
 export async function httpSource(url: string, opts: HttpOptions = {}): Promise<ByteSource> {
+  const { stream, size, url: finalUrl } = await httpStream(url, opts);
+  return streamSource(stream, finalUrl, size);
+}
+
+/** The body of a GET of `url` as a stream that fails as httpSource says; `size` is the Content-Length, `url` where redirects led. */
+export async function httpStream(url: string, opts: HttpOptions = {}): Promise<{ stream: Readable; size: number | null; url: string }> {
   const { response, finalUrl } = await get(url, opts);
   const length = response.headers['content-length'];
   const size = length !== undefined && /^\d+$/.test(length) ? Number(length) : null;
-  const body = Readable.from(checkedBody(response, finalUrl, size, opts.stallMs ?? DEFAULT_STALL_MS, opts.signal), { objectMode: false });
-  const source = streamSource(body, finalUrl, size);
-  return {
-    ...source,
-    close: async () => {
-      response.destroy();
-      await source.close();
-    },
-  };
+  const stream = Readable.from(checkedBody(response, finalUrl, size, opts.stallMs ?? DEFAULT_STALL_MS, opts.signal), { objectMode: false });
+  // Destroying the body (a reader that stops early) lets the connection go.
+  stream.once('close', () => response.destroy());
+  return { stream, size, url: finalUrl };
 }
 
 /** The response to a GET of `url` after redirects, with a 2xx status; anything else is refused naming the status. */

@@ -9,12 +9,13 @@ import { formatSize } from './size.js';
 
 /** One disk of a package, as the package library hands it over: its image bytes and what the descriptor says of them. */
 export interface PackageDisk {
-  /** The disk's file as the descriptor names it (its href, its source file). */
-  file: string;
+  /** The disk's place in the descriptor's list (the settings' order): 0 is the template NAME, 1 NAME-disk2, … */
+  index: number;
+  /** The disk's file as the descriptor names it (its href, its source file); null for a disk the descriptor declares without one. */
+  file: string | null;
   format: DiskFormat;
-  /** Bytes the descriptor declares the guest sees. */
-  capacity: number;
-  source: ByteSource;
+  /** The image's bytes; null: a blank disk of its capacity. */
+  source: ByteSource | null;
 }
 
 /** A package opened for import: its descriptor read, its disks still to come. */
@@ -23,16 +24,18 @@ export interface OpenedPackage {
   readonly name: string;
   /** The VM's name in the descriptor, for a template name when none is given. */
   readonly vmName: string;
-  /** The disks' declared capacities, in package order, known before any disk is read. */
+  /** The disks' declared capacities, in the descriptor's order, known before any disk is read. */
   readonly capacities: readonly number[];
   /** The settings the first template keeps, with the disks named as the templates that hold them. */
   settingsFor(templates: readonly string[]): TemplateSettings;
   /**
-   * The disks in package order. Each is read to its end before the next is
-   * asked for (an OVA is one stream); damage found on the way (a manifest
-   * digest that does not match, a truncated tar) is thrown from here.
+   * Hands the disks to `onDisk` in the order the package holds them (an
+   * OVA's tar order, which may differ from the descriptor's), each once,
+   * one at a time: the package is read on only when `onDisk` returns (an
+   * OVA is one stream). Damage found on the way (a manifest digest that
+   * does not match, a truncated tar) rejects, even after the last disk.
    */
-  disks(): AsyncIterable<PackageDisk>;
+  eachDisk(onDisk: (disk: PackageDisk) => Promise<void>): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -57,7 +60,7 @@ export interface ImportProgress {
 
 export interface ImportedDisk {
   template: string;
-  file: string;
+  file: string | null;
   format: DiskFormat;
   subformat: string | null;
   size: number;
@@ -116,32 +119,34 @@ export async function importTemplate(pkg: OpenedPackage, target: TemplateTarget,
   const disks: ImportedDisk[] = [];
   let open: { name: string; device: BlockDevice } | undefined;
   try {
-    let i = 0;
+    const seen = new Set<number>();
     let before = 0;
-    for await (const disk of pkg.disks()) {
+    await pkg.eachDisk(async (disk) => {
       if (signal?.aborted) throw new Error('interrupted');
-      const vol = names[i];
-      const capacity = pkg.capacities[i];
-      if (vol === undefined || capacity === undefined) throw new TemplateImportError(`${pkg.name}: holds more disks than its descriptor lists (${names.length})`);
-      const reader = await openImage(disk.source, disk.format);
-      if (reader.backing !== null) throw new TemplateImportError(`${disk.source.name}: has a backing file (${reader.backing.file}); a package disk must stand alone`);
-      if (reader.virtualSize > capacity) throw new TemplateImportError(`${disk.source.name}: is ${formatSize(reader.virtualSize)} (${reader.virtualSize} bytes), larger than the ${formatSize(capacity)} (${capacity} bytes) its descriptor declares`);
+      const vol = names[disk.index];
+      const capacity = pkg.capacities[disk.index];
+      if (vol === undefined || capacity === undefined || seen.has(disk.index)) throw new TemplateImportError(`${pkg.name}: holds more disks than its descriptor lists (${names.length})`);
+      seen.add(disk.index);
+      const reader = disk.source === null ? null : await openImage(disk.source, disk.format);
+      if (reader && disk.source) {
+        if (reader.backing !== null) throw new TemplateImportError(`${disk.source.name}: has a backing file (${reader.backing.file}); a package disk must stand alone`);
+        if (reader.virtualSize > capacity) throw new TemplateImportError(`${disk.source.name}: is ${formatSize(reader.virtualSize)} (${reader.virtualSize} bytes), larger than the ${formatSize(capacity)} (${capacity} bytes) its descriptor declares`);
+      }
       const device = await target.create(vol, capacity);
       volumes.push(vol);
       open = { name: vol, device };
       const start = before;
       const sink = deviceSink(device, { readsZeroes: true, progress: (n) => progress.update(start + n) });
-      await reader.decode(sink, signal);
+      await reader?.decode(sink, signal);
       await sink.drain();
       open = undefined;
       await target.complete(vol, device);
-      await disk.source.close();
       before += capacity;
       progress.update(before);
-      disks.push({ template: vol, file: disk.file, format: reader.format, subformat: reader.subformat, size: capacity, dataBytes: sink.stats.dataBytes, zeroBytes: sink.stats.zeroBytes });
-      i++;
-    }
-    if (i < names.length) throw new TemplateImportError(`${pkg.name}: has ${i} of the ${names.length} disks its descriptor lists`);
+      disks.push({ template: vol, file: disk.file, format: reader?.format ?? disk.format, subformat: reader?.subformat ?? null, size: capacity, dataBytes: sink.stats.dataBytes, zeroBytes: sink.stats.zeroBytes });
+    });
+    if (seen.size < names.length) throw new TemplateImportError(`${pkg.name}: has ${seen.size} of the ${names.length} disks its descriptor lists`);
+    disks.sort((a, b) => names.indexOf(a.template) - names.indexOf(b.template));
     const settings = pkg.settingsFor(names);
     for (const [k, vol] of names.entries()) {
       templates.push(await target.makeTemplate(vol, k === 0 ? settings : undefined));

@@ -23,10 +23,10 @@ function fakePackage(disks: Buffer[], opts: { capacities?: number[]; fail?: numb
     vmName: 'Web Server (prod)',
     capacities: opts.capacities ?? disks.map((d) => d.length),
     settingsFor: (names) => ({ name: 'Web Server (prod)', cpus: 2, disks: names.map((name) => ({ name })) }),
-    disks: async function* (): AsyncGenerator<PackageDisk> {
+    eachDisk: async (onDisk: (d: PackageDisk) => Promise<void>) => {
       for (const [i, d] of disks.entries()) {
         if (i === opts.fail) throw new Error(`app.ova: disk${i + 1}.vmdk does not match its SHA256 in app.mf`);
-        yield { file: `disk${i + 1}.img`, format: 'raw', capacity: d.length, source: streamSource(Readable.from([d]), `disk${i + 1}.img in app.ova`, d.length) };
+        await onDisk({ index: i, file: `disk${i + 1}.img`, format: 'raw', source: streamSource(Readable.from([d]), `disk${i + 1}.img in app.ova`, d.length) });
       }
     },
     close: async () => undefined,
