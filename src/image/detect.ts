@@ -21,8 +21,8 @@ const ascii = (buf: Buffer, at: number, text: string): boolean => buf.length >= 
 export function detectFormat(head: Buffer, tail?: Buffer): ImageFormat | null {
   if (head.length >= 8 && head.readUInt32BE(0) === 0x514649fb) return head.readUInt32BE(4) === 1 ? 'qcow' : 'qcow2';
   if (ascii(head, 0, 'QED\0')) return 'qed';
-  // A hosted sparse extent starts KDMV; a descriptor file (monolithicFlat, split formats) starts with its text.
-  if (ascii(head, 0, 'KDMV') || ascii(head, 0, '# Disk DescriptorFile')) return 'vmdk';
+  // A hosted sparse extent starts KDMV, ESX Server's sparse extent COWD; a descriptor file (monolithicFlat, split formats) starts with its text.
+  if (ascii(head, 0, 'KDMV') || ascii(head, 0, 'COWD') || ascii(head, 0, '# Disk DescriptorFile')) return 'vmdk';
   if (ascii(head, 0, 'vhdxfile')) return 'vhdx';
   // Dynamic and differencing VHDs carry a copy of the footer at offset 0; fixed ones only at the end.
   if (ascii(head, 0, 'conectix') || (tail !== undefined && tail.length >= 512 && ascii(tail, tail.length - 512, 'conectix'))) return 'vhd';

@@ -4,12 +4,14 @@ import { UnsupportedImageError } from './errors.js';
 import type { DiskFormat, ImageReader, OpenReader } from './image-reader.js';
 import type { ImageWriter } from './image-writer.js';
 import { openRaw, writeRaw } from './raw.js';
+import { openVmdk } from './vmdk/reader.js';
+import { writeVmdk } from './vmdk/writer.js';
 
 /** The reader of each format Strata reads natively. */
 const readers: Record<DiskFormat, OpenReader | undefined> = {
   raw: openRaw,
   qcow2: undefined,
-  vmdk: undefined,
+  vmdk: openVmdk,
   vhd: undefined,
   vhdx: undefined,
 };
@@ -18,7 +20,7 @@ const readers: Record<DiskFormat, OpenReader | undefined> = {
 const writers: Record<DiskFormat, ImageWriter | undefined> = {
   raw: writeRaw,
   qcow2: undefined,
-  vmdk: undefined,
+  vmdk: writeVmdk,
   vhd: undefined,
   vhdx: undefined,
 };
