@@ -3,6 +3,8 @@ import { detectFormat, formatName, HEAD_BYTES, TAIL_BYTES } from './detect.js';
 import { UnsupportedImageError } from './errors.js';
 import type { DiskFormat, ImageReader, OpenReader } from './image-reader.js';
 import type { ImageWriter } from './image-writer.js';
+import { openQcow2 } from './qcow2/reader.js';
+import { writeQcow2 } from './qcow2/writer.js';
 import { openRaw, writeRaw } from './raw.js';
 import { openVmdk } from './vmdk/reader.js';
 import { writeVmdk } from './vmdk/writer.js';
@@ -10,7 +12,7 @@ import { writeVmdk } from './vmdk/writer.js';
 /** The reader of each format Strata reads natively. */
 const readers: Record<DiskFormat, OpenReader | undefined> = {
   raw: openRaw,
-  qcow2: undefined,
+  qcow2: openQcow2,
   vmdk: openVmdk,
   vhd: undefined,
   vhdx: undefined,
@@ -19,7 +21,7 @@ const readers: Record<DiskFormat, OpenReader | undefined> = {
 /** The writer of each format Strata writes. */
 const writers: Record<DiskFormat, ImageWriter | undefined> = {
   raw: writeRaw,
-  qcow2: undefined,
+  qcow2: writeQcow2,
   vmdk: writeVmdk,
   vhd: undefined,
   vhdx: undefined,
