@@ -6,6 +6,9 @@ import type { ImageWriter } from './image-writer.js';
 import { openQcow2 } from './qcow2/reader.js';
 import { writeQcow2 } from './qcow2/writer.js';
 import { openRaw, writeRaw } from './raw.js';
+import { openVhd } from './vhd/reader.js';
+import { writeVhd } from './vhd/writer.js';
+import { openVhdx } from './vhdx/reader.js';
 import { openVmdk } from './vmdk/reader.js';
 import { writeVmdk } from './vmdk/writer.js';
 
@@ -14,8 +17,8 @@ const readers: Record<DiskFormat, OpenReader | undefined> = {
   raw: openRaw,
   qcow2: openQcow2,
   vmdk: openVmdk,
-  vhd: undefined,
-  vhdx: undefined,
+  vhd: openVhd,
+  vhdx: openVhdx,
 };
 
 /** The writer of each format Strata writes. */
@@ -23,7 +26,7 @@ const writers: Record<DiskFormat, ImageWriter | undefined> = {
   raw: writeRaw,
   qcow2: writeQcow2,
   vmdk: writeVmdk,
-  vhd: undefined,
+  vhd: writeVhd,
   vhdx: undefined,
 };
 
