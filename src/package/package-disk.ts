@@ -1,0 +1,110 @@
+import { PassThrough, Transform, type Readable } from 'node:stream';
+import zlib from 'node:zlib';
+import { streamSource, type ByteSource } from '../image/byte-source.js';
+import { openImage } from '../image/formats.js';
+import type { DiskFormat, ImageReader } from '../image/image-reader.js';
+import { PackageError } from './errors.js';
+import type { OvfDisk, OvfFile } from './ovf-descriptor.js';
+
+/** A disk a package carries, as handed to the importer with its bytes. */
+export interface PackageDisk {
+  diskId: string;
+  /** The name of its disk in the settings. */
+  name: string;
+  file: OvfFile;
+  format: DiskFormat;
+  subformat: string | null;
+  capacity: number;
+}
+
+/** A disk of the descriptor that has a file; refused when its format is unknown (the descriptor parser checked). */
+export function packageDisk(d: OvfDisk, descriptor: string): PackageDisk {
+  if (d.file === null) throw new PackageError(descriptor, `disk ${d.diskId} has no file`);
+  if (d.format === null) throw new PackageError(descriptor, `disk ${d.diskId}: its format is not known`);
+  return { diskId: d.diskId, name: d.name, file: d.file, format: d.format, subformat: d.subformat, capacity: d.capacity };
+}
+
+/** Raw bytes that pass through, refused past `limit` (a raw disk's declared capacity). */
+function capacityGuard(limit: number, name: string): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      seen += chunk.length;
+      if (seen > limit) done(new PackageError(name, `holds more than its declared capacity of ${limit} bytes`));
+      else done(null, chunk);
+    },
+  });
+}
+
+/**
+ * The decoding chain of one disk file: what the package stores goes into
+ * `input` (one file, or its chunks one after another), the disk's bytes
+ * come out of `source`: gunzipped when the file is, and for a raw disk
+ * refused beyond its capacity. `stop` ends the chain when the importer has
+ * read what it wants (the rest of the file is still hashed by the caller).
+ */
+export interface DiskChain {
+  input: PassThrough;
+  source: ByteSource;
+  /** Fails what the importer reads next. */
+  fail(err: Error): void;
+  stop(): void;
+}
+
+export function diskChain(disk: PackageDisk, name: string, storedSize: number | null): DiskChain {
+  const input = new PassThrough({ highWaterMark: 1024 * 1024 });
+  let out: Readable = input;
+  const gzip = disk.file.compression === 'gzip';
+  const last = disk.format === 'raw' ? capacityGuard(disk.capacity, name) : new PassThrough();
+  const fail = (err: Error): void => {
+    last.destroy(err);
+  };
+  if (gzip) {
+    const gunzip = zlib.createGunzip();
+    gunzip.on('error', (err) => fail(new PackageError(name, `its gzip data is damaged: ${err.message}`)));
+    out = input.pipe(gunzip);
+  }
+  out.pipe(last);
+  // A raw disk's size is its capacity when gzipped (the stream says no size); otherwise what the package stores.
+  const size = gzip ? (disk.format === 'raw' ? disk.capacity : null) : storedSize;
+  if (!gzip && disk.format === 'raw' && storedSize !== null && storedSize > disk.capacity) throw new PackageError(name, `is ${storedSize} bytes, more than its declared capacity of ${disk.capacity} bytes`);
+  return {
+    input,
+    source: streamSource(last, name, size),
+    fail,
+    stop: () => {
+      input.destroy();
+      last.destroy();
+    },
+  };
+}
+
+/**
+ * Opens a package's disk as an image of the format its descriptor says,
+ * refused when the image is larger than the capacity the descriptor
+ * declares (a raw disk is checked as its bytes flow).
+ */
+export async function openPackageDisk(disk: PackageDisk, source: ByteSource): Promise<ImageReader> {
+  const reader = await openImage(source, disk.format);
+  if (reader.virtualSize > disk.capacity) throw new PackageError(source.name, `is a ${reader.virtualSize}-byte image, larger than its declared capacity of ${disk.capacity} bytes`);
+  return reader;
+}
+
+/** Resolves when `s` takes more, or is closed. */
+export function writable(s: PassThrough): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      s.off('drain', done);
+      s.off('close', done);
+      resolve();
+    };
+    s.on('drain', done);
+    s.on('close', done);
+  });
+}
+
+/** Writes `chunk` into `s` unless it was closed, waiting while it is full. */
+export async function feed(s: PassThrough, chunk: Buffer): Promise<void> {
+  if (s.destroyed || s.writableEnded) return;
+  if (!s.write(chunk)) await writable(s);
+}
