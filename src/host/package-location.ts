@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { fileSource, type ByteSource } from '../image/byte-source.js';
-import { httpSource, isHttpUrl, relativeUrl, type HttpOptions } from './http-source.js';
+import { httpSource, httpStream, isHttpUrl, relativeUrl, type HttpOptions } from './http-source.js';
 import { systemReason } from './image-source.js';
 
 export type PackageKind = 'ova' | 'ovf' | 'xml';
@@ -19,6 +20,8 @@ export interface PackageLocation {
   remote: boolean;
   /** The main file as a ByteSource (forward-only for a URL). */
   openMain(): Promise<ByteSource>;
+  /** The main file as a stream, read once front to back (an OVA is never fetched whole first). */
+  streamMain(): Promise<Readable>;
   /** A file the descriptor names, relative to its folder; refused when it leaves it; null when it does not exist (a local file only; a URL answers 404 on open). */
   openRelative(href: string): Promise<ByteSource | null>;
   /** Where `href` is, as messages name it. */
@@ -40,6 +43,7 @@ function remoteLocation(url: string, http: HttpOptions): PackageLocation {
     main: url,
     remote: true,
     openMain: () => httpSource(url, http),
+    streamMain: async () => (await httpStream(url, http)).stream,
     openRelative: (href) => httpSource(relativeUrl(url, href), http),
     where: (href) => relativeUrl(url, href),
   };
@@ -70,6 +74,7 @@ function localLocation(given: string): PackageLocation {
     main,
     remote: false,
     openMain: async () => fileSource(main),
+    streamMain: async () => fs.createReadStream(main, { highWaterMark: 1 << 20 }),
     openRelative: async (href) => {
       const file = resolve(href);
       if (!fs.existsSync(file)) return null;

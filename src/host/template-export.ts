@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { BlockDevice } from '../blockdev/index.js';
 import { deviceContent } from '../image/device-content.js';
 import { fileSink } from '../image/file-sink.js';
+import type { ByteSink } from '../image/image-writer.js';
 import { writerFor } from '../image/formats.js';
 import type { DiskFormat } from '../image/image-reader.js';
 import { writeOvf, type OvfDiskFile } from '../package/ovf-write.js';
@@ -69,35 +70,43 @@ export function diskFileName(template: string, format: DiskFormat): string {
   return `${template}.${EXTENSIONS[format]}`;
 }
 
+/** One template written as an image of `format` into `sink` (a file, or its place in an OVA). */
+export async function writeTemplateDisk(source: TemplateSource, template: string, sink: ByteSink, format: DiskFormat, subformat: string | undefined, progress: (done: number) => void, signal?: AbortSignal): Promise<{ dataBytes: number; fileSize: number }> {
+  const device = await source.open(template);
+  try {
+    const r = await writerFor(format)(deviceContent(device), sink, { ...(subformat ? { subformat } : {}), progress, ...(signal ? { signal } : {}) });
+    return { dataBytes: r.dataBytes, fileSize: r.fileSize };
+  } finally {
+    await device.close();
+  }
+}
+
 /** Writes each disk of the plan as `format` into `dir`; removes what it wrote when it fails. */
 export async function writeDisks(source: TemplateSource, plan: ExportPlan, dir: string, format: DiskFormat, subformat: string | undefined, progress: (done: number) => void, signal?: AbortSignal): Promise<ExportedDisk[]> {
-  const writer = writerFor(format);
   const out: ExportedDisk[] = [];
   let before = 0;
   for (const t of plan.templates) {
     const file = diskFileName(t.name, format);
     const full = path.join(dir, file);
-    const device = await source.open(t.name);
     const fd = fs.openSync(full, 'wx', 0o644);
     try {
       const start = before;
-      const r = await writer(deviceContent(device), fileSink(fd, full), { ...(subformat ? { subformat } : {}), progress: (n) => progress(start + n), ...(signal ? { signal } : {}) });
+      const r = await writeTemplateDisk(source, t.name, fileSink(fd, full), format, subformat, (n) => progress(start + n), signal);
       out.push({ template: t.name, file, format, subformat: subformat ?? null, size: t.size, fileSize: fs.fstatSync(fd).size, dataBytes: r.dataBytes });
     } catch (err) {
       fs.rmSync(full, { force: true });
       throw err;
     } finally {
       fs.closeSync(fd);
-      await device.close();
     }
     before += t.size;
   }
   return out;
 }
 
-/** The OVF descriptor of the plan with its disks as written. */
-export function ovfText(plan: ExportPlan, disks: readonly ExportedDisk[]): string {
-  const files: OvfDiskFile[] = disks.map((d) => ({ disk: d.template, href: d.file, size: d.fileSize, format: d.format, subformat: d.subformat }));
+/** The OVF descriptor of the plan with its disks as written (a size null: not known yet, left out). */
+export function ovfText(plan: ExportPlan, disks: readonly Pick<ExportedDisk, 'template' | 'file' | 'format' | 'subformat'>[], sizeOf: (file: string) => number | null): string {
+  const files: OvfDiskFile[] = disks.map((d) => ({ disk: d.template, href: d.file, size: sizeOf(d.file), format: d.format, subformat: d.subformat }));
   return writeOvf(plan.settings, files);
 }
 

@@ -1,10 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import tar from 'tar-stream';
 import type { DiskFormat } from '../image/image-reader.js';
 import { manifestText } from '../package/manifest.js';
-import { diskFileName, ovfText, sha256File, writeDisks, type ExportedDisk, type ExportPackageKind, type ExportPlan, type TemplateSource } from './template-export.js';
+import { writeOva } from '../package/ova-writer.js';
+import { diskFileName, ovfText, sha256File, writeDisks, writeTemplateDisk, type ExportedDisk, type ExportPackageKind, type ExportPlan, type TemplateSource } from './template-export.js';
 
 export interface PackageWriteRequest {
   source: TemplateSource;
@@ -30,15 +29,15 @@ export interface PackageWritten {
 
 /**
  * Writes a template package. Nothing is left behind on failure: an OVA is
- * put together in a folder beside DEST and renamed in at the end, an OVF
- * directory or an XML's files are removed.
+ * put together under a name beside DEST and renamed in at the end; an OVF
+ * directory's or an XML's files are removed.
  */
 export async function writeTemplatePackage(req: PackageWriteRequest): Promise<PackageWritten> {
   switch (req.kind) {
     case 'ovf':
       return writeOvfDir(req, req.dest);
     case 'ova':
-      return writeOva(req);
+      return writeOvaFile(req);
     case 'xml':
       throw new Error('--package xml: not written yet');
   }
@@ -57,8 +56,8 @@ function baseName(req: PackageWriteRequest): string {
   return req.plan.templates[0]!.name;
 }
 
-async function writeOvfDir(req: PackageWriteRequest, dir: string, checkDest = true): Promise<PackageWritten> {
-  if (checkDest) refuseExisting(dir, req.force, true);
+async function writeOvfDir(req: PackageWriteRequest, dir: string): Promise<PackageWritten> {
+  refuseExisting(dir, req.force, true);
   const made = !fs.existsSync(dir);
   fs.mkdirSync(dir, { recursive: true });
   const written: string[] = [];
@@ -70,7 +69,8 @@ async function writeOvfDir(req: PackageWriteRequest, dir: string, checkDest = tr
     for (const t of req.plan.templates) fs.rmSync(path.join(dir, diskFileName(t.name, req.format)), { force: true });
     const disks = await writeDisks(req.source, req.plan, dir, req.format, req.subformat, req.progress, req.signal);
     written.push(...disks.map((d) => d.file));
-    fs.writeFileSync(path.join(dir, ovf), ovfText(req.plan, disks));
+    const sizes = new Map(disks.map((d) => [d.file, d.fileSize]));
+    fs.writeFileSync(path.join(dir, ovf), ovfText(req.plan, disks, (f) => sizes.get(f) ?? null));
     written.push(ovf);
     const sums = [];
     for (const f of [ovf, ...disks.map((d) => d.file)]) sums.push({ file: f, sha256: await sha256File(path.join(dir, f)) });
@@ -84,35 +84,34 @@ async function writeOvfDir(req: PackageWriteRequest, dir: string, checkDest = tr
   }
 }
 
-/** An OVA: the OVF directory written beside DEST, then tarred in OVF's order (descriptor, manifest, disks) and renamed into place. */
-async function writeOva(req: PackageWriteRequest): Promise<PackageWritten> {
+/** An OVA, each disk written in its place in the tar; put together under a name beside DEST and renamed into place. */
+async function writeOvaFile(req: PackageWriteRequest): Promise<PackageWritten> {
   refuseExisting(req.dest, req.force, false);
-  const staging = `${req.dest}.parts-${process.pid}`;
-  fs.rmSync(staging, { recursive: true, force: true });
   const partial = `${req.dest}.partial-${process.pid}`;
+  const planned = req.plan.templates.map((t) => ({ template: t.name, file: diskFileName(t.name, req.format), format: req.format, subformat: req.subformat ?? null, size: t.size }));
+  const written = new Map<string, number>();
+  let before = 0;
   try {
-    const dir = await writeOvfDir(req, staging, false);
-    await tarFiles(dir.files, partial);
+    const members = await writeOva(partial, {
+      ovfName: `${baseName(req)}.ovf`,
+      descriptor: (sizes) => ovfText(req.plan, planned, (f) => sizes.get(f) ?? null),
+      disks: planned.map((d) => ({
+        href: d.file,
+        write: async (sink) => {
+          const start = before;
+          const r = await writeTemplateDisk(req.source, d.template, sink, req.format, req.subformat, (n) => req.progress(start + n), req.signal);
+          written.set(d.file, r.dataBytes);
+          before += d.size;
+        },
+      })),
+    });
+    const fd = fs.openSync(partial, 'r');
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
     fs.renameSync(partial, req.dest);
-    return { files: [req.dest], disks: dir.disks };
+    const sizeOf = new Map(members.map((m) => [m.name, m.size]));
+    return { files: [req.dest], disks: planned.map((d) => ({ ...d, fileSize: sizeOf.get(d.file) ?? 0, dataBytes: written.get(d.file) ?? 0 })) };
   } finally {
-    fs.rmSync(staging, { recursive: true, force: true });
     fs.rmSync(partial, { force: true });
   }
-}
-
-/** A ustar archive of `files` in the order given, each under its base name. */
-async function tarFiles(files: readonly string[], out: string): Promise<void> {
-  const pack = tar.pack();
-  const done = pipeline(pack, fs.createWriteStream(out, { flags: 'wx' }));
-  for (const f of files) {
-    const st = fs.statSync(f);
-    const entry = pack.entry({ name: path.basename(f), size: st.size, mode: 0o644, mtime: st.mtime, type: 'file' });
-    await pipeline(fs.createReadStream(f), entry);
-  }
-  pack.finalize();
-  await done;
-  const fd = fs.openSync(out, 'r');
-  fs.fsyncSync(fd);
-  fs.closeSync(fd);
 }

@@ -1,4 +1,5 @@
 import { parseOvf, type OvfDescriptor } from '../package/ovf-descriptor.js';
+import { readOva } from '../package/ova-reader.js';
 import { PackageError, UnsupportedPackageError } from '../package/errors.js';
 import { settingsToJson, validateSettings } from '../package/settings.js';
 import { MAX_DESCRIPTOR_BYTES } from '../package/xml-tree.js';
@@ -6,21 +7,22 @@ import type { ByteSource } from '../image/byte-source.js';
 import type { TemplateSettings as CatalogSettings } from '../qcowlike/index.js';
 import type { HttpOptions } from './http-source.js';
 import { locatePackage, type PackageLocation } from './package-location.js';
-import type { OpenedPackage } from './template-import.js';
+import type { OpenedPackage, PackageDisk } from './template-import.js';
 
 /**
  * A template package opened for import, whatever it is and wherever it is:
  * its descriptor parsed by the package library (src/package), its disks
  * handed over one by one as the library reads them.
  */
-export async function openTemplateSource(source: string, opts: HttpOptions): Promise<OpenedPackage> {
+export async function openTemplateSource(source: string, opts: HttpOptions & { signal?: AbortSignal }): Promise<OpenedPackage> {
   const loc = await locatePackage(source, opts);
   switch (loc.kind) {
     case 'ovf':
       return openOvf(loc);
     case 'ova':
+      return openOva(loc, opts.signal);
     case 'xml':
-      throw new UnsupportedPackageError(loc.main, `importing ${loc.kind === 'ova' ? 'an OVA' : 'a libvirt domain XML'}`);
+      throw new UnsupportedPackageError(loc.main, 'importing a libvirt domain XML');
   }
 }
 
@@ -97,5 +99,60 @@ async function openOvf(loc: PackageLocation): Promise<OpenedPackage> {
       }
     },
     close: async () => undefined,
+  };
+}
+
+/**
+ * An OVA, read once front to back: the reader runs from here on, and holds
+ * the stream after the descriptor until the import asks for the disks (so
+ * that names are checked before anything is made), then hands each disk
+ * over as the tar brings it, checked against the manifest as it streams.
+ */
+async function openOva(loc: PackageLocation, signal: AbortSignal | undefined): Promise<OpenedPackage> {
+  const input = await loc.streamMain();
+  let parsed: OvfDescriptor | undefined;
+  let gotDescriptor!: (d: OvfDescriptor) => void;
+  const descriptor = new Promise<OvfDescriptor>((resolve) => (gotDescriptor = resolve));
+  let start!: (onDisk: (disk: PackageDisk) => Promise<void>) => void;
+  let cancel!: (err: Error) => void;
+  const started = new Promise<(disk: PackageDisk) => Promise<void>>((resolve, reject) => {
+    start = resolve;
+    cancel = reject;
+  });
+  started.catch(() => undefined);
+  const reading = readOva(input, {
+    name: loc.main,
+    ...(signal ? { signal } : {}),
+    onDescriptor: async (d) => {
+      parsed = d;
+      gotDescriptor(d);
+      await started;
+    },
+    onDisk: async (disk, source) => {
+      const onDisk = await started;
+      const index = parsed!.disks.findIndex((x) => x.diskId === disk.diskId);
+      await onDisk({ index, file: disk.file.href, format: disk.format, source });
+    },
+  });
+  reading.catch(() => undefined);
+  const d = await Promise.race([descriptor, reading.then(() => Promise.reject(new PackageError(loc.main, 'holds no descriptor')))]);
+  let begun = false;
+  return {
+    name: loc.main,
+    vmName: d.settings.name,
+    capacities: d.disks.map((x) => x.capacity),
+    settingsFor: (names) => namedSettings(d, names),
+    eachDisk: async (onDisk) => {
+      begun = true;
+      start(onDisk);
+      await reading;
+      // Disks the descriptor declares without a file are blank: made after the rest.
+      for (const [index, disk] of d.disks.entries()) if (disk.file === null) await onDisk({ index, file: null, format: 'raw', source: null });
+    },
+    close: async () => {
+      if (!begun) cancel(new Error(`${loc.main}: not imported`));
+      input.destroy();
+      await reading.catch(() => undefined);
+    },
   };
 }
