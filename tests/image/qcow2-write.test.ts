@@ -8,6 +8,7 @@ import { fileSource } from '../../src/image/byte-source.js';
 import { fileSink, streamSink } from '../../src/image/file-sink.js';
 import type { ContentRun, ImageContent } from '../../src/image/image-writer.js';
 import { openQcow2 } from '../../src/image/qcow2/reader.js';
+import { ClusterRuns } from '../../src/image/qcow2/cluster-runs.js';
 import { writeQcow2 } from '../../src/image/qcow2/writer.js';
 import { hasTool, tool } from '../nbd/support.js';
 import { propertyRuns, scratchDir } from '../support/scratch.js';
@@ -73,10 +74,10 @@ async function rawFile(content: ImageContent & { runsList: ContentRun[] }, file:
   fs.closeSync(fd);
 }
 
-async function writeFile(content: ImageContent, file: string): Promise<{ fileSize: number; dataBytes: number }> {
+async function writeFile(content: ImageContent, file: string, progress?: (done: number) => void): Promise<{ fileSize: number; dataBytes: number }> {
   const fd = fs.openSync(file, 'w');
   try {
-    return await writeQcow2(content, fileSink(fd, file), {});
+    return await writeQcow2(content, fileSink(fd, file), progress ? { progress } : {});
   } finally {
     fs.closeSync(fd);
   }
@@ -142,8 +143,11 @@ describe.skipIf(!haveQemu)('qcow2 writer', () => {
     const file = at('sparse.qcow2');
     const raw = at('sparse.raw');
     await rawFile(content, raw);
-    const result = await writeFile(content, file);
+    const progress: number[] = [];
+    const result = await writeFile(content, file, (done) => progress.push(done));
     await expectClean(file, raw);
+    expect(progress.at(-1)).toBe(content.size);
+    expect(progress.every((p, i) => i === 0 || p >= progress[i - 1]!)).toBe(true);
     const map = JSON.parse(await tool('qemu-img', ['map', '--output=json', file])) as { start: number; length: number; data: boolean; zero: boolean; present: boolean }[];
     const dataBytes = map.filter((m) => m.data).reduce((t, m) => t + m.length, 0);
     // The last sector shares its cluster with the 512 bytes before it, which end the disk.
@@ -177,5 +181,33 @@ describe.skipIf(!haveQemu)('qcow2 writer', () => {
       await writeFile(content, file);
       await expectClean(file, raw);
     }
+  });
+});
+
+describe('qcow2 writer layout', () => {
+  it('content runs round out to clusters as a per-cluster model says: any data makes data, else any zero run makes zeroes', () => {
+    const cs = 4096;
+    fc.assert(
+      fc.property(fc.array(fc.record({ length: fc.integer({ min: 1, max: 3 * cs }), kind: fc.constantFrom<ContentRun['kind']>('data', 'zero', 'hole') }), { maxLength: 40 }), (pieces) => {
+        const runs = new ClusterRuns(cs);
+        const model: number[] = [];
+        let offset = 0;
+        for (const p of pieces) {
+          runs.add({ offset, length: p.length, kind: p.kind });
+          const rank = p.kind === 'data' ? 2 : p.kind === 'zero' ? 1 : 0;
+          for (let c = Math.floor(offset / cs); c < Math.ceil((offset + p.length) / cs); c++) model[c] = Math.max(model[c] ?? 0, rank);
+          offset += p.length;
+        }
+        const got: number[] = [];
+        for (let i = 0; i < runs.kind.length; i++) {
+          expect(runs.start[i]!).toBeLessThan(runs.end[i]!);
+          if (i > 0) expect(runs.start[i]!).toBeGreaterThanOrEqual(runs.end[i - 1]!);
+          if (i > 0 && runs.start[i] === runs.end[i - 1]) expect(runs.kind[i]).not.toBe(runs.kind[i - 1]);
+          for (let c = runs.start[i]!; c < runs.end[i]!; c++) got[c] = runs.kind[i]!;
+        }
+        for (let c = 0; c < model.length; c++) expect([c, got[c] ?? 0]).toEqual([c, model[c] ?? 0]);
+      }),
+      { numRuns: propertyRuns(300, 100) },
+    );
   });
 });

@@ -132,7 +132,7 @@ describe('template settings', () => {
         expect(back.disks.map((d) => d.file?.href)).toEqual(files.map((f) => f.href));
         expect(back.notes).toEqual([]);
       }),
-      { numRuns: propertyRuns(300, 60) },
+      { numRuns: propertyRuns(150, 50) },
     );
   });
 });

@@ -39,6 +39,8 @@ export interface Qcow2Header {
   l2Entries: number;
   backing: BackingRef | null;
   notes: string[];
+  /** Bytes of the start of the file the header was read from: a stream has passed them. */
+  headBytes: number;
 }
 
 /** The bytes of the first cluster a header and its extensions live in (qemu keeps them all there). */
@@ -145,7 +147,7 @@ export async function readHeader(source: ByteSource): Promise<Qcow2Header> {
     if (l1Offset % clusterSize !== 0 || l1Offset === 0) throw new ImageFormatError(name, 40, `the L1 table offset ${l1Offset} is not a cluster boundary past the header`);
     if (source.size !== null && l1Offset + l1Size * 8 > source.size) throw new ImageFormatError(name, l1Offset, `the L1 table (${l1Size} entries) runs past the end of the file (${source.size} bytes)`);
   }
-  return { version, clusterBits, clusterSize, virtualSize, l1Size, l1Offset, extendedL2, l2EntryBytes, l2Entries, backing, notes };
+  return { version, clusterBits, clusterSize, virtualSize, l1Size, l1Offset, extendedL2, l2EntryBytes, l2Entries, backing, notes, headBytes: head.length };
 }
 
 /** The feature name table, for naming an unknown incompatible feature as the image's writer called it. */

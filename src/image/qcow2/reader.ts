@@ -41,7 +41,7 @@ async function decode(source: ByteSource, h: Qcow2Header, sink: ImageSink, signa
   const name = source.name;
   const cs = h.clusterSize;
   const bad = (at: number, what: string): ImageFormatError => new ImageFormatError(name, at, what);
-  const claims = hostClaims(h.clusterBits, source.seekable ? source.size : null);
+  const claims = hostClaims(h.clusterBits);
   const claim = (at: number, length: number, compressed: boolean, what: string): void => {
     const other = claims.claim(at, length, compressed);
     if (other !== null) throw bad(at, `${what} at host offset ${at} is also used by ${other}`);
@@ -49,7 +49,7 @@ async function decode(source: ByteSource, h: Qcow2Header, sink: ImageSink, signa
   const inFile = (at: number, length: number, what: string): void => {
     if (source.size !== null && at + length > source.size) throw bad(at, `${what} at host offset ${at} lies past the end of the file (${source.size} bytes)`);
   };
-  const reads = cachedReads(source);
+  const reads = cachedReads(source, Math.max(2 * 1024 * 1024, 4 * cs), h.headBytes);
   claim(0, cs, false, 'the header');
   if (h.l1Size === 0) return;
 
