@@ -22,6 +22,7 @@ export function templatePackageCommands(template: Command): void {
     .argument('<source>', 'FILE.ova, DIR, FILE.ovf, FILE.xml, or an http:// or https:// URL of one')
     .argument('[pool/name]', 'POOL/NAME, or POOL (NAME from the VM name); default: the only pool, the VM name')
     .option('--stall-timeout <seconds>', 'fail a download that sends nothing for this long', '60')
+    .option('--allow-outside', "xml: read disk files outside the descriptor's folder (absolute paths as virsh dumpxml writes them)")
     .addOption(cacheOption("the pool's files"))
     .action((source: string, target: string | undefined, opts: ImportOptions, cmd: Command) => interruptible(() => importPackage(source, target, opts, cmd)));
   template
@@ -29,9 +30,10 @@ export function templatePackageCommands(template: Command): void {
     .description("write a template (and the templates of its other disks) as an OVA, an OVF directory or a libvirt domain XML with its disks, its VM settings written back")
     .argument('<pool/template>', 'the template (the first disk of an imported package)')
     .argument('<dest>', 'FILE.ova; a directory for ovf; FILE.xml (disks beside it) for xml')
-    .option('--package <kind>', 'ova | ovf | xml', 'ova')
+    .option('--package <kind>', 'ova | ovf | xml (default: xml for DEST.xml, ovf for a directory, else ova)')
     .option('--disk-format <format>', 'vmdk | vhd | qcow2 | raw (default: vmdk, streamOptimized in an OVA or OVF; qcow2 for xml)')
-    .option('--nbd <uri>', "xml: the NBD server the domain's disks point at (default: this host's strata serve at nbd://localhost:10809)")
+    .option('--nbd <host:port>', "xml: where the domain's disks are served (strata serve --listen; default 127.0.0.1:10809)")
+    .option('--clone <name>', 'xml: the linked clone the domain boots, NAME-disk2 … for more disks (default TEMPLATE-vm)')
     .option('--force', 'overwrite DEST if it exists')
     .addOption(cacheOption("the pool's files"))
     .action((ref: string, dest: string, opts: ExportOptions, cmd: Command) => interruptible(() => exportTemplatePackage(ref, dest, opts, cmd)));
@@ -39,13 +41,15 @@ export function templatePackageCommands(template: Command): void {
 
 interface ImportOptions {
   stallTimeout: string;
+  allowOutside?: boolean;
   cache: CacheMode;
 }
 
 export interface ExportOptions {
-  package: string;
+  package?: string;
   diskFormat?: string;
   nbd?: string;
+  clone?: string;
   force?: boolean;
   cache: CacheMode;
 }
@@ -69,11 +73,12 @@ async function importPackage(source: string, target: string | undefined, opts: I
   const stall = Number(opts.stallTimeout);
   if (!Number.isFinite(stall) || stall <= 0) throw new Error(`--stall-timeout must be a number of seconds above 0 (got '${opts.stallTimeout}')`);
   const where = importTarget(g.home, target);
-  const pkg = await openTemplateSource(source, { stallMs: stall * 1000, signal: interrupt.signal });
+  const pkg = await openTemplateSource(source, { stallMs: stall * 1000, signal: interrupt.signal, allowOutside: opts.allowOutside === true });
   try {
     const name = where.name ?? nameFromVm(pkg.vmName);
     const ref = `${where.pool}/${name}`;
-    const total = pkg.capacities.reduce((a, b) => a + b, 0);
+    // A libvirt domain declares no capacities: its images say them as they come, and the bar reads what is known.
+    const total = pkg.capacities.reduce<number>((a, b) => a + (b ?? 0), 0);
     const control = await ControlClient.connect(g.home, where.pool);
     const jobs = jobsFor(g.home, where.pool);
     const spec = { kind: 'import' as const, target: `template ${ref} from ${source}`, total, restart: `strata template import ${source} ${ref}`, signal: interrupt.signal };

@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import { fileSource, type ByteSource } from '../image/byte-source.js';
 import { httpSource, httpStream, isHttpUrl, relativeUrl, type HttpOptions } from './http-source.js';
 import { systemReason } from './image-source.js';
+import { findDescriptor } from '../package/ovf-dir.js';
 
 export type PackageKind = 'ova' | 'ovf' | 'xml';
 
@@ -56,12 +57,8 @@ function localLocation(given: string): PackageLocation {
   } catch (err) {
     throw new Error(`cannot read ${given}: ${systemReason(err)}`);
   }
-  let main = given;
-  if (st.isDirectory()) {
-    const descriptors = fs.readdirSync(given).filter((f) => f.toLowerCase().endsWith('.ovf'));
-    if (descriptors.length !== 1) throw new Error(`${given}: a package directory holds one .ovf descriptor (found ${descriptors.length === 0 ? 'none' : descriptors.join(', ')})`);
-    main = path.join(given, descriptors[0]!);
-  } else if (!st.isFile()) throw new Error(`${given} is not a regular file or a directory`);
+  if (!st.isDirectory() && !st.isFile()) throw new Error(`${given} is not a regular file or a directory`);
+  const main = findDescriptor(given);
   const kind = KINDS[path.extname(main).toLowerCase()] ?? sniffKind(main);
   const folder = path.dirname(path.resolve(main));
   const resolve = (href: string): string => {

@@ -13,7 +13,8 @@ export interface PackageDisk {
   index: number;
   /** The disk's file as the descriptor names it (its href, its source file); null for a disk the descriptor declares without one. */
   file: string | null;
-  format: DiskFormat;
+  /** Null: the image's magic says (a local file only). */
+  format: DiskFormat | null;
   /** The image's bytes; null: a blank disk of its capacity. */
   source: ByteSource | null;
 }
@@ -24,10 +25,10 @@ export interface OpenedPackage {
   readonly name: string;
   /** The VM's name in the descriptor, for a template name when none is given. */
   readonly vmName: string;
-  /** The disks' declared capacities, in the descriptor's order, known before any disk is read. */
-  readonly capacities: readonly number[];
-  /** The settings the first template keeps, with the disks named as the templates that hold them. */
-  settingsFor(templates: readonly string[]): TemplateSettings;
+  /** The disks' declared capacities, in the descriptor's order, known before any disk is read; null: the image's virtual size (a libvirt domain declares none). */
+  readonly capacities: readonly (number | null)[];
+  /** The settings the first template keeps, with the disks named as the templates that hold them, of the sizes they were made. */
+  settingsFor(templates: readonly string[], sizes: readonly number[]): TemplateSettings;
   /**
    * Hands the disks to `onDisk` in the order the package holds them (an
    * OVA's tar order, which may differ from the descriptor's), each once,
@@ -120,14 +121,17 @@ export async function importTemplate(pkg: OpenedPackage, target: TemplateTarget,
   let open: { name: string; device: BlockDevice } | undefined;
   try {
     const seen = new Set<number>();
+    const sizes: number[] = [];
     let before = 0;
     await pkg.eachDisk(async (disk) => {
       if (signal?.aborted) throw new Error('interrupted');
       const vol = names[disk.index];
-      const capacity = pkg.capacities[disk.index];
-      if (vol === undefined || capacity === undefined || seen.has(disk.index)) throw new TemplateImportError(`${pkg.name}: holds more disks than its descriptor lists (${names.length})`);
+      const declared = pkg.capacities[disk.index];
+      if (vol === undefined || declared === undefined || seen.has(disk.index)) throw new TemplateImportError(`${pkg.name}: holds more disks than its descriptor lists (${names.length})`);
       seen.add(disk.index);
-      const reader = disk.source === null ? null : await openImage(disk.source, disk.format);
+      const reader = disk.source === null ? null : await openImage(disk.source, disk.format ?? undefined);
+      const capacity = declared ?? reader?.virtualSize;
+      if (capacity === undefined) throw new TemplateImportError(`${pkg.name}: disk ${disk.index + 1} has neither a file nor a capacity`);
       if (reader && disk.source) {
         if (reader.backing !== null) throw new TemplateImportError(`${disk.source.name}: has a backing file (${reader.backing.file}); a package disk must stand alone`);
         if (reader.virtualSize > capacity) throw new TemplateImportError(`${disk.source.name}: is ${formatSize(reader.virtualSize)} (${reader.virtualSize} bytes), larger than the ${formatSize(capacity)} (${capacity} bytes) its descriptor declares`);
@@ -143,11 +147,12 @@ export async function importTemplate(pkg: OpenedPackage, target: TemplateTarget,
       await target.complete(vol, device);
       before += capacity;
       progress.update(before);
-      disks.push({ template: vol, file: disk.file, format: reader?.format ?? disk.format, subformat: reader?.subformat ?? null, size: capacity, dataBytes: sink.stats.dataBytes, zeroBytes: sink.stats.zeroBytes });
+      sizes[disk.index] = capacity;
+      disks.push({ template: vol, file: disk.file, format: reader?.format ?? disk.format ?? 'raw', subformat: reader?.subformat ?? null, size: capacity, dataBytes: sink.stats.dataBytes, zeroBytes: sink.stats.zeroBytes });
     });
     if (seen.size < names.length) throw new TemplateImportError(`${pkg.name}: has ${seen.size} of the ${names.length} disks its descriptor lists`);
     disks.sort((a, b) => names.indexOf(a.template) - names.indexOf(b.template));
-    const settings = pkg.settingsFor(names);
+    const settings = pkg.settingsFor(names, sizes);
     for (const [k, vol] of names.entries()) {
       templates.push(await target.makeTemplate(vol, k === 0 ? settings : undefined));
       volumes.splice(volumes.indexOf(vol), 1);

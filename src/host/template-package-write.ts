@@ -3,6 +3,8 @@ import path from 'node:path';
 import type { DiskFormat } from '../image/image-reader.js';
 import { manifestText } from '../package/manifest.js';
 import { writeOva } from '../package/ova-writer.js';
+import { writeDomain } from '../package/libvirt-domain.js';
+import type { ListenAddress } from '../nbd/server.js';
 import { diskFileName, ovfText, sha256File, writeDisks, writeTemplateDisk, type ExportedDisk, type ExportPackageKind, type ExportPlan, type TemplateSource } from './template-export.js';
 
 export interface PackageWriteRequest {
@@ -15,7 +17,9 @@ export interface PackageWriteRequest {
   subformat: string | undefined;
   force: boolean;
   /** xml: the NBD server the domain's disks point at. */
-  nbd: string;
+  nbd: ListenAddress;
+  /** xml: the linked clone the domain boots (its other disks NAME-disk2, …). */
+  clone: string;
   pool: string;
   progress: (done: number) => void;
   signal?: AbortSignal;
@@ -25,6 +29,8 @@ export interface PackageWritten {
   /** What was written, the package's main file first. */
   files: string[];
   disks: ExportedDisk[];
+  /** xml: the clones the domain's disks are (made by `strata clone`, served by `strata serve`), as POOL/NAME. */
+  clones?: string[];
 }
 
 /**
@@ -39,7 +45,7 @@ export async function writeTemplatePackage(req: PackageWriteRequest): Promise<Pa
     case 'ova':
       return writeOvaFile(req);
     case 'xml':
-      throw new Error('--package xml: not written yet');
+      return writeDomainXml(req);
   }
 }
 
@@ -113,5 +119,34 @@ async function writeOvaFile(req: PackageWriteRequest): Promise<PackageWritten> {
     return { files: [req.dest], disks: planned.map((d) => ({ ...d, fileSize: sizeOf.get(d.file) ?? 0, dataBytes: written.get(d.file) ?? 0 })) };
   } finally {
     fs.rmSync(partial, { force: true });
+  }
+}
+
+/** The clones a domain export points at: CLONE for the first disk, CLONE-disk2, … */
+export function cloneNames(clone: string, count: number): string[] {
+  return Array.from({ length: count }, (_, i) => (i === 0 ? clone : `${clone}-disk${i + 1}`));
+}
+
+/**
+ * A libvirt domain XML whose disks are Strata's NBD exports of the
+ * template's clones (POOL/CLONE, … at `nbd`), so that `virsh define` of it
+ * makes a guest that boots a clone once it is made and served; the
+ * template's disks are written beside it too, as files, for a host that
+ * has no Strata.
+ */
+async function writeDomainXml(req: PackageWriteRequest): Promise<PackageWritten> {
+  refuseExisting(req.dest, req.force, false);
+  const dir = path.dirname(req.dest);
+  for (const t of req.plan.templates) refuseExisting(path.join(dir, diskFileName(t.name, req.format)), req.force, false);
+  for (const t of req.plan.templates) fs.rmSync(path.join(dir, diskFileName(t.name, req.format)), { force: true });
+  const clones = cloneNames(req.clone, req.plan.templates.length);
+  const disks = await writeDisks(req.source, req.plan, dir, req.format, req.subformat, req.progress, req.signal);
+  try {
+    const exports = req.plan.settings.disks.map((d, i) => ({ disk: d.name, exportName: `${req.pool}/${clones[i]!}` }));
+    fs.writeFileSync(req.dest, writeDomain(req.plan.settings, exports, req.nbd), { flag: 'w' });
+    return { files: [req.dest, ...disks.map((d) => path.join(dir, d.file))], disks, clones: clones.map((c) => `${req.pool}/${c}`) };
+  } catch (err) {
+    for (const d of disks) fs.rmSync(path.join(dir, d.file), { force: true });
+    throw err;
   }
 }

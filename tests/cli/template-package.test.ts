@@ -123,7 +123,7 @@ describe.skipIf(!tools)('template import and export of OVF and OVA packages', ()
   it('refuses a missing disk, an href leaving the package and a disk larger than declared, leaving nothing behind', () => {
     const missing = folder('missing');
     fs.rmSync(path.join(missing, 'disk2.qcow2'));
-    expect(fails(home, ['template', 'import', missing, 'q/x'])).toMatch(/the disk file 'disk2\.qcow2' \(disk vmdisk2\) is missing from the package/);
+    expect(fails(home, ['template', 'import', missing, 'q/x'])).toMatch(/disk vmdisk2: its file disk2\.qcow2 is missing from the package/);
 
     const escape = vm('escape', { disks: [{ href: '../d1.raw', capacity: 64 * MiB, format: 'raw' }] });
     const e = path.join(dir, 'escape');
