@@ -6,7 +6,8 @@ import type { TemplateInfo } from '../../src/snapshot/index.js';
 import { hasTool, startServe, type ServeProcess } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
 import { convertDisk, rawDisk, tarMembers, tarOva, writeOvfDir, type VmSpec } from '../support/template-packages.js';
-import { buildCli, fails, json, ok } from './strata.js';
+import { buildCli, fails } from './strata.js';
+import { inProcess, inProcessJson } from './in-process.js';
 
 /**
  * Template import and export on a pool `strata serve` holds: the volumes
@@ -25,9 +26,9 @@ describe.skipIf(!tools)('template import and export on a served pool', () => {
 
   beforeAll(async () => {
     buildCli();
-    ok(home, ['pool', 'create', 'p', '--size', '512M', '--path', path.join(dir, 'p.pool')]);
+    await inProcess(home, ['pool', 'create', 'p', '--size', '512M', '--path', path.join(dir, 'p.pool')]);
     // A server needs something to serve: a guest's disk, in use all along.
-    ok(home, ['volume', 'create', 'p/busy', '16M']);
+    await inProcess(home, ['volume', 'create', 'p/busy', '16M']);
     rawDisk(path.join(dir, 'd1.raw'), 32 * MiB, [MiB, 20 * MiB]);
     const pkg = path.join(dir, 'pkg');
     fs.mkdirSync(pkg);
@@ -45,22 +46,22 @@ describe.skipIf(!tools)('template import and export on a served pool', () => {
     scratch.cleanup();
   });
 
-  it('imports an OVA through the server, clones it, and exports it back as an OVA that compares equal', () => {
-    const r = json<{ templates: TemplateInfo[] }>(home, ['template', 'import', path.join(dir, 'db.ova'), 'p/db']);
+  it('imports an OVA through the server, clones it, and exports it back as an OVA that compares equal', async () => {
+    const r = await inProcessJson<{ templates: TemplateInfo[] }>(home, ['template', 'import', path.join(dir, 'db.ova'), 'p/db']);
     expect(r.templates.map((t) => [t.name, t.settings === null])).toEqual([['db', false]]);
-    ok(home, ['clone', 'p/db', 'p/db1']);
-    expect(json<TemplateInfo>(home, ['template', 'info', 'p/db']).dependants).toEqual(['db1']);
+    await inProcess(home, ['clone', 'p/db', 'p/db1']);
+    expect((await inProcessJson<TemplateInfo>(home, ['template', 'info', 'p/db'])).dependants).toEqual(['db1']);
     const out = path.join(dir, 'out.ova');
-    ok(home, ['template', 'export', 'p/db', out]);
+    await inProcess(home, ['template', 'export', 'p/db', out]);
     expect(tarMembers(out)).toEqual(['db.ovf', 'db.mf', 'db.vmdk']);
     execFileSync('tar', ['xf', out, '-C', dir, 'db.vmdk']);
     expect(execFileSync('qemu-img', ['compare', '-f', 'raw', '-F', 'vmdk', path.join(dir, 'd1.raw'), path.join(dir, 'db.vmdk')], { encoding: 'utf8' })).toMatch(/identical/);
     expect(srv!.child.exitCode).toBeNull();
   });
 
-  it('refuses a damaged manifest, leaving nothing in the served pool', () => {
+  it('refuses a damaged manifest, leaving nothing in the served pool', async () => {
     expect(fails(home, ['template', 'import', path.join(dir, 'damaged.ova'), 'p/bad'])).toMatch(/^strata: disk1\.vmdk: its SHA256 digest is \w+, but db\.mf in .*damaged\.ova says \w+: the file is damaged or was changed$/);
-    expect(json<Array<{ name: string }>>(home, ['volume', 'list', 'p']).map((v) => v.name).sort()).toEqual(['busy', 'db1']);
-    expect(json<TemplateInfo[]>(home, ['template', 'list', 'p']).map((t) => t.name)).toEqual(['db']);
+    expect((await inProcessJson<Array<{ name: string }>>(home, ['volume', 'list', 'p'])).map((v) => v.name).sort()).toEqual(['busy', 'db1']);
+    expect((await inProcessJson<TemplateInfo[]>(home, ['template', 'list', 'p'])).map((t) => t.name)).toEqual(['db']);
   });
 });
