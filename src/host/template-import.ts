@@ -42,8 +42,8 @@ export interface OpenedPackage {
 
 /** Where an import makes its volumes and templates: a pool this process opened, or a served pool over its control socket. */
 export interface TemplateTarget {
-  /** Whether a volume or template of that name exists. */
-  exists(name: string): Promise<boolean>;
+  /** Whether a volume or template of that name exists; `incomplete`: a volume an import cut short left (marked so), to be made anew. */
+  exists(name: string): Promise<'no' | 'yes' | 'incomplete'>;
   /** A new empty volume (marked incomplete where the pool keeps such a mark), open for writing; it reads zeroes. */
   create(name: string, size: number): Promise<BlockDevice>;
   /** Makes the volume's data durable and closes it; the volume is complete. */
@@ -113,8 +113,11 @@ export async function importTemplate(pkg: OpenedPackage, target: TemplateTarget,
   const names = templateNames(name, pkg.capacities.length);
   for (const n of names) {
     if (!NAME.test(n)) throw new TemplateImportError(`'${n}' is not a valid template name (letters, digits, '.', '_', '-'; at most 64)`);
-    if (await target.exists(n)) throw new TemplateImportError(`'${n}' already exists (a volume or template of that name); name the import POOL/OTHER`);
+    const there = await target.exists(n);
+    if (there === 'yes') throw new TemplateImportError(`'${n}' already exists (a volume or template of that name); name the import POOL/OTHER`);
   }
+  // What a killed import left (marked incomplete) is thrown away, so a retry starts clean.
+  for (const n of names) if ((await target.exists(n)) === 'incomplete') await target.removeVolume(n);
   const volumes: string[] = [];
   const templates: TemplateInfo[] = [];
   const disks: ImportedDisk[] = [];

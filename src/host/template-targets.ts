@@ -12,7 +12,11 @@ import type { TemplateTarget } from './template-import.js';
  */
 export function poolTarget(pool: Pool, ctx: AdminContext): TemplateTarget {
   return {
-    exists: async (name) => pool.catalogNow.volumes.some((v) => v.name === name) || pool.catalogNow.templates.some((t) => t.name === name),
+    exists: async (name) => {
+      const vol = pool.catalogNow.volumes.find((v) => v.name === name);
+      if (vol) return vol.incomplete === true ? 'incomplete' : 'yes';
+      return pool.catalogNow.templates.some((t) => t.name === name) ? 'yes' : 'no';
+    },
     create: async (name, size) => {
       await pool.createVolume(name, size, { incomplete: true });
       return pool.openVolume(name);
@@ -40,13 +44,12 @@ export function poolTarget(pool: Pool, ctx: AdminContext): TemplateTarget {
  * and must be deleted.
  */
 export function servedTarget(control: ControlClient, connect: (volume: string) => Promise<BlockDevice>): TemplateTarget {
-  const names = async (): Promise<string[]> => {
-    const vols = (await control.request({ op: 'volume-list' })).result as Array<{ name: string }>;
-    const tmpls = (await control.request({ op: 'template-list' })).result as TemplateInfo[];
-    return [...vols.map((v) => v.name), ...tmpls.map((t) => t.name)];
-  };
   return {
-    exists: async (name) => (await names()).includes(name),
+    exists: async (name) => {
+      const vol = ((await control.request({ op: 'volume-list' })).result as Array<{ name: string; incomplete?: boolean }>).find((v) => v.name === name);
+      if (vol) return vol.incomplete === true ? 'incomplete' : 'yes';
+      return ((await control.request({ op: 'template-list' })).result as TemplateInfo[]).some((t) => t.name === name) ? 'yes' : 'no';
+    },
     create: async (name, size) => {
       await control.request({ op: 'volume-create', volume: name, size, preallocation: 'off' });
       try {

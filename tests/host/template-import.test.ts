@@ -82,6 +82,15 @@ describe('template import into a pool', () => {
     await pool.createVolume('web-disk2', MiB);
     await expect(importTemplate(fakePackage(disks), target, 'web', { update: () => undefined })).rejects.toThrow("'web-disk2' already exists");
     expect(pool.catalogNow.templates).toEqual([]);
+    await pool.deleteVolume('web-disk2');
+    // One that a killed import left, marked incomplete, is made anew.
+    await pool.createVolume('web', MiB, { incomplete: true });
+    const r = await importTemplate(fakePackage(disks), target, 'web', { update: () => undefined });
+    expect(r.templates.map((t) => [t.name, t.size])).toEqual([
+      ['web', 2 * MiB],
+      ['web-disk2', 2 * MiB],
+    ]);
+    expect(pool.catalogNow.volumes).toEqual([]);
     await pool.close();
   });
 
