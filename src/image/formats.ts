@@ -9,6 +9,7 @@ import { openRaw, writeRaw } from './raw.js';
 import { openVhd } from './vhd/reader.js';
 import { writeVhd } from './vhd/writer.js';
 import { openVhdx } from './vhdx/reader.js';
+import { writeVhdx } from './vhdx/writer.js';
 import { openVmdk } from './vmdk/reader.js';
 import { writeVmdk } from './vmdk/writer.js';
 
@@ -27,7 +28,7 @@ const writers: Record<DiskFormat, ImageWriter | undefined> = {
   qcow2: writeQcow2,
   vmdk: writeVmdk,
   vhd: writeVhd,
-  vhdx: undefined,
+  vhdx: writeVhdx,
 };
 
 export const DISK_FORMATS: readonly DiskFormat[] = ['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx'];

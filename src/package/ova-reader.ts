@@ -71,13 +71,15 @@ export async function readOva(input: Readable, opts: ReadPackageOptions): Promis
   } catch (err) {
     input.destroy();
     extract.destroy();
-    // The importer stops reading; wait for it, so that what it wrote can be undone after.
+    const failure = translate(err, opts.name);
+    // The importer's next read fails with the same error; wait for it to stop, so that what it wrote can be undone after.
     const open = session as Session | null;
     if (open) {
-      open.chain.stop();
+      open.chain.fail(failure instanceof Error ? failure : new Error(String(failure)));
+      open.chain.input.destroy();
       await open.task;
     }
-    throw translate(err, opts.name);
+    throw failure;
   } finally {
     opts.signal?.removeEventListener('abort', abort);
   }

@@ -32,8 +32,8 @@ export interface OvaMember {
   sha256: string;
 }
 
-/** A disk member's output: at `base` in the OVA file; hashed as written while writes go forward, read back otherwise. */
-function memberSink(fd: number, base: number, name: string): { sink: ByteSink; done: () => Promise<{ size: number; sha256: string }> } {
+/** A disk file's output at `base` in the file `fd` (an OVA, or the disk's own file); hashed as written while writes go forward, read back otherwise. */
+export function hashedSink(fd: number, base: number, name: string): { sink: ByteSink; done: () => Promise<{ size: number; sha256: string }> } {
   const file = fileSink(fd, name);
   const hash = crypto.createHash('sha256');
   let hashed = 0;
@@ -101,7 +101,7 @@ export async function writeOva(path: string, opts: WriteOvaOptions): Promise<Ova
     let at = mfAt + BLOCK + blocks(mfSize);
     const members: OvaMember[] = [];
     for (const disk of opts.disks) {
-      const { sink, done } = memberSink(fd, at + BLOCK, `${disk.href} in ${path}`);
+      const { sink, done } = hashedSink(fd, at + BLOCK, `${disk.href} in ${path}`);
       await disk.write(sink);
       const { size, sha256 } = await done();
       await out.write(ustarHeader(disk.href, size, mtime), at);

@@ -165,10 +165,13 @@ function controllerBus(item: XmlElement): DiskBus | null {
   return null;
 }
 
-/** The disk a ResourceType 17 item attaches: `ovf:/disk/ID` (VMware), `/disk/ID` (VirtualBox), or a file reference (oVirt). */
+/** The disk a ResourceType 17 item attaches: `ovf:/disk/ID` (VMware), `/disk/ID` (VirtualBox), `ovf:/file/ID` (OVF 0.9), or a file reference (oVirt). */
 function hostDisk(host: string, disks: DiskEntry[]): DiskEntry | undefined {
   const m = /^(?:ovf:)?\/disk\/(.+)$/.exec(host);
   if (m) return disks.find((d) => d.disk.diskId === m[1]);
+  // OVF 0.9 tools attached the file: ovf:/file/ID.
+  const f = /^(?:ovf:)?\/file\/(.+)$/.exec(host);
+  if (f) return disks.find((d) => d.disk.file?.id === f[1]);
   return disks.find((d) => d.disk.file?.id === host || d.disk.file?.href === host || d.disk.diskId === host);
 }
 

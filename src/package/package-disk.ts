@@ -1,6 +1,7 @@
 import { PassThrough, Transform, type Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import { streamSource, type ByteSource } from '../image/byte-source.js';
+import { detectFormat, formatName, HEAD_BYTES } from '../image/detect.js';
 import { openImage } from '../image/formats.js';
 import type { DiskFormat, ImageReader } from '../image/image-reader.js';
 import { PackageError } from './errors.js';
@@ -81,11 +82,17 @@ export function diskChain(disk: PackageDisk, name: string, storedSize: number | 
 
 /**
  * Opens a package's disk as an image of the format its descriptor says,
- * refused when the image is larger than the capacity the descriptor
- * declares (a raw disk is checked as its bytes flow).
+ * refused when the file's magic names another format, or when the image is
+ * larger than the capacity the descriptor declares (a raw disk is checked
+ * as its bytes flow). The reader owns `source` from here on: a stream has
+ * passed its head already.
  */
 export async function openPackageDisk(disk: PackageDisk, source: ByteSource): Promise<ImageReader> {
-  const reader = await openImage(source, disk.format);
+  const peeked = await peekHead(source);
+  const found = detectFormat(peeked.head);
+  // Raw has no magic, and a fixed VHD's is at its end: only a magic that names another format is a contradiction.
+  if (found !== null && found !== disk.format) throw new PackageError(source.name, `the descriptor says ${disk.format}, but the file is ${formatName(found)}`);
+  const reader = await openImage(peeked.source, disk.format);
   if (reader.virtualSize > disk.capacity) throw new PackageError(source.name, `is a ${reader.virtualSize}-byte image, larger than its declared capacity of ${disk.capacity} bytes`);
   return reader;
 }
@@ -107,4 +114,28 @@ export function writable(s: PassThrough): Promise<void> {
 export async function feed(s: PassThrough, chunk: Buffer): Promise<void> {
   if (s.destroyed || s.writableEnded) return;
   if (!s.write(chunk)) await writable(s);
+}
+
+/**
+ * The first bytes of `source` and a source that still starts at 0: a stream
+ * cannot be read twice, so the head is kept and served again.
+ */
+export async function peekHead(source: ByteSource): Promise<{ head: Buffer; source: ByteSource }> {
+  const head = await source.read(0, HEAD_BYTES);
+  if (source.seekable) return { head, source };
+  return {
+    head,
+    source: {
+      name: source.name,
+      size: source.size,
+      seekable: false,
+      read: async (offset, length) => {
+        if (offset >= head.length) return source.read(offset, length);
+        const kept = head.subarray(offset, Math.min(head.length, offset + length));
+        if (kept.length === length || head.length < HEAD_BYTES) return Buffer.from(kept);
+        return Buffer.concat([kept, await source.read(head.length, length - kept.length)]);
+      },
+      close: () => source.close(),
+    },
+  };
 }

@@ -1,23 +1,21 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import { afterAll, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
 import { fileSource, streamSource } from '../../src/image/byte-source.js';
 import { streamSink } from '../../src/image/file-sink.js';
-import { ImageFormatError } from '../../src/image/errors.js';
+import { ImageFormatError, UnsupportedImageError } from '../../src/image/errors.js';
 import type { ImageReader } from '../../src/image/image-reader.js';
-import { vhdChecksum } from '../../src/image/vhd/footer.js';
+import { encodeDynamicHeader } from '../../src/image/vhd/dynamic-header.js';
+import { encodeFooter, vhdChecksum } from '../../src/image/vhd/footer.js';
 import { geometryFor } from '../../src/image/vhd/geometry.js';
 import { openVhd } from '../../src/image/vhd/reader.js';
 import { writeVhd } from '../../src/image/vhd/writer.js';
 import { hasTool } from '../nbd/support.js';
-import { scratchDir } from '../support/scratch.js';
-import { bufferContent, decodeAll, qemu, qemuSize } from './vhd-support.js';
+import { propertyRuns } from '../support/scratch.js';
+import { bufferContent, bufferSource, decodeAll, qemu, qemuSize, refusal, scratchFiles } from './vhd-support.js';
 
-const scratch = scratchDir('vhd-hostile');
-afterAll(() => scratch.cleanup());
-let n = 0;
-const file = (name: string): string => path.join(scratch.dir, `${n++}-${name}`);
+const file = scratchFiles('vhd-hostile');
 
 /** An image Strata writes, as bytes: data in blocks 0 and 2 of a 10 MiB disk. */
 async function image(subformat = 'dynamic', size = 10 << 20): Promise<Buffer> {
@@ -39,21 +37,13 @@ const fixFooter = (img: Buffer, at: number): number => img.writeUInt32BE(vhdChec
 const fixHeader = (img: Buffer): number => img.writeUInt32BE(vhdChecksum(img.subarray(512, 1536), 36), 512 + 36);
 const BAT = 1536;
 
-async function open(img: Buffer): Promise<ImageReader> {
-  const f = file('hostile.vhd');
-  fs.writeFileSync(f, img);
-  return openVhd(fileSource(f));
-}
+const open = (img: Buffer): Promise<ImageReader> => openVhd(bufferSource(img, 'hostile.vhd'));
 
-/** Opens and decodes; the error it ends with. */
+/** Opens and decodes; the error it ends with, which must name damage. */
 async function failure(img: Buffer): Promise<ImageFormatError> {
-  try {
-    await decodeAll(await open(img));
-  } catch (err) {
-    expect(err).toBeInstanceOf(ImageFormatError);
-    return err as ImageFormatError;
-  }
-  throw new Error('the image was accepted');
+  const err = await refusal(() => open(img));
+  expect(err).toBeInstanceOf(ImageFormatError);
+  return err as ImageFormatError;
 }
 
 describe('hostile VHDs are refused, naming the offset', () => {
@@ -123,8 +113,52 @@ describe('hostile VHDs are refused, naming the offset', () => {
   });
 });
 
+describe('BAT sizes', () => {
+  it('a BAT sized for a larger disk is read, the entries past the disk unused', async () => {
+    const img = await image();
+    img.writeUInt32BE(100, 512 + 28);
+    fixHeader(img);
+    const got = await decodeAll(await open(img));
+    expect(got.bytes.subarray(0, 8192).every((b) => b === 0x11)).toBe(true);
+  });
+
+  it('a BAT too large to hold is refused before it is read', async () => {
+    const img = await image();
+    const size = 1900 * 2 ** 30;
+    for (const f of [0, img.length - 512]) {
+      img.write('qem2', f + 28, 'latin1');
+      img.writeBigUInt64BE(BigInt(size), f + 48);
+      fixFooter(img, f);
+    }
+    img.writeUInt32BE(4_100_000_000, 512 + 28);
+    img.writeUInt32BE(512, 512 + 32);
+    fixHeader(img);
+    await expect(open(img)).rejects.toThrow(UnsupportedImageError);
+    await expect(open(img)).rejects.toThrow(/a BAT of 3984588800 entries \(512-byte blocks; Strata reads BATs up to 268435456 bytes\) is not supported/);
+  });
+});
+
+describe('a VHD with any BAT', () => {
+  it('reads within the disk or is refused as damage (property)', async () => {
+    const img = await image();
+    const sectors = img.length / 512;
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.tuple(fc.nat(4), fc.oneof(fc.nat(sectors + 8), fc.constant(0xffffffff))), { minLength: 1, maxLength: 5 }), async (edits) => {
+        const copy = Buffer.from(img);
+        for (const [entry, sector] of edits) copy.writeUInt32BE(sector, BAT + entry * 4);
+        try {
+          expect((await decodeAll(await open(copy))).bytes.length).toBe(10 << 20);
+        } catch (err) {
+          expect(err instanceof ImageFormatError, String(err)).toBe(true);
+        }
+      }),
+      { numRuns: propertyRuns(100, 30) },
+    );
+  });
+});
+
 describe('differencing VHDs', () => {
-  /** Our dynamic image turned into a child: its block 0 holds 8 sectors of its own; a W2ru locator names the parent. */
+  /** Our dynamic image turned into a child: its block 0 holds 4 sectors of its own; a W2ru locator names the parent. */
   async function child(locator: string | null, unicodeName: string): Promise<Buffer> {
     const base = await image();
     const at = base.length - 512;
@@ -145,7 +179,7 @@ describe('differencing VHDs', () => {
     fixHeader(img);
     const block0 = img.readUInt32BE(BAT) * 512;
     img.fill(0, block0, block0 + 512);
-    img[block0] = 0xff; // sectors 0-7 are this layer's, the rest of the block the parent's
+    img[block0] = 0xf0; // sectors 0-3 are this layer's (most significant bit first), the rest of the block the parent's
     return img;
   }
 
@@ -154,13 +188,39 @@ describe('differencing VHDs', () => {
     expect(reader.subformat).toBe('differencing');
     expect(reader.backing).toEqual({ file: 'images/base.vhd', format: 'vhd' });
     const got = await decodeAll(reader);
-    expect(got.data.filter(([o]) => o < 2 << 20)).toEqual([[0, 4096]]);
-    expect(got.bytes.subarray(0, 4096).every((b) => b === 0x11)).toBe(true);
+    expect(got.data.filter(([o]) => o < 2 << 20)).toEqual([[0, 2048]]);
+    expect(got.bytes.subarray(0, 2048).every((b) => b === 0x11)).toBe(true);
   });
 
   it('fall back on the unicode name, and refuse a child that names no parent', async () => {
     expect((await open(await child(null, 'parent disk.vhd'))).backing).toEqual({ file: 'parent disk.vhd', format: 'vhd' });
     expect((await failure(await child(null, ''))).message).toMatch(/a differencing disk that names no parent/);
+  });
+});
+
+describe.skipIf(!hasTool('qemu-img'))('a dynamic VHD of 512 KiB blocks laid out out of order', () => {
+  it('reads as qemu-img reads it', async () => {
+    const blockSize = 512 * 1024;
+    const size = 3 << 20;
+    const g = geometryFor(size / 512);
+    const footer = encodeFooter({ type: 'dynamic', dataOffset: 512, creatorApp: 'win ', currentSize: size, geometry: g });
+    const entries = size / blockSize;
+    const bat = Buffer.alloc(512, 0xff);
+    // Blocks 5, 0 and 2, in that order in the file: the reader must sort them.
+    const order = [5, 0, 2];
+    const blocks = order.map((index, i) => {
+      bat.writeUInt32BE((2048 + i * (512 + blockSize)) / 512, index * 4);
+      const data = Buffer.alloc(blockSize, 0x30 + index);
+      return Buffer.concat([Buffer.alloc(512, 0xff), data]);
+    });
+    const img = Buffer.concat([footer, encodeDynamicHeader({ tableOffset: 1536, maxTableEntries: entries, blockSize }), bat, ...blocks, footer]);
+    const out = file('small-blocks.vhd');
+    fs.writeFileSync(out, img);
+    const raw = file('small-blocks.raw');
+    qemu('qemu-img', ['convert', '-f', 'vpc', '-O', 'raw', out, raw]);
+    const got = await decodeAll(await openVhd(fileSource(out)));
+    expect(got.bytes.equals(fs.readFileSync(raw))).toBe(true);
+    expect(got.data.map(([o]) => o / blockSize).sort()).toEqual([0, 2, 5]);
   });
 });
 
@@ -189,6 +249,8 @@ describe.skipIf(!hasTool('qemu-img'))('the size of a VHD, as qemu-img shows it f
     expect(reader.virtualSize).toBe(qemuSize(out, 'vpc'));
     const chs = g.cylinders * g.heads * g.sectorsPerTrack * 512;
     expect(reader.virtualSize).toBe(creator === 'vpc ' || creator === 'qemu' ? chs : 10 << 20);
+    if (creator === 'vpc ' || creator === 'qemu') expect(reader.notes[0]).toMatch(new RegExp(`current size is 10485760 bytes .* ${chs} bytes are taken, by the CHS geometry`));
+    else expect(reader.notes).toEqual([]);
     const raw = file('creator.raw');
     qemu('qemu-img', ['convert', '-f', 'vpc', '-O', 'raw', out, raw]);
     expect((await decodeAll(reader)).bytes.equals(fs.readFileSync(raw))).toBe(true);

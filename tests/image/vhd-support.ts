@@ -1,9 +1,38 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import { expect } from 'vitest';
+import path from 'node:path';
+import { afterAll, expect } from 'vitest';
 import type { ByteSource } from '../../src/image/byte-source.js';
 import type { ImageReader } from '../../src/image/image-reader.js';
 import type { ContentRun, ImageContent } from '../../src/image/image-writer.js';
+import { ImageFormatError, UnsupportedImageError } from '../../src/image/errors.js';
+import { scratchDir } from '../support/scratch.js';
+
+/** Names fresh files in a scratch directory that goes when the test file ends. */
+export function scratchFiles(prefix: string): (name: string) => string {
+  const scratch = scratchDir(prefix);
+  afterAll(() => scratch.cleanup());
+  let n = 0;
+  return (name) => path.join(scratch.dir, `${n++}-${name}`);
+}
+
+/** An image qemu-img creates at `img` and qemu-io then writes; `writes` gets the virtual size qemu-img chose. */
+export function qemuImage(format: 'vpc' | 'vhdx', img: string, size: string, options: string[], writes: (virtual: number) => string[][]): string {
+  qemu('qemu-img', ['create', '-q', '-f', format, ...options, img, size]);
+  qemu('qemu-io', ['-f', format, ...writes(qemuSize(img, format)).flatMap((w) => ['-c', `write ${w.join(' ')}`]), img]);
+  return img;
+}
+
+/** Decodes an image that must be refused; the error, which must name damage or something unsupported. */
+export async function refusal(open: () => Promise<ImageReader>): Promise<Error> {
+  try {
+    await decodeAll(await open());
+  } catch (err) {
+    expect(err instanceof ImageFormatError || err instanceof UnsupportedImageError, String(err)).toBe(true);
+    return err as Error;
+  }
+  throw new Error('the image was accepted');
+}
 
 /** Runs qemu-img (or qemu-io); returns stdout, throws with stderr. */
 export function qemu(tool: 'qemu-img' | 'qemu-io', args: string[]): string {

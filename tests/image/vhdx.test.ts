@@ -1,31 +1,26 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { fileSource, streamSource } from '../../src/image/byte-source.js';
-import { ImageFormatError, UnsupportedImageError } from '../../src/image/errors.js';
+import { ImageFormatError } from '../../src/image/errors.js';
 import { openImage, sniffFormat } from '../../src/image/formats.js';
 import { structureChecksum } from '../../src/image/vhdx/crc32c.js';
+import { guidBytes, PARENT_LOCATOR } from '../../src/image/vhdx/guid.js';
 import { openVhdx } from '../../src/image/vhdx/reader.js';
 import { hasTool } from '../nbd/support.js';
-import { propertyRuns, scratchDir } from '../support/scratch.js';
-import { bufferSource, decodeAll, qemu, qemuRaw, qemuSize } from './vhd-support.js';
+import { propertyRuns } from '../support/scratch.js';
+import { bufferSource, decodeAll, qemu, qemuImage, qemuRaw, qemuSize, refusal, scratchFiles } from './vhd-support.js';
 
-const scratch = scratchDir('vhdx');
-afterAll(() => scratch.cleanup());
-let n = 0;
-const file = (name: string): string => path.join(scratch.dir, `${n++}-${name}`);
+const file = scratchFiles('vhdx');
 
 /** A VHDX qemu-img made, written by qemu-io: data in the first and a middle block, a zeroed range, data at the very end. */
-function qemuVhdx(size: string, options: string[]): string {
-  const img = file('disk.vhdx');
-  qemu('qemu-img', ['create', '-q', '-f', 'vhdx', ...options, img, size]);
-  const virtual = qemuSize(img, 'vhdx');
-  for (const w of [['-P', '0x11', '0', '64k'], ['-P', '0x22', '3m', '1536k'], ['-z', '5m', '64k'], ['-P', '0x44', String(virtual - 4096), '4096']]) {
-    qemu('qemu-io', ['-f', 'vhdx', '-c', `write ${w.join(' ')}`, img]);
-  }
-  return img;
-}
+const qemuVhdx = (size: string, options: string[]): string =>
+  qemuImage('vhdx', file('disk.vhdx'), size, options, (virtual) => [
+    ['-P', '0x11', '0', '64k'],
+    ['-P', '0x22', '3m', '1536k'],
+    ['-z', '5m', '64k'],
+    ['-P', '0x44', String(virtual - 4096), '4096'],
+  ]);
 
 const KIB = 1024;
 /** Fixes the CRC-32C of the header or region table at `at` (`length` bytes). */
@@ -43,10 +38,11 @@ const currentHeader = (img: Buffer): number => (img.readBigUInt64LE(128 * KIB + 
 
 describe.skipIf(!hasTool('qemu-img'))('VHDX images qemu-img made', () => {
   const cases: [string, string, string[]][] = [
-    ['dynamic, zero blocks', '40M', []],
+    ['dynamic, zero blocks', '24M', []],
     ['dynamic, absent blocks, 1 MiB blocks', '12M', ['-o', 'block_state_zero=off,block_size=1M']],
     ['dynamic, a size that is not whole blocks', '10000k', []],
     ['fixed', '9M', ['-o', 'subformat=fixed,block_size=1M']],
+    ['dynamic, 32 MiB blocks (read in pieces)', '40M', ['-o', 'block_size=32M,block_state_zero=off']],
   ];
 
   it.each(cases)('%s: reads exactly what qemu-img converts, from a file and from a stream', async (_what, size, options) => {
@@ -55,6 +51,7 @@ describe.skipIf(!hasTool('qemu-img'))('VHDX images qemu-img made', () => {
     const source = fileSource(img);
     expect(await sniffFormat(source)).toBe('vhdx');
     const reader = await openImage(source);
+    expect(reader.subformat).toBe(options.join(' ').includes('fixed') ? 'fixed' : 'dynamic');
     expect(reader.virtualSize).toBe(qemuSize(img, 'vhdx'));
     expect((await decodeAll(reader)).bytes.equals(expected)).toBe(true);
     await source.close();
@@ -75,26 +72,36 @@ describe.skipIf(!hasTool('qemu-img'))('VHDX images qemu-img made', () => {
     ]);
   });
 
+  it('finds blocks past the first chunk, whose BAT entries follow a sector bitmap entry', async () => {
+    // 1 MiB blocks of 512-byte sectors: a sector bitmap entry after every 4096 payload entries.
+    const img = qemuImage('vhdx', file('big.vhdx'), '5G', ['-o', 'block_size=1M'], () => [
+      ['-P', '0x61', '4095m', '4k'],
+      ['-P', '0x62', '4096m', '4k'],
+      ['-P', '0x63', '5119m', '4k'],
+    ]);
+    const seen: [number, number, number][] = [];
+    const reader = await openVhdx(fileSource(img));
+    await reader.decode({
+      data: async (offset, buf) => {
+        seen.push([offset, buf.length, buf[0]!]);
+      },
+      zero: async () => undefined,
+    });
+    expect(seen).toEqual([
+      [4095 * 1024 * 1024, 1 << 20, 0x61],
+      [4096 * 1024 * 1024, 1 << 20, 0x62],
+      [5119 * 1024 * 1024, 1 << 20, 0x63],
+    ]);
+  });
+
   describe('hostile and unsupported VHDXs', () => {
     let base: Buffer;
     const fresh = (): Buffer => {
       base ??= fs.readFileSync(qemuVhdx('16M', ['-o', 'block_size=1M']));
       return Buffer.from(base);
     };
-    const open = (img: Buffer): Promise<Awaited<ReturnType<typeof openVhdx>>> => {
-      const f = file('hostile.vhdx');
-      fs.writeFileSync(f, img);
-      return openVhdx(fileSource(f));
-    };
-    async function failure(img: Buffer): Promise<Error> {
-      try {
-        await decodeAll(await open(img));
-      } catch (err) {
-        expect(err instanceof ImageFormatError || err instanceof UnsupportedImageError, String(err)).toBe(true);
-        return err as Error;
-      }
-      throw new Error('the image was accepted');
-    }
+    const open = (img: Buffer): ReturnType<typeof openVhdx> => openVhdx(bufferSource(img, 'hostile.vhdx'));
+    const failure = (img: Buffer): Promise<Error> => refusal(() => open(img));
 
     it('one damaged header is survived, two are refused', async () => {
       const img = fresh();
@@ -119,13 +126,49 @@ describe.skipIf(!hasTool('qemu-img'))('VHDX images qemu-img made', () => {
       expect((await failure(img)).message).toMatch(/replaying the log of a VHDX that was not closed cleanly \(open it in Hyper-V, or run qemu-img check -r all on it, first\) is not supported/);
     });
 
-    it('a differencing VHDX is refused', async () => {
+    it('a differencing VHDX is refused, naming its parent', async () => {
       const img = fresh();
       const md = metadataOf(img);
       // The file parameters item comes first in qemu's table; its flags follow the block size.
       const params = md + img.readUInt32LE(md + 32 + 16);
       img.writeUInt32LE(2, params + 4);
       expect((await failure(img)).message).toMatch(/a differencing VHDX \(it has a parent; .*\) is not supported/);
+      // A parent locator item: one key/value pair, the relative path.
+      const key = Buffer.from('relative_path', 'utf16le');
+      const value = Buffer.from('.\\base\\parent.vhdx', 'utf16le');
+      const locator = Buffer.alloc(32 + key.length + value.length);
+      locator.writeUInt16LE(1, 18);
+      locator.writeUInt32LE(32, 20);
+      locator.writeUInt32LE(32 + key.length, 24);
+      locator.writeUInt16LE(key.length, 28);
+      locator.writeUInt16LE(value.length, 30);
+      key.copy(locator, 32);
+      value.copy(locator, 32 + key.length);
+      const count = img.readUInt16LE(md + 10);
+      const entry = md + 32 + 32 * count;
+      guidBytes(PARENT_LOCATOR).copy(img, entry);
+      img.writeUInt32LE(128 * KIB, entry + 16);
+      img.writeUInt32LE(locator.length, entry + 20);
+      img.writeUInt32LE(4, entry + 24);
+      locator.copy(img, md + 128 * KIB);
+      img.writeUInt16LE(count + 1, md + 10);
+      expect((await failure(img)).message).toMatch(/a differencing VHDX \(it has a parent, \.\/base\/parent\.vhdx; qemu-img convert it to a whole image first\) is not supported/);
+    });
+
+    it('a disk of 4096-byte logical sectors reads the same (qemu-img reads only 512-byte ones)', async () => {
+      const img = fresh();
+      const f = file('512.vhdx');
+      fs.writeFileSync(f, img);
+      const expected = qemuRaw(f, 'vhdx', file('512.raw'));
+      const md = metadataOf(img);
+      const count = img.readUInt16LE(md + 10);
+      for (let i = 0; i < count; i++) {
+        const e = md + 32 + 32 * i;
+        if (img.readUInt32LE(e) === 0x8141bf1d) img.writeUInt32LE(4096, md + img.readUInt32LE(e + 16));
+      }
+      const reader = await open(img);
+      expect(reader.virtualSize).toBe(16 << 20);
+      expect((await decodeAll(reader)).bytes.equals(expected)).toBe(true);
     });
 
     it('a block past the end, over the metadata, or claimed twice', async () => {

@@ -5,6 +5,8 @@ import type { ByteSink, ContentRun, ImageContent } from '../../src/image/image-w
 import { writeRaw } from '../../src/image/raw.js';
 import { readOva } from '../../src/package/ova-reader.js';
 import { writeOva } from '../../src/package/ova-writer.js';
+import { readOvfDir } from '../../src/package/ovf-dir.js';
+import { writeOvfDir } from '../../src/package/ovf-dir-writer.js';
 import { writeOvf } from '../../src/package/ovf-write.js';
 import { BLOCK, ustarHeader } from '../../src/package/tar-header.js';
 import { hasTool } from '../nbd/support.js';
@@ -104,5 +106,25 @@ describe.skipIf(!tools)('OVA writer', () => {
       }),
     ).rejects.toThrow('read error on the volume');
     expect(fs.existsSync(ova)).toBe(false);
+  });
+
+  it('writes the directory form: disk files, the descriptor with their sizes, a manifest sha256sum -c checks; it reads back', async () => {
+    const raw = diskBytes(3 * MiB, 23);
+    const out = path.join(dir, 'ovfdir');
+    const settings = settingsWith([3 * MiB]);
+    await writeOvfDir(out, {
+      ovfName: 'app.ovf',
+      descriptor: (sizes) => writeOvf(settings, [{ disk: 'disk1', href: 'app-disk1.img', size: sizes.get('app-disk1.img')!, format: 'raw', subformat: null }]),
+      disks: [{ href: 'app-disk1.img', write: async (sink) => void (await writeRaw(content(raw), sink, {})) }],
+    });
+    expect(fs.readdirSync(out).sort()).toEqual(['app-disk1.img', 'app.mf', 'app.ovf']);
+    expect(await sh(out, 'sha256sum', ['-c', 'app.mf'])).toBe('app.ovf: OK\napp-disk1.img: OK\n');
+    const seen = new Map<string, string>();
+    const back = await readOvfDir(out, { name: out, onDisk: async (d, s) => void seen.set(d.name, sha(await drain(s))) });
+    expect(back.descriptor.settings).toEqual({ ...settings, source: 'ovf' });
+    expect(seen.get('disk1')).toBe(sha(raw));
+    // A second export into the same place refuses to overwrite, and leaves the first intact.
+    await expect(writeOvfDir(out, { ovfName: 'app.ovf', descriptor: () => '', disks: [{ href: 'app-disk1.img', write: async () => undefined }] })).rejects.toThrow(/EEXIST/);
+    expect(await sh(out, 'sha256sum', ['-c', 'app.mf'])).toContain('app-disk1.img: OK');
   });
 });

@@ -64,6 +64,8 @@ describe('OVF descriptors as tools write them', () => {
       .replace(/xmlns="http:\/\/schemas.dmtf.org\/ovf\/envelope\/1"/, 'xmlns:e="http://schemas.dmtf.org/ovf/envelope/1"')
       .replace(/<(\/?)(?=[A-Z])/g, '<$1e:');
     expect(parseOvf(renamed, 'x.ovf', 'ovf').settings).toEqual(parseOvf(vmwareOvftool(), 'x.ovf', 'ovf').settings);
+    // OVF 0.9's ovf:/file/ID attaches the same disk.
+    expect(parseOvf(vmwareOvftool().replace('ovf:/disk/vmdisk1', 'ovf:/file/file1'), 'x.ovf', 'ovf').settings).toEqual(parseOvf(vmwareOvftool(), 'x.ovf', 'ovf').settings);
   });
 
   it('refuses what it cannot read, naming it', () => {

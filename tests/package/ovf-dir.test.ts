@@ -4,10 +4,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { PackageError } from '../../src/package/errors.js';
 import type { PackageResult } from '../../src/package/ova-reader.js';
 import { readOvfDir } from '../../src/package/ovf-dir.js';
+import { openPackageDisk } from '../../src/package/package-disk.js';
 import { writeOvf } from '../../src/package/ovf-write.js';
 import { hasTool } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
-import { diskBytes, drain, manifestFor, settingsWith, sh, sha, writeFiles } from './package-support.js';
+import { decoded, diskBytes, drain, manifestFor, settingsWith, sh, sha, writeFiles } from './package-support.js';
 
 const MiB = 1024 * 1024;
 const tools = hasTool('sha256sum') && hasTool('qemu-img');
@@ -98,5 +99,20 @@ describe.skipIf(!tools)('OVF directory reader', () => {
     expect(disks.get('disk1')).toEqual({ sha: sha(a), seekable: false });
     expect(disks.get('disk2')).toEqual({ sha: sha(b), seekable: false });
     expect(result.notes).toEqual([`${path.join(dir, 'app.ovf')} has no manifest (app.mf): its files were not verified`]);
+  });
+
+  it('opens a qcow2 disk qemu-img made as the descriptor says, and refuses one larger than its declared capacity', async () => {
+    const dir = path.join(root, `p${n++}`);
+    fs.mkdirSync(dir);
+    const data = diskBytes(MiB, 35);
+    writeFiles(dir, { 'src.img': data });
+    await sh(dir, 'qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', 'src.img', 'd.qcow2']);
+    const ovf = (capacity: number): string => writeOvf(settingsWith([capacity]), [{ disk: 'disk1', href: 'd.qcow2', size: fs.statSync(path.join(dir, 'd.qcow2')).size, format: 'qcow2', subformat: null }]);
+    fs.writeFileSync(path.join(dir, 'app.ovf'), ovf(MiB));
+    let got: Buffer = Buffer.alloc(0);
+    await readOvfDir(dir, { name: dir, onDisk: async (disk, source) => void (got = await decoded(await openPackageDisk(disk, source))) });
+    expect(sha(got)).toBe(sha(data));
+    fs.writeFileSync(path.join(dir, 'app.ovf'), ovf(512 * 1024));
+    await expect(readOvfDir(dir, { name: dir, onDisk: async (disk, source) => void (await openPackageDisk(disk, source)) })).rejects.toThrow(/d\.qcow2: is a 1048576-byte image, larger than its declared capacity of 524288 bytes/);
   });
 });

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { ByteSource } from '../../src/image/byte-source.js';
+import type { ImageReader } from '../../src/image/image-reader.js';
 import type { TemplateSettings } from '../../src/package/settings.js';
 
 const run = promisify(execFile);
@@ -77,4 +78,11 @@ export function writeFiles(dir: string, files: Record<string, string | Buffer>):
     fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
     fs.writeFileSync(path.join(dir, name), content);
   }
+}
+
+/** What an image reader decodes, as the guest would see it. */
+export async function decoded(reader: ImageReader): Promise<Buffer> {
+  const got = Buffer.alloc(reader.virtualSize);
+  await reader.decode({ data: async (offset, buf) => void buf.copy(got, offset), zero: async (offset, length) => void got.fill(0, offset, offset + length) });
+  return got;
 }

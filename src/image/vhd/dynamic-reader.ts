@@ -1,12 +1,15 @@
 import type { ByteSource } from '../byte-source.js';
-import { ImageFormatError } from '../errors.js';
+import { ImageFormatError, UnsupportedImageError } from '../errors.js';
 import type { ImageReader, ImageSink } from '../image-reader.js';
 import { bitmapBytes, HEADER_SIZE, parseDynamicHeader, UNALLOCATED, type DynamicHeader, type ParentLocator } from './dynamic-header.js';
 import { FOOTER_SIZE, parseFooter, type Footer } from './footer.js';
-import { MAX_SECTORS, visibleSectors } from './geometry.js';
+import { MAX_SECTORS, sizeNotes, visibleSectors } from './geometry.js';
 import { checkNoOverlap, readExactly, readInOrder, type Extent } from './ordered-reads.js';
 import { parentName } from './parent.js';
 import { emitSetSectors } from './sector-bitmap.js';
+
+/** 64 Mi entries: a 2040 GiB disk of 32 KiB blocks. Smaller blocks on a disk that large are refused rather than held. */
+const MAX_BAT_BYTES = 256 * 1024 * 1024;
 
 type Piece = { kind: 'meta'; name: string } | { kind: 'bat' } | { kind: 'locator'; locator: ParentLocator } | { kind: 'block'; index: number; bitmap?: Buffer };
 
@@ -41,14 +44,23 @@ export async function openDynamicVhd(source: ByteSource, footer: Footer): Promis
   const entries = header.maxTableEntries;
   if (entries * header.blockSize < virtualSize) throw new ImageFormatError(name, dataOffset + 28, `the BAT maps ${entries * header.blockSize} bytes of the disk's ${virtualSize}`);
   if (entries > Math.ceil((MAX_SECTORS * 512) / header.blockSize)) throw new ImageFormatError(name, dataOffset + 28, `a BAT of ${entries} entries, more than a 2040 GiB disk needs`);
+  // Entries past the disk's end are never used: only those the disk needs are read (some tools size the BAT for a larger disk).
+  const used = Math.ceil(virtualSize / header.blockSize);
+  if (used * 4 > MAX_BAT_BYTES) throw new UnsupportedImageError(name, `a BAT of ${used} entries (${header.blockSize}-byte blocks; Strata reads BATs up to ${MAX_BAT_BYTES} bytes)`);
 
   const meta: Extent<Piece>[] = [
     { file: 0, length: FOOTER_SIZE, tag: { kind: 'meta', name: 'the footer copy' } },
     { file: dataOffset, length: HEADER_SIZE, tag: { kind: 'meta', name: 'the dynamic header' } },
-    { file: header.tableOffset, length: entries * 4, tag: { kind: 'bat' } },
+    { file: header.tableOffset, length: used * 4, tag: { kind: 'bat' } },
   ];
   const differencing = footer.type === 'differencing';
-  if (differencing) for (const locator of header.locators) meta.push({ file: locator.offset, length: locator.length, tag: { kind: 'locator', locator } });
+  if (differencing) {
+    for (const locator of header.locators) {
+      // A path: a few hundred bytes in every tool's files, and held in memory.
+      if (locator.length > 64 * 1024) throw new ImageFormatError(name, dataOffset + 576, `a parent locator of ${locator.length} bytes`);
+      meta.push({ file: locator.offset, length: locator.length, tag: { kind: 'locator', locator } });
+    }
+  }
   checkNoOverlap(name, meta, describe);
   const end = source.size;
   if (end !== null) {
@@ -56,17 +68,19 @@ export async function openDynamicVhd(source: ByteSource, footer: Footer): Promis
     if (source.seekable) await checkTrailer(source, end);
   }
 
-  let bat: Buffer = Buffer.alloc(0);
-  const locatorData = new Map<ParentLocator, Buffer>();
+  const batPieces: Buffer[] = [];
+  const locatorPieces = new Map<ParentLocator, Buffer[]>();
   await readInOrder(
     source,
     meta.filter((e) => e.tag.kind !== 'meta'),
-    async (e, at, buf) => {
-      if (e.tag.kind === 'bat') bat = at === 0 ? buf : Buffer.concat([bat, buf]);
-      else if (e.tag.kind === 'locator') locatorData.set(e.tag.locator, Buffer.concat([locatorData.get(e.tag.locator) ?? Buffer.alloc(0), buf]));
+    async (e, _at, buf) => {
+      if (e.tag.kind === 'bat') batPieces.push(buf);
+      else if (e.tag.kind === 'locator') locatorPieces.set(e.tag.locator, [...(locatorPieces.get(e.tag.locator) ?? []), buf]);
     },
     describe,
   );
+  const bat = Buffer.concat(batPieces);
+  const locatorData = new Map([...locatorPieces].map(([locator, pieces]) => [locator, Buffer.concat(pieces)]));
   const blocks = blockExtents(name, header, bat, virtualSize, end);
   checkNoOverlap(name, [...meta, ...blocks], describe);
 
@@ -82,7 +96,7 @@ export async function openDynamicVhd(source: ByteSource, footer: Footer): Promis
     subformat: differencing ? 'differencing' : 'dynamic',
     virtualSize,
     backing,
-    notes: [],
+    notes: sizeNotes(footer.creatorApp, virtualSize, footer.currentSize),
     decode: async (sink: ImageSink, signal?: AbortSignal) => {
       await readInOrder(
         source,
@@ -107,7 +121,7 @@ export async function openDynamicVhd(source: ByteSource, footer: Footer): Promis
 function blockExtents(name: string, header: DynamicHeader, bat: Buffer, virtualSize: number, end: number | null): Extent<Piece>[] {
   const bitmapSize = bitmapBytes(header.blockSize);
   const out: Extent<Piece>[] = [];
-  for (let index = 0; index < header.maxTableEntries && index * header.blockSize < virtualSize; index++) {
+  for (let index = 0; index * header.blockSize < virtualSize; index++) {
     const entry = bat.readUInt32BE(index * 4);
     if (entry === UNALLOCATED) continue;
     const file = entry * 512;

@@ -3,7 +3,7 @@ import { ImageFormatError } from '../errors.js';
 import type { ImageReader, ImageSink } from '../image-reader.js';
 import { RAW_CHUNK } from '../raw.js';
 import { FOOTER_SIZE, parseFooter, type Footer } from './footer.js';
-import { MAX_SECTORS, visibleSectors } from './geometry.js';
+import { MAX_SECTORS, sizeNotes, visibleSectors } from './geometry.js';
 import { readExactly } from './ordered-reads.js';
 
 /**
@@ -41,7 +41,8 @@ export async function openFixedVhd(source: ByteSource, head: Buffer): Promise<Im
     const footer = await footerAt();
     virtualSize = sizeOf(footer);
     if (virtualSize > dataBytes) throw new ImageFormatError(source.name, dataBytes, `the footer gives ${virtualSize} bytes, but the file holds ${dataBytes} bytes of data`);
-    if (virtualSize < dataBytes) notes.push(`${dataBytes - virtualSize} bytes past the disk's CHS geometry are left out, as qemu-img leaves them`);
+    notes.push(...sizeNotes(footer.creatorApp, virtualSize, footer.currentSize));
+    if (virtualSize < dataBytes) notes.push(`${dataBytes - virtualSize} bytes of data past that size are left out, as qemu-img leaves them`);
   }
   return {
     format: 'vhd',

@@ -56,6 +56,13 @@ export function visibleSectors(creatorApp: string, geometry: Geometry, currentSi
   return chs;
 }
 
+/** What an import says when the two sizes a footer states disagree, and which one it took. */
+export function sizeNotes(creatorApp: string, visibleBytes: number, currentSize: number): string[] {
+  if (visibleBytes === currentSize) return [];
+  const by = visibleBytes === Math.floor(currentSize / 512) * 512 ? 'the current size' : 'the CHS geometry';
+  return [`the footer's current size is ${currentSize} bytes and its CHS geometry gives another; ${visibleBytes} bytes are taken, by ${by}, as qemu-img takes them for creator ${JSON.stringify(creatorApp)}`];
+}
+
 /**
  * Creator and geometry for a disk of exactly `sectors`: a geometry that is
  * exact keeps creator `qemu` (every reader agrees); otherwise the largest

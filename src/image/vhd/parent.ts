@@ -26,6 +26,7 @@ export function parentName(header: DynamicHeader, data: Map<ParentLocator, Buffe
   }
   if (header.parentName) return header.parentName;
   for (const locator of ranked) {
+    if (rank(locator) === PREFERENCE.length) break;
     const text = locatorPath(locator, data.get(locator) ?? Buffer.alloc(0));
     if (text) return text;
   }

@@ -1,6 +1,7 @@
 import { UnsupportedImageError } from '../errors.js';
 import type { ByteSink, ImageContent, WriteOptions, WriteResult } from '../image-writer.js';
-import { RAW_CHUNK, writeRaw } from '../raw.js';
+import { writeRaw } from '../raw.js';
+import { blockSpans, copySpans, subformatOf } from './block-spans.js';
 import { bitmapBytes, encodeDynamicHeader, HEADER_SIZE } from './dynamic-header.js';
 import { encodeFooter, FOOTER_SIZE, type Footer } from './footer.js';
 import { geometryToWrite, MAX_SECTORS } from './geometry.js';
@@ -9,15 +10,9 @@ import { markSectors } from './sector-bitmap.js';
 /** Block size of the dynamic disks Strata writes: the specification's default, what Hyper-V and qemu use. */
 export const BLOCK_SIZE = 2 * 1024 * 1024;
 
-interface Span {
-  start: number;
-  end: number;
-}
-
 /** A VHD, dynamic (the default) or fixed, sized so that qemu-img, Hyper-V and the rest see exactly `content.size` bytes. */
 export async function writeVhd(content: ImageContent, sink: ByteSink, opts: WriteOptions): Promise<WriteResult> {
-  const subformat = opts.subformat ?? 'dynamic';
-  if (subformat !== 'dynamic' && subformat !== 'fixed') throw new UnsupportedImageError(sink.name, `the VHD subformat "${subformat}" (dynamic and fixed are written)`);
+  const subformat = subformatOf(sink, 'VHD', opts);
   const size = content.size;
   if (size % 512 !== 0) throw new UnsupportedImageError(sink.name, `a VHD of ${size} bytes (a VHD holds whole 512-byte sectors)`);
   if (size / 512 > MAX_SECTORS) throw new UnsupportedImageError(sink.name, `a VHD of ${size} bytes (the format holds 2040 GiB at most)`);
@@ -50,7 +45,7 @@ async function writeDynamic(content: ImageContent, sink: ByteSink, opts: WriteOp
   const tableOffset = FOOTER_SIZE + HEADER_SIZE;
   const batBytes = Math.ceil((entries * 4) / 512) * 512;
   const bitmapSize = bitmapBytes(BLOCK_SIZE);
-  const blocks = await blockSpans(content);
+  const blocks = (await blockSpans(content, BLOCK_SIZE)).data;
   const bat = Buffer.alloc(batBytes, 0xff);
   let next = tableOffset + batBytes;
   const placed = [...blocks.keys()].map((index) => {
@@ -67,40 +62,10 @@ async function writeDynamic(content: ImageContent, sink: ByteSink, opts: WriteOp
     const bitmap = Buffer.alloc(bitmapSize);
     for (const s of spans) markSectors(bitmap, (s.start - base) / 512, (s.end - base) / 512);
     await sink.write(bitmap, file);
-    for (const s of spans) {
-      for (let pos = s.start; pos < s.end; pos += RAW_CHUNK) {
-        if (opts.signal?.aborted) throw new Error('interrupted');
-        const buf = Buffer.allocUnsafe(Math.min(RAW_CHUNK, s.end - pos));
-        await content.read(buf, pos);
-        await sink.write(buf, file + bitmapSize + (pos - base));
-        dataBytes += buf.length;
-        opts.progress?.(pos + buf.length);
-      }
-    }
+    dataBytes += await copySpans(content, sink, spans, base, file + bitmapSize, opts);
   }
   await sink.write(footer, next);
   await sink.finish(next + FOOTER_SIZE);
   opts.progress?.(content.size);
   return { fileSize: next + FOOTER_SIZE, dataBytes };
-}
-
-/** The data runs of each block that holds any, widened to whole sectors, by block index in increasing order. */
-async function blockSpans(content: ImageContent): Promise<Map<number, Span[]>> {
-  const blocks = new Map<number, Span[]>();
-  for await (const run of content.runs()) {
-    if (run.kind !== 'data') continue;
-    let start = Math.floor(run.offset / 512) * 512;
-    const end = Math.min(content.size, Math.ceil((run.offset + run.length) / 512) * 512);
-    while (start < end) {
-      const index = Math.floor(start / BLOCK_SIZE);
-      const stop = Math.min(end, (index + 1) * BLOCK_SIZE);
-      const spans = blocks.get(index) ?? [];
-      const last = spans[spans.length - 1];
-      if (last && last.end >= start) last.end = Math.max(last.end, stop);
-      else spans.push({ start, end: stop });
-      blocks.set(index, spans);
-      start = stop;
-    }
-  }
-  return blocks;
 }

@@ -1,9 +1,12 @@
 import { ImageFormatError, UnsupportedImageError } from '../errors.js';
 import { FILE_PARAMETERS, guidText, LOGICAL_SECTOR_SIZE, PARENT_LOCATOR, PHYSICAL_SECTOR_SIZE, VIRTUAL_DISK_ID, VIRTUAL_DISK_SIZE } from './guid.js';
 import { KIB, MIB } from './header-section.js';
+import { parentPath } from './parent-locator.js';
 
 export interface VhdxMetadata {
   blockSize: number;
+  /** LeaveBlocksAllocated: a fixed VHDX, whose blocks stay present. */
+  fixed: boolean;
   virtualSize: number;
   logicalSectorSize: number;
 }
@@ -35,10 +38,13 @@ export function parseMetadata(name: string, region: Buffer, at: number): VhdxMet
   const params = item(FILE_PARAMETERS, 'file parameters', 8);
   const blockSize = params.readUInt32LE(0);
   if (blockSize < MIB || blockSize > 256 * MIB || (blockSize & (blockSize - 1)) !== 0) throw new ImageFormatError(name, at, `a block size of ${blockSize} bytes (a power of two from 1 MiB to 256 MiB)`);
-  if (params.readUInt32LE(4) & 2) throw new UnsupportedImageError(name, 'a differencing VHDX (it has a parent; qemu-img convert it to a whole image first)');
+  if (params.readUInt32LE(4) & 2) {
+    const parent = parentPath(items.get(PARENT_LOCATOR));
+    throw new UnsupportedImageError(name, `a differencing VHDX (it has a parent${parent === null ? '' : `, ${parent}`}; qemu-img convert it to a whole image first)`);
+  }
   const logicalSectorSize = item(LOGICAL_SECTOR_SIZE, 'logical sector size', 4).readUInt32LE(0);
   if (logicalSectorSize !== 512 && logicalSectorSize !== 4096) throw new ImageFormatError(name, at, `a logical sector size of ${logicalSectorSize} bytes (512 or 4096)`);
   const virtualSize = Number(item(VIRTUAL_DISK_SIZE, 'virtual disk size', 8).readBigUInt64LE(0));
   if (virtualSize === 0 || virtualSize > MAX_VIRTUAL_SIZE || virtualSize % logicalSectorSize !== 0) throw new ImageFormatError(name, at, `a virtual size of ${virtualSize} bytes (whole sectors, 64 TiB at most)`);
-  return { blockSize, virtualSize, logicalSectorSize };
+  return { blockSize, fixed: (params.readUInt32LE(4) & 1) !== 0, virtualSize, logicalSectorSize };
 }

@@ -1,5 +1,5 @@
 import type { ByteSource } from '../byte-source.js';
-import { ImageFormatError } from '../errors.js';
+import { ImageFormatError, UnsupportedImageError } from '../errors.js';
 import type { ImageReader, ImageSink } from '../image-reader.js';
 import { checkNoOverlap, readExactly, readInOrder, type Extent } from '../vhd/ordered-reads.js';
 import { batLayout, payloadEntry } from './bat.js';
@@ -8,6 +8,8 @@ import { parseMetadata, type VhdxMetadata } from './metadata.js';
 
 /** The BAT region is read whole only when it comes before the metadata on a stream; past this it is refused. */
 const MAX_BAT_REGION = 256 * 1024 * 1024;
+/** Hyper-V and qemu make it 1 MiB; it is read whole. */
+const MAX_METADATA_REGION = 64 * 1024 * 1024;
 
 type Piece = { kind: 'meta'; name: string } | { kind: 'block'; block: number };
 const describe = (e: Extent<Piece>): string => (e.tag.kind === 'meta' ? e.tag.name : `block ${e.tag.block} (at file offset ${e.file})`);
@@ -29,6 +31,7 @@ export async function openVhdx(source: ByteSource): Promise<ImageReader> {
   if (regions.log.length > 0) meta.push({ file: regions.log.offset, length: regions.log.length, tag: { kind: 'meta', name: 'the log' } });
   checkNoOverlap(name, meta, describe);
 
+  if (regions.metadata.length > MAX_METADATA_REGION) throw new UnsupportedImageError(name, `a VHDX metadata region of ${regions.metadata.length} bytes (Strata reads up to ${MAX_METADATA_REGION})`);
   const readRegion = (r: Region, length: number, what: string): Promise<Buffer> => readExactly(source, r.offset, length, what);
   const readMetadata = async (): Promise<VhdxMetadata> => parseMetadata(name, await readRegion(regions.metadata, regions.metadata.length, 'the metadata region'), regions.metadata.offset);
   let metadata: VhdxMetadata;
@@ -63,7 +66,7 @@ export async function openVhdx(source: ByteSource): Promise<ImageReader> {
   checkNoOverlap(name, [...meta, ...blocks], describe);
   return {
     format: 'vhdx',
-    subformat: null,
+    subformat: metadata.fixed ? 'fixed' : 'dynamic',
     virtualSize,
     backing: null,
     notes: [],
