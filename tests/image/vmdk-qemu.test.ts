@@ -1,22 +1,27 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { Readable } from 'node:stream';
+import tar from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { fileSink, streamSink } from '../../src/image/file-sink.js';
 import { openImage, sniffFormat, writerFor } from '../../src/image/formats.js';
-import { fileSource } from '../../src/image/byte-source.js';
+import { fileSource, streamSource } from '../../src/image/byte-source.js';
+import { openVmdk } from '../../src/image/vmdk/reader.js';
+import { hasTool } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
-import { decodeFile, haveQemu, modelContent, qemu, runsOfBuffer } from './vmdk-support.js';
+import { decodeAll, decodeFile, haveQemu, modelContent, qemu, runsOfBuffer, type Decoded } from './vmdk-support.js';
 
 const scratch = scratchDir('vmdk-qemu');
 afterAll(() => scratch.cleanup());
 let n = 0;
 const file = (name: string): string => path.join(scratch.dir, `${n++}-${name}`);
 
-/** 5 MiB + 1.5 KiB (the last grain is partial): data in a partial first grain, a run across a table boundary, a hole, explicit zeroes, a single sector. */
+/** 40 MiB + 1.5 KiB (the last grain is partial): data in a partial first grain, a hole, explicit zeroes, a single sector, a write across the first grain table's end. */
 function sourceImage(): string {
   const raw = file('source.raw');
-  qemu('qemu-img', ['create', '-q', '-f', 'raw', raw, String(5 * 1024 * 1024 + 1536)]);
-  qemu('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 4096 100k', '-c', 'write -P 0xcd 2M 1536k', '-c', 'write -z 4M 64k', '-c', 'write -P 0x5a 5M 1536', '-c', 'write -P 0x77 1M 512', raw]);
+  qemu('qemu-img', ['create', '-q', '-f', 'raw', raw, String(40 * 1024 * 1024 + 1536)]);
+  qemu('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 4096 100k', '-c', 'write -P 0xcd 2M 1536k', '-c', 'write -z 4M 64k', '-c', 'write -P 0x5a 40M 1536', '-c', 'write -P 0x77 1M 512', '-c', 'write -P 0x66 32764k 8k', raw]);
   return raw;
 }
 
@@ -64,6 +69,44 @@ describe.skipIf(!haveQemu())('VMDK against qemu-img', () => {
     }
   });
 
+  it('refuses a compressed grain of a qemu-img image that does not inflate, naming its place', async () => {
+    const image = file('broken.vmdk');
+    qemu('qemu-img', ['convert', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, image]);
+    const bytes = fs.readFileSync(image);
+    const first = 128 * 512;
+    bytes.fill(0x55, first + 12, first + 40);
+    fs.writeFileSync(image, bytes);
+    for (const how of ['file', 'stream'] as const) await expect(decodeFile(image, how)).rejects.toThrow(/broken\.vmdk: the compressed grain for LBA 0 does not inflate \(.*\) \(at offset 65536\)/);
+  });
+
+  it.each(['monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat'])('refuses a %s disk (a descriptor file and separate extents) by name', async (subformat) => {
+    const image = path.join(scratch.dir, `${subformat}.vmdk`);
+    qemu('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', `subformat=${subformat}`, image, '4M']);
+    await expect(decodeFile(image, 'file')).rejects.toThrow(new RegExp(`a VMDK descriptor file \\(createType "${subformat}"\\) whose data lies in separate extent files \\(${subformat}-[fs]`));
+  });
+
+  it.skipIf(!hasTool('tar'))('reads streamOptimized disks (qemu-img\'s and Strata\'s) from the members of a tar read once, front to back, as an OVA carries them', async () => {
+    const dir = path.join(scratch.dir, 'ova');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'a.ovf'), '<Envelope/>');
+    qemu('qemu-img', ['convert', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, path.join(dir, 'qemu.vmdk')]);
+    const fd = fs.openSync(path.join(dir, 'strata.vmdk'), 'w');
+    await writerFor('vmdk')(modelContent(rawBytes, runsOfBuffer(rawBytes)), fileSink(fd, 'strata.vmdk'), { subformat: 'streamOptimized' });
+    fs.closeSync(fd);
+    const archive = file('disks.ova');
+    const made = spawnSync('tar', ['-cf', archive, '-C', dir, 'a.ovf', 'qemu.vmdk', 'strata.vmdk']);
+    expect(made.status).toBe(0);
+    const decoded = new Map<string, Decoded>();
+    const extract = tar.extract();
+    fs.createReadStream(archive).pipe(extract);
+    for await (const entry of extract) {
+      if (entry.header.name.endsWith('.vmdk')) decoded.set(entry.header.name, await decodeAll(await openVmdk(streamSource(Readable.from(entry), `${entry.header.name} in disks.ova`, entry.header.size))));
+      entry.resume();
+    }
+    expect([...decoded.keys()]).toEqual(['qemu.vmdk', 'strata.vmdk']);
+    for (const d of decoded.values()) expect(d.bytes.equals(rawBytes)).toBe(true);
+  });
+
   it('names the parent of a delta disk as its backing file', async () => {
     const base = file('base.vmdk');
     qemu('qemu-img', ['create', '-q', '-f', 'vmdk', base, '4M']);
@@ -99,8 +142,8 @@ describe.skipIf(!haveQemu())('VMDK against qemu-img', () => {
     const info = JSON.parse(qemu('qemu-img', ['info', '--output=json', image])) as { 'virtual-size': number; 'format-specific': { data: { 'create-type': string } } };
     expect(info['format-specific'].data['create-type']).toBe(subformat);
     expect(info['virtual-size']).toBe(rawBytes.length);
-    // The zero run and the hole are not stored: 1.5 MiB + 100 KiB + two sectors of data, in 64 KiB grains.
-    expect(result.dataBytes).toBe(24 * 65536 + 1536 + 2 * 65536 + 65536);
+    // The zero run and the holes are not stored: 29 whole grains and the last partial one.
+    expect(result.dataBytes).toBe((2 + 1 + 24 + 2) * 65536 + 1536);
     const back = await openImage(fileSource(image));
     expect(back.subformat).toBe(subformat);
   });

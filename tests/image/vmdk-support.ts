@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
-import { fdSource, fileSource, streamSource, type ByteSource } from '../../src/image/byte-source.js';
+import { fileSource, streamSource, type ByteSource } from '../../src/image/byte-source.js';
 import type { ImageReader, ImageSink } from '../../src/image/image-reader.js';
 import type { ByteSink, ContentRun, ImageContent } from '../../src/image/image-writer.js';
 import { openVmdk } from '../../src/image/vmdk/reader.js';
@@ -14,30 +14,28 @@ export interface Decoded {
   zero: [number, number][];
 }
 
-/** A sink that fills a buffer of the image's virtual size and refuses a range reported twice. */
+/** A sink that keeps what it is told and, at the end, lays it into a buffer of the image's virtual size, refusing a range reported twice. */
 export function memorySink(size: number): ImageSink & { result: () => Decoded } {
-  const bytes = Buffer.alloc(size);
-  const data: [number, number][] = [];
-  const zero: [number, number][] = [];
-  const owner = new Uint8Array(Math.ceil(size / 512));
-  const claim = (offset: number, length: number): void => {
-    if (offset < 0 || offset + length > size) throw new Error(`range ${offset}+${length} past ${size}`);
-    for (let s = Math.floor(offset / 512); s < Math.ceil((offset + length) / 512); s++) {
-      if (owner[s]) throw new Error(`sector ${s} reported twice`);
-      owner[s] = 1;
-    }
+  const pieces: { offset: number; buf: Buffer | null; length: number }[] = [];
+  const check = (offset: number, length: number): void => {
+    if (offset < 0 || length <= 0 || offset + length > size) throw new Error(`range ${offset}+${length} outside ${size}`);
   };
   return {
     data: async (offset, buf) => {
-      claim(offset, buf.length);
-      buf.copy(bytes, offset);
-      data.push([offset, buf.length]);
+      check(offset, buf.length);
+      pieces.push({ offset, buf, length: buf.length });
     },
     zero: async (offset, length) => {
-      claim(offset, length);
-      zero.push([offset, length]);
+      check(offset, length);
+      pieces.push({ offset, buf: null, length });
     },
-    result: () => ({ bytes, data, zero }),
+    result: () => {
+      const bytes = Buffer.alloc(size);
+      const sorted = [...pieces].sort((a, b) => a.offset - b.offset);
+      for (let i = 1; i < sorted.length; i++) if (sorted[i]!.offset < sorted[i - 1]!.offset + sorted[i - 1]!.length) throw new Error(`offset ${sorted[i]!.offset} reported twice`);
+      for (const p of pieces) p.buf?.copy(bytes, p.offset);
+      return { bytes, data: pieces.filter((p) => p.buf).map((p) => [p.offset, p.length]), zero: pieces.filter((p) => !p.buf).map((p) => [p.offset, p.length]) };
+    },
   };
 }
 
@@ -47,11 +45,11 @@ export async function decodeAll(reader: ImageReader): Promise<Decoded> {
   return sink.result();
 }
 
-/** A buffer handed out as a stream in chunks of `chunk` bytes. */
-export function bufferStream(buf: Buffer, chunk = 65536, name = 'stream'): ByteSource {
+/** A buffer handed out as a stream in chunks of `chunk` bytes, its length told (a tar member) or not (a pipe). */
+export function bufferStream(buf: Buffer, chunk = 65536, name = 'stream', size: number | null = buf.length): ByteSource {
   const parts: Buffer[] = [];
   for (let at = 0; at < buf.length; at += chunk) parts.push(buf.subarray(at, at + chunk));
-  return streamSource(Readable.from(parts, { objectMode: true }), name, buf.length);
+  return streamSource(Readable.from(parts, { objectMode: true }), name, size);
 }
 
 /** A buffer read at offsets, as a file is. */
@@ -119,12 +117,22 @@ export function modelContent(bytes: Buffer, runs: ContentRun[]): ImageContent {
   };
 }
 
+const ZEROES = Buffer.alloc(1024 * 1024);
+
+export function isZero(buf: Buffer): boolean {
+  for (let at = 0; at < buf.length; at += ZEROES.length) {
+    const end = Math.min(buf.length, at + ZEROES.length);
+    if (buf.compare(ZEROES, 0, end - at, at, end) !== 0) return false;
+  }
+  return true;
+}
+
 /** The runs of a buffer at 4 KiB: all-zero blocks as holes, the rest data. */
 export function runsOfBuffer(bytes: Buffer, block = 4096): ContentRun[] {
   const runs: ContentRun[] = [];
   for (let at = 0; at < bytes.length; at += block) {
     const end = Math.min(bytes.length, at + block);
-    const kind = bytes.subarray(at, end).every((b) => b === 0) ? 'hole' : 'data';
+    const kind = isZero(bytes.subarray(at, end)) ? 'hole' : 'data';
     const last = runs[runs.length - 1];
     if (last && last.kind === kind) last.length += end - at;
     else runs.push({ offset: at, length: end - at, kind });
@@ -141,10 +149,4 @@ export function qemu(tool: 'qemu-img' | 'qemu-io', args: string[]): string {
   if (r.error) throw r.error;
   if (r.status !== 0) throw new Error(`${tool} ${args.join(' ')}: ${r.stderr}${r.stdout}`);
   return r.stdout;
-}
-
-/** Opens a file for a fdSource the test closes itself. */
-export function openFd(file: string): ByteSource {
-  const fd = fs.openSync(file, 'r');
-  return fdSource(fd, file, fs.fstatSync(fd).size, () => fs.closeSync(fd));
 }

@@ -1,7 +1,7 @@
 import type { ByteSource } from '../byte-source.js';
 import { ImageFormatError } from '../errors.js';
 import type { ImageSink } from '../image-reader.js';
-import { COMPRESSION_DEFLATE, FLAG_ZEROED_GRAIN, SECTOR, type SparseHeader } from './header.js';
+import { COMPRESSION_DEFLATE, ENTRY_BYTES, FLAG_ZEROED_GRAIN, SECTOR, type SparseHeader } from './header.js';
 
 /** A sparse extent's geometry, from its checked header, as both ways of decoding it use it. */
 export interface Extent {
@@ -16,7 +16,7 @@ export interface Extent {
   /** Bytes of one grain table. */
   readonly gtBytes: number;
   readonly compressed: boolean;
-  /** A grain table entry of 1 means "reads zeroes" (version 2 and later with the zeroed-grain flag). */
+  /** A grain table entry of 1 means "reads zeroes": the zeroed-grain flag is set (the specification adds it in version 2; qemu reads the flag in any version, and so does Strata). */
   readonly zeroedGrains: boolean;
   /** Byte ranges of the header and the embedded descriptor, which no table or grain may overlap. */
   readonly reserved: readonly (readonly [number, number])[];
@@ -34,9 +34,9 @@ export function describeExtent(source: ByteSource, header: SparseHeader): Extent
     grainBytes,
     grainCount,
     gtCount: Math.ceil(grainCount / header.numGTEsPerGT),
-    gtBytes: header.numGTEsPerGT * 4,
+    gtBytes: header.numGTEsPerGT * ENTRY_BYTES,
     compressed: header.compressAlgorithm === COMPRESSION_DEFLATE,
-    zeroedGrains: header.version >= 2 && (header.flags & FLAG_ZEROED_GRAIN) !== 0,
+    zeroedGrains: (header.flags & FLAG_ZEROED_GRAIN) !== 0,
     reserved,
   };
 }

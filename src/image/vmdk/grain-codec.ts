@@ -1,8 +1,6 @@
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 
-const inflate = promisify(zlib.inflate);
-const inflateRaw = promisify(zlib.inflateRaw);
 const deflate = promisify(zlib.deflate);
 
 /** Whether `buf` starts with a zlib (RFC 1950) header: method 8 and a header checksum that divides by 31. */
@@ -14,15 +12,16 @@ function hasZlibHeader(buf: Buffer): boolean {
  * A compressed grain's bytes, at most `limit` of them: a grain that inflates
  * to more is damage (or a bomb), and is refused before it is held whole.
  * VMware and qemu write zlib streams; a bare deflate stream, as the
- * specification's wording allows, is read too. Runs on libuv's thread pool,
- * so several grains inflate at once.
+ * specification's wording allows, is read too. Inflated here rather than on
+ * libuv's pool: a 64 KiB grain inflates in a tenth of a millisecond, less
+ * than a trip through the pool costs.
  */
-export async function inflateGrain(data: Buffer, limit: number): Promise<Buffer> {
+export function inflateGrain(data: Buffer, limit: number): Buffer {
   const opts = { maxOutputLength: limit };
-  return hasZlibHeader(data) ? inflate(data, opts) : inflateRaw(data, opts);
+  return hasZlibHeader(data) ? zlib.inflateSync(data, opts) : zlib.inflateRawSync(data, opts);
 }
 
-/** A grain compressed as VMware and qemu write it (a zlib stream). */
+/** A grain compressed as VMware and qemu write it (a zlib stream), on libuv's pool: deflating takes a hundred times longer than inflating, so several grains compress at once. */
 export function deflateGrain(grain: Buffer): Promise<Buffer> {
   return deflate(grain, { level: zlib.constants.Z_DEFAULT_COMPRESSION });
 }

@@ -4,9 +4,6 @@ import { GrainLog, GrainSet } from './grain-log.js';
 import { ENTRY_BYTES, parseHeader, SECTOR } from './header.js';
 import { inflateAt, maxCompressed } from './inflate-check.js';
 import { GRAIN_MARKER_BYTES, MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT, parseMarker } from './markers.js';
-import { TaskWindow } from './task-window.js';
-
-const INFLATE_DEPTH = 4;
 
 /** A grain table the stream has shown: which directory entry it serves (known once one of its grains or the directory says), and its zero grains. */
 interface TableSeen {
@@ -88,53 +85,45 @@ export async function decodeByMarkers(e: Extent, sink: ImageSink, signal?: Abort
     }
   };
 
-  const window = new TaskWindow(INFLATE_DEPTH);
-  try {
-    for (;;) {
-      if (signal?.aborted) throw new Error('interrupted');
-      const rec = await e.source.read(pos, SECTOR);
-      if (rec.length < SECTOR) throw fail(e, pos + rec.length, rec.length === 0 ? 'the stream ends before its end-of-stream marker' : 'the stream ends inside a marker');
-      const m = parseMarker(rec);
-      if (!m) throw fail(e, pos, 'a marker whose LBA is past any disk');
-      if (m.kind === 'grain') {
-        const grain = m.lba / h.grainSize;
-        if (!Number.isInteger(grain)) throw fail(e, pos, `a grain marker at LBA ${m.lba}, not a grain boundary`);
-        if (grain >= e.grainCount) throw fail(e, pos, `a grain marker at LBA ${m.lba}, past the capacity of ${h.capacity} sectors`);
-        if (m.size > maxCompressed(e)) throw fail(e, pos + 8, `the grain for LBA ${m.lba} claims ${m.size} compressed bytes (a grain is ${e.grainBytes})`);
-        if (!used.add(grain)) throw fail(e, pos, `a second grain for LBA ${m.lba}`);
-        const inMarker = Math.min(m.size, SECTOR - GRAIN_MARKER_BYTES);
-        const rest = m.size > inMarker ? await readExact(e, pos + SECTOR, m.size - inMarker, `the grain for LBA ${m.lba}`) : Buffer.alloc(0);
-        const data = Buffer.concat([rec.subarray(GRAIN_MARKER_BYTES, GRAIN_MARKER_BYTES + inMarker), rest]);
-        log.add(pos / SECTOR, grain);
-        const at = pos;
-        const lba = m.lba;
-        await window.add(async () => emitGrain(e, sink, grain, await inflateAt(e, data, lba, at), at));
-        pos += Math.ceil((GRAIN_MARKER_BYTES + m.size) / SECTOR) * SECTOR;
-        continue;
-      }
-      const body = pos + SECTOR;
-      if (m.type === MARKER_EOS) {
-        if (m.sectors !== 0) throw fail(e, pos, `an end-of-stream marker that announces ${m.sectors} sectors`);
-        break;
-      }
-      if (m.type === MARKER_GT) {
-        if (m.sectors * SECTOR < e.gtBytes) throw fail(e, pos, `a grain table marker of ${m.sectors} sectors, less than a table's ${e.gtBytes} bytes`);
-        await readTable(body / SECTOR, await readExact(e, body, e.gtBytes, 'a grain table'));
-      } else if (m.type === MARKER_GD) {
-        if (m.sectors * SECTOR < e.gtCount * ENTRY_BYTES) throw fail(e, pos, `a grain directory marker of ${m.sectors} sectors, less than the directory's ${e.gtCount * ENTRY_BYTES} bytes`);
-        await readDirectory(body / SECTOR, await readExact(e, body, e.gtCount * ENTRY_BYTES, 'the grain directory'));
-      } else if (m.type === MARKER_FOOTER) {
-        if (m.sectors !== 1) throw fail(e, pos, `a footer marker of ${m.sectors} sectors (a footer is 1)`);
-        const f = parseHeader(await readExact(e, body, SECTOR, 'the footer'), e.source.name, body);
-        if (f.capacity !== h.capacity || f.grainSize !== h.grainSize || f.numGTEsPerGT !== per) throw fail(e, body, 'the footer disagrees with the header on capacity or grain size');
-        if (gdSector === null || f.gdOffset !== gdSector) throw fail(e, body + 56, `the footer's grain directory (sector ${f.gdOffset}) is not the one the stream holds (${gdSector ?? 'none'})`);
-        footerAt = body;
-      } else throw fail(e, pos + 12, `a marker of unknown type ${m.type}`);
-      pos = body + m.sectors * SECTOR;
+  for (;;) {
+    if (signal?.aborted) throw new Error('interrupted');
+    const rec = await e.source.read(pos, SECTOR);
+    if (rec.length < SECTOR) throw fail(e, pos + rec.length, rec.length === 0 ? 'the stream ends before its end-of-stream marker' : 'the stream ends inside a marker');
+    const m = parseMarker(rec);
+    if (!m) throw fail(e, pos, 'a marker whose LBA is past any disk');
+    if (m.kind === 'grain') {
+      const grain = m.lba / h.grainSize;
+      if (!Number.isInteger(grain)) throw fail(e, pos, `a grain marker at LBA ${m.lba}, not a grain boundary`);
+      if (grain >= e.grainCount) throw fail(e, pos, `a grain marker at LBA ${m.lba}, past the capacity of ${h.capacity} sectors`);
+      if (m.size > maxCompressed(e)) throw fail(e, pos + 8, `the grain for LBA ${m.lba} claims ${m.size} compressed bytes (a grain is ${e.grainBytes})`);
+      if (!used.add(grain)) throw fail(e, pos, `a second grain for LBA ${m.lba}`);
+      const inMarker = Math.min(m.size, SECTOR - GRAIN_MARKER_BYTES);
+      const rest = m.size > inMarker ? await readExact(e, pos + SECTOR, m.size - inMarker, `the grain for LBA ${m.lba}`) : Buffer.alloc(0);
+      const data = Buffer.concat([rec.subarray(GRAIN_MARKER_BYTES, GRAIN_MARKER_BYTES + inMarker), rest]);
+      log.add(pos / SECTOR, grain);
+      await emitGrain(e, sink, grain, inflateAt(e, data, m.lba, pos), pos);
+      pos += Math.ceil((GRAIN_MARKER_BYTES + m.size) / SECTOR) * SECTOR;
+      continue;
     }
-    await window.drain();
-  } finally {
-    await window.settle();
+    const body = pos + SECTOR;
+    if (m.type === MARKER_EOS) {
+      if (m.sectors !== 0) throw fail(e, pos, `an end-of-stream marker that announces ${m.sectors} sectors`);
+      break;
+    }
+    if (m.type === MARKER_GT) {
+      if (m.sectors * SECTOR < e.gtBytes) throw fail(e, pos, `a grain table marker of ${m.sectors} sectors, less than a table's ${e.gtBytes} bytes`);
+      await readTable(body / SECTOR, await readExact(e, body, e.gtBytes, 'a grain table'));
+    } else if (m.type === MARKER_GD) {
+      if (m.sectors * SECTOR < e.gtCount * ENTRY_BYTES) throw fail(e, pos, `a grain directory marker of ${m.sectors} sectors, less than the directory's ${e.gtCount * ENTRY_BYTES} bytes`);
+      await readDirectory(body / SECTOR, await readExact(e, body, e.gtCount * ENTRY_BYTES, 'the grain directory'));
+    } else if (m.type === MARKER_FOOTER) {
+      if (m.sectors !== 1) throw fail(e, pos, `a footer marker of ${m.sectors} sectors (a footer is 1)`);
+      const f = parseHeader(await readExact(e, body, SECTOR, 'the footer'), e.source.name, body);
+      if (f.capacity !== h.capacity || f.grainSize !== h.grainSize || f.numGTEsPerGT !== per) throw fail(e, body, 'the footer disagrees with the header on capacity or grain size');
+      if (gdSector === null || f.gdOffset !== gdSector) throw fail(e, body + 56, `the footer's grain directory (sector ${f.gdOffset}) is not the one the stream holds (${gdSector ?? 'none'})`);
+      footerAt = body;
+    } else throw fail(e, pos + 12, `a marker of unknown type ${m.type}`);
+    pos = body + m.sectors * SECTOR;
   }
   if (footerAt === null) throw fail(e, pos, 'the stream ends without a footer (the header says the grain directory is at the end)');
   for (const [s, t] of tables) if (!t.listed) throw fail(e, s * SECTOR, 'a grain table that no grain directory entry points at');

@@ -3,7 +3,7 @@ import { ImageFormatError, UnsupportedImageError } from '../errors.js';
 import type { BackingRef, ImageReader, ImageSink } from '../image-reader.js';
 import { NO_PARENT, parseDescriptor, type Descriptor } from './descriptor.js';
 import { describeExtent, readExact } from './extent.js';
-import { COMPRESSION_DEFLATE, COMPRESSION_NONE, FLAG_MARKERS, FLAG_NEWLINE_TEST, GD_AT_END, isSparseMagic, parseHeader, SECTOR, type SparseHeader } from './header.js';
+import { COMPRESSION_DEFLATE, COMPRESSION_NONE, ENTRY_BYTES, FLAG_MARKERS, FLAG_NEWLINE_TEST, GD_AT_END, isSparseMagic, parseHeader, SECTOR, type SparseHeader } from './header.js';
 import { decodeByMarkers } from './marker-walk.js';
 import { decodeByTables } from './table-walk.js';
 
@@ -11,6 +11,12 @@ import { decodeByTables } from './table-walk.js';
 const MAX_DESCRIPTOR_SECTORS = 2048;
 /** Grains beyond 16 MiB are not believed: each one is held whole while it is decoded. */
 const MAX_GRAIN_SECTORS = 32768;
+/**
+ * Bytes of grain directory believed: 2^20 tables, 2 TiB in the smallest
+ * grains the specification allows (4 KiB), 32 TiB in the usual 64 KiB. A
+ * larger capacity is refused before anything its size is read.
+ */
+const MAX_DIRECTORY_BYTES = 4 * 1024 * 1024;
 /** Bytes of a descriptor file read to say what it is. */
 const DESCRIPTOR_FILE_BYTES = 64 * 1024;
 
@@ -26,6 +32,7 @@ export async function openVmdk(source: ByteSource): Promise<ImageReader> {
   const header = parseHeader(head, source.name, 0);
   checkHeader(source.name, header);
   const extent = describeExtent(source, header);
+  if (extent.gtCount * ENTRY_BYTES > MAX_DIRECTORY_BYTES) throw new ImageFormatError(source.name, 12, `a capacity of ${header.capacity} sectors in grains of ${header.grainSize} needs ${extent.gtCount} grain tables, more than the ${MAX_DIRECTORY_BYTES / ENTRY_BYTES} believed`);
   const descriptor = await readEmbeddedDescriptor(source, header);
   const createType = checkDescriptor(source.name, header, descriptor);
   const markers = (header.flags & FLAG_MARKERS) !== 0;
@@ -61,6 +68,7 @@ function checkHeader(file: string, h: SparseHeader): void {
   if ((h.flags & FLAG_NEWLINE_TEST) !== 0 && !h.newlinesIntact) throw new ImageFormatError(file, 73, 'the newline-detection bytes are changed: the file went through a text-mode transfer that rewrote its line ends');
   if (h.compressAlgorithm !== COMPRESSION_NONE && h.compressAlgorithm !== COMPRESSION_DEFLATE) throw new UnsupportedImageError(file, `compression algorithm ${h.compressAlgorithm}`);
   if (h.compressAlgorithm === COMPRESSION_DEFLATE && (h.flags & FLAG_MARKERS) === 0) throw new UnsupportedImageError(file, 'compressed grains without grain markers');
+  if (h.gdOffset === GD_AT_END && (h.compressAlgorithm !== COMPRESSION_DEFLATE || (h.flags & FLAG_MARKERS) === 0)) throw new UnsupportedImageError(file, 'a grain directory at the end of an extent without compressed grains and markers');
   if (h.grainSize < 1 || h.grainSize > MAX_GRAIN_SECTORS) throw new ImageFormatError(file, 20, `a grain size of ${h.grainSize} sectors`);
   if (h.numGTEsPerGT < 1 || h.numGTEsPerGT > 512) throw new ImageFormatError(file, 44, `${h.numGTEsPerGT} entries per grain table (VMDK has 512)`);
   if (h.capacity === 0) throw new ImageFormatError(file, 12, 'a capacity of 0 sectors');

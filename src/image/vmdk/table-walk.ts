@@ -4,14 +4,11 @@ import { GRAIN_MARKER_BYTES } from './markers.js';
 import { ENTRY_BYTES, SECTOR } from './header.js';
 import { inflateAt, maxCompressed } from './inflate-check.js';
 import { RunHeap, type GrainRun } from './run-heap.js';
-import { TaskWindow } from './task-window.js';
 
 /** Bytes read at once from grains that lie back to back in the file. */
 const READ_SPAN = 4 * 1024 * 1024;
-/** A grain directory read from a stream of unknown length is held whole; past this the capacity is not believed. */
-const MAX_STREAM_GD = 64 * 1024 * 1024;
-/** Compressed grains inflating at once. */
-const INFLATE_DEPTH = 4;
+/** Tables are sorted by a key of sector and index in one number: the index takes the low bits. */
+const INDEX_SPAN = 2 ** 20;
 
 /**
  * Decodes an extent through its tables, the way a reader that can seek
@@ -26,19 +23,22 @@ export async function decodeByTables(e: Extent, sink: ImageSink, signal?: AbortS
   if (h.gdOffset === 0) throw fail(e, 56, 'the grain directory offset is 0');
   const gdAt = h.gdOffset * SECTOR;
   const gdBytes = e.gtCount * ENTRY_BYTES;
-  if (e.source.size === null && gdBytes > MAX_STREAM_GD) throw fail(e, 12, `a capacity of ${h.capacity} sectors needs a ${gdBytes}-byte grain directory, more than a streamed image is believed to have`);
   checkPlace(e, gdAt, gdAt + gdBytes, 'the grain directory');
   const gd = await readExact(e, gdAt, gdBytes, 'the grain directory');
 
-  const tables: { at: number; index: number }[] = [];
+  // The allocated tables in file order, as sector and index in one number each: a directory may have a million entries.
+  let count = 0;
+  const keys = new Float64Array(e.gtCount);
   for (let i = 0; i < e.gtCount; i++) {
     const sector = gd.readUInt32LE(i * ENTRY_BYTES);
-    if (sector !== 0) tables.push({ at: sector * SECTOR, index: i });
+    if (sector !== 0) keys[count++] = sector * INDEX_SPAN + i;
   }
-  tables.sort((a, b) => a.at - b.at);
+  const tables = keys.subarray(0, count).sort();
+  const table = (k: number): { at: number; index: number } => ({ at: Math.floor(tables[k]! / INDEX_SPAN) * SECTOR, index: tables[k]! % INDEX_SPAN });
   const metadata: [number, number][] = [[gdAt, gdAt + gdBytes]];
   let tablesEnd = 0;
-  for (const t of tables) {
+  for (let k = 0; k < count; k++) {
+    const t = table(k);
     const end = t.at + e.gtBytes;
     checkPlace(e, t.at, end, `grain table ${t.index}`);
     if (t.at < tablesEnd || (t.at < gdAt + gdBytes && gdAt < end)) throw fail(e, gdAt + t.index * ENTRY_BYTES, `grain table ${t.index} at offset ${t.at} overlaps another grain table or the grain directory`);
@@ -48,24 +48,19 @@ export async function decodeByTables(e: Extent, sink: ImageSink, signal?: AbortS
   metadata.sort((a, b) => a[0] - b[0]);
 
   const heap = new RunHeap();
-  for (const t of tables) {
+  for (let k = 0; k < count; k++) {
     if (signal?.aborted) throw new Error('interrupted');
+    const t = table(k);
     await readTable(e, t, await readExact(e, t.at, e.gtBytes, `grain table ${t.index}`), heap, sink);
   }
 
-  const window = new TaskWindow(INFLATE_DEPTH);
-  try {
-    let end = 0;
-    while (heap.size > 0) {
-      if (signal?.aborted) throw new Error('interrupted');
-      const first = heap.pop()!;
-      if (first.at < end) throw fail(e, first.at, `the grain for LBA ${first.grain * h.grainSize} overlaps the grain before it (two grain table entries share its sectors)`);
-      if (e.compressed) end = await compressedGrain(e, first, metadata, sink, window);
-      else end = await plainGrains(e, first, heap, metadata, sink);
-    }
-    await window.drain();
-  } finally {
-    await window.settle();
+  let end = 0;
+  while (heap.size > 0) {
+    if (signal?.aborted) throw new Error('interrupted');
+    const first = heap.pop()!;
+    if (first.at < end) throw fail(e, first.at, `the grain for LBA ${first.grain * h.grainSize} overlaps the grain before it (two grain table entries share its sectors)`);
+    if (e.compressed) end = await compressedGrain(e, first, metadata, sink);
+    else end = await plainGrains(e, first, heap, metadata, sink);
   }
 }
 
@@ -132,8 +127,8 @@ async function plainGrains(e: Extent, first: GrainRun, heap: RunHeap, metadata: 
   return first.at + span;
 }
 
-/** Reads one compressed grain (its marker, then its bytes) and leaves it inflating in `window`; returns where its bytes end. */
-async function compressedGrain(e: Extent, g: GrainRun, metadata: [number, number][], sink: ImageSink, window: TaskWindow): Promise<number> {
+/** Reads one compressed grain (its marker, then its bytes) and reports it inflated; returns where its bytes end. */
+async function compressedGrain(e: Extent, g: GrainRun, metadata: [number, number][], sink: ImageSink): Promise<number> {
   const lba = g.grain * e.header.grainSize;
   const what = `the compressed grain for LBA ${lba}`;
   const marker = await readExact(e, g.at, GRAIN_MARKER_BYTES, what);
@@ -146,6 +141,6 @@ async function compressedGrain(e: Extent, g: GrainRun, metadata: [number, number
   const clash = overlapping(metadata, g.at, end);
   if (clash) throw fail(e, g.at, `${what} overlaps a grain table or the grain directory at ${clash[0]}`);
   const data = await readExact(e, g.at + GRAIN_MARKER_BYTES, size, what);
-  await window.add(async () => emitGrain(e, sink, g.grain, await inflateAt(e, data, lba, g.at), g.at));
+  await emitGrain(e, sink, g.grain, inflateAt(e, data, lba, g.at), g.at);
   return end;
 }

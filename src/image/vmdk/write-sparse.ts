@@ -4,7 +4,7 @@ import { COMPRESSION_NONE, ENTRY_BYTES, FLAG_NEWLINE_TEST, FLAG_REDUNDANT_GRAIN_
 import { DESCRIPTOR_SECTORS, geometry, GRAIN_SECTORS, GTES_PER_GT, headBytes, type VmdkWriteOptions } from './layout.js';
 import { TaskWindow } from './task-window.js';
 
-/** Grain writes in flight. */
+/** Writes in flight, each of the grains of one read of the content that hold data and lie side by side. */
 const WRITE_DEPTH = 4;
 
 /**
@@ -43,17 +43,30 @@ export async function writeMonolithicSparse(content: ImageContent, sink: ByteSin
   let next = overHead;
   let dataBytes = 0;
   const window = new TaskWindow(WRITE_DEPTH);
+  // Grains are placed one after the other, so the ones not yet written lie back to back from `batchAt`; grains
+  // read together sit side by side in one buffer too, and are written as one view of it.
+  let batch: Buffer | null = null;
+  let batchAt = next * SECTOR;
+  const flush = async (): Promise<void> => {
+    if (!batch) return;
+    const buf = batch;
+    const at = batchAt;
+    batch = null;
+    batchAt = next * SECTOR;
+    await window.add(() => sink.write(buf, at));
+  };
   try {
     for await (const d of dataGrains(content, g.grainBytes, opts.progress, opts.signal)) {
-      const at = next * SECTOR;
+      if (batch && (batch.buffer !== d.buf.buffer || batch.byteOffset + batch.length !== d.buf.byteOffset)) await flush();
       const index = Math.floor(d.grain / GTES_PER_GT);
       let table = tables.get(index);
       if (!table) tables.set(index, (table = Buffer.alloc(g.gtSectors * SECTOR)));
       table.writeUInt32LE(next, (d.grain % GTES_PER_GT) * ENTRY_BYTES);
       next += GRAIN_SECTORS;
       dataBytes += Math.min(g.grainBytes, content.size - d.grain * g.grainBytes);
-      await window.add(() => sink.write(d.buf, at));
+      batch = batch ? Buffer.from(batch.buffer, batch.byteOffset, batch.length + d.buf.length) : d.buf;
     }
+    await flush();
     await window.drain();
   } finally {
     await window.settle();

@@ -6,7 +6,8 @@ import { writeStreamOptimized } from './write-stream.js';
 export const VMDK_SUBFORMATS = ['monolithicSparse', 'streamOptimized'] as const;
 
 /** Writes `content` as a VMDK of `opts.subformat` (monolithicSparse unless said). */
-export function writeVmdk(content: ImageContent, sink: ByteSink, opts: VmdkWriteOptions): Promise<WriteResult> {
+export async function writeVmdk(content: ImageContent, sink: ByteSink, opts: VmdkWriteOptions): Promise<WriteResult> {
+  if (content.size <= 0) throw new Error(`${sink.name}: a VMDK cannot hold a disk of ${content.size} bytes`);
   const sub = opts.subformat ?? 'monolithicSparse';
   if (sub === 'monolithicSparse') return writeMonolithicSparse(content, sink, opts);
   if (sub === 'streamOptimized') return writeStreamOptimized(content, sink, opts);
