@@ -73,15 +73,19 @@ export function servedTarget(control: ControlClient, connect: (volume: string) =
   };
 }
 
-/** The server counts this process's NBD connection until it has seen it close: a template made right after waits for that. */
+/**
+ * The server counts this process's NBD connection, and holds the volume
+ * open for it, until it has seen the connection close: a template made
+ * right after waits for that (a few milliseconds; ten seconds at most).
+ */
 async function untilDisconnected<T>(fn: () => Promise<T>): Promise<T> {
-  for (let tries = 0; ; tries++) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
     try {
       return await fn();
     } catch (err) {
-      if (tries >= 50 || !(err instanceof Error) || !/connected client/.test(err.message)) throw err;
+      if (Date.now() > deadline || !(err instanceof Error) || !/connected client|is open by/.test(err.message)) throw err;
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   }
 }
-
