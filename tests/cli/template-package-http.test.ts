@@ -30,12 +30,13 @@ interface Run {
   peakRss: number;
 }
 
-/** Runs the CLI without blocking this process (it serves the downloads), watching its peak memory. */
-function strataAsync(home: string, args: string[]): Promise<Run> {
+/** Runs the CLI without blocking this process (it serves the downloads), watching its peak memory; `onStart` gets its pid. */
+function strataAsync(home: string, args: string[], onStart?: (pid: number) => void): Promise<Run> {
   const child = spawn(process.execPath, [STRATA, '--home', home, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   let peakRss = 0;
+  if (child.pid !== undefined) onStart?.(child.pid);
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const watch = setInterval(() => {
@@ -61,6 +62,8 @@ describe.skipIf(!tools)('template import over HTTP', () => {
   const site = path.join(dir, 'site');
   let server: http.Server;
   let base = '';
+  /** Called when the slow route has sent all it will send. */
+  let slowSent: () => void = () => undefined;
   const vm: VmSpec = { name: 'web', cpus: 4, memoryMiB: 4096, network: 'LAN', disks: [{ href: 'disk1.vmdk', capacity: 32 * MiB, format: 'vmdk-stream' }] };
 
   const nothingLeft = async (): Promise<void> => {
@@ -97,7 +100,7 @@ describe.skipIf(!tools)('template import over HTTP', () => {
       res.writeHead(200, { 'content-length': size });
       const body = fs.createReadStream(file, mode === 'drop' || mode === 'slow' ? { end: Math.floor(size / 2) } : {});
       if (mode === 'drop') body.on('end', () => res.socket?.destroy());
-      else if (mode === 'slow') body.on('end', () => undefined);
+      else if (mode === 'slow') body.on('end', () => slowSent());
       body.pipe(res, { end: mode !== 'drop' && mode !== 'slow' });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -127,6 +130,20 @@ describe.skipIf(!tools)('template import over HTTP', () => {
     expect(drop.stderr).toMatch(new RegExp(`^strata: download of ${base}/drop/web\\.ova ended at \\d+ of ${size} bytes[^\\n]*\\n$`));
     expect(await inProcessFails(home, ['template', 'import', `${base}/slow/web.ova`, 'p/s', '--stall-timeout', '0.5'])).toMatch(new RegExp(`^download of ${base}/slow/web\\.ova stalled at \\d+ of ${size} bytes: nothing came for 0\\.5 s`));
     expect(await inProcessFails(home, ['template', 'import', `${base}/nothing.ova`, 'p/m'])).toBe(`download of ${base}/nothing.ova refused: HTTP 404 Not Found`);
+    await nothingLeft();
+  });
+
+  it('stops at Ctrl-C in the middle of a download, leaving nothing behind', async () => {
+    let pid = 0;
+    const stalled = new Promise<void>((resolve) => (slowSent = resolve));
+    const run = strataAsync(home, ['template', 'import', `${base}/slow/web.ova`, 'p/i'], (p) => (pid = p));
+    // Half the package is sent and the import waits for the rest: the moment a user gives up.
+    await stalled;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    process.kill(pid, 'SIGINT');
+    const r = await run;
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^strata: .*interrupted/);
     await nothingLeft();
   });
 
