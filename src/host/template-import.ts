@@ -1,6 +1,6 @@
 import type { BlockDevice } from '../blockdev/index.js';
 import type { ByteSource } from '../image/byte-source.js';
-import { deviceSink } from '../image/device-sink.js';
+import { deviceSink, type DeviceSink } from '../image/device-sink.js';
 import { openImage } from '../image/formats.js';
 import type { DiskFormat } from '../image/image-reader.js';
 import type { TemplateSettings } from '../qcowlike/index.js';
@@ -121,7 +121,7 @@ export async function importTemplate(pkg: OpenedPackage, target: TemplateTarget,
   const volumes: string[] = [];
   const templates: TemplateInfo[] = [];
   const disks: ImportedDisk[] = [];
-  let open: { name: string; device: BlockDevice } | undefined;
+  let open: { device: BlockDevice; sink: DeviceSink } | undefined;
   try {
     const seen = new Set<number>();
     const sizes: number[] = [];
@@ -141,9 +141,9 @@ export async function importTemplate(pkg: OpenedPackage, target: TemplateTarget,
       }
       const device = await target.create(vol, capacity);
       volumes.push(vol);
-      open = { name: vol, device };
       const start = before;
       const sink = deviceSink(device, { readsZeroes: true, progress: (n) => progress.update(start + n) });
+      open = { device, sink };
       await reader?.decode(sink, signal);
       await sink.drain();
       open = undefined;
@@ -162,7 +162,11 @@ export async function importTemplate(pkg: OpenedPackage, target: TemplateTarget,
     }
     return { templates, disks };
   } catch (err) {
-    if (open) await open.device.close().catch(() => undefined);
+    if (open) {
+      // Writes still in flight land (or fail) before the volume goes.
+      await open.sink.drain().catch(() => undefined);
+      await open.device.close().catch(() => undefined);
+    }
     for (const t of templates.reverse()) await target.removeTemplate(t.name);
     for (const v of volumes.reverse()) await target.removeVolume(v);
     throw err;
