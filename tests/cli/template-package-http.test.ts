@@ -1,6 +1,7 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,15 +13,15 @@ import { buildCli } from './strata.js';
 import { inProcess, inProcessFails, inProcessJson } from './in-process.js';
 
 /**
- * `strata template import` from http:// URLs served by a local server in
- * this process: an OVA read once front to back, an OVF whose disks are
+ * `strata template import` from http:// and https:// URLs served by local
+ * servers in this process: an OVA read once front to back, an OVF whose disks are
  * fetched beside it, a server that drops the connection half-way and one
  * that stalls (each refused naming the problem, nothing left behind), and
  * the importing process's peak RSS staying well under the size of a
  * package four times the pool's cache budget.
  */
 const MiB = 1 << 20;
-const tools = ['qemu-img', 'tar', 'sha256sum'].every(hasTool);
+const tools = ['qemu-img', 'tar', 'sha256sum', 'openssl'].every(hasTool);
 
 interface Run {
   code: number | null;
@@ -31,8 +32,8 @@ interface Run {
 }
 
 /** Runs the CLI without blocking this process (it serves the downloads), watching its peak memory; `onStart` gets its pid. */
-function strataAsync(home: string, args: string[], onStart?: (pid: number) => void): Promise<Run> {
-  const child = spawn(process.execPath, [STRATA, '--home', home, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function strataAsync(home: string, args: string[], onStart?: (pid: number) => void, env: Record<string, string> = {}): Promise<Run> {
+  const child = spawn(process.execPath, [STRATA, '--home', home, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let stdout = '';
   let stderr = '';
   let peakRss = 0;
@@ -61,7 +62,9 @@ describe.skipIf(!tools)('template import over HTTP', () => {
   const home = path.join(dir, 'home');
   const site = path.join(dir, 'site');
   let server: http.Server;
+  let tls: https.Server;
   let base = '';
+  let tlsBase = '';
   /** Called when the slow route has sent all it will send. */
   let slowSent: () => void = () => undefined;
   const vm: VmSpec = { name: 'web', cpus: 4, memoryMiB: 4096, network: 'LAN', disks: [{ href: 'disk1.vmdk', capacity: 32 * MiB, format: 'vmdk-stream' }] };
@@ -88,7 +91,7 @@ describe.skipIf(!tools)('template import over HTTP', () => {
     tarOva(bigDir, big, path.join(site, 'big.ova'));
     fs.rmSync(bigDir, { recursive: true });
 
-    server = http.createServer((req, res) => {
+    const handler: http.RequestListener = (req, res) => {
       const url = new URL(req.url ?? '/', 'http://x');
       const [, mode, ...rest] = url.pathname.split('/');
       const file = path.join(site, ...(mode === 'drop' || mode === 'slow' ? rest : [mode!, ...rest]));
@@ -102,13 +105,21 @@ describe.skipIf(!tools)('template import over HTTP', () => {
       if (mode === 'drop') body.on('end', () => res.socket?.destroy());
       else if (mode === 'slow') body.on('end', () => slowSent());
       body.pipe(res, { end: mode !== 'drop' && mode !== 'slow' });
-    });
+    };
+    server = http.createServer(handler);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    // A self-signed certificate for 127.0.0.1: trusted by the CLI only through NODE_EXTRA_CA_CERTS.
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'pipe' });
+    tls = https.createServer({ key: fs.readFileSync(path.join(dir, 'key.pem')), cert: fs.readFileSync(path.join(dir, 'cert.pem')) }, handler);
+    await new Promise<void>((resolve) => tls.listen(0, '127.0.0.1', resolve));
+    tlsBase = `https://127.0.0.1:${(tls.address() as AddressInfo).port}`;
   });
   afterAll(async () => {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
+    for (const srv of [server, tls]) {
+      srv.closeAllConnections();
+      await new Promise((resolve) => srv.close(resolve));
+    }
     scratch.cleanup();
   });
 
@@ -120,6 +131,15 @@ describe.skipIf(!tools)('template import over HTTP', () => {
     const b = await inProcess(home, ['template', 'import', `${base}/ovf/web.ovf`, 'p/b']);
     expect(b).toMatch(/^imported .*web\.ovf as template p\/b\n {2}p\/b: 32M from disk1\.vmdk \(vmdk streamOptimized\), 3M of data$/m);
     for (const t of ['a', 'b']) await inProcess(home, ['template', 'delete', `p/${t}`]);
+  });
+
+  it('imports over https, and refuses a server whose certificate is not trusted', async () => {
+    const r = await strataAsync(home, ['template', 'import', `${tlsBase}/web.ova`, 'p/t'], undefined, { NODE_EXTRA_CA_CERTS: path.join(dir, 'cert.pem') });
+    expect([r.code, r.stderr]).toEqual([0, '']);
+    expect(r.stdout).toMatch(/^ {2}p\/t: 32M from disk1\.vmdk \(vmdk streamOptimized\), 3M of data$/m);
+    await inProcess(home, ['template', 'delete', 'p/t']);
+    expect(await inProcessFails(home, ['template', 'import', `${tlsBase}/web.ova`, 'p/u'])).toMatch(new RegExp(`^download of ${tlsBase}/web\\.ova failed: self[- ]signed certificate`));
+    await nothingLeft();
   });
 
   it('says where a dropped download ended, and fails a stalled one, leaving nothing behind', async () => {
