@@ -59,9 +59,21 @@ describe.skipIf(!tools)('template import and export on a served pool', () => {
     expect(srv!.child.exitCode).toBeNull();
   });
 
+  it("exports a domain XML whose disk, once its clone is made, is the served clone's NBD export", async () => {
+    const port = new URL(srv!.uri).port;
+    const xml = path.join(dir, 'db.xml');
+    await inProcess(home, ['template', 'export', 'p/db', xml, '--nbd', `127.0.0.1:${port}`]);
+    const m = /<source protocol='nbd' name='([^']+)'>\s*<host name='([^']+)' port='(\d+)'\/>/.exec(fs.readFileSync(xml, 'utf8'));
+    expect(m?.slice(1)).toEqual(['p/db-vm', '127.0.0.1', port]);
+    await inProcess(home, ['clone', 'p/db', 'p/db-vm']);
+    // What libvirt would hand QEMU: nbd://HOST:PORT/EXPORT, read here by qemu-img.
+    const uri = `nbd://${m![2]}:${m![3]}/${m![1]}`;
+    expect(execFileSync('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', path.join(dir, 'd1.raw'), uri], { encoding: 'utf8' })).toMatch(/identical/);
+  });
+
   it('refuses a damaged manifest, leaving nothing in the served pool', async () => {
     expect(fails(home, ['template', 'import', path.join(dir, 'damaged.ova'), 'p/bad'])).toMatch(/^strata: disk1\.vmdk: its SHA256 digest is \w+, but db\.mf in .*damaged\.ova says \w+: the file is damaged or was changed$/);
-    expect((await inProcessJson<Array<{ name: string }>>(home, ['volume', 'list', 'p'])).map((v) => v.name).sort()).toEqual(['busy', 'db1']);
+    expect((await inProcessJson<Array<{ name: string }>>(home, ['volume', 'list', 'p'])).map((v) => v.name).sort()).toEqual(['busy', 'db-vm', 'db1']);
     expect((await inProcessJson<TemplateInfo[]>(home, ['template', 'list', 'p'])).map((t) => t.name)).toEqual(['db']);
   });
 });

@@ -125,6 +125,45 @@ describe.skipIf(!tools)('template import and export of OVF and OVA packages', ()
     same(raw2, path.join(dir, 'back2-raw', 'back-disk2.img'));
   });
 
+  it('imports a libvirt domain XML with its disk beside it, and exports one whose disks are the NBD export of a clone', async () => {
+    const d = path.join(dir, 'domain');
+    fs.mkdirSync(d);
+    convertDisk(raw2, path.join(d, 'root.qcow2'), 'qcow2');
+    const domain = (source: string): string => `<domain type='kvm'>
+  <name>kvm-guest</name>
+  <memory unit='KiB'>1048576</memory>
+  <vcpu placement='static'>2</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='${source}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='cdrom'><target dev='sda' bus='sata'/><readonly/></disk>
+    <interface type='network'><source network='default'/><model type='virtio'/></interface>
+  </devices>
+</domain>
+`;
+    fs.writeFileSync(path.join(d, 'vm.xml'), domain('root.qcow2'));
+    const r = await inProcessJson<{ templates: TemplateInfo[] }>(home, ['template', 'import', path.join(d, 'vm.xml'), 'p']);
+    expect(r.templates.map((t) => [t.name, t.size])).toEqual([['kvm-guest', 16 * MiB]]);
+    expect(r.templates[0]!.settings).toMatchObject({ name: 'kvm-guest', cpus: 2, memoryBytes: 1024 * MiB, disks: [{ name: 'kvm-guest', capacity: 16 * MiB, bus: 'virtio', bootOrder: 1 }], networks: [{ name: 'default', model: 'virtio' }], source: 'libvirt' });
+    fs.writeFileSync(path.join(d, 'outside.xml'), domain(raw2));
+    expect(await inProcessFails(home, ['template', 'import', path.join(d, 'outside.xml'), 'p/o'])).toMatch(/disk vda: its source .*d2\.raw is outside the descriptor's directory/);
+
+    const out = path.join(dir, 'xml-out', 'kvm.xml');
+    fs.mkdirSync(path.dirname(out));
+    const text = await inProcess(home, ['template', 'export', 'p/kvm-guest', out, '--nbd', '192.0.2.7:10809']);
+    expect(text).toMatch(/strata clone p\/kvm-guest p\/kvm-guest-vm; then strata serve p and virsh define/);
+    const xml = fs.readFileSync(out, 'utf8');
+    expect(xml).toMatch(/<disk type='network' device='disk'>\s*<driver name='qemu' type='raw' discard='unmap'\/>\s*<source protocol='nbd' name='p\/kvm-guest-vm'>\s*<host name='192\.0\.2\.7' port='10809'\/>/);
+    expect(xml).toMatch(/<vcpu placement='static'>2<\/vcpu>/);
+    expect(xml).toMatch(/<memory unit='MiB'>1024<\/memory>/);
+    same(raw2, path.join(dir, 'xml-out', 'kvm-guest.qcow2'), 'qcow2');
+    expect(await inProcessFails(home, ['template', 'import', out, 'p/again'])).toMatch(/disk vda is an NBD export \(p\/kvm-guest-vm\), not a file; importing it is not supported/);
+  });
+
   it('refuses a missing disk, an href leaving the package, a disk larger than declared, a damaged manifest and a truncated tar, leaving nothing behind', async () => {
     const missing = folder('missing', vm('missing'), { manifest: false });
     fs.rmSync(path.join(missing, 'disk2.qcow2'));
