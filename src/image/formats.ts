@@ -14,7 +14,7 @@ import { openVmdk } from './vmdk/reader.js';
 import { writeVmdk } from './vmdk/writer.js';
 
 /** The reader of each format Strata reads natively. */
-const readers: Record<DiskFormat, OpenReader | undefined> = {
+const readers: Record<DiskFormat, OpenReader> = {
   raw: openRaw,
   qcow2: openQcow2,
   vmdk: openVmdk,
@@ -23,7 +23,7 @@ const readers: Record<DiskFormat, OpenReader | undefined> = {
 };
 
 /** The writer of each format Strata writes. */
-const writers: Record<DiskFormat, ImageWriter | undefined> = {
+const writers: Record<DiskFormat, ImageWriter> = {
   raw: writeRaw,
   qcow2: writeQcow2,
   vmdk: writeVmdk,
@@ -37,11 +37,8 @@ export function isDiskFormat(name: string): name is DiskFormat {
   return (DISK_FORMATS as readonly string[]).includes(name);
 }
 
-/** The writer for `format`, or an error naming the formats that are written. */
 export function writerFor(format: DiskFormat): ImageWriter {
-  const w = writers[format];
-  if (!w) throw new Error(`writing ${format} images is not supported (${DISK_FORMATS.filter((f) => writers[f]).join(', ')} are)`);
-  return w;
+  return writers[format];
 }
 
 /**
@@ -65,7 +62,5 @@ export async function sniffFormat(source: ByteSource): Promise<DiskFormat> {
 export async function openImage(source: ByteSource, format?: DiskFormat): Promise<ImageReader> {
   if (format === undefined && !source.seekable) throw new Error(`${source.name}: the format of a stream must be given`);
   const f = format ?? (await sniffFormat(source));
-  const open = readers[f];
-  if (!open) throw new UnsupportedImageError(source.name, `reading ${f} images`);
-  return open(source);
+  return readers[f](source);
 }
