@@ -71,10 +71,10 @@ export function diskFileName(template: string, format: DiskFormat): string {
 }
 
 /** One template written as an image of `format` into `sink` (a file, or its place in an OVA). */
-export async function writeTemplateDisk(source: TemplateSource, template: string, sink: ByteSink, format: DiskFormat, subformat: string | undefined, progress: (done: number) => void, signal?: AbortSignal): Promise<{ dataBytes: number; fileSize: number }> {
+export async function writeTemplateDisk(source: TemplateSource, template: string, fileName: string, sink: ByteSink, format: DiskFormat, subformat: string | undefined, progress: (done: number) => void, signal?: AbortSignal): Promise<{ dataBytes: number; fileSize: number }> {
   const device = await source.open(template);
   try {
-    const r = await writerFor(format)(deviceContent(device), sink, { ...(subformat ? { subformat } : {}), progress, ...(signal ? { signal } : {}) });
+    const r = await writerFor(format)(deviceContent(device), sink, { ...(subformat ? { subformat } : {}), fileName, progress, ...(signal ? { signal } : {}) });
     return { dataBytes: r.dataBytes, fileSize: r.fileSize };
   } finally {
     await device.close();
@@ -91,7 +91,7 @@ export async function writeDisks(source: TemplateSource, plan: ExportPlan, dir: 
     const fd = fs.openSync(full, 'wx', 0o644);
     try {
       const start = before;
-      const r = await writeTemplateDisk(source, t.name, fileSink(fd, full), format, subformat, (n) => progress(start + n), signal);
+      const r = await writeTemplateDisk(source, t.name, file, fileSink(fd, full), format, subformat, (n) => progress(start + n), signal);
       out.push({ template: t.name, file, format, subformat: subformat ?? null, size: t.size, fileSize: fs.fstatSync(fd).size, dataBytes: r.dataBytes });
     } catch (err) {
       fs.rmSync(full, { force: true });

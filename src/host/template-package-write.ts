@@ -105,7 +105,7 @@ async function writeOvaFile(req: PackageWriteRequest): Promise<PackageWritten> {
         href: d.file,
         write: async (sink) => {
           const start = before;
-          const r = await writeTemplateDisk(req.source, d.template, sink, req.format, req.subformat, (n) => req.progress(start + n), req.signal);
+          const r = await writeTemplateDisk(req.source, d.template, d.file, sink, req.format, req.subformat, (n) => req.progress(start + n), req.signal);
           written.set(d.file, r.dataBytes);
           before += d.size;
         },

@@ -106,6 +106,8 @@ describe.skipIf(!tools)('template import and export of OVF and OVA packages', ()
     expect(execFileSync('qemu-img', ['info', path.join(x, 'web.vmdk')], { encoding: 'utf8' })).toMatch(/create type: streamOptimized/);
     same(raw1, path.join(x, 'web.vmdk'), 'vmdk');
     same(raw2, path.join(x, 'web-disk2.vmdk'), 'vmdk');
+    // The disk's descriptor names its own file, as VMware and VirtualBox look it up.
+    expect(fs.readFileSync(path.join(x, 'web.vmdk')).subarray(512, 512 + 20 * 512).toString('latin1')).toMatch(/^RW \d+ SPARSE "web\.vmdk"$/m);
     expect(await inProcessFails(home, ['template', 'export', 'p/web', ova])).toBe(`${ova} already exists (use --force to overwrite it)`);
     const ovf = path.join(dir, 'out-ovf');
     await inProcess(home, ['template', 'export', 'p/web', ovf, '--package', 'ovf', '--disk-format', 'qcow2']);
