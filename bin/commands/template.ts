@@ -5,7 +5,9 @@ import { onePool, parseTemplateRef } from '../../src/host/snapshot-ref.js';
 import type { TemplateInfo } from '../../src/snapshot/index.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { formatSize } from '../size.js';
+import { settingsLines } from '../template-settings-lines.js';
 import type { CommandGroup } from './index.js';
+import { templatePackageCommands } from './template-package.js';
 
 /**
  * `strata template create|clone|info|delete|list`: read-only, protected
@@ -22,9 +24,10 @@ export const templateCommands: CommandGroup = (program) => {
     .argument('<source>', 'POOL/VOL or POOL/TEMPLATE')
     .argument('<pool/new>', 'the new template, in the same pool')
     .action(cloneTemplate);
-  template.command('info').description('one template: size, origin, what depends on it').argument('<pool/template>', 'the template').action(templateInfo);
+  template.command('info').description('one template: size, origin, what depends on it, the VM settings it was imported with').argument('<pool/template>', 'the template').action(templateInfo);
   template.command('delete').description('delete a template nothing is cloned from').argument('<pool/template>', 'the template').option('--force', "end the connections reading the template's export first").action(deleteTemplate);
   template.command('list').description("a pool's templates").argument('<pool>', 'the pool').action(listTemplates);
+  templatePackageCommands(template);
 };
 
 async function createTemplate(ref: string, _opts: unknown, cmd: Command): Promise<void> {
@@ -56,6 +59,7 @@ async function templateInfo(ref: string, _opts: unknown, cmd: Command): Promise<
     ['created', t.created],
     ['origin', t.origin ?? '-'],
     ['dependants', t.dependants.length === 0 ? 'none' : t.dependants.join(', ')],
+    ...settingsLines(t.settings),
   ]);
 }
 

@@ -130,7 +130,7 @@ export async function runChain(pool: Pool, req: ChainRequest, ctx: AdminContext)
       requireVolume(pool, p, req.volume);
       const clients = ctx.clientsOf?.(req.volume) ?? 0;
       if (clients > 0) throw new AdminError('EBUSY', `volume '${p}/${req.volume}' has ${clients} connected client${clients === 1 ? '' : 's'}; a template is read-only and no longer a volume: disconnect ${clients === 1 ? 'it' : 'them'} first`);
-      const t = await about({ volume: req.volume }, () => convertToTemplate(pool, req.volume));
+      const t = await about({ volume: req.volume }, () => convertToTemplate(pool, req.volume, req.settings));
       ctx.changed?.();
       return t;
     }

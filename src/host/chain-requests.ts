@@ -1,5 +1,5 @@
-import type { VolumeInfo } from '../qcowlike/index.js';
-import type { ChainNode, SnapshotInfo, SnapshotRef, TemplateInfo } from '../snapshot/index.js';
+import type { TemplateSettings, VolumeInfo } from '../qcowlike/index.js';
+import { checkSettings, type ChainNode, type SnapshotInfo, type SnapshotRef, type TemplateInfo } from '../snapshot/index.js';
 import { requestFlag } from './request-fields.js';
 
 /** The snapshot, clone, template and flatten requests, as the CLI and a served pool's control socket pass them (run by src/host/chain-admin.ts). */
@@ -11,7 +11,8 @@ export type ChainRequest =
   | { op: 'snapshot-delete'; volume: string; snapshot: string; rate?: number; force?: boolean }
   | { op: 'snapshot-revert'; volume: string; snapshot: string; force: boolean }
   | { op: 'clone'; source: CloneSource; name: string; full: boolean }
-  | { op: 'template-create'; volume: string }
+  /** `settings`: the VM an imported package described, kept with the template. */
+  | { op: 'template-create'; volume: string; settings?: TemplateSettings }
   /** `source` is a volume (its state now) or a template: the pool tells which. */
   | { op: 'template-clone'; source: string; name: string }
   | { op: 'template-info'; template: string }
@@ -90,7 +91,7 @@ export function parseChainRequest(raw: Record<string, unknown>): ChainRequest {
       return { op: 'clone', source, name: name('name'), full: flag('full') };
     }
     case 'template-create':
-      return { op: 'template-create', volume: name('volume') };
+      return { op: 'template-create', volume: name('volume'), ...(raw.settings === undefined ? {} : { settings: checkSettings(raw.settings, "'settings'") }) };
     case 'template-clone':
       return { op: 'template-clone', source: name('source'), name: name('name') };
     case 'template-info':

@@ -31,8 +31,8 @@ export type ControlReply =
 
 export type ControlLine = ControlProgress | ControlReply;
 
-/** Longest request line accepted; a request is a few hundred bytes. */
-export const MAX_LINE = 64 * 1024;
+/** Longest request line accepted; a request is a few hundred bytes, one that carries template settings up to 64 KiB more. */
+export const MAX_LINE = 256 * 1024;
 
 export function controlSocketPath(home: string, pool: string): string {
   return path.join(path.resolve(home), 'run', `${checkName('pool', pool)}.sock`);

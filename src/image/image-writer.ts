@@ -29,6 +29,8 @@ export interface ByteSink {
 export interface WriteOptions {
   /** vmdk: monolithicSparse (default) | streamOptimized; vhd: dynamic (default) | fixed. */
   subformat?: string;
+  /** The image's own file name, for formats that record it (a VMDK's extent line); the sink's base name unless said. */
+  fileName?: string;
   /** Bytes of content handled so far, for a progress bar. */
   progress?: (done: number) => void;
   signal?: AbortSignal;

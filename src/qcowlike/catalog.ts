@@ -51,7 +51,20 @@ export interface CatalogTemplate {
   uuid: string;
   /** What it was made from (`vol`, `vol@snap`, `tmpl`). */
   origin?: string;
+  /**
+   * The virtual machine the template came with (an imported package's name,
+   * OS, CPUs, memory, disks, networks), kept to be shown and written back on
+   * export; at most MAX_SETTINGS_BYTES of JSON. Absent: none.
+   */
+  settings?: TemplateSettings;
 }
+
+/** A JSON value as the catalog stores it. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+/** A template's settings: a JSON object whose shape the package layer owns (src/package). */
+export type TemplateSettings = { [key: string]: JsonValue };
+/** Bytes of JSON a template's settings may take: the catalog is rewritten whole on every change, so it stays small; a request that carries them fits in a control-socket line (256 KiB). */
+export const MAX_SETTINGS_BYTES = 64 * 1024;
 
 export interface Catalog {
   version: 1;

@@ -5,4 +5,5 @@ export type { CheckProblem, CheckReport, LayerInfo, PoolCreateOptions, PoolOpenO
 export { Layer } from './layer.js';
 export { VolumeHandle } from './volume.js';
 export { diffLayers, type LayerDiffExtent } from './layer-diff.js';
-export type { Catalog, CatalogSnapshot, CatalogTemplate, CatalogVolume } from './catalog.js';
+export type { Catalog, CatalogSnapshot, CatalogTemplate, CatalogVolume, JsonValue, TemplateSettings } from './catalog.js';
+export { MAX_SETTINGS_BYTES } from './catalog.js';

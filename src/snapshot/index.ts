@@ -7,6 +7,7 @@
 export { createSnapshots, deleteSnapshot, listSnapshots, revertSnapshot, snapshotInfo } from './snapshots.js';
 export { cloneVolume, flattenVolume } from './clones.js';
 export { convertToTemplate, deleteTemplate, listTemplates, templateFrom, templateInfo } from './templates.js';
+export { checkSettings } from './template-settings.js';
 export { diffRanges, frozenRecords, openFrozen } from './frozen.js';
 export { chainTree } from './tree.js';
 export type { ChainJobOptions, ChainNode, ChainProgress, DepthExtent, DiffExtent, SnapshotInfo, SnapshotRef, TemplateInfo } from './types.js';

@@ -1,12 +1,17 @@
 import { randomUUID } from 'node:crypto';
-import { isValidName, NAME_RULE, PoolError, type Pool } from '../qcowlike/index.js';
+import { isValidName, NAME_RULE, PoolError, type Pool, type TemplateSettings } from '../qcowlike/index.js';
 import { checkNewName, dependants, layerName, templateRecord, volumeRecord } from './names.js';
 import { putNewTop } from './new-top.js';
 import { holdWhole } from './quiesce.js';
+import { checkSettings, copySettings } from './template-settings.js';
 import type { TemplateInfo } from './types.js';
 
-/** Turns a volume into a template: its top layer freezes under the same name, which stops being a volume. */
-export async function convertToTemplate(pool: Pool, volume: string): Promise<TemplateInfo> {
+/**
+ * Turns a volume into a template: its top layer freezes under the same name,
+ * which stops being a volume. `settings` (an imported package's VM) go with it.
+ */
+export async function convertToTemplate(pool: Pool, volume: string, settings?: TemplateSettings): Promise<TemplateInfo> {
+  const kept = settings === undefined ? {} : { settings: copySettings(checkSettings(settings)) };
   await pool.changeChain(async (change) => {
     const vol = volumeRecord(pool, volume);
     const open = pool.openCount(volume);
@@ -16,7 +21,7 @@ export async function convertToTemplate(pool: Pool, volume: string): Promise<Tem
     await change(() => {
       top.rec.frozen = true;
       pool.catalogNow.volumes.splice(pool.catalogNow.volumes.indexOf(vol), 1);
-      pool.catalogNow.templates.push({ name: volume, layer: top.id, created: new Date().toISOString(), uuid: randomUUID(), ...(origin ? { origin } : {}) });
+      pool.catalogNow.templates.push({ name: volume, layer: top.id, created: new Date().toISOString(), uuid: randomUUID(), ...(origin ? { origin } : {}), ...kept });
     });
   });
   return templateInfo(pool, volume);
@@ -33,12 +38,15 @@ export async function templateFrom(pool: Pool, source: { volume: string } | { te
     const created = new Date().toISOString();
     await pool.enableSharing();
     if ('template' in source) {
-      const from = pool.layerById(templateRecord(pool, source.template).layer);
+      const rec = templateRecord(pool, source.template);
+      const from = pool.layerById(rec.layer);
+      // A copy of a template is the same machine: its settings come along.
+      const kept = rec.settings === undefined ? {} : { settings: copySettings(rec.settings) };
       const unhold = await pool.holdMaps([from]);
       try {
         await change(() => {
           const layer = pool.branchLayer(from, true);
-          pool.catalogNow.templates.push({ name, layer: layer.id, created, uuid: randomUUID(), origin: source.template });
+          pool.catalogNow.templates.push({ name, layer: layer.id, created, uuid: randomUUID(), origin: source.template, ...kept });
         }, unhold);
       } finally {
         unhold();
@@ -85,7 +93,7 @@ export async function deleteTemplate(pool: Pool, name: string): Promise<void> {
 export async function templateInfo(pool: Pool, name: string): Promise<TemplateInfo> {
   const rec = templateRecord(pool, name);
   const layer = pool.layerById(rec.layer);
-  return { name, uuid: rec.uuid, created: rec.created, size: layer.size, layer: layer.id, allocatedBytes: await pool.layerAllocated(layer), origin: rec.origin ?? null, dependants: dependants(pool, layer, name) };
+  return { name, uuid: rec.uuid, created: rec.created, size: layer.size, layer: layer.id, allocatedBytes: await pool.layerAllocated(layer), origin: rec.origin ?? null, dependants: dependants(pool, layer, name), settings: rec.settings ?? null };
 }
 
 export async function listTemplates(pool: Pool): Promise<TemplateInfo[]> {

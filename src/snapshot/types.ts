@@ -1,3 +1,5 @@
+import type { TemplateSettings } from '../qcowlike/index.js';
+
 /**
  * What chain operations take and give. A snapshot is named `volume@name`; a
  * template by its own name; both are frozen layers that volumes (linked
@@ -34,6 +36,8 @@ export interface TemplateInfo {
   origin: string | null;
   /** Volumes and templates cloned from it (directly or through their snapshots). */
   dependants: string[];
+  /** The virtual machine an imported package described (name, OS, CPUs, memory, disks, networks), or null. */
+  settings: TemplateSettings | null;
 }
 
 /** One node of the tree `snapshot list` draws: the chain a volume belongs to, oldest layer first. */

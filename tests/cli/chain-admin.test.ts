@@ -37,7 +37,7 @@ function snap(volume: string, name: string): SnapshotInfo {
 }
 
 function tmpl(name: string): TemplateInfo {
-  return { name, uuid: `u-${name}`, created: '2026-01-01T00:00:00.000Z', size: 16 << 20, layer: 2, allocatedBytes: 0, origin: null, dependants: [] };
+  return { name, uuid: `u-${name}`, created: '2026-01-01T00:00:00.000Z', size: 16 << 20, layer: 2, allocatedBytes: 0, origin: null, dependants: [], settings: null };
 }
 
 describe('chain verbs in the host layer', () => {

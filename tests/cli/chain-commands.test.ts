@@ -16,7 +16,7 @@ const admin = vi.mocked(adminOnPool);
 
 const when = '2026-12-01T10:00:00.000Z';
 const snap = (volume: string, name: string): SnapshotInfo => ({ volume, name, uuid: 'u1', created: when, size: 16 << 20, layer: 2, exclusiveBytes: 0, dependants: [] });
-const tmpl = (name: string, more: Partial<TemplateInfo> = {}): TemplateInfo => ({ name, uuid: 'u2', created: when, size: 16 << 20, layer: 3, allocatedBytes: 2 << 20, origin: null, dependants: [], ...more });
+const tmpl = (name: string, more: Partial<TemplateInfo> = {}): TemplateInfo => ({ name, uuid: 'u2', created: when, size: 16 << 20, layer: 3, allocatedBytes: 2 << 20, origin: null, dependants: [], settings: null, ...more });
 const volumeInfo = { name: 'c1', size: 16 << 20, allocatedBytes: 0, created: when, readOnly: false, incomplete: false, layers: [{ id: 4, parent: 2, frozen: false, allocatedBytes: 0 }, { id: 2, parent: null, frozen: true, allocatedBytes: 4 << 20 }] };
 
 let out = '';
@@ -97,8 +97,15 @@ describe('snapshot, clone, template and flatten commands', () => {
     expect(c.out).toBe('created template p/t2 from p/gold: 16M\n');
     admin.mockResolvedValue(tmpl('gold', { dependants: ['c1', 'c2'] }));
     expect((await run('template', 'info', 'p/gold')).out).toBe(
-      ['template:   p/gold', 'uuid:       u2', 'size:       16M (16777216 bytes)', 'allocated:  2M (2097152 bytes)', `created:    ${when}`, 'origin:     -', 'dependants: c1, c2', ''].join('\n'),
+      ['template:   p/gold', 'uuid:       u2', 'size:       16M (16777216 bytes)', 'allocated:  2M (2097152 bytes)', `created:    ${when}`, 'origin:     -', 'dependants: c1, c2', 'vm:         - (none: not imported from a package)', ''].join('\n'),
     );
+    admin.mockResolvedValue(tmpl('web', { settings: { name: 'web', cpus: 2, disks: [{ file: 'd1.vmdk', capacity: 1024 }, { file: 'd2.vmdk', capacity: 2048 }], networks: [] } }));
+    const withVm = (await run('template', 'info', 'p/web')).out;
+    expect(withVm).toMatch(/^vm name: +web$/m);
+    expect(withVm).toMatch(/^vm cpus: +2$/m);
+    expect(withVm).toMatch(/^vm disks\[2\]: +file=d2\.vmdk capacity=2K$/m);
+    expect(withVm).toMatch(/^vm networks: +none$/m);
+    expect(JSON.parse((await run('--json', 'template', 'info', 'p/web')).out).settings.disks[1]).toEqual({ file: 'd2.vmdk', capacity: 2048 });
     admin.mockResolvedValue([tmpl('t2', { origin: 'gold' }), tmpl('gold', { dependants: ['c1'] })]);
     const l = await run('template', 'list', 'p');
     expect(l.requests[0]).toEqual({ pool: 'p', req: { op: 'template-list' }, readOnly: true });

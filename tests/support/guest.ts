@@ -66,6 +66,22 @@ export class LinuxGuest {
     );
   }
 
+  /**
+   * The write phase's files as a host directory (`data/…` and the
+   * `SHA256SUMS` the verify phase checks), for a disk made without booting:
+   * `mke2fs -d DIR` of it is a disk the verify phase passes.
+   */
+  payloadTree(dir: string): void {
+    const lines: string[] = [];
+    for (const f of payloadFiles()) {
+      const file = path.join(dir, 'data', f.name);
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fs.writeFileSync(file, expectedContent(f, this.blob));
+      lines.push(`${this.expected.get(f.name)}  ${f.name}\n`);
+    }
+    fs.writeFileSync(path.join(dir, 'SHA256SUMS'), lines.join(''));
+  }
+
   /** name → sha256 of every file a soak that wrote `rounds` rounds leaves: the payload and the newest round files. */
   expectedAfterSoak(rounds: number): Map<string, string> {
     const sums = new Map(this.expected);

@@ -9,8 +9,6 @@ export interface VmdkWriteOptions extends WriteOptions {
   adapterType?: AdapterType;
   /** ddb.virtualHWVersion; "4" unless said. */
   hwVersion?: string;
-  /** The extent's file name in the descriptor; the sink's base name unless said (a tar member's name, say). */
-  fileName?: string;
 }
 
 /** 64 KiB grains and 512-entry tables: what VMware and qemu-img write, and all that some readers accept. */
