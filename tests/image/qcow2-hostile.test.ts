@@ -5,22 +5,19 @@ import { streamSource, type ByteSource } from '../../src/image/byte-source.js';
 import { ImageFormatError, NotStreamableError, UnsupportedImageError } from '../../src/image/errors.js';
 import { writeQcow2 } from '../../src/image/qcow2/writer.js';
 import { propertyRuns } from '../support/scratch.js';
-import { bufferContent, decodeAll, memorySink, seeded } from './qcow2-support.js';
+import { openQcow2 } from '../../src/image/qcow2/reader.js';
+import { bufferContent } from './support/content.js';
+import { decodeSource } from './support/decode.js';
+import { seeded } from './support/random.js';
+import { memoryByteSink } from './support/sinks.js';
+import { bufferSource } from './support/sources.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const CS = 64 * KiB;
 
-/** A source over bytes in memory, read anywhere. */
-function memorySource(bytes: Buffer): ByteSource {
-  return {
-    name: 'hostile.qcow2',
-    size: bytes.length,
-    seekable: true,
-    read: async (offset, length) => Buffer.from(bytes.subarray(Math.min(offset, bytes.length), Math.min(offset + length, bytes.length))),
-    close: async () => undefined,
-  };
-}
+const memorySource = (bytes: Buffer): ByteSource => bufferSource(bytes, 'hostile.qcow2');
+const decodeAll = (source: ByteSource): ReturnType<typeof decodeSource> => decodeSource(source, openQcow2);
 
 /**
  * A valid image from Strata's writer: 4 MiB, data in its first 3 clusters,
@@ -31,7 +28,7 @@ async function valid(): Promise<Buffer> {
   const data = Buffer.alloc(4 * MiB);
   const rand = seeded(3);
   for (let i = 0; i < 3 * CS; i++) data[i] = Math.floor(rand() * 256);
-  const sink = memorySink();
+  const sink = memoryByteSink();
   await writeQcow2(
     bufferContent(data, [
       { offset: 0, length: 3 * CS, kind: 'data' },
@@ -61,7 +58,7 @@ async function refusal(bytes: Buffer): Promise<Error> {
 describe('qcow2 reader on hostile input', () => {
   it('the valid image reads back', async () => {
     const got = await decodeAll(memorySource(await valid()));
-    expect([got.data, got.zero]).toEqual([3 * CS, CS]);
+    expect([got.dataBytes, got.zeroBytes]).toEqual([3 * CS, CS]);
   });
 
   const cases: [string, (b: Buffer) => Buffer, RegExp, typeof ImageFormatError | typeof UnsupportedImageError][] = [
@@ -105,7 +102,7 @@ describe('qcow2 reader on hostile input', () => {
     put64(b, 72, 1n);
     const got = await decodeAll(memorySource(b));
     expect(got.reader.notes.join()).toMatch(/marked dirty/);
-    expect(got.data).toBe(3 * CS);
+    expect(got.dataBytes).toBe(3 * CS);
   });
 
   it('random damage to the header and tables is refused or read, never anything else, from a file and from a stream', async () => {

@@ -1,19 +1,25 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { openImage } from '../../src/image/formats.js';
 import { fileSource, type ByteSource } from '../../src/image/byte-source.js';
 import { NotStreamableError } from '../../src/image/errors.js';
-import { hasTool, tool } from '../nbd/support.js';
-import { scratchDir } from '../support/scratch.js';
-import { compressible, decodeAll, decodeFile, forwardOnly, seeded, type Decoded } from './qcow2-support.js';
+import { openQcow2 } from '../../src/image/qcow2/reader.js';
+import { tool } from '../nbd/support.js';
+import { decodeSource, type Decoded } from './support/decode.js';
+import { haveQemu, qemuRaw } from './support/qemu.js';
+import { compressible, seeded } from './support/random.js';
+import { scratchFiles } from './support/scratch-files.js';
+import { fileStream } from './support/sources.js';
 
 const MiB = 1024 * 1024;
-const haveQemu = hasTool('qemu-img') && hasTool('qemu-io');
-const { dir, cleanup } = scratchDir('qcow2-read');
-afterAll(cleanup);
-const at = (name: string): string => path.join(dir, name);
+const scratch = scratchFiles('qcow2-read');
+const at = (name: string): string => path.join(scratch.dir, name);
+const decodeAll = (source: ByteSource, under?: Buffer): ReturnType<typeof decodeSource> => decodeSource(source, openQcow2, under);
+const decodeFile = (file: string, under?: Buffer): ReturnType<typeof decodeSource> => decodeAll(fileSource(file), under);
+/** A forward-only source over a file whose length is not told, as a pipe is. */
+const forwardOnly = (file: string): ByteSource => fileStream(file, { name: `${file} (stream)`, sized: false });
 
 /** Random bytes a write takes its data from (qemu-io write -s reads the file's first bytes). */
 const noise = at('noise');
@@ -21,11 +27,7 @@ fs.writeFileSync(noise, crypto.randomBytes(4 * MiB));
 
 const qemuImg = (...args: string[]): Promise<string> => tool('qemu-img', args);
 const qemuIo = (file: string, cmds: string[], format = 'qcow2'): Promise<string> => tool('qemu-io', ['-f', format, ...cmds.flatMap((c) => ['-c', c]), file]);
-const rawOf = async (file: string): Promise<Buffer> => {
-  const out = `${file}.raw`;
-  await qemuImg('convert', '-O', 'raw', file, out);
-  return fs.readFileSync(out);
-};
+const rawOf = async (file: string): Promise<Buffer> => qemuRaw(file, `${file}.raw`);
 
 /** qemu-io commands writing data, zeroes and discards at random places: `seed` makes the same layout again. */
 function scatter(size: number, seed: number, align: number, count: number): string[] {
@@ -42,7 +44,7 @@ function scatter(size: number, seed: number, align: number, count: number): stri
   return cmds;
 }
 
-describe.skipIf(!haveQemu)('qcow2 reader against images qemu made', () => {
+describe.skipIf(!haveQemu())('qcow2 reader against images qemu made', () => {
   const cases: { name: string; opts: string; size: number; align: number }[] = [
     { name: 'v3, 64 KiB clusters', opts: 'cluster_size=65536', size: 32 * MiB, align: 512 },
     { name: 'v3, 4 KiB clusters', opts: 'cluster_size=4096', size: 16 * MiB, align: 512 },
@@ -59,7 +61,7 @@ describe.skipIf(!haveQemu)('qcow2 reader against images qemu made', () => {
       const got = await decodeFile(file);
       expect(got.reader.virtualSize).toBe(c.size);
       expect(got.bytes.equals(want)).toBe(true);
-      expect(got.data).toBeGreaterThan(0);
+      expect(got.dataBytes).toBeGreaterThan(0);
       const streamed = await decodeAll(forwardOnly(file));
       expect(streamed.bytes.equals(want)).toBe(true);
     });
@@ -70,8 +72,8 @@ describe.skipIf(!haveQemu)('qcow2 reader against images qemu made', () => {
     await qemuImg('create', '-q', '-f', 'qcow2', file, String(8 * MiB));
     await qemuIo(file, [`write -s ${noise} 0 ${2 * MiB}`, `write -z ${MiB} ${MiB}`, `write -z ${4 * MiB} ${MiB}`]);
     const got = await decodeFile(file);
-    expect(got.zero).toBe(2 * MiB);
-    expect(got.data).toBe(MiB);
+    expect(got.zeroBytes).toBe(2 * MiB);
+    expect(got.dataBytes).toBe(MiB);
     expect(got.bytes.equals(await rawOf(file))).toBe(true);
   });
 
@@ -119,7 +121,7 @@ describe.skipIf(!haveQemu)('qcow2 reader against images qemu made', () => {
     const got = await decodeFile(top, below.bytes);
     expect(got.reader.backing).toEqual({ file: 'base.qcow2', format: 'qcow2' });
     expect(got.bytes.equals(await rawOf(top))).toBe(true);
-    expect(got.data + got.zero).toBeLessThan(16 * MiB);
+    expect(got.dataBytes + got.zeroBytes).toBeLessThan(16 * MiB);
   });
 
   it('internal snapshots are left behind with a note naming how many; the active layer reads exactly', async () => {
@@ -145,7 +147,7 @@ describe.skipIf(!haveQemu)('qcow2 reader against images qemu made', () => {
     await qemuIo(file, [`write -s ${noise} 0 ${3 * 65536}`, 'abort']).catch(() => undefined);
     const got = await decodeFile(file);
     expect(got.reader.notes.join('\n')).toMatch(/marked dirty/);
-    expect(got.data).toBe(3 * 65536);
+    expect(got.dataBytes).toBe(3 * 65536);
     expect(got.bytes.equals(fs.readFileSync(noise).subarray(0, 4 * MiB).fill(0, 3 * 65536))).toBe(true);
   });
 

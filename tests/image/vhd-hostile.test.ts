@@ -13,7 +13,11 @@ import { openVhd } from '../../src/image/vhd/reader.js';
 import { writeVhd } from '../../src/image/vhd/writer.js';
 import { hasTool } from '../nbd/support.js';
 import { propertyRuns } from '../support/scratch.js';
-import { bufferContent, bufferSource, decodeAll, qemu, qemuSize, refusal, scratchFiles } from './vhd-support.js';
+import { bufferContent, runsOf } from './support/content.js';
+import { decodeAll, refusal } from './support/decode.js';
+import { qemuRaw, qemuSize } from './support/qemu.js';
+import { scratchFiles } from './support/scratch-files.js';
+import { bufferSource } from './support/sources.js';
 
 const file = scratchFiles('vhd-hostile');
 
@@ -29,7 +33,7 @@ async function image(subformat = 'dynamic', size = 10 << 20): Promise<Buffer> {
       done();
     },
   });
-  await writeVhd(bufferContent(bytes, 4096), streamSink(out, 'out'), { subformat });
+  await writeVhd(bufferContent(bytes, runsOf(bytes, 4096)), streamSink(out, 'out'), { subformat });
   return Buffer.concat(parts);
 }
 
@@ -216,10 +220,8 @@ describe.skipIf(!hasTool('qemu-img'))('a dynamic VHD of 512 KiB blocks laid out 
     const img = Buffer.concat([footer, encodeDynamicHeader({ tableOffset: 1536, maxTableEntries: entries, blockSize }), bat, ...blocks, footer]);
     const out = file('small-blocks.vhd');
     fs.writeFileSync(out, img);
-    const raw = file('small-blocks.raw');
-    qemu('qemu-img', ['convert', '-f', 'vpc', '-O', 'raw', out, raw]);
     const got = await decodeAll(await openVhd(fileSource(out)));
-    expect(got.bytes.equals(fs.readFileSync(raw))).toBe(true);
+    expect(got.bytes.equals(qemuRaw(out, file('small-blocks.raw'), 'vpc'))).toBe(true);
     expect(got.data.map(([o]) => o / blockSize).sort()).toEqual([0, 2, 5]);
   });
 });
@@ -251,8 +253,6 @@ describe.skipIf(!hasTool('qemu-img'))('the size of a VHD, as qemu-img shows it f
     expect(reader.virtualSize).toBe(creator === 'vpc ' || creator === 'qemu' ? chs : 10 << 20);
     if (creator === 'vpc ' || creator === 'qemu') expect(reader.notes[0]).toMatch(new RegExp(`current size is 10485760 bytes .* ${chs} bytes are taken, by the CHS geometry`));
     else expect(reader.notes).toEqual([]);
-    const raw = file('creator.raw');
-    qemu('qemu-img', ['convert', '-f', 'vpc', '-O', 'raw', out, raw]);
-    expect((await decodeAll(reader)).bytes.equals(fs.readFileSync(raw))).toBe(true);
+    expect((await decodeAll(reader)).bytes.equals(qemuRaw(out, file('creator.raw'), 'vpc'))).toBe(true);
   });
 });

@@ -10,7 +10,10 @@ import { openImage, writerFor } from '../../src/image/formats.js';
 import type { ImageContent } from '../../src/image/image-writer.js';
 import { hasTool } from '../nbd/support.js';
 import { propertyRuns } from '../support/scratch.js';
-import { bufferContent, decodeAll, qemu, qemuSize, scratchFiles } from './vhd-support.js';
+import { bufferContent, runsOf } from './support/content.js';
+import { decodeAll } from './support/decode.js';
+import { qemu, qemuCompare, qemuSize } from './support/qemu.js';
+import { scratchFiles } from './support/scratch-files.js';
 
 const file = scratchFiles('vhd-writer');
 type Written = 'vhd' | 'vhdx';
@@ -69,7 +72,7 @@ describe('the VHD and VHDX writers', () => {
         fc.boolean(),
         async (size, writes, [format, subformat], toStream, zeroRuns) => {
           const bytes = disk(size, writes.map(([o, l, b]) => [o % size, l, b]));
-          const content = bufferContent(bytes, 4096, (at) => zeroRuns && at % 8192 === 0);
+          const content = bufferContent(bytes, runsOf(bytes, 4096, (at) => zeroRuns && at % 8192 === 0));
           let source: ByteSource;
           if (toStream) {
             const image = await toBytes(content, subformat, format);
@@ -88,11 +91,11 @@ describe('the VHD and VHDX writers', () => {
 
   it('allocate only the blocks that hold data', async () => {
     const bytes = disk(64 << 20, [[(20 << 20) + 4096, 4096, 0x5a]]);
-    const r = await toFile(bufferContent(bytes), 'dynamic');
+    const r = await toFile(bufferContent(bytes, runsOf(bytes, 65536)), 'dynamic');
     // Footer copy, header, BAT (32 entries, one sector), one block of bitmap and 2 MiB, footer.
     expect(r.fileSize).toBe(512 + 1024 + 512 + 512 + (2 << 20) + 512);
     expect(r.dataBytes).toBe(64 * 1024);
-    const x = await toFile(bufferContent(bytes), 'dynamic', 'vhdx');
+    const x = await toFile(bufferContent(bytes, runsOf(bytes, 65536)), 'dynamic', 'vhdx');
     // Header section, log, metadata, BAT (one MiB each), one 2 MiB block.
     expect(x.fileSize).toBe(6 << 20);
     expect(x.dataBytes).toBe(64 * 1024);
@@ -123,9 +126,9 @@ describe.skipIf(!hasTool('qemu-img'))('the VHD writer, checked by qemu-img', () 
 
   it.each(cases)('%s: qemu-img shows exactly the size and compares it equal', async (_what, subformat, size) => {
     const { bytes, raw } = sample(size);
-    const { out } = await toFile(bufferContent(bytes, 4096), subformat);
+    const { out } = await toFile(bufferContent(bytes, runsOf(bytes, 4096)), subformat);
     expect(qemuSize(out, 'vpc')).toBe(size);
-    qemu('qemu-img', ['compare', '-q', '-f', 'vpc', '-F', 'raw', out, raw]);
+    qemuCompare(out, 'vpc', raw);
     // qemu-img has no checks for vpc; it must say so rather than find errors.
     const check = spawnSync('qemu-img', ['check', '-f', 'vpc', out], { encoding: 'utf8' });
     expect(check.status === 0 || /does not support checks/.test(check.stderr)).toBe(true);
@@ -139,11 +142,11 @@ describe.skipIf(!hasTool('qemu-img'))('the VHDX writer, checked by qemu-img', ()
     ['fixed, a size that ends inside a block', 'fixed', 9 * 1024 * 1024 + 512],
   ])('%s: passes qemu-img check, shows exactly the size and compares equal', async (_what, subformat, size) => {
     const { bytes, raw } = sample(size);
-    const { out, fileSize } = await toFile(bufferContent(bytes, 4096, (at) => at % (4 << 20) === 1 << 20), subformat, 'vhdx');
+    const { out, fileSize } = await toFile(bufferContent(bytes, runsOf(bytes, 4096, (at) => at % (4 << 20) === 1 << 20)), subformat, 'vhdx');
     // Header section, log, metadata, BAT, then blocks: a fixed file holds every block.
     if (subformat === 'fixed') expect(fileSize).toBe((4 << 20) + Math.ceil(size / (2 << 20)) * (2 << 20));
     expect(qemu('qemu-img', ['check', '-f', 'vhdx', out])).toMatch(/No errors were found on the image/);
     expect(qemuSize(out, 'vhdx')).toBe(size);
-    qemu('qemu-img', ['compare', '-q', '-f', 'vhdx', '-F', 'raw', out, raw]);
+    qemuCompare(out, 'vhdx', raw);
   });
 });

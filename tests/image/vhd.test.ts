@@ -1,9 +1,11 @@
-import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { fileSource, streamSource } from '../../src/image/byte-source.js';
-import { openImage, sniffFormat } from '../../src/image/formats.js';
+import { fileSource } from '../../src/image/byte-source.js';
+import { openImage } from '../../src/image/formats.js';
 import { hasTool } from '../nbd/support.js';
-import { decodeAll, qemu, qemuImage, qemuRaw, qemuSize, scratchFiles } from './vhd-support.js';
+import { decodeAll } from './support/decode.js';
+import { qemu, qemuImage } from './support/qemu.js';
+import { expectReadsAsQemu } from './support/qemu-reads.js';
+import { scratchFiles } from './support/scratch-files.js';
 
 const file = scratchFiles('vhd');
 
@@ -27,22 +29,7 @@ describe.skipIf(!hasTool('qemu-img'))('VHD images qemu-img made', () => {
   ];
 
   it.each(cases)('%s: reads exactly what qemu-img converts, at the size qemu-img shows, from a file and from a stream', async (_what, size, options) => {
-    const img = qemuVhd(size, options);
-    const expected = qemuRaw(img, 'vpc', file('expected.raw'));
-    const source = fileSource(img);
-    expect(await sniffFormat(source)).toBe('vhd');
-    const reader = await openImage(source);
-    expect(reader.format).toBe('vhd');
-    expect(reader.subformat).toBe(options.join(' ').includes('fixed') ? 'fixed' : 'dynamic');
-    expect(reader.virtualSize).toBe(qemuSize(img, 'vpc'));
-    expect((await decodeAll(reader)).bytes.equals(expected)).toBe(true);
-    await source.close();
-    // Front to back, as a member of a package arrives.
-    const stream = streamSource(fs.createReadStream(img, { highWaterMark: 256 * 1024 }), 'disk.vhd in a stream', fs.statSync(img).size);
-    const streamed = await openImage(stream, 'vhd');
-    expect(streamed.virtualSize).toBe(expected.length);
-    expect((await decodeAll(streamed)).bytes.equals(expected)).toBe(true);
-    await stream.close();
+    await expectReadsAsQemu(qemuVhd(size, options), 'vpc', 'vhd', options.join(' ').includes('fixed') ? 'fixed' : 'dynamic', file('expected.raw'));
   });
 
   it('leaves unallocated blocks unreported', async () => {

@@ -1,15 +1,18 @@
 import fs from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { fileSource, streamSource } from '../../src/image/byte-source.js';
+import { fileSource } from '../../src/image/byte-source.js';
 import { ImageFormatError } from '../../src/image/errors.js';
-import { openImage, sniffFormat } from '../../src/image/formats.js';
 import { structureChecksum } from '../../src/image/vhdx/crc32c.js';
 import { guidBytes, PARENT_LOCATOR } from '../../src/image/vhdx/guid.js';
 import { openVhdx } from '../../src/image/vhdx/reader.js';
 import { hasTool } from '../nbd/support.js';
 import { propertyRuns } from '../support/scratch.js';
-import { bufferSource, decodeAll, qemu, qemuImage, qemuRaw, qemuSize, refusal, scratchFiles } from './vhd-support.js';
+import { decodeAll, refusal } from './support/decode.js';
+import { qemu, qemuImage, qemuRaw } from './support/qemu.js';
+import { expectReadsAsQemu } from './support/qemu-reads.js';
+import { scratchFiles } from './support/scratch-files.js';
+import { bufferSource } from './support/sources.js';
 
 const file = scratchFiles('vhdx');
 
@@ -46,18 +49,7 @@ describe.skipIf(!hasTool('qemu-img'))('VHDX images qemu-img made', () => {
   ];
 
   it.each(cases)('%s: reads exactly what qemu-img converts, from a file and from a stream', async (_what, size, options) => {
-    const img = qemuVhdx(size, options);
-    const expected = qemuRaw(img, 'vhdx', file('expected.raw'));
-    const source = fileSource(img);
-    expect(await sniffFormat(source)).toBe('vhdx');
-    const reader = await openImage(source);
-    expect(reader.subformat).toBe(options.join(' ').includes('fixed') ? 'fixed' : 'dynamic');
-    expect(reader.virtualSize).toBe(qemuSize(img, 'vhdx'));
-    expect((await decodeAll(reader)).bytes.equals(expected)).toBe(true);
-    await source.close();
-    const stream = streamSource(fs.createReadStream(img, { highWaterMark: 256 * KIB }), 'disk.vhdx in a stream', fs.statSync(img).size);
-    expect((await decodeAll(await openImage(stream, 'vhdx'))).bytes.equals(expected)).toBe(true);
-    await stream.close();
+    await expectReadsAsQemu(qemuVhdx(size, options), 'vhdx', 'vhdx', options.join(' ').includes('fixed') ? 'fixed' : 'dynamic', file('expected.raw'));
   });
 
   it('reports zero blocks as zeroes and reads only present blocks', async () => {
@@ -159,7 +151,7 @@ describe.skipIf(!hasTool('qemu-img'))('VHDX images qemu-img made', () => {
       const img = fresh();
       const f = file('512.vhdx');
       fs.writeFileSync(f, img);
-      const expected = qemuRaw(f, 'vhdx', file('512.raw'));
+      const expected = qemuRaw(f, file('512.raw'), 'vhdx');
       const md = metadataOf(img);
       const count = img.readUInt16LE(md + 10);
       for (let i = 0; i < count; i++) {

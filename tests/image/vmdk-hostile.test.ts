@@ -7,7 +7,10 @@ import { parseHeader } from '../../src/image/vmdk/header.js';
 import { openVmdk } from '../../src/image/vmdk/reader.js';
 import { writeVmdk } from '../../src/image/vmdk/writer.js';
 import { propertyRuns } from '../support/scratch.js';
-import { bufferSource, bufferStream, decodeAll, memoryByteSink, modelContent } from './vmdk-support.js';
+import { bufferContent } from './support/content.js';
+import { decodeAll } from './support/decode.js';
+import { memoryByteSink } from './support/sinks.js';
+import { bufferSource, bufferStream } from './support/sources.js';
 
 const GRAIN = 65536;
 const MiB = 1024 * 1024;
@@ -28,7 +31,7 @@ function disk(): Buffer {
 async function image(subformat: 'monolithicSparse' | 'streamOptimized'): Promise<Buffer> {
   const bytes = disk();
   const sink = memoryByteSink('disk.vmdk', true);
-  await writeVmdk(modelContent(bytes, [{ offset: 0, length: bytes.length, kind: 'data' }]), sink, { subformat });
+  await writeVmdk(bufferContent(bytes, [{ offset: 0, length: bytes.length, kind: 'data' }]), sink, { subformat });
   return Buffer.from(sink.bytes());
 }
 

@@ -3,19 +3,22 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { fileSink, streamSink } from '../../src/image/file-sink.js';
 import { openImage, sniffFormat, writerFor } from '../../src/image/formats.js';
 import { fileSource, streamSource } from '../../src/image/byte-source.js';
 import { openVmdk } from '../../src/image/vmdk/reader.js';
 import { hasTool } from '../nbd/support.js';
-import { scratchDir } from '../support/scratch.js';
-import { decodeAll, decodeFile, haveQemu, modelContent, qemu, runsOfBuffer, type Decoded } from './vmdk-support.js';
+import { bufferContent } from './support/content.js';
+import { decodeAll, decodeSource, type Decoded } from './support/decode.js';
+import { haveQemu, qemu, qemuCompare, qemuRaw } from './support/qemu.js';
+import { scratchFiles } from './support/scratch-files.js';
+import { fileStream } from './support/sources.js';
 
-const scratch = scratchDir('vmdk-qemu');
-afterAll(() => scratch.cleanup());
-let n = 0;
-const file = (name: string): string => path.join(scratch.dir, `${n++}-${name}`);
+const file = scratchFiles('vmdk-qemu');
+
+/** Decodes the VMDK in `image` read at offsets, or front to back from a stream of it. */
+const decodeFile = (image: string, how: 'file' | 'stream'): ReturnType<typeof decodeSource> => decodeSource(how === 'file' ? fileSource(image) : fileStream(image), openVmdk);
 
 /** 40 MiB + 1.5 KiB (the last grain is partial): data in a partial first grain, a hole, explicit zeroes, a single sector, a write across the first grain table's end. */
 function sourceImage(): string {
@@ -25,13 +28,6 @@ function sourceImage(): string {
   return raw;
 }
 
-/** The bytes qemu-img reads the image as. */
-function qemuRaw(image: string): Buffer {
-  const out = file('as.raw');
-  qemu('qemu-img', ['convert', '-O', 'raw', image, out]);
-  return fs.readFileSync(out);
-}
-
 describe.skipIf(!haveQemu())('VMDK against qemu-img', () => {
   const raw = sourceImage();
   const rawBytes = fs.readFileSync(raw);
@@ -39,7 +35,7 @@ describe.skipIf(!haveQemu())('VMDK against qemu-img', () => {
   it.each(['monolithicSparse', 'streamOptimized'])('reads a %s image qemu-img made exactly, at offsets and front to back', async (subformat) => {
     const image = file(`qemu-${subformat}.vmdk`);
     qemu('qemu-img', ['convert', '-O', 'vmdk', '-o', `subformat=${subformat}`, raw, image]);
-    const expected = qemuRaw(image);
+    const expected = qemuRaw(image, file('as.raw'));
     expect(expected.equals(rawBytes)).toBe(true);
     for (const how of ['file', 'stream'] as const) {
       const got = await decodeFile(image, how);
@@ -63,7 +59,7 @@ describe.skipIf(!haveQemu())('VMDK against qemu-img', () => {
       qemu('qemu-io', ['-f', 'vmdk', '-c', `${write} -P 0x42 0 64k`, '-c', 'write -z 1M 128k', '-c', `${write} -P 0x43 2M 64k`, image]);
       for (const how of ['file', 'stream'] as const) {
         const got = await decodeFile(image, how);
-        expect(got.bytes.equals(qemuRaw(image))).toBe(true);
+        expect(got.bytes.equals(qemuRaw(image, file('as.raw')))).toBe(true);
         expect(got.zero).toEqual([[1024 * 1024, 128 * 1024]]);
       }
     }
@@ -80,18 +76,18 @@ describe.skipIf(!haveQemu())('VMDK against qemu-img', () => {
   });
 
   it.each(['monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat'])('refuses a %s disk (a descriptor file and separate extents) by name', async (subformat) => {
-    const image = path.join(scratch.dir, `${subformat}.vmdk`);
+    const image = path.join(file.dir, `${subformat}.vmdk`);
     qemu('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', `subformat=${subformat}`, image, '4M']);
     await expect(decodeFile(image, 'file')).rejects.toThrow(new RegExp(`a VMDK descriptor file \\(createType "${subformat}"\\) whose data lies in separate extent files \\(${subformat}-[fs]`));
   });
 
   it.skipIf(!hasTool('tar'))('reads streamOptimized disks (qemu-img\'s and Strata\'s) from the members of a tar read once, front to back, as an OVA carries them', async () => {
-    const dir = path.join(scratch.dir, 'ova');
+    const dir = path.join(file.dir, 'ova');
     fs.mkdirSync(dir);
     fs.writeFileSync(path.join(dir, 'a.ovf'), '<Envelope/>');
     qemu('qemu-img', ['convert', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, path.join(dir, 'qemu.vmdk')]);
     const fd = fs.openSync(path.join(dir, 'strata.vmdk'), 'w');
-    await writerFor('vmdk')(modelContent(rawBytes, runsOfBuffer(rawBytes)), fileSink(fd, 'strata.vmdk'), { subformat: 'streamOptimized' });
+    await writerFor('vmdk')(bufferContent(rawBytes), fileSink(fd, 'strata.vmdk'), { subformat: 'streamOptimized' });
     fs.closeSync(fd);
     const archive = file('disks.ova');
     const made = spawnSync('tar', ['-cf', archive, '-C', dir, 'a.ovf', 'qemu.vmdk', 'strata.vmdk']);
@@ -110,7 +106,7 @@ describe.skipIf(!haveQemu())('VMDK against qemu-img', () => {
   it('names the parent of a delta disk as its backing file', async () => {
     const base = file('base.vmdk');
     qemu('qemu-img', ['create', '-q', '-f', 'vmdk', base, '4M']);
-    const delta = path.join(scratch.dir, 'delta.vmdk');
+    const delta = path.join(file.dir, 'delta.vmdk');
     qemu('qemu-img', ['create', '-q', '-f', 'vmdk', '-b', path.basename(base), '-F', 'vmdk', delta]);
     const got = await decodeFile(delta, 'file');
     expect(got.reader.backing).toEqual({ file: path.basename(base), format: 'vmdk' });
@@ -122,7 +118,7 @@ describe.skipIf(!haveQemu())('VMDK against qemu-img', () => {
     ['streamOptimized', 'pipe'],
   ] as const)('writes %s to a %s that qemu-img checks and compares equal with the source', async (subformat, to) => {
     const image = file(`strata-${subformat}-${to}.vmdk`);
-    const content = modelContent(rawBytes, runsOfBuffer(rawBytes));
+    const content = bufferContent(rawBytes);
     let result;
     if (to === 'file') {
       const fd = fs.openSync(image, 'w');
@@ -138,7 +134,7 @@ describe.skipIf(!haveQemu())('VMDK against qemu-img', () => {
     }
     expect(result.fileSize).toBe(fs.statSync(image).size);
     qemu('qemu-img', ['check', '-f', 'vmdk', image]);
-    qemu('qemu-img', ['compare', '-f', 'vmdk', '-F', 'raw', image, raw]);
+    qemuCompare(image, 'vmdk', raw);
     const info = JSON.parse(qemu('qemu-img', ['info', '--output=json', image])) as { 'virtual-size': number; 'format-specific': { data: { 'create-type': string } } };
     expect(info['format-specific'].data['create-type']).toBe(subformat);
     expect(info['virtual-size']).toBe(rawBytes.length);

@@ -8,7 +8,10 @@ import { grainRecord, MARKER_FOOTER, MARKER_GD, MARKER_GT, metadataMarker } from
 import { openVmdk } from '../../src/image/vmdk/reader.js';
 import { writeVmdk } from '../../src/image/vmdk/writer.js';
 import { propertyRuns } from '../support/scratch.js';
-import { bufferSource, bufferStream, decodeAll, isZero, memoryByteSink, modelContent } from './vmdk-support.js';
+import { bufferContent, isZero } from './support/content.js';
+import { decodeAll } from './support/decode.js';
+import { memoryByteSink } from './support/sinks.js';
+import { bufferSource, bufferStream } from './support/sources.js';
 
 const GRAIN = 65536;
 
@@ -64,10 +67,10 @@ describe('VMDK write then read', () => {
       fc.asyncProperty(disk, fc.constantFrom('monolithicSparse', 'streamOptimized'), fc.integer({ min: 512, max: 100_000 }), async ({ bytes, runs }, subformat, chunk) => {
         const seekable = subformat === 'monolithicSparse' || chunk % 2 === 0;
         const sink = memoryByteSink('disk.vmdk', seekable);
-        const result = await writeVmdk(modelContent(bytes, runs), sink, { subformat });
+        const result = await writeVmdk(bufferContent(bytes, runs), sink, { subformat });
         const image = sink.bytes();
         expect(result.fileSize).toBe(image.length);
-        for (const source of [bufferSource(image), bufferStream(image, chunk)]) {
+        for (const source of [bufferSource(image, 'image.vmdk'), bufferStream(image, chunk)]) {
           const reader = await openVmdk(source);
           expect(reader.subformat).toBe(subformat);
           expect(reader.virtualSize).toBe(bytes.length);
@@ -90,15 +93,15 @@ describe('VMDK write then read', () => {
 
   it('refuses monolithicSparse to a stream (naming the subformat that can), an unknown subformat, an empty disk', async () => {
     const bytes = Buffer.alloc(65536, 1);
-    await expect(writeVmdk(modelContent(bytes, [{ offset: 0, length: bytes.length, kind: 'data' }]), memoryByteSink('out', false), {})).rejects.toThrow(/cannot be written to a stream \(the streamOptimized subformat can\)/);
-    await expect(writeVmdk(modelContent(bytes, []), memoryByteSink('out', true), { subformat: 'twoGbMaxExtentSparse' })).rejects.toThrow(/subformat "twoGbMaxExtentSparse" is not written/);
-    await expect(writeVmdk(modelContent(Buffer.alloc(0), []), memoryByteSink('out', true), {})).rejects.toThrow(/out: a VMDK cannot hold a disk of 0 bytes/);
+    await expect(writeVmdk(bufferContent(bytes, [{ offset: 0, length: bytes.length, kind: 'data' }]), memoryByteSink('out', false), {})).rejects.toThrow(/cannot be written to a stream \(the streamOptimized subformat can\)/);
+    await expect(writeVmdk(bufferContent(bytes, []), memoryByteSink('out', true), { subformat: 'twoGbMaxExtentSparse' })).rejects.toThrow(/subformat "twoGbMaxExtentSparse" is not written/);
+    await expect(writeVmdk(bufferContent(Buffer.alloc(0), []), memoryByteSink('out', true), {})).rejects.toThrow(/out: a VMDK cannot hold a disk of 0 bytes/);
   });
 
   it('writes the adapter type and its geometry into the descriptor', async () => {
     const bytes = Buffer.alloc(64 * 1024 * 1024);
     const sink = memoryByteSink('d.vmdk', false);
-    await writeVmdk(modelContent(bytes, [{ offset: 0, length: bytes.length, kind: 'hole' }]), sink, { subformat: 'streamOptimized', adapterType: 'lsilogic', hwVersion: '7' });
+    await writeVmdk(bufferContent(bytes, [{ offset: 0, length: bytes.length, kind: 'hole' }]), sink, { subformat: 'streamOptimized', adapterType: 'lsilogic', hwVersion: '7' });
     const text = sink.bytes().toString('latin1', 512, 512 * 21);
     expect(text).toContain('ddb.adapterType = "lsilogic"');
     expect(text).toContain('ddb.geometry.heads = "255"');
@@ -165,7 +168,7 @@ describe('VMDK zero grains in a stream', () => {
     put(encodeHeader({ ...header, gdOffset: gdAt }));
     put(Buffer.alloc(512));
     const img = Buffer.concat(parts);
-    for (const source of [bufferSource(img), bufferStream(img, 1000)]) {
+    for (const source of [bufferSource(img, 'image.vmdk'), bufferStream(img, 1000)]) {
       const got = await decodeAll(await openVmdk(source));
       expect(got.data).toEqual([[0, GRAIN]]);
       expect(got.zero.sort((a, b) => a[0] - b[0])).toEqual([

@@ -3,7 +3,11 @@ import { checkPlace, emitGrain, fail, grainLength, overlapping, readExact, type 
 import { GRAIN_MARKER_BYTES } from './markers.js';
 import { ENTRY_BYTES, SECTOR } from './header.js';
 import { inflateAt, maxCompressed } from './inflate-check.js';
-import { RunHeap, type GrainRun } from './run-heap.js';
+import { OffsetHeap, type HeapRow } from '../offset-heap.js';
+
+/** Grains stored back to back from byte offset `at` in the file, virtually consecutive from index `grain` of the disk. */
+type GrainRun = HeapRow<'grain' | 'count'>;
+type RunHeap = OffsetHeap<'grain' | 'count'>;
 
 /** Bytes read at once from grains that lie back to back in the file. */
 const READ_SPAN = 4 * 1024 * 1024;
@@ -47,7 +51,7 @@ export async function decodeByTables(e: Extent, sink: ImageSink, signal?: AbortS
   }
   metadata.sort((a, b) => a[0] - b[0]);
 
-  const heap = new RunHeap();
+  const heap: RunHeap = new OffsetHeap(['grain', 'count']);
   for (let k = 0; k < count; k++) {
     if (signal?.aborted) throw new Error('interrupted');
     const t = table(k);
