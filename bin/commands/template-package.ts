@@ -32,7 +32,7 @@ export function templatePackageCommands(template: Command): void {
     .argument('<dest>', 'FILE.ova; a directory for ovf; FILE.xml (disks beside it) for xml')
     .addOption(new Option('--package <kind>', 'the package (default: xml for DEST.xml, ovf for a directory, else ova)').choices(PACKAGE_KINDS))
     .addOption(new Option('--disk-format <format>', 'the format of its disks (default: vmdk, streamOptimized in an OVA or OVF; qcow2 for xml)').choices(PACKAGE_DISK_FORMATS))
-    .option('--nbd <host:port>', "xml: where the domain's disks are served (strata serve --listen; default 127.0.0.1:10809)")
+    .option('--nbd <host:port>', "xml: where the domain's disks are served (strata serve --listen; default: the listener of the server holding the pool, else 127.0.0.1:10809)")
     .option('--clone <name>', 'xml: the linked clone the domain boots, NAME-disk2 … for more disks (default TEMPLATE-vm)')
     .option('--force', 'overwrite DEST if it exists')
     .addOption(cacheOption("the pool's files"))
