@@ -5,7 +5,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileDevice } from '../../src/blockdev/index.js';
 import { Pool } from '../../src/qcowlike/index.js';
-import { allocated, buildCli, fails, json, ok, repo } from './strata.js';
+import { inProcess, inProcessFails, inProcessJson } from './in-process.js';
+import { allocated, buildCli, repo } from './strata.js';
 import { scratchDir } from '../support/scratch.js';
 
 const scratch = scratchDir('cli-incomplete');
@@ -48,26 +49,26 @@ async function killedImport(home: string, ref: string, img: string): Promise<voi
 describe('an import that did not finish', () => {
   it('killed with SIGKILL, leaves its volume marked incomplete; export and serve refuse it; a re-import completes it', async () => {
     const home = file('home');
-    ok(home, ['pool', 'create', 'p0', '--size', '1G']);
-    ok(home, ['volume', 'create', 'p0/w', '1M']);
+    await inProcess(home, ['pool', 'create', 'p0', '--size', '1G']);
+    await inProcess(home, ['volume', 'create', 'p0/w', '1M']);
     const img = image();
     await killedImport(home, 'p0/v', img);
 
     // Listed and shown as incomplete, in JSON and for people.
-    expect(json<VolumeJson[]>(home, ['volume', 'list', 'p0']).map((v) => [v.name, v.incomplete])).toEqual([['v', true], ['w', false]]);
-    expect(ok(home, ['volume', 'list', 'p0'])).toMatch(/^NAME +SIZE +ALLOCATED +LAYERS +MODE +STATE +CREATED\nv +96M +\S+ +1 +rw +incomplete +\S+ \S+\nw +1M +0 +1 +rw +ready +/);
-    expect(json<VolumeJson>(home, ['volume', 'info', 'p0/v']).incomplete).toBe(true);
-    expect(ok(home, ['volume', 'info', 'p0/v'])).toContain(`\nstate:     incomplete: ${ADVICE}\n`);
+    expect((await inProcessJson<VolumeJson[]>(home, ['volume', 'list', 'p0'])).map((v) => [v.name, v.incomplete])).toEqual([['v', true], ['w', false]]);
+    expect(await inProcess(home, ['volume', 'list', 'p0'])).toMatch(/^NAME +SIZE +ALLOCATED +LAYERS +MODE +STATE +CREATED\nv +96M +\S+ +1 +rw +incomplete +\S+ \S+\nw +1M +0 +1 +rw +ready +/);
+    expect((await inProcessJson<VolumeJson>(home, ['volume', 'info', 'p0/v'])).incomplete).toBe(true);
+    expect(await inProcess(home, ['volume', 'info', 'p0/v'])).toContain(`\nstate:     incomplete: ${ADVICE}\n`);
 
     // Export refuses it unless told, and leaves no file.
     const out = file('out.raw');
-    expect(fails(home, ['export', 'p0/v', out])).toBe(`strata: volume 'p0/v' is incomplete: ${ADVICE}; --allow-incomplete exports what it holds`);
+    expect(await inProcessFails(home, ['export', 'p0/v', out])).toBe(`volume 'p0/v' is incomplete: ${ADVICE}; --allow-incomplete exports what it holds`);
     expect(fs.existsSync(out)).toBe(false);
-    ok(home, ['export', 'p0/v', out, '--allow-incomplete']);
+    await inProcess(home, ['export', 'p0/v', out, '--allow-incomplete']);
     expect(fs.statSync(out).size).toBe(96 << 20);
 
     // Serve refuses it by name, and serving the pool leaves it out with a warning.
-    expect(fails(home, ['serve', 'p0', '--export', 'v', '--listen', '127.0.0.1:0'])).toBe(`strata: volume 'p0/v' is incomplete: ${ADVICE}; --allow-incomplete serves what it holds`);
+    expect(await inProcessFails(home, ['serve', 'p0', '--export', 'v', '--listen', '127.0.0.1:0'])).toBe(`volume 'p0/v' is incomplete: ${ADVICE}; --allow-incomplete serves what it holds`);
     const server = spawn(process.execPath, [cli, '--home', home, 'serve', 'p0', '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
@@ -80,33 +81,33 @@ describe('an import that did not finish', () => {
     expect(stderr).toBe('strata serve: not serving p0/v: it is incomplete, its import did not finish (--allow-incomplete serves it)\n');
 
     // Importing again starts it over and completes it.
-    const again = json<{ created: boolean; replacedIncomplete: boolean; volumeSize: number }>(home, ['import', 'p0/v', img]);
+    const again = await inProcessJson<{ created: boolean; replacedIncomplete: boolean; volumeSize: number }>(home, ['import', 'p0/v', img]);
     expect(again).toMatchObject({ created: true, replacedIncomplete: true, volumeSize: 96 << 20 });
-    expect(json<VolumeJson>(home, ['volume', 'info', 'p0/v']).incomplete).toBe(false);
-    ok(home, ['export', 'p0/v', out, '--force']);
+    expect((await inProcessJson<VolumeJson>(home, ['volume', 'info', 'p0/v'])).incomplete).toBe(false);
+    await inProcess(home, ['export', 'p0/v', out, '--force']);
     expect(fs.readFileSync(out).equals(fs.readFileSync(img))).toBe(true);
-    expect(json<{ clean: boolean }>(home, ['pool', 'check', 'p0']).clean).toBe(true);
+    expect((await inProcessJson<{ clean: boolean }>(home, ['pool', 'check', 'p0'])).clean).toBe(true);
   });
 
   it('an incomplete volume can be deleted, and a plain import of an existing volume never marks it', async () => {
     const home = file('home');
-    ok(home, ['pool', 'create', 'p0', '--size', '1G']);
+    await inProcess(home, ['pool', 'create', 'p0', '--size', '1G']);
     // Marked as a killed import leaves it (the test above kills one), without the wait.
     const dev = FileDevice.open(path.join(home, 'p0.pool'));
     const pool = await Pool.open(dev);
     await pool.createVolume('v', 8 << 20, { incomplete: true });
     await pool.close();
-    expect(json<VolumeJson>(home, ['volume', 'info', 'p0/v']).incomplete).toBe(true);
-    ok(home, ['volume', 'delete', 'p0/v']);
-    expect(json(home, ['volume', 'list', 'p0'])).toEqual([]);
-    ok(home, ['volume', 'create', 'p0/x', '2M']);
-    expect(json<{ created: boolean }>(home, ['import', 'p0/x', image(1 << 20)]).created).toBe(false);
-    expect(json<VolumeJson>(home, ['volume', 'info', 'p0/x']).incomplete).toBe(false);
+    expect((await inProcessJson<VolumeJson>(home, ['volume', 'info', 'p0/v'])).incomplete).toBe(true);
+    await inProcess(home, ['volume', 'delete', 'p0/v']);
+    expect(await inProcessJson(home, ['volume', 'list', 'p0'])).toEqual([]);
+    await inProcess(home, ['volume', 'create', 'p0/x', '2M']);
+    expect((await inProcessJson<{ created: boolean }>(home, ['import', 'p0/x', image(1 << 20)])).created).toBe(false);
+    expect((await inProcessJson<VolumeJson>(home, ['volume', 'info', 'p0/x'])).incomplete).toBe(false);
   });
 
   it('SIGTERM mid-import removes the volume it created and closes the pool', async () => {
     const home = file('home');
-    ok(home, ['pool', 'create', 'p0', '--size', '1G']);
+    await inProcess(home, ['pool', 'create', 'p0', '--size', '1G']);
     const img = file('endless.raw');
     // 64G of holes: reading them takes far longer than the signal takes to arrive.
     fs.closeSync(fs.openSync(img, 'w'));
@@ -122,6 +123,6 @@ describe('an import that did not finish', () => {
     child.kill('SIGTERM');
     expect(await new Promise((r) => child.once('exit', r))).toBe(1);
     expect(stderr).toBe('strata: interrupted\n');
-    expect(json(home, ['volume', 'list', 'p0'])).toEqual([]);
+    expect(await inProcessJson(home, ['volume', 'list', 'p0'])).toEqual([]);
   });
 });
