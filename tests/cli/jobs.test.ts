@@ -6,11 +6,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRecord } from '../../src/host/job-record.js';
 import { STRATA, startServe, type ServeProcess } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
-import { buildCli, fails, ok, strata } from './strata.js';
+import { inProcess, inProcessFails, inProcessRun } from './in-process.js';
+import { buildCli, strata } from './strata.js';
 
 /** A command that reports on stderr (the raid verbs do) and must succeed. */
-function done(home: string, args: string[]): void {
-  const r = strata(home, args);
+async function done(home: string, args: string[]): Promise<void> {
+  const r = await inProcessRun(home, args);
   if (r.code !== 0) throw new Error(`strata ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
 }
 
@@ -19,7 +20,7 @@ const sha = (file: string): string => createHash('sha256').update(fs.readFileSyn
 /** Polls `job list --json` until `pred` holds for some job (the server writes progress down about once a second). */
 async function waitForJob(home: string, pred: (j: JobRecord) => boolean): Promise<JobRecord> {
   for (let i = 0; i < 600; i++) {
-    const found = (JSON.parse(ok(home, ['--json', 'job', 'list', 'r'])) as JobRecord[]).find(pred);
+    const found = (JSON.parse(await inProcess(home, ['--json', 'job', 'list', 'r'])) as JobRecord[]).find(pred);
     if (found) return found;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -32,27 +33,27 @@ describe('strata job', () => {
   const member = (n: string): string => path.join(dir, `${n}.img`);
   let srv: ServeProcess | undefined;
 
-  beforeAll(() => {
+  beforeAll(async () => {
     buildCli();
-    ok(home, ['pool', 'create', 'r', '--size', '64M', '--raid', '1', '--members', `${member('a')},${member('b')}`]);
-    ok(home, ['volume', 'create', 'r/v', '32M']);
+    await inProcess(home, ['pool', 'create', 'r', '--size', '64M', '--raid', '1', '--members', `${member('a')},${member('b')}`]);
+    await inProcess(home, ['volume', 'create', 'r/v', '32M']);
     const img = path.join(dir, 'in.raw');
     const data = Buffer.alloc(8 << 20);
     for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE(i * 2654435761 >>> 0, i);
     fs.writeFileSync(img, data);
-    ok(home, ['import', 'r/v', img, '--force']);
+    await inProcess(home, ['import', 'r/v', img, '--force']);
   });
   afterAll(async () => {
     await srv?.stop('SIGKILL');
     cleanup();
   });
 
-  it('lists an import as a done job, with --json and in errors', () => {
-    const jobs = JSON.parse(ok(home, ['--json', 'job', 'list', 'r'])) as JobRecord[];
+  it('lists an import as a done job, with --json and in errors', async () => {
+    const jobs = JSON.parse(await inProcess(home, ['--json', 'job', 'list', 'r'])) as JobRecord[];
     expect(jobs).toMatchObject([{ id: 1, kind: 'import', pool: 'r', state: 'done', bytesDone: 8 << 20, bytesTotal: 8 << 20 }]);
-    expect(ok(home, ['job', 'show', 'r', '1'])).toMatch(/^job: +1\nkind: +import\n/);
-    expect(ok(home, ['job', 'list', 'r'])).toMatch(/^ID +KIND +TARGET +STATE +PROGRESS/);
-    expect(fails(home, ['job', 'show', 'r', '9'])).toBe("strata: pool 'r' has no job 9");
+    expect(await inProcess(home, ['job', 'show', 'r', '1'])).toMatch(/^job: +1\nkind: +import\n/);
+    expect(await inProcess(home, ['job', 'list', 'r'])).toMatch(/^ID +KIND +TARGET +STATE +PROGRESS/);
+    expect(await inProcessFails(home, ['job', 'show', 'r', '9'])).toBe("pool 'r' has no job 9");
     const r = strata(home, ['--json', 'job', 'cancel', 'r', '1']);
     expect(r.code).toBe(1);
     expect(JSON.parse(r.stderr)).toEqual({ error: "job 1 of pool 'r' is not running (it is done)" });
@@ -60,42 +61,42 @@ describe('strata job', () => {
 
   it('cancels a served rebuild mid-way; after kill -9 of the server the rebuild is interrupted, resumes at the next serve, and nothing is lost', async () => {
     srv = await startServe(['--home', home, 'r', '--listen', '127.0.0.1:0', '--rebuild-rate', '4M']);
-    done(home, ['raid', 'fail', '--pool', 'r', '1']);
-    done(home, ['raid', 'add', '--pool', 'r', member('c'), '--rate', '4M', '--no-wait']);
+    await done(home, ['raid', 'fail', '--pool', 'r', '1']);
+    await done(home, ['raid', 'add', '--pool', 'r', member('c'), '--rate', '4M', '--no-wait']);
     const first = await waitForJob(home, (j) => j.kind === 'rebuild' && j.state === 'running' && j.bytesDone > 0);
     expect(first.rate).toBe(4 << 20);
-    const cancelled = JSON.parse(ok(home, ['--json', 'job', 'cancel', 'r', String(first.id)])) as JobRecord & { cancelling: boolean };
+    const cancelled = JSON.parse(await inProcess(home, ['--json', 'job', 'cancel', 'r', String(first.id)])) as JobRecord & { cancelling: boolean };
     expect(cancelled).toMatchObject({ id: first.id, cancelling: true });
     const ended = await waitForJob(home, (j) => j.id === first.id && j.state !== 'running');
     expect(ended.state).toBe('cancelled');
     expect(ended.bytesDone).toBeLessThan(ended.bytesTotal);
-    expect(JSON.parse(ok(home, ['--json', 'raid', 'status', 'r'])).state).toBe('rebuilding');
+    expect(JSON.parse(await inProcess(home, ['--json', 'raid', 'status', 'r'])).state).toBe('rebuilding');
 
     // A rebuild started again, then the server killed outright in the middle of it.
     const waiter = spawn(process.execPath, [STRATA, '--home', home, 'raid', 'rebuild', 'r', '--rate', '4M'], { stdio: 'ignore' });
     const second = await waitForJob(home, (j) => j.kind === 'rebuild' && j.id > first.id && j.state === 'running' && j.bytesDone > 0);
     await srv.stop('SIGKILL');
     await new Promise((r) => waiter.once('exit', r));
-    const after = JSON.parse(ok(home, ['--json', 'job', 'show', 'r', String(second.id)])) as JobRecord;
+    const after = JSON.parse(await inProcess(home, ['--json', 'job', 'show', 'r', String(second.id)])) as JobRecord;
     expect(after.state).toBe('interrupted');
     expect(after.resumes).toBe('resumes from its checkpoint when the pool is next served, or with: strata raid rebuild r');
-    expect(ok(home, ['job', 'list', 'r'])).toMatch(new RegExp(`${second.id} +rebuild .* interrupted .*resumes from its checkpoint`));
+    expect(await inProcess(home, ['job', 'list', 'r'])).toMatch(new RegExp(`${second.id} +rebuild .* interrupted .*resumes from its checkpoint`));
 
     // Served again: the rebuild goes on by itself from its checkpoint, as a new job.
     srv = await startServe(['--home', home, 'r', '--listen', '127.0.0.1:0']);
-    done(home, ['raid', 'rebuild', 'r']);
+    await done(home, ['raid', 'rebuild', 'r']);
     const third = await waitForJob(home, (j) => j.kind === 'rebuild' && j.id > second.id && j.state === 'done');
     expect(third.bytesDone).toBe(third.bytesTotal);
-    expect((JSON.parse(ok(home, ['--json', 'job', 'show', 'r', String(second.id)])) as JobRecord).resumes).toBe(`resumed as job ${third.id}`);
+    expect((JSON.parse(await inProcess(home, ['--json', 'job', 'show', 'r', String(second.id)])) as JobRecord).resumes).toBe(`resumed as job ${third.id}`);
     await srv.stop();
     srv = undefined;
 
-    expect(JSON.parse(ok(home, ['--json', 'raid', 'status', 'r'])).state).toBe('optimal');
-    expect(JSON.parse(ok(home, ['--json', 'pool', 'check', 'r'])).problems).toEqual([]);
+    expect(JSON.parse(await inProcess(home, ['--json', 'raid', 'status', 'r'])).state).toBe('optimal');
+    expect(JSON.parse(await inProcess(home, ['--json', 'pool', 'check', 'r'])).problems).toEqual([]);
     const out = path.join(dir, 'out.raw');
-    ok(home, ['export', 'r/v', out]);
+    await inProcess(home, ['export', 'r/v', out]);
     expect(createHash('sha256').update(fs.readFileSync(out).subarray(0, 8 << 20)).digest('hex')).toBe(sha(path.join(dir, 'in.raw')));
-    const kinds = (JSON.parse(ok(home, ['--json', 'job', 'list', 'r'])) as JobRecord[]).map((j) => `${j.kind}:${j.state}`);
+    const kinds = (JSON.parse(await inProcess(home, ['--json', 'job', 'list', 'r'])) as JobRecord[]).map((j) => `${j.kind}:${j.state}`);
     expect(kinds.at(-1)).toBe('export:done');
   });
 });
