@@ -6,7 +6,8 @@ import { withPool } from '../../src/host/open-pool.js';
 import { createSnapshots } from '../../src/snapshot/index.js';
 import { hasTool, startServe, STRATA, tool, type ServeProcess } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
-import { buildCli, fails, json, ok } from './strata.js';
+import { inProcess, inProcessFails, inProcessJson } from './in-process.js';
+import { buildCli } from './strata.js';
 
 
 const MIB = 1 << 20;
@@ -32,27 +33,27 @@ describe('diff, export-diff and import-diff', () => {
   const home = path.join(dir, 'h');
   const f = (name: string): string => path.join(dir, name);
 
-  beforeAll(() => {
+  beforeAll(async () => {
     buildCli();
-    ok(home, ['pool', 'create', 'p', '--size', '256M']);
-    ok(home, ['pool', 'create', 'q', '--size', '256M']);
-    ok(home, ['volume', 'create', 'p/v', '16M']);
+    await inProcess(home, ['pool', 'create', 'p', '--size', '256M']);
+    await inProcess(home, ['pool', 'create', 'q', '--size', '256M']);
+    await inProcess(home, ['volume', 'create', 'p/v', '16M']);
   });
   afterAll(() => cleanup());
 
-  it('name what is wrong with their arguments and with a stream that is not one', () => {
-    expect(fails(home, ['export-diff', 'p/v', f('x.sd')])).toMatch(/export-diff takes a snapshot \(p\/v@NAME\)/);
-    expect(fails(home, ['diff', 'p/v'])).toMatch(/names a volume; this command takes a snapshot/);
-    expect(fails(home, ['diff', 'p/v@a', 'p/other@b'])).toMatch(/is not a snapshot of p\/v/);
+  it('name what is wrong with their arguments and with a stream that is not one', async () => {
+    expect(await inProcessFails(home, ['export-diff', 'p/v', f('x.sd')])).toMatch(/export-diff takes a snapshot \(p\/v@NAME\)/);
+    expect(await inProcessFails(home, ['diff', 'p/v'])).toMatch(/names a volume; this command takes a snapshot/);
+    expect(await inProcessFails(home, ['diff', 'p/v@a', 'p/other@b'])).toMatch(/is not a snapshot of p\/v/);
     fs.writeFileSync(f('junk'), Buffer.alloc(4096, 0x41));
-    expect(fails(home, ['import-diff', 'q/w', f('junk')])).toMatch(/not a Strata diff stream/);
+    expect(await inProcessFails(home, ['import-diff', 'q/w', f('junk')])).toMatch(/not a Strata diff stream/);
     fs.writeFileSync(f('rbd'), 'rbd diff v2\n' + 'x'.repeat(100));
-    expect(fails(home, ['import-diff', 'q/w', f('rbd')])).toMatch(/this is an RBD diff/);
+    expect(await inProcessFails(home, ['import-diff', 'q/w', f('rbd')])).toMatch(/this is an RBD diff/);
     const piped = sh(`printf 'not a stream at all, not at all' | node ${STRATA} --home ${home} import-diff q/w -`);
     expect(piped.code).toBe(1);
     expect(piped.stderr).toMatch(/^strata: .*not a Strata diff stream/);
     // Nothing was created on the way.
-    expect(json<Array<{ name: string }>>(home, ['volume', 'list', 'q'])).toEqual([]);
+    expect(await inProcessJson<Array<{ name: string }>>(home, ['volume', 'list', 'q'])).toEqual([]);
   });
 
   describe('with snapshots', () => {
@@ -61,7 +62,7 @@ describe('diff, export-diff and import-diff', () => {
     const snapshot = (pool: string, volume: string, name: string): Promise<unknown> => withPool(home, pool, { readOnly: false }, ({ pool: p }) => createSnapshots(p, [{ volume, snapshot: name }]));
     const same = async (pool: string, volume: string, reference: string): Promise<void> => {
       const out = f(`${pool}-${volume}-${Date.now()}.raw`);
-      ok(home, ['export', `${pool}/${volume}`, out]);
+      await inProcess(home, ['export', `${pool}/${volume}`, out]);
       await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', out, reference]);
       fs.rmSync(out);
     };
@@ -71,49 +72,49 @@ describe('diff, export-diff and import-diff', () => {
       ref1 = f('ref1.raw');
       ref2 = f('ref2.raw');
       fs.writeFileSync(ref1, image(0x11, 4 * MIB, 9 * MIB));
-      ok(home, ['import', '--force', 'p/v', ref1]);
+      await inProcess(home, ['import', '--force', 'p/v', ref1]);
       await snapshot('p', 'v', 's1');
       // The second point rewrites some data and zeroes a range that held data.
       const two = image(0x11, 4 * MIB, 9 * MIB);
       two.fill(0x22, 1 * MIB, 2 * MIB);
       two.fill(0, 12 * MIB, 13 * MIB);
       fs.writeFileSync(ref2, two);
-      ok(home, ['import', '--force', 'p/v', ref2]);
+      await inProcess(home, ['import', '--force', 'p/v', ref2]);
       await snapshot('p', 'v', 's2');
     });
 
-    it('diff lists the changed ranges as rbd diff does, and --json gives them as an array', () => {
-      const ranges = json<Array<{ offset: number; length: number; kind: string }>>(home, ['diff', 'p/v@s1', '@s2']);
+    it('diff lists the changed ranges as rbd diff does, and --json gives them as an array', async () => {
+      const ranges = await inProcessJson<Array<{ offset: number; length: number; kind: string }>>(home, ['diff', 'p/v@s1', '@s2']);
       expect(ranges.length).toBeGreaterThan(0);
       expect(ranges.some((r) => r.kind === 'zero' && r.offset <= 12 * MIB && r.offset + r.length >= 13 * MIB)).toBe(true);
-      const human = ok(home, ['diff', 'p/v@s1', 'p/v@s2']);
+      const human = await inProcess(home, ['diff', 'p/v@s1', 'p/v@s2']);
       expect(human.split('\n')[0]).toMatch(/^\s*OFFSET\s+LENGTH\s+TYPE$/);
     });
 
     it('a full stream and an incremental rebuild the volume; qemu-img compare finds each point equal', async () => {
-      ok(home, ['export-diff', 'p/v@s1', f('full.sd')]);
-      ok(home, ['export-diff', 'p/v@s2', '--from', '@s1', f('incr.sd')]);
+      await inProcess(home, ['export-diff', 'p/v@s1', f('full.sd')]);
+      await inProcess(home, ['export-diff', 'p/v@s2', '--from', '@s1', f('incr.sd')]);
       expect(fs.statSync(f('incr.sd')).size).toBeLessThan(fs.statSync(f('full.sd')).size);
-      const first = json<{ createdVolume: boolean; snapshot: { name: string } }>(home, ['import-diff', 'q/w', f('full.sd')]);
+      const first = await inProcessJson<{ createdVolume: boolean; snapshot: { name: string } }>(home, ['import-diff', 'q/w', f('full.sd')]);
       expect(first).toMatchObject({ createdVolume: true, snapshot: { name: 's1' } });
       await same('q', 'w', ref1);
-      ok(home, ['import-diff', 'q/w', f('incr.sd')]);
+      await inProcess(home, ['import-diff', 'q/w', f('incr.sd')]);
       await same('q', 'w', ref2);
-      expect(fails(home, ['import-diff', 'q/w', f('incr.sd')])).toMatch(/holds this stream's end point already, as @s2/);
+      expect(await inProcessFails(home, ['import-diff', 'q/w', f('incr.sd')])).toMatch(/holds this stream's end point already, as @s2/);
     });
 
     it('refuses a stream whose base is another snapshot of the same name', async () => {
-      ok(home, ['volume', 'create', 'q/other', '16M']);
+      await inProcess(home, ['volume', 'create', 'q/other', '16M']);
       await snapshot('q', 'other', 's1');
-      expect(fails(home, ['import-diff', 'q/other', f('incr.sd')])).toMatch(/does not apply to q\/other: its snapshot @s1 is another snapshot/);
+      expect(await inProcessFails(home, ['import-diff', 'q/other', f('incr.sd')])).toMatch(/does not apply to q\/other: its snapshot @s1 is another snapshot/);
     });
 
     it('an import of a truncated stream stops, saying so, and the whole stream then finishes it', async () => {
-      ok(home, ['import-diff', 'q/cut', f('full.sd')]);
+      await inProcess(home, ['import-diff', 'q/cut', f('full.sd')]);
       const whole = fs.readFileSync(f('incr.sd'));
       fs.writeFileSync(f('cut.sd'), whole.subarray(0, Math.floor(whole.length * 0.6)));
-      expect(fails(home, ['import-diff', 'q/cut', f('cut.sd')])).toMatch(/stopped: truncated: .*q\/cut holds @s1 plus part of the stream: run import-diff again/);
-      expect(ok(home, ['import-diff', 'q/cut', f('incr.sd')])).toMatch(/finished an import that was cut short/);
+      expect(await inProcessFails(home, ['import-diff', 'q/cut', f('cut.sd')])).toMatch(/stopped: truncated: .*q\/cut holds @s1 plus part of the stream: run import-diff again/);
+      expect(await inProcess(home, ['import-diff', 'q/cut', f('incr.sd')])).toMatch(/finished an import that was cut short/);
       await same('q', 'cut', ref2);
     });
 
@@ -128,7 +129,7 @@ describe('diff, export-diff and import-diff', () => {
       let srv: ServeProcess | undefined;
       let unserved: unknown;
       beforeAll(async () => {
-        unserved = json(home, ['diff', 'p/v@s1', '@s2']);
+        unserved = await inProcessJson(home, ['diff', 'p/v@s1', '@s2']);
         srv = await startServe(['--home', home, 'p', 'q', '--listen', '127.0.0.1:0']);
       });
       afterAll(async () => {
@@ -137,12 +138,12 @@ describe('diff, export-diff and import-diff', () => {
 
       it('export-diff reads from the server and import-diff writes through it, files and pipes alike', async () => {
         // diff is an admin verb: the server answers it, the same ranges as in-process.
-        expect(json(home, ['diff', 'p/v@s1', '@s2'])).toEqual(unserved);
-        ok(home, ['export-diff', 'p/v@s1', f('served-full.sd')]);
-        ok(home, ['import-diff', 'q/served', f('served-full.sd')]);
+        expect(await inProcessJson(home, ['diff', 'p/v@s1', '@s2'])).toEqual(unserved);
+        await inProcess(home, ['export-diff', 'p/v@s1', f('served-full.sd')]);
+        await inProcess(home, ['import-diff', 'q/served', f('served-full.sd')]);
         const r = sh(`node ${STRATA} --home ${home} export-diff p/v@s2 --from @s1 - | node ${STRATA} --home ${home} import-diff q/served -`);
         expect(r.code, r.stderr).toBe(0);
-        expect(fails(home, ['import-diff', 'q/served', f('junk')])).toMatch(/not a Strata diff stream/);
+        expect(await inProcessFails(home, ['import-diff', 'q/served', f('junk')])).toMatch(/not a Strata diff stream/);
         await srv!.stop();
         srv = undefined;
         await same('q', 'served', ref2);
