@@ -4,7 +4,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { detectFormat, formatName, HEAD_BYTES, TAIL_BYTES } from '../../src/image/detect.js';
 import { sparseImage } from './image.js';
-import { buildCli, fails, json, ok, repo } from './strata.js';
+import { inProcess, inProcessFails, inProcessJson } from './in-process.js';
+import { buildCli, repo } from './strata.js';
 import { scratchDir } from '../support/scratch.js';
 
 const scratch = scratchDir('cli-image-io');
@@ -12,9 +13,9 @@ afterAll(() => scratch.cleanup());
 beforeAll(() => buildCli());
 let n = 0;
 const file = (name: string): string => path.join(scratch.dir, `${n++}-${name}`);
-function poolHome(): string {
+async function poolHome(): Promise<string> {
   const home = path.join(scratch.dir, `home${n++}`);
-  ok(home, ['pool', 'create', 'p0', '--size', '1G']);
+  await inProcess(home, ['pool', 'create', 'p0', '--size', '1G']);
   return home;
 }
 const cli = path.join(repo, 'dist/bin/strata.js');
@@ -51,19 +52,19 @@ describe('import refuses images it cannot read', () => {
     expect(formatName(detectFormat(data.subarray(0, HEAD_BYTES), data.subarray(data.length - TAIL_BYTES))!)).toMatch(new RegExp(`^${name}$`));
   });
 
-  it('refuses the ones it has no reader for by name on import and creates nothing', () => {
-    const home = poolHome();
+  it('refuses the ones it has no reader for by name on import and creates nothing', async () => {
+    const home = await poolHome();
     for (const [format, options, name] of [formats[1]!, formats[6]!, formats[7]!]) {
       const img = file(`refused.${format}`);
       qemuImgCreate(format, img, options);
-      const line = fails(home, ['import', 'p0/v', img]);
-      expect(line).toMatch(new RegExp(`^strata: ${img.replace(/[.]/g, '\\.')} is a ${name} image, which Strata cannot read \\(convert it first: qemu-img convert -O raw `));
+      const line = await inProcessFails(home, ['import', 'p0/v', img]);
+      expect(line).toMatch(new RegExp(`^${img.replace(/[.]/g, '\\.')} is a ${name} image, which Strata cannot read \\(convert it first: qemu-img convert -O raw `));
     }
-    expect(json(home, ['volume', 'list', 'p0'])).toEqual([]);
+    expect(await inProcessJson(home, ['volume', 'list', 'p0'])).toEqual([]);
   });
 
-  it('refuses them from a pipe too, and takes raw images and empty ones as raw', () => {
-    const home = poolHome();
+  it('refuses them from a pipe too, and takes raw images and empty ones as raw', async () => {
+    const home = await poolHome();
     const img = file('disk.qed');
     qemuImgCreate('qed', img);
     const r = piped(home, ['import', 'p0/v', '-', '--size', '8M'], fs.readFileSync(img));
@@ -76,8 +77,8 @@ describe('import refuses images it cannot read', () => {
 });
 
 describe('import from a pipe, export to stdout', () => {
-  it('round-trips through pipes byte for byte', () => {
-    const home = poolHome();
+  it('round-trips through pipes byte for byte', async () => {
+    const home = await poolHome();
     const size = (6 << 20) + 12345;
     const img = file('image.raw');
     sparseImage(img, size, 7, 1 << 20);
@@ -103,16 +104,16 @@ describe('import from a pipe, export to stdout', () => {
     // More than the volume holds fails, and the volume it created is gone.
     const big = piped(home, ['import', 'p0/small', '-', '--size', '4M'], data.subarray(0, 5 << 20));
     expect(big.stderr).toBe('strata: stdin holds more than p0/small (4M)\n');
-    expect(json<{ name: string }[]>(home, ['volume', 'list', 'p0']).map((v) => v.name)).toEqual(['v', 'w']);
+    expect((await inProcessJson<{ name: string }[]>(home, ['volume', 'list', 'p0'])).map((v) => v.name)).toEqual(['v', 'w']);
   });
 
-  it('imports over a volume that holds data only with --force; an empty one needs none', () => {
-    const home = poolHome();
+  it('imports over a volume that holds data only with --force; an empty one needs none', async () => {
+    const home = await poolHome();
     const img = file('ones.raw');
     fs.writeFileSync(img, Buffer.alloc(1 << 20, 1));
-    ok(home, ['volume', 'create', 'p0/v', '2M']);
-    ok(home, ['import', 'p0/v', img]);
-    expect(fails(home, ['import', 'p0/v', img])).toBe('strata: volume p0/v holds data; use --force to overwrite it');
-    expect(ok(home, ['import', 'p0/v', img, '--force'])).toMatch(/^imported .* into p0\/v: 1M read, 1M written/);
+    await inProcess(home, ['volume', 'create', 'p0/v', '2M']);
+    await inProcess(home, ['import', 'p0/v', img]);
+    expect(await inProcessFails(home, ['import', 'p0/v', img])).toBe('volume p0/v holds data; use --force to overwrite it');
+    expect(await inProcess(home, ['import', 'p0/v', img, '--force'])).toMatch(/^imported .* into p0\/v: 1M read, 1M written/);
   });
 });
