@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inProcessFails } from './in-process.js';
 import { buildCli, fails, ok, repo } from './strata.js';
 import { scratchDir } from '../support/scratch.js';
 
@@ -21,17 +22,18 @@ const COMMANDS = [
   ['volume', 'info', 'p0/v'],
   ['map', 'p0/v'],
   ['import', 'p0/v', '/dev/null'],
-  ['export', 'p0/v', 'out.raw'],
+  // In the scratch directory, so a command that got past the check would leave its file where the test looks.
+  ['export', 'p0/v', path.join(scratch.dir, 'out.raw')],
   ['raid', 'status', 'p0'],
   ['serve', '--listen', '127.0.0.1:0'],
 ];
 
 describe('a home that cannot be one', () => {
-  it('a regular file as home is one line for every command, exit 1, and nothing is created', () => {
+  it('a regular file as home is one line for every command, exit 1, and nothing is created', async () => {
     const home = path.join(scratch.dir, 'a-file');
     fs.writeFileSync(home, 'not a directory');
     for (const args of COMMANDS) {
-      expect(fails(home, args, { cwd: scratch.dir }), args.join(' ')).toBe(`strata: home '${home}' is not a directory`);
+      expect(await inProcessFails(home, args), args.join(' ')).toBe(`home '${home}' is not a directory`);
     }
     // Through STRATA_HOME as well.
     expect(fails(null, ['pool', 'list'], { env: { STRATA_HOME: home } })).toBe(`strata: home '${home}' is not a directory`);
@@ -41,7 +43,7 @@ describe('a home that cannot be one', () => {
     expect(fs.readdirSync(scratch.dir)).toEqual(['a-file']);
   });
 
-  it('a home that cannot be created, or read, or written, says so in one line', () => {
+  it('a home that cannot be created, or read, or written, says so in one line', async () => {
     // Permissions bind only an unprivileged user: as root, the commands run as nobody.
     const asUser = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
     fs.chmodSync(scratch.dir, 0o755);
