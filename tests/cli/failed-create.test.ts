@@ -4,7 +4,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { largestFileSize } from '../../src/host/file-size-limit.js';
 import { formatSize } from '../../bin/size.js';
-import { buildCli, fails, json, ok, repo } from './strata.js';
+import { inProcess, inProcessFails, inProcessJson } from './in-process.js';
+import { buildCli, repo } from './strata.js';
 import { scratchDir } from '../support/scratch.js';
 
 const scratch = scratchDir('cli-failed-create');
@@ -23,52 +24,52 @@ function withFileLimit(blocks: number, home: string, args: string[]): { code: nu
 }
 
 describe('a pool create that fails leaves nothing behind', () => {
-  it('a file the file system refuses (EFBIG at 1P) leaves no file, no directory, no registration, names the limit, and the retry works', () => {
+  it('a file the file system refuses (EFBIG at 1P) leaves no file, no directory, no registration, names the limit, and the retry works', async () => {
     const limit = largestFileSize(scratch.dir);
     if (limit === undefined || limit >= PETA) {
       throw new Error(`this test needs a scratch file system that refuses 1P files, like ext4 (${scratch.dir} takes ${limit}); set STRATA_SCRATCH`);
     }
     // A fresh home: the directories the create made go too.
     const home = fresh('home');
-    expect(fails(home, ['pool', 'create', 'q', '--size', '1P'])).toBe(
-      `strata: cannot create pool 'q': ${home}/q.pool: its file system takes files of at most ${formatSize(limit)} (${limit} bytes), not 1P`,
+    expect(await inProcessFails(home, ['pool', 'create', 'q', '--size', '1P'])).toBe(
+      `cannot create pool 'q': ${home}/q.pool: its file system takes files of at most ${formatSize(limit)} (${limit} bytes), not 1P`,
     );
     expect(fs.existsSync(home)).toBe(false);
     // A home that holds another pool: only the new pool's traces go.
-    ok(home, ['pool', 'create', 'other', '--size', '64M']);
+    await inProcess(home, ['pool', 'create', 'other', '--size', '64M']);
     const before = fs.readdirSync(home).sort();
     const registered = fs.readdirSync(path.join(home, 'pools')).sort();
-    expect(fails(home, ['pool', 'create', 'q', '--size', '1P'])).toMatch(/^strata: cannot create pool 'q': .*q\.pool: its file system takes files of at most .*, not 1P$/);
+    expect(await inProcessFails(home, ['pool', 'create', 'q', '--size', '1P'])).toMatch(/^cannot create pool 'q': .*q\.pool: its file system takes files of at most .*, not 1P$/);
     expect(fs.readdirSync(home).sort()).toEqual(before);
     expect(fs.readdirSync(path.join(home, 'pools')).sort()).toEqual(registered);
     // The retry is not refused as "already exists".
-    ok(home, ['pool', 'create', 'q', '--size', '64M']);
-    expect(json<{ name: string }[]>(home, ['pool', 'list']).map((p) => p.name)).toEqual(['other', 'q']);
+    await inProcess(home, ['pool', 'create', 'q', '--size', '64M']);
+    expect((await inProcessJson<{ name: string }[]>(home, ['pool', 'list'])).map((p) => p.name)).toEqual(['other', 'q']);
   });
 
-  it('says when the limit is the process file-size limit rather than the file system', () => {
+  it('says when the limit is the process file-size limit rather than the file system', async () => {
     const home = fresh('home');
     const r = withFileLimit(2048, home, ['pool', 'create', 'q', '--size', '1G']);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`strata: cannot create pool 'q': ${home}/q.pool: this process may make files (ulimit -f) of at most 1M (1048576 bytes), not 1G\n`);
     expect(fs.existsSync(home)).toBe(false);
     // An export larger than the limit says the same, and leaves no file.
-    ok(home, ['pool', 'create', 'p', '--size', '64M']);
-    ok(home, ['volume', 'create', 'p/v', '2M']);
+    await inProcess(home, ['pool', 'create', 'p', '--size', '64M']);
+    await inProcess(home, ['volume', 'create', 'p/v', '2M']);
     const out = fresh('out.raw');
     const e = withFileLimit(2048, home, ['export', 'p/v', out]);
     expect(e).toEqual({ code: 1, stderr: `strata: cannot export p/v: ${out}: this process may make files (ulimit -f) of at most 1M (1048576 bytes), not 2M\n` });
     expect(fs.existsSync(out)).toBe(false);
   });
 
-  it('--raid: member files it created are removed, whichever member failed; members that existed are kept', () => {
+  it('--raid: member files it created are removed, whichever member failed; members that existed are kept', async () => {
     const home = fresh('home');
-    ok(home, ['pool', 'create', 'other', '--size', '64M']);
+    await inProcess(home, ['pool', 'create', 'other', '--size', '64M']);
     const dir = fresh('members');
     fs.mkdirSync(dir);
     // The third member's directory does not exist: the first two were already created when it fails.
     const members = [path.join(dir, 'a'), path.join(dir, 'b'), path.join(dir, 'missing', 'c')];
-    expect(fails(home, ['pool', 'create', 'r', '--size', '64M', '--raid', '5', '--members', members.join(',')])).toMatch(/^strata: cannot create pool 'r': /);
+    expect(await inProcessFails(home, ['pool', 'create', 'r', '--size', '64M', '--raid', '5', '--members', members.join(',')])).toMatch(/^cannot create pool 'r': /);
     expect(fs.readdirSync(dir)).toEqual([]);
     expect(fs.readdirSync(path.join(home, 'pools'))).toEqual(['other.json']);
 
@@ -83,17 +84,17 @@ describe('a pool create that fails leaves nothing behind', () => {
     expect(fs.statSync(kept).size).toBe(128 << 20);
     expect(fs.readdirSync(path.join(home, 'pools'))).toEqual(['other.json']);
     // And the same create then works.
-    ok(home, ['pool', 'create', 'r', '--size', '64M', '--raid', '1', '--members', members.slice(0, 2).join(',')]);
+    await inProcess(home, ['pool', 'create', 'r', '--size', '64M', '--raid', '1', '--members', members.slice(0, 2).join(',')]);
   });
 
-  it('sizes past 8P name the limit instead of calling them fractions', () => {
+  it('sizes past 8P name the limit instead of calling them fractions', async () => {
     const home = fresh('home');
     for (const size of ['8P', '100P']) {
-      expect(fails(home, ['pool', 'create', 'q', '--size', size])).toBe(`strata: size '${size}' is too large: sizes go up to 9007199254740991 bytes (8P less one byte)`);
+      expect(await inProcessFails(home, ['pool', 'create', 'q', '--size', size])).toBe(`size '${size}' is too large: sizes go up to 9007199254740991 bytes (8P less one byte)`);
     }
     expect(fs.existsSync(home)).toBe(false);
-    ok(home, ['pool', 'create', 'p', '--size', '64M']);
-    expect(fails(home, ['volume', 'create', 'p/v', '100P'])).toBe(`strata: size '100P' is too large: sizes go up to 9007199254740991 bytes (8P less one byte)`);
-    expect(fails(home, ['volume', 'create', 'p/v', '100T'])).toMatch(/^strata: .*maximum of 64T/);
+    await inProcess(home, ['pool', 'create', 'p', '--size', '64M']);
+    expect(await inProcessFails(home, ['volume', 'create', 'p/v', '100P'])).toBe(`size '100P' is too large: sizes go up to 9007199254740991 bytes (8P less one byte)`);
+    expect(await inProcessFails(home, ['volume', 'create', 'p/v', '100T'])).toMatch(/^.*maximum of 64T/);
   });
 });
