@@ -3,7 +3,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hasTool, parseFio, startServe, STRATA, tool, type ServeProcess } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
-import { buildCli, json, ok, strata } from './strata.js';
+import { inProcess, inProcessJson } from './in-process.js';
+import { buildCli, strata } from './strata.js';
 
 const tools = ['fio', 'qemu-io', 'qemu-img'].every((t) => hasTool(t));
 
@@ -26,14 +27,14 @@ interface Job {
 
 async function runningMigration(home: string, pool: string): Promise<Job> {
   for (let i = 0; i < 200; i++) {
-    const job = json<Job[]>(home, ['job', 'list', pool]).find((j) => j.kind === 'migrate' && j.state === 'running' && j.bytesDone > 0);
+    const job = (await inProcessJson<Job[]>(home, ['job', 'list', pool])).find((j) => j.kind === 'migrate' && j.state === 'running' && j.bytesDone > 0);
     if (job) return job;
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error('no migration job started');
 }
 
-const volumes = (home: string, pool: string): string[] => json<Array<{ name: string }>>(home, ['volume', 'list', pool]).map((v) => v.name);
+const volumes = async (home: string, pool: string): Promise<string[]> => (await inProcessJson<Array<{ name: string }>>(home, ['volume', 'list', pool])).map((v) => v.name);
 
 describe.skipIf(!tools)('strata migrate --online on a served pool', () => {
   const { dir, cleanup } = scratchDir('migrate-online');
@@ -43,10 +44,10 @@ describe.skipIf(!tools)('strata migrate --online on a served pool', () => {
 
   beforeAll(async () => {
     buildCli();
-    ok(home, ['pool', 'create', 'a', '--size', '1G']);
-    ok(home, ['pool', 'create', 'b', '--size', '1G']);
-    ok(home, ['volume', 'create', 'a/vm', '96M']);
-    ok(home, ['volume', 'create', 'a/slow', '64M']);
+    await inProcess(home, ['pool', 'create', 'a', '--size', '1G']);
+    await inProcess(home, ['pool', 'create', 'b', '--size', '1G']);
+    await inProcess(home, ['volume', 'create', 'a/vm', '96M']);
+    await inProcess(home, ['volume', 'create', 'a/slow', '64M']);
     srv = await startServe(['--home', home, 'a', '--listen', '127.0.0.1:0']);
     await tool('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 0 48M', uri('slow')]);
   }, 120_000);
@@ -62,7 +63,7 @@ describe.skipIf(!tools)('strata migrate --online on a served pool', () => {
 
   it('moves a volume fio is writing, with its snapshot: no I/O error, every block verifies on the target through the same export, the source is gone, both pools check clean', async () => {
     await tool('qemu-io', ['-f', 'raw', '-c', 'write -P 0x77 80M 8M', uri('vm')]);
-    ok(home, ['snapshot', 'create', 'a/vm@before']);
+    await inProcess(home, ['snapshot', 'create', 'a/vm@before']);
     const fio = tool('fio', fioArgs(['--do_verify=1']), 120_000);
     await new Promise((r) => setTimeout(r, 700));
     const moved = await running(home, ['--json', 'migrate', 'a/vm', 'b', '--online']);
@@ -76,24 +77,24 @@ describe.skipIf(!tools)('strata migrate --online on a served pool', () => {
     const [again] = parseFio(await tool('fio', fioArgs(['--verify_only']), 120_000));
     expect(again!.error).toBe(0);
     await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', uri('vm'), uri('b/vm')]);
-    expect(volumes(home, 'a')).toEqual(['slow']);
-    expect(volumes(home, 'b')).toEqual(['vm']);
-    expect(ok(home, ['snapshot', 'list', 'b/vm'])).toMatch(/before/);
+    expect(await volumes(home, 'a')).toEqual(['slow']);
+    expect(await volumes(home, 'b')).toEqual(['vm']);
+    expect(await inProcess(home, ['snapshot', 'list', 'b/vm'])).toMatch(/before/);
     await tool('qemu-io', ['-f', 'raw', '-r', '-c', 'read -P 0x77 80M 8M', uri('b/vm@before')]);
-    for (const p of ['a', 'b']) expect(json<{ problems: unknown[] }>(home, ['pool', 'check', p]).problems).toEqual([]);
-    expect(json<Job[]>(home, ['job', 'list', 'a']).filter((j) => j.kind === 'migrate').map((j) => j.state)).toEqual(['done']);
+    for (const p of ['a', 'b']) expect((await inProcessJson<{ problems: unknown[] }>(home, ['pool', 'check', p])).problems).toEqual([]);
+    expect((await inProcessJson<Job[]>(home, ['job', 'list', 'a'])).filter((j) => j.kind === 'migrate').map((j) => j.state)).toEqual(['done']);
   }, 180_000);
 
   it('leaves the source as it was when the job is cancelled before the pivot', async () => {
     const moving = running(home, ['migrate', 'a/slow', 'b/slow', '--online', '--rate', '4M']);
     const job = await runningMigration(home, 'a');
     expect(strata(home, ['snapshot', 'create', 'a/slow@meanwhile']).stderr).toMatch(/is being migrated \(a\/slow to b\/slow\)/);
-    ok(home, ['job', 'cancel', 'a', String(job.id)]);
+    await inProcess(home, ['job', 'cancel', 'a', String(job.id)]);
     const r = await moving;
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/cancelled/);
-    expect(volumes(home, 'a')).toContain('slow');
-    expect(volumes(home, 'b')).not.toContain('slow');
+    expect(await volumes(home, 'a')).toContain('slow');
+    expect(await volumes(home, 'b')).not.toContain('slow');
     await tool('qemu-io', ['-f', 'raw', '-c', 'read -P 0x5a 0 48M', uri('slow')]);
   }, 120_000);
 
@@ -104,9 +105,9 @@ describe.skipIf(!tools)('strata migrate --online on a served pool', () => {
     expect((await moving).code).toBe(1);
     srv = await startServe(['--home', home, 'a', '--listen', '127.0.0.1:0']);
     expect(srv.stderr()).toMatch(/migration of a\/slow to b\/slow, cut short \(copying\), was rolled back/);
-    expect(volumes(home, 'b')).not.toContain('slow');
+    expect(await volumes(home, 'b')).not.toContain('slow');
     await tool('qemu-io', ['-f', 'raw', '-c', 'read -P 0x5a 0 48M', uri('slow')]);
-    expect(json<{ problems: unknown[] }>(home, ['pool', 'check', 'b']).problems).toEqual([]);
+    expect((await inProcessJson<{ problems: unknown[] }>(home, ['pool', 'check', 'b'])).problems).toEqual([]);
     expect(strata(home, ['job', 'list', 'a']).stdout).toMatch(/migrate .* interrupted/);
   }, 120_000);
 });
