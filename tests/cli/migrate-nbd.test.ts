@@ -7,7 +7,8 @@ import { NbdClient } from '../../src/nbd/index.js';
 import { hasTool, startServe, STRATA, tool, type ServeProcess } from '../nbd/support.js';
 import { startQemuNbd } from '../migrate/qemu-nbd.js';
 import { scratchDir } from '../support/scratch.js';
-import { buildCli, fails, json, ok } from './strata.js';
+import { inProcess, inProcessFails, inProcessJson } from './in-process.js';
+import { buildCli } from './strata.js';
 
 const MiB = 1 << 20;
 
@@ -42,17 +43,17 @@ describe.skipIf(!haveTools)('strata migrate POOL/VOL nbd://…', () => {
 
   beforeAll(async () => {
     buildCli();
-    ok(home, ['pool', 'create', 'p', '--size', '1G']);
-    ok(home, ['volume', 'create', 'p/v', '64M']);
+    await inProcess(home, ['pool', 'create', 'p', '--size', '1G']);
+    await inProcess(home, ['volume', 'create', 'p/v', '64M']);
     // Data at 0–4M and 20–23M, zeroes written as data at 8–10M (a zero run inside data), a hole everywhere else (a discard at 21M included).
     srv = await startServe(['--home', home, 'p', '--listen', '127.0.0.1:0']);
     const uri = srv.uri.replace(/\/[^/]*$/, '/v');
     await tool('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 0 4M', '-c', 'write -P 0 8M 2M', '-c', 'write -P 0x6b 20M 3M', '-c', 'discard 21M 1M', uri]);
     await srv.stop();
     srv = undefined;
-    const map = json<Array<{ offset: number; length: number; type: string }>>(home, ['map', 'p/v']);
+    const map = await inProcessJson<Array<{ offset: number; length: number; type: string }>>(home, ['map', 'p/v']);
     expect(map.filter((r) => r.type === 'data').reduce((n, r) => n + r.length, 0)).toBe(8 * MiB);
-    ok(home, ['export', 'p/v', raw]);
+    await inProcess(home, ['export', 'p/v', raw]);
   }, 120_000);
   afterAll(async () => {
     await srv?.stop();
@@ -65,7 +66,7 @@ describe.skipIf(!haveTools)('strata migrate POOL/VOL nbd://…', () => {
     const q = await startQemuNbd(img, 'qcow2', path.join(dir, 't1.sock'));
     let out: PushJson;
     try {
-      out = json<PushJson>(home, ['migrate', 'p/v', q.uri]);
+      out = await inProcessJson<PushJson>(home, ['migrate', 'p/v', q.uri]);
     } finally {
       await q.stop();
     }
@@ -76,8 +77,8 @@ describe.skipIf(!haveTools)('strata migrate POOL/VOL nbd://…', () => {
     expect(noDataIn(map, 21 * MiB, MiB)).toBe(true);
     expect(noDataIn(map, 23 * MiB, 41 * MiB)).toBe(true);
     expect(noDataIn(map, 0, 4 * MiB)).toBe(false);
-    expect(json<Array<{ name: string }>>(home, ['volume', 'list', 'p']).map((v) => v.name)).toEqual(['v']);
-    const jobs = json<Array<{ id: number; kind: string; state: string }>>(home, ['job', 'list', 'p']);
+    expect((await inProcessJson<Array<{ name: string }>>(home, ['volume', 'list', 'p'])).map((v) => v.name)).toEqual(['v']);
+    const jobs = await inProcessJson<Array<{ id: number; kind: string; state: string }>>(home, ['job', 'list', 'p']);
     expect(jobs.find((j) => j.id === out.job)).toMatchObject({ kind: 'migrate', state: 'done' });
   });
 
@@ -87,7 +88,7 @@ describe.skipIf(!haveTools)('strata migrate POOL/VOL nbd://…', () => {
     const q = await startQemuNbd(img, 'raw', path.join(dir, 't2.sock'));
     let text: string;
     try {
-      text = ok(home, ['migrate', 'p/v', q.uri]);
+      text = await inProcess(home, ['migrate', 'p/v', q.uri]);
     } finally {
       await q.stop();
     }
@@ -105,7 +106,7 @@ describe.skipIf(!haveTools)('strata migrate POOL/VOL nbd://…', () => {
         await sleep(25);
       }
       const uri = `nbd+unix:///?socket=${socket}`;
-      const out = json<PushJson & { zeroesSentAsData: boolean }>(home, ['migrate', 'p/v', uri]);
+      const out = await inProcessJson<PushJson & { zeroesSentAsData: boolean }>(home, ['migrate', 'p/v', uri]);
       expect(out).toMatchObject({ bytesWritten: 6 * MiB, bytesZeroed: 58 * MiB, zeroesSentAsData: true });
       await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', raw, uri]);
     } finally {
@@ -119,12 +120,12 @@ describe.skipIf(!haveTools)('strata migrate POOL/VOL nbd://…', () => {
     await tool('qemu-img', ['create', '-f', 'qcow2', img, '32M']);
     const q = await startQemuNbd(img, 'qcow2', path.join(dir, 't3.sock'));
     try {
-      expect(fails(home, ['migrate', 'p/v', q.uri])).toMatch(/\(32M, 33554432 bytes\) is smaller than p\/v \(64M, 67108864 bytes\)/);
+      expect(await inProcessFails(home, ['migrate', 'p/v', q.uri])).toMatch(/\(32M, 33554432 bytes\) is smaller than p\/v \(64M, 67108864 bytes\)/);
     } finally {
       await q.stop();
     }
-    expect(fails(home, ['migrate', 'p/v', 'nbds://h/x'])).toMatch(/TLS targets/);
-    expect(fails(home, ['migrate', 'p/v', 'nbd://127.0.0.1:1/x', '--online'])).toMatch(/pool 'p' is not served: --online mirrors/);
+    expect(await inProcessFails(home, ['migrate', 'p/v', 'nbds://h/x'])).toMatch(/TLS targets/);
+    expect(await inProcessFails(home, ['migrate', 'p/v', 'nbd://127.0.0.1:1/x', '--online'])).toMatch(/pool 'p' is not served: --online mirrors/);
   });
 
   it('Ctrl-C stops a push held to --rate between chunks, and its job ends cancelled', async () => {
@@ -137,15 +138,15 @@ describe.skipIf(!haveTools)('strata migrate POOL/VOL nbd://…', () => {
       child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
       type Job = { kind: string; state: string; rate?: number; bytesDone: number };
-      const running = (): Job | undefined => (JSON.parse(ok(home, ['--json', 'job', 'list', 'p'])) as Job[]).find((j) => j.kind === 'migrate' && j.state === 'running');
-      for (let i = 0; !running(); i++) {
+      const running = async (): Promise<Job | undefined> => (JSON.parse(await inProcess(home, ['--json', 'job', 'list', 'p'])) as Job[]).find((j) => j.kind === 'migrate' && j.state === 'running');
+      for (let i = 0; !(await running()); i++) {
         if (i > 200) throw new Error(`no running push: ${stderr}`);
         await sleep(50);
       }
       child.kill('SIGINT');
       expect(await exited).toBe(1);
       expect(stderr).toMatch(/^strata: interrupted: the push of p\/v stopped and its job is cancelled; nbd\+unix:.* holds part of it \(push again to finish\)\n$/);
-      const last = (JSON.parse(ok(home, ['--json', 'job', 'list', 'p'])) as Job[]).filter((j) => j.kind === 'migrate').at(-1)!;
+      const last = (JSON.parse(await inProcess(home, ['--json', 'job', 'list', 'p'])) as Job[]).filter((j) => j.kind === 'migrate').at(-1)!;
       expect(last).toMatchObject({ state: 'cancelled', rate: MiB });
       expect(last.bytesDone).toBeLessThan(64 * MiB);
     } finally {
@@ -155,24 +156,24 @@ describe.skipIf(!haveTools)('strata migrate POOL/VOL nbd://…', () => {
 
   it('into a second strata serve (another home), and from a served pool through its server, refusing a volume in use', async () => {
     const home2 = path.join(dir, 'h2');
-    ok(home2, ['pool', 'create', 'q', '--size', '1G']);
-    ok(home2, ['volume', 'create', 'q/w', '64M']);
+    await inProcess(home2, ['pool', 'create', 'q', '--size', '1G']);
+    await inProcess(home2, ['volume', 'create', 'q/w', '64M']);
     const dst = await startServe(['--home', home2, 'q', '--listen', '127.0.0.1:0']);
     srv = await startServe(['--home', home, 'p', '--listen', '127.0.0.1:0']);
     try {
       const target = dst.uri.replace(/\/[^/]*$/, '/w');
-      const out = json<PushJson>(home, ['migrate', 'p/v', target]);
+      const out = await inProcessJson<PushJson>(home, ['migrate', 'p/v', target]);
       expect(out).toMatchObject({ bytesWritten: 6 * MiB, bytesZeroed: 0, sourceKept: true });
       await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', raw, target]);
       // The target volume stays thin: holes of the source are holes there.
-      const map = json<Array<{ offset: number; length: number; type: string }>>(home2, ['map', 'q/w']);
+      const map = await inProcessJson<Array<{ offset: number; length: number; type: string }>>(home2, ['map', 'q/w']);
       expect(map.filter((r) => r.type === 'data').reduce((n, r) => n + r.length, 0)).toBe(6 * MiB);
       // The push ran in p's server, as one of its jobs.
-      expect(json<Array<{ id: number; kind: string; state: string; pid: number }>>(home, ['job', 'list', 'p']).find((j) => j.id === out.job)).toMatchObject({ kind: 'migrate', state: 'done', pid: srv.child.pid });
+      expect((await inProcessJson<Array<{ id: number; kind: string; state: string; pid: number }>>(home, ['job', 'list', 'p'])).find((j) => j.id === out.job)).toMatchObject({ kind: 'migrate', state: 'done', pid: srv.child.pid });
       const port = Number(new URL(srv.uri).port);
       const client = await NbdClient.connect({ port, export: 'v' });
       try {
-        expect(fails(home, ['migrate', 'p/v', target])).toBe("strata: volume 'p/v' has 1 connected client: a push of a volume in use needs --online (or disconnect it first)");
+        expect(await inProcessFails(home, ['migrate', 'p/v', target])).toBe("volume 'p/v' has 1 connected client: a push of a volume in use needs --online (or disconnect it first)");
       } finally {
         await client.disconnect();
       }
