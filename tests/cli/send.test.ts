@@ -10,7 +10,8 @@ import { hasTool, startServe, STRATA, tool, type ServeProcess } from '../nbd/sup
 import { scratchDir } from '../support/scratch.js';
 import { volumeBytes } from '../support/volume-bytes.js';
 import { write } from '../migrate/chain-support.js';
-import { buildCli, fails, json, ok } from './strata.js';
+import { inProcess, inProcessFails, inProcessJson } from './in-process.js';
+import { buildCli } from './strata.js';
 
 /**
  * strata send, receive and migrate as a user runs them: through pipes and
@@ -53,7 +54,7 @@ describe('send, receive and migrate', () => {
   };
   const same = async (ref: string, reference: string): Promise<void> => {
     const out = f(`${ref.replace('/', '-')}-${Date.now()}.raw`);
-    ok(home, ['export', ref, out]);
+    await inProcess(home, ['export', ref, out]);
     await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', out, reference]);
     fs.rmSync(out);
   };
@@ -68,7 +69,7 @@ describe('send, receive and migrate', () => {
   beforeAll(async () => {
     expect(hasTool('qemu-img')).toBe(true);
     buildCli();
-    for (const p of ['p', 'q']) ok(home, ['pool', 'create', p, '--size', '256M']);
+    for (const p of ['p', 'q']) await inProcess(home, ['pool', 'create', p, '--size', '256M']);
     await inPool('p', (p) => p.createVolume('v', 8 * MIB));
     ref1 = f('ref1.raw');
     ref2 = f('ref2.raw');
@@ -122,11 +123,11 @@ describe('send, receive and migrate', () => {
     expect(gone.stderr).toMatch(/^strata: the reader of the stream went away \(a broken pipe\); the snapshot p\/v@(send-tmp-[0-9a-f]{12}) taken for this send stays/);
     const temp = /@(send-tmp-[0-9a-f]{12})/.exec(gone.stderr)![1]!;
     expect(await snaps('p/v')).toEqual(['s1', 's2', temp]);
-    ok(home, ['snapshot', 'delete', `p/v@${temp}`]);
+    await inProcess(home, ['snapshot', 'delete', `p/v@${temp}`]);
     const bad = sh(`${S} send p/v@s2 --resume strata1-AAAA > /dev/null`);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/^strata: bad resume token/);
-    expect(fails(home, ['receive', 'q/nothing', '--token'])).toMatch(/no interrupted receive into q\/nothing/);
+    expect(await inProcessFails(home, ['receive', 'q/nothing', '--token'])).toMatch(/no interrupted receive into q\/nothing/);
   });
 
   it('a receive of a cut stream keeps what arrived and gives a token; send --resume finishes it exactly', async () => {
@@ -139,14 +140,14 @@ describe('send, receive and migrate', () => {
     const line = r.stderr.trim();
     expect(line.split('\n')).toHaveLength(1);
     expect(line).toMatch(/receive into q\/cut stopped: send stream: truncated.*resume token strata1-/);
-    const token = ok(home, ['receive', 'q/cut', '--token']).trim();
+    const token = (await inProcess(home, ['receive', 'q/cut', '--token'])).trim();
     expect(line.endsWith(token)).toBe(true);
     const resumed = sh(`${S} send p/v@s2 --resume ${token} | ${S} receive q/cut`);
     expect(resumed.code, resumed.stderr).toBe(0);
     expect(resumed.stderr).toMatch(/\(resumed\)/);
     await same('q/cut', ref2);
     expect(await snaps('q/cut')).toEqual(['s1', 's2']);
-    expect(fails(home, ['receive', 'q/cut', '--token'])).toMatch(/no interrupted receive/);
+    expect(await inProcessFails(home, ['receive', 'q/cut', '--token'])).toMatch(/no interrupted receive/);
     await checkClean('q');
   });
 
@@ -161,7 +162,7 @@ describe('send, receive and migrate', () => {
     for (let i = 0; i < 200 && !(fs.existsSync(note) && fs.readFileSync(note, 'utf8').includes('killed')); i++) await new Promise((r) => setTimeout(r, 25));
     child.kill('SIGKILL');
     await exited;
-    const token = ok(home, ['receive', 'q/killed', '--token']).trim();
+    const token = (await inProcess(home, ['receive', 'q/killed', '--token'])).trim();
     const resumed = sh(`${S} send p/v@s2 --resume ${token} | ${S} receive q/killed`);
     expect(resumed.code, resumed.stderr).toBe(0);
     await reads('q/killed', ref2);
@@ -175,7 +176,7 @@ describe('send, receive and migrate', () => {
       await createSnapshots(p, [{ volume: 'm', snapshot: 'a' }]);
       await write(p, 'm', 0, fs.readFileSync(ref2));
     });
-    const copied = json<{ sourceKept: boolean; snapshots: string[] }>(home, ['migrate', 'p/m', 'q/m-copy', '--keep-source']);
+    const copied = await inProcessJson<{ sourceKept: boolean; snapshots: string[] }>(home, ['migrate', 'p/m', 'q/m-copy', '--keep-source']);
     expect(copied).toMatchObject({ sourceKept: true, snapshots: ['a'] });
     await reads('q/m-copy', ref2);
     expect(await snaps('p/m')).toEqual(['a']);
@@ -194,12 +195,12 @@ describe('send, receive and migrate', () => {
     expect(await volumes('q')).not.toContain('m');
     expect(await snaps('p/m')).toEqual(['a']);
     await reads('p/m', ref2);
-    const moved = ok(home, ['migrate', 'p/m', 'q']);
+    const moved = await inProcess(home, ['migrate', 'p/m', 'q']);
     expect(moved).toMatch(/^moved p\/m to q\/m with @a: .* verified/);
     expect(await volumes('p')).not.toContain('m');
     expect(await snaps('q/m')).toEqual(['a']);
     await same('q/m', ref2);
-    expect(json<Array<{ kind: string; state: string }>>(home, ['job', 'list', 'p']).filter((j) => j.kind === 'migrate').map((j) => j.state)).toEqual(['done', 'cancelled', 'done']);
+    expect((await inProcessJson<Array<{ kind: string; state: string }>>(home, ['job', 'list', 'p'])).filter((j) => j.kind === 'migrate').map((j) => j.state)).toEqual(['done', 'cancelled', 'done']);
     await checkClean('p', 'q');
   });
 
@@ -215,10 +216,10 @@ describe('send, receive and migrate', () => {
     });
     const used = (): Promise<number> => inPool('q', async (p) => p.stats().usedClusters * p.stats().clusterSize);
     const before = await used();
-    const first = json<{ origin: { template: string; reused: boolean } }>(home, ['migrate', 'p/c1', 'q']);
+    const first = await inProcessJson<{ origin: { template: string; reused: boolean } }>(home, ['migrate', 'p/c1', 'q']);
     expect(first.origin).toEqual({ template: 'tmpl', reused: false });
     const afterFirst = await used();
-    const second = json<{ origin: { template: string; reused: boolean }; streamBytes: number }>(home, ['migrate', 'p/c2', 'q']);
+    const second = await inProcessJson<{ origin: { template: string; reused: boolean }; streamBytes: number }>(home, ['migrate', 'p/c2', 'q']);
     expect(second.origin).toEqual({ template: 'tmpl', reused: true });
     // Nor did the template's bytes travel again: the pool had it, so the stream left it out.
     expect(second.streamBytes).toBeLessThan(MIB);
@@ -232,9 +233,9 @@ describe('send, receive and migrate', () => {
 
   it('a volume whose snapshots have clones stays unless --keep-source; a taken target name is refused', async () => {
     await inPool('p', (p) => cloneVolume(p, { volume: 'v', snapshot: 's1' }, 'v-clone'));
-    expect(fails(home, ['migrate', 'p/v', 'q/v2'])).toMatch(/p\/v cannot leave pool 'p': v-clone is a clone of its snapshots there/);
+    expect(await inProcessFails(home, ['migrate', 'p/v', 'q/v2'])).toMatch(/p\/v cannot leave pool 'p': v-clone is a clone of its snapshots there/);
     await inPool('q', (p) => p.createVolume('taken', MIB));
-    expect(fails(home, ['migrate', 'p/v', 'q/taken', '--keep-source'])).toMatch(/q\/taken exists: migrate to a new name/);
+    expect(await inProcessFails(home, ['migrate', 'p/v', 'q/taken', '--keep-source'])).toMatch(/q\/taken exists: migrate to a new name/);
     expect(await volumes('q')).not.toContain('v2');
     expect(await snaps('p/v')).toEqual(['s1', 's2']);
   });
@@ -253,13 +254,13 @@ describe('send, receive and migrate', () => {
       const cut = sh(`${S} send p/v@s2 | head -c 3000000 | ${S} receive q/served`);
       // (The sender's broken pipe is the other line.)
       expect(cut.stderr).toMatch(/^strata: receive into q\/served stopped: send stream: truncated[^\n]*resume token strata1-\S+$/m);
-      const token = ok(home, ['receive', 'q/served', '--token']).trim();
+      const token = (await inProcess(home, ['receive', 'q/served', '--token'])).trim();
       const r = sh(`${S} send p/v@s2 --resume ${token} | ${S} receive q/served`);
       expect(r.code, r.stderr).toBe(0);
       const port = Number(new URL(srv!.uri).port);
       const client = await NbdClient.connect({ host: '127.0.0.1', port, export: 'q/served' });
       try {
-        expect(fails(home, ['migrate', 'q/served', 'p'])).toMatch(/q\/served is served and has 1 connected client: use --online/);
+        expect(await inProcessFails(home, ['migrate', 'q/served', 'p'])).toMatch(/q\/served is served and has 1 connected client: use --online/);
       } finally {
         await client.disconnect();
       }
