@@ -7,7 +7,8 @@ import { NbdClient } from '../../src/nbd/index.js';
 import { hasTool, parseFio, startServe, STRATA, tool, type ServeProcess } from '../nbd/support.js';
 import { startQemuNbd, type QemuNbd } from '../migrate/qemu-nbd.js';
 import { scratchDir } from '../support/scratch.js';
-import { buildCli, ok } from './strata.js';
+import { inProcess } from './in-process.js';
+import { buildCli } from './strata.js';
 
 const MiB = 1 << 20;
 
@@ -40,11 +41,11 @@ describe.skipIf(!haveTools)('strata migrate POOL/VOL nbd://… --online under fi
 
   beforeAll(async () => {
     buildCli();
-    ok(home, ['pool', 'create', 'p', '--size', '1G']);
-    ok(home, ['volume', 'create', 'p/v', '64M']);
+    await inProcess(home, ['pool', 'create', 'p', '--size', '1G']);
+    await inProcess(home, ['volume', 'create', 'p/v', '64M']);
     const raw = path.join(dir, 'v.raw');
     fs.writeFileSync(raw, Buffer.concat([Buffer.alloc(24 * MiB, 0x3c), Buffer.alloc(8 * MiB)]));
-    ok(home, ['import', '--force', 'p/v', raw]);
+    await inProcess(home, ['import', '--force', 'p/v', raw]);
     srv = await startServe(['--home', home, 'p', '--listen', '127.0.0.1:0']);
     port = Number(new URL(srv.uri).port);
   }, 120_000);
@@ -82,7 +83,7 @@ describe.skipIf(!haveTools)('strata migrate POOL/VOL nbd://… --online under fi
     await q.stop();
     await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', `nbd://127.0.0.1:${port}/v`, img]);
     await tool('qemu-img', ['check', img]);
-    expect(JSON.parse(ok(home, ['--json', 'pool', 'check', 'p'])) as { clean: boolean }).toMatchObject({ clean: true, problems: [] });
+    expect(JSON.parse(await inProcess(home, ['--json', 'pool', 'check', 'p'])) as { clean: boolean }).toMatchObject({ clean: true, problems: [] });
   }, 120_000);
 
   it('job cancel while in sync ends the push cancelled; the clients go on', async () => {
@@ -90,11 +91,11 @@ describe.skipIf(!haveTools)('strata migrate POOL/VOL nbd://… --online under fi
     const guest = await NbdClient.connect({ port, export: 'v' });
     const push = migrateOnline(home, 'p/v', q.uri);
     const id = /\(job (\d+)\)/.exec(await push.ready)![1]!;
-    ok(home, ['job', 'cancel', 'p', id]);
+    await inProcess(home, ['job', 'cancel', 'p', id]);
     const end = await push.done;
     expect(end.code).toBe(1);
     expect(end.stderr).toBe(`strata: job ${id} was cancelled\n`);
-    const jobs = JSON.parse(ok(home, ['--json', 'job', 'list', 'p'])) as Array<{ id: number; kind: string; state: string }>;
+    const jobs = JSON.parse(await inProcess(home, ['--json', 'job', 'list', 'p'])) as Array<{ id: number; kind: string; state: string }>;
     expect(jobs.find((j) => j.id === Number(id))).toMatchObject({ kind: 'migrate', state: 'cancelled' });
     // The guest's connection saw nothing of it.
     await guest.write(Buffer.alloc(4096, 9), 0);
