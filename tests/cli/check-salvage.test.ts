@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildCli, ok, strata } from './strata.js';
+import { inProcess } from './in-process.js';
+import { buildCli, strata } from './strata.js';
 import { scratchDir } from '../support/scratch.js';
 
 const scratch = scratchDir('cli-check-salvage');
@@ -12,14 +13,14 @@ let n = 0;
 const MARK = 'STRATA-SALVAGE!!';
 
 /** A file pool with a 1M volume of marked data, one page of which is damaged on the pool file behind its back. */
-function damagedPool(): { home: string; image: Buffer; damagedAt: number } {
+async function damagedPool(): Promise<{ home: string; image: Buffer; damagedAt: number }> {
   const home = path.join(scratch.dir, `home${n++}`);
-  ok(home, ['pool', 'create', 'p0', '--size', '256M']);
+  await inProcess(home, ['pool', 'create', 'p0', '--size', '256M']);
   const image = Buffer.alloc(1 << 20);
   for (let i = 0; i < image.length; i += 16) image.write(MARK, i, 'latin1');
   const src = path.join(home, 'image.raw');
   fs.writeFileSync(src, image);
-  ok(home, ['import', 'p0/v', src]);
+  await inProcess(home, ['import', 'p0/v', src]);
   const poolFile = path.join(home, 'p0.pool');
   const data = fs.readFileSync(poolFile);
   const start = data.indexOf(MARK, 0, 'latin1');
@@ -32,8 +33,8 @@ function damagedPool(): { home: string; image: Buffer; damagedAt: number } {
 }
 
 describe('damaged data', () => {
-  it('check --repair that repairs nothing says why, in one line', () => {
-    const { home } = damagedPool();
+  it('check --repair that repairs nothing says why, in one line', async () => {
+    const { home } = await damagedPool();
     const r = strata(home, ['pool', 'check', 'p0', '--repair']);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(
@@ -43,8 +44,8 @@ describe('damaged data', () => {
     expect(j.unrepairedBecause).toMatch(/^1 block fails the checksum/);
   });
 
-  it('export --salvage writes what verifies and zero-fills and reports what does not', () => {
-    const { home, image, damagedAt } = damagedPool();
+  it('export --salvage writes what verifies and zero-fills and reports what does not', async () => {
+    const { home, image, damagedAt } = await damagedPool();
     const out = path.join(home, 'out.raw');
     // Without --salvage the export fails and leaves nothing.
     expect(strata(home, ['export', 'p0/v', out]).code).toBe(1);
