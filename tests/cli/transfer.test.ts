@@ -208,7 +208,7 @@ describe('strata import / export', () => {
     ok(home, ['export', 'p0/v', target, '--force']);
     expect(fs.readFileSync(target)).toEqual(Buffer.alloc(1 << 20));
     expect(allocated(target)).toBe(0);
-    expect(fails(home, ['export', 'p0/nope', file('x.raw')])).toBe("strata: volume 'nope' not found in pool 'p0'");
+    expect(fails(home, ['export', 'p0/nope', file('x.raw')])).toBe("strata: volume, snapshot or template 'nope' not found in pool 'p0'");
     // --force never wipes a pool file: the one being read, another registered one, or one held by another process.
     const poolFile = path.join(home, 'p0.pool');
     const size = fs.statSync(poolFile).size;
