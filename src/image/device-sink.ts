@@ -4,6 +4,8 @@ import type { ImageSink } from './image-reader.js';
 
 /** Bytes of consecutive data gathered into one write at most. */
 const COALESCE_BYTES = 4 * 1024 * 1024;
+/** Ranges this large go to the device at once: gathering them saves few requests, costs a copy and holds the write back. */
+const SMALL_BYTES = 256 * 1024;
 
 export interface DeviceSinkOptions {
   /** The device reads zeroes wherever nothing was written (a new volume with no backing): zero runs are then left unwritten. */
@@ -77,13 +79,13 @@ export function deviceSink(device: BlockDevice, opts: DeviceSinkOptions): Device
       check(offset, buf.length);
       reported += buf.length;
       opts.progress?.(reported);
-      if (pending && pending.offset + pending.length === offset && pending.length + buf.length <= COALESCE_BYTES) {
+      if (buf.length < SMALL_BYTES && pending && pending.offset + pending.length === offset && pending.length + buf.length <= COALESCE_BYTES) {
         pending.parts.push(buf);
         pending.length += buf.length;
         return;
       }
       await flush();
-      if (buf.length >= COALESCE_BYTES) await write(offset, buf);
+      if (buf.length >= SMALL_BYTES) await write(offset, buf);
       else pending = { offset, parts: [buf], length: buf.length };
     },
     zero: async (offset, length) => {
