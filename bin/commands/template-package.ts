@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { ControlClient } from '../../src/host/control-client.js';
 import { jobsFor } from '../../src/host/jobs.js';
 import { withPool } from '../../src/host/open-pool.js';
@@ -12,7 +12,7 @@ import { JobProgressBar } from '../job-progress.js';
 import { globals, report } from '../output.js';
 import { connectServed } from '../served-transfer.js';
 import { formatSize } from '../size.js';
-import { exportTemplatePackage } from './template-export.js';
+import { exportTemplatePackage, PACKAGE_DISK_FORMATS, PACKAGE_KINDS } from './template-export.js';
 
 /** `strata template import|export`: templates in and out as OVF, OVA and libvirt XML packages. */
 export function templatePackageCommands(template: Command): void {
@@ -30,9 +30,9 @@ export function templatePackageCommands(template: Command): void {
     .description("write a template (and the templates of its other disks) as an OVA, an OVF directory or a libvirt domain XML with its disks, its VM settings written back")
     .argument('<pool/template>', 'the template (the first disk of an imported package)')
     .argument('<dest>', 'FILE.ova; a directory for ovf; FILE.xml (disks beside it) for xml')
-    .option('--package <kind>', 'ova | ovf | xml (default: xml for DEST.xml, ovf for a directory, else ova)')
-    .option('--disk-format <format>', 'vmdk | vhd | qcow2 | raw (default: vmdk, streamOptimized in an OVA or OVF; qcow2 for xml)')
-    .option('--nbd <host:port>', "xml: where the domain's disks are served (strata serve --listen; default 127.0.0.1:10809)")
+    .addOption(new Option('--package <kind>', 'the package (default: xml for DEST.xml, ovf for a directory, else ova)').choices(PACKAGE_KINDS))
+    .addOption(new Option('--disk-format <format>', 'the format of its disks (default: vmdk, streamOptimized in an OVA or OVF; qcow2 for xml)').choices(PACKAGE_DISK_FORMATS))
+    .option('--nbd <host:port>', "xml: where the domain's disks are served (strata serve --listen; default: the listener of the server holding the pool, else 127.0.0.1:10809)")
     .option('--clone <name>', 'xml: the linked clone the domain boots, NAME-disk2 … for more disks (default TEMPLATE-vm)')
     .option('--force', 'overwrite DEST if it exists')
     .addOption(cacheOption("the pool's files"))

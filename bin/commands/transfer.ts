@@ -21,9 +21,10 @@ import { ControlClient } from '../../src/host/control-client.js';
 import type { NbdDevice } from '../../src/nbd/index.js';
 import { connectServed, servedInfo, servedVolume, sizeCheck, writeServed } from '../served-transfer.js';
 import { interrupt, interruptible } from '../interruptible.js';
-import { exportNative, formatFromName, formatOption, holdsData, importNative, subformatOption, type NativeExportResult } from '../native-transfer.js';
+import { exportNative, formatFromName, formatOption, holdsData, importNative, subformatOption, type NativeExportResult, type NativeImportResult } from '../native-transfer.js';
 import { DISK_FORMATS, isDiskFormat } from '../../src/image/formats.js';
-import { formatName } from '../../src/image/detect.js';
+import { formatName, HEAD_BYTES, type ImageFormat } from '../../src/image/detect.js';
+import { ImageFormatError } from '../../src/image/errors.js';
 import type { DiskFormat } from '../../src/image/image-reader.js';
 
 export const transferCommands: CommandGroup = (program) => {
@@ -126,7 +127,8 @@ async function importImage(ref: string, fileArg: string, opts: ImportOptions, cm
       });
     });
     const { bytesRead, ...rest } = result;
-    const json = { pool: poolName, volume: name, file, fileSize: bytesRead, ...rest };
+    // format and subformat as a native import and every export report them, so a script reads one shape.
+    const json = { pool: poolName, volume: name, file, format: 'raw', subformat: null, fileSize: bytesRead, ...rest };
     const how = result.replacedIncomplete ? ` (created anew over an incomplete import, ${formatSize(result.volumeSize)})` : result.created ? ` (created, ${formatSize(result.volumeSize)})` : '';
     report(g, json, `imported ${file} into ${ref}${how}: ${formatSize(bytesRead)} read, ${formatSize(result.bytesWritten)} written, ${formatSize(result.zeroBytes)} of zeroes not written`);
   } finally {
@@ -139,14 +141,37 @@ async function importFormatted(ref: string, fileArg: string, format: DiskFormat,
   const g = globals(cmd);
   const { pool: poolName, volume: name } = parseVolumeRef(ref);
   const control = await ControlClient.connect(g.home, poolName);
-  const r = await importNative({ home: g.home, poolName, name, ref, fileArg, format, flatten: opts.flatten === true, wanted, sizeText: opts.size, force: opts.force === true, direct: opts.cache === 'none', control: control ?? null });
+  let r: NativeImportResult;
+  try {
+    r = await importNative({ home: g.home, poolName, name, ref, fileArg, format, flatten: opts.flatten === true, wanted, sizeText: opts.size, force: opts.force === true, direct: opts.cache === 'none', control: control ?? null });
+  } catch (err) {
+    throw wrongFormat(err, fileArg, format);
+  } finally {
+    // An image refused before any served write (a wrong --format, a missing backing file) must not leave the socket holding the process open.
+    control?.close();
+  }
   const how = r.replacedIncomplete ? ` (created anew over an incomplete import, ${formatSize(r.volumeSize)})` : r.created ? ` (created, ${formatSize(r.volumeSize)})` : '';
   const kind = r.subformat === null ? r.format : `${r.format} ${r.subformat}`;
   const chain = r.backing.length === 0 ? '' : r.flattened ? `, ${r.backing.length} backing file${r.backing.length === 1 ? '' : 's'} flattened in` : `, snapshots ${r.snapshots.map((s) => `${ref}@${s}`).join(', ')} for its backing files`;
   const { dataBytes, zeroBytes, ...rest } = r;
   const json = { pool: poolName, volume: name, ...rest, bytesWritten: dataBytes, zeroBytes };
   if (!g.json) for (const note of r.notes) process.stderr.write(`strata: note: ${note}\n`);
-  report(g, json, `imported ${r.file} (${kind}) into ${ref}${how}${chain}: ${formatSize(r.fileSize)} read, ${formatSize(dataBytes)} written, ${formatSize(zeroBytes)} of zeroes`);
+  report(g, json, `imported ${r.file} (${kind}) into ${ref}${how}${chain}: ${formatSize(r.fileSize)} read, ${formatSize(dataBytes)} written, ${formatSize(zeroBytes)} of zeroes not written`);
+}
+
+/** A file that is not of the --format given says what its magic shows, as qemu-img users expect to be told. */
+function wrongFormat(err: unknown, fileArg: string, format: DiskFormat): unknown {
+  if (!(err instanceof ImageFormatError) || fileArg === '-') return err;
+  let found: ImageFormat | null = null;
+  try {
+    const probe = openImageSource(fileArg, HEAD_BYTES);
+    found = probe.format;
+    probe.close();
+  } catch {
+    return err;
+  }
+  if (found === null || found === format) return err;
+  return new Error(`${err.message} (the file is a ${formatName(found)} image: leave --format out, or give --format ${found})`);
 }
 
 interface ImportCopy {

@@ -264,5 +264,16 @@ describe.skipIf(!have)('a qcow2 backing chain', () => {
       expect(fails(home, ['import', 'p/cut', cut])).toMatch(/^strata: .*cut-top\.qcow2/);
       expect(json<Array<{ name: string }>>(home, ['volume', 'list', 'p']).map((v) => v.name)).not.toContain('cut');
     });
+
+    it('refuses an image that is not of the --format given, and exits (the control socket does not hold it open)', () => {
+      // spawnSync would otherwise wait forever on a process that never ends: the timeout turns that into a failure.
+      const r = spawnSync(process.execPath, [path.join(repo, 'dist/bin/strata.js'), '--home', home, 'import', 'p/wrong', c.top, '--format', 'vmdk'], { encoding: 'utf8', timeout: 60_000 });
+      expect(r.signal).toBeNull();
+      expect(r.status).toBe(1);
+      expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^strata: .*top\.qcow2: .*not a VMDK.* \(the file is a qcow2 image: leave --format out, or give --format qcow2\)$/)]);
+      expect(json<Array<{ name: string }>>(home, ['volume', 'list', 'p']).map((v) => v.name)).not.toContain('wrong');
+      // What a native import did not write it says as a raw import does.
+      expect(ok(home, ['import', 'p/said', c.top, '--flatten'])).toMatch(/ of zeroes not written$/m);
+    });
   });
 });

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { controlSocketPath } from '../../src/host/control-protocol.js';
+import { controlSocketPath, MAX_LINE } from '../../src/host/control-protocol.js';
 import { NbdClient } from '../../src/nbd/index.js';
 import { hasTool, parseFio, startServe, tool, type ServeProcess } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
@@ -127,7 +127,7 @@ describe('every pool and volume command works on a served pool', () => {
       expect(reply.error).toBeTruthy();
     }
     // A line past the size limit ends that connection, not the server.
-    expect(await rawControl(home, 'p', `{"op":"pool-info","x":"${'z'.repeat(200_000)}"}\n`)).toMatch(/longer than/);
+    expect(await rawControl(home, 'p', `{"op":"pool-info","x":"${'z'.repeat(MAX_LINE + 1000)}"}\n`)).toMatch(/longer than/);
     expect(fs.statSync(controlSocketPath(home, 'p')).mode & 0o777).toBe(0o600);
     expect(fs.statSync(path.dirname(controlSocketPath(home, 'p'))).mode & 0o777).toBe(0o700);
     expect(ok(home, ['volume', 'list', 'p'])).toMatch(/base/);

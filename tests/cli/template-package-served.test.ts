@@ -62,9 +62,16 @@ describe.skipIf(!tools)('template import and export on a served pool', () => {
   it("exports a domain XML whose disk, once its clone is made, is the served clone's NBD export", async () => {
     const port = new URL(srv!.uri).port;
     const xml = path.join(dir, 'db.xml');
-    await inProcess(home, ['template', 'export', 'p/db', xml, '--nbd', `127.0.0.1:${port}`]);
+    const said = await inProcess(home, ['template', 'export', 'p/db', xml, '--nbd', `127.0.0.1:${port}`]);
+    // The pool is served already: what to run is the clone and virsh, not a second server.
+    expect(said).toMatch(/: strata clone p\/db p\/db-vm; then virsh define .*db\.xml$/m);
     const m = /<source protocol='nbd' name='([^']+)'>\s*<host name='([^']+)' port='(\d+)'\/>/.exec(fs.readFileSync(xml, 'utf8'));
     expect(m?.slice(1)).toEqual(['p/db-vm', '127.0.0.1', port]);
+    // Without --nbd the domain points at the server holding the pool, not at the default port.
+    const bare = path.join(dir, 'bare', 'db.xml');
+    fs.mkdirSync(path.dirname(bare));
+    await inProcess(home, ['template', 'export', 'p/db', bare]);
+    expect(fs.readFileSync(bare, 'utf8')).toContain(`<host name='127.0.0.1' port='${port}'/>`);
     await inProcess(home, ['clone', 'p/db', 'p/db-vm']);
     // What libvirt would hand QEMU: nbd://HOST:PORT/EXPORT, read here by qemu-img.
     const uri = `nbd://${m![2]}:${m![3]}/${m![1]}`;

@@ -6,7 +6,7 @@ import type { TemplateInfo } from '../../src/snapshot/index.js';
 import { hasTool } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
 import { convertDisk, rawDisk, tarMembers, tarOva, writeOvfDir, type VmSpec } from '../support/template-packages.js';
-import { buildCli, fails } from './strata.js';
+import { buildCli, fails, strata } from './strata.js';
 import { inProcess, inProcessFails, inProcessJson } from './in-process.js';
 
 /**
@@ -194,5 +194,15 @@ describe.skipIf(!tools)('template import and export of OVF and OVA packages', ()
     // Checked once for all of them: any of them leaving something would show here.
     await nothingLeft();
     expect((await inProcessJson<{ clean: boolean }>(home, ['pool', 'check', 'q'])).clean).toBe(true);
+  });
+
+  it('takes a --package or --disk-format that is not one of its choices as a usage error (exit 2), writing nothing', () => {
+    for (const bad of [['--package', 'zip'], ['--disk-format', 'vhdx']]) {
+      const dest = path.join(dir, `usage-${bad[1]!}.ova`);
+      const r = strata(home, ['template', 'export', 'p/web', dest, ...bad]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`argument '${bad[1]!}' is invalid. Allowed choices are`);
+      expect(fs.existsSync(dest)).toBe(false);
+    }
   });
 });

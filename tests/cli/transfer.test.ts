@@ -44,7 +44,7 @@ describe('strata import / export', () => {
     const poolBefore = allocated(path.join(home, 'p0.pool'));
 
     const imported = json<ImportJson>(home, ['import', 'p0/disk', original]);
-    expect(imported).toMatchObject({ created: true, fileSize: size, volumeSize: size });
+    expect(imported).toMatchObject({ format: 'raw', subformat: null, created: true, fileSize: size, volumeSize: size });
     const dataPages = nonzeroBlocks(original, 4096);
     expect(imported.bytesWritten).toBeLessThanOrEqual(dataPages);
     expect(imported.bytesWritten + imported.zeroBytes).toBe(size);
@@ -180,7 +180,9 @@ describe('strata import / export', () => {
     const child = spawn(process.execPath, [cli, '--home', home, 'import', 'p0/v', img, '--size', '64G'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    await new Promise((r) => setTimeout(r, 1500));
+    // Signalled once its import job runs: a fixed wait lost the race to a slow start on a loaded host (killed before it handled SIGINT).
+    const running = (): boolean => (JSON.parse(ok(home, ['--json', 'job', 'list', 'p0'])) as Array<{ kind: string; state: string }>).some((j) => j.kind === 'import' && j.state === 'running');
+    for (let i = 0; i < 600 && child.exitCode === null && !running(); i++) await new Promise((r) => setTimeout(r, 100));
     child.kill('SIGINT');
     const code = await new Promise((r) => child.once('exit', r));
     expect(code).toBe(1);

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { MAX_LINE } from '../../src/host/control-protocol.js';
 import { Registry } from '../../src/host/registry.js';
 import { Pool } from '../../src/qcowlike/index.js';
 import { assembleArray } from '../../src/raid/index.js';
@@ -132,7 +133,7 @@ describe.skipIf(!haveTools)('raid commands on a pool that strata serve is servin
       expect(await ask(socket, 'not json')).toEqual({ ok: false, error: 'request is not JSON' });
       expect(await ask(socket, JSON.stringify({ op: 'add', file: 'relative.img' }))).toEqual({ ok: false, error: "'file' must be an absolute path, got 'relative.img'" });
       expect(await ask(socket, JSON.stringify({ op: 'format' }))).toMatchObject({ ok: false, error: expect.stringMatching(/^unknown request 'format'/) });
-      expect(await ask(socket, 'x'.repeat(100_000))).toMatchObject({ ok: false, error: expect.stringMatching(/line longer than/) });
+      expect(await ask(socket, 'x'.repeat(MAX_LINE + 1000))).toMatchObject({ ok: false, error: expect.stringMatching(/line longer than/) });
       expect((await status(home)).state).toBe('optimal');
       await qemuIo(serve.uri, ...readAll);
     } finally {
