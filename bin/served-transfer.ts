@@ -1,4 +1,6 @@
 import type { VolumeInfo } from '../src/qcowlike/index.js';
+import type { ChainNode, TemplateInfo } from '../src/snapshot/index.js';
+import type { PoolNames } from '../src/host/export-ref.js';
 import { localListener, type ServedEndpoint } from '../src/host/served-endpoint.js';
 import { NbdDevice } from '../src/nbd/index.js';
 import { volumeRuns } from '../src/host/volume-runs.js';
@@ -17,7 +19,7 @@ import { formatSize } from './size.js';
 export async function connectServed(client: ControlClient, poolName: string, volume: string, write: boolean): Promise<{ device: NbdDevice; endpoint: ServedEndpoint }> {
   const ref = `${poolName}/${volume}`;
   const endpoint = (await client.request({ op: 'nbd-endpoint', volume })).result as ServedEndpoint;
-  if (endpoint.exportName === null) throw new Error(`pool '${poolName}' is served, and its server does not export ${ref} (serve --export picks the volumes served, and an incomplete one is served only with --allow-incomplete): stop the server, or serve ${ref} too`);
+  if (endpoint.exportName === null) throw new Error(`pool '${poolName}' is served, and its server does not export ${ref} (serve --export picks what is served, and an incomplete volume is served only with --allow-incomplete): stop the server, or serve ${ref} too`);
   if (write && endpoint.readOnly) throw new Error(`pool '${poolName}' is served read-only: cannot import into ${ref}`);
   const at = localListener(endpoint);
   if (!at) {
@@ -33,6 +35,21 @@ export async function connectServed(client: ControlClient, poolName: string, vol
 export async function servedVolume(client: ControlClient, volume: string): Promise<VolumeInfo | null> {
   const list = (await client.request({ op: 'volume-list' })).result as VolumeInfo[];
   return list.find((v) => v.name === volume) ?? null;
+}
+
+/** The names a served pool holds, asked over its control socket. */
+export function servedNames(client: ControlClient): PoolNames {
+  return {
+    isVolume: async (name) => (await servedVolume(client, name)) !== null,
+    isTemplate: async (name) => ((await client.request({ op: 'template-list' })).result as TemplateInfo[]).some((t) => t.name === name),
+    hasSnapshot: async (volume, snapshot) => {
+      // The volume's tree holds its snapshots (and those of its clones, by their own names).
+      const { tree } = (await client.request({ op: 'snapshot-list', volume })).result as { tree: ChainNode };
+      const wanted = `${volume}@${snapshot}`;
+      const found = (n: ChainNode): boolean => (n.kind === 'snapshot' && n.name === wanted) || n.children.some(found);
+      return found(tree);
+    },
+  };
 }
 
 export async function servedInfo(client: ControlClient, poolName: string, volume: string, allowIncomplete: boolean): Promise<VolumeInfo> {

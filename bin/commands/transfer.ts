@@ -3,7 +3,7 @@ import { Option, type Command } from 'commander';
 import { tryLock } from 'fs-native-extensions';
 import type { BlockDevice } from '../../src/blockdev/index.js';
 import type { Mappable } from '../../src/host/volume-runs.js';
-import { PoolError } from '../../src/qcowlike/index.js';
+import { PoolError, type Pool, type VolumeHandle } from '../../src/qcowlike/index.js';
 import { jobsFor } from '../../src/host/jobs.js';
 import { cacheOption, type CacheMode } from '../cache-option.js';
 import { JobProgressBar } from '../job-progress.js';
@@ -19,7 +19,9 @@ import type { CommandGroup } from './index.js';
 import { CHUNK, copyFromVolume, copyIntoVolume, copyStreamIntoVolume, copyToStream } from '../../src/host/image-copy.js';
 import { ControlClient } from '../../src/host/control-client.js';
 import type { NbdDevice } from '../../src/nbd/index.js';
-import { connectServed, servedInfo, servedVolume, sizeCheck, writeServed } from '../served-transfer.js';
+import { connectServed, servedInfo, servedNames, servedVolume, sizeCheck, writeServed } from '../served-transfer.js';
+import { catalogNames, exportedFields, layerExportName, parseExportRef, resolveExportRef, type ExportedLayer, type ExportRef } from '../../src/host/export-ref.js';
+import { openFrozen } from '../../src/snapshot/index.js';
 import { interrupt, interruptible } from '../interruptible.js';
 import { exportNative, formatFromName, formatOption, holdsData, importNative, subformatOption, type NativeExportResult, type NativeImportResult } from '../native-transfer.js';
 import { DISK_FORMATS, isDiskFormat } from '../../src/image/formats.js';
@@ -38,8 +40,8 @@ export const transferCommands: CommandGroup = (program) => {
     .addOption(cacheOption("the pool's files"))
     .action((ref: string, file: string, opts: ImportOptions, cmd: Command) => interruptible(() => importImage(ref, file, opts, cmd)));
   program
-    .command('export <pool/vol> <file>')
-    .description('copy a volume into a sparse image (or to stdout with -); holes and zero runs stay holes')
+    .command('export <pool/name> <file>')
+    .description('copy a volume, a snapshot (POOL/VOL@SNAP) or a template into a sparse image (or to stdout with -); holes and zero runs stay holes')
     .addOption(new Option('--format <format>', "the image format (default: from FILE's extension, else raw)").choices(DISK_FORMATS))
     .option('--subformat <name>', 'vmdk: monolithicSparse (default) or streamOptimized; vhd: dynamic (default) or fixed')
     .option('--force', 'overwrite FILE if it exists')
@@ -234,7 +236,8 @@ interface ExportOptions {
 async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: Command): Promise<void> {
   const bad: Range[] | undefined = opts.salvage === true ? [] : undefined;
   const g = globals(cmd);
-  const { pool: poolName, volume: name } = parseVolumeRef(ref);
+  const named = parseExportRef(ref);
+  const poolName = named.pool;
   const format = formatOption(opts.format) ?? (file === '-' ? 'raw' : formatFromName(file));
   const subformat = subformatOption(format, opts.subformat);
   if (format !== 'raw' && bad !== undefined) throw new Error(`--salvage writes raw images only (not ${format})`);
@@ -244,25 +247,29 @@ async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: 
       : exportNative(device, file, format, subformat, () => openTarget(file, opts.force === true, new Registry(g.home)), bar(device.size));
   const control = await ControlClient.connect(g.home, poolName);
   let live = 0;
+  let what: ExportedLayer | undefined;
   const spec = { kind: 'export' as const, target: `${ref} to ${file === '-' ? 'stdout' : file}`, restart: `strata export ${ref} ${file}${file === '-' ? '' : ' --force'}`, signal: interrupt.signal };
   const result = await jobsFor(g.home, poolName).run(spec, async (job) => {
     const bar = (total: number): ProgressBar => new JobProgressBar(`export ${ref}`, total, job);
     return control
-      ? exportServed(control, poolName, name, opts.allowIncomplete === true, (device, clients) => {
+      ? exportServed(control, named, opts.allowIncomplete === true, (device, exported, clients) => {
+          what = exported;
           live = clients;
           return copy(device, bar);
         })
       : withPool(g.home, poolName, { readOnly: true, direct: opts.cache === 'none' }, async ({ pool }) => {
-          const info = await findVolume(pool, poolName, name);
-          if (info.incomplete && opts.allowIncomplete !== true) throw new IncompleteVolumeError(poolName, name, '--allow-incomplete exports what it holds');
-          const volume = await aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
+          what = await resolveExportRef(named, catalogNames(pool));
+          const device = await openExported(pool, poolName, what, opts.allowIncomplete === true);
           try {
-            return await copy(volume, bar);
+            return await copy(device, bar);
           } finally {
-            await volume.close();
+            await device.close();
           }
         });
   });
+  const fields = exportedFields(what!);
+  // A snapshot or a template says what it is; a volume's summary stays as it always read.
+  const shown = what!.kind === 'volume' ? ref : `${what!.kind} ${ref}`;
   // Other clients of a served volume may write while it is read: what the image holds is not one moment's state.
   const liveRead = live > 0 ? { liveClients: live } : {};
   if (live > 0 && !g.json) process.stderr.write(`strata: warning: ${ref} had ${live} connected client${live === 1 ? '' : 's'} while it was exported: the image is not a point-in-time copy if ${live === 1 ? 'it' : 'they'} wrote meanwhile\n`);
@@ -271,20 +278,30 @@ async function exportImage(ref: string, file: string, opts: ExportOptions, cmd: 
   const salvaged = unreadable === undefined ? {} : { unreadable, unreadableBytes: lost };
   const target = file === '-' ? 'stdout' : file;
   if (unreadable !== undefined && !g.json) {
-    const shown = unreadable.slice(0, 10);
-    for (const r of shown) process.stderr.write(`strata: warning: ${ref}: ${formatSize(r.length)} at offset ${r.offset} does not verify; zero-filled in ${target}\n`);
-    if (unreadable.length > shown.length) process.stderr.write(`strata: warning: ${ref}: … and ${unreadable.length - shown.length} more ranges (--json lists them all)\n`);
+    const listed = unreadable.slice(0, 10);
+    for (const r of listed) process.stderr.write(`strata: warning: ${ref}: ${formatSize(r.length)} at offset ${r.offset} does not verify; zero-filled in ${target}\n`);
+    if (unreadable.length > listed.length) process.stderr.write(`strata: warning: ${ref}: … and ${unreadable.length - listed.length} more ranges (--json lists them all)\n`);
   }
   const lostText = unreadable === undefined ? '' : `, ${formatSize(lost)} unreadable (zero-filled)`;
   const as = format === 'raw' ? '' : ` (${result.subformat === null ? format : `${format} ${result.subformat}`}, ${formatSize(result.fileSize)} file)`;
   if (file === '-') {
     // The image is on stdout: the summary goes to stderr, in JSON with --json.
-    const json = { pool: poolName, volume: name, file: 'stdout', ...result, ...salvaged, ...liveRead };
-    process.stderr.write(g.json ? `${JSON.stringify(json, null, 2)}\n` : `exported ${ref} to stdout${as}: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} of data${lostText}\n`);
+    const json = { pool: poolName, ...fields, file: 'stdout', ...result, ...salvaged, ...liveRead };
+    process.stderr.write(g.json ? `${JSON.stringify(json, null, 2)}\n` : `exported ${shown} to stdout${as}: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} of data${lostText}\n`);
     return;
   }
-  const json = { pool: poolName, volume: name, file, ...result, ...salvaged, ...liveRead };
-  report(g, json, `exported ${ref} to ${file}${as}: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} written, ${formatSize(result.size - result.bytesWritten)} left sparse${lostText}`);
+  const json = { pool: poolName, ...fields, file, ...result, ...salvaged, ...liveRead };
+  report(g, json, `exported ${shown} to ${file}${as}: ${formatSize(result.size)}, ${formatSize(result.bytesWritten)} written, ${formatSize(result.size - result.bytesWritten)} left sparse${lostText}`);
+}
+
+/** Opens what the name stands for read-only: a volume (refused while an import left it incomplete, unless asked), or a frozen snapshot or template. */
+async function openExported(pool: Pool, poolName: string, what: ExportedLayer, allowIncomplete: boolean): Promise<VolumeHandle> {
+  if (what.kind === 'snapshot') return openFrozen(pool, { volume: what.volume, snapshot: what.snapshot });
+  if (what.kind === 'template') return openFrozen(pool, { template: what.template });
+  const name = what.volume;
+  const info = await findVolume(pool, poolName, name);
+  if (info.incomplete && !allowIncomplete) throw new IncompleteVolumeError(poolName, name, '--allow-incomplete exports what it holds');
+  return aboutVolume(poolName, name, () => pool.openVolume(name, { readOnly: true }));
 }
 
 type ExportCopy = NativeExportResult;
@@ -313,17 +330,19 @@ async function exportDevice(volume: BlockDevice & Mappable, file: string, force:
 }
 
 /**
- * Export from a served pool, read over the volume's NBD export with block
- * status, so holes stay holes. Clients of the volume keep running: their
- * writes during the copy may or may not be in the image (`clients` says how
- * many there were when it started).
+ * Export from a served pool, read over the server's NBD export of the
+ * volume, snapshot (`VOL@SNAP`) or template, with block status, so holes
+ * stay holes. Clients of a volume keep running: their writes during the copy
+ * may or may not be in the image (`clients` says how many there were when it
+ * started); a snapshot or a template is frozen, whoever reads it.
  */
-async function exportServed<T>(control: ControlClient, poolName: string, name: string, allowIncomplete: boolean, copy: (device: NbdDevice, clients: number) => Promise<T>): Promise<T> {
+async function exportServed<T>(control: ControlClient, named: ExportRef, allowIncomplete: boolean, copy: (device: NbdDevice, what: ExportedLayer, clients: number) => Promise<T>): Promise<T> {
   try {
-    await servedInfo(control, poolName, name, allowIncomplete);
-    const { device, endpoint } = await connectServed(control, poolName, name, false);
+    const what = await resolveExportRef(named, servedNames(control));
+    if (what.kind === 'volume') await servedInfo(control, named.pool, what.volume, allowIncomplete);
+    const { device, endpoint } = await connectServed(control, named.pool, layerExportName(what), false);
     try {
-      return await copy(device, endpoint.clients);
+      return await copy(device, what, what.kind === 'volume' ? endpoint.clients : 0);
     } finally {
       await device.close().catch(() => undefined);
     }
@@ -331,7 +350,6 @@ async function exportServed<T>(control: ControlClient, poolName: string, name: s
     control.close();
   }
 }
-
 
 /**
  * Opens the export target without truncating it, and empties it only once it

@@ -7,6 +7,7 @@ import type { ListenAddress } from '../nbd/server.js';
  */
 export interface EndpointRequest {
   op: 'nbd-endpoint';
+  /** A volume or a template by name, or a snapshot as `VOL@SNAP` (the names the server exports them by). */
   volume: string;
 }
 
@@ -23,12 +24,12 @@ export interface ServedEndpoint {
   readOnly: boolean;
 }
 
-const VOLUME_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const LAYER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$/;
 
 /** Checks an endpoint request that came over the control socket. */
 export function parseEndpointRequest(raw: Record<string, unknown>): EndpointRequest {
   const v = raw.volume;
-  if (typeof v !== 'string' || !VOLUME_NAME.test(v)) throw new Error(`'${ENDPOINT_OP}' needs 'volume' (a volume name)`);
+  if (typeof v !== 'string' || !LAYER_NAME.test(v)) throw new Error(`'${ENDPOINT_OP}' needs 'volume' (a volume or template name, or VOL@SNAP)`);
   return { op: ENDPOINT_OP, volume: v };
 }
 

@@ -209,7 +209,7 @@ describe('strata import / export', () => {
     await inProcess(home, ['export', 'p0/v', target, '--force']);
     expect(fs.readFileSync(target)).toEqual(Buffer.alloc(1 << 20));
     expect(allocated(target)).toBe(0);
-    expect(await inProcessFails(home, ['export', 'p0/nope', file('x.raw')])).toBe("volume 'nope' not found in pool 'p0'");
+    expect(await inProcessFails(home, ['export', 'p0/nope', file('x.raw')])).toBe("volume, snapshot or template 'nope' not found in pool 'p0'");
     // --force never wipes a pool file: the one being read, another registered one, or one held by another process.
     const poolFile = path.join(home, 'p0.pool');
     const size = fs.statSync(poolFile).size;

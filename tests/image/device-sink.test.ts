@@ -23,6 +23,24 @@ const report: fc.Arbitrary<Report> = fc.oneof(
 );
 
 describe('device sink', () => {
+  it('sends consecutive small ranges to the device as one write, and what follows a gap as another', async () => {
+    const dev = new MemoryDevice({ size: SIZE });
+    const writes: [number, number][] = [];
+    const write = dev.write.bind(dev);
+    dev.write = (buf, offset) => (writes.push([offset, buf.length]), write(buf, offset));
+    const sink = deviceSink(dev, { readsZeroes: true });
+    for (let g = 0; g < 16; g++) await sink.data(g * GRAIN, Buffer.alloc(GRAIN, g + 1));
+    for (let g = 20; g < 24; g++) await sink.data(g * GRAIN, Buffer.alloc(GRAIN, g + 1));
+    await sink.drain();
+    expect(writes).toEqual([
+      [0, 16 * GRAIN],
+      [20 * GRAIN, 4 * GRAIN],
+    ]);
+    const got = Buffer.alloc(24 * GRAIN);
+    await dev.read(got, 0);
+    for (let g = 0; g < 24; g++) expect(got[g * GRAIN]).toBe(g < 16 || g >= 20 ? g + 1 : 0);
+  });
+
   it('leaves the device holding what was reported, over what it held, with writes in flight', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(report, { maxLength: 30 }), fc.boolean(), fc.integer({ min: 0, max: 64 * 1024 }), async (reports, prefilled, inFlightBytes) => {

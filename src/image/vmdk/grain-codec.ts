@@ -23,5 +23,11 @@ export function inflateGrain(data: Buffer, limit: number): Buffer {
 
 /** A grain compressed as VMware and qemu write it (a zlib stream), on libuv's pool: deflating takes a hundred times longer than inflating, so several grains compress at once. */
 export function deflateGrain(grain: Buffer): Promise<Buffer> {
-  return deflate(grain, { level: zlib.constants.Z_DEFAULT_COMPRESSION });
+  // One output chunk holds the whole compressed grain (zlib's bound for data that does not compress): the default 16 KiB chunks cost a trip through the pool and a copy each, on the one JS thread.
+  return deflate(grain, { level: zlib.constants.Z_DEFAULT_COMPRESSION, chunkSize: deflateBound(grain.length) });
+}
+
+/** zlib's deflateBound for a zlib stream of `n` bytes, rounded up: what one grain can compress to at worst. */
+function deflateBound(n: number): number {
+  return Math.max(zlib.constants.Z_MIN_CHUNK, n + (n >> 12) + (n >> 14) + (n >> 25) + 64);
 }

@@ -1,4 +1,5 @@
 import type { ByteSource } from '../byte-source.js';
+import { readAhead } from '../read-ahead.js';
 import { ImageFormatError, UnsupportedImageError } from '../errors.js';
 import type { BackingRef, ImageReader, ImageSink } from '../image-reader.js';
 import { NO_PARENT, parseDescriptor, type Descriptor } from './descriptor.js';
@@ -26,6 +27,9 @@ const DESCRIPTOR_FILE_BYTES = 64 * 1024;
  * files whose data lies in other files and ESX Server's COWD and seSparse
  * extents are refused by name.
  */
+/** Bytes of a compressed extent read at once. */
+const READ_AHEAD = 4 * 1024 * 1024;
+
 export async function openVmdk(source: ByteSource): Promise<ImageReader> {
   const head = await source.read(0, SECTOR);
   if (!isSparseMagic(head)) await refuseOther(source, head);
@@ -44,7 +48,11 @@ export async function openVmdk(source: ByteSource): Promise<ImageReader> {
     virtualSize: extent.virtualSize,
     backing: backingOf(source.name, descriptor),
     notes,
-    decode: (sink: ImageSink, signal?: AbortSignal) => (markers && header.gdOffset === GD_AT_END ? decodeByMarkers(extent, sink, signal) : decodeByTables(extent, sink, signal)),
+    decode: (sink: ImageSink, signal?: AbortSignal) => {
+      // Compressed grains are small pieces in file order: read in windows, not a call per marker and per grain.
+      const walked = extent.compressed ? describeExtent(readAhead(source, READ_AHEAD), header) : extent;
+      return markers && header.gdOffset === GD_AT_END ? decodeByMarkers(walked, sink, signal) : decodeByTables(walked, sink, signal);
+    },
   };
 }
 
