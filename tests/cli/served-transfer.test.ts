@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../../src/nbd/index.js';
 import { hasTool, startServe, STRATA, tool, type ServeProcess } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
-import { buildCli, fails, ok } from './strata.js';
+import { inProcess, inProcessFails } from './in-process.js';
+import { buildCli, fails } from './strata.js';
 
 interface ServeDocument {
   listen: Array<{ host?: string; port?: number; socket?: string }>;
@@ -56,10 +57,10 @@ describe('import and export on a served pool', () => {
   beforeAll(async () => {
     buildCli();
     expected = image(img);
-    ok(home, ['pool', 'create', 'p', '--size', '1G']);
-    ok(home, ['volume', 'create', 'p/base', '64M']);
+    await inProcess(home, ['pool', 'create', 'p', '--size', '1G']);
+    await inProcess(home, ['volume', 'create', 'p/base', '64M']);
     fs.writeFileSync(path.join(dir, 'base.raw'), Buffer.alloc(8 << 20, 0x5a));
-    ok(home, ['import', '--force', 'p/base', path.join(dir, 'base.raw')]);
+    await inProcess(home, ['import', '--force', 'p/base', path.join(dir, 'base.raw')]);
     srv = await startServe(['--home', home, 'p', '--listen', '127.0.0.1:0']);
   }, 120_000);
   afterAll(async () => {
@@ -88,47 +89,47 @@ describe('import and export on a served pool', () => {
     expect(hasTool('qemu-io') && hasTool('nbdcopy')).toBe(true);
     const reads = Array.from({ length: 40 }, () => ['-c', 'read -P 0x5a 0 8M']).flat();
     const reader = tool('qemu-io', ['-f', 'raw', uri('base'), ...reads], 120_000);
-    expect(ok(home, ['import', 'p/new', img])).toBe(`imported ${img} into p/new (created, 6M): 6M read, 4M written, 2M of zeroes not written\n`);
+    expect(await inProcess(home, ['import', 'p/new', img])).toBe(`imported ${img} into p/new (created, 6M): 6M read, 4M written, 2M of zeroes not written\n`);
     // Every read of the other volume saw its pattern (qemu-io -P fails otherwise).
     expect(await reader).not.toMatch(/fail|error/i);
     const back = path.join(dir, 'back.raw');
     await tool('nbdcopy', [uri('new'), back]);
     expect(fs.readFileSync(back).equals(expected)).toBe(true);
     // The zero run was not written: the volume's map has it as a hole.
-    expect(ok(home, ['--json', 'volume', 'info', 'p/new'])).toMatch(/"allocatedBytes": 4194304/);
+    expect(await inProcess(home, ['--json', 'volume', 'info', 'p/new'])).toMatch(/"allocatedBytes": 4194304/);
   }, 120_000);
 
   it('refuses an import into a volume a client is connected to, naming the count', async () => {
-    ok(home, ['volume', 'create', 'p/busy', '16M']);
+    await inProcess(home, ['volume', 'create', 'p/busy', '16M']);
     const client = await NbdClient.connect({ port: port(), export: 'busy' });
     try {
-      expect(fails(home, ['import', '--force', 'p/busy', img])).toBe('strata: volume p/busy has 1 connected client: an import into a served volume needs it unused (disconnect it, or import into a new volume)');
+      expect(await inProcessFails(home, ['import', '--force', 'p/busy', img])).toBe('volume p/busy has 1 connected client: an import into a served volume needs it unused (disconnect it, or import into a new volume)');
     } finally {
       await client.disconnect();
     }
     // Once it is gone, the import goes in (the volume reads zeroes: no --force needed).
-    expect(ok(home, ['import', 'p/busy', img])).toBe(`imported ${img} into p/busy: 6M read, 4M written, 2M of zeroes not written\n`);
-    expect(fails(home, ['import', 'p/busy', img])).toBe('strata: volume p/busy holds data; use --force to overwrite it');
+    expect(await inProcess(home, ['import', 'p/busy', img])).toBe(`imported ${img} into p/busy: 6M read, 4M written, 2M of zeroes not written\n`);
+    expect(await inProcessFails(home, ['import', 'p/busy', img])).toBe('volume p/busy holds data; use --force to overwrite it');
   }, 60_000);
 
   it('exports a served volume sparse; qemu-img compare finds it equal', async () => {
     expect(hasTool('qemu-img')).toBe(true);
     const out = path.join(dir, 'out.raw');
-    expect(ok(home, ['export', 'p/base', out])).toBe(`exported p/base to ${out}: 64M, 8M written, 56M left sparse\n`);
+    expect(await inProcess(home, ['export', 'p/base', out])).toBe(`exported p/base to ${out}: 64M, 8M written, 56M left sparse\n`);
     // The 8M image against the 64M export: past its end the export must read zeroes.
     await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', path.join(dir, 'base.raw'), out]);
     // Block status kept what the volume does not hold a hole in the file.
     expect(fs.statSync(out).blocks * 512).toBeLessThanOrEqual(9 << 20);
-    const json = JSON.parse(ok(home, ['--json', 'export', '--force', 'p/base', out])) as Record<string, unknown>;
+    const json = JSON.parse(await inProcess(home, ['--json', 'export', '--force', 'p/base', out])) as Record<string, unknown>;
     expect(json).toEqual({ pool: 'p', volume: 'base', file: out, size: 64 << 20, bytesWritten: 8 << 20, format: 'raw', subformat: null, fileSize: 64 << 20 });
   }, 60_000);
 
-  it('resizes by +SIZE and -SIZE while served; a shrink over data needs --force', () => {
-    expect(ok(home, ['volume', 'resize', 'p/base', '+2M'])).toBe('resized p/base: 64M -> 66M\n');
-    expect(ok(home, ['volume', 'resize', 'p/base', '-1M'])).toBe('resized p/base: 66M -> 65M\n');
-    expect(fails(home, ['volume', 'resize', 'p/base', '-58M'])).toBe('strata: cannot shrink p/base from 65M to 7M: 1M of data lies beyond 7M (a forced shrink discards it)');
-    expect(ok(home, ['volume', 'resize', 'p/base', '-58M', '--force'])).toBe('resized p/base: 65M -> 7M\n');
-    expect(fails(home, ['volume', 'resize', 'p/base', '--bogus'])).toBe("strata: unknown option '--bogus'");
+  it('resizes by +SIZE and -SIZE while served; a shrink over data needs --force', async () => {
+    expect(await inProcess(home, ['volume', 'resize', 'p/base', '+2M'])).toBe('resized p/base: 64M -> 66M\n');
+    expect(await inProcess(home, ['volume', 'resize', 'p/base', '-1M'])).toBe('resized p/base: 66M -> 65M\n');
+    expect(await inProcessFails(home, ['volume', 'resize', 'p/base', '-58M'])).toBe('cannot shrink p/base from 65M to 7M: 1M of data lies beyond 7M (a forced shrink discards it)');
+    expect(await inProcess(home, ['volume', 'resize', 'p/base', '-58M', '--force'])).toBe('resized p/base: 65M -> 7M\n');
+    expect(await inProcessFails(home, ['volume', 'resize', 'p/base', '--bogus'])).toBe("unknown option '--bogus'");
   });
 });
 
@@ -138,12 +139,12 @@ describe('volume resize -SIZE on a pool nobody serves', () => {
   beforeAll(() => buildCli(), 120_000);
   afterAll(() => cleanup());
 
-  it('grows and shrinks by an amount', () => {
-    ok(home, ['pool', 'create', 'p', '--size', '256M']);
-    ok(home, ['volume', 'create', 'p/v', '16M']);
-    expect(ok(home, ['volume', 'resize', 'p/v', '-4M'])).toBe('resized p/v: 16M -> 12M\n');
-    expect(ok(home, ['--json', 'volume', 'resize', 'p/v', '+4M'])).toMatch(/"size": 16777216/);
-    expect(fails(home, ['volume', 'resize', 'p/v', '-16M'])).toBe('strata: a volume needs a size above 0');
+  it('grows and shrinks by an amount', async () => {
+    await inProcess(home, ['pool', 'create', 'p', '--size', '256M']);
+    await inProcess(home, ['volume', 'create', 'p/v', '16M']);
+    expect(await inProcess(home, ['volume', 'resize', 'p/v', '-4M'])).toBe('resized p/v: 16M -> 12M\n');
+    expect(await inProcess(home, ['--json', 'volume', 'resize', 'p/v', '+4M'])).toMatch(/"size": 16777216/);
+    expect(await inProcessFails(home, ['volume', 'resize', 'p/v', '-16M'])).toBe('a volume needs a size above 0');
   });
 });
 
@@ -158,13 +159,14 @@ describe('import and export on a pool served with TLS required', () => {
   });
 
   it('refuses in one line naming what it needs', async () => {
-    ok(home, ['pool', 'create', 'p', '--size', '256M']);
-    ok(home, ['volume', 'create', 'p/a', '8M']);
+    await inProcess(home, ['pool', 'create', 'p', '--size', '256M']);
+    await inProcess(home, ['volume', 'create', 'p/a', '8M']);
     const psk = path.join(dir, 'keys.psk');
     fs.writeFileSync(psk, `alice:${'ab'.repeat(32)}\n`);
     srv = await startServe(['--home', home, 'p', '--listen', '127.0.0.1:0', '--tls', 'require', '--tls-psk', psk]);
-    const needs = "strata: pool 'p' is served with TLS required on every listener: import and export of a served volume need one that takes plain connections (serve --tls on), or the server stopped";
-    expect(fails(home, ['export', 'p/a', path.join(dir, 'a.raw')])).toBe(needs);
-    expect(fails(home, ['import', '--force', 'p/a', psk])).toBe(needs);
+    const needs = "pool 'p' is served with TLS required on every listener: import and export of a served volume need one that takes plain connections (serve --tls on), or the server stopped";
+    // The process itself: exit 1 and one line on stderr.
+    expect(fails(home, ['export', 'p/a', path.join(dir, 'a.raw')])).toBe(`strata: ${needs}`);
+    expect(await inProcessFails(home, ['import', '--force', 'p/a', psk])).toBe(needs);
   }, 60_000);
 });
