@@ -7,7 +7,7 @@ import { Digests, MAX_MANIFEST_BYTES, mismatch, parseManifest, type ManifestEntr
 import { readOva, type PackageResult, type ReadPackageOptions } from '../package/ova-reader.js';
 import { parseOvf, type OvfDescriptor } from '../package/ovf-descriptor.js';
 import { readOvfDir } from '../package/ovf-dir.js';
-import { diskChain, feed, packageDisk, type PackageDisk as LibraryDisk } from '../package/package-disk.js';
+import { diskChain, feed, packageDisk, startDecode, type PackageDisk as LibraryDisk } from '../package/package-disk.js';
 import { settingsToJson, type TemplateSettings } from '../package/settings.js';
 import { MAX_DESCRIPTOR_BYTES } from '../package/xml-tree.js';
 import type { TemplateSettings as CatalogSettings } from '../qcowlike/index.js';
@@ -158,14 +158,7 @@ async function readRemoteOvf(loc: PackageLocation, opts: ReadPackageOptions): Pr
     if (f.chunkSize !== null && f.size === null) throw new PackageError(loc.main, `File ${f.id} is chunked but gives no ovf:size (the chunks' total)`);
     // A raw disk read from a stream needs its size: the file's, or its capacity when the descriptor gives none.
     const chain = diskChain(disk, loc.where(f.href), f.size ?? (disk.format === 'raw' ? disk.capacity : null));
-    let failure: { err: unknown } | undefined;
-    const task = opts.onDisk(disk, chain.source).then(
-      () => chain.stop(),
-      (err: unknown) => {
-        failure = { err };
-        chain.stop();
-      },
-    );
+    const decode = startDecode(chain, (source) => opts.onDisk(disk, source));
     try {
       let stored = 0;
       for (let i = 0; f.chunkSize === null ? i < 1 : stored < f.size!; i++) {
@@ -181,7 +174,7 @@ async function readRemoteOvf(loc: PackageLocation, opts: ReadPackageOptions): Pr
             stored += b.length;
             digests.update(b);
             await feed(chain.input, b);
-            if (failure) throw failure.err;
+            if (decode.failure) throw decode.failure.err;
           }
         } finally {
           await src.close();
@@ -192,11 +185,11 @@ async function readRemoteOvf(loc: PackageLocation, opts: ReadPackageOptions): Pr
       chain.input.end();
     } catch (err) {
       chain.fail(err as Error);
-      await task;
+      await decode.done;
       throw err;
     }
-    await task;
-    if (failure) throw (failure as { err: unknown }).err;
+    await decode.done;
+    if (decode.failure) throw decode.failure.err;
   }
   return { descriptor: d, manifest: manifest === null ? null : mfName, certificate: null, notes };
 }

@@ -6,7 +6,7 @@ import { PackageError } from './errors.js';
 import { checkHref, chunkName } from './href.js';
 import { DIGEST_ALGORITHMS, Digests, MAX_MANIFEST_BYTES, mismatch, parseManifest, type ManifestEntry } from './manifest.js';
 import { parseOvf, type OvfDescriptor, type OvfFile } from './ovf-descriptor.js';
-import { diskChain, feed, packageDisk, type DiskChain, type PackageDisk } from './package-disk.js';
+import { diskChain, feed, packageDisk, startDecode, type DiskChain, type DiskDecode, type PackageDisk } from './package-disk.js';
 import { MAX_DESCRIPTOR_BYTES } from './xml-tree.js';
 
 export interface ReadPackageOptions {
@@ -41,11 +41,11 @@ type Entry = Extract extends AsyncIterable<infer T> ? T : never;
 interface Session {
   disk: PackageDisk;
   chain: DiskChain;
-  task: Promise<void>;
+  /** The importer reading it. */
+  decode: DiskDecode;
   /** Bytes of the file stored so far, and the chunk expected next. */
   stored: number;
   nextChunk: number;
-  failure: { err: unknown } | undefined;
 }
 
 /**
@@ -77,7 +77,7 @@ export async function readOva(input: Readable, opts: ReadPackageOptions): Promis
     if (open) {
       open.chain.fail(failure instanceof Error ? failure : new Error(String(failure)));
       open.chain.input.destroy();
-      await open.task;
+      await open.decode.done;
     }
     throw failure;
   } finally {
@@ -132,8 +132,8 @@ async function readEntries(extract: Extract, opts: ReadPackageOptions, track: (s
     const f = s.disk.file;
     if (f.chunkSize !== null && f.size !== null && s.stored !== f.size) throw new PackageError(pkg, `${f.href}: its chunks hold ${s.stored} bytes, but the descriptor says ${f.size} (a chunk is missing)`);
     s.chain.input.end();
-    await s.task;
-    if (s.failure) throw s.failure.err;
+    await s.decode.done;
+    if (s.decode.failure) throw s.decode.failure.err;
     done.add(f);
   };
   const readAll = async (entry: Entry, max: number, name: string): Promise<{ data: Buffer; digests: Digests }> => {
@@ -217,14 +217,7 @@ async function readEntries(extract: Extract, opts: ReadPackageOptions, track: (s
       if (chunk > 0) throw new PackageError(pkg, `${name} comes before ${chunkName(file.href, 0)} (chunks must be in order)`);
       const pd = packageDisk(disk, `${ovfName} in ${pkg}`);
       const chain = diskChain(pd, `${file.href} in ${pkg}`, file.chunkSize === null ? size : file.size);
-      const s: Session = { disk: pd, chain, task: Promise.resolve(), stored: 0, nextChunk: 0, failure: undefined };
-      s.task = opts.onDisk(pd, chain.source).then(
-        () => chain.stop(),
-        (err: unknown) => {
-          s.failure = { err };
-          chain.stop();
-        },
-      );
+      const s: Session = { disk: pd, chain, decode: startDecode(chain, (source) => opts.onDisk(pd, source)), stored: 0, nextChunk: 0 };
       session = s;
       track(s);
     }
@@ -233,7 +226,7 @@ async function readEntries(extract: Extract, opts: ReadPackageOptions, track: (s
     for await (const c of entry as AsyncIterable<Buffer>) {
       digests.update(c);
       await feed(s.chain.input, c);
-      if (s.failure) throw s.failure.err;
+      if (s.decode.failure) throw s.decode.failure.err;
     }
     s.stored += size;
     s.nextChunk++;

@@ -6,7 +6,7 @@ import { chunkName } from './href.js';
 import { Digests, MAX_MANIFEST_BYTES, mismatch, parseManifest, type ManifestEntry } from './manifest.js';
 import type { PackageResult, ReadPackageOptions } from './ova-reader.js';
 import { parseOvf, type OvfFile } from './ovf-descriptor.js';
-import { diskChain, feed, packageDisk } from './package-disk.js';
+import { diskChain, feed, packageDisk, startDecode } from './package-disk.js';
 import { MAX_DESCRIPTOR_BYTES } from './xml-tree.js';
 
 /** The .ovf named, or the one .ovf in the directory named. */
@@ -133,14 +133,7 @@ export async function readOvfDir(target: string, opts: ReadPackageOptions): Prom
       continue;
     }
     const chain = diskChain(disk, name, disk.file.chunkSize === null ? stored : disk.file.size);
-    let failure: { err: unknown } | undefined;
-    const task = opts.onDisk(disk, chain.source).then(
-      () => chain.stop(),
-      (err: unknown) => {
-        failure = { err };
-        chain.stop();
-      },
-    );
+    const decode = startDecode(chain, (source) => opts.onDisk(disk, source));
     let readFailure: { err: unknown } | undefined;
     try {
       for (const part of parts) for await (const chunk of fs.createReadStream(part.path)) await feed(chain.input, chunk as Buffer);
@@ -149,9 +142,9 @@ export async function readOvfDir(target: string, opts: ReadPackageOptions): Prom
       readFailure = { err };
       chain.fail(err as Error);
     }
-    await task;
+    await decode.done;
     if (readFailure) throw readFailure.err;
-    if (failure) throw failure.err;
+    if (decode.failure) throw decode.failure.err;
   }
   return { descriptor, manifest: manifest === null ? null : mfPath, certificate: fs.existsSync(`${base}.cert`) ? `${base}.cert` : null, notes };
 }

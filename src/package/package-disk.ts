@@ -80,6 +80,25 @@ export function diskChain(disk: PackageDisk, name: string, storedSize: number | 
   };
 }
 
+/** A decode running on a disk's chain: the feeder checks `failure` between chunks and waits for `done` at the end. */
+export interface DiskDecode {
+  failure: { err: unknown } | undefined;
+  done: Promise<void>;
+}
+
+/** Starts `decode` on the chain's source; when it ends the chain stops, and a failure is kept for the feeder rather than lost. */
+export function startDecode(chain: DiskChain, decode: (source: ByteSource) => Promise<void>): DiskDecode {
+  const d: DiskDecode = { failure: undefined, done: Promise.resolve() };
+  d.done = decode(chain.source).then(
+    () => chain.stop(),
+    (err: unknown) => {
+      d.failure = { err };
+      chain.stop();
+    },
+  );
+  return d;
+}
+
 /**
  * Opens a package's disk as an image of the format its descriptor says,
  * refused when the file's magic names another format, or when the image is
