@@ -6,6 +6,7 @@ import type { DiskFormat } from '../image/image-reader.js';
 import type { TemplateSettings } from '../qcowlike/index.js';
 import type { TemplateInfo } from '../snapshot/index.js';
 import { formatSize } from './size.js';
+import { isValidName, NAME_RULE } from '../qcowlike/names.js';
 
 /** One disk of a package, as the package library hands it over: its image bytes and what the descriptor says of them. */
 export interface PackageDisk {
@@ -87,8 +88,6 @@ export function templateNames(name: string, count: number): string[] {
   return Array.from({ length: count }, (_, i) => (i === 0 ? name : `${name}-disk${i + 1}`));
 }
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-
 /** A template name from a VM name that may hold anything: runs of other characters become '-', cut to fit the name rule. */
 export function nameFromVm(vmName: string): string {
   const cleaned = vmName
@@ -99,7 +98,7 @@ export function nameFromVm(vmName: string): string {
     .replace(/^[^A-Za-z0-9]+/, '')
     .slice(0, 56)
     .replace(/[-.]+$/, '');
-  return NAME.test(cleaned) ? cleaned : 'template';
+  return isValidName(cleaned) ? cleaned : 'template';
 }
 
 /**
@@ -112,7 +111,7 @@ export function nameFromVm(vmName: string): string {
 export async function importTemplate(pkg: OpenedPackage, target: TemplateTarget, name: string, progress: ImportProgress, signal?: AbortSignal): Promise<TemplateImportResult> {
   const names = templateNames(name, pkg.capacities.length);
   for (const n of names) {
-    if (!NAME.test(n)) throw new TemplateImportError(`'${n}' is not a valid template name (letters, digits, '.', '_', '-'; at most 64)`);
+    if (!isValidName(n)) throw new TemplateImportError(`'${n}' is not a valid template name (${NAME_RULE})`);
     const there = await target.exists(n);
     if (there === 'yes') throw new TemplateImportError(`'${n}' already exists (a volume or template of that name); name the import POOL/OTHER`);
   }
