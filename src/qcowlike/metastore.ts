@@ -92,6 +92,8 @@ export class MetaStore {
   private inflight = 0;
   private draining: { gate: Promise<void>; open: () => void; drained: () => void } | undefined;
   private hooks: EpochHooks[] = [];
+  /** The commit relieve() started without waiting for it, if it is still running. */
+  private background: Promise<void> | undefined;
   /**
    * Records captured by commits that failed before they were durable: the
    * next commit carries them first, so no later transaction can make durable
@@ -402,6 +404,26 @@ export class MetaStore {
   /** True when enough is pending that the caller should commit before going on. */
   get wantsCommit(): boolean {
     return this.pendingBytes > this.journal.bytes / 4 || this.dirty.size >= this.maxDirty || this.hooks.some((h) => h.wantsCheckpoint?.());
+  }
+
+  /**
+   * What a data write calls after it has changed metadata. Past half of the
+   * bounds wantsCommit keeps, a commit starts in the background and the
+   * write goes on: a commit's flush writes every dirty page of the device,
+   * and a writer waiting for it would wait seconds under a steady load.
+   * Only at the bounds themselves (journal room, dirty blocks in memory) is
+   * the commit waited for, so what memory and the journal hold stays bounded
+   * as before. Nothing becomes durable earlier or later than a client asks:
+   * a FLUSH or FUA still commits and waits.
+   */
+  relieve(): Promise<void> | undefined {
+    if (this.wantsCommit) return this.commit();
+    if (this.background || (this.pendingBytes <= this.journal.bytes / 8 && this.dirty.size < this.maxDirty / 2)) return undefined;
+    // A failure here is met again by the next commit, which carries what this one captured, or by the fence on writes.
+    this.background = this.commit()
+      .catch(() => undefined)
+      .finally(() => (this.background = undefined));
+    return undefined;
   }
 
   /**

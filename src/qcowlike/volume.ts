@@ -268,7 +268,8 @@ export class VolumeHandle implements Volume {
 
   private async afterWrite(fua: boolean | undefined): Promise<void> {
     const { store } = this.core;
-    if (fua || store.wantsCommit) await store.commit();
+    if (fua) await store.commit();
+    else await store.relieve();
   }
 
   private async writeRange(data: Buffer, voff: number): Promise<void> {
