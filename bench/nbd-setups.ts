@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_CACHE } from '../src/qcowlike/pool.js';
 import { prefill } from './nbd-fio.js';
-import { fillChain } from './nbd-chain-fill.js';
+import { emptyOverChain, fillChain } from './nbd-chain-fill.js';
 import { createPoolVolume, serveVolume, startBareServer, startServer, type RunningServer } from './nbd-servers.js';
 
 /** One server of the benchmark: how its image is made and how it is started. */
@@ -17,6 +17,8 @@ export interface BenchSetup {
   start(image: string): Promise<RunningServer>;
   /** Writes the measured region before the rounds so that reads meet data; `prefillSetup` by default. */
   fill?(image: string, server: RunningServer, ioSize: number, log: (line: string) => void): Promise<void>;
+  /** Brings the image back to the state every job is to meet (the chain: the volume empty over its snapshots). */
+  beforeJob?(image: string): Promise<void>;
   /** Strata's metadata cache budget, against which its peak RSS is read (the target: budget + 100 MiB). */
   cacheBudget?: number;
 }
@@ -60,13 +62,15 @@ export const strataChain64: BenchSetup = {
   detail:
     `strata serve on a thin volume with ${CHAIN_SNAPSHOTS} snapshots under it: the measured region prefilled and snapshotted, ` +
     `then ${CHAIN_SNAPSHOTS - 1} times a random 1/${CHAIN_SNAPSHOTS} of its 64K clusters rewritten (qemu-io over NBD) and snapshotted ` +
-    '(strata snapshot create); reads find their data in layers spread over the whole chain, the volume itself starts empty',
+    '(strata snapshot create); before each job the volume is reverted to the newest snapshot (strata snapshot revert), so reads find ' +
+    'their data in layers spread over the whole chain and writes copy clusters up',
   prepare: (dir, size) =>
     // The chain holds the region about twice over; the jobs' writes copy clusters up into the volume.
     createPoolVolume({ home: path.join(dir, 'strata-chain-home'), pool: EXPORT, volume: EXPORT }, size, 4 * size + GIB).home,
   start: serveBench,
   fill: (home, server, ioSize, log) =>
     fillChain({ home, pool: EXPORT, volume: EXPORT, uri: server.uri, ioSize, clusterSize: CLUSTER, snapshots: CHAIN_SNAPSHOTS }, log),
+  beforeJob: (home) => emptyOverChain(home, EXPORT, EXPORT, CHAIN_SNAPSHOTS),
   cacheBudget: DEFAULT_CACHE,
 };
 

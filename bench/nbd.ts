@@ -20,14 +20,14 @@ import { residentMemory, sampleRss } from './proc-memory.js';
 export async function runNbdBench(opts: NbdBenchOptions, log: (line: string) => void): Promise<BenchReport> {
   const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'strata-bench-'));
   fs.mkdirSync(dir, { recursive: true });
-  const servers: { setup: BenchSetup; server: RunningServer; lifetimePeak: number }[] = [];
+  const servers: { setup: BenchSetup; image: string; server: RunningServer; lifetimePeak: number }[] = [];
   const samples = new Map<string, Sample[]>();
   const key = (job: FioJob, setup: BenchSetup) => `${job.name}\0${setup.name}`;
   try {
     for (const setup of opts.setups) {
       const image = setup.prepare(dir, opts.imageSize);
       const server = await setup.start(image);
-      servers.push({ setup, server, lifetimePeak: NaN });
+      servers.push({ setup, image, server, lifetimePeak: NaN });
       log(`${setup.name}: ${server.uri} (pid ${server.pid}); filling ${formatSize(opts.ioSize)}`);
       await fillSetup(setup, image, server, opts.ioSize, log);
     }
@@ -35,7 +35,8 @@ export async function runNbdBench(opts: NbdBenchOptions, log: (line: string) => 
       for (const job of opts.jobs) {
         // Rotate who goes first so that no server always meets a warm or a cold machine.
         const order = servers.map((_, i) => servers[(i + round) % servers.length]!);
-        for (const { setup, server } of order) {
+        for (const { setup, server, image } of order) {
+          await setup.beforeJob?.(image);
           if (isWrite(job)) execFileSync('sync');
           const cpuBefore = cpuTicks(server.pid);
           const rss = sampleRss(server.pid);
