@@ -15,7 +15,7 @@ export interface BenchSetup {
   /** Makes the image of `size` bytes under `dir`; returns what start() needs. */
   prepare(dir: string, size: number): string;
   start(image: string): Promise<RunningServer>;
-  /** Writes the measured region before the rounds so that reads meet data; `prefillSetup` by default. */
+  /** Writes the measured region before the rounds so that reads meet data (without it: fillSetup's prefill). */
   fill?(image: string, server: RunningServer, ioSize: number, log: (line: string) => void): Promise<void>;
   /** Brings the image back to the state every job is to meet (the chain: the volume empty over its snapshots). */
   beforeJob?(image: string): Promise<void>;
@@ -32,7 +32,7 @@ const EXPORT = 'bench';
 const GIB = 1024 ** 3;
 /** The pools' cluster size: `pool create`'s default. */
 const CLUSTER = 64 * 1024;
-export const CHAIN_SNAPSHOTS = 64;
+const CHAIN_SNAPSHOTS = 64;
 const RAID5_MEMBERS = 4;
 
 function rawImage(file: string, size: number): string {
