@@ -46,7 +46,7 @@ export const USAGE = `usage: npm run bench -- [options]
   --size SIZE          image size (default 2G); fio measures the first half
   --io-size SIZE       fio --size instead of half the image
   --suite A,B | all    comparisons to run together: ${SUITES.map((s) => `${s.name} (${s.servers.join(', ')})`).join('; ')}
-  --servers A,B        one comparison of your own, the first server against each other (default ${DEFAULT_SERVERS}
+  --servers A,B        one comparison of your own, the first server against each of the others (default ${DEFAULT_SERVERS}
                        when no --suite is given), of: ${SETUPS.map((s) => s.name).join(', ')};
                        strata serves a pool volume, strata-file a raw file (strata serve --file),
                        strata-chain64 a volume over 64 snapshots, strata-raid5 a volume of a RAID 5 pool
@@ -55,7 +55,7 @@ export const USAGE = `usage: npm run bench -- [options]
   --out FILE           JSON results (default .scratch/bench/nbd-<time>.json)
   --keep               keep the images
 quick smoke run:  npm run bench -- --runtime 2 --rounds 1 --size 256M
-the issue's three comparisons:  npm run bench -- --suite all`;
+plain, chain and RAID 5 in one run:  npm run bench -- --suite all`;
 
 export function parseNbdBenchArgs(argv: string[]): NbdBenchOptions | 'help' {
   const { values } = parseArgs({
