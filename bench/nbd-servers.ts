@@ -11,6 +11,8 @@ import { fileURLToPath } from 'node:url';
  * servers on files (startServer).
  */
 export type ServerKind = 'strata' | 'qemu-nbd' | 'nbdkit';
+/** What runs: one of the servers compared, or the benchmark's own bare Node server (bench/nbd-bare.ts). */
+export type RunningKind = ServerKind | 'node-bare';
 
 export interface ServerOptions {
   /** Export name; the URI ends with it. */
@@ -24,7 +26,7 @@ export interface ServerOptions {
 }
 
 export interface RunningServer {
-  kind: ServerKind;
+  kind: RunningKind;
   uri: string;
   pid: number;
   /** Sends SIGTERM, waits for the exit (SIGKILL after a grace period) and tells how it ended. */
@@ -62,13 +64,14 @@ export interface PoolVolume {
 }
 
 /**
- * Makes the pool (a sparse file of `poolBytes`) and the thin volume with the
- * CLI, the way a user would, so that the server meets a real pool.
+ * Makes the pool (a sparse file of `poolBytes`, or what `poolArgs` such as
+ * `--raid 5 --members …` make it) and the thin volume with the CLI, the
+ * way a user would, so that the server meets a real pool.
  */
-export function createPoolVolume(v: PoolVolume, volumeBytes: number, poolBytes: number): PoolVolume {
+export function createPoolVolume(v: PoolVolume, volumeBytes: number, poolBytes: number, poolArgs: string[] = []): PoolVolume {
   const cli = (...args: string[]) =>
     execFileSync(process.execPath, [strataCli(), '--home', v.home, ...args], { stdio: 'pipe' });
-  cli('pool', 'create', v.pool, '--size', String(poolBytes));
+  cli('pool', 'create', v.pool, '--size', String(poolBytes), ...poolArgs);
   cli('volume', 'create', `${v.pool}/${v.volume}`, String(volumeBytes));
   return v;
 }
@@ -115,11 +118,21 @@ export async function startServer(kind: ServerKind, image: string, opts: ServerO
   }
 }
 
-async function startStrata(args: string[], readyTimeoutMs: number): Promise<RunningServer> {
-  const child = spawn(process.execPath, [strataCli(), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** The bare Node server of bench/nbd-bare.ts on a raw file: what Node and the kernel do without a storage format. */
+export function startBareServer(image: string, exportName: string, readyTimeoutMs = 15_000): Promise<RunningServer> {
+  const script = path.join(repoRoot(), 'dist', 'bench', 'nbd-bare-serve.js');
+  return startNodeServer('node-bare', script, [image, '--export', exportName, '--listen', '127.0.0.1:0'], readyTimeoutMs);
+}
+
+function startStrata(args: string[], readyTimeoutMs: number): Promise<RunningServer> {
+  return startNodeServer('strata', strataCli(), args, readyTimeoutMs);
+}
+
+async function startNodeServer(kind: RunningKind, script: string, args: string[], readyTimeoutMs: number): Promise<RunningServer> {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const stderr = collect(child);
-  const uri = await announcedUri(child, readyTimeoutMs);
-  return running('strata', uri, child, stderr);
+  const uri = await announcedUri(child, kind, readyTimeoutMs);
+  return running(kind, uri, child, stderr);
 }
 
 /** Every server started and not yet gone, for a caller that must not leave one behind (a test that timed out). */
@@ -129,7 +142,7 @@ export function killAllServers(): void {
   for (const child of live) child.kill('SIGKILL');
 }
 
-function running(kind: ServerKind, uri: string, child: ChildProcess, stderr: () => string): RunningServer {
+function running(kind: RunningKind, uri: string, child: ChildProcess, stderr: () => string): RunningServer {
   live.add(child);
   const exited = new Promise<ServerExit>((resolve) => {
     child.once('exit', (code, signal) => {
@@ -161,15 +174,15 @@ function collect(child: ChildProcess): () => string {
   return () => text;
 }
 
-/** Strata prints `nbd://HOST:PORT/NAME` on stdout once it listens. */
-function announcedUri(child: ChildProcess, timeoutMs: number): Promise<string> {
+/** Strata (and the bare server) print `nbd://HOST:PORT/NAME` on stdout once they listen. */
+function announcedUri(child: ChildProcess, kind: RunningKind, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     let out = '';
     let err = '';
     const fail = (why: string) => {
       cleanup();
       child.kill('SIGKILL');
-      reject(new Error(`strata serve ${why}; stdout: ${out.trim() || '(none)'}; stderr: ${err.trim() || '(none)'}`));
+      reject(new Error(`${kind === 'strata' ? 'strata serve' : kind} ${why}; stdout: ${out.trim() || '(none)'}; stderr: ${err.trim() || '(none)'}`));
     };
     const timer = setTimeout(() => fail(`printed no nbd:// URI within ${timeoutMs} ms`), timeoutMs);
     const onOut = (chunk: Buffer) => {

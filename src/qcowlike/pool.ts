@@ -22,7 +22,8 @@ import { VolumeHandle } from './volume.js';
 import { checkPool } from './check.js';
 
 const DEFAULT_CLUSTER = 64 * 1024;
-const DEFAULT_CACHE = 64 * 1024 * 1024;
+/** The metadata cache budget of a pool opened without `cacheBytes` (what `strata serve` runs with). */
+export const DEFAULT_CACHE = 64 * 1024 * 1024;
 /** Volumes up to 64 TiB; the format itself addresses 2^48 clusters. */
 export const MAX_VOLUME_SIZE = 64 * 2 ** 40;
 /** At most this much virtual space under in-place-write intents: the most a recovery re-reads. */
