@@ -279,43 +279,116 @@ export class VolumeHandle implements Volume {
     const lock = this.lockRange(Math.floor(aStart / C), Math.floor((aEnd - 1) / C), true);
     const release = typeof lock === 'function' ? lock : await lock;
     try {
-      // Partial sub-clusters at the edges become whole ones: read what is there and lay the data over it.
-      const segments: Array<{ at: number; data: Buffer }> = [];
-      if (aEnd - aStart === S && (voff !== aStart || end !== aEnd)) {
-        const sc = Buffer.alloc(S);
-        await this.readLayer(this.layer, sc, 0, aStart, S);
-        data.copy(sc, voff - aStart);
-        segments.push({ at: aStart, data: sc });
-      } else {
-        let mid = voff;
-        let midEnd = end;
-        if (voff !== aStart) {
-          const head = Buffer.alloc(S);
-          await this.readLayer(this.layer, head, 0, aStart, S);
-          data.copy(head, voff - aStart, 0, aStart + S - voff);
-          segments.push({ at: aStart, data: head });
-          mid = aStart + S;
-        }
-        if (end !== aEnd) midEnd = aEnd - S;
-        if (midEnd > mid) segments.push({ at: mid, data: data.subarray(mid - voff, midEnd - voff) });
-        if (end !== aEnd) {
-          const tail = Buffer.alloc(S);
-          await this.readLayer(this.layer, tail, 0, aEnd - S, S);
-          data.copy(tail, 0, aEnd - S - voff);
-          segments.push({ at: aEnd - S, data: tail });
-        }
-      }
-      try {
-        await this.applyWrite(segments, aStart, aEnd);
-      } catch (err) {
-        // Space may be waiting in quarantine for a checkpoint: release it and try once more.
-        if (!(err instanceof BlockDeviceError && err.code === 'ENOSPC' && this.core.alloc.waiting > 0)) throw err;
-        await this.core.store.checkpoint();
-        await this.applyWrite(segments, aStart, aEnd);
-      }
+      const direct = voff === aStart && end === aEnd ? this.writeWholeSubclusters(data, voff) : undefined;
+      await (direct ?? this.writeLocked(data, voff));
     } finally {
       release();
     }
+  }
+
+  /** writeRange's general path; the caller holds the clusters' lock. */
+  private async writeLocked(data: Buffer, voff: number): Promise<void> {
+    const S = this.core.geo.subclusterSize;
+    const end = voff + data.length;
+    const aStart = Math.floor(voff / S) * S;
+    const aEnd = Math.ceil(end / S) * S;
+    // Partial sub-clusters at the edges become whole ones: read what is there and lay the data over it.
+    const segments: Array<{ at: number; data: Buffer }> = [];
+    if (aEnd - aStart === S && (voff !== aStart || end !== aEnd)) {
+      const sc = Buffer.alloc(S);
+      await this.readLayer(this.layer, sc, 0, aStart, S);
+      data.copy(sc, voff - aStart);
+      segments.push({ at: aStart, data: sc });
+    } else {
+      let mid = voff;
+      let midEnd = end;
+      if (voff !== aStart) {
+        const head = Buffer.alloc(S);
+        await this.readLayer(this.layer, head, 0, aStart, S);
+        data.copy(head, voff - aStart, 0, aStart + S - voff);
+        segments.push({ at: aStart, data: head });
+        mid = aStart + S;
+      }
+      if (end !== aEnd) midEnd = aEnd - S;
+      if (midEnd > mid) segments.push({ at: mid, data: data.subarray(mid - voff, midEnd - voff) });
+      if (end !== aEnd) {
+        const tail = Buffer.alloc(S);
+        await this.readLayer(this.layer, tail, 0, aEnd - S, S);
+        data.copy(tail, 0, aEnd - S - voff);
+        segments.push({ at: aEnd - S, data: tail });
+      }
+    }
+    try {
+      await this.applyWrite(segments, aStart, aEnd);
+    } catch (err) {
+      // Space may be waiting in quarantine for a checkpoint: release it and try once more.
+      if (!(err instanceof BlockDeviceError && err.code === 'ENOSPC' && this.core.alloc.waiting > 0)) throw err;
+      await this.core.store.checkpoint();
+      await this.applyWrite(segments, aStart, aEnd);
+    }
+  }
+
+  /**
+   * The write most guests send — whole sub-clusters of one cluster that the
+   * layer owns, already in place and writable now (fresh since the last
+   * commit or under an intent), or not yet allocated in a table of the
+   * layer's own — decided without yielding and with one device write, the
+   * way applyWrite would decide it. Undefined when the request needs that
+   * path (the caller holds the cluster's lock either way).
+   */
+  private writeWholeSubclusters(data: Buffer, voff: number): Promise<void> | undefined {
+    const { geo, store, alloc } = this.core;
+    const { clusterSize: C, subclusterSize: S, entrySize: E } = geo;
+    const vc = Math.floor(voff / C);
+    if (Math.floor((voff + data.length - 1) / C) !== vc) return undefined;
+    const ref = this.layer.peek(vc);
+    if (!ref || !this.layer.ownsTable(ref) || isInherited(ref.l2, ref.at)) return undefined;
+    const { l2, at } = ref;
+    let host = readHost(l2, at);
+    if (host !== 0 && !alloc.isFresh(host) && !store.hasIntent(ref.l2Cluster)) return undefined;
+    const gate = store.enter();
+    if (gate) {
+      // A commit is capturing: what was checked may change under it (tables leave memory, intents end).
+      return gate.then(() => {
+        store.exit();
+        return this.writeLocked(data, voff);
+      });
+    }
+    const i0 = (voff - vc * C) / S;
+    const n = data.length / S;
+    const u: EntryUndo = { l2Cluster: ref.l2Cluster, l2, at, entry: Buffer.from(l2.subarray(at, at + E)), allocated: -1, first: i0, count: n };
+    if (host === 0) {
+      try {
+        host = alloc.allocate();
+      } catch {
+        // A full pool: the general path reports it, or first releases space waiting for a checkpoint.
+        store.exit();
+        return this.writeLocked(data, voff);
+      }
+      u.allocated = host;
+      this.layer.setHost(ref, host);
+    }
+    if (n === 1) l2.writeUInt32LE(dataChecksum(data), at + ENTRY_SUMS + 4 * i0);
+    else {
+      if (sumScratch.length < n) sumScratch = new Uint32Array(n);
+      dataChecksums(data, S, n, sumScratch);
+      for (let k = 0; k < n; k++) l2.writeUInt32LE(sumScratch[k]!, at + ENTRY_SUMS + 4 * (i0 + k));
+    }
+    const mask = n === 32 ? -1 : ((1 << n) - 1) << i0;
+    l2.writeUInt32LE((l2.readUInt32LE(at + ENTRY_ALLOC) | mask) >>> 0, at + ENTRY_ALLOC);
+    l2.writeUInt32LE(0, at + ENTRY_ZERO);
+    store.markDirty(ref.l2Cluster, at, E);
+    return this.core.dev.write(data, host * C + i0 * S).then(
+      () => store.exit(),
+      async (err: unknown) => {
+        try {
+          await this.undoWrite([u]);
+        } finally {
+          store.exit();
+        }
+        throw err;
+      },
+    );
   }
 
   /**
