@@ -368,17 +368,15 @@ export class VolumeHandle implements Volume {
       u.allocated = host;
       this.layer.setHost(ref, host);
     }
-    if (n === 1) l2.writeUInt32LE(dataChecksum(data), at + ENTRY_SUMS + 4 * i0);
-    else {
-      if (sumScratch.length < n) sumScratch = new Uint32Array(n);
-      dataChecksums(data, S, n, sumScratch);
-      for (let k = 0; k < n; k++) l2.writeUInt32LE(sumScratch[k]!, at + ENTRY_SUMS + 4 * (i0 + k));
-    }
     const mask = n === 32 ? -1 : ((1 << n) - 1) << i0;
     l2.writeUInt32LE((l2.readUInt32LE(at + ENTRY_ALLOC) | mask) >>> 0, at + ENTRY_ALLOC);
     l2.writeUInt32LE(0, at + ENTRY_ZERO);
     store.markDirty(ref.l2Cluster, at, E);
-    return this.core.dev.write(data, host * C + i0 * S).then(
+    const issued = this.core.dev.write(data, host * C + i0 * S);
+    // Hashed while the device writes; the entry has its checksums before anything else runs.
+    if (n === 1) l2.writeUInt32LE(dataChecksum(data), at + ENTRY_SUMS + 4 * i0);
+    else this.stampSums([{ at: voff, data }], voff, voff + data.length, [[u, 0]]);
+    return issued.then(
       () => store.exit(),
       async (err: unknown) => {
         try {
@@ -492,6 +490,8 @@ export class VolumeHandle implements Volume {
     const { clusterSize: C, subclusterSize: S, entrySize: E } = geo;
     const writes: Array<[number, Buffer]> = [];
     const undo: EntryUndo[] = [];
+    /** Entries whose written sub-clusters take checksums, and the index of the first in the request. */
+    const stamps: Array<[EntryUndo, number]> = [];
     // The entries as they were, to put back if a data write fails: one allocation per request.
     const before = Buffer.allocUnsafe((last - first + 1) * E);
     let failure: unknown;
@@ -501,12 +501,6 @@ export class VolumeHandle implements Volume {
       const s = segments[seg]!;
       return s.data.subarray(x - s.at, x - s.at + S);
     };
-    // Every sub-cluster's checksum, a segment at a time (one SIMD pass over a large write), into a
-    // scratch array that is only read before this function first yields.
-    const count = (aEnd - aStart) / S;
-    if (sumScratch.length < count) sumScratch = new Uint32Array(count);
-    const sums = sumScratch;
-    for (const sg of segments) dataChecksums(sg.data, S, sg.data.length / S, sums, (sg.at - aStart) / S);
     try {
       for (let vc = first; vc <= last; vc++) {
         const s = Math.max(aStart, vc * C);
@@ -545,11 +539,8 @@ export class VolumeHandle implements Volume {
           this.layer.setHost(ref, host);
         }
         let bits = l2.readUInt32LE(at + ENTRY_ALLOC);
-        for (let x = s; x < e; x += S) {
-          const i = (x - vc * C) / S;
-          l2.writeUInt32LE(sums[(x - aStart) / S]!, at + ENTRY_SUMS + 4 * i);
-          bits |= 1 << i;
-        }
+        for (let x = s; x < e; x += S) bits |= 1 << ((x - vc * C) / S);
+        if (e > s) stamps.push([u, (s - aStart) / S]);
         // The cluster's part comes from one segment (the common case) or, at the edges, from several.
         let within: { at: number; data: Buffer } | undefined;
         for (const sg of segments) if (sg.at <= s && e <= sg.at + sg.data.length) within = sg;
@@ -563,23 +554,38 @@ export class VolumeHandle implements Volume {
       // Keep what was decided consistent with the device: issue the writes already mapped, then fail.
       failure = err;
     }
-    const runs = coalesce(writes);
-    if (runs.length === 1 && failure === undefined) {
+    const issued = coalesce(writes).map(([off, b]) => this.core.dev.write(b, off));
+    // Hashed while the device writes; the entries have their checksums before anything else runs.
+    this.stampSums(segments, aStart, aEnd, stamps);
+    if (issued.length === 1 && failure === undefined) {
       try {
-        await this.core.dev.write(runs[0]![1], runs[0]![0]);
+        await issued[0];
       } catch (err) {
         await this.undoWrite(undo);
         throw err;
       }
       return;
     }
-    const results = await Promise.allSettled(runs.map(([off, b]) => this.core.dev.write(b, off)));
+    const results = await Promise.allSettled(issued);
     const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (rejected) {
       await this.undoWrite(undo);
       throw rejected.reason;
     }
     if (failure) throw failure;
+  }
+
+  /**
+   * Puts the checksum of every written sub-cluster into its entry: each
+   * segment hashed in one SIMD pass, into a scratch array read before this
+   * returns. Synchronous.
+   */
+  private stampSums(segments: Array<{ at: number; data: Buffer }>, aStart: number, aEnd: number, stamps: Array<[EntryUndo, number]>): void {
+    const S = this.core.geo.subclusterSize;
+    const count = (aEnd - aStart) / S;
+    if (sumScratch.length < count) sumScratch = new Uint32Array(count);
+    for (const sg of segments) dataChecksums(sg.data, S, sg.data.length / S, sumScratch, (sg.at - aStart) / S);
+    for (const [u, from] of stamps) for (let k = 0; k < u.count; k++) u.l2.writeUInt32LE(sumScratch[from + k]!, u.at + ENTRY_SUMS + 4 * (u.first + k));
   }
 
   /**
