@@ -53,9 +53,14 @@ export class SlotPool {
 
   /** A whole slot; the caller must give() it back, also when its I/O fails. */
   take(): Promise<Buffer> {
-    const slot = this.waiting.length === 0 ? this.free.pop() : undefined;
+    const slot = this.tryTake();
     if (slot) return Promise.resolve(slot);
     return new Promise((grant) => this.waiting.push(grant));
+  }
+
+  /** A slot now, or undefined when none is free or others wait for one (they keep their turn). */
+  tryTake(): Buffer | undefined {
+    return this.waiting.length === 0 ? this.free.pop() : undefined;
   }
 
   give(slot: Buffer): void {

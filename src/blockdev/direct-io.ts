@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { sharedAlignedBuffers, type AlignedBuffers } from './aligned-buffers.js';
+import { sharedAlignedBuffers, type AlignedBuffers, type SlotPool } from './aligned-buffers.js';
 import { BlockDeviceError, fromSystemError, type BlockOp } from './errors.js';
 import { RangeLock } from './range-lock.js';
 
@@ -27,19 +27,61 @@ export class DirectIo {
   ) {}
 
   read(buf: Uint8Array, offset: number): Promise<void> {
-    const pieces = this.pieces(offset, buf.length).map(([a, b]) => this.readPiece(buf, offset, a, b));
-    return settle(pieces);
+    const pool = this.wholePool(offset, buf.length);
+    const slot = pool?.tryTake();
+    if (pool && slot) {
+      const n = buf.length;
+      return this.transfer('read', slot, n, offset, offset, n).then(
+        () => {
+          buf.set(slot.subarray(0, n));
+          pool.give(slot);
+        },
+        (err: unknown) => {
+          pool.give(slot);
+          throw err;
+        },
+      );
+    }
+    return settle(this.pieces(offset, buf.length).map(([a, b]) => this.readPiece(buf, offset, a, b)));
   }
 
-  async write(buf: Uint8Array, offset: number): Promise<void> {
+  write(buf: Uint8Array, offset: number): Promise<void> {
     const held = this.lockSectors(offset, buf.length);
     // Uncontended, the lock is granted at once: no extra turn of the event loop before the I/O starts.
-    const release = typeof held === 'function' ? held : await held;
-    try {
-      await settle(this.pieces(offset, buf.length).map(([a, b]) => this.writePiece(buf, offset, a, b)));
-    } finally {
-      release();
+    if (typeof held !== 'function') return held.then((release) => this.writeHeld(buf, offset, release));
+    return this.writeHeld(buf, offset, held);
+  }
+
+  private writeHeld(buf: Uint8Array, offset: number, release: () => void): Promise<void> {
+    const pool = this.wholePool(offset, buf.length);
+    const slot = pool?.tryTake();
+    let done: Promise<void>;
+    if (pool && slot) {
+      slot.set(buf);
+      done = this.transfer('write', slot, buf.length, offset, offset, buf.length).then(
+        () => pool.give(slot),
+        (err: unknown) => {
+          pool.give(slot);
+          throw err;
+        },
+      );
+    } else {
+      done = settle(this.pieces(offset, buf.length).map(([a, b]) => this.writePiece(buf, offset, a, b)));
     }
+    return done.then(release, (err: unknown) => {
+      release();
+      throw err;
+    });
+  }
+
+  /**
+   * The pool whose one slot holds the request as it is — aligned at both
+   * ends, no edge to read first — or undefined when it must be cut into pieces.
+   */
+  private wholePool(offset: number, length: number): SlotPool | undefined {
+    if (offset % this.alignment !== 0 || length % this.alignment !== 0) return undefined;
+    const pool = this.buffers.poolFor(length);
+    return length <= pool.slotSize ? pool : undefined;
   }
 
   /** Runs `fn` (a hole punch) holding the sectors of the range, so no read-modify-write brings back what it zeroes. */

@@ -280,43 +280,114 @@ export class VolumeHandle implements Volume {
     const lock = this.lockRange(Math.floor(aStart / C), Math.floor((aEnd - 1) / C), true);
     const release = typeof lock === 'function' ? lock : await lock;
     try {
-      // Partial sub-clusters at the edges become whole ones: read what is there and lay the data over it.
-      const segments: Array<{ at: number; data: Buffer }> = [];
-      if (aEnd - aStart === S && (voff !== aStart || end !== aEnd)) {
-        const sc = Buffer.alloc(S);
-        await this.readLayer(this.layer, sc, 0, aStart, S);
-        data.copy(sc, voff - aStart);
-        segments.push({ at: aStart, data: sc });
-      } else {
-        let mid = voff;
-        let midEnd = end;
-        if (voff !== aStart) {
-          const head = Buffer.alloc(S);
-          await this.readLayer(this.layer, head, 0, aStart, S);
-          data.copy(head, voff - aStart, 0, aStart + S - voff);
-          segments.push({ at: aStart, data: head });
-          mid = aStart + S;
-        }
-        if (end !== aEnd) midEnd = aEnd - S;
-        if (midEnd > mid) segments.push({ at: mid, data: data.subarray(mid - voff, midEnd - voff) });
-        if (end !== aEnd) {
-          const tail = Buffer.alloc(S);
-          await this.readLayer(this.layer, tail, 0, aEnd - S, S);
-          data.copy(tail, 0, aEnd - S - voff);
-          segments.push({ at: aEnd - S, data: tail });
-        }
-      }
-      try {
-        await this.applyWrite(segments, aStart, aEnd);
-      } catch (err) {
-        // Space may be waiting in quarantine for a checkpoint: release it and try once more.
-        if (!(err instanceof BlockDeviceError && err.code === 'ENOSPC' && this.core.alloc.waiting > 0)) throw err;
-        await this.core.store.checkpoint();
-        await this.applyWrite(segments, aStart, aEnd);
-      }
+      const direct = voff === aStart && end === aEnd ? this.writeWholeSubclusters(data, voff) : undefined;
+      await (direct ?? this.writeLocked(data, voff));
     } finally {
       release();
     }
+  }
+
+  /** writeRange's general path; the caller holds the clusters' lock. */
+  private async writeLocked(data: Buffer, voff: number): Promise<void> {
+    const S = this.core.geo.subclusterSize;
+    const end = voff + data.length;
+    const aStart = Math.floor(voff / S) * S;
+    const aEnd = Math.ceil(end / S) * S;
+    // Partial sub-clusters at the edges become whole ones: read what is there and lay the data over it.
+    const segments: Array<{ at: number; data: Buffer }> = [];
+    if (aEnd - aStart === S && (voff !== aStart || end !== aEnd)) {
+      const sc = Buffer.alloc(S);
+      await this.readLayer(this.layer, sc, 0, aStart, S);
+      data.copy(sc, voff - aStart);
+      segments.push({ at: aStart, data: sc });
+    } else {
+      let mid = voff;
+      let midEnd = end;
+      if (voff !== aStart) {
+        const head = Buffer.alloc(S);
+        await this.readLayer(this.layer, head, 0, aStart, S);
+        data.copy(head, voff - aStart, 0, aStart + S - voff);
+        segments.push({ at: aStart, data: head });
+        mid = aStart + S;
+      }
+      if (end !== aEnd) midEnd = aEnd - S;
+      if (midEnd > mid) segments.push({ at: mid, data: data.subarray(mid - voff, midEnd - voff) });
+      if (end !== aEnd) {
+        const tail = Buffer.alloc(S);
+        await this.readLayer(this.layer, tail, 0, aEnd - S, S);
+        data.copy(tail, 0, aEnd - S - voff);
+        segments.push({ at: aEnd - S, data: tail });
+      }
+    }
+    try {
+      await this.applyWrite(segments, aStart, aEnd);
+    } catch (err) {
+      // Space may be waiting in quarantine for a checkpoint: release it and try once more.
+      if (!(err instanceof BlockDeviceError && err.code === 'ENOSPC' && this.core.alloc.waiting > 0)) throw err;
+      await this.core.store.checkpoint();
+      await this.applyWrite(segments, aStart, aEnd);
+    }
+  }
+
+  /**
+   * The write most guests send — whole sub-clusters of one cluster that the
+   * layer owns, already in place and writable now (fresh since the last
+   * commit or under an intent), or not yet allocated in a table of the
+   * layer's own — decided without yielding and with one device write, the
+   * way applyWrite would decide it. Undefined when the request needs that
+   * path (the caller holds the cluster's lock either way).
+   */
+  private writeWholeSubclusters(data: Buffer, voff: number): Promise<void> | undefined {
+    const { geo, store, alloc } = this.core;
+    const { clusterSize: C, subclusterSize: S, entrySize: E } = geo;
+    const vc = Math.floor(voff / C);
+    if (Math.floor((voff + data.length - 1) / C) !== vc) return undefined;
+    const ref = this.layer.peek(vc);
+    if (!ref || !this.layer.ownsTable(ref) || isInherited(ref.l2, ref.at)) return undefined;
+    const { l2, at } = ref;
+    let host = readHost(l2, at);
+    if (host !== 0 && !alloc.isFresh(host) && !store.hasIntent(ref.l2Cluster)) return undefined;
+    const gate = store.enter();
+    if (gate) {
+      // A commit is capturing: what was checked may change under it (tables leave memory, intents end).
+      return gate.then(() => {
+        store.exit();
+        return this.writeLocked(data, voff);
+      });
+    }
+    const i0 = (voff - vc * C) / S;
+    const n = data.length / S;
+    const u: EntryUndo = { l2Cluster: ref.l2Cluster, l2, at, entry: Buffer.from(l2.subarray(at, at + E)), allocated: -1, first: i0, count: n };
+    if (host === 0) {
+      try {
+        host = alloc.allocate();
+      } catch {
+        // A full pool: the general path reports it, or first releases space waiting for a checkpoint.
+        store.exit();
+        return this.writeLocked(data, voff);
+      }
+      u.allocated = host;
+      this.layer.setHost(ref, host);
+    }
+    const mask = n === 32 ? -1 : ((1 << n) - 1) << i0;
+    l2.writeUInt32LE((l2.readUInt32LE(at + ENTRY_ALLOC) | mask) >>> 0, at + ENTRY_ALLOC);
+    l2.writeUInt32LE(0, at + ENTRY_ZERO);
+    store.markDirty(ref.l2Cluster, at, E);
+    const issued = this.core.dev.write(data, host * C + i0 * S);
+    // Hashed while the device writes; the entry has its checksums before anything else runs.
+    if (n === 1) l2.writeUInt32LE(dataChecksum(data), at + ENTRY_SUMS + 4 * i0);
+    else this.stampSums([{ at: voff, data }], voff, voff + data.length, [[u, 0]]);
+    return issued.then(
+      () => store.exit(),
+      async (err: unknown) => {
+        try {
+          await this.undoWrite([u]);
+        } finally {
+          store.exit();
+        }
+        throw err;
+      },
+    );
   }
 
   /**
@@ -420,6 +491,8 @@ export class VolumeHandle implements Volume {
     const { clusterSize: C, subclusterSize: S, entrySize: E } = geo;
     const writes: Array<[number, Buffer]> = [];
     const undo: EntryUndo[] = [];
+    /** Entries whose written sub-clusters take checksums, and the index of the first in the request. */
+    const stamps: Array<[EntryUndo, number]> = [];
     // The entries as they were, to put back if a data write fails: one allocation per request.
     const before = Buffer.allocUnsafe((last - first + 1) * E);
     let failure: unknown;
@@ -429,12 +502,6 @@ export class VolumeHandle implements Volume {
       const s = segments[seg]!;
       return s.data.subarray(x - s.at, x - s.at + S);
     };
-    // Every sub-cluster's checksum, a segment at a time (one SIMD pass over a large write), into a
-    // scratch array that is only read before this function first yields.
-    const count = (aEnd - aStart) / S;
-    if (sumScratch.length < count) sumScratch = new Uint32Array(count);
-    const sums = sumScratch;
-    for (const sg of segments) dataChecksums(sg.data, S, sg.data.length / S, sums, (sg.at - aStart) / S);
     try {
       for (let vc = first; vc <= last; vc++) {
         const s = Math.max(aStart, vc * C);
@@ -473,11 +540,8 @@ export class VolumeHandle implements Volume {
           this.layer.setHost(ref, host);
         }
         let bits = l2.readUInt32LE(at + ENTRY_ALLOC);
-        for (let x = s; x < e; x += S) {
-          const i = (x - vc * C) / S;
-          l2.writeUInt32LE(sums[(x - aStart) / S]!, at + ENTRY_SUMS + 4 * i);
-          bits |= 1 << i;
-        }
+        for (let x = s; x < e; x += S) bits |= 1 << ((x - vc * C) / S);
+        if (e > s) stamps.push([u, (s - aStart) / S]);
         // The cluster's part comes from one segment (the common case) or, at the edges, from several.
         let within: { at: number; data: Buffer } | undefined;
         for (const sg of segments) if (sg.at <= s && e <= sg.at + sg.data.length) within = sg;
@@ -491,23 +555,38 @@ export class VolumeHandle implements Volume {
       // Keep what was decided consistent with the device: issue the writes already mapped, then fail.
       failure = err;
     }
-    const runs = coalesce(writes);
-    if (runs.length === 1 && failure === undefined) {
+    const issued = coalesce(writes).map(([off, b]) => this.core.dev.write(b, off));
+    // Hashed while the device writes; the entries have their checksums before anything else runs.
+    this.stampSums(segments, aStart, aEnd, stamps);
+    if (issued.length === 1 && failure === undefined) {
       try {
-        await this.core.dev.write(runs[0]![1], runs[0]![0]);
+        await issued[0];
       } catch (err) {
         await this.undoWrite(undo);
         throw err;
       }
       return;
     }
-    const results = await Promise.allSettled(runs.map(([off, b]) => this.core.dev.write(b, off)));
+    const results = await Promise.allSettled(issued);
     const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (rejected) {
       await this.undoWrite(undo);
       throw rejected.reason;
     }
     if (failure) throw failure;
+  }
+
+  /**
+   * Puts the checksum of every written sub-cluster into its entry: each
+   * segment hashed in one SIMD pass, into a scratch array read before this
+   * returns. Synchronous.
+   */
+  private stampSums(segments: Array<{ at: number; data: Buffer }>, aStart: number, aEnd: number, stamps: Array<[EntryUndo, number]>): void {
+    const S = this.core.geo.subclusterSize;
+    const count = (aEnd - aStart) / S;
+    if (sumScratch.length < count) sumScratch = new Uint32Array(count);
+    for (const sg of segments) dataChecksums(sg.data, S, sg.data.length / S, sumScratch, (sg.at - aStart) / S);
+    for (const [u, from] of stamps) for (let k = 0; k < u.count; k++) u.l2.writeUInt32LE(sumScratch[from + k]!, u.at + ENTRY_SUMS + 4 * (u.first + k));
   }
 
   /**

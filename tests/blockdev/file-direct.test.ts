@@ -105,6 +105,37 @@ describe('file device with direct I/O', () => {
     await dev.close();
   });
 
+  it('serves aligned requests from one slot each, behind requests already waiting for slots', async () => {
+    const buffers = sharedAlignedBuffers();
+    const n = buffers.large.slots + 4;
+    const dev = fresh(2 * (n + 1) * MiB);
+    // Unaligned, the first ones take every large slot and the rest queue for one.
+    const early = Array.from({ length: n }, (_, i) => pattern(MiB - 512, 700 + i));
+    const writes = early.map((d, i) => dev.write(d, 2 * i * MiB + 512));
+    expect(buffers.large.queued).toBeGreaterThan(0);
+    // Aligned, one slot would do: it still waits its turn, and the slot it waits for is not taken from under the queue.
+    const late = pattern(MiB, 800);
+    const done: string[] = [];
+    writes.forEach((w, i) => void w.then(() => done.push(`early ${i}`)));
+    await Promise.all([...writes, dev.write(late, 2 * n * MiB).then(() => done.push('late'))]);
+    expect(done.indexOf('late')).toBeGreaterThanOrEqual(buffers.large.slots);
+    expectAllSlotsBack();
+    const small = pattern(8192, 801);
+    await dev.write(small, 4096);
+    const back = Buffer.alloc(MiB);
+    await dev.read(back, 2 * n * MiB);
+    expect(back.equals(late)).toBe(true);
+    const sback = Buffer.alloc(8192);
+    await dev.read(sback, 4096);
+    expect(sback.equals(small)).toBe(true);
+    expectAllSlotsBack();
+    // An aligned read that fails gives its slot back.
+    fs.truncateSync(dev.name, MiB);
+    await expect(dev.read(Buffer.alloc(4096), 2 * MiB)).rejects.toMatchObject({ code: 'EIO', message: /unexpected end of file/ });
+    expectAllSlotsBack();
+    await dev.close();
+  });
+
   it('gives the same typed errors, and returns its slots when I/O fails', async () => {
     const dev = fresh(8192);
     await expect(dev.read(Buffer.alloc(2), 8191)).rejects.toMatchObject({ code: 'ERANGE' });
