@@ -1,5 +1,6 @@
 import type { BlockDevice } from '../blockdev/index.js';
 import type { Allocator } from './allocator.js';
+import type { ClusterBuffers } from './cluster-buffers.js';
 import type { Geometry } from './geometry.js';
 import type { MetaStore } from './metastore.js';
 
@@ -12,4 +13,6 @@ export interface PoolCore {
   readonly readOnly: boolean;
   /** Checksum failures repaired from redundancy below, and found unrepairable. */
   readonly counters: { repairedData: number; corruptData: number };
+  /** Scratch clusters for copy-ups, shared by the pool's volumes. */
+  readonly clusterBuffers: ClusterBuffers;
 }

@@ -428,6 +428,8 @@ export class VolumeHandle implements Volume {
         await this.applyUnderGate(segments, aStart, aEnd, first, last, kept);
       } finally {
         store.exit();
+        // Every write of the kept data has settled (applyUnderGate waits for all of them).
+        for (const data of kept.values()) this.core.clusterBuffers.give(data);
       }
       return;
     }
@@ -459,9 +461,11 @@ export class VolumeHandle implements Volume {
       const ref = this.layer.peek(vc);
       if (ref === undefined) return false;
       if (ref === null || kept.has(vc) || this.keptBits(ref, vc, aStart, aEnd) === 0) continue;
-      const data = Buffer.alloc(C);
-      await this.readLayer(this.layer, data, 0, vc * C, Math.min(C, this.layer.size - vc * C));
+      const data = this.core.clusterBuffers.take();
+      const n = Math.min(C, this.layer.size - vc * C);
+      data.fill(0, n);
       kept.set(vc, data);
+      await this.readLayer(this.layer, data, 0, vc * C, n);
     }
     return true;
   }
