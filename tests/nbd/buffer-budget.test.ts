@@ -80,6 +80,7 @@ describe('the server-wide buffer budget', () => {
 });
 
 describe('pooled I/O buffers', () => {
+  const MIB = 1024 * 1024;
   /** Memory of a slab meant for `bytes` of blocks of `size`: each block has its headroom in front. */
   const slab = (bytes: number, size: number) => (bytes / size) * (size + HEADROOM);
 
@@ -114,6 +115,20 @@ describe('pooled I/O buffers', () => {
     for (const t of taken) pool.give(t);
     expect(pool.stats.slabs).toBe(1);
     expect(pool.stats.inUseBytes).toBe(0);
+  });
+
+  it('keep the larger empty slab as the spare, so a class that outgrew its first slab does not make and drop another at every peak', () => {
+    let released = 0;
+    const pool = new BufferPool(() => released++);
+    const perFirst = FIRST_SLAB_BYTES / MIB;
+    const peak = () => Array.from({ length: perFirst + 1 }, () => pool.take(MIB));
+    for (let round = 0; round < 3; round++) {
+      const taken = peak();
+      expect(pool.stats.slabs).toBe(round === 0 ? 2 : 1);
+      for (const t of taken) pool.give(t);
+      expect(pool.stats).toEqual({ slabs: 1, slabBytes: slab(SLAB_BYTES, MIB), inUseBytes: 0 });
+    }
+    expect(released).toBe(1);
   });
 
   it('keep room in front of every buffer for a reply header, so header and data are one buffer', () => {
