@@ -346,17 +346,27 @@ export class Transmission implements ParserSink {
       p = Promise.reject(err);
     }
     p.then(
-      () => this.guarded(job, () => this.complete(job, simpleReply(0, req.cookieHi, req.cookieLo))),
-      (err: unknown) => this.guarded(job, () => this.fail(job, err)),
+      () => this.succeed(job, simpleReply(0, req.cookieHi, req.cookieLo)),
+      (err: unknown) => this.failWith(job, err),
     );
   }
 
-  /** Runs a step of a job's completion; one that throws breaks the connection (see broken). */
-  private guarded(job: Job, step: () => void): void {
+  /** Replies to a job that succeeded. Here and in failWith, a reply that cannot be built or sent breaks the connection (see broken). */
+  private succeed(job: Job, reply: Buffer | Buffer[], pooled?: Buffer): void {
     try {
-      step();
+      this.complete(job, reply, pooled);
     } catch (err) {
       this.broken(job, err);
+    }
+  }
+
+  /** Replies to a job that failed with `err`; its pooled buffer, if any, goes back first. */
+  private failWith(job: Job, err: unknown, pooled?: Buffer): void {
+    if (pooled) this.opts.buffers.give(pooled);
+    try {
+      this.fail(job, err);
+    } catch (failure) {
+      this.broken(job, failure);
     }
   }
 
@@ -385,13 +395,12 @@ export class Transmission implements ParserSink {
     }
     const pooled = this.opts.buffers.take(req.length);
     const view = pooled.subarray(0, req.length);
-    const failed = (err: unknown): void => {
-      this.opts.buffers.give(pooled);
-      this.guarded(job, () => this.fail(job, err));
-    };
     const sparse = this.opts.structured && dev.blockStatus !== undefined && req.length >= SPARSE_READ_MIN && !(req.flags & CMD_FLAG_DF);
     if (sparse) {
-      this.readSparse(job, view).then((parts) => this.guarded(job, () => this.complete(job, parts, pooled)), failed);
+      this.readSparse(job, view).then(
+        (parts) => this.succeed(job, parts, pooled),
+        (err: unknown) => this.failWith(job, err, pooled),
+      );
       return;
     }
     let reading: Promise<void>;
@@ -400,7 +409,18 @@ export class Transmission implements ParserSink {
     } catch (err) {
       reading = Promise.reject(err);
     }
-    reading.then(() => this.guarded(job, () => this.complete(job, this.dataReply(req, view), pooled)), failed);
+    reading.then(
+      () => this.sendData(job, view, pooled),
+      (err: unknown) => this.failWith(job, err, pooled),
+    );
+  }
+
+  private sendData(job: Job, data: Buffer, pooled: Buffer): void {
+    try {
+      this.complete(job, this.dataReply(job.req, data), pooled);
+    } catch (err) {
+      this.broken(job, err);
+    }
   }
 
   /** The whole reply to a read of `data` (a pooled buffer's start): the header goes in the room in front of it. */
@@ -433,8 +453,8 @@ export class Transmission implements ParserSink {
   private blockStatus(job: Job): void {
     const { req } = job;
     blockStatusReply(this.exp.device, this.opts.metaContexts, req.offset, req.length, (req.flags & CMD_FLAG_REQ_ONE) !== 0, MAX_DESCRIPTORS, req.cookieHi, req.cookieLo).then(
-      (chunks) => this.guarded(job, () => this.complete(job, chunks)),
-      (err: unknown) => this.guarded(job, () => this.fail(job, err)),
+      (chunks) => this.succeed(job, chunks),
+      (err: unknown) => this.failWith(job, err),
     );
   }
 
