@@ -182,6 +182,23 @@ describe('request parser', () => {
     );
   });
 
+  it('after a large write reads the next header alone, so that a large write after it is read in place whole', () => {
+    const length = 3 * PLACE_MIN;
+    const write = (c: number) => encode({ flags: 0, type: CMD_WRITE, cookie: [0, c], offsetHi: 0, offsetLo: 0, length, payload: Buffer.alloc(length, c) });
+    const read = encode({ flags: 0, type: CMD_READ, cookie: [0, 3], offsetHi: 0, offsetLo: 0, length: 4096, payload: undefined });
+    const socket = new FakeSocket(Buffer.concat([write(1), write(2), read]), [4 * PLACE_MIN]);
+    const got: Request[] = [];
+    const parser = new RequestParser({ request: (r) => got.push({ ...r, payload: r.payload ? Buffer.from(r.payload) : undefined }), fatal: (m) => expect.fail(m), full: () => false }, new BufferPool(), socket);
+    socket.run(parser);
+    // The first payload's start came with its header into the connection's buffer (2 * PLACE_MIN there); the second came in place whole.
+    expect(socket.placedSizes).toEqual([length + 28 - 2 * PLACE_MIN, 28, length, 28]);
+    expect(got.map((r) => [r.cookieLo, r.payload?.equals(Buffer.alloc(length, r.cookieLo)) ?? 'none'])).toEqual([
+      [1, true],
+      [2, true],
+      [3, 'none'],
+    ]);
+  });
+
   it('gives a payload buffer back only once no placed read can land in it any more', () => {
     const pool = new BufferPool();
     const socket = new FakeSocket(encode({ flags: 0, type: CMD_WRITE, cookie: [0, 1], offsetHi: 0, offsetLo: 0, length: 4 * PLACE_MIN, payload: Buffer.alloc(4 * PLACE_MIN, 7) }), [1000]);
