@@ -394,7 +394,8 @@ export class Transmission implements ParserSink {
       return this.complete(job, this.opts.structured ? noneChunk(req.cookieHi, req.cookieLo) : simpleReply(0, req.cookieHi, req.cookieLo));
     }
     const pooled = this.opts.buffers.take(req.length);
-    const view = pooled.subarray(0, req.length);
+    // A read of a whole size class (4 KiB, the usual) needs no view of its own.
+    const view = pooled.length === req.length ? pooled : pooled.subarray(0, req.length);
     const sparse = this.opts.structured && dev.blockStatus !== undefined && req.length >= SPARSE_READ_MIN && !(req.flags & CMD_FLAG_DF);
     if (sparse) {
       this.readSparse(job, view).then(
