@@ -16,11 +16,16 @@ export const CHUNK_HEADER = 20;
 
 export function simpleReply(error: number, cookieHi: number, cookieLo: number): Buffer {
   const b = Buffer.allocUnsafe(SIMPLE_HEADER);
+  writeSimpleReply(b, error, cookieHi, cookieLo);
+  return b;
+}
+
+/** A simple reply's header at the start of `b`. */
+export function writeSimpleReply(b: Buffer, error: number, cookieHi: number, cookieLo: number): void {
   b.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
   b.writeUInt32BE(error, 4);
   b.writeUInt32BE(cookieHi, 8);
   b.writeUInt32BE(cookieLo, 12);
-  return b;
 }
 
 function chunkHeader(b: Buffer, flags: number, type: number, cookieHi: number, cookieLo: number, length: number): void {
@@ -38,12 +43,20 @@ function writeU64(b: Buffer, value: number, at: number): void {
   b.writeUInt32BE(value - hi * 4294967296, at + 4);
 }
 
+/** Bytes of an OFFSET_DATA chunk's header. */
+export const OFFSET_DATA_HEADER = CHUNK_HEADER + 8;
+
 /** Header of an OFFSET_DATA chunk; the `dataLength` bytes of data follow it on the wire. */
 export function offsetDataHeader(done: boolean, cookieHi: number, cookieLo: number, offset: number, dataLength: number): Buffer {
-  const b = Buffer.allocUnsafe(CHUNK_HEADER + 8);
+  const b = Buffer.allocUnsafe(OFFSET_DATA_HEADER);
+  writeOffsetDataHeader(b, done, cookieHi, cookieLo, offset, dataLength);
+  return b;
+}
+
+/** The same header at the start of `b`. */
+export function writeOffsetDataHeader(b: Buffer, done: boolean, cookieHi: number, cookieLo: number, offset: number, dataLength: number): void {
   chunkHeader(b, done ? REPLY_FLAG_DONE : 0, REPLY_TYPE_OFFSET_DATA, cookieHi, cookieLo, 8 + dataLength);
   writeU64(b, offset, CHUNK_HEADER);
-  return b;
 }
 
 export function offsetHole(done: boolean, cookieHi: number, cookieLo: number, offset: number, length: number): Buffer {

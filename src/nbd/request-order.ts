@@ -16,36 +16,40 @@ export interface OrderedHold {
  * waits behind every earlier one it conflicts with (overlap, and at least one
  * writes), in arrival order across all connections. Dependencies point only
  * backwards in arrival order, so there is no deadlock; disjoint requests never
- * wait. Holds live in a Set, which iterates in insertion (arrival) order.
+ * wait. Holds live in an array in arrival order: a Set going from one
+ * entry to none and back at every request (depth 1) rebuilt its table each
+ * time (about 1% of the server's time in a profile), and the oldest hold,
+ * near the front, is the one usually released.
  */
 export class RequestOrder {
-  private readonly holds = new Set<OrderedHold>();
+  private readonly holds: OrderedHold[] = [];
   private waiters = 0;
 
   /** Registers the hold; true when it may start now, otherwise its proceed() is called later. */
   acquire(hold: OrderedHold): boolean {
     hold.waiting = false;
-    if (this.holds.size > 0) {
-      for (const h of this.holds) {
-        if (conflicts(h, hold)) {
-          hold.waiting = true;
-          this.waiters++;
-          break;
-        }
+    const holds = this.holds;
+    for (let i = 0; i < holds.length; i++) {
+      if (conflicts(holds[i]!, hold)) {
+        hold.waiting = true;
+        this.waiters++;
+        break;
       }
     }
-    this.holds.add(hold);
+    holds.push(hold);
     return !hold.waiting;
   }
 
   release(hold: OrderedHold): void {
-    if (!this.holds.delete(hold)) return;
+    const i = this.holds.indexOf(hold);
+    if (i < 0) return;
+    this.holds.splice(i, 1);
     if (hold.waiting) this.waiters--;
     if (this.waiters > 0) this.wake();
   }
 
   get size(): number {
-    return this.holds.size;
+    return this.holds.length;
   }
 
   private wake(): void {

@@ -1,5 +1,6 @@
 import { BufferPool } from './buffer-pool.js';
 import { CMD_WRITE, MAX_PAYLOAD, REQUEST_MAGIC } from './constants.js';
+import type { ReadPlacement } from './socket-reads.js';
 
 /** One transmission request as it came off the wire. */
 export interface Request {
@@ -38,11 +39,20 @@ const enum State {
 }
 
 /**
+ * The rest of a payload at least this long is read straight into its buffer
+ * when the connection can place reads; a shorter one is copied: a read call
+ * of its own would cost more than copying it.
+ */
+export const PLACE_MIN = 64 * 1024;
+
+/**
  * Splits the socket byte stream into requests without gathering copies: a
  * header is read in place from the chunk it sits in, and a write payload that
- * lies within one chunk is handed on as a view of it. Only a payload spread
- * over several chunks is copied, once, into a pooled buffer (measured:
- * Buffer.concat of payloads cost 2-3x on 1 MiB writes).
+ * lies within one chunk is handed on as a view of it. A payload spread over
+ * several chunks is copied, once, into a pooled buffer (measured:
+ * Buffer.concat of payloads cost 2-3x on 1 MiB writes), and where the
+ * connection allows, the rest of a large one is read straight into that
+ * buffer and not copied at all.
  */
 export class RequestParser {
   private chunks: Buffer[] = [];
@@ -56,10 +66,18 @@ export class RequestParser {
   private readonly scratch = Buffer.alloc(REQUEST_HEADER);
   /** The chunk being parsed when it is the socket's own buffer (see push). */
   private transient: Buffer | undefined;
+  /** The socket's next read goes into the pending payload, at `filled`. */
+  private placed = false;
+  /** The socket's next read goes into this header-sized buffer (see placeHeader). */
+  private placedHeader: Buffer | undefined;
+  /** The last request was a large write. */
+  private largeWrite = false;
 
   constructor(
     private readonly sink: ParserSink,
     private readonly buffers: BufferPool = new BufferPool(),
+    /** Where the connection can read payloads straight into their buffers (see placedRead). */
+    private readonly placement?: ReadPlacement,
   ) {}
 
   /**
@@ -86,6 +104,19 @@ export class RequestParser {
     }
   }
 
+  /** `n` bytes were read straight into where the parser placed the read: the pending payload, or a header's buffer. */
+  placedRead(n: number): void {
+    const header = this.placedHeader;
+    if (header) {
+      this.placedHeader = undefined;
+      return this.push(header.subarray(0, n));
+    }
+    if (!this.placed) throw new Error('a read landed in a payload that did not ask for it');
+    this.placed = false;
+    this.filled += n;
+    this.run();
+  }
+
   /** Continues after full() turned false. */
   resume(): void {
     if (!this.stopped) this.run();
@@ -94,7 +125,12 @@ export class RequestParser {
   /** Drops buffered input; nothing more is parsed (DISC, fatal error, close). */
   stop(): void {
     this.stopped = true;
-    if (this.pending?.pooled) this.buffers.give(this.pending.pooled);
+    const pooled = this.pending?.pooled;
+    if (pooled && this.placed) this.placement!.abandon(() => this.buffers.give(pooled));
+    else if (pooled) this.buffers.give(pooled);
+    if (this.placedHeader) this.placement!.abandon(() => undefined);
+    this.placed = false;
+    this.placedHeader = undefined;
     this.pending = undefined;
     this.chunks = [];
     this.available = 0;
@@ -107,7 +143,7 @@ export class RequestParser {
   private run(): void {
     while (!this.stopped) {
       if (this.state === State.Header) {
-        if (this.available < REQUEST_HEADER) return;
+        if (this.available < REQUEST_HEADER) return this.placeHeader();
         // A header without the magic is fatal at once, whatever room its garbage would ask for.
         if (this.peek(0, 4) === REQUEST_MAGIC && this.sink.full(this.peek(6, 2), this.peek(24, 4))) return;
         this.header();
@@ -142,6 +178,7 @@ export class RequestParser {
       pooled: undefined,
     };
     if (req.type !== CMD_WRITE || req.length === 0) {
+      this.largeWrite = false;
       this.sink.request(req);
     } else if (req.length > MAX_PAYLOAD) {
       // Too large to keep, but the stream stays in step only if it is consumed.
@@ -165,6 +202,8 @@ export class RequestParser {
   }
 
   private payload(): boolean {
+    // The next read lands in the payload itself; nothing to do before it has.
+    if (this.placed) return false;
     const req = this.pending!;
     const want = req.length - this.filled;
     const n = Math.min(want, this.available);
@@ -172,7 +211,10 @@ export class RequestParser {
       this.copyOut(req.payload!, this.filled, n);
       this.filled += n;
     }
-    if (this.filled < req.length) return false;
+    if (this.filled < req.length) {
+      if (this.placement && req.length - this.filled >= PLACE_MIN) this.placed = this.placement.place(req.payload!.subarray(this.filled));
+      return false;
+    }
     this.finish();
     return true;
   }
@@ -190,7 +232,21 @@ export class RequestParser {
     const req = this.pending!;
     this.pending = undefined;
     this.state = State.Header;
+    this.largeWrite = req.length >= PLACE_MIN;
     this.sink.request(req);
+  }
+
+  /**
+   * After a large write, with nothing buffered, the next read is placed into
+   * a buffer of a header's size: if another large write follows (a guest
+   * streaming), its header comes alone and its whole payload is read in
+   * place, where a read into the connection's buffer would have taken a
+   * quarter of it there to be copied. One small read more per large write.
+   */
+  private placeHeader(): void {
+    if (!this.largeWrite || this.available > 0 || !this.placement || this.placedHeader || this.placed) return;
+    const header = Buffer.allocUnsafe(REQUEST_HEADER);
+    if (this.placement.place(header)) this.placedHeader = header;
   }
 
   /** A big-endian field of the next header (`width` 2 or 4 bytes at `at`), read without consuming it. */

@@ -15,6 +15,18 @@ interface OwnReads {
   sink: ChunkSink | undefined;
   /** Copies of what arrived while no sink listened (none in practice: a stage pauses before it hands over). */
   held: Buffer[];
+  /** Told how many bytes a read put straight into the target placed for it. */
+  onPlaced: ((n: number) => void) | undefined;
+  /** Where the next read goes, when not into the connection's own buffer (see placeReads). */
+  target: Buffer | undefined;
+  /** The connection's own buffer. */
+  readonly buffer: Buffer;
+  /** What the connection reads into next: its own buffer or a target. */
+  next: Buffer;
+  /** True while a read is being delivered: only then can the next read be placed. */
+  delivering: boolean;
+  /** The target was given up while armed: run once no read can land in it any more. */
+  abandoned: (() => void) | undefined;
 }
 
 /** Sockets that read into a buffer of their own (see ownReads), with where their bytes go. */
@@ -45,13 +57,28 @@ export function ownReads(socket: net.Socket, buffer: Buffer): net.Socket | undef
   const internals = socket as unknown as SocketInternals;
   const handle = internals._handle;
   if (!handle || typeof handle.useUserBuffer !== 'function' || socket.bytesRead > 0 || socket.readableLength > 0) return undefined;
-  const state: OwnReads = { sink: undefined, held: [] };
+  const state: OwnReads = { sink: undefined, held: [], onPlaced: undefined, target: undefined, buffer, next: buffer, delivering: false, abandoned: undefined };
   const onread: net.OnReadOpts = {
-    buffer,
+    // Asked once at the start and again after every read: where the next one goes.
+    buffer: () => {
+      state.next = state.target ?? buffer;
+      state.target = undefined;
+      return state.next;
+    },
     callback: (n) => {
-      const chunk = buffer.subarray(0, n);
-      if (state.sink) state.sink(chunk, true);
-      else state.held.push(Buffer.from(chunk));
+      const into = state.next;
+      state.delivering = true;
+      try {
+        if (into !== buffer) {
+          const abandoned = state.abandoned;
+          state.abandoned = undefined;
+          if (abandoned) abandoned();
+          else state.onPlaced!(n);
+        } else if (state.sink) state.sink(buffer.subarray(0, n), true);
+        else state.held.push(Buffer.from(buffer.subarray(0, n)));
+      } finally {
+        state.delivering = false;
+      }
       return true;
     },
   };
@@ -66,7 +93,51 @@ export function ownReads(socket: net.Socket, buffer: Buffer): net.Socket | undef
   internals._handle = null;
   socket.destroy();
   owned.set(adopted, state);
+  adopted.once('close', () => {
+    const abandoned = state.abandoned;
+    state.abandoned = undefined;
+    abandoned?.();
+  });
   return adopted;
+}
+
+/**
+ * Reads placed where their bytes belong: a sink that knows the next bytes
+ * are the rest of a large payload has them read straight into its buffer
+ * instead of copying them out of the connection's own (measured: that copy
+ * was 6.6% of the server's time on 1 MiB writes).
+ */
+export interface ReadPlacement {
+  /**
+   * The next read goes straight into `target` (and no further than its
+   * end); the bytes are reported to the onPlaced of placeReads. Only while
+   * a read is being delivered can the next one be chosen: false otherwise,
+   * and the bytes arrive as chunks as usual.
+   */
+  place(target: Buffer): boolean;
+  /** The sink no longer wants the placed read it asked for; `free` runs once no read can land in its target any more. */
+  abandon(free: () => void): void;
+}
+
+/** Placement of `stream`'s reads (see ReadPlacement); undefined for a stream that does not read into a buffer of its own. */
+export function placeReads(stream: Duplex, onPlaced: (n: number) => void): ReadPlacement | undefined {
+  const own = owned.get(stream);
+  if (!own) return undefined;
+  own.onPlaced = onPlaced;
+  return {
+    place(target) {
+      if (!own.delivering || target.length === 0) return false;
+      own.target = target;
+      return true;
+    },
+    abandon(free) {
+      // Chosen during this delivery but not yet handed to the socket: simply not placed.
+      own.target = undefined;
+      // Handed to the socket: a read may still land there until it has, or the socket is closed.
+      if (own.next !== own.buffer && !own.delivering && !stream.destroyed) own.abandoned = free;
+      else free();
+    },
+  };
 }
 
 /**

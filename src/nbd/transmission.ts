@@ -30,9 +30,9 @@ import type { ServedExport } from './export-table.js';
 import type { MetaContext } from './meta-contexts.js';
 import type { CommandKind, CommandStats, ExportStats } from './export-stats.js';
 import type { OrderedHold } from './request-order.js';
-import { errorChunk, noneChunk, offsetDataHeader, offsetHole, simpleReply } from './replies.js';
+import { errorChunk, noneChunk, OFFSET_DATA_HEADER, offsetDataHeader, offsetHole, SIMPLE_HEADER, simpleReply, writeOffsetDataHeader, writeSimpleReply } from './replies.js';
 import { RequestParser, type ParserSink, type Request } from './request-parser.js';
-import { listenChunks } from './socket-reads.js';
+import { listenChunks, placeReads } from './socket-reads.js';
 
 /** The socket a transmission runs on: a net.Socket or the TLSSocket wrapped around it. */
 export type NbdSocket = Duplex & { cork(): void; uncork(): void; readonly writableLength: number };
@@ -154,8 +154,11 @@ class Job implements OrderedHold {
 /**
  * The transmission phase of one connection: requests are parsed as they
  * arrive, run concurrently (overlapping ones ordered by the export's range
- * lock), and replied to in completion order. Replies written in one event-loop
- * turn go out in one batch (cork, uncork on setImmediate: +14% measured).
+ * lock), and replied to in completion order. Replies go out in batches
+ * (cork, then one uncork: one writev for many replies, +14% measured): a
+ * batch is flushed as soon as nothing else runs on the connection, which is
+ * at the end of a socket read's handling when the device answered at once
+ * (a page-cache hit), else on the next setImmediate turn at the latest.
  */
 export class Transmission implements ParserSink {
   private readonly parser: RequestParser;
@@ -167,6 +170,11 @@ export class Transmission implements ParserSink {
   private lastActivity = Date.now();
   private idleTimer: NodeJS.Timeout | undefined;
   private corked = false;
+  private flushQueued = false;
+  private readonly flushLater = (): void => {
+    this.flushQueued = false;
+    this.flush();
+  };
   private stalled = false;
   private ending = false;
   private closed = false;
@@ -180,7 +188,11 @@ export class Transmission implements ParserSink {
     private readonly opts: TransmissionOptions,
   ) {
     this.whenFinished = new Promise((resolve) => (this.resolveFinished = resolve));
-    this.parser = new RequestParser(this, opts.buffers);
+    const placement = placeReads(socket, (n) => {
+      this.lastActivity = Date.now();
+      this.parser.placedRead(n);
+    });
+    this.parser = new RequestParser(this, opts.buffers, placement);
     this.account = opts.budget.open(() => this.roomFreed());
   }
 
@@ -334,9 +346,28 @@ export class Transmission implements ParserSink {
       p = Promise.reject(err);
     }
     p.then(
-      () => this.complete(job, simpleReply(0, req.cookieHi, req.cookieLo)),
-      (err: unknown) => this.fail(job, err),
-    ).catch((err: unknown) => this.broken(job, err));
+      () => this.succeed(job, simpleReply(0, req.cookieHi, req.cookieLo)),
+      (err: unknown) => this.failWith(job, err),
+    );
+  }
+
+  /** Replies to a job that succeeded. Here and in failWith, a reply that cannot be built or sent breaks the connection (see broken). */
+  private succeed(job: Job, reply: Buffer | Buffer[], pooled?: Buffer): void {
+    try {
+      this.complete(job, reply, pooled);
+    } catch (err) {
+      this.broken(job, err);
+    }
+  }
+
+  /** Replies to a job that failed with `err`; its pooled buffer, if any, goes back first. */
+  private failWith(job: Job, err: unknown, pooled?: Buffer): void {
+    if (pooled) this.opts.buffers.give(pooled);
+    try {
+      this.fail(job, err);
+    } catch (failure) {
+      this.broken(job, failure);
+    }
   }
 
   /**
@@ -363,22 +394,46 @@ export class Transmission implements ParserSink {
       return this.complete(job, this.opts.structured ? noneChunk(req.cookieHi, req.cookieLo) : simpleReply(0, req.cookieHi, req.cookieLo));
     }
     const pooled = this.opts.buffers.take(req.length);
-    const view = pooled.subarray(0, req.length);
+    // A read of a whole size class (4 KiB, the usual) needs no view of its own.
+    const view = pooled.length === req.length ? pooled : pooled.subarray(0, req.length);
     const sparse = this.opts.structured && dev.blockStatus !== undefined && req.length >= SPARSE_READ_MIN && !(req.flags & CMD_FLAG_DF);
-    const reading = sparse ? this.readSparse(job, view) : dev.read(view, req.offset).then(() => [this.dataHeader(req, req.offset, req.length, true), view]);
-    reading
-      .then(
-        (parts) => this.complete(job, parts, pooled),
-        (err: unknown) => {
-          this.opts.buffers.give(pooled);
-          this.fail(job, err);
-        },
-      )
-      .catch((err: unknown) => this.broken(job, err));
+    if (sparse) {
+      this.readSparse(job, view).then(
+        (parts) => this.succeed(job, parts, pooled),
+        (err: unknown) => this.failWith(job, err, pooled),
+      );
+      return;
+    }
+    let reading: Promise<void>;
+    try {
+      reading = dev.read(view, req.offset);
+    } catch (err) {
+      reading = Promise.reject(err);
+    }
+    reading.then(
+      () => this.sendData(job, view, pooled),
+      (err: unknown) => this.failWith(job, err, pooled),
+    );
   }
 
-  private dataHeader(req: Request, offset: number, length: number, last: boolean): Buffer {
-    return this.opts.structured ? offsetDataHeader(last, req.cookieHi, req.cookieLo, offset, length) : simpleReply(0, req.cookieHi, req.cookieLo);
+  private sendData(job: Job, data: Buffer, pooled: Buffer): void {
+    try {
+      this.complete(job, this.dataReply(job.req, data), pooled);
+    } catch (err) {
+      this.broken(job, err);
+    }
+  }
+
+  /** The whole reply to a read of `data` (a pooled buffer's start): the header goes in the room in front of it. */
+  private dataReply(req: Request, data: Buffer): Buffer {
+    if (!this.opts.structured) {
+      const reply = this.opts.buffers.withFront(data, SIMPLE_HEADER);
+      writeSimpleReply(reply, 0, req.cookieHi, req.cookieLo);
+      return reply;
+    }
+    const reply = this.opts.buffers.withFront(data, OFFSET_DATA_HEADER);
+    writeOffsetDataHeader(reply, true, req.cookieHi, req.cookieLo, req.offset, req.length);
+    return reply;
   }
 
   /** Reads only the data runs; zero runs go out as OFFSET_HOLE chunks. Everything is read before anything is sent. */
@@ -398,12 +453,10 @@ export class Transmission implements ParserSink {
 
   private blockStatus(job: Job): void {
     const { req } = job;
-    blockStatusReply(this.exp.device, this.opts.metaContexts, req.offset, req.length, (req.flags & CMD_FLAG_REQ_ONE) !== 0, MAX_DESCRIPTORS, req.cookieHi, req.cookieLo)
-      .then(
-        (chunks) => this.complete(job, chunks),
-        (err: unknown) => this.fail(job, err),
-      )
-      .catch((err: unknown) => this.broken(job, err));
+    blockStatusReply(this.exp.device, this.opts.metaContexts, req.offset, req.length, (req.flags & CMD_FLAG_REQ_ONE) !== 0, MAX_DESCRIPTORS, req.cookieHi, req.cookieLo).then(
+      (chunks) => this.succeed(job, chunks),
+      (err: unknown) => this.failWith(job, err),
+    );
   }
 
   private reject(req: Request, error: number, message: string): void {
@@ -492,28 +545,44 @@ export class Transmission implements ParserSink {
       this.account.release(cost);
       return;
     }
-    if (!this.corked) {
+    const single = !Array.isArray(reply);
+    // Alone and with nothing else running, a reply goes straight out: one write, no batch to gather.
+    const alone = single && this.inflight === 0 && !this.corked;
+    if (!alone && !this.corked) {
       this.corked = true;
       s.cork();
-      setImmediate(() => {
-        this.corked = false;
-        s.uncork();
-      });
     }
-    const parts = Array.isArray(reply) ? reply : [reply];
     let bytes = 0;
-    for (const p of parts) bytes += p.length;
+    if (single) bytes = reply.length;
+    else for (const p of reply) bytes += p.length;
     // A reply larger than its charge (a long error message) is charged in full: the bound stays true.
     const held = Math.max(cost, bytes);
     if (held > cost) this.account.force(held - cost);
-    const last = parts.length - 1;
-    for (let i = 0; i < last; i++) s.write(parts[i]);
-    s.write(parts[last], () => {
+    const written = (): void => {
       if (pooled) this.opts.buffers.give(pooled);
       this.lastActivity = Date.now();
       this.account.release(held);
       this.unstall();
-    });
+    };
+    if (single) s.write(reply, written);
+    else {
+      const last = reply.length - 1;
+      for (let i = 0; i < last; i++) s.write(reply[i]);
+      s.write(reply[last], written);
+    }
+    if (!this.corked) return;
+    if (this.inflight === 0) this.flush();
+    else if (!this.flushQueued) {
+      this.flushQueued = true;
+      setImmediate(this.flushLater);
+    }
+  }
+
+  /** Sends the batch of replies corked so far. */
+  private flush(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
   }
 
   /** The counters of a command type; undefined for one the protocol does not know (refused, not counted). */
@@ -567,10 +636,7 @@ export class Transmission implements ParserSink {
   private maybeFinish(): void {
     if (this.inflight > 0) return;
     if (this.ending && !this.closed) {
-      if (this.corked) {
-        this.corked = false;
-        this.socket.uncork();
-      }
+      this.flush();
       this.socket.end();
       lingerThenDestroy(this.socket);
     }

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BufferBudget, type BudgetAccount } from '../../src/nbd/buffer-budget.js';
-import { BufferPool, FIRST_SLAB_BYTES, SLAB_BYTES } from '../../src/nbd/buffer-pool.js';
+import { BufferPool, FIRST_SLAB_BYTES, HEADROOM, SLAB_BYTES } from '../../src/nbd/buffer-pool.js';
 import { propertyRuns } from '../support/scratch.js';
 
 const KIB = 1024;
@@ -80,6 +80,10 @@ describe('the server-wide buffer budget', () => {
 });
 
 describe('pooled I/O buffers', () => {
+  const MIB = 1024 * 1024;
+  /** Memory of a slab meant for `bytes` of blocks of `size`: each block has its headroom in front. */
+  const slab = (bytes: number, size: number) => (bytes / size) * (size + HEADROOM);
+
   it('reuse buffers, and drop every slab once all its buffers are back and trim() is asked', () => {
     let released = 0;
     const pool = new BufferPool(() => released++);
@@ -87,7 +91,7 @@ describe('pooled I/O buffers', () => {
     const b = pool.take(1000);
     expect(a.length).toBe(1024 * 1024);
     expect(b.length).toBe(4096);
-    expect(pool.stats).toEqual({ slabs: 2, slabBytes: 2 * FIRST_SLAB_BYTES, inUseBytes: 1024 * 1024 + 4096 });
+    expect(pool.stats).toEqual({ slabs: 2, slabBytes: slab(FIRST_SLAB_BYTES, 1024 * 1024) + slab(FIRST_SLAB_BYTES, 4096), inUseBytes: 1024 * 1024 + 4096 });
     pool.give(a);
     expect(pool.take(600 * 1024)).toBe(a);
     pool.give(a);
@@ -95,7 +99,7 @@ describe('pooled I/O buffers', () => {
     pool.give(Buffer.alloc(4096));
     expect(pool.stats.inUseBytes).toBe(4096);
     pool.trim();
-    expect(pool.stats).toEqual({ slabs: 1, slabBytes: FIRST_SLAB_BYTES, inUseBytes: 4096 });
+    expect(pool.stats).toEqual({ slabs: 1, slabBytes: slab(FIRST_SLAB_BYTES, 4096), inUseBytes: 4096 });
     expect(released).toBe(1);
     pool.give(b);
     pool.trim();
@@ -107,9 +111,41 @@ describe('pooled I/O buffers', () => {
     const pool = new BufferPool();
     const blocks = (FIRST_SLAB_BYTES + 2 * SLAB_BYTES) / (1024 * 1024);
     const taken = Array.from({ length: blocks }, () => pool.take(1024 * 1024));
-    expect(pool.stats).toEqual({ slabs: 3, slabBytes: FIRST_SLAB_BYTES + 2 * SLAB_BYTES, inUseBytes: blocks * 1024 * 1024 });
+    expect(pool.stats).toEqual({ slabs: 3, slabBytes: slab(FIRST_SLAB_BYTES + 2 * SLAB_BYTES, 1024 * 1024), inUseBytes: blocks * 1024 * 1024 });
     for (const t of taken) pool.give(t);
     expect(pool.stats.slabs).toBe(1);
     expect(pool.stats.inUseBytes).toBe(0);
+  });
+
+  it('keep the larger empty slab as the spare, so a class that outgrew its first slab does not make and drop another at every peak', () => {
+    let released = 0;
+    const pool = new BufferPool(() => released++);
+    const perFirst = FIRST_SLAB_BYTES / MIB;
+    const peak = () => Array.from({ length: perFirst + 1 }, () => pool.take(MIB));
+    for (let round = 0; round < 3; round++) {
+      const taken = peak();
+      expect(pool.stats.slabs).toBe(round === 0 ? 2 : 1);
+      for (const t of taken) pool.give(t);
+      expect(pool.stats).toEqual({ slabs: 1, slabBytes: slab(SLAB_BYTES, MIB), inUseBytes: 0 });
+    }
+    expect(released).toBe(1);
+  });
+
+  it('keep room in front of every buffer for a reply header, so header and data are one buffer', () => {
+    const pool = new BufferPool();
+    const a = pool.take(4096);
+    const b = pool.take(4096);
+    a.fill(0xaa);
+    b.fill(0xbb);
+    const whole = pool.withFront(b.subarray(0, 100), 16);
+    expect(whole.length).toBe(116);
+    whole.fill(0x11, 0, 16);
+    // The header's bytes are the block's own: neither its neighbour nor its data was touched.
+    expect(a.every((x) => x === 0xaa)).toBe(true);
+    expect(whole.subarray(16).equals(b.subarray(0, 100))).toBe(true);
+    expect(b.every((x) => x === 0xbb)).toBe(true);
+    expect(() => pool.withFront(b.subarray(1), 16)).toThrow(RangeError);
+    expect(() => pool.withFront(Buffer.alloc(4096), 16)).toThrow(RangeError);
+    expect(() => pool.withFront(b, HEADROOM + 1)).toThrow(RangeError);
   });
 });

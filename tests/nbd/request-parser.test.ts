@@ -1,7 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CMD_READ, CMD_WRITE, MAX_PAYLOAD, REQUEST_MAGIC } from '../../src/nbd/constants.js';
-import { RequestParser, type Request } from '../../src/nbd/request-parser.js';
+import { BufferPool } from '../../src/nbd/buffer-pool.js';
+import { PLACE_MIN, RequestParser, type Request } from '../../src/nbd/request-parser.js';
+import type { ReadPlacement } from '../../src/nbd/socket-reads.js';
 import { propertyRuns } from '../support/scratch.js';
 
 interface Wire {
@@ -150,4 +152,122 @@ describe('request parser', () => {
       { numRuns: propertyRuns(1000) },
     );
   });
+
+  it('has the rest of a large payload read straight into its buffer where the socket allows, with the same requests as from chunks', () => {
+    const big = fc.record({ cookie: fc.nat({ max: 0xffffffff }), length: fc.integer({ min: 1, max: 3 * PLACE_MIN }), seed: fc.nat({ max: 255 }), write: fc.boolean() });
+    fc.assert(
+      fc.property(fc.array(big, { minLength: 1, maxLength: 6 }), fc.array(fc.integer({ min: 1, max: 2 * PLACE_MIN }), { minLength: 1, maxLength: 30 }), (reqs, reads) => {
+        const wire = reqs.map((r) => ({
+          flags: 0,
+          type: r.write ? CMD_WRITE : CMD_READ,
+          cookie: [0, r.cookie] as [number, number],
+          offsetHi: 0,
+          offsetLo: 0,
+          length: r.length,
+          payload: r.write ? Buffer.from(Array.from({ length: r.length }, (_, i) => (r.seed + i * 13) & 255)) : undefined,
+        }));
+        const socket = new FakeSocket(Buffer.concat(wire.map(encode)), reads);
+        const got: Request[] = [];
+        const parser = new RequestParser({ request: (r) => got.push({ ...r, payload: r.payload ? Buffer.from(r.payload) : undefined }), fatal: (m) => expect.fail(m), full: () => false }, new BufferPool(), socket);
+        socket.run(parser);
+        expect(got.map((g) => [g.type, g.cookieLo, g.length])).toEqual(wire.map((w) => [w.type, w.cookie[1], w.length]));
+        got.forEach((g, i) => {
+          if (wire[i]!.payload) expect(g.payload!.equals(wire[i]!.payload!)).toBe(true);
+        });
+        // Only a large remainder is placed, and only one asked for while a read is delivered.
+        for (const n of socket.placedSizes) expect(n).toBeGreaterThan(0);
+        if (reqs.some((r) => r.write && r.length >= 2 * PLACE_MIN) && reads.every((n) => n < PLACE_MIN / 2)) expect(socket.placedSizes.length).toBeGreaterThan(0);
+      }),
+      { numRuns: propertyRuns(200) },
+    );
+  });
+
+  it('after a large write reads the next header alone, so that a large write after it is read in place whole', () => {
+    const length = 3 * PLACE_MIN;
+    const write = (c: number) => encode({ flags: 0, type: CMD_WRITE, cookie: [0, c], offsetHi: 0, offsetLo: 0, length, payload: Buffer.alloc(length, c) });
+    const read = encode({ flags: 0, type: CMD_READ, cookie: [0, 3], offsetHi: 0, offsetLo: 0, length: 4096, payload: undefined });
+    const socket = new FakeSocket(Buffer.concat([write(1), write(2), read]), [4 * PLACE_MIN]);
+    const got: Request[] = [];
+    const parser = new RequestParser({ request: (r) => got.push({ ...r, payload: r.payload ? Buffer.from(r.payload) : undefined }), fatal: (m) => expect.fail(m), full: () => false }, new BufferPool(), socket);
+    socket.run(parser);
+    // The first payload's start came with its header into the connection's buffer (2 * PLACE_MIN there); the second came in place whole.
+    expect(socket.placedSizes).toEqual([length + 28 - 2 * PLACE_MIN, 28, length, 28]);
+    expect(got.map((r) => [r.cookieLo, r.payload?.equals(Buffer.alloc(length, r.cookieLo)) ?? 'none'])).toEqual([
+      [1, true],
+      [2, true],
+      [3, 'none'],
+    ]);
+  });
+
+  it('gives a payload buffer back only once no placed read can land in it any more', () => {
+    const pool = new BufferPool();
+    const socket = new FakeSocket(encode({ flags: 0, type: CMD_WRITE, cookie: [0, 1], offsetHi: 0, offsetLo: 0, length: 4 * PLACE_MIN, payload: Buffer.alloc(4 * PLACE_MIN, 7) }), [1000]);
+    const parser = new RequestParser({ request: () => expect.fail('the payload is not complete'), fatal: (m) => expect.fail(m), full: () => false }, pool, socket);
+    socket.step(parser);
+    expect(socket.next).toBeDefined();
+    const used = pool.stats.inUseBytes;
+    expect(used).toBeGreaterThan(0);
+    parser.stop();
+    // Still the target of the read under way: not back in the pool yet.
+    expect(pool.stats.inUseBytes).toBe(used);
+    socket.settleAbandoned();
+    expect(pool.stats.inUseBytes).toBe(0);
+  });
 });
+
+/** A connection that reads the stream in the given sizes, into its own buffer or into the target the parser placed during the last delivery. */
+class FakeSocket implements ReadPlacement {
+  private delivering = false;
+  private target: Buffer | undefined;
+  next: Buffer | undefined;
+  private abandoned: (() => void) | undefined;
+  private pos = 0;
+  private turn = 0;
+  readonly placedSizes: number[] = [];
+  private readonly own = Buffer.alloc(2 * PLACE_MIN);
+
+  constructor(
+    private readonly stream: Buffer,
+    private readonly reads: number[],
+  ) {}
+
+  place(target: Buffer): boolean {
+    if (!this.delivering) return false;
+    this.target = target;
+    return true;
+  }
+
+  abandon(free: () => void): void {
+    this.target = undefined;
+    if (this.next) this.abandoned = free;
+    else free();
+  }
+
+  settleAbandoned(): void {
+    this.next = undefined;
+    this.abandoned?.();
+  }
+
+  run(parser: RequestParser): void {
+    while (this.pos < this.stream.length) this.step(parser);
+  }
+
+  step(parser: RequestParser): void {
+    const size = this.reads[this.turn++ % this.reads.length]!;
+    const into = this.next ?? this.own;
+    const n = this.stream.copy(into, 0, this.pos, this.pos + Math.min(size, into.length));
+    this.pos += n;
+    this.delivering = true;
+    if (this.next) {
+      this.next = undefined;
+      this.placedSizes.push(n);
+      parser.placedRead(n);
+    } else {
+      parser.push(this.own.subarray(0, n), true);
+      this.own.fill(0xa5);
+    }
+    this.delivering = false;
+    this.next = this.target;
+    this.target = undefined;
+  }
+}
