@@ -17,14 +17,18 @@ interface Waiter extends Holder {
 }
 
 export class RangeLock {
-  private readonly holders = new Set<Holder>();
+  /**
+   * An array, not a Set: at depth 1 it goes from one holder to none at every
+   * request, and a Set rebuilt its table each time.
+   */
+  private readonly holders: Holder[] = [];
   private waiters: Waiter[] = [];
 
   acquire(first: number, last: number, exclusive: boolean): (() => void) | Promise<() => void> {
     const h: Holder = { first, last, exclusive };
     // Waiters keep their place: a newcomer that conflicts with one queues behind it.
     if (!this.conflicts(h) && !this.waiters.some((w) => overlaps(w, h) && (w.exclusive || exclusive))) {
-      this.holders.add(h);
+      this.holders.push(h);
       return () => this.release(h);
     }
     return new Promise((grant) => this.waiters.push({ ...h, grant }));
@@ -46,12 +50,18 @@ export class RangeLock {
   }
 
   private release(h: Holder): void {
-    this.holders.delete(h);
+    const holders = this.holders;
+    const i = holders.indexOf(h);
+    if (i < 0) return;
+    // Order among holders does not matter: the last one takes the freed place.
+    const last = holders.pop()!;
+    if (last !== h) holders[i] = last;
+    if (this.waiters.length === 0) return;
     const still: Waiter[] = [];
     for (const w of this.waiters) {
       if (!this.conflicts(w) && !still.some((s) => overlaps(s, w) && (s.exclusive || w.exclusive))) {
         const held: Holder = { first: w.first, last: w.last, exclusive: w.exclusive };
-        this.holders.add(held);
+        this.holders.push(held);
         w.grant(() => this.release(held));
       } else {
         still.push(w);
