@@ -22,7 +22,8 @@ export const SLAB_BYTES = 64 * 1024 * 1024;
  * its heap limits, and with a 64 MiB slab behind 4 KiB reads it ran a full
  * collection every few megabytes of traffic (35 in a run of 190k reads where
  * there had been none; about +6% CPU per read). One 4 MiB slab holds a
- * thousand 4 KiB buffers; only a class that needs more gets 64 MiB slabs.
+ * thousand 4 KiB buffers; a class that needs more gets slabs of twice the
+ * size of its last, up to 64 MiB.
  * The small ones may come from glibc's heap and stay there, a few MiB at most.
  */
 export const FIRST_SLAB_BYTES = 4 * 1024 * 1024;
@@ -94,8 +95,12 @@ export class BufferPool {
     if (!list) this.partial.set(size, (list = []));
     let slab = list[list.length - 1];
     if (!slab) {
-      const first = ![...this.slabs.values()].some((other) => other.size === size);
-      slab = new Slab(first ? FIRST_SLAB_BYTES : SLAB_BYTES, size);
+      let held = 0;
+      for (const other of this.slabs.values()) if (other.size === size) held++;
+      // Each further slab of a class doubles, up to SLAB_BYTES: four 1 MiB reads in flight plus a
+      // reply still being sent need a fifth buffer, and that alone must not cost a 64 MiB slab
+      // that the spare rule then keeps for the connection's lifetime.
+      slab = new Slab(Math.min(SLAB_BYTES, FIRST_SLAB_BYTES * 2 ** held), size);
       this.slabs.set(slab.memory.buffer, slab);
       list.push(slab);
     }

@@ -107,11 +107,14 @@ describe('pooled I/O buffers', () => {
     expect(released).toBe(2);
   });
 
-  it('keep at most one empty slab per size class while in use', () => {
+  it('grow a class by slabs of twice the last one, up to SLAB_BYTES, and keep at most one empty slab per class while in use', () => {
     const pool = new BufferPool();
-    const blocks = (FIRST_SLAB_BYTES + 2 * SLAB_BYTES) / (1024 * 1024);
+    const sizes: number[] = [];
+    for (let bytes = FIRST_SLAB_BYTES; sizes.length < 2 || sizes[sizes.length - 2] !== SLAB_BYTES; bytes = Math.min(SLAB_BYTES, bytes * 2)) sizes.push(bytes);
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const blocks = total / (1024 * 1024);
     const taken = Array.from({ length: blocks }, () => pool.take(1024 * 1024));
-    expect(pool.stats).toEqual({ slabs: 3, slabBytes: slab(FIRST_SLAB_BYTES + 2 * SLAB_BYTES, 1024 * 1024), inUseBytes: blocks * 1024 * 1024 });
+    expect(pool.stats).toEqual({ slabs: sizes.length, slabBytes: slab(total, 1024 * 1024), inUseBytes: blocks * 1024 * 1024 });
     for (const t of taken) pool.give(t);
     expect(pool.stats.slabs).toBe(1);
     expect(pool.stats.inUseBytes).toBe(0);
@@ -126,7 +129,7 @@ describe('pooled I/O buffers', () => {
       const taken = peak();
       expect(pool.stats.slabs).toBe(round === 0 ? 2 : 1);
       for (const t of taken) pool.give(t);
-      expect(pool.stats).toEqual({ slabs: 1, slabBytes: slab(SLAB_BYTES, MIB), inUseBytes: 0 });
+      expect(pool.stats).toEqual({ slabs: 1, slabBytes: slab(2 * FIRST_SLAB_BYTES, MIB), inUseBytes: 0 });
     }
     expect(released).toBe(1);
   });
