@@ -18,6 +18,15 @@ export type FileIoMode = 'auto' | 'sync' | 'async';
 const SYNC_LIMIT = 128 * 1024;
 /** Zero runs are written from one shared buffer of this size, never allocated per request. */
 const ZERO_CHUNK = 1024 * 1024;
+/**
+ * Bytes of small page-cache writes between background syncs (see wrote()).
+ * Measured over 40 s of 4K random writes at QD16: with a sync every 64 MiB
+ * the worst write took 0.77 s and the 99.9th percentile 18 ms; with none,
+ * 1.9 s and 88 ms, since the commit's flush then had all of it to write; a
+ * sync every 8 MiB cost a third of the IOPS, cleaning pages that the next
+ * writes dirtied again.
+ */
+const WRITE_BEHIND = 64 * 1024 * 1024;
 let zeroChunk: Buffer | undefined;
 
 export interface FileOpenOptions {
@@ -50,6 +59,10 @@ export interface FileCreateOptions {
  */
 export class FileDevice implements BlockDevice {
   readonly name: string;
+  private unsynced = 0;
+  /** The write-behind sync in flight, if any (close waits for it: its fd must not be reused under it). */
+  private behind: Promise<void> | undefined;
+  private behindError: NodeJS.ErrnoException | undefined;
   /** Changes only through grow(). */
   size: number;
   readonly blockSize: number;
@@ -165,6 +178,7 @@ export class FileDevice implements BlockDevice {
         const done = this.direct.write(buf, offset);
         return opts?.fua ? done.then(() => this.flush()) : done;
       }
+      this.wrote(buf.length);
       if (this.goesSync(buf.length)) {
         this.writeSync(buf, offset);
         return opts?.fua ? this.flush() : Promise.resolve();
@@ -177,11 +191,41 @@ export class FileDevice implements BlockDevice {
   }
 
   flush(): Promise<void> {
+    this.unsynced = 0;
     return new Promise((resolve, reject) => {
       if (this.fd < 0) return reject(new BlockDeviceError('ECLOSED', this.name, 'flush', 'device is closed'));
       if (this.readOnly) return resolve();
-      fs.fdatasync(this.fd, (err) => (err ? reject(fromSystemError(err, this.name, 'flush')) : resolve()));
+      fs.fdatasync(this.fd, (err) => {
+        // An error a write-behind sync met is this flush's: the kernel reports it once.
+        const behind = this.behindError;
+        this.behindError = undefined;
+        if (err) return reject(fromSystemError(err, this.name, 'flush'));
+        if (behind) return reject(fromSystemError(behind, this.name, 'flush'));
+        resolve();
+      });
     });
+  }
+
+  /**
+   * Through the page cache, dirty data piles up between flushes and the
+   * flush that follows must write all of it (seconds under a steady
+   * random-write load, while writes to pages being written back wait).
+   * Every WRITE_BEHIND bytes of small writes a sync is started in the
+   * background, so the kernel writes as it goes and the next flush finds
+   * little left. Large writes do not count: their pages are written back in
+   * long runs, quickly, and syncing behind them cost 1 MiB writes a quarter
+   * of their speed.
+   */
+  private wrote(length: number): void {
+    if (this.direct || length > SYNC_LIMIT || (this.unsynced += length) < WRITE_BEHIND || this.behind) return;
+    this.unsynced = 0;
+    this.behind = new Promise((resolve) =>
+      fs.fdatasync(this.fd, (err) => {
+        this.behind = undefined;
+        if (err) this.behindError ??= err;
+        resolve();
+      }),
+    );
   }
 
   async discard(offset: number, length: number): Promise<void> {
@@ -204,6 +248,7 @@ export class FileDevice implements BlockDevice {
 
   async close(): Promise<void> {
     if (this.fd < 0) return;
+    await this.behind;
     const fd = this.fd;
     this.fd = -1;
     try {
