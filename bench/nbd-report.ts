@@ -1,16 +1,11 @@
 import { formatSize } from '../bin/size.js';
+import type { FioResult } from './nbd-fio.js';
 import type { Comparison } from './nbd-options.js';
 import { markdownTable } from './stats.js';
 
 /** What `npm run bench` writes as JSON, and the markdown made from it. */
-export interface Sample {
+export interface Sample extends FioResult {
   round: number;
-  value: number;
-  ios: number;
-  latMeanUs: number;
-  latP99Us: number;
-  latP999Us: number;
-  latMaxUs: number;
   /** Server process CPU time (user + system) per I/O, in microseconds. */
   serverCpuUsPerIo: number;
   /** Highest VmRSS of the server seen during the fio run (sampled 5 times a second), in bytes. */

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { CrashSimulator, FaultyDevice, MemoryDevice, type FaultRule } from '../../src/blockdev/index.js';
 import { Pool } from '../../src/qcowlike/index.js';
 import { pattern } from '../support/blockdev-contract.js';
+import { volumeAfterCrash } from '../support/pool.js';
 
 const C = 65536;
 const opts = { cacheBytes: 64 * C };
@@ -16,18 +17,6 @@ async function setup(volumeBytes = 8 << 20, journalBytes?: number): Promise<{ si
   const faulty = new FaultyDevice(sim, { seed: 7 });
   const pool = await Pool.open(faulty, opts);
   return { sim, faulty, pool, base };
-}
-
-/** Power loss, reopen, `check` clean; returns the volume's bytes. */
-async function afterCrash(sim: CrashSimulator, seed: number, length: number): Promise<Buffer> {
-  const { device } = await sim.crash(seed);
-  const pool = await Pool.open(device, opts);
-  expect((await pool.check()).problems).toEqual([]);
-  const v = await pool.openVolume('v');
-  const out = Buffer.alloc(length);
-  await v.read(out, 0);
-  await v.close();
-  return out;
 }
 
 /** The first byte past every cluster in use: writes from here on go into space the host has not given yet. */
@@ -56,7 +45,7 @@ describe('a failing device never costs acknowledged data', () => {
     expect(back.subarray(0, 1 << 20).equals(a)).toBe(true);
     expect(back.subarray(1 << 20).every((b) => b === 0)).toBe(true);
     await v.flush();
-    const after = await afterCrash(sim, 1, 2 << 20);
+    const after = await volumeAfterCrash(sim, 1, 2 << 20, opts);
     expect(after.equals(back)).toBe(true);
   });
 
@@ -76,7 +65,7 @@ describe('a failing device never costs acknowledged data', () => {
       expect(got.equals(a.subarray(s, s + 512)) || got.equals(b.subarray(s, s + 512)), `sector ${s / 512}`).toBe(true);
     }
     await v.flush();
-    expect((await afterCrash(sim, 2, 256 << 10)).equals(back)).toBe(true);
+    expect((await volumeAfterCrash(sim, 2, 256 << 10, opts)).equals(back)).toBe(true);
   });
 
   it('a commit whose journal append failed does not let the next commit reference what it described', async () => {
@@ -95,7 +84,7 @@ describe('a failing device never costs acknowledged data', () => {
     const c = pattern(4096, 7);
     await v.write(c, 0);
     await v.flush();
-    const after = await afterCrash(sim, 3, 5 << 20);
+    const after = await volumeAfterCrash(sim, 3, 5 << 20, opts);
     expect(after.subarray(0, 4096).equals(c)).toBe(true);
     expect(after.subarray(4096, 2 << 20).equals(a.subarray(4096))).toBe(true);
     expect(after.subarray(4 << 20, (4 << 20) + C).equals(b)).toBe(true);
@@ -137,7 +126,7 @@ describe('a failing device never costs acknowledged data', () => {
     await expect(v.write(pattern(4096, 13), 0)).rejects.toThrow(/flush of the pool's device failed/);
     await expect(v.flush()).rejects.toThrow(/flush of the pool's device failed/);
     await expect(pool.createVolume('w', 1 << 20)).rejects.toThrow(/flush of the pool's device failed/);
-    const after = await afterCrash(sim, 5, 1 << 20);
+    const after = await volumeAfterCrash(sim, 5, 1 << 20, opts);
     expect(after.equals(a)).toBe(true);
   });
 
@@ -184,7 +173,7 @@ describe('a failing device never costs acknowledged data', () => {
     faulty.clearRules();
     await pool.store.checkpoint();
     expect(pool.store.journal.used).toBe(512);
-    const after = await afterCrash(sim, 7, 13 << 20);
+    const after = await volumeAfterCrash(sim, 7, 13 << 20, opts);
     expect(after.subarray(0, 4 << 20).equals(data)).toBe(true);
     expect(after.subarray(12 << 20, (12 << 20) + 4096).equals(data.subarray(0, 4096))).toBe(true);
   });

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { CrashSimulator, FaultyDevice, MemoryDevice, Rng } from '../../src/blockdev/index.js';
 import { Pool } from '../../src/qcowlike/index.js';
 import { pattern } from '../support/blockdev-contract.js';
+import { volumeAfterCrash } from '../support/pool.js';
 
 /**
  * Writes of whole sub-clusters within one cluster take a path of their own
@@ -21,17 +22,6 @@ async function setup(): Promise<{ sim: CrashSimulator; faulty: FaultyDevice; poo
   return { sim, faulty, pool: await Pool.open(faulty, opts) };
 }
 
-async function afterCrash(sim: CrashSimulator, seed: number, length: number): Promise<Buffer> {
-  const { device } = await sim.crash(seed);
-  const pool = await Pool.open(device, opts);
-  expect((await pool.check()).problems).toEqual([]);
-  const v = await pool.openVolume('v');
-  const out = Buffer.alloc(length);
-  await v.read(out, 0);
-  await v.close();
-  return out;
-}
-
 describe('writes of whole sub-clusters of one cluster', () => {
   it('a refused write into a cluster it allocated gives the cluster back and leaves the map as the device backs it', async () => {
     const { sim, faulty, pool } = await setup();
@@ -49,7 +39,7 @@ describe('writes of whole sub-clusters of one cluster', () => {
     expect(back.subarray(0, S).equals(a)).toBe(true);
     expect(back.subarray(S).every((b) => b === 0)).toBe(true);
     await v.flush();
-    expect((await afterCrash(sim, 1, 2 * C)).equals(back)).toBe(true);
+    expect((await volumeAfterCrash(sim, 1, 2 * C, opts)).equals(back)).toBe(true);
   });
 
   it('a torn overwrite of durable data reads old or new in every sector, never a checksum error', async () => {
@@ -75,7 +65,7 @@ describe('writes of whole sub-clusters of one cluster', () => {
       expect(got.equals(a.subarray(s, s + 512)) || got.equals(expected.subarray(s, s + 512)), `sector ${s / 512}`).toBe(true);
     }
     await v.flush();
-    expect((await afterCrash(sim, 2, C)).equals(back)).toBe(true);
+    expect((await volumeAfterCrash(sim, 2, C, opts)).equals(back)).toBe(true);
   });
 
   it('racing commits, every flushed write survives a crash and the pool checks clean', async () => {
@@ -106,6 +96,6 @@ describe('writes of whole sub-clusters of one cluster', () => {
     const back = Buffer.alloc(size);
     await v.read(back, 0);
     expect(back.equals(model)).toBe(true);
-    expect((await afterCrash(sim, 3, size)).equals(model)).toBe(true);
+    expect((await volumeAfterCrash(sim, 3, size, opts)).equals(model)).toBe(true);
   });
 });

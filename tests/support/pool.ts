@@ -1,5 +1,6 @@
-import { MemoryDevice, PassThroughDevice, type BlockDevice } from '../../src/blockdev/index.js';
-import { Pool } from '../../src/qcowlike/index.js';
+import { expect } from 'vitest';
+import { MemoryDevice, PassThroughDevice, type BlockDevice, type CrashSimulator } from '../../src/blockdev/index.js';
+import { Pool, type PoolOpenOptions } from '../../src/qcowlike/index.js';
 
 /** A pool on a fresh memory device, small enough for thousands of property cases. */
 export async function memoryPool(opts: { deviceSize?: number; clusterSize?: number; cacheBytes?: number; journalBytes?: number } = {}): Promise<{ pool: Pool; dev: BlockDevice }> {
@@ -29,4 +30,16 @@ class Reopenable extends PassThroughDevice {
 
 export function reopenable(dev: BlockDevice): BlockDevice {
   return new Reopenable(dev);
+}
+
+/** Power loss, reopen, `check` clean; returns the first `length` bytes of volume 'v'. */
+export async function volumeAfterCrash(sim: CrashSimulator, seed: number, length: number, opts: PoolOpenOptions): Promise<Buffer> {
+  const { device } = await sim.crash(seed);
+  const pool = await Pool.open(device, opts);
+  expect((await pool.check()).problems).toEqual([]);
+  const v = await pool.openVolume('v');
+  const out = Buffer.alloc(length);
+  await v.read(out, 0);
+  await v.close();
+  return out;
 }
