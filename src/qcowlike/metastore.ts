@@ -413,8 +413,8 @@ export class MetaStore {
    * and a writer waiting for it would wait seconds under a steady load.
    * Only at the bounds themselves (journal room, dirty blocks in memory) is
    * the commit waited for, so what memory and the journal hold stays bounded
-   * as before. Nothing becomes durable earlier or later than a client asks:
-   * a FLUSH or FUA still commits and waits.
+   * as before. What a client is promised does not change: a FLUSH or FUA
+   * still commits and waits.
    */
   relieve(): Promise<void> | undefined {
     if (this.wantsCommit) return this.commit();
