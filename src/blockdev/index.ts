@@ -12,3 +12,4 @@ export { PassThroughDevice } from './pass-through.js';
 export { FaultyDevice, type FaultRule, type FaultyDeviceOptions } from './faulty.js';
 export { CrashSimulator, type CrashReport } from './crash.js';
 export { Rng } from './rng.js';
+export { ReusableBuffers } from './reusable-buffers.js';

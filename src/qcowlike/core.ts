@@ -1,6 +1,5 @@
-import type { BlockDevice } from '../blockdev/index.js';
+import type { BlockDevice, ReusableBuffers } from '../blockdev/index.js';
 import type { Allocator } from './allocator.js';
-import type { ClusterBuffers } from './cluster-buffers.js';
 import type { Geometry } from './geometry.js';
 import type { MetaStore } from './metastore.js';
 
@@ -14,5 +13,5 @@ export interface PoolCore {
   /** Checksum failures repaired from redundancy below, and found unrepairable. */
   readonly counters: { repairedData: number; corruptData: number };
   /** Scratch clusters for copy-ups, shared by the pool's volumes. */
-  readonly clusterBuffers: ClusterBuffers;
+  readonly clusterBuffers: ReusableBuffers;
 }

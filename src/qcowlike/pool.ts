@@ -1,8 +1,7 @@
-import { allocatedBytes, Serializer, type BlockDevice } from '../blockdev/index.js';
+import { allocatedBytes, ReusableBuffers, Serializer, type BlockDevice } from '../blockdev/index.js';
 import { Allocator } from './allocator.js';
 import { COPY_POINTER_AT, decodeCatalog, emptyCatalog, encodeCatalog, readPointer, type Catalog, type CatalogLayer, type CatalogPointer } from './catalog.js';
 import { dataChecksum, initChecksums, metaChecksum } from './checksum.js';
-import { ClusterBuffers } from './cluster-buffers.js';
 import type { PoolCore } from './core.js';
 import { PoolError, damageReason } from './errors.js';
 import { ENTRY_ALLOC, ENTRY_SUMS, blockOwner, geometryFor, isInherited, l1BlocksFor, readHost, readL1, type Geometry } from './geometry.js';
@@ -40,7 +39,7 @@ export class Pool implements PoolCore {
   readonly alloc: Allocator;
   readonly geo: Geometry;
   readonly counters = { repairedData: 0, corruptData: 0 };
-  readonly clusterBuffers: ClusterBuffers;
+  readonly clusterBuffers: ReusableBuffers;
   private catalog: Catalog = emptyCatalog();
   private readonly layers = new Map<number, Layer>();
   private readonly openCounts = new Map<string, number>();
@@ -79,7 +78,7 @@ export class Pool implements PoolCore {
     const C = header.clusterSize;
     if (maxIntents !== undefined && !(Number.isSafeInteger(maxIntents) && maxIntents >= 1)) throw new PoolError('EINVAL', `maxIntents must be a whole number of tables, at least 1 (got ${maxIntents})`);
     this.geo = geometryFor(C, header.subclusters);
-    this.clusterBuffers = new ClusterBuffers(C);
+    this.clusterBuffers = new ReusableBuffers(C, 32);
     this.store = new MetaStore(dev, C, {
       cacheBytes,
       journalStart: header.journalStart * C,

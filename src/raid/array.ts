@@ -1,5 +1,5 @@
-import { BlockDeviceError, Serializer, checkRange, checkWritable, type BlockDevice, type BlockOp, type Redundancy, type WriteOptions, type WriteZeroesOptions } from '../blockdev/index.js';
-import { BufferPool, MemberLost, type Engine, type MemberIO, type Mismatch } from './engine.js';
+import { BlockDeviceError, ReusableBuffers, Serializer, checkRange, checkWritable, type BlockDevice, type BlockOp, type Redundancy, type WriteOptions, type WriteZeroesOptions } from '../blockdev/index.js';
+import { MemberLost, type Engine, type MemberIO, type Mismatch } from './engine.js';
 import { levelDescriptor, MirrorLayout, ParityLayout, type LevelDescriptor, type RaidLevel } from './levels/index.js';
 import { MirrorEngine } from './mirror-engine.js';
 import { ParityEngine } from './parity-engine.js';
@@ -151,7 +151,7 @@ export class RaidArray implements BlockDevice {
   private readonly engine: Engine;
   private readonly mirror: MirrorLayout | undefined;
   private readonly parity: ParityLayout | undefined;
-  private readonly pool: BufferPool;
+  private readonly pool: ReusableBuffers;
   private readonly bitmap: WriteIntentBitmap;
   private events: number;
   private readonly meta = new Serializer();
@@ -177,7 +177,7 @@ export class RaidArray implements BlockDevice {
     this.events = events;
     const devs = slots.map((s) => s.dev).filter((d): d is BlockDevice => d !== undefined);
     this.blockSize = Math.max(512, ...devs.map((d) => d.blockSize));
-    this.pool = new BufferPool(g.chunk);
+    this.pool = new ReusableBuffers(g.chunk);
     const io = this.memberIO();
     if (this.level.kind === 'mirror') {
       this.mirror = new MirrorLayout(g.members, g.copies, g.chunk, g.rows);

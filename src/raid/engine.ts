@@ -72,24 +72,6 @@ export class MemberLost extends Error {
   }
 }
 
-/** Chunk-sized buffers reused across requests: no allocation (and no page faults) on the hot path. */
-export class BufferPool {
-  private readonly free: Buffer[] = [];
-
-  constructor(
-    readonly size: number,
-    private readonly keep = 64,
-  ) {}
-
-  take(): Buffer {
-    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
-  }
-
-  give(b: Buffer): void {
-    if (this.free.length < this.keep) this.free.push(b);
-  }
-}
-
 /**
  * Waits for every member request of a step, then rejects with the first
  * failure. Promise.all would reject early and leave writes in flight while
