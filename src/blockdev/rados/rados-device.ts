@@ -1,0 +1,237 @@
+import crypto from 'node:crypto';
+import { checkRange, checkWritable, type BlockDevice, type WriteOptions, type WriteZeroesOptions } from '../device.js';
+import { BlockDeviceError, type BlockErrorCode, type BlockOp } from '../errors.js';
+import { pieces } from '../pieces.js';
+import { errnoName, RADOS_ERR } from './errno.js';
+import type { RadosIoctx } from './rados-ioctx.js';
+
+/**
+ * A BlockDevice striped over RADOS objects, as RBD lays out an image: a
+ * header object names the device's size, object size and a random id; data
+ * object i holds bytes [i·objectSize, (i+1)·objectSize) and is named
+ * `strata_data.<id>.<i as 16 hex digits>`. Objects are created by their first
+ * write, so an empty device costs nothing, and the id means a device made
+ * again under the same name never sees the objects of an earlier one.
+ *
+ * Durability: RADOS acknowledges a write once every replica has it, so a
+ * write that resolved is durable; flush() waits for writes still in flight.
+ * Discard and write-zeroes remove whole objects and zero or truncate the
+ * parts of others; both read back as zeroes.
+ */
+
+export const DEFAULT_OBJECT_SIZE = 4 * 1024 * 1024;
+const HEADER_MAGIC = 'strata-rados-device';
+
+export interface RadosDeviceHeader {
+  magic: typeof HEADER_MAGIC;
+  version: 1;
+  size: number;
+  objectSize: number;
+  id: string;
+}
+
+export function headerObject(name: string): string {
+  return `strata_header.${name}`;
+}
+
+export function dataObject(id: string, index: number): string {
+  return `strata_data.${id}.${index.toString(16).padStart(16, '0')}`;
+}
+
+export interface RadosDeviceOptions {
+  readOnly?: boolean;
+  /** Called when an operation finds this client fenced (blocklisted after another host took the device over). */
+  onFenced?: () => void;
+}
+
+export class RadosDevice implements BlockDevice {
+  readonly blockSize = 512;
+  readonly preferredBlockSize = 4096;
+  readonly discardZeroes = true;
+  readonly name: string;
+  readonly readOnly: boolean;
+  private inFlightWrites = new Set<Promise<unknown>>();
+  private fenced = false;
+  private closed = false;
+
+  private constructor(
+    private readonly io: RadosIoctx,
+    private header: RadosDeviceHeader,
+    private readonly deviceName: string,
+    private readonly opts: RadosDeviceOptions,
+  ) {
+    this.name = `rados:${io.pool}/${deviceName}`;
+    this.readOnly = opts.readOnly ?? false;
+  }
+
+  get size(): number {
+    return this.header.size;
+  }
+
+  get objectSize(): number {
+    return this.header.objectSize;
+  }
+
+  /** Makes a new, empty device; refuses a name that has a header already. */
+  static async create(io: RadosIoctx, name: string, size: number, objectSize = DEFAULT_OBJECT_SIZE): Promise<RadosDevice> {
+    if (!Number.isSafeInteger(size) || size <= 0) throw new BlockDeviceError('EINVAL', `rados:${io.pool}/${name}`, 'open', `invalid size ${size}`);
+    if (await io.readSmall(headerObject(name))) {
+      throw new BlockDeviceError('EBUSY', `rados:${io.pool}/${name}`, 'open', `a device named '${name}' already exists in Ceph pool '${io.pool}'`);
+    }
+    const header: RadosDeviceHeader = { magic: HEADER_MAGIC, version: 1, size, objectSize, id: crypto.randomBytes(8).toString('hex') };
+    await io.writeSmall(headerObject(name), Buffer.from(JSON.stringify(header)));
+    return new RadosDevice(io, header, name, {});
+  }
+
+  static async open(io: RadosIoctx, name: string, opts: RadosDeviceOptions = {}): Promise<RadosDevice> {
+    return new RadosDevice(io, await RadosDevice.readHeader(io, name), name, opts);
+  }
+
+  static async exists(io: RadosIoctx, name: string): Promise<boolean> {
+    return (await io.readSmall(headerObject(name))) !== undefined;
+  }
+
+  static async readHeader(io: RadosIoctx, name: string): Promise<RadosDeviceHeader> {
+    const where = `rados:${io.pool}/${name}`;
+    const raw = await io.readSmall(headerObject(name));
+    if (raw === undefined) throw new BlockDeviceError('EINVAL', where, 'open', `no device named '${name}' in Ceph pool '${io.pool}' (object ${headerObject(name)} is missing)`);
+    let h: Partial<RadosDeviceHeader>;
+    try {
+      h = JSON.parse(raw.toString('utf8')) as Partial<RadosDeviceHeader>;
+    } catch {
+      throw new BlockDeviceError('EIO', where, 'open', `header object ${headerObject(name)} is damaged (not JSON)`);
+    }
+    const ok =
+      h.magic === HEADER_MAGIC && h.version === 1 && Number.isSafeInteger(h.size) && (h.size ?? 0) > 0 &&
+      Number.isSafeInteger(h.objectSize) && (h.objectSize ?? 0) >= 4096 && typeof h.id === 'string' && /^[0-9a-f]{16}$/.test(h.id);
+    if (!ok) throw new BlockDeviceError('EIO', where, 'open', `header object ${headerObject(name)} is damaged or of an unknown version`);
+    return h as RadosDeviceHeader;
+  }
+
+  /** Removes every data object, then the header. */
+  static async destroy(io: RadosIoctx, name: string): Promise<void> {
+    const header = await RadosDevice.readHeader(io, name);
+    const count = Math.ceil(header.size / header.objectSize);
+    await inParallel(count, 32, async (i) => {
+      const ret = await io.remove(dataObject(header.id, i));
+      if (ret < 0) throw new BlockDeviceError('EIO', `rados:${io.pool}/${name}`, 'discard', `removing ${dataObject(header.id, i)}: ${errnoName(ret)}`);
+    });
+    await io.removeObject(headerObject(name));
+  }
+
+  /** Grows the device: only the header changes, the new objects appear on their first write. */
+  async grow(size: number): Promise<void> {
+    if (size < this.header.size) throw new BlockDeviceError('EINVAL', this.name, 'write', `cannot shrink from ${this.header.size} to ${size}`);
+    const header = { ...this.header, size };
+    await this.io.writeSmall(headerObject(this.deviceName), Buffer.from(JSON.stringify(header)));
+    this.header = header;
+  }
+
+  async read(buf: Uint8Array, offset: number): Promise<void> {
+    this.usable('read', offset, buf.length);
+    checkRange(this, 'read', offset, buf.length);
+    await Promise.all(
+      pieces(this.header.objectSize, offset, buf.length).map(async (p) => {
+        const part = buf.subarray(p.at, p.at + p.length);
+        const ret = await this.io.read(dataObject(this.header.id, p.chunk), part, p.within);
+        if (ret === RADOS_ERR.ENOENT) return part.fill(0);
+        this.failed(ret, 'read', offset + p.at, p.length);
+        // An object ends where its last write ended: the rest reads as zeroes.
+        if (ret < p.length) part.fill(0, ret);
+        return part;
+      }),
+    );
+  }
+
+  async write(buf: Uint8Array, offset: number, _opts?: WriteOptions): Promise<void> {
+    this.usable('write', offset, buf.length);
+    checkRange(this, 'write', offset, buf.length);
+    checkWritable(this, 'write', offset, buf.length);
+    // FUA needs nothing more: a write RADOS acknowledged is on every replica.
+    await this.tracked(
+      pieces(this.header.objectSize, offset, buf.length).map(async (p) => {
+        const ret = await this.io.write(dataObject(this.header.id, p.chunk), buf.subarray(p.at, p.at + p.length), p.within);
+        this.failed(ret, 'write', offset + p.at, p.length);
+      }),
+    );
+  }
+
+  async flush(): Promise<void> {
+    this.usable('flush');
+    while (this.inFlightWrites.size > 0) await Promise.allSettled([...this.inFlightWrites]);
+    if (this.fenced) throw this.fencedError('flush');
+  }
+
+  discard(offset: number, length: number): Promise<void> {
+    return this.zeroRange('discard', offset, length);
+  }
+
+  writeZeroes(offset: number, length: number, _opts?: WriteZeroesOptions): Promise<void> {
+    return this.zeroRange('writeZeroes', offset, length);
+  }
+
+  private async zeroRange(op: BlockOp, offset: number, length: number): Promise<void> {
+    this.usable(op, offset, length);
+    checkRange(this, op, offset, length);
+    checkWritable(this, op, offset, length);
+    const objectSize = this.header.objectSize;
+    await this.tracked(
+      pieces(objectSize, offset, length).map(async (p) => {
+        const oid = dataObject(this.header.id, p.chunk);
+        const objectEnd = Math.min(objectSize, this.header.size - p.chunk * objectSize);
+        const ret =
+          p.within === 0 && p.length === objectEnd ? await this.io.remove(oid)
+          : p.within + p.length === objectEnd ? await this.io.truncate(oid, p.within)
+          : await this.io.zero(oid, p.within, p.length);
+        this.failed(ret, op, offset + p.at, p.length);
+      }),
+    );
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    while (this.inFlightWrites.size > 0) await Promise.allSettled([...this.inFlightWrites]);
+    this.closed = true;
+  }
+
+  private async tracked(work: Promise<void>[]): Promise<void> {
+    const all = Promise.all(work);
+    this.inFlightWrites.add(all);
+    try {
+      await all;
+    } finally {
+      this.inFlightWrites.delete(all);
+    }
+  }
+
+  private usable(op: BlockOp, offset?: number, length?: number): void {
+    if (this.closed) throw new BlockDeviceError('ECLOSED', this.name, op, 'device is closed', offset, length);
+    if (this.fenced) throw this.fencedError(op, offset, length);
+  }
+
+  private failed(ret: number, op: BlockOp, offset: number, length: number): void {
+    if (ret >= 0) return;
+    if (ret === RADOS_ERR.ESHUTDOWN) {
+      if (!this.fenced) {
+        this.fenced = true;
+        this.opts.onFenced?.();
+      }
+      throw this.fencedError(op, offset, length);
+    }
+    const code: BlockErrorCode = ret === RADOS_ERR.ENOSPC || ret === RADOS_ERR.EDQUOT ? 'ENOSPC' : ret === RADOS_ERR.EROFS ? 'EROFS' : 'EIO';
+    throw new BlockDeviceError(code, this.name, op, `RADOS: ${errnoName(ret)}`, offset, length);
+  }
+
+  private fencedError(op: BlockOp, offset?: number, length?: number): BlockDeviceError {
+    return new BlockDeviceError('EIO', this.name, op, 'this host was fenced: another host took the pool over (its RADOS client is blocklisted)', offset, length);
+  }
+}
+
+/** Runs `task(0 … count-1)` with at most `width` in flight; the first failure rejects. */
+async function inParallel(count: number, width: number, task: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < count) await task(next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(width, count) }, worker));
+}

@@ -1,0 +1,42 @@
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { inject } from 'vitest';
+import { RadosCluster } from '../../src/blockdev/rados/index.js';
+
+const run = promisify(execFile);
+
+/**
+ * The test run's Ceph cluster (tests/support/ceph-setup.ts): its config, or
+ * undefined when there is none, in which case RADOS tests skip. With CI=true
+ * a missing cluster is a failure, not a skip.
+ */
+export function cephConf(): string | undefined {
+  const conf = inject('cephConf');
+  if (conf !== '') return conf;
+  if (process.env.CI === 'true') throw new Error('no Ceph cluster for the RADOS tests: install ceph-mon ceph-mgr ceph-osd (scripts/test-deps.sh does, as root)');
+  return undefined;
+}
+
+/** The Ceph pool the test cluster keeps for Strata (2 replicas over 3 OSDs). */
+export const TEST_CEPH_POOL = 'strata';
+
+export function connect(conf: string): Promise<RadosCluster> {
+  return RadosCluster.connect({ conf });
+}
+
+/** Runs `ceph` against the test cluster; resolves with stdout. */
+export async function ceph(conf: string, args: string[]): Promise<string> {
+  const { stdout } = await run('ceph', ['-c', conf, ...args], { timeout: 60_000 });
+  return stdout;
+}
+
+/** Stops or starts one OSD of the test cluster (scripts/ceph-cluster.sh). */
+export async function osd(conf: string, action: 'stop' | 'start', id: number): Promise<void> {
+  await run('bash', [path.resolve('scripts/ceph-cluster.sh'), `osd-${action}`, path.dirname(conf), String(id)], { timeout: 120_000 });
+}
+
+/** A name no other test uses, for a device or pool in the shared cluster. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
