@@ -1,3 +1,4 @@
+import { RadosDevice } from '../blockdev/rados/index.js';
 import { FileDevice } from '../blockdev/index.js';
 import { PoolError, type Pool } from '../qcowlike/index.js';
 import { RaidArray } from '../raid/index.js';
@@ -29,13 +30,13 @@ export async function resizePool(pool: Pool, poolName: string, requested: number
   if (requested < oldSize) throw new PoolError('EINVAL', `cannot shrink pool '${poolName}' from ${formatSize(oldSize)} to ${formatSize(requested)}: pools only grow`);
   if (size <= oldSize) throw new PoolError('EINVAL', `pool '${poolName}' is already ${formatSize(oldSize)}`);
   if (dev instanceof RaidArray) throw new PoolError('EINVAL', `pool '${poolName}' is on a RAID array: growing it needs every member replaced by a bigger one and the array grown, which this build cannot do yet`);
-  if (!(dev instanceof FileDevice)) throw new PoolError('EINVAL', `pool '${poolName}' is on ${dev.name}, which cannot grow`);
+  if (!(dev instanceof FileDevice) && !(dev instanceof RadosDevice)) throw new PoolError('EINVAL', `pool '${poolName}' is on ${dev.name}, which cannot grow`);
   // Checked before the file grows, so that a refused resize leaves the file as it was.
   const limit = (pool.alloc.capacity + COPY_REGION_CLUSTERS) * C;
   if (size > limit) throw new PoolError('ENOSPC', `pool '${poolName}' can grow to at most ${formatSize(limit)} (${limit} bytes): its allocation bitmap covers no more, and this build cannot enlarge it`);
   const oldCapacityBytes = pool.stats().totalClusters * C;
   await dev.grow(size);
-  // A crash from here on leaves the old pool in a longer file (it opens as before) until the header switch.
+  // A crash from here on leaves the old pool in a longer file (or RADOS device) (it opens as before) until the header switch.
   await pool.grow();
   return { oldSize, size, oldCapacityBytes, capacityBytes: pool.stats().totalClusters * C };
 }
