@@ -104,14 +104,17 @@ EOF
   ceph-mon -c "$conf" -i a >>"$dir/log/mon.a.out" 2>&1
   ceph_ auth get-or-create mgr.x mon 'allow profile mgr' osd 'allow *' mds 'allow *' -o "$dir/mgr/ceph-x/keyring" >/dev/null
   ceph-mgr -c "$conf" -i x >>"$dir/log/mgr.x.out" 2>&1
+  # The OSDs are made side by side: mkfs is most of the start-up time.
+  pids=()
   for _ in $(seq 1 "$osds"); do
     uuid=$(uuidgen)
     id=$(ceph_ osd new "$uuid")
     mkdir -p "$dir/osd/ceph-$id"
     ceph_ auth get-or-create "osd.$id" mon 'allow profile osd' mgr 'allow profile osd' osd 'allow *' -o "$dir/osd/ceph-$id/keyring" >/dev/null
-    ceph-osd -c "$conf" -i "$id" --mkfs --osd-uuid "$uuid" >"$dir/log/osd.$id.mkfs.out" 2>&1
-    start_osd "$id"
+    (ceph-osd -c "$conf" -i "$id" --mkfs --osd-uuid "$uuid" >"$dir/log/osd.$id.mkfs.out" 2>&1 && start_osd "$id") &
+    pids+=($!)
   done
+  for p in "${pids[@]}"; do wait "$p" || { echo "ceph-cluster: an OSD failed to start; see $dir/log" >&2; exit 1; }; done
   for id in $(seq 0 $((osds - 1))); do wait_osd_up "$id"; done
   ceph_ osd pool create strata 32 32 >/dev/null 2>&1
   ceph_ osd pool application enable strata strata >/dev/null 2>&1

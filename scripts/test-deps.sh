@@ -4,7 +4,8 @@
 # the exact command to run. With CI=true every interop test needs these tools.
 set -euo pipefail
 
-packages=(qemu-utils libnbd-bin python3-libnbd nbdkit fio qemu-system-x86 busybox-static e2fsprogs file openssl)
+# Ceph's daemons run a one-host cluster for the RADOS tests (scripts/ceph-cluster.sh); ceph-common brings librados2, ceph, rados and rbd.
+packages=(qemu-utils libnbd-bin python3-libnbd nbdkit fio qemu-system-x86 busybox-static e2fsprogs file openssl ceph-mon ceph-mgr ceph-osd ceph-common uuid-runtime)
 # What scripts/build-nbd-tester-client.sh needs to build the NBD project's test client.
 build_packages=(git gcc make autoconf automake libtool pkg-config bison flex autoconf-archive libglib2.0-dev)
 declare -A probe=(
@@ -18,6 +19,11 @@ declare -A probe=(
   [e2fsprogs]=/sbin/mke2fs
   [file]=file
   [openssl]=openssl
+  [ceph-mon]=ceph-mon
+  [ceph-mgr]=ceph-mgr
+  [ceph-osd]=ceph-osd
+  [ceph-common]=rados
+  [uuid-runtime]=uuidgen
 )
 
 missing=()
@@ -27,11 +33,13 @@ for p in "${packages[@]}"; do
   else command -v "$tool" >/dev/null 2>&1 || missing+=("$p"); fi
 done
 
-# fio must have its nbd engine (Debian builds it in).
-if command -v fio >/dev/null 2>&1 && ! fio --enghelp 2>/dev/null | grep -qw nbd; then
-  echo "test-deps: this fio has no nbd engine; install Debian's fio package" >&2
-  exit 1
-fi
+# fio must have its nbd and rbd engines (Debian builds both in).
+for engine in nbd rbd; do
+  if command -v fio >/dev/null 2>&1 && ! fio --enghelp 2>/dev/null | grep -qw "$engine"; then
+    echo "test-deps: this fio has no $engine engine; install Debian's fio package" >&2
+    exit 1
+  fi
+done
 
 if ! command -v nbd-tester-client >/dev/null 2>&1; then
   for p in "${build_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { examineMemberFile, filesIn } from '../../src/host/member-scan.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
-import { importFilePool, importRaidPool, scanArrays } from '../../src/host/pool-import.js';
+import { importFilePool, importRadosPool, importRaidPool, scanArrays } from '../../src/host/pool-import.js';
 import { checkName, Registry } from '../../src/host/registry.js';
 import { adminOnPool } from '../../src/host/admin-client.js';
 import { formatSize, parseSize } from '../size.js';
@@ -17,6 +17,9 @@ export const poolAdminCommands: CommandGroup = (program) => {
     .option('--raid <members...>', 'RAID member files to look for arrays among')
     .option('--scan <dir>', 'look for RAID members among the files in DIR')
     .option('--uuid <uuid>', 'the array to import when several are found')
+    .option('--rados <cephpool>', 'register the pool of this name that another home made in this Ceph pool')
+    .option('--ceph-conf <file>', 'with --rados: the Ceph config (default: librados\'s search, /etc/ceph/ceph.conf)')
+    .option('--id <client>', 'with --rados: the Ceph client name without "client." (default admin)')
     .action(importPool);
   pool
     .command('resize <pool> <size>')
@@ -38,12 +41,28 @@ interface ImportOptions {
   raid?: string[];
   scan?: string;
   uuid?: string;
+  rados?: string;
+  cephConf?: string;
+  id?: string;
 }
 
 async function importPool(name: string | undefined, file: string | undefined, opts: ImportOptions, cmd: Command): Promise<void> {
   const g = globals(cmd);
   const registry = new Registry(g.home);
   const raid = opts.raid !== undefined || opts.scan !== undefined;
+  if (opts.rados !== undefined) {
+    if (name === undefined || file !== undefined || raid) throw new Error('pool import --rados CEPHPOOL takes only POOL (the name it has in the Ceph pool)');
+    const spec = { cephPool: opts.rados, ...(opts.cephConf !== undefined ? { conf: opts.cephConf } : {}), ...(opts.id !== undefined ? { id: opts.id } : {}) };
+    const { record, stats, heldBy } = await importRadosPool(registry, checkName('pool', name), spec);
+    if (stats === undefined) {
+      report(g, { name, backing: record.backing, heldBy }, `imported pool '${name}' from Ceph pool '${opts.rados}'; it is held elsewhere right now (${heldBy ?? ''})`);
+      return;
+    }
+    const summary = summarize(registry, record, stats);
+    report(g, summary, `imported pool '${name}': ${formatSize(summary.deviceSize)} on RADOS in Ceph pool '${opts.rados}', ${count(summary.volumes, 'volume')}, ${summary.state}`);
+    return;
+  }
+  if (opts.cephConf !== undefined || opts.id !== undefined) throw new Error('--ceph-conf and --id go with --rados CEPHPOOL');
   if (!raid) {
     if (name === undefined || file === undefined) throw new Error('pool import takes POOL FILE, or --raid MEMBER… / --scan DIR (with or without POOL)');
     if (opts.uuid !== undefined) throw new Error('--uuid goes with --raid or --scan');

@@ -12,6 +12,7 @@ import { forgetPending } from '../../src/host/pending-store.js';
 import { backingType } from '../../src/host/pool-backing.js';
 import { createFileBacked } from '../../src/host/file-backing.js';
 import { createRaidBacked, type RaidSpec } from '../../src/host/raid-backing.js';
+import { createRadosBacked, destroyRadosBacked, takeOverRados } from '../../src/host/rados-backing.js';
 import { adminOnPool } from '../../src/host/admin-client.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../../src/host/registry.js';
@@ -48,6 +49,9 @@ export const poolCommands: CommandGroup = (program) => {
     .option('--spares <files>', 'comma-separated RAID hot spares')
     .option('--copies <n>', 'RAID 10: copies of each chunk (default 2)')
     .option('--force', 'RAID: reuse members that belong to another array')
+    .option('--rados <cephpool>', 'build the pool on Ceph RADOS, in this Ceph pool (objects strata_header.POOL, strata_data.*)')
+    .option('--ceph-conf <file>', 'with --rados: the Ceph config naming the monitors and keyring (default: librados\'s search, /etc/ceph/ceph.conf)')
+    .option('--id <client>', 'with --rados: the Ceph client name without "client." (default admin); its key comes from the keyring')
     .action(createPool);
 
   pool.command('list').description('list registered pools').action(listPools);
@@ -58,6 +62,10 @@ export const poolCommands: CommandGroup = (program) => {
     .option('--repair', 'fix what can be fixed without guessing')
     .addOption(cacheOption("the pool's files (none keeps a whole-pool read out of the host page cache)"))
     .action(checkPool);
+  pool
+    .command('takeover <pool>')
+    .description('a pool on RADOS: fence the host that holds it (blocklist its Ceph client) and break its lock, so this host can open it')
+    .action(takeoverPool);
   pool
     .command('delete <pool>')
     .description('delete a pool file and its registration')
@@ -75,6 +83,9 @@ interface CreateOptions {
   spares?: string;
   copies?: string;
   force?: boolean;
+  rados?: string;
+  cephConf?: string;
+  id?: string;
 }
 
 async function createPool(name: string, opts: CreateOptions, cmd: Command): Promise<void> {
@@ -85,8 +96,22 @@ async function createPool(name: string, opts: CreateOptions, cmd: Command): Prom
     const raidOnly = (['members', 'chunk', 'spares', 'copies', 'force'] as const).filter((o) => opts[o] !== undefined);
     if (raidOnly.length > 0) throw new Error(`${raidOnly.map((o) => `--${o}`).join(', ')} ${raidOnly.length === 1 ? 'goes' : 'go'} with --raid LEVEL`);
   }
+  if (opts.rados === undefined) {
+    const radosOnly = (['cephConf', 'id'] as const).filter((o) => opts[o] !== undefined);
+    if (radosOnly.length > 0) throw new Error(`${radosOnly.map((o) => (o === 'cephConf' ? '--ceph-conf' : '--id')).join(', ')} ${radosOnly.length === 1 ? 'goes' : 'go'} with --rados CEPHPOOL`);
+  } else {
+    if (opts.raid !== undefined) throw new Error('--rados and --raid exclude each other: RADOS keeps its own replicas');
+    if (opts.path !== undefined) throw new Error('--path is for a pool file; a pool on --rados lives in the Ceph pool');
+  }
   if (registry.has(name)) throw new Error(`pool '${name}' already exists in ${g.home}`);
   const clusterSize = opts.clusterSize === undefined ? undefined : parseSize(opts.clusterSize);
+  if (opts.rados !== undefined) {
+    const spec = { cephPool: opts.rados, size: parseSize(opts.size ?? DEFAULT_POOL_SIZE), ...(opts.cephConf !== undefined ? { conf: opts.cephConf } : {}), ...(opts.id !== undefined ? { id: opts.id } : {}) };
+    const record = await createRadosBacked(registry, name, spec, clusterSize);
+    const summary = await withPool(g.home, name, { readOnly: true }, async ({ pool: p }) => summarize(registry, record, { ...p.stats(), ...poolHealth(p) }));
+    report(g, summary, `created pool '${name}': ${formatSize(summary.deviceSize)} on RADOS in Ceph pool '${opts.rados}' (cluster size ${formatSize(summary.clusterSize)})`);
+    return;
+  }
   if (opts.raid !== undefined) {
     const files = (list: string | undefined): string[] => (list ?? '').split(',').filter((m) => m !== '').map((m) => path.resolve(m));
     const members = files(opts.members);
@@ -269,6 +294,13 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
     // A pool another process is serving is never deleted under it, forced or not.
     if (!force || err instanceof PoolInUseError) throw err;
   }
+  if (record.backing.kind === 'rados') {
+    const where = `rados:${record.backing.cephPool}/${record.backing.image}`;
+    if (isPool) await destroyRadosBacked(registry, record);
+    registry.remove(name);
+    report(g, { deleted: name, path: isPool ? where : null, kept: isPool ? null : where }, isPool ? `deleted pool '${name}' (removed its objects from ${where})` : `deleted pool '${name}' from the registry; left ${where} in place (it does not open as a pool)`);
+    return;
+  }
   if (record.backing.kind === 'raid') {
     const members = backingType(record.backing).files(registry, record);
     registry.remove(name);
@@ -287,6 +319,16 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
   } else {
     report(g, { deleted: name, path: null, kept: null }, `deleted pool '${name}' from the registry (its file was already gone)`);
   }
+}
+
+async function takeoverPool(name: string, _opts: unknown, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const registry = new Registry(g.home);
+  const record = registry.get(checkName('pool', name));
+  if (record.backing.kind !== 'rados') throw new Error(`pool '${name}' is not on RADOS: only a pool on RADOS is shared between hosts (a local pool's lock goes with its process)`);
+  const { fenced } = await takeOverRados(registry, record);
+  const text = fenced.length === 0 ? `pool '${name}' was not held by anyone: nothing to fence; it opens here as it is` : `took over pool '${name}': fenced ${fenced.join('; ')}; its lock is broken and the pool opens here`;
+  report(g, { pool: name, fenced }, text);
 }
 
 export function summarize(registry: Registry, record: PoolRecord, stats: PoolStats & PoolHealth): PoolSummary {

@@ -66,6 +66,7 @@ async function openPool(registry: Registry, record: PoolRecord, opts: OpenPoolOp
     pool = await Pool.open(dev, { readOnly });
   } catch (err) {
     await dev.close();
+    await afterClose?.();
     if (err instanceof PoolError) throw new PoolError(err.code, `pool '${record.name}': ${oneLine(err)}`);
     throw new Error(`pool '${record.name}': ${oneLine(err)}`);
   }
@@ -78,7 +79,7 @@ async function openPool(registry: Registry, record: PoolRecord, opts: OpenPoolOp
   }
   const close = async (): Promise<void> => {
     await pool.close();
-    afterClose?.();
+    await afterClose?.();
   };
   return { pool, ...(raid ? { raid } : {}), close };
 }

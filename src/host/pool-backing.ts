@@ -1,12 +1,13 @@
 import type { BlockDevice } from '../blockdev/index.js';
 import { fileBacking } from './file-backing.js';
 import type { OpenedArray, OpenPoolOptions } from './open-pool.js';
+import { radosBacking } from './rados-backing.js';
 import { raidBacking } from './raid-backing.js';
 import type { PoolBacking, PoolRecord, Registry } from './registry.js';
 
 /**
- * What a pool lives on, as an open set: a file and a RAID array today, a
- * network device later. Each kind knows how to open itself under a pool,
+ * What a pool lives on, as an open set: a file, a RAID array or a device on
+ * Ceph RADOS. Each kind knows how to open itself under a pool,
  * describe itself and name what it consists of; adding a kind adds an entry
  * to BACKINGS (and its record shape to PoolBacking), not a branch in every
  * command.
@@ -26,10 +27,10 @@ export interface OpenedBacking {
   dev: BlockDevice;
   raid?: OpenedArray;
   /** Called once the pool on the device has closed. */
-  afterClose?: () => void;
+  afterClose?: () => void | Promise<void>;
 }
 
-const BACKINGS: Record<PoolBacking['kind'], BackingType> = { file: fileBacking, raid: raidBacking };
+const BACKINGS: Record<PoolBacking['kind'], BackingType> = { file: fileBacking, raid: raidBacking, rados: radosBacking };
 
 export function backingType(backing: PoolBacking): BackingType {
   return BACKINGS[backing.kind];

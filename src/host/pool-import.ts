@@ -3,7 +3,9 @@ import path from 'node:path';
 import { examineMemberFile, findArrays, type FoundArray } from './member-scan.js';
 import { poolHealth, type PoolHealth } from './pool-health.js';
 import type { PoolStats } from '../qcowlike/index.js';
-import { oneLine, withPool } from './open-pool.js';
+import { oneLine, PoolInUseError, withPool } from './open-pool.js';
+import { backingType } from './pool-backing.js';
+import { radosImageExists, radosRecord, type RadosSpec } from './rados-backing.js';
 import { RAID_LEVELS, Registry, type PoolRecord, type RaidLevel } from './registry.js';
 
 /**
@@ -27,7 +29,7 @@ function same(a: string, b: string): boolean {
 /** The registered pool that already uses one of these files, if any. */
 export function registeredOwner(registry: Registry, files: string[]): string | undefined {
   for (const record of registry.readable()) {
-    const used = record.backing.kind === 'file' ? [registry.filePath(record)] : registry.memberPaths(record);
+    const used = backingType(record.backing).files(registry, record);
     if (used.some((u) => files.some((f) => same(u, f)))) return record.name;
   }
   return undefined;
@@ -81,4 +83,24 @@ export async function importRaidPool(registry: Registry, name: string, files: st
   const record: PoolRecord = { name, backing: { kind: 'raid', level, members, chunk: array.chunk }, created: new Date().toISOString() };
   const stats = await registerAndOpen(registry, record, (why) => `cannot import array ${array.uuid}: ${why}`);
   return { record, stats, array };
+}
+
+/**
+ * Registers a pool that another home made on RADOS (this host taking part).
+ * The device's header must be there; a pool another host holds right now is
+ * registered all the same, and opens here once it is released or taken over.
+ */
+export async function importRadosPool(registry: Registry, name: string, spec: Omit<RadosSpec, 'size'>): Promise<{ record: PoolRecord; stats: (PoolStats & PoolHealth) | undefined; heldBy: string | undefined }> {
+  if (registry.has(name)) throw new Error(`pool '${name}' already exists in ${registry.home}`);
+  const record = radosRecord(name, spec);
+  if (!(await radosImageExists(record))) throw new Error(`cannot import pool '${name}': Ceph pool '${spec.cephPool}' holds no Strata pool named '${name}'`);
+  registry.add(record);
+  try {
+    const stats = await withPool(registry.home, name, { readOnly: true }, async ({ pool }) => ({ ...pool.stats(), ...poolHealth(pool) }));
+    return { record, stats, heldBy: undefined };
+  } catch (err) {
+    if (err instanceof PoolInUseError) return { record, stats: undefined, heldBy: oneLine(err) };
+    registry.remove(name);
+    throw new Error(`cannot import pool '${name}': ${oneLine(err).replace(`pool '${name}': `, '')}`);
+  }
 }

@@ -15,7 +15,9 @@ export type RaidLevel = (typeof RAID_LEVELS)[number];
 /** What a pool lives on. File paths inside HOME are stored relative to it, so a home directory can be moved. */
 export type PoolBacking =
   | { kind: 'file'; path: string }
-  | { kind: 'raid'; level: RaidLevel; members: string[]; chunk: number };
+  | { kind: 'raid'; level: RaidLevel; members: string[]; chunk: number }
+  /** A device striped over RADOS objects: `image` names it in Ceph pool `cephPool`; credentials come from the Ceph config and keyring. */
+  | { kind: 'rados'; cephPool: string; image: string; conf?: string; id?: string };
 
 export interface PoolRecord {
   name: string;
@@ -183,6 +185,8 @@ export class Registry {
     };
     // Member paths already relative are relative to the home, as stored; a pool file's path to the working directory.
     if (backing.kind === 'raid') return { ...backing, members: backing.members.map((m) => rel(path.resolve(home, m))) };
+    // A Ceph config is the host's, not the home's: it stays as given.
+    if (backing.kind === 'rados') return backing;
     return { kind: 'file', path: rel(path.resolve(backing.path)) };
   }
 
@@ -210,9 +214,15 @@ export class Registry {
       Number.isSafeInteger(b.chunk)
     ) {
       backing = { kind: 'raid', level: b.level as RaidLevel, members: b.members as string[], chunk: b.chunk as number };
+    } else if (b?.kind === 'rados' && typeof b.cephPool === 'string' && b.cephPool !== '' && typeof b.image === 'string' && NAME.test(b.image) && optionalText(b.conf) && optionalText(b.id)) {
+      backing = { kind: 'rados', cephPool: b.cephPool, image: b.image, ...(typeof b.conf === 'string' ? { conf: b.conf } : {}), ...(typeof b.id === 'string' ? { id: b.id } : {}) };
     } else {
       throw bad('no valid backing');
     }
     return { name, backing, created: typeof r.created === 'string' ? r.created : '' };
   }
+}
+
+function optionalText(v: unknown): boolean {
+  return v === undefined || (typeof v === 'string' && v !== '');
 }
