@@ -115,10 +115,12 @@ export async function prefillOn(target: FioTarget, ioSize: number, signal?: Abor
 /**
  * Runs fio under bash, whose `times` then prints the CPU of every process it
  * waited for: fio's own job accounting (usr_cpu, sys_cpu) counts the job's
- * thread only, not the threads a library such as librbd starts in it.
+ * thread only, not the threads a library such as librbd starts in it. The
+ * SIGTERM that `signal` sends bash is passed on to fio, which would run on
+ * without it.
  */
 async function fioTimed(target: FioTarget, args: string[], signal?: AbortSignal): Promise<{ stdout: string; cpuUs: number }> {
-  const script = 'fio "$@"; s=$?; times >&2; exit $s';
+  const script = 'fio "$@" & f=$!; trap \'kill $f 2>/dev/null\' TERM; wait $f; s=$?; if kill -0 $f 2>/dev/null; then wait $f; s=$?; fi; times >&2; exit $s';
   const { stdout, stderr } = await run('bash', ['-c', script, 'fio', ...args], {
     maxBuffer: 16 * 1024 * 1024,
     env: { ...process.env, ...target.env },

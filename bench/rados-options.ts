@@ -41,6 +41,7 @@ export const USAGE = `usage: npm run bench:rados -- [options]      (node dist/be
   --strata-pool NAME   Ceph pool of Strata's pool and device (default strata)
   --rbd-pool NAME      Ceph pool of the RBD images (default rbd)
 ${benchRunUsage('rados', 20)}
+                       (a cluster of its own is stopped and removed at the end all the same)
 quick run:  npm run bench:rados -- --rounds 1 --runtime 5`;
 
 export function parseRadosBenchArgs(argv: string[]): RadosBenchOptions | 'help' {

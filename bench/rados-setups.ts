@@ -104,7 +104,7 @@ export const strataRaw: RadosSetup = {
 /** The anchor: fio's own rbd engine, librbd in fio's process, no network hop before the OSDs. */
 export const fioRbd: RadosSetup = {
   name: 'fio-rbd',
-  detail: "fio ioengine=rbd (librbd in fio's process, its default cache settings) on an RBD image (rbd create, 4 MiB objects)",
+  detail: "fio ioengine=rbd (librbd in fio's process, librbd's default settings) on an RBD image (rbd create, 4 MiB objects)",
   unavailable: () => undefined,
   async start(ctx) {
     const image = `fio-rbd-${ctx.tag}`;
