@@ -11,8 +11,12 @@ import { fileURLToPath } from 'node:url';
  * servers on files (startServer).
  */
 export type ServerKind = 'strata' | 'qemu-nbd' | 'nbdkit';
-/** What runs: one of the servers compared, or the benchmark's own bare Node server (bench/nbd-bare.ts). */
-export type RunningKind = ServerKind | 'node-bare';
+/**
+ * What runs: one of the servers compared, the benchmark's own bare Node
+ * server (bench/nbd-bare.ts), or a RADOS device served without a pool
+ * (bench/rados-raw-serve.ts).
+ */
+export type RunningKind = ServerKind | 'node-bare' | 'rados-raw';
 
 export interface ServerOptions {
   /** Export name; the URI ends with it. */
@@ -41,7 +45,7 @@ export interface ServerExit {
 }
 
 /** The checkout this file belongs to, whether it runs from bench/ (vitest) or dist/bench/ (node). */
-function repoRoot(): string {
+export function repoRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   while (!fs.existsSync(path.join(dir, 'package.json'))) {
     const up = path.dirname(dir);
@@ -122,6 +126,12 @@ export async function startServer(kind: ServerKind, image: string, opts: ServerO
 export function startBareServer(image: string, exportName: string, readyTimeoutMs = 15_000): Promise<RunningServer> {
   const script = path.join(repoRoot(), 'dist', 'bench', 'nbd-bare-serve.js');
   return startNodeServer('node-bare', script, [image, '--export', exportName, '--listen', '127.0.0.1:0'], readyTimeoutMs);
+}
+
+/** A fresh RADOS device served by Strata's NBD server alone; `args` are bench/rados-raw-serve.ts's. */
+export function startRadosRawServer(args: string[], readyTimeoutMs = 60_000): Promise<RunningServer> {
+  const script = path.join(repoRoot(), 'dist', 'bench', 'rados-raw-serve.js');
+  return startNodeServer('rados-raw', script, args, readyTimeoutMs);
 }
 
 function startStrata(args: string[], readyTimeoutMs: number): Promise<RunningServer> {

@@ -8,6 +8,7 @@ import { parseNbdBenchArgs, USAGE, type NbdBenchOptions } from './nbd-options.js
 import { markdownTables, maxOf, medianOf, type BenchReport, type Sample } from './nbd-report.js';
 import type { RunningServer } from './nbd-servers.js';
 import { fillSetup, type BenchSetup } from './nbd-setups.js';
+import { clockTicksPerSecond, cpuTicks } from './proc-cpu.js';
 import { residentMemory, sampleRss } from './proc-memory.js';
 
 /**
@@ -115,18 +116,4 @@ export async function main(argv: string[]): Promise<number> {
 
 function fmt(v: number): string {
   return v >= 10_000 ? `${(v / 1000).toFixed(1)}k` : v.toFixed(0);
-}
-
-/** utime + stime of a process, in clock ticks, from /proc. */
-function cpuTicks(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // The command name may hold spaces; fields count from after its closing parenthesis.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]);
-}
-
-let ticksPerSecond: number | undefined;
-function clockTicksPerSecond(): number {
-  ticksPerSecond ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  return ticksPerSecond;
 }
