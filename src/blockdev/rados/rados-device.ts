@@ -3,7 +3,6 @@ import { checkRange, checkWritable, type BlockDevice, type WriteOptions, type Wr
 import { BlockDeviceError, type BlockErrorCode, type BlockOp } from '../errors.js';
 import { pieces } from '../pieces.js';
 import { errnoName, RADOS_ERR } from './errno.js';
-import type { RadosIoctx } from './rados-ioctx.js';
 
 /**
  * A BlockDevice striped over RADOS objects, as RBD lays out an image: a
@@ -13,13 +12,21 @@ import type { RadosIoctx } from './rados-ioctx.js';
  * write, so an empty device costs nothing, and the id means a device made
  * again under the same name never sees the objects of an earlier one.
  *
- * Durability: RADOS acknowledges a write once every replica has it, so a
- * write that resolved is durable; flush() waits for writes still in flight.
+ * Write-behind, as a disk's volatile cache: a write resolves once librados
+ * has it (librados copies the bytes), not once RADOS acknowledges it; flush()
+ * waits for every write sent before it and fails if any of them failed, and
+ * a FUA write waits for its own acknowledgement (RADOS acknowledges a write
+ * once every replica has it). A read sent after a write sees it: RADOS orders
+ * one client's operations on an object. What is in flight is bounded, in
+ * bytes and in operations; past the bound a write waits for room.
  * Discard and write-zeroes remove whole objects and zero or truncate the
  * parts of others; both read back as zeroes.
  */
 
 export const DEFAULT_OBJECT_SIZE = 4 * 1024 * 1024;
+/** In flight at once before a write waits: enough to keep every OSD busy, small beside the cache budget. */
+const MAX_UNACKED_BYTES = 32 * 1024 * 1024;
+const MAX_UNACKED_OPS = 256;
 const HEADER_MAGIC = 'strata-rados-device';
 
 export interface RadosDeviceHeader {
@@ -38,6 +45,23 @@ export function dataObject(id: string, index: number): string {
   return `strata_data.${id}.${index.toString(16).padStart(16, '0')}`;
 }
 
+/**
+ * The object operations the device needs: a RadosIoctx in use, an in-memory
+ * store with fault injection in tests. Data operations resolve with a
+ * librados return value (negative errno on failure).
+ */
+export interface ObjectStore {
+  readonly pool: string;
+  read(oid: string, buf: Uint8Array, offset: number): Promise<number>;
+  write(oid: string, buf: Uint8Array, offset: number): Promise<number>;
+  remove(oid: string): Promise<number>;
+  zero(oid: string, offset: number, length: number): Promise<number>;
+  truncate(oid: string, offset: number): Promise<number>;
+  readSmall(oid: string): Promise<Buffer | undefined>;
+  writeSmall(oid: string, data: Uint8Array): Promise<void>;
+  removeObject(oid: string): Promise<void>;
+}
+
 export interface RadosDeviceOptions {
   readOnly?: boolean;
   /** Called when an operation finds this client fenced (blocklisted after another host took the device over). */
@@ -50,12 +74,17 @@ export class RadosDevice implements BlockDevice {
   readonly discardZeroes = true;
   readonly name: string;
   readonly readOnly: boolean;
-  private inFlightWrites = new Set<Promise<unknown>>();
+  /** Writes sent and not yet acknowledged, each settling (never rejecting) when RADOS answers. */
+  private readonly unacked = new Set<Promise<void>>();
+  private unackedBytes = 0;
+  private readonly room: (() => void)[] = [];
+  /** The first failure of a write already resolved: every later flush reports it (the data is lost). */
+  private lostWrite: BlockDeviceError | undefined;
   private fenced = false;
   private closed = false;
 
   private constructor(
-    private readonly io: RadosIoctx,
+    private readonly io: ObjectStore,
     private header: RadosDeviceHeader,
     private readonly deviceName: string,
     private readonly opts: RadosDeviceOptions,
@@ -73,7 +102,7 @@ export class RadosDevice implements BlockDevice {
   }
 
   /** Makes a new, empty device; refuses a name that has a header already. */
-  static async create(io: RadosIoctx, name: string, size: number, objectSize = DEFAULT_OBJECT_SIZE): Promise<RadosDevice> {
+  static async create(io: ObjectStore, name: string, size: number, objectSize = DEFAULT_OBJECT_SIZE): Promise<RadosDevice> {
     if (!Number.isSafeInteger(size) || size <= 0) throw new BlockDeviceError('EINVAL', `rados:${io.pool}/${name}`, 'open', `invalid size ${size}`);
     if (await io.readSmall(headerObject(name))) {
       throw new BlockDeviceError('EBUSY', `rados:${io.pool}/${name}`, 'open', `a device named '${name}' already exists in Ceph pool '${io.pool}'`);
@@ -83,15 +112,15 @@ export class RadosDevice implements BlockDevice {
     return new RadosDevice(io, header, name, {});
   }
 
-  static async open(io: RadosIoctx, name: string, opts: RadosDeviceOptions = {}): Promise<RadosDevice> {
+  static async open(io: ObjectStore, name: string, opts: RadosDeviceOptions = {}): Promise<RadosDevice> {
     return new RadosDevice(io, await RadosDevice.readHeader(io, name), name, opts);
   }
 
-  static async exists(io: RadosIoctx, name: string): Promise<boolean> {
+  static async exists(io: ObjectStore, name: string): Promise<boolean> {
     return (await io.readSmall(headerObject(name))) !== undefined;
   }
 
-  static async readHeader(io: RadosIoctx, name: string): Promise<RadosDeviceHeader> {
+  static async readHeader(io: ObjectStore, name: string): Promise<RadosDeviceHeader> {
     const where = `rados:${io.pool}/${name}`;
     const raw = await io.readSmall(headerObject(name));
     if (raw === undefined) throw new BlockDeviceError('EINVAL', where, 'open', `no device named '${name}' in Ceph pool '${io.pool}' (object ${headerObject(name)} is missing)`);
@@ -109,7 +138,7 @@ export class RadosDevice implements BlockDevice {
   }
 
   /** Removes every data object, then the header. */
-  static async destroy(io: RadosIoctx, name: string): Promise<void> {
+  static async destroy(io: ObjectStore, name: string): Promise<void> {
     const header = await RadosDevice.readHeader(io, name);
     const count = Math.ceil(header.size / header.objectSize);
     await inParallel(count, 32, async (i) => {
@@ -143,23 +172,59 @@ export class RadosDevice implements BlockDevice {
     );
   }
 
-  async write(buf: Uint8Array, offset: number, _opts?: WriteOptions): Promise<void> {
+  async write(buf: Uint8Array, offset: number, opts?: WriteOptions): Promise<void> {
     this.usable('write', offset, buf.length);
     checkRange(this, 'write', offset, buf.length);
     checkWritable(this, 'write', offset, buf.length);
-    // FUA needs nothing more: a write RADOS acknowledged is on every replica.
-    await this.tracked(
-      pieces(this.header.objectSize, offset, buf.length).map(async (p) => {
-        const ret = await this.io.write(dataObject(this.header.id, p.chunk), buf.subarray(p.at, p.at + p.length), p.within);
-        this.failed(ret, 'write', offset + p.at, p.length);
-      }),
+    await this.waitForRoom(buf.length);
+    const behind = opts?.fua !== true;
+    const sent = pieces(this.header.objectSize, offset, buf.length).map((p) =>
+      this.send(p.length, 'write', offset + p.at, this.io.write(dataObject(this.header.id, p.chunk), buf.subarray(p.at, p.at + p.length), p.within), behind),
     );
+    if (!behind) await this.settle(sent, 'write', offset, buf.length);
   }
 
   async flush(): Promise<void> {
     this.usable('flush');
-    while (this.inFlightWrites.size > 0) await Promise.allSettled([...this.inFlightWrites]);
+    await Promise.all([...this.unacked]);
+    if (this.lostWrite) throw new BlockDeviceError(this.lostWrite.code, this.name, 'flush', `an earlier write failed: ${this.lostWrite.message}`, undefined, undefined, this.lostWrite);
     if (this.fenced) throw this.fencedError('flush');
+  }
+
+  /**
+   * Tracks one operation of a request; resolves with its return value once
+   * RADOS answers. A failure of one whose caller did not wait (`behind`) is
+   * kept for the next flush to report.
+   */
+  private send(bytes: number, op: BlockOp, offset: number, request: Promise<number>, behind: boolean): Promise<number> {
+    this.unackedBytes += bytes;
+    const done = request.then((ret) => {
+      this.unacked.delete(tracked);
+      this.unackedBytes -= bytes;
+      if (ret < 0 && behind && this.lostWrite === undefined) {
+        try {
+          this.failed(ret, op, offset, bytes);
+        } catch (err) {
+          this.lostWrite = err as BlockDeviceError;
+        }
+      }
+      this.room.shift()?.();
+      return ret;
+    });
+    const tracked = done.then(() => undefined);
+    this.unacked.add(tracked);
+    return done;
+  }
+
+  /** Waits for the operations of one request and throws its first failure (for callers that wait: FUA, zeroing). */
+  private async settle(sent: Promise<number>[], op: BlockOp, offset: number, length: number): Promise<void> {
+    for (const ret of await Promise.all(sent)) this.failed(ret, op, offset, length);
+  }
+
+  private async waitForRoom(bytes: number): Promise<void> {
+    while (this.unacked.size > 0 && (this.unackedBytes + bytes > MAX_UNACKED_BYTES || this.unacked.size >= MAX_UNACKED_OPS)) {
+      await new Promise<void>((resolve) => this.room.push(resolve));
+    }
   }
 
   discard(offset: number, length: number): Promise<void> {
@@ -175,33 +240,24 @@ export class RadosDevice implements BlockDevice {
     checkRange(this, op, offset, length);
     checkWritable(this, op, offset, length);
     const objectSize = this.header.objectSize;
-    await this.tracked(
-      pieces(objectSize, offset, length).map(async (p) => {
-        const oid = dataObject(this.header.id, p.chunk);
-        const objectEnd = Math.min(objectSize, this.header.size - p.chunk * objectSize);
-        const ret =
-          p.within === 0 && p.length === objectEnd ? await this.io.remove(oid)
-          : p.within + p.length === objectEnd ? await this.io.truncate(oid, p.within)
-          : await this.io.zero(oid, p.within, p.length);
-        this.failed(ret, op, offset + p.at, p.length);
-      }),
-    );
+    await this.waitForRoom(0);
+    // Zeroing waits for RADOS: it is rare, and a caller that zeroes often reads the range next.
+    const sent = pieces(objectSize, offset, length).map((p) => {
+      const oid = dataObject(this.header.id, p.chunk);
+      const objectEnd = Math.min(objectSize, this.header.size - p.chunk * objectSize);
+      const request =
+        p.within === 0 && p.length === objectEnd ? this.io.remove(oid)
+        : p.within + p.length === objectEnd ? this.io.truncate(oid, p.within)
+        : this.io.zero(oid, p.within, p.length);
+      return this.send(0, op, offset + p.at, request, false);
+    });
+    await this.settle(sent, op, offset, length);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
-    while (this.inFlightWrites.size > 0) await Promise.allSettled([...this.inFlightWrites]);
+    await Promise.all([...this.unacked]);
     this.closed = true;
-  }
-
-  private async tracked(work: Promise<void>[]): Promise<void> {
-    const all = Promise.all(work);
-    this.inFlightWrites.add(all);
-    try {
-      await all;
-    } finally {
-      this.inFlightWrites.delete(all);
-    }
   }
 
   private usable(op: BlockOp, offset?: number, length?: number): void {
