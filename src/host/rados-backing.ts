@@ -167,7 +167,9 @@ export async function createRadosBacked(registry: Registry, name: string, spec: 
   });
   try {
     if (await RadosDevice.exists(c.io, name)) {
-      throw new Error(`cannot create pool '${name}': Ceph pool '${spec.cephPool}' already holds a Strata pool named '${name}' (to use it from this home: strata pool import ${name} --rados ${spec.cephPool})`);
+      // The hint is a command that works as typed: with the config and client this create was given.
+      const how = [`strata pool import ${name} --rados ${spec.cephPool}`, ...(spec.conf !== undefined ? [`--ceph-conf ${spec.conf}`] : []), ...(spec.id !== undefined ? [`--id ${spec.id}`] : [])].join(' ');
+      throw new Error(`cannot create pool '${name}': Ceph pool '${spec.cephPool}' already holds a Strata pool named '${name}' (to use it from this home: ${how})`);
     }
     const dev = await RadosDevice.create(c.io, name, spec.size);
     let made = true;
