@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hasTool, startServe, tool, type ServeProcess } from '../nbd/support.js';
 import { cephConf, TEST_CEPH_POOL, uniqueName } from '../support/ceph.js';
+import { literal } from '../support/literal.js';
 import { scratchDir } from '../support/scratch.js';
 import { inProcess, inProcessFails } from './in-process.js';
 import { deviceId, deviceObjects, exportUri } from './rados.js';
@@ -27,11 +28,6 @@ function stable(text: string, prefix: string): string {
     .replace(/\d{4}-\d\d-\d\d \d\d:\d\d:\d\d/g, 'TIME')
     .replace(/,\n\s*"heldWritesMs": \d+/g, '')
     .replaceAll(prefix, 'RUN');
-}
-
-/** `text` matched literally inside a pattern. */
-function escape(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 }
 
 /** Every name of an object in the record, at any depth. */
@@ -67,11 +63,11 @@ describe.skipIf(conf === undefined)('a pool on RADOS through the CLI', () => {
     const created = JSON.parse(ok(home, ['--json', 'pool', 'create', name, '--rados', TEST_CEPH_POOL, '--ceph-conf', conf!, '--size', '1G', '--cluster-size', '128K'])) as RadosPoolJson;
     expect(created).toMatchObject({ name, backing: { kind: 'rados', cephPool: TEST_CEPH_POOL, image: name, conf: conf! }, deviceSize: 1 << 30, clusterSize: 128 << 10, volumes: 0, hostAllocatedBytes: null });
     const where = `rados:${TEST_CEPH_POOL}/${name} (client.admin, ${conf!})`;
-    expect(ok(home, ['pool', 'info', name])).toMatch(new RegExp(`^backing:\\s+${escape(where)}$`, 'm'));
+    expect(ok(home, ['pool', 'info', name])).toMatch(new RegExp(`^backing:\\s+${literal(where)}$`, 'm'));
     expect(ok(home, ['pool', 'info', name])).toMatch(/^device size:\s+1G \(1073741824 bytes\)$/m);
     expect(ok(home, ['pool', 'info', name])).toMatch(/^on host:\s+-$/m);
     const rows = ok(home, ['pool', 'list']).trimEnd().split('\n');
-    expect(rows[1]).toMatch(new RegExp(`^${name}\\s+1G\\s+\\S+\\s+\\S+\\s+0 \\(0\\.0%\\)\\s+0\\s+optimal\\s+${escape(where)}$`));
+    expect(rows[1]).toMatch(new RegExp(`^${name}\\s+1G\\s+\\S+\\s+\\S+\\s+0 \\(0\\.0%\\)\\s+0\\s+optimal\\s+${literal(where)}$`));
     const listed = JSON.parse(ok(home, ['--json', 'pool', 'list'])) as RadosPoolJson[];
     expect(listed.map((p) => [p.name, p.backing.kind, p.deviceSize])).toEqual([[name, 'rados', 1 << 30]]);
     // The record says where the pool is; the key stays in the keyring the config names.
@@ -154,7 +150,7 @@ describe.skipIf(conf === undefined)('a pool on RADOS through the CLI', () => {
     expect(o.template).toBe(`converted volume ${vol('c')} into template ${vol('c')}: 8M, read-only and protected\n`);
     expect(o['template clone']).toBe(`cloned ${vol('c')} to ${vol('t')}: 8M, linked\n`);
     expect(o.map).toMatch(/^\s*0\s+3145728\s+data\s+3M\n\s*3145728\s+2097152\s+hole\s+2M\n\s*5242880\s+3145728\s+data\s+3M\n/m);
-    expect(o.map).toMatch(new RegExp(`^${escape(vol('t'))}: data 6M, zero 0, hole 2M$`, 'm'));
+    expect(o.map).toMatch(new RegExp(`^${literal(vol('t'))}: data 6M, zero 0, hole 2M$`, 'm'));
     const names = (table: string): string[] => table.trimEnd().split('\n').slice(1).map((l) => l.split(/\s+/)[0]!);
     expect(names(o.list!).sort()).toEqual([...others, 'RUN-im', 'RUN-t', 'RUN-v'].sort());
     expect(o.snapshots).toMatch(/^RUN-im@s1\s+snapshot\s/m);
@@ -163,7 +159,7 @@ describe.skipIf(conf === undefined)('a pool on RADOS through the CLI', () => {
     expect(o.check).toMatch(/ 0 problems, 0 leaked clusters, 0 corrupt blocks\n$/);
     expect(o['delete clone']).toBe(`deleted volume ${vol('t')}\n`);
     expect(o['delete template']).toBe(`deleted template ${vol('c')}\n`);
-    expect(o['delete snapshot']).toMatch(new RegExp(`^deleted snapshot ${escape(vol('im'))}@s1`));
+    expect(o['delete snapshot']).toMatch(new RegExp(`^deleted snapshot ${literal(vol('im'))}@s1`));
     expect(o.delete).toBe(`deleted volume ${vol('im')}\n`);
     expect(others.length === 0 ? o['list after'] : names(o['list after']!)).toEqual(others.length === 0 ? `no volumes in pool '${name}'\n` : others);
   }
@@ -211,7 +207,7 @@ describe.skipIf(conf === undefined)('a pool on RADOS through the CLI', () => {
     expectJson(await lifecycle('srv-j', true), ['nbd']);
     // Nor is it deleted under the server; the refusal names the server, and no takeover (that would refuse it too).
     const refused = await inProcessFails(home, ['pool', 'delete', name, '--force']);
-    expect(refused).toMatch(new RegExp(`^pool '${name}' is in use by another process of this home \\(pid ${srv.child.pid!}\\): its RADOS lock is held by host=${escape(os.hostname())} home=${escape(home)} pid=${srv.child.pid!} `));
+    expect(refused).toMatch(new RegExp(`^pool '${name}' is in use by another process of this home \\(pid ${srv.child.pid!}\\): its RADOS lock is held by host=${literal(os.hostname())} home=${literal(home)} pid=${srv.child.pid!} `));
     expect(refused).not.toMatch(/takeover/);
   }, 120_000);
 
