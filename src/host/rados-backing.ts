@@ -93,6 +93,11 @@ function inUse(home: string, record: PoolRecord, err: DeviceLockedError): PoolIn
  */
 async function takeLock(home: string, record: PoolRecord, io: RadosIoctx, say: (m: string) => void): Promise<HeldLock> {
   const { image } = radosOf(record);
+  // A RADOS lock on a missing object creates it: without this, a pool deleted
+  // from another home would come back as an empty header, which reads as a
+  // damaged device and keeps its name taken in the Ceph pool. (A delete
+  // between this read and the lock still leaves one behind.)
+  await RadosDevice.readHeader(io, image);
   try {
     return await lockDevice(io, image, myCookie(home));
   } catch (err) {
