@@ -230,11 +230,20 @@ describe.skipIf(conf === undefined)('a pool on RADOS through the CLI', () => {
   it('deletes the pool with every object it had in RADOS', async () => {
     const id = await deviceId(conf!, name);
     expect((await deviceObjects(conf!, name, id)).length).toBeGreaterThan(1);
+    // A second home that has it registered too, to look after it is gone.
+    expect(ok(other, ['pool', 'import', name, '--rados', TEST_CEPH_POOL, '--ceph-conf', conf!])).toMatch(new RegExp(`^imported pool '${name}': 1G on RADOS`));
     expect(fails(home, ['pool', 'delete', name])).toBe(`strata: pool '${name}' holds 1 volume (nbd); use --force to delete it with them`);
     const deleted = JSON.parse(ok(home, ['--json', 'pool', 'delete', name, '--force'])) as { deleted: string; path: string | null; kept: string | null };
     expect(deleted).toEqual({ deleted: name, path: `rados:${TEST_CEPH_POOL}/${name}`, kept: null });
     expect(await deviceObjects(conf!, name, id)).toEqual([]);
     expect(fails(home, ['pool', 'info', name])).toBe(`strata: pool '${name}' not found in ${home}`);
+    // Where it is still registered, it is missing; looking leaves nothing behind in the Ceph pool.
+    const gone = `strata: pool '${name}': rados:${TEST_CEPH_POOL}/${name}: open: no device named '${name}' in Ceph pool '${TEST_CEPH_POOL}' (object strata_header.${name} is missing)`;
+    expect(fails(other, ['pool', 'info', name])).toBe(gone);
+    expect(JSON.parse(ok(other, ['--json', 'pool', 'list']))).toEqual([expect.objectContaining({ name, error: gone.slice('strata: '.length) })]);
+    expect(await deviceObjects(conf!, name, id)).toEqual([]);
+    expect(fails(other, ['pool', 'delete', name])).toBe(gone);
+    expect(ok(other, ['pool', 'delete', name, '--force'])).toBe(`deleted pool '${name}' from the registry (its objects were already gone from rados:${TEST_CEPH_POOL}/${name})\n`);
     // Its name is free again in the Ceph pool.
     expect(ok(other, ['pool', 'create', name, '--rados', TEST_CEPH_POOL, '--ceph-conf', conf!, '--size', '64M'])).toBe(`created pool '${name}': 64M on RADOS in Ceph pool '${TEST_CEPH_POOL}' (cluster size 64K)\n`);
     expect(ok(other, ['pool', 'delete', name])).toBe(`deleted pool '${name}' (removed its objects from rados:${TEST_CEPH_POOL}/${name})\n`);
