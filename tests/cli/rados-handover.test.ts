@@ -28,9 +28,11 @@ async function crash(srv: ServeProcess): Promise<void> {
 }
 
 describe.skipIf(conf === undefined)('a pool on RADOS changing hands', () => {
-  const { dir, cleanup } = scratchDir('cli-rados-handover');
-  const homeA = path.join(dir, 'a');
-  const homeB = path.join(dir, 'b');
+  // Made once the suite runs: a skipped one leaves no directory behind.
+  let dir = '';
+  let cleanup = (): void => undefined;
+  let homeA = '';
+  let homeB = '';
   const name = uniqueName('hand');
   const servers: ServeProcess[] = [];
   const fenced: string[] = [];
@@ -41,6 +43,9 @@ describe.skipIf(conf === undefined)('a pool on RADOS changing hands', () => {
   };
 
   beforeAll(() => {
+    ({ dir, cleanup } = scratchDir('cli-rados-handover'));
+    homeA = path.join(dir, 'a');
+    homeB = path.join(dir, 'b');
     buildCli();
     expect(hasTool('qemu-img') && hasTool('qemu-io')).toBe(true);
     ok(homeA, ['pool', 'create', name, '--rados', TEST_CEPH_POOL, '--ceph-conf', conf!, '--size', '512M']);

@@ -37,15 +37,22 @@ function keysOf(value: unknown): string[] {
 }
 
 describe.skipIf(conf === undefined)('a pool on RADOS through the CLI', () => {
-  const { dir, cleanup } = scratchDir('cli-rados-pool');
-  const home = path.join(dir, 'a');
-  const other = path.join(dir, 'b');
+  // Made once the suite runs: a skipped one leaves no directory behind.
+  let dir = '';
+  let cleanup = (): void => undefined;
+  let home = '';
+  let other = '';
+  let img = '';
+  let img2 = '';
   const name = uniqueName('cli');
-  const img = path.join(dir, 'img.raw');
-  const img2 = path.join(dir, 'img2.raw');
   let srv: ServeProcess | undefined;
 
   beforeAll(() => {
+    ({ dir, cleanup } = scratchDir('cli-rados-pool'));
+    home = path.join(dir, 'a');
+    other = path.join(dir, 'b');
+    img = path.join(dir, 'img.raw');
+    img2 = path.join(dir, 'img2.raw');
     buildCli();
     expect(hasTool('qemu-img') && hasTool('qemu-io') && hasTool('rados')).toBe(true);
     // Data, a hole, data again; and a second image that differs in every data block, to revert from.

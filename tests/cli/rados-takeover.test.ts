@@ -23,9 +23,11 @@ async function until(what: string, probe: () => boolean): Promise<void> {
  * that fences the old owner so nothing it still sends lands.
  */
 describe.skipIf(conf === undefined)('a pool on RADOS shared by two homes', () => {
-  const { dir, cleanup } = scratchDir('cli-rados-takeover');
-  const homeA = path.join(dir, 'a');
-  const homeB = path.join(dir, 'b');
+  // Made once the suite runs: a skipped one leaves no directory behind.
+  let dir = '';
+  let cleanup = (): void => undefined;
+  let homeA = '';
+  let homeB = '';
   const name = uniqueName('own');
   const MiB = 1 << 20;
   let a: ServeProcess | undefined;
@@ -33,6 +35,9 @@ describe.skipIf(conf === undefined)('a pool on RADOS shared by two homes', () =>
   const fencedAddresses: string[] = [];
 
   beforeAll(() => {
+    ({ dir, cleanup } = scratchDir('cli-rados-takeover'));
+    homeA = path.join(dir, 'a');
+    homeB = path.join(dir, 'b');
     buildCli();
     expect(hasTool('qemu-io') && hasTool('ceph')).toBe(true);
     ok(homeA, ['pool', 'create', name, '--rados', TEST_CEPH_POOL, '--ceph-conf', conf!, '--size', '512M']);
