@@ -12,7 +12,7 @@ import { forgetPending } from '../../src/host/pending-store.js';
 import { backingType } from '../../src/host/pool-backing.js';
 import { createFileBacked } from '../../src/host/file-backing.js';
 import { createRaidBacked, type RaidSpec } from '../../src/host/raid-backing.js';
-import { createRadosBacked, destroyRadosBacked, takeOverRados } from '../../src/host/rados-backing.js';
+import { createRadosBacked, destroyRadosBacked, radosImageExists, takeOverRados } from '../../src/host/rados-backing.js';
 import { adminOnPool } from '../../src/host/admin-client.js';
 import { globals, printFields, printJson, printTable, report } from '../output.js';
 import { checkName, RAID_LEVELS, Registry, type PoolBacking, type PoolRecord, type RaidLevel } from '../../src/host/registry.js';
@@ -297,8 +297,11 @@ async function deletePool(name: string, opts: { force?: boolean }, cmd: Command)
   if (record.backing.kind === 'rados') {
     const where = `rados:${record.backing.cephPool}/${record.backing.image}`;
     if (isPool) await destroyRadosBacked(registry, record);
+    // Deleted from another home that had it registered too: nothing is left to keep.
+    const kept = !isPool && (await radosImageExists(record).catch(() => true));
     registry.remove(name);
-    report(g, { deleted: name, path: isPool ? where : null, kept: isPool ? null : where }, isPool ? `deleted pool '${name}' (removed its objects from ${where})` : `deleted pool '${name}' from the registry; left ${where} in place (it does not open as a pool)`);
+    const text = isPool ? `deleted pool '${name}' (removed its objects from ${where})` : kept ? `deleted pool '${name}' from the registry; left ${where} in place (it does not open as a pool)` : `deleted pool '${name}' from the registry (its objects were already gone from ${where})`;
+    report(g, { deleted: name, path: isPool ? where : null, kept: kept ? where : null }, text);
     return;
   }
   if (record.backing.kind === 'raid') {

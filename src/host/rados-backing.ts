@@ -70,7 +70,17 @@ function deadHereHolder(l: Locker): boolean {
   return !processAlive(Number(f.pid), f.start === '-' ? undefined : f.start);
 }
 
-function inUse(record: PoolRecord, err: DeviceLockedError): PoolInUseError {
+/** The holder is a running process of this host and home: a takeover refuses it (takeOverRados), so the way out is to stop it. */
+function liveHereHolder(home: string, l: Locker): boolean {
+  const f = cookieFields(l.cookie);
+  return f.host === os.hostname() && f.home === path.resolve(home) && !deadHereHolder(l);
+}
+
+function inUse(home: string, record: PoolRecord, err: DeviceLockedError): PoolInUseError {
+  if (err.holders.length > 0 && err.holders.every((h) => liveHereHolder(home, h))) {
+    const pids = err.holders.map((h) => cookieFields(h.cookie).pid ?? '?').join(', ');
+    return new PoolInUseError(`pool '${record.name}' is in use by another process of this home (pid ${pids}): its RADOS lock is ${err.message}`);
+  }
   return new PoolInUseError(
     `pool '${record.name}' is in use: its RADOS lock is ${err.message}; if that owner is dead, take the pool over with: strata pool takeover ${record.name}`,
   );
@@ -83,17 +93,22 @@ function inUse(record: PoolRecord, err: DeviceLockedError): PoolInUseError {
  */
 async function takeLock(home: string, record: PoolRecord, io: RadosIoctx, say: (m: string) => void): Promise<HeldLock> {
   const { image } = radosOf(record);
+  // A RADOS lock on a missing object creates it: without this, a pool deleted
+  // from another home would come back as an empty header, which reads as a
+  // damaged device and keeps its name taken in the Ceph pool. (A delete
+  // between this read and the lock still leaves one behind.)
+  await RadosDevice.readHeader(io, image);
   try {
     return await lockDevice(io, image, myCookie(home));
   } catch (err) {
     if (!(err instanceof DeviceLockedError)) throw err;
-    if (err.holders.length === 0 || !err.holders.every(deadHereHolder)) throw inUse(record, err);
+    if (err.holders.length === 0 || !err.holders.every(deadHereHolder)) throw inUse(home, record, err);
     const fenced = await fenceAndBreak(io, image);
     say(`its last owner on this host is gone (${fenced.map(describeHolder).join('; ')}): fenced it and took the lock`);
     try {
       return await lockDevice(io, image, myCookie(home));
     } catch (again) {
-      if (again instanceof DeviceLockedError) throw inUse(record, again);
+      if (again instanceof DeviceLockedError) throw inUse(home, record, again);
       throw again;
     }
   }
@@ -167,7 +182,9 @@ export async function createRadosBacked(registry: Registry, name: string, spec: 
   });
   try {
     if (await RadosDevice.exists(c.io, name)) {
-      throw new Error(`cannot create pool '${name}': Ceph pool '${spec.cephPool}' already holds a Strata pool named '${name}' (to use it from this home: strata pool import ${name} --rados ${spec.cephPool})`);
+      // The hint is a command that works as typed: with the config and client this create was given.
+      const how = [`strata pool import ${name} --rados ${spec.cephPool}`, ...(spec.conf !== undefined ? [`--ceph-conf ${spec.conf}`] : []), ...(spec.id !== undefined ? [`--id ${spec.id}`] : [])].join(' ');
+      throw new Error(`cannot create pool '${name}': Ceph pool '${spec.cephPool}' already holds a Strata pool named '${name}' (to use it from this home: ${how})`);
     }
     const dev = await RadosDevice.create(c.io, name, spec.size);
     let made = true;
@@ -242,7 +259,7 @@ export async function takeOverRados(registry: Registry, record: PoolRecord): Pro
     const home = path.resolve(registry.home);
     for (const h of holders) {
       const f = cookieFields(h.cookie);
-      if (f.host === os.hostname() && f.home === home && !deadHereHolder(h)) {
+      if (liveHereHolder(home, h)) {
         throw new Error(`pool '${record.name}' is held by this home's own process ${f.pid ?? '?'} (${describeHolder(h)}): stop it instead of taking the pool over`);
       }
     }

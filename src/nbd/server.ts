@@ -221,7 +221,8 @@ export class NbdServer {
         if (left > 0) this.perAddress.set(address, left);
         else this.perAddress.delete(address);
       });
-      this.startSession(socket);
+      // Said now: once the socket has closed, it no longer knows its peer.
+      this.startSession(socket, describe(accepted));
       return;
     }
     accepted.destroy();
@@ -245,9 +246,9 @@ export class NbdServer {
     return adopted;
   }
 
-  private startSession(socket: net.Socket): void {
+  private startSession(socket: net.Socket, peer: string): void {
     const session = this.serve(socket).catch((err: unknown) => {
-      this.log(`connection from ${describe(socket)} failed: ${err instanceof Error ? err.message : String(err)}`);
+      this.log(`connection from ${peer} failed: ${err instanceof Error ? err.message : String(err)}`);
       socket.destroy();
     });
     this.sessions.add(session);
