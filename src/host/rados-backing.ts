@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
@@ -60,13 +61,30 @@ function radosOf(record: PoolRecord): RadosBacking {
 
 /** The lock cookie of this process for this home: who owns the pool, in words a person reads. */
 function myCookie(home: string): string {
-  return ownerCookie({ host: os.hostname(), home: path.resolve(home), pid: process.pid, start: processStart(process.pid) ?? '-' });
+  return ownerCookie({ host: os.hostname(), machine: machineId(), home: path.resolve(home), pid: process.pid, start: processStart(process.pid) ?? '-' });
+}
+
+let machine: string | undefined;
+
+/** This machine's id (systemd's /etc/machine-id, else the boot id), the same for every home on it. */
+function machineId(): string {
+  if (machine !== undefined) return machine;
+  for (const file of ['/etc/machine-id', '/var/lib/dbus/machine-id', '/proc/sys/kernel/random/boot_id']) {
+    try {
+      const id = fs.readFileSync(file, 'utf8').trim().replace(/-/g, '');
+      if (id !== '') return (machine = id.slice(0, 16));
+    } catch {
+      // The next one.
+    }
+  }
+  return (machine = 'unknown');
 }
 
 /** The holder is a process of this host that is gone: nothing of it can still be running. */
 function deadHereHolder(l: Locker): boolean {
   const f = cookieFields(l.cookie);
-  if (f.host !== os.hostname() || f.pid === undefined) return false;
+  // The machine id, not the host name, says "this host": two machines may share a name.
+  if (f.host !== os.hostname() || f.machine !== machineId() || f.pid === undefined) return false;
   return !processAlive(Number(f.pid), f.start === '-' ? undefined : f.start);
 }
 

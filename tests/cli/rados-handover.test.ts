@@ -96,7 +96,7 @@ describe.skipIf(conf === undefined)('a pool on RADOS changing hands', () => {
     const info = strata(homeA, ['pool', 'info', name]);
     expect(info.code).toBe(0);
     expect(info.stdout).toMatch(/^volumes:\s+2$/m);
-    expect(info.stderr).toMatch(new RegExp(`^strata: pool '${name}': its last owner on this host is gone \\(host=${literal(os.hostname())} home=${literal(homeA)} pid=${first.child.pid!} .*\\): fenced it and took the lock\\n$`));
+    expect(info.stderr).toMatch(new RegExp(`^strata: pool '${name}': its last owner on this host is gone \\(host=${literal(os.hostname())} machine=\\S+ home=${literal(homeA)} pid=${first.child.pid!} .*\\): fenced it and took the lock\\n$`));
     fenced.push(holderAddress(info.stderr));
     // That was once: the pool was closed cleanly since.
     expect(ok(homeA, ['pool', 'info', name])).toMatch(/^state:\s+optimal$/m);
@@ -110,7 +110,7 @@ describe.skipIf(conf === undefined)('a pool on RADOS changing hands', () => {
     expected.fill(0x63, 8 * MiB, 9 * MiB);
     await crash(second);
     const third = await started(homeA);
-    expect(third.stderr()).toMatch(new RegExp(`^strata: pool '${name}': its last owner on this host is gone \\(host=\\S+ home=${literal(homeA)} pid=${second.child.pid!} .*\\): fenced it and took the lock\\n$`));
+    expect(third.stderr()).toMatch(new RegExp(`^strata: pool '${name}': its last owner on this host is gone \\(host=\\S+ machine=\\S+ home=${literal(homeA)} pid=${second.child.pid!} .*\\): fenced it and took the lock\\n$`));
     fenced.push(holderAddress(third.stderr()));
     fs.writeFileSync(back, expected);
     await identical(back, exportUri(third, 'c'));

@@ -214,7 +214,7 @@ describe.skipIf(conf === undefined)('a pool on RADOS through the CLI', () => {
     expectJson(await lifecycle('srv-j', true), ['nbd']);
     // Nor is it deleted under the server; the refusal names the server, and no takeover (that would refuse it too).
     const refused = await inProcessFails(home, ['pool', 'delete', name, '--force']);
-    expect(refused).toMatch(new RegExp(`^pool '${name}' is in use by another process of this home \\(pid ${srv.child.pid!}\\): its RADOS lock is held by host=${literal(os.hostname())} home=${literal(home)} pid=${srv.child.pid!} `));
+    expect(refused).toMatch(new RegExp(`^pool '${name}' is in use by another process of this home \\(pid ${srv.child.pid!}\\): its RADOS lock is held by host=${literal(os.hostname())} machine=\\S+ home=${literal(home)} pid=${srv.child.pid!} `));
     expect(refused).not.toMatch(/takeover/);
   }, 120_000);
 

@@ -55,12 +55,12 @@ describe.skipIf(conf === undefined)('a pool on RADOS shared by two homes', () =>
 
   /** The refusal a home gets while the server of home A holds the pool. */
   const heldByA = (): RegExp =>
-    new RegExp(`^strata: pool '${name}' is in use: its RADOS lock is held by host=${literal(os.hostname())} home=${literal(homeA)} pid=${a!.child.pid!} .*; if that owner is dead, take the pool over with: strata pool takeover ${name}$`);
+    new RegExp(`^strata: pool '${name}' is in use: its RADOS lock is held by host=${literal(os.hostname())} machine=\\S+ home=${literal(homeA)} pid=${a!.child.pid!} .*; if that owner is dead, take the pool over with: strata pool takeover ${name}$`);
 
   it('lets a second home import the pool home A serves, and refuses it every command naming the holder', async () => {
     a = await startServe(['--home', homeA, name, '--listen', '127.0.0.1:0']);
     const imported = ok(homeB, ['pool', 'import', name, '--rados', TEST_CEPH_POOL, '--ceph-conf', conf!]);
-    expect(imported).toMatch(new RegExp(`^imported pool '${name}' from Ceph pool '${TEST_CEPH_POOL}'; it is held elsewhere right now \\(pool '${name}' is in use: its RADOS lock is held by host=\\S+ home=${literal(homeA)} pid=${a.child.pid!} `));
+    expect(imported).toMatch(new RegExp(`^imported pool '${name}' from Ceph pool '${TEST_CEPH_POOL}'; it is held elsewhere right now \\(pool '${name}' is in use: its RADOS lock is held by host=\\S+ machine=\\S+ home=${literal(homeA)} pid=${a.child.pid!} `));
     const third = path.join(dir, 'c');
     const asJson = JSON.parse(ok(third, ['--json', 'pool', 'import', name, '--rados', TEST_CEPH_POOL, '--ceph-conf', conf!])) as { name: string; backing: { kind: string }; heldBy: string };
     expect(asJson).toMatchObject({ name, backing: { kind: 'rados', cephPool: TEST_CEPH_POOL, image: name, conf: conf! } });
@@ -84,7 +84,7 @@ describe.skipIf(conf === undefined)('a pool on RADOS shared by two homes', () =>
     await tool('qemu-io', ['-f', 'raw', exportUri(a!, 'v'), '-c', `write -P 0x58 0 ${4 * MiB}`, '-c', 'flush']);
     a!.child.kill('SIGSTOP');
     const took = ok(homeB, ['pool', 'takeover', name]);
-    expect(took).toMatch(new RegExp(`^took over pool '${name}': fenced host=\\S+ home=${literal(homeA)} pid=${a!.child.pid!} .*\\(client\\.\\d+ at \\S+\\); its lock is broken and the pool opens here\\n$`));
+    expect(took).toMatch(new RegExp(`^took over pool '${name}': fenced host=\\S+ machine=\\S+ home=${literal(homeA)} pid=${a!.child.pid!} .*\\(client\\.\\d+ at \\S+\\); its lock is broken and the pool opens here\\n$`));
     const fenced = holderAddress(took);
     fencedAddresses.push(fenced);
     expect(await blocklist(conf!)).toContain(fenced);
@@ -111,7 +111,7 @@ describe.skipIf(conf === undefined)('a pool on RADOS shared by two homes', () =>
     expect(ok(homeB, ['pool', 'takeover', name])).toBe(`pool '${name}' was not held by anyone: nothing to fence; it opens here as it is\n`);
     expect(JSON.parse(ok(homeB, ['--json', 'pool', 'takeover', name]))).toEqual({ pool: name, fenced: [] });
     b = await startServe(['--home', homeB, name, '--listen', '127.0.0.1:0']);
-    expect(fails(homeB, ['pool', 'takeover', name])).toMatch(new RegExp(`^strata: pool '${name}' is held by this home's own process ${b.child.pid!} \\(host=\\S+ home=${literal(homeB)} pid=${b.child.pid!} .*\\): stop it instead of taking the pool over$`));
+    expect(fails(homeB, ['pool', 'takeover', name])).toMatch(new RegExp(`^strata: pool '${name}' is held by this home's own process ${b.child.pid!} \\(host=\\S+ machine=\\S+ home=${literal(homeB)} pid=${b.child.pid!} .*\\): stop it instead of taking the pool over$`));
     // Nothing was fenced: the server goes on taking writes.
     await tool('qemu-io', ['-f', 'raw', exportUri(b, 'v'), '-c', `write -P 0x5a ${8 * MiB} ${MiB}`, '-c', 'flush']);
     expect(await b.stop()).toBe(0);
