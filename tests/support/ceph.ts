@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { inject } from 'vitest';
-import { RadosCluster } from '../../src/blockdev/rados/index.js';
+import { afterAll, beforeAll, inject } from 'vitest';
+import { RadosCluster, type RadosIoctx } from '../../src/blockdev/rados/index.js';
 
 const run = promisify(execFile);
 
@@ -23,6 +23,24 @@ export const TEST_CEPH_POOL = 'strata';
 
 export function connect(conf: string): Promise<RadosCluster> {
   return RadosCluster.connect({ conf });
+}
+
+/** Connects for the tests of the enclosing describe block, and disconnects after them; the getter gives the test pool's ioctx. */
+export function useTestPool(conf: string): () => RadosIoctx {
+  let cluster: RadosCluster | undefined;
+  let io: RadosIoctx | undefined;
+  beforeAll(async () => {
+    cluster = await connect(conf);
+    io = await cluster.ioctx(TEST_CEPH_POOL);
+  });
+  afterAll(async () => {
+    io?.close();
+    await cluster?.close();
+  });
+  return () => {
+    if (io === undefined) throw new Error('not connected to the test cluster');
+    return io;
+  };
 }
 
 /** Runs `ceph` against the test cluster; resolves with stdout. */
