@@ -215,7 +215,7 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
       exportName: (pool, volume) => source.exportName(pool, volume),
       holdExport: async (name) => {
         const held = await server?.holdExport(name);
-        return held ? { device: held.export.device, release: held.release } : undefined;
+        return held ? { name: held.export.name, device: held.export.device, release: held.release } : undefined;
       },
       clientsOf: (name) => server?.clientsOf(name) ?? 0,
       adopt: async (pool) => {
