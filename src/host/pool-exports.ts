@@ -153,7 +153,19 @@ export class PoolExportSource implements ExportSource {
   }
 
   async resolve(name: string): Promise<string | undefined> {
-    const table = this.table();
+    return this.canonical(this.table(), name);
+  }
+
+  /**
+   * The export name a volume's clients reach it by, which connections are
+   * counted under: its own, or the old name a hot migration moved it from.
+   */
+  servedName(pool: string, volume: string): string {
+    const own = this.exportName(pool, volume);
+    return this.canonical(this.table(), own) ?? own;
+  }
+
+  private canonical(table: Map<string, Entry>, name: string): string | undefined {
     if (table.has(name)) return name;
     if (name === '') return table.keys().next().value;
     // A moved volume's new name is the same export as its old one.

@@ -25,6 +25,8 @@ describe('export names across a hot migration', () => {
     expect((await source.list()).map((e) => e.name)).toEqual(['vm']);
     expect(await source.resolve('vm')).toBe('vm');
     expect(await source.resolve('b/vm')).toBe('vm');
+    // Its connections are counted under the name they use.
+    expect(source.servedName('b', 'vm')).toBe('vm');
     const opened = await source.open('vm');
     expect(opened.device).toBeInstanceOf(MovableDevice);
     expect((opened.device as MovableDevice).volume.name).toContain('vm');
@@ -35,6 +37,8 @@ describe('export names across a hot migration', () => {
     await a.createVolume('vm', 1 << 20);
     expect((await source.list()).map((e) => e.name).sort()).toEqual(['b/vm', 'vm']);
     expect(await source.resolve('b/vm')).toBe('b/vm');
+    expect(source.servedName('b', 'vm')).toBe('b/vm');
+    expect(source.servedName('a', 'vm')).toBe('vm');
 
     // A rolled-back migration takes its alias away.
     source.alias('vm', undefined);
@@ -66,6 +70,7 @@ describe('export names across a hot migration', () => {
     expect((await source.list()).map((e) => e.name)).toEqual(['vm']);
     expect(await source.resolve('vm')).toBe('vm');
     expect(await servedFrom('vm')).toBe('b');
+    expect(source.servedName('b', 'vm')).toBe('vm');
 
     source.alias('vm', { pool: 'a', volume: 'vm', active: true });
     await b.deleteVolumeChain('vm');
