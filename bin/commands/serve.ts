@@ -212,10 +212,10 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
     const log = (m: string): void => void process.stderr.write(`strata serve: ${m}\n`);
     const adopting = new Map<string, Promise<OpenedPool>>();
     const live = new LiveVolumes({
-      exportName: (pool, volume) => source.exportName(pool, volume),
+      exportName: (pool, volume) => source.servedName(pool, volume),
       holdExport: async (name) => {
         const held = await server?.holdExport(name);
-        return held ? { device: held.export.device, release: held.release } : undefined;
+        return held ? { name: held.export.name, device: held.export.device, release: held.release } : undefined;
       },
       clientsOf: (name) => server?.clientsOf(name) ?? 0,
       adopt: async (pool) => {
@@ -254,8 +254,8 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
         });
       }
       const admin = {
-        clientsOf: (volume: string) => server?.clientsOf(source.exportName(poolName, volume)) ?? 0,
-        disconnect: async (volume: string) => (server ? server.disconnect(source.exportName(poolName, volume)) : 0),
+        clientsOf: (volume: string) => server?.clientsOf(source.servedName(poolName, volume)) ?? 0,
+        disconnect: async (volume: string) => (server ? server.disconnect(source.servedName(poolName, volume)) : 0),
         live,
       };
       const endpoint = async (volume: string): Promise<ServedEndpoint> => {

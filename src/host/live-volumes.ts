@@ -6,8 +6,8 @@ import { MovableDevice } from '../migrate/movable-device.js';
 export interface LiveVolumesHost {
   /** The export name a volume is served under now. */
   exportName(pool: string, volume: string): string;
-  /** Holds an export open without counting as a client; undefined when nothing answers to the name. */
-  holdExport(name: string): Promise<{ device: unknown; release(): Promise<void> } | undefined>;
+  /** Holds an export open without counting as a client, under the canonical name it resolved to; undefined when nothing answers to the name. */
+  holdExport(name: string): Promise<{ name: string; device: unknown; release(): Promise<void> } | undefined>;
   clientsOf(name: string): number;
   /** A pool this server serves, or opens now and serves from then on. */
   adopt(pool: string): Promise<Pool>;
@@ -18,7 +18,7 @@ export interface LiveVolumesHost {
 export interface HeldVolume {
   /** The device the export serves the volume through: a migration interposes on it and moves it. */
   device: MovableDevice;
-  /** The export name it was held under (kept after a move, as an alias). */
+  /** The export name its clients use, which it was held under (kept after a move, as an alias). */
   exportName: string;
   release(): Promise<void>;
 }
@@ -33,14 +33,14 @@ export class LiveVolumes {
   constructor(private readonly host: LiveVolumesHost) {}
 
   async acquire(pool: string, volume: string): Promise<HeldVolume> {
-    const exportName = this.host.exportName(pool, volume);
-    const held = await this.host.holdExport(exportName);
+    const held = await this.host.holdExport(this.host.exportName(pool, volume));
     if (!held) throw new Error(`volume '${pool}/${volume}' is not exported by this server (it is missing, incomplete, or left out by serve --export)`);
     if (!(held.device instanceof MovableDevice)) {
       await held.release();
-      throw new Error(`export '${exportName}' is not a pool volume`);
+      throw new Error(`export '${held.name}' is not a pool volume`);
     }
-    return { device: held.device, exportName, release: held.release };
+    // Not the volume's own name when an earlier move left it under the name of its first place: the clients' name is what a move keeps.
+    return { device: held.device, exportName: held.name, release: held.release };
   }
 
   /** Clients connected to the volume now (work holding it is not counted). */

@@ -44,7 +44,9 @@ export class PoolExportSource implements ExportSource {
   /** The pool whose volumes go by bare names: the one pool the server was started with. */
   private readonly barePool: string | undefined;
   /** Export names that stand for a volume now in another pool (a hot migration's source name), by old name. */
-  private readonly moved = new Map<string, { pool: string; volume: string; active: boolean }>();
+  private readonly moved = new Map<string, { pool: string; volume: string }>();
+  /** Targets of hot migrations not yet pivoted, by the export name they will take over; hidden while they fill. */
+  private readonly filling = new Map<string, { pool: string; volume: string }>();
 
   constructor(
     pools: readonly ServedPool[],
@@ -72,12 +74,21 @@ export class PoolExportSource implements ExportSource {
    * For a hot migration: `oldName` stands for the volume in its new pool
    * once `active` (after the pivot), so clients that reconnect find it where
    * they left it, and the new name is the same export (one opening, shared);
-   * before that, the new name is hidden while it is being filled. `undefined`
-   * takes the alias away (a migration rolled back).
+   * before that, the new name is hidden while it is being filled, and
+   * `oldName` goes on standing for what it stood for (the source, which an
+   * earlier move may have put in another pool already). `undefined` takes a
+   * move that has not pivoted away (a migration rolled back).
    */
   alias(oldName: string, to: { pool: string; volume: string; active: boolean } | undefined): void {
-    if (to) this.moved.set(oldName, to);
-    else this.moved.delete(oldName);
+    if (!to) {
+      this.filling.delete(oldName);
+      return;
+    }
+    const at = { pool: to.pool, volume: to.volume };
+    if (to.active) {
+      this.filling.delete(oldName);
+      this.moved.set(oldName, at);
+    } else this.filling.set(oldName, at);
   }
 
   /** Volumes not served because an import left them incomplete (and --allow-incomplete was not given). */
@@ -99,14 +110,12 @@ export class PoolExportSource implements ExportSource {
         out.set(name, { identity: 'volume', readOnly, description: this.opts.describe(p.name, v.name, v.size), open: async () => new MovableDevice(await p.pool.openVolume(v.name, { readOnly })) });
       }
     }
+    // Hidden first: a target's own name may be the old name of the volume it is filled from (a move back to the first pool).
+    for (const to of this.filling.values()) out.delete(this.exportName(to.pool, to.volume));
     for (const [oldName, to] of this.moved) {
       const newName = this.exportName(to.pool, to.volume);
       const e = out.get(newName);
-      if (!e) continue;
-      if (!to.active) {
-        out.delete(newName);
-        continue;
-      }
+      if (!e || newName === oldName) continue;
       // A volume made since under the old name has it back.
       if (out.has(oldName)) continue;
       out.delete(newName);
@@ -144,11 +153,23 @@ export class PoolExportSource implements ExportSource {
   }
 
   async resolve(name: string): Promise<string | undefined> {
-    const table = this.table();
+    return this.canonical(this.table(), name);
+  }
+
+  /**
+   * The export name a volume's clients reach it by, which connections are
+   * counted under: its own, or the old name a hot migration moved it from.
+   */
+  servedName(pool: string, volume: string): string {
+    const own = this.exportName(pool, volume);
+    return this.canonical(this.table(), own) ?? own;
+  }
+
+  private canonical(table: Map<string, Entry>, name: string): string | undefined {
     if (table.has(name)) return name;
     if (name === '') return table.keys().next().value;
     // A moved volume's new name is the same export as its old one.
-    for (const [oldName, to] of this.moved) if (to.active && name === this.exportName(to.pool, to.volume) && table.has(oldName)) return oldName;
+    for (const [oldName, to] of this.moved) if (name === this.exportName(to.pool, to.volume) && table.has(oldName)) return oldName;
     // POOL/VOL answers for the pool whose exports go by VOL.
     const slash = name.indexOf('/');
     if (slash > 0 && name.slice(0, slash) === this.barePool && table.has(name.slice(slash + 1))) return name.slice(slash + 1);

@@ -3,7 +3,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hasTool, parseFio, startServe, STRATA, tool, type ServeProcess } from '../nbd/support.js';
 import { scratchDir } from '../support/scratch.js';
-import { inProcess, inProcessJson } from './in-process.js';
+import { NbdClient } from '../../src/nbd/index.js';
+import { inProcess, inProcessFails, inProcessJson } from './in-process.js';
 import { buildCli, strata } from './strata.js';
 
 const tools = ['fio', 'qemu-io', 'qemu-img'].every((t) => hasTool(t));
@@ -84,6 +85,18 @@ describe.skipIf(!tools)('strata migrate --online on a served pool', () => {
     for (const p of ['a', 'b']) expect((await inProcessJson<{ problems: unknown[] }>(home, ['pool', 'check', p])).problems).toEqual([]);
     expect((await inProcessJson<Job[]>(home, ['job', 'list', 'a'])).filter((j) => j.kind === 'migrate').map((j) => j.state)).toEqual(['done']);
   }, 180_000);
+
+  it('counts the clients of a moved volume under the name they still use: a cold move of it is refused while one is connected', async () => {
+    const client = await NbdClient.connect({ port: Number(new URL(srv!.uri).port), export: 'vm' });
+    try {
+      expect(await inProcessFails(home, ['migrate', 'b/vm', 'a'])).toBe('b/vm is served and has 1 connected client: use --online to move it while it serves I/O');
+    } finally {
+      await client.disconnect();
+    }
+    expect(await volumes(home, 'a')).toEqual(['slow']);
+    expect(await volumes(home, 'b')).toEqual(['vm']);
+    expect(await inProcess(home, ['snapshot', 'list', 'b/vm'])).not.toMatch(/send-tmp-/);
+  }, 60_000);
 
   it('leaves the source as it was when the job is cancelled before the pivot', async () => {
     const moving = running(home, ['migrate', 'a/slow', 'b/slow', '--online', '--rate', '4M']);

@@ -4,7 +4,8 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../../src/nbd/index.js';
 import { scratchDir } from '../support/scratch.js';
-import { hasTool, parseFio, startServe, STRATA, type FioJob, type ServeProcess } from './support.js';
+import { metricsUrl, metricValue as value, parseExposition, type Sample } from '../support/metrics.js';
+import { hasTool, parseFio, startServe, STRATA, type FioJob } from './support.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -17,45 +18,11 @@ async function strata(...args: string[]): Promise<string> {
   return stdout;
 }
 
-/** One sample of the exposition: name, labels, value. */
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-/** The Prometheus text format, as much of it as these metrics use (no escapes in label values). */
-function parseExposition(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) throw new Error(`not an exposition line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_]\w*)="([^"]*)"/g)) labels[l[1]!] = l[2]!;
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
 async function scrape(url: string): Promise<Sample[]> {
   const res = await fetch(url);
   expect(res.status).toBe(200);
   expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
   return parseExposition(await res.text());
-}
-
-/** The value of the one sample matching name and labels; 0 when absent (a counter never moved). */
-function value(samples: Sample[], name: string, labels: Record<string, string> = {}): number {
-  const hits = samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
-  if (hits.length > 1) throw new Error(`${name} ${JSON.stringify(labels)} matches ${hits.length} samples`);
-  return hits[0]?.value ?? 0;
-}
-
-function metricsUrl(s: ServeProcess): string {
-  const line = s.lines.find((l) => l.startsWith('metrics: '));
-  if (!line) throw new Error(`serve printed no metrics line: ${s.lines.join(' | ')}`);
-  return line.slice('metrics: '.length);
 }
 
 function fio(args: string[]): Promise<FioJob> {

@@ -58,3 +58,8 @@ export async function osd(conf: string, action: 'stop' | 'start', id: number): P
 export function uniqueName(prefix: string): string {
   return `${prefix}-${process.pid}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6).toString(36)}`;
 }
+
+/** What `strata pool create NAME` takes to put the pool in the test cluster's Ceph pool (NAME names its objects: use uniqueName). */
+export function radosPoolArgs(conf: string): string[] {
+  return ['--rados', TEST_CEPH_POOL, '--ceph-conf', conf];
+}
