@@ -45,3 +45,43 @@ export function uniqueName(prefix: string): string {
 export function radosPoolArgs(conf: string): string[] {
   return ['--rados', TEST_CEPH_POOL, '--ceph-conf', conf];
 }
+
+/** Every OSD of the cluster by id, and whether it is up in the current map. */
+export async function osdsUp(conf: string): Promise<Map<number, boolean>> {
+  const map = JSON.parse(await ceph(conf, ['osd', 'dump', '--format', 'json'])) as { osds: Array<{ osd: number; up: number }> };
+  return new Map(map.osds.map((o) => [o.osd, o.up === 1]));
+}
+
+/** A placement group of a Ceph pool: the OSDs holding it and the one that serves it. */
+export interface PlacementGroup {
+  pgid: string;
+  acting: number[];
+  primary: number;
+  state: string;
+}
+
+export async function placementGroups(conf: string, cephPool: string): Promise<PlacementGroup[]> {
+  const out = JSON.parse(await ceph(conf, ['pg', 'ls-by-pool', cephPool, '--format', 'json'])) as { pg_stats: Array<{ pgid: string; acting: number[]; acting_primary: number; state: string }> };
+  return out.pg_stats.map((p) => ({ pgid: p.pgid, acting: p.acting, primary: p.acting_primary, state: p.state }));
+}
+
+/**
+ * Resolves once the pool's placement groups are all active+clean (peering
+ * and recovery done) and `ok` holds of them; the groups come from the
+ * manager's statistics, which trail a change of the map by seconds.
+ */
+export async function untilClean(conf: string, cephPool: string, ok: (pgs: PlacementGroup[]) => boolean = () => true, timeoutMs = 300_000): Promise<PlacementGroup[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pgs = await placementGroups(conf, cephPool);
+    const unclean = pgs.filter((p) => p.state !== 'active+clean');
+    if (pgs.length > 0 && unclean.length === 0 && ok(pgs)) return pgs;
+    if (Date.now() > deadline) throw new Error(`Ceph pool '${cephPool}' not clean or not as expected after ${timeoutMs} ms: ${pgs.map((p) => `${p.pgid} ${p.state} [${p.acting.join(',')}] primary ${p.primary}`).join('; ')}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** How much OSD `id` is preferred as the primary (the one that serves reads) of the groups it holds: 0 to 1. */
+export async function primaryAffinity(conf: string, id: number, weight: number): Promise<void> {
+  await ceph(conf, ['osd', 'primary-affinity', `osd.${id}`, String(weight)]);
+}
