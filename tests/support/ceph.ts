@@ -31,8 +31,12 @@ export async function ceph(conf: string, args: string[]): Promise<string> {
   return stdout;
 }
 
-/** Stops or starts one OSD of the test cluster (scripts/ceph-cluster.sh). */
-export async function osd(conf: string, action: 'stop' | 'start', id: number): Promise<void> {
+/**
+ * Stops or starts one OSD of the test cluster (scripts/ceph-cluster.sh);
+ * freeze hangs it (SIGSTOP: its connections stay open, it answers nothing),
+ * thaw wakes it and waits until it is up again.
+ */
+export async function osd(conf: string, action: 'stop' | 'start' | 'freeze' | 'thaw', id: number): Promise<void> {
   await run('bash', [path.resolve('scripts/ceph-cluster.sh'), `osd-${action}`, path.dirname(conf), String(id)], { timeout: 120_000 });
 }
 
@@ -84,4 +88,10 @@ export async function untilClean(conf: string, cephPool: string, ok: (pgs: Place
 /** How much OSD `id` is preferred as the primary (the one that serves reads) of the groups it holds: 0 to 1. */
 export async function primaryAffinity(conf: string, id: number, weight: number): Promise<void> {
   await ceph(conf, ['osd', 'primary-affinity', `osd.${id}`, String(weight)]);
+}
+
+/** A setting as the cluster's (first) monitor runs with it, from its config file or the config database. */
+export async function monSetting(conf: string, key: string): Promise<string> {
+  const mons = JSON.parse(await ceph(conf, ['mon', 'dump', '--format', 'json'])) as { mons: Array<{ name: string }> };
+  return (await ceph(conf, ['config', 'show', `mon.${mons.mons[0]!.name}`, key])).trim();
 }
