@@ -49,8 +49,12 @@ export async function ceph(conf: string, args: string[]): Promise<string> {
   return stdout;
 }
 
-/** Stops or starts one OSD of the test cluster (scripts/ceph-cluster.sh). */
-export async function osd(conf: string, action: 'stop' | 'start', id: number): Promise<void> {
+/**
+ * Stops or starts one OSD of the test cluster (scripts/ceph-cluster.sh);
+ * freeze hangs it (SIGSTOP: its connections stay open, it answers nothing),
+ * thaw wakes it and waits until it is up again.
+ */
+export async function osd(conf: string, action: 'stop' | 'start' | 'freeze' | 'thaw', id: number): Promise<void> {
   await run('bash', [path.resolve('scripts/ceph-cluster.sh'), `osd-${action}`, path.dirname(conf), String(id)], { timeout: 120_000 });
 }
 
@@ -62,4 +66,50 @@ export function uniqueName(prefix: string): string {
 /** What `strata pool create NAME` takes to put the pool in the test cluster's Ceph pool (NAME names its objects: use uniqueName). */
 export function radosPoolArgs(conf: string): string[] {
   return ['--rados', TEST_CEPH_POOL, '--ceph-conf', conf];
+}
+
+/** Every OSD of the cluster by id, and whether it is up in the current map. */
+export async function osdsUp(conf: string): Promise<Map<number, boolean>> {
+  const map = JSON.parse(await ceph(conf, ['osd', 'dump', '--format', 'json'])) as { osds: Array<{ osd: number; up: number }> };
+  return new Map(map.osds.map((o) => [o.osd, o.up === 1]));
+}
+
+/** A placement group of a Ceph pool: the OSDs holding it and the one that serves it. */
+export interface PlacementGroup {
+  pgid: string;
+  acting: number[];
+  primary: number;
+  state: string;
+}
+
+export async function placementGroups(conf: string, cephPool: string): Promise<PlacementGroup[]> {
+  const out = JSON.parse(await ceph(conf, ['pg', 'ls-by-pool', cephPool, '--format', 'json'])) as { pg_stats: Array<{ pgid: string; acting: number[]; acting_primary: number; state: string }> };
+  return out.pg_stats.map((p) => ({ pgid: p.pgid, acting: p.acting, primary: p.acting_primary, state: p.state }));
+}
+
+/**
+ * Resolves once the pool's placement groups are all active+clean (peering
+ * and recovery done) and `ok` holds of them; the groups come from the
+ * manager's statistics, which trail a change of the map by seconds.
+ */
+export async function untilClean(conf: string, cephPool: string, ok: (pgs: PlacementGroup[]) => boolean = () => true, timeoutMs = 300_000): Promise<PlacementGroup[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pgs = await placementGroups(conf, cephPool);
+    const unclean = pgs.filter((p) => p.state !== 'active+clean');
+    if (pgs.length > 0 && unclean.length === 0 && ok(pgs)) return pgs;
+    if (Date.now() > deadline) throw new Error(`Ceph pool '${cephPool}' not clean or not as expected after ${timeoutMs} ms: ${pgs.map((p) => `${p.pgid} ${p.state} [${p.acting.join(',')}] primary ${p.primary}`).join('; ')}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** How much OSD `id` is preferred as the primary (the one that serves reads) of the groups it holds: 0 to 1. */
+export async function primaryAffinity(conf: string, id: number, weight: number): Promise<void> {
+  await ceph(conf, ['osd', 'primary-affinity', `osd.${id}`, String(weight)]);
+}
+
+/** A setting as the cluster's (first) monitor runs with it, from its config file or the config database. */
+export async function monSetting(conf: string, key: string): Promise<string> {
+  const mons = JSON.parse(await ceph(conf, ['mon', 'dump', '--format', 'json'])) as { mons: Array<{ name: string }> };
+  return (await ceph(conf, ['config', 'show', `mon.${mons.mons[0]!.name}`, key])).trim();
 }

@@ -17,6 +17,8 @@ export interface FioVerifyJob {
   verifyOnly?: boolean;
   /** Check each batch of this many blocks while writing goes on, so reads and writes interleave throughout. */
   verifyBacklog?: number;
+  /** Most bytes per second written (fio's notation, e.g. 12m), so that the job lasts as long whatever the machine. */
+  writeRate?: string;
 }
 
 export function fioVerifyArgs(j: FioVerifyJob): string[] {
@@ -28,6 +30,7 @@ export function fioVerifyArgs(j: FioVerifyJob): string[] {
     '--verify=crc32c', '--verify_fatal=1', '--verify_state_save=0', '--output-format=json',
     ...(j.verifyOnly === true ? ['--verify_only'] : ['--do_verify=1']),
     ...(j.verifyBacklog !== undefined ? [`--verify_backlog=${j.verifyBacklog}`] : []),
+    ...(j.writeRate !== undefined ? [`--rate=,${j.writeRate}`] : []),
   ];
 }
 
