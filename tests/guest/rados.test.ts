@@ -1,14 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { migrateVolume, volumeNames } from '../../bench/migrate-cli.js';
-import { createPoolVolume, servePool, strataCli, type PoolVolume, type ServerExit } from '../../bench/nbd-servers.js';
+import { createPoolVolume, strataCli, type PoolVolume } from '../../bench/nbd-servers.js';
 import { cephConf, radosPoolArgs, uniqueName } from '../support/ceph.js';
-import { createGuestDisk, poolDisk, type GuestDisk } from '../support/guest-disk.js';
-import { expectGuestOk, expectPoolClean, expectSoakVerified, expectStrataExit, withServer } from '../support/guest-expect.js';
-import type { GuestRun } from '../support/guest-qemu.js';
+import { poolDisk } from '../support/guest-disk.js';
+import { expectGuestOk, expectPoolClean, expectStrataExit, withServer } from '../support/guest-expect.js';
 import { readBack } from '../support/guest-readback.js';
-import { lastRound } from '../support/guest-soak.js';
+import { hotMigrateGuest } from '../support/guest-hot-migrate.js';
 import { guestSuite, guestToolsSkip } from '../support/guest-suite.js';
 import { GUEST_FILES, GUEST_TOOLS, missingTools } from '../support/guest-tools.js';
 
@@ -73,41 +71,15 @@ describe.skipIf(skip || conf === undefined)('a Linux guest on a volume of a RADO
   }, TEST_TIMEOUT_MS);
 
   it('keeps writing while `strata migrate --online` moves its disk from a file pool into a RADOS pool, and every file is there afterwards', async () => {
-    const guest = suite.guest();
-    const source = createGuestDisk('strata', suite.dir, 'hot', DISK_BYTES);
-    if (!source.volume) throw new Error('a Strata guest disk is a pool volume');
-    const { home, pool: sourcePool, volume } = source.volume;
-    const targetPool = radosPool(home);
-    cli(home, 'pool', 'create', targetPool, ...radosPoolArgs(conf!), '--size', String(2 * DISK_BYTES));
-    const target: GuestDisk = poolDisk({ home, pool: targetPool, volume });
-
-    // The server holds the file pool only; the migration opens the RADOS pool in it.
-    const server = await servePool(home, sourcePool, [volume]);
-    const vm = guest.soak(server.uri, 'none');
-    let migrated: { roundAtStart: number; roundAtEnd: number; output: string };
-    let runGuest: GuestRun;
-    let served: ServerExit;
-    try {
-      await vm.waitFor(/STRATA-ROUND 2\n/, 150_000);
-      const roundAtStart = lastRound(vm.console());
-      // A rate limit keeps the copy going for seconds, so the guest's rounds race it.
-      const move = await migrateVolume(home, sourcePool, volume, targetPool, true, 120_000, ['--rate', RATE]);
-      migrated = { roundAtStart, roundAtEnd: lastRound(vm.console()), output: move.output };
-      // Rounds written after the pivot land in RADOS only.
-      await vm.waitFor(new RegExp(`STRATA-ROUND ${migrated.roundAtEnd + 2}\n`), 60_000);
-      vm.send('stop');
-      runGuest = await vm.done;
-    } finally {
-      vm.kill();
-      served = await server.stop();
-    }
-    expectStrataExit(served);
-
-    const during = `rounds ${migrated.roundAtStart}–${migrated.roundAtEnd} ran during the migration; it said: ${migrated.output}`;
-    expect(migrated.roundAtEnd, `the guest wrote while the copy ran: ${during}`).toBeGreaterThan(migrated.roundAtStart);
-    expect(await volumeNames(home, sourcePool), 'the file pool gave the volume up').not.toContain(volume);
-    expect(await volumeNames(home, targetPool)).toContain(volume);
-    await expectSoakVerified(guest, runGuest, 'guest hot-migrated into RADOS', migrated.roundAtEnd, target, suite.dir, during);
-    expectPoolClean(source, false);
+    await hotMigrateGuest(suite, {
+      diskBytes: DISK_BYTES,
+      rate: RATE,
+      label: 'guest hot-migrated into RADOS',
+      makeTarget: (home) => {
+        const targetPool = radosPool(home);
+        cli(home, 'pool', 'create', targetPool, ...radosPoolArgs(conf!), '--size', String(2 * DISK_BYTES));
+        return targetPool;
+      },
+    });
   }, TEST_TIMEOUT_MS);
 });
