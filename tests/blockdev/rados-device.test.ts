@@ -90,6 +90,25 @@ describe('RADOS device over an in-memory object store', () => {
     await dev.flush();
   });
 
+  it('admits writes waiting for room in arrival order: a later write to the same place never passes an earlier one', async () => {
+    const MiB = 1024 * 1024;
+    const objects = new MemoryObjects();
+    const dev = await RadosDevice.create(objects, 'order', 64 * MiB, 4 * MiB);
+    objects.hold();
+    // 31.5 MiB in flight: a 1 MiB write waits for room (the bound is 32 MiB), a 512-byte one alone would fit.
+    for (let i = 0; i < 63; i++) await dev.write(Buffer.alloc(MiB / 2, 1), 8 * MiB + i * (MiB / 2));
+    const earlier = dev.write(Buffer.alloc(MiB, 0xee), 0);
+    const later = dev.write(Buffer.alloc(512, 0x11), 0);
+    await new Promise((r) => setTimeout(r, 20));
+    objects.release();
+    await Promise.all([earlier, later]);
+    await dev.flush();
+    const back = Buffer.alloc(1024);
+    await dev.read(back, 0);
+    expect(back.subarray(0, 512).every((b) => b === 0x11)).toBe(true);
+    expect(back.subarray(512).every((b) => b === 0xee)).toBe(true);
+  });
+
   it('removes whole objects, truncates tails and zeroes the middle, making no object to hold zeroes', async () => {
     const { dev, objects } = await device();
     await dev.write(Buffer.alloc(3 * OBJECT, 9), 0);

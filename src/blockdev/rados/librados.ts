@@ -12,9 +12,15 @@ import koffi from 'koffi';
  *   call goes through koffi's `.async`, on libuv's thread pool.
  * - Buffers handed to an asynchronous read are filled after the call returns,
  *   so they are passed by pointer and kept referenced until the completion.
+ * - RADOS orders one client's writes to an object, but a read may pass a
+ *   write still in flight (one waiting for a degraded object's recovery, say)
+ *   unless it carries ORDER_READS_WRITES: every data read does.
  */
 
 export type Handle = unknown;
+
+/** librados.h: a read flagged so is not answered before the writes to its object sent ahead of it. */
+export const OPERATION_ORDER_READS_WRITES = 4;
 
 /** A function koffi made from a C prototype: callable, and callable on a worker thread. */
 interface CFunction {
@@ -37,7 +43,10 @@ export interface LibRados {
   createCompletion: CFunction;
   completionReturn: CFunction;
   completionRelease: CFunction;
-  aioRead: CFunction;
+  createReadOp: CFunction;
+  releaseReadOp: CFunction;
+  readOpRead: CFunction;
+  aioReadOpOperate: CFunction;
   aioWrite: CFunction;
   aioWriteFull: CFunction;
   aioRemove: CFunction;
@@ -79,6 +88,7 @@ export function librados(): LibRados {
   koffi.pointer('rados_ioctx_t', koffi.opaque());
   koffi.pointer('rados_completion_t', koffi.opaque());
   koffi.pointer('rados_write_op_t', koffi.opaque());
+  koffi.pointer('rados_read_op_t', koffi.opaque());
   const callbackType = koffi.proto('void rados_callback_t(rados_completion_t cb, intptr_t arg)');
   const f = (proto: string): CFunction => lib.func(proto) as CFunction;
   const api: LibRados = {
@@ -96,7 +106,10 @@ export function librados(): LibRados {
     createCompletion: f('int rados_aio_create_completion2(intptr_t arg, rados_callback_t *complete, _Out_ rados_completion_t *pc)'),
     completionReturn: f('int rados_aio_get_return_value(rados_completion_t c)'),
     completionRelease: f('void rados_aio_release(rados_completion_t c)'),
-    aioRead: f('int rados_aio_read(rados_ioctx_t io, const char *oid, rados_completion_t c, uint8_t *buf, size_t len, uint64_t off)'),
+    createReadOp: f('rados_read_op_t rados_create_read_op()'),
+    releaseReadOp: f('void rados_release_read_op(rados_read_op_t op)'),
+    readOpRead: f('void rados_read_op_read(rados_read_op_t op, uint64_t offset, size_t len, uint8_t *buf, uint8_t *bytes_read, int *prval)'),
+    aioReadOpOperate: f('int rados_aio_read_op_operate(rados_read_op_t op, rados_ioctx_t io, rados_completion_t c, const char *oid, int flags)'),
     aioWrite: f('int rados_aio_write(rados_ioctx_t io, const char *oid, rados_completion_t c, const uint8_t *buf, size_t len, uint64_t off)'),
     aioWriteFull: f('int rados_aio_write_full(rados_ioctx_t io, const char *oid, rados_completion_t c, const uint8_t *buf, size_t len)'),
     aioRemove: f('int rados_aio_remove(rados_ioctx_t io, const char *oid, rados_completion_t c)'),

@@ -16,9 +16,11 @@ import { errnoName, RADOS_ERR } from './errno.js';
  * has it (librados copies the bytes), not once RADOS acknowledges it; flush()
  * waits for every write sent before it and fails if any of them failed, and
  * a FUA write waits for its own acknowledgement (RADOS acknowledges a write
- * once every replica has it). A read sent after a write sees it: RADOS orders
- * one client's operations on an object. What is in flight is bounded, in
- * bytes and in operations; past the bound a write waits for room.
+ * once every replica has it). A read sent after a write sees it: reads go
+ * out ordered after the writes to their object (RADOS alone would let a read
+ * pass a write waiting on a degraded object). What is in flight is bounded, in
+ * bytes and in operations; past the bound a write waits for room, in arrival
+ * order, so that writes reach RADOS in the order they were issued.
  * Discard and write-zeroes remove whole objects and zero or truncate the
  * parts of others; both read back as zeroes.
  */
@@ -76,8 +78,11 @@ export class RadosDevice implements BlockDevice {
   readonly readOnly: boolean;
   /** Writes sent and not yet acknowledged, each settling (never rejecting) when RADOS answers. */
   private readonly unacked = new Set<Promise<void>>();
+  /** Reserved at admission, released as RADOS answers each operation. */
   private unackedBytes = 0;
-  private readonly room: (() => void)[] = [];
+  private unackedOps = 0;
+  /** Requests waiting for room, first come first admitted. */
+  private readonly waiting: { bytes: number; ops: number; admit: () => void }[] = [];
   /** The first failure of a write already resolved: every later flush reports it (the data is lost). */
   private lostWrite: BlockDeviceError | undefined;
   private fenced = false;
@@ -159,26 +164,27 @@ export class RadosDevice implements BlockDevice {
   async read(buf: Uint8Array, offset: number): Promise<void> {
     this.usable('read', offset, buf.length);
     checkRange(this, 'read', offset, buf.length);
-    await Promise.all(
-      pieces(this.header.objectSize, offset, buf.length).map(async (p) => {
-        const part = buf.subarray(p.at, p.at + p.length);
-        const ret = await this.io.read(dataObject(this.header.id, p.chunk), part, p.within);
-        if (ret === RADOS_ERR.ENOENT) return part.fill(0);
-        this.failed(ret, 'read', offset + p.at, p.length);
-        // An object ends where its last write ended: the rest reads as zeroes.
-        if (ret < p.length) part.fill(0, ret);
-        return part;
-      }),
-    );
+    const parts = pieces(this.header.objectSize, offset, buf.length);
+    // Every part is waited for before a failure is thrown: librados writes into `buf` until it answers, and the caller reuses `buf` once this settles.
+    const answers = await Promise.all(parts.map((p) => this.io.read(dataObject(this.header.id, p.chunk), buf.subarray(p.at, p.at + p.length), p.within)));
+    parts.forEach((p, i) => {
+      const ret = answers[i]!;
+      const part = buf.subarray(p.at, p.at + p.length);
+      if (ret === RADOS_ERR.ENOENT) return part.fill(0);
+      this.failed(ret, 'read', offset + p.at, p.length);
+      // An object ends where its last write ended: the rest reads as zeroes.
+      if (ret < p.length) part.fill(0, ret);
+    });
   }
 
   async write(buf: Uint8Array, offset: number, opts?: WriteOptions): Promise<void> {
     this.usable('write', offset, buf.length);
     checkRange(this, 'write', offset, buf.length);
     checkWritable(this, 'write', offset, buf.length);
-    await this.waitForRoom(buf.length);
+    const parts = pieces(this.header.objectSize, offset, buf.length);
+    await this.admit(buf.length, parts.length);
     const behind = opts?.fua !== true;
-    const sent = pieces(this.header.objectSize, offset, buf.length).map((p) =>
+    const sent = parts.map((p) =>
       this.send(p.length, 'write', offset + p.at, this.io.write(dataObject(this.header.id, p.chunk), buf.subarray(p.at, p.at + p.length), p.within), behind),
     );
     if (!behind) await this.settle(sent, 'write', offset, buf.length);
@@ -197,10 +203,9 @@ export class RadosDevice implements BlockDevice {
    * kept for the next flush to report.
    */
   private send(bytes: number, op: BlockOp, offset: number, request: Promise<number>, behind: boolean): Promise<number> {
-    this.unackedBytes += bytes;
     const done = request.then((ret) => {
       this.unacked.delete(tracked);
-      this.unackedBytes -= bytes;
+      this.release(bytes);
       if (ret < 0 && behind && this.lostWrite === undefined) {
         try {
           this.failed(ret, op, offset, bytes);
@@ -208,7 +213,6 @@ export class RadosDevice implements BlockDevice {
           this.lostWrite = err as BlockDeviceError;
         }
       }
-      this.room.shift()?.();
       return ret;
     });
     const tracked = done.then(() => undefined);
@@ -221,9 +225,33 @@ export class RadosDevice implements BlockDevice {
     for (const ret of await Promise.all(sent)) this.failed(ret, op, offset, length);
   }
 
-  private async waitForRoom(bytes: number): Promise<void> {
-    while (this.unacked.size > 0 && (this.unackedBytes + bytes > MAX_UNACKED_BYTES || this.unacked.size >= MAX_UNACKED_OPS)) {
-      await new Promise<void>((resolve) => this.room.push(resolve));
+  /**
+   * Reserves room for a request of `ops` operations moving `bytes`. A request
+   * that finds others waiting waits behind them even if it would fit: a later
+   * write passing an earlier one to the same place would leave the older data.
+   */
+  private async admit(bytes: number, ops: number): Promise<void> {
+    if (this.waiting.length === 0 && this.fits(bytes, ops)) return this.reserve(bytes, ops);
+    await new Promise<void>((admit) => this.waiting.push({ bytes, ops, admit }));
+  }
+
+  /** Anything fits an idle device, however large; otherwise within both bounds. */
+  private fits(bytes: number, ops: number): boolean {
+    return this.unackedOps === 0 || (this.unackedBytes + bytes <= MAX_UNACKED_BYTES && this.unackedOps + ops <= MAX_UNACKED_OPS);
+  }
+
+  private reserve(bytes: number, ops: number): void {
+    this.unackedBytes += bytes;
+    this.unackedOps += ops;
+  }
+
+  private release(bytes: number): void {
+    this.unackedBytes -= bytes;
+    this.unackedOps--;
+    for (let next = this.waiting[0]; next !== undefined && this.fits(next.bytes, next.ops); next = this.waiting[0]) {
+      this.waiting.shift();
+      this.reserve(next.bytes, next.ops);
+      next.admit();
     }
   }
 
@@ -240,9 +268,10 @@ export class RadosDevice implements BlockDevice {
     checkRange(this, op, offset, length);
     checkWritable(this, op, offset, length);
     const objectSize = this.header.objectSize;
-    await this.waitForRoom(0);
+    const parts = pieces(objectSize, offset, length);
+    await this.admit(0, parts.length);
     // Zeroing waits for RADOS: it is rare, and a caller that zeroes often reads the range next.
-    const sent = pieces(objectSize, offset, length).map((p) => {
+    const sent = parts.map((p) => {
       const oid = dataObject(this.header.id, p.chunk);
       const objectEnd = Math.min(objectSize, this.header.size - p.chunk * objectSize);
       const request =

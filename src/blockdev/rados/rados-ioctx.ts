@@ -1,5 +1,5 @@
 import { RADOS_ERR } from './errno.js';
-import { offLoop, type Handle } from './librados.js';
+import { offLoop, OPERATION_ORDER_READS_WRITES, type Handle } from './librados.js';
 import { RadosError, type RadosCluster } from './rados-cluster.js';
 
 const { ENOENT, ERANGE } = RADOS_ERR;
@@ -29,9 +29,21 @@ export class RadosIoctx {
     return this.cluster.api;
   }
 
-  /** Bytes read (fewer at the object's end), or ENOENT for an object never written. */
-  read(oid: string, buf: Uint8Array, offset: number): Promise<number> {
-    return this.cluster.submit((c) => this.api.aioRead(this.handle, oid, c, buf, buf.length, offset) as number, buf);
+  /**
+   * Bytes read (fewer at the object's end), or ENOENT for an object never
+   * written. Ordered after every write sent before it, answered or not:
+   * write-behind resolves writes before RADOS answers them, and a read must see them.
+   */
+  async read(oid: string, buf: Uint8Array, offset: number): Promise<number> {
+    const op = this.api.createReadOp();
+    const bytesRead = Buffer.alloc(8);
+    try {
+      this.api.readOpRead(op, offset, buf.length, buf, bytesRead, null);
+      const ret = await this.cluster.submit((c) => this.api.aioReadOpOperate(op, this.handle, c, oid, OPERATION_ORDER_READS_WRITES) as number, [buf, bytesRead]);
+      return ret < 0 ? ret : Number(bytesRead.readBigUInt64LE(0));
+    } finally {
+      this.api.releaseReadOp(op);
+    }
   }
 
   write(oid: string, buf: Uint8Array, offset: number): Promise<number> {
