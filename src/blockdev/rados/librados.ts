@@ -5,11 +5,10 @@ import koffi from 'koffi';
  * nothing compiles at install time; Debian's librados2 is the library).
  *
  * Two rules keep the event loop safe:
- * - Completions of asynchronous calls arrive on librados threads; koffi queues
- *   them to the main thread. A librados call that blocks (connect, locks, mon
- *   commands, stat) must therefore never run on the main thread while
- *   completions may be pending, or the two wait for each other: every such
- *   call goes through koffi's `.async`, on libuv's thread pool.
+ * - Completions of asynchronous calls arrive on librados threads, as bytes on
+ *   a pipe (doorbell.ts). A librados call that blocks (connect, locks, mon
+ *   commands) runs through koffi's `.async`, on libuv's thread pool, so that
+ *   the event loop goes on taking them meanwhile.
  * - Buffers handed to an asynchronous read are filled after the call returns,
  *   so they are passed by pointer and kept referenced until the completion.
  * - RADOS orders one client's writes to an object, but a read may pass a
@@ -41,6 +40,7 @@ export interface LibRados {
   waitForLatestOsdmap: CFunction;
   blocklistAdd: CFunction;
   createCompletion: CFunction;
+  completionIsComplete: CFunction;
   completionReturn: CFunction;
   completionRelease: CFunction;
   createReadOp: CFunction;
@@ -66,9 +66,6 @@ export interface LibRados {
   listLockers: CFunction;
   bufferFree: CFunction;
   /** The one registered completion callback: librados passes back the request number as its argument. */
-  completionCallback: unknown;
-  /** Where completions go; set once by the dispatcher. */
-  onComplete: (completion: Handle, id: number) => void;
 }
 
 let loaded: LibRados | undefined;
@@ -89,7 +86,6 @@ export function librados(): LibRados {
   koffi.pointer('rados_completion_t', koffi.opaque());
   koffi.pointer('rados_write_op_t', koffi.opaque());
   koffi.pointer('rados_read_op_t', koffi.opaque());
-  const callbackType = koffi.proto('void rados_callback_t(rados_completion_t cb, intptr_t arg)');
   const f = (proto: string): CFunction => lib.func(proto) as CFunction;
   const api: LibRados = {
     create2: f('int rados_create2(_Out_ rados_t *pcluster, const char *cluster, const char *name, uint64_t flags)'),
@@ -103,7 +99,8 @@ export function librados(): LibRados {
     getAddrs: f('int rados_getaddrs(rados_t cluster, _Out_ char **addrs)'),
     waitForLatestOsdmap: f('int rados_wait_for_latest_osdmap(rados_t cluster)'),
     blocklistAdd: f('int rados_blocklist_add(rados_t cluster, const char *client_address, uint32_t expire_seconds)'),
-    createCompletion: f('int rados_aio_create_completion2(intptr_t arg, rados_callback_t *complete, _Out_ rados_completion_t *pc)'),
+    createCompletion: f('int rados_aio_create_completion2(void *arg, void *complete, _Out_ rados_completion_t *pc)'),
+    completionIsComplete: f('int rados_aio_is_complete(rados_completion_t c)'),
     completionReturn: f('int rados_aio_get_return_value(rados_completion_t c)'),
     completionRelease: f('void rados_aio_release(rados_completion_t c)'),
     createReadOp: f('rados_read_op_t rados_create_read_op()'),
@@ -130,10 +127,7 @@ export function librados(): LibRados {
       'intptr_t rados_list_lockers(rados_ioctx_t io, const char *oid, const char *name, _Out_ int *exclusive, uint8_t *tag, _Inout_ size_t *tag_len, uint8_t *clients, _Inout_ size_t *clients_len, uint8_t *cookies, _Inout_ size_t *cookies_len, uint8_t *addrs, _Inout_ size_t *addrs_len)',
     ),
     bufferFree: f('void rados_buffer_free(char *buf)'),
-    completionCallback: undefined,
-    onComplete: () => undefined,
   };
-  api.completionCallback = koffi.register((completion: Handle, id: number | bigint) => api.onComplete(completion, Number(id)), koffi.pointer(callbackType));
   loaded = api;
   return api;
 }

@@ -1,5 +1,6 @@
 import { errnoName, RADOS_ERR } from './errno.js';
 import { librados, offLoop, takeString, type Handle, type LibRados } from './librados.js';
+import { Doorbell } from './doorbell.js';
 import { RadosIoctx } from './rados-ioctx.js';
 
 /** Where a cluster is and who we are to it: the standard Ceph config and keyring, never a key on the command line. */
@@ -21,24 +22,14 @@ export class RadosError extends Error {
 }
 
 
-interface PendingOp {
-  cluster: RadosCluster;
-  resolve: (ret: number) => void;
-  /** Kept referenced until librados is done with it. */
-  keep: unknown;
-}
-
 /**
- * One connection to a Ceph cluster. Asynchronous operations complete through
- * one registered callback, keyed by a request number; while any is pending a
- * timer holds the event loop open, since koffi's queued callbacks do not.
+ * One connection to a Ceph cluster. Asynchronous operations complete
+ * through the process's one doorbell (doorbell.ts), which keeps the process
+ * alive while any is in flight.
  */
 export class RadosCluster {
-  /** Every cluster's operations in flight, by request number (the callback is one for the process). */
-  private static readonly pending = new Map<number, PendingOp>();
-  private static nextId = 1;
+  private static doorbell: Doorbell | undefined;
   private inFlightOps = 0;
-  private readonly keepAlive: NodeJS.Timeout;
   private closed = false;
 
   private constructor(
@@ -46,20 +37,7 @@ export class RadosCluster {
     private readonly handle: Handle,
     readonly target: RadosTarget,
   ) {
-    this.keepAlive = setInterval(() => undefined, 1 << 30);
-    this.keepAlive.unref();
-    api.onComplete = RadosCluster.dispatch;
-  }
-
-  private static dispatch(this: void, completion: Handle, id: number): void {
-    const op = RadosCluster.pending.get(id);
-    if (op === undefined) return;
-    RadosCluster.pending.delete(id);
-    const { cluster } = op;
-    if (--cluster.inFlightOps === 0) cluster.keepAlive.unref();
-    const ret = cluster.api.completionReturn(completion) as number;
-    cluster.api.completionRelease(completion);
-    op.resolve(ret);
+    RadosCluster.doorbell ??= new Doorbell(api);
   }
 
   /** Connects with the config's monitors and keyring; fails within 30 s when they do not answer. */
@@ -122,22 +100,28 @@ export class RadosCluster {
    */
   submit(start: (completion: Handle) => number, keep?: unknown): Promise<number> {
     if (this.closed) return Promise.resolve(RADOS_ERR.ESHUTDOWN);
-    return new Promise((resolve) => {
-      const id = RadosCluster.nextId++;
-      const out: Handle[] = [null];
-      const made = this.api.createCompletion(id, this.api.completionCallback, out) as number;
-      if (made < 0) return resolve(made);
-      const completion = out[0];
-      if (this.inFlightOps++ === 0) this.keepAlive.ref();
-      RadosCluster.pending.set(id, { cluster: this, resolve, keep });
-      const ret = start(completion);
-      if (ret < 0) {
-        RadosCluster.pending.delete(id);
-        if (--this.inFlightOps === 0) this.keepAlive.unref();
-        this.api.completionRelease(completion);
-        resolve(ret);
-      }
-    });
+    const bell = RadosCluster.doorbell!;
+    const out: Handle[] = [null];
+    const made = this.api.createCompletion(bell.stream, bell.callback, out) as number;
+    if (made < 0) return Promise.resolve(made);
+    const completion = out[0];
+    const ret = start(completion);
+    if (ret < 0) {
+      this.api.completionRelease(completion);
+      return Promise.resolve(ret);
+    }
+    this.inFlightOps++;
+    return new Promise((resolve) =>
+      bell.expect({
+        completion,
+        settle: (answer) => {
+          this.inFlightOps--;
+          // Referenced until here: librados reads from or writes into it until it answers.
+          void keep;
+          resolve(answer);
+        },
+      }),
+    );
   }
 
   /** Operations still in flight. */
@@ -150,7 +134,6 @@ export class RadosCluster {
     if (this.closed) return;
     while (this.inFlightOps > 0) await new Promise((r) => setTimeout(r, 5));
     this.closed = true;
-    clearInterval(this.keepAlive);
     await offLoop(this.api.shutdown, this.handle);
   }
 
