@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 
-/** utime + stime of a process, in clock ticks, from /proc. */
-export function cpuTicks(pid: number): number {
-  return parseStatCpuTicks(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+/** utime + stime of a process (or with `mainThread`, of its first thread alone), in clock ticks, from /proc. */
+export function cpuTicks(pid: number, mainThread = false): number {
+  return parseStatCpuTicks(fs.readFileSync(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8'));
 }
 
 /** utime + stime of a /proc/PID/stat text. */
@@ -13,12 +13,16 @@ export function parseStatCpuTicks(stat: string): number {
   return Number(fields[11]) + Number(fields[12]);
 }
 
-/** CPU time of processes in microseconds, from /proc; a process gone counts nothing. */
-export function cpuUs(pids: readonly number[]): number {
+/**
+ * CPU time of processes in microseconds, from /proc; a process gone counts
+ * nothing. With `mainThread`, only each one's first thread: a Node server's
+ * event loop, apart from the threads of the libraries it calls.
+ */
+export function cpuUs(pids: readonly number[], mainThread = false): number {
   let ticks = 0;
   for (const pid of pids) {
     try {
-      ticks += cpuTicks(pid);
+      ticks += cpuTicks(pid, mainThread);
     } catch {
       // Exited: what it spent is no longer to be read.
     }

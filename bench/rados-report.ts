@@ -12,6 +12,8 @@ export interface RadosSample extends FioResult {
   reported: number;
   /** CPU (user + system) per I/O of the process serving fio's I/O (strata serve, rbd-nbd); NaN where there is none. */
   serverCpuUsPerIo: number;
+  /** Of that, its main thread's (Strata's event loop, where the NBD work and every call into librados run; librados's own threads are the rest). */
+  serverLoopCpuUsPerIo: number;
   /** fio's own CPU per I/O, its engine's threads included (librbd's, for the rbd engine). */
   fioCpuUsPerIo: number;
   /** The Ceph daemons' CPU per I/O, when the cluster is the benchmark's own (else NaN: others' work would be counted). */
@@ -28,6 +30,7 @@ export interface RadosJobResult {
   medianLatUs: number;
   medianLatP99Us: number;
   medianServerCpuUsPerIo: number;
+  medianServerLoopCpuUsPerIo: number;
   medianFioCpuUsPerIo: number;
   medianClusterCpuUsPerIo: number;
   peakRssBytes: number;
@@ -73,6 +76,7 @@ export function jobResult(job: FioJob, server: string, samples: RadosSample[]): 
     medianLatUs: medianOf(samples.map((s) => s.latMeanUs)),
     medianLatP99Us: medianOf(samples.map((s) => s.latP99Us)),
     medianServerCpuUsPerIo: medianOf(samples.map((s) => s.serverCpuUsPerIo)),
+    medianServerLoopCpuUsPerIo: medianOf(samples.map((s) => s.serverLoopCpuUsPerIo)),
     medianFioCpuUsPerIo: medianOf(samples.map((s) => s.fioCpuUsPerIo)),
     medianClusterCpuUsPerIo: medianOf(samples.map((s) => s.clusterCpuUsPerIo)),
     peakRssBytes: maxOf(samples.map((s) => s.peakRssBytes)),
@@ -106,12 +110,12 @@ export function radosMarkdown(report: RadosReport): string {
       }),
     ];
   });
-  const costHeader = ['job', 'server', 'latency mean / p99 µs', 'server CPU µs/IO', 'fio CPU µs/IO', 'cluster CPU µs/IO', 'server peak RSS'];
+  const costHeader = ['job', 'server', 'latency mean / p99 µs', 'server CPU µs/IO (main thread)', 'fio CPU µs/IO', 'cluster CPU µs/IO', 'server peak RSS'];
   const costRows = o.jobs.flatMap((j) =>
     ran.flatMap((s) => {
       const r = cell(j, s.name);
       if (!r) return [];
-      return [[j, s.name, `${r.medianLatUs.toFixed(0)} / ${r.medianLatP99Us.toFixed(0)}`, us(r.medianServerCpuUsPerIo), us(r.medianFioCpuUsPerIo), us(r.medianClusterCpuUsPerIo), mib(r.peakRssBytes)]];
+      return [[j, s.name, `${r.medianLatUs.toFixed(0)} / ${r.medianLatP99Us.toFixed(0)}`, serverCpu(r), us(r.medianFioCpuUsPerIo), us(r.medianClusterCpuUsPerIo), mib(r.peakRssBytes)]];
     }),
   );
   return [
@@ -134,6 +138,10 @@ function fmt(v: number): string {
 
 function us(v: number): string {
   return Number.isNaN(v) ? '—' : v.toFixed(1);
+}
+
+function serverCpu(r: RadosJobResult): string {
+  return Number.isNaN(r.medianServerCpuUsPerIo) ? '—' : `${us(r.medianServerCpuUsPerIo)} (${us(r.medianServerLoopCpuUsPerIo)})`;
 }
 
 function mib(bytes: number): string {

@@ -77,6 +77,7 @@ async function measure(o: RadosBenchOptions, cluster: BenchCluster, dir: string,
           signal.throwIfAborted();
           const server = running.serverPid === undefined ? [] : [running.serverPid];
           const serverBefore = cpuUs(server);
+          const loopBefore = cpuUs(server, true);
           const clusterBefore = cpuUs(daemons);
           const rss = running.serverPid === undefined ? undefined : sampleRss(running.serverPid);
           const r = await runFioOn(running.fio, job, o.size, o.runtimeSec, [], signal);
@@ -87,6 +88,7 @@ async function measure(o: RadosBenchOptions, cluster: BenchCluster, dir: string,
             ...r,
             reported: reportedValue(job, r),
             serverCpuUsPerIo: server.length ? perIo(cpuUs(server) - serverBefore) : NaN,
+            serverLoopCpuUsPerIo: server.length ? perIo(cpuUs(server, true) - loopBefore) : NaN,
             fioCpuUsPerIo: perIo(r.fioCpuUs),
             clusterCpuUsPerIo: daemons.length ? perIo(cpuUs(daemons) - clusterBefore) : NaN,
             peakRssBytes,
@@ -94,7 +96,7 @@ async function measure(o: RadosBenchOptions, cluster: BenchCluster, dir: string,
           samples.set(key(job.name, setup.name), [...(samples.get(key(job.name, setup.name)) ?? []), sample]);
           log(
             `round ${round + 1}/${o.rounds} ${job.name} ${setup.name}: ${sample.reported.toFixed(0)} ${job.unit === 'IOPS' ? 'IOPS' : 'MiB/s'}, ` +
-              `lat ${r.latMeanUs.toFixed(0)} µs (p99 ${r.latP99Us.toFixed(0)}), CPU µs/IO server ${sample.serverCpuUsPerIo.toFixed(1)} ` +
+              `lat ${r.latMeanUs.toFixed(0)} µs (p99 ${r.latP99Us.toFixed(0)}), CPU µs/IO server ${sample.serverCpuUsPerIo.toFixed(1)} (main thread ${sample.serverLoopCpuUsPerIo.toFixed(1)}) ` +
               `fio ${sample.fioCpuUsPerIo.toFixed(1)} cluster ${sample.clusterCpuUsPerIo.toFixed(1)}` +
               (Number.isNaN(peakRssBytes) ? '' : `, server peak RSS ${(peakRssBytes / 2 ** 20).toFixed(0)} MiB`),
           );

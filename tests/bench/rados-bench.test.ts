@@ -49,13 +49,14 @@ function fio(value: number): FioResult {
   return { value, ios: 1000, latMeanUs: 900, latP99Us: 2500, latP999Us: 4000, latMaxUs: 9000, fioCpuUs: 30_000 };
 }
 
-function sample(jobName: string, value: number, server: { cpu: number; rss: number } | undefined, round = 0): RadosSample {
+function sample(jobName: string, value: number, server: { cpu: number; loop?: number; rss: number } | undefined, round = 0): RadosSample {
   const r = fio(value);
   return {
     round,
     ...r,
     reported: reportedValue(job(jobName), r),
     serverCpuUsPerIo: server?.cpu ?? NaN,
+    serverLoopCpuUsPerIo: server ? (server.loop ?? server.cpu / 2) : NaN,
     fioCpuUsPerIo: r.fioCpuUs / r.ios,
     clusterCpuUsPerIo: 210,
     peakRssBytes: server ? server.rss * MIB : NaN,
@@ -74,7 +75,7 @@ const report: RadosReport = {
     { name: 'rbd-nbd', detail: 'the kernel', notRun: 'needs the kernel nbd module' },
   ],
   results: [
-    jobResult(job('randread-4k-qd16'), 'strata', [sample('randread-4k-qd16', 6000, { cpu: 40, rss: 120 }), sample('randread-4k-qd16', 8000, { cpu: 60, rss: 130 }, 1)]),
+    jobResult(job('randread-4k-qd16'), 'strata', [sample('randread-4k-qd16', 6000, { cpu: 40, rss: 120 }), sample('randread-4k-qd16', 8000, { cpu: 60, loop: 20, rss: 130 }, 1)]),
     jobResult(job('randread-4k-qd16'), 'fio-rbd', [sample('randread-4k-qd16', 14_000, undefined), sample('randread-4k-qd16', 14_000, undefined, 1)]),
     jobResult(job('write-1m-qd4'), 'strata', [sample('write-1m-qd4', 2 ** 20 * 100 / 1e6, { cpu: 900, rss: 140 })]),
     jobResult(job('write-1m-qd4'), 'fio-rbd', [sample('write-1m-qd4', 2 ** 20 * 200 / 1e6, undefined)]),
@@ -93,10 +94,10 @@ describe('the RADOS benchmark tables', () => {
     expect(md).toContain('Ceph: a one-host cluster of its own');
   });
 
-  it('shows latency, server, fio and cluster CPU per I/O and the server’s peak RSS, a dash where there is no server', () => {
-    expect(md).toContain('| randread-4k-qd16 | strata | 900 / 2500 | 50.0 | 30.0 | 210.0 | 130 MiB |');
+  it('shows latency, server CPU per I/O with its main thread\'s share, fio and cluster CPU and the server’s peak RSS, a dash where there is no server', () => {
+    expect(md).toContain('| randread-4k-qd16 | strata | 900 / 2500 | 50.0 (20.0) | 30.0 | 210.0 | 130 MiB |');
     expect(md).toContain('| randread-4k-qd16 | fio-rbd | 900 / 2500 | — | 30.0 | 210.0 | — |');
-    expect(md).toContain('| write-1m-qd4 | strata | 900 / 2500 | 900.0 | 30.0 | 210.0 | 140 MiB |');
+    expect(md).toContain('| write-1m-qd4 | strata | 900 / 2500 | 900.0 (450.0) | 30.0 | 210.0 | 140 MiB |');
     expect(md).not.toMatch(/\| [a-z0-9-]+ \| rbd-nbd \|/);
   });
 });
