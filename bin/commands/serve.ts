@@ -18,6 +18,7 @@ import { oneLine, openRegisteredPool, withPool, type OpenedPool } from '../../sr
 import { globals } from '../output.js';
 import { recordMembers } from '../../src/host/raid-members.js';
 import { checkName, Registry } from '../../src/host/registry.js';
+import { poolHealth } from '../../src/host/pool-health.js';
 import { createFilePool } from './pool.js';
 import { DEFAULT_LISTEN, parseHostPort } from '../host-port.js';
 import { formatSize, parseSize } from '../size.js';
@@ -193,7 +194,13 @@ async function servePools(home: string, poolNames: string[], opts: ServeOptions)
   const closeAll = async (): Promise<void> => {
     // The control sockets first: no array command may start on a pool being closed.
     for (const c of controls.splice(0)) await c.close();
+    const fenced = opened.filter((o) => poolHealth(o.pool).state === 'fenced').map((o) => o.record.name);
     for (const o of opened.splice(0)) await o.close();
+    // A server that lost a pool to another host ends failed, so that whoever runs it (systemd, a script) sees it.
+    if (fenced.length > 0) {
+      process.stderr.write(`strata serve: fenced while served, another host took it over and every write to it failed from then on: ${fenced.map((n) => `pool '${n}'`).join(', ')}\n`);
+      process.exitCode = 1;
+    }
   };
   // The server is made once the pools are open; until then nobody is connected.
   let server: NbdServer | undefined;

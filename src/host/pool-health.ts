@@ -1,9 +1,14 @@
 import type { Pool } from '../qcowlike/index.js';
 import { RaidArray } from '../raid/index.js';
+import { RadosDevice } from '../blockdev/rados/rados-device.js';
 import { formatSize } from './size.js';
 
-/** How a pool's device stands: a file pool is always optimal; a RAID pool is what its array says. */
-export type PoolState = 'optimal' | 'degraded' | 'rebuilding' | 'failed';
+/**
+ * How a pool's device stands: a file pool is always optimal; a RAID pool is
+ * what its array says; a pool on RADOS is fenced once another host took it
+ * over while it was open here (every write to it fails from then on).
+ */
+export type PoolState = 'optimal' | 'degraded' | 'rebuilding' | 'failed' | 'fenced';
 
 /** Health and space at a glance, as `pool list` and `pool info` show them. */
 export interface PoolHealth {
@@ -23,13 +28,19 @@ export function poolHealth(pool: Pool): PoolHealth {
   const provisionedBytes = pool.volumeRecords().reduce((sum, v) => sum + v.size, 0);
   const capacityBytes = s.totalClusters * s.clusterSize;
   return {
-    state: pool.dev instanceof RaidArray ? pool.dev.status().state : 'optimal',
+    state: deviceState(pool),
     provisionedBytes,
     capacityBytes,
     allocatedBytes: s.usedClusters * s.clusterSize,
     freeBytes: s.freeClusters * s.clusterSize,
     overcommitted: provisionedBytes > capacityBytes,
   };
+}
+
+function deviceState(pool: Pool): PoolState {
+  if (pool.dev instanceof RaidArray) return pool.dev.status().state;
+  if (pool.dev instanceof RadosDevice && pool.dev.isFenced) return 'fenced';
+  return 'optimal';
 }
 
 /**

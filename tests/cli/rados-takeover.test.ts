@@ -95,7 +95,10 @@ describe.skipIf(conf === undefined)('a pool on RADOS shared by two homes', () =>
     a!.child.kill('SIGCONT');
     await expect(tool('qemu-io', ['-f', 'raw', exportUri(a!, 'v'), '-c', `write -P 0x41 ${2 * MiB} ${MiB}`, '-c', 'flush'])).rejects.toThrow(/(write|flush) failed: Input\/output error/);
     await until('server A says it was fenced', () => a!.stderr().includes('this host was fenced: another host took the pool over'));
-    await a!.stop();
+    // Asked through the stale server (its control socket answers for the pool it still holds open), the pool says what it is now.
+    expect(JSON.parse(ok(homeA, ['--json', 'pool', 'info', name])).state).toBe('fenced');
+    expect(await a!.stop()).toBe(1);
+    expect(a!.stderr()).toContain(`strata serve: fenced while served, another host took it over and every write to it failed from then on: pool '${name}'\n`);
     expect(await b.stop()).toBe(0);
     a = b = undefined;
 

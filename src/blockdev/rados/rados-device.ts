@@ -307,6 +307,11 @@ export class RadosDevice implements BlockDevice {
     throw new BlockDeviceError(code, this.name, op, `RADOS: ${errnoName(ret)}`, offset, length);
   }
 
+  /** Whether RADOS has refused this client (blocklisted: another host took the device over); it never serves again. */
+  get isFenced(): boolean {
+    return this.fenced;
+  }
+
   private fencedError(op: BlockOp, offset?: number, length?: number): BlockDeviceError {
     return new BlockDeviceError('EIO', this.name, op, 'this host was fenced: another host took the pool over (its RADOS client is blocklisted)', offset, length);
   }
